@@ -1,0 +1,1 @@
+//! Benchmarks only: see the `[[bench]]` targets of this package.

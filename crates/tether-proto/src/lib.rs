@@ -1,0 +1,2 @@
+//! The typed messages that tether devices, relay servers and receivers speak.
+#![no_std]

@@ -1,0 +1,144 @@
+//! Project automation, in the `cargo xtask` convention.
+//!
+//! `cargo xtask test` is the one command that checks everything: it installs
+//! what a fresh Debian machine lacks, then runs formatting, lints, the whole
+//! test suite, the no_std cross builds and the fuzz smoke runs. CI (`.ci/run`)
+//! calls exactly this.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+mod fuzz;
+mod setup;
+
+/// Bare-metal targets every no_std crate must build for: the ESP32-C3
+/// (RISC-V, no atomics beyond load/store, no FPU) and a Cortex-M0+.
+pub(crate) const NO_STD_TARGETS: &[&str] = &["riscv32imc-unknown-none-elf", "thumbv6m-none-eabi"];
+
+/// Crates that must stay `#![no_std]` and build for [`NO_STD_TARGETS`] with
+/// no default features.
+pub(crate) const NO_STD_CRATES: &[&str] = &["tether-proto", "tether-core"];
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test              everything CI runs: setup, fmt, clippy, tests, no_std builds, fuzz smoke
+  setup             install what a fresh machine lacks (rustup targets, cargo tools, Debian packages)
+  no-std            build the no_std crates for the bare-metal targets
+  fuzz [SECONDS]    replay the committed corpora, then fuzz each target for SECONDS (default 20)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("setup") => setup::run(),
+        Some("no-std") => no_std_builds(),
+        Some("fuzz") => {
+            let seconds = match args.get(1).map(|s| s.parse::<u64>()) {
+                None => Ok(fuzz::DEFAULT_SECONDS),
+                Some(Ok(s)) => Ok(s),
+                Some(Err(e)) => Err(format!("fuzz: SECONDS must be a whole number: {e}")),
+            };
+            seconds.and_then(fuzz::run)
+        }
+        Some("-h" | "--help" | "help") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The whole check, in the order that fails fastest.
+fn test() -> Result<(), String> {
+    let started = Instant::now();
+    setup::run()?;
+    step("format", cargo(&["fmt", "--all", "--check"]))?;
+    step(
+        "clippy",
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step("no_std builds", no_std_builds())?;
+    step("tests", cargo(&["test", "--workspace", "--all-targets"]))?;
+    step("doc tests", cargo(&["test", "--workspace", "--doc"]))?;
+    step("fuzz smoke", fuzz::run(fuzz::DEFAULT_SECONDS))?;
+    println!("xtask: all checks passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn no_std_builds() -> Result<(), String> {
+    for target in NO_STD_TARGETS {
+        for krate in NO_STD_CRATES {
+            cargo(&[
+                "build",
+                "--package",
+                krate,
+                "--no-default-features",
+                "--target",
+                target,
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+fn step(name: &str, result: Result<(), String>) -> Result<(), String> {
+    match result {
+        Ok(()) => {
+            println!("xtask: {name}: ok");
+            Ok(())
+        }
+        Err(e) => Err(format!("{name} failed: {e}")),
+    }
+}
+
+/// Runs `cargo` with the workspace root as the working directory.
+pub(crate) fn cargo(args: &[&str]) -> Result<(), String> {
+    run(Command::new(cargo_bin())
+        .args(args)
+        .current_dir(workspace_root()))
+}
+
+pub(crate) fn cargo_bin() -> String {
+    env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// Runs a command to completion, echoing it first, and turns a non-zero exit
+/// into an error that names the command.
+pub(crate) fn run(command: &mut Command) -> Result<(), String> {
+    let shown = format!("{command:?}");
+    println!("xtask: $ {shown}");
+    let status = command
+        .status()
+        .map_err(|e| format!("could not start {shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} exited with {status}"))
+    }
+}
+
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}

@@ -1,0 +1,91 @@
+//! Installs what a fresh Debian machine with rustup lacks. Every step checks
+//! first, so a second run is quick and needs no network.
+
+use std::process::{Command, Stdio};
+
+use crate::{NO_STD_TARGETS, cargo_bin};
+
+/// Debian packages the test suite needs (browsers for the end-to-end tests,
+/// database servers, ...). Each later feature adds its own here.
+const DEBIAN_PACKAGES: &[&str] = &[];
+
+/// Cargo subcommands the test suite needs, with the crate that provides them.
+const CARGO_TOOLS: &[(&str, &str)] = &[("fuzz", "cargo-fuzz")];
+
+pub(crate) fn run() -> Result<(), String> {
+    rustup_targets()?;
+    cargo_tools()?;
+    debian_packages(DEBIAN_PACKAGES)
+}
+
+fn rustup_targets() -> Result<(), String> {
+    let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
+    let missing: Vec<&str> = NO_STD_TARGETS
+        .iter()
+        .copied()
+        .filter(|t| !installed.lines().any(|line| line.trim() == *t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    crate::run(
+        Command::new("rustup")
+            .args(["target", "add"])
+            .args(&missing),
+    )
+}
+
+fn cargo_tools() -> Result<(), String> {
+    for (subcommand, krate) in CARGO_TOOLS {
+        let present = Command::new(cargo_bin())
+            .args([subcommand, "--help"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            crate::run(Command::new(cargo_bin()).args(["install", "--locked", krate]))?;
+        }
+    }
+    Ok(())
+}
+
+/// Installs the Debian packages that are not installed yet, with one
+/// `apt-get update` first when anything is missing.
+pub(crate) fn debian_packages(packages: &[&str]) -> Result<(), String> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            output("dpkg-query", &["-W", "-f=${Status}", p])
+                .is_none_or(|status| !status.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let sudo = !output("id", &["-u"]).is_some_and(|uid| uid.trim() == "0");
+    let apt = |args: &[&str]| {
+        let mut command = if sudo {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        } else {
+            Command::new("apt-get")
+        };
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        crate::run(&mut command)
+    };
+    apt(&["update", "-q"])?;
+    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install.extend(missing);
+    apt(&install)
+}
+
+/// Standard output of a command that succeeded, or `None`.
+pub(crate) fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
