@@ -64,7 +64,7 @@ pub(crate) fn debian_packages(packages: &[&str]) -> Result<(), String> {
     if missing.is_empty() {
         return Ok(());
     }
-    let sudo = !output("id", &["-u"]).is_some_and(|uid| uid.trim() == "0");
+    let sudo = output("id", &["-u"]).is_none_or(|uid| uid.trim() != "0");
     let apt = |args: &[&str]| {
         let mut command = if sudo {
             let mut c = Command::new("sudo");
