@@ -271,7 +271,9 @@ impl<'a> Frame<'a> {
 
     /// Length of the encoded frame with or without a mask.
     pub const fn encoded_len(&self, masked: bool) -> usize {
-        self.header(if masked { Some([0; 4]) } else { None }).encoded_len() + self.payload.len()
+        self.header(if masked { Some([0; 4]) } else { None })
+            .encoded_len()
+            + self.payload.len()
     }
 
     const fn header(&self, mask: Option<[u8; 4]>) -> FrameHeader {
