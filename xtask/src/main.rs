@@ -12,6 +12,7 @@ use std::time::Instant;
 
 mod fuzz;
 mod setup;
+mod size;
 
 /// Bare-metal targets every no_std crate must build for: the ESP32-C3
 /// (RISC-V, no atomics beyond load/store, no FPU) and a Cortex-M0+.
@@ -29,6 +30,7 @@ commands:
   setup             install what a fresh machine lacks (rustup targets, cargo tools, Debian packages)
   no-std            build the no_std crates for the bare-metal targets
   fuzz [SECONDS]    replay the committed corpora, then fuzz each target for SECONDS (default 20)
+  size              code size of a minimal WebSocket client (riscv32imc): tether vs embedded-websocket
 ";
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("setup") => setup::run(),
         Some("no-std") => no_std_builds(),
+        Some("size") => size::run(),
         Some("fuzz") => {
             let seconds = match args.get(1).map(|s| s.parse::<u64>()) {
                 None => Ok(fuzz::DEFAULT_SECONDS),

@@ -148,21 +148,37 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
         if self.state != State::Open {
             return Err(Error::Closed);
         }
-        match message {
-            Message::Text(text) => self.send_data(OpCode::Text, text.as_bytes()).await?,
-            Message::Binary(data) => self.send_data(OpCode::Binary, data).await?,
-            Message::Ping(data) => self.send_frame(Frame::new(OpCode::Ping, data)).await?,
-            Message::Pong(data) => self.send_frame(Frame::new(OpCode::Pong, data)).await?,
+        let mut close = [0u8; MAX_CONTROL_PAYLOAD];
+        let (opcode, payload) = match message {
+            Message::Text(text) => (OpCode::Text, text.as_bytes()),
+            Message::Binary(data) => (OpCode::Binary, data),
+            Message::Ping(data) => (OpCode::Ping, data),
+            Message::Pong(data) => (OpCode::Pong, data),
             Message::Close(frame) => {
-                let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
                 let len = match frame {
-                    Some(frame) => frame.encode(&mut payload)?,
+                    Some(frame) => frame.encode(&mut close)?,
                     None => 0,
                 };
-                let payload = payload.get(..len).unwrap_or_default();
-                self.send_frame(Frame::new(OpCode::Close, payload)).await?;
-                self.state = State::CloseSent;
+                (OpCode::Close, close.get(..len).unwrap_or_default())
             }
+        };
+        // Control frames are never fragmented (`Frame::encode` rejects long
+        // ones); data frames are cut to the configured size and to what the
+        // transmit buffer holds.
+        let fragment_size = if opcode.is_control() {
+            usize::MAX
+        } else {
+            let room = self.tx.len().saturating_sub(MAX_HEADER_LEN);
+            if room == 0 {
+                return Err(Error::Encode(EncodeError::BufferTooSmall));
+            }
+            self.assembler.config().fragment_size().min(room)
+        };
+        for frame in Fragments::new(opcode, payload, fragment_size) {
+            self.send_frame(frame).await?;
+        }
+        if opcode == OpCode::Close {
+            self.state = State::CloseSent;
         }
         self.transport.flush().await.map_err(io)
     }
@@ -194,47 +210,43 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
                 }
                 Err(e) => return Err(self.fail(e).await),
             };
-            match opcode {
-                OpCode::Ping if self.state == State::Open => {
-                    if let Some(Message::Ping(payload)) = self.assembler.message(self.rx) {
-                        trace!("ws: ping, answering");
-                        let pong = Frame::new(OpCode::Pong, payload);
-                        send_frame(
-                            &mut self.transport,
-                            self.tx,
-                            &mut self.rng,
-                            self.assembler.config(),
-                            pong,
-                        )
-                        .await?;
-                        self.transport.flush().await.map_err(io)?;
-                    }
+            // Answer pings, and a close we did not start, with one frame.
+            let code: [u8; 2];
+            let reply = match (opcode, self.assembler.message(self.rx)) {
+                (OpCode::Ping, Some(Message::Ping(payload))) if self.state == State::Open => {
+                    trace!("ws: ping, answering");
+                    Some(Frame::new(OpCode::Pong, payload))
                 }
-                OpCode::Close => {
-                    if self.state == State::Open {
-                        let code = match self.assembler.message(self.rx) {
-                            Some(Message::Close(Some(frame))) => frame.code.as_u16().to_be_bytes(),
-                            _ => [0; 2],
-                        };
-                        let payload = if code == [0; 2] { &[][..] } else { &code[..] };
-                        debug!("ws: peer closed, answering");
-                        let reply = Frame::new(OpCode::Close, payload);
-                        // Best effort: the peer may already be gone.
-                        let sent = send_frame(
-                            &mut self.transport,
-                            self.tx,
-                            &mut self.rng,
-                            self.assembler.config(),
-                            reply,
-                        )
-                        .await;
-                        if sent.is_ok() {
-                            let _ = self.transport.flush().await;
-                        }
-                    }
+                (OpCode::Close, Some(Message::Close(frame))) if self.state == State::Open => {
+                    debug!("ws: peer closed, answering");
                     self.state = State::Closed;
+                    let payload = match frame {
+                        Some(frame) => {
+                            code = frame.code.as_u16().to_be_bytes();
+                            &code[..]
+                        }
+                        None => &[][..],
+                    };
+                    Some(Frame::new(OpCode::Close, payload))
                 }
-                _ => {}
+                (OpCode::Close, _) => {
+                    self.state = State::Closed;
+                    None
+                }
+                _ => None,
+            };
+            if let Some(frame) = reply {
+                let config = self.assembler.config();
+                let sent =
+                    send_frame(&mut self.transport, self.tx, &mut self.rng, config, frame).await;
+                let flushed = match sent {
+                    Ok(()) => self.transport.flush().await.map_err(io),
+                    Err(e) => Err(e),
+                };
+                // A failed close reply does not matter: the peer may be gone.
+                if opcode == OpCode::Ping {
+                    flushed?;
+                }
             }
             // Validated by `poll`, so `message` always has it.
             return self
@@ -266,18 +278,6 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
     /// handshake.
     pub fn into_inner(self) -> T {
         self.transport
-    }
-
-    async fn send_data(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), Error> {
-        let room = self.tx.len().saturating_sub(MAX_HEADER_LEN);
-        if room == 0 {
-            return Err(Error::Encode(EncodeError::BufferTooSmall));
-        }
-        let fragment_size = self.assembler.config().fragment_size().min(room);
-        for frame in Fragments::new(opcode, payload, fragment_size) {
-            self.send_frame(frame).await?;
-        }
-        Ok(())
     }
 
     async fn send_frame(&mut self, frame: Frame<'_>) -> Result<(), Error> {
