@@ -33,11 +33,27 @@ enum State {
 /// - `R` must be unpredictable (a hardware TRNG, or a CSPRNG seeded from one):
 ///   clients draw a fresh masking key for every frame (RFC 6455 5.3).
 ///
+/// - `tx` must hold at least `14 + 125` bytes so that pongs and close frames
+///   with any legal payload fit.
+///
 /// [`receive`](WebSocket::receive) answers pings with pongs and completes
 /// the close handshake on its own; [`close`](WebSocket::close) starts one.
 /// After a protocol error the adapter sends the matching close code and the
 /// connection is closed. The transport itself is left to the caller (see
 /// [`WebSocket::into_inner`]).
+///
+/// On embassy, `T` is a connected `embassy_net::tcp::TcpSocket` (or `&mut`
+/// one: `embedded-io-async` implements the traits for `&mut T`), whose own
+/// rx/tx buffers are separate from the two given here.
+///
+/// # Cancellation
+///
+/// `receive` may be dropped while it waits for bytes (for example in a
+/// `select` with a keepalive timer, before sending a ping) if the transport's
+/// `read` is cancel-safe, as embassy-net's and tokio's are: no byte is lost
+/// and the next `receive` continues where it stopped. Dropping a `send`, or a
+/// `receive` while it writes a pong, may leave a partial frame on the wire;
+/// close the transport then.
 #[derive(Debug)]
 pub struct WebSocket<'b, T, R> {
     transport: T,
@@ -95,12 +111,13 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
         transport.flush().await.map_err(io)?;
         let mut filled = 0;
         loop {
-            filled += read_some(&mut transport, rx.get_mut(filled..).unwrap_or_default()).await?;
+            let space = rx.get_mut(filled..).unwrap_or_default();
+            filled = filled.saturating_add(read_some(&mut transport, space).await?);
             let head = rx.get(..filled).unwrap_or_default();
             if let Status::Complete(response) = handshake.parse_response(head)? {
                 debug!("ws: connected");
                 rx.copy_within(response.header_len..filled, 0);
-                let buffered = filled - response.header_len;
+                let buffered = filled.saturating_sub(response.header_len);
                 let config = config.with_role(Role::Client);
                 let socket = Self::with_buffered(transport, rx, tx, rng, config, buffered);
                 return Ok((socket, response.subprotocol));
@@ -121,7 +138,8 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
     ) -> Result<(Self, Option<&'p str>), Error> {
         let mut filled = 0;
         loop {
-            filled += read_some(&mut transport, rx.get_mut(filled..).unwrap_or_default()).await?;
+            let space = rx.get_mut(filled..).unwrap_or_default();
+            filled = filled.saturating_add(read_some(&mut transport, space).await?);
             let head = rx.get(..filled).unwrap_or_default();
             if let Status::Complete(request) = Request::parse(head)? {
                 let chosen = request
@@ -132,7 +150,7 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
                 write_all(&mut transport, tx.get(..len).unwrap_or_default()).await?;
                 transport.flush().await.map_err(io)?;
                 rx.copy_within(header_len..filled, 0);
-                let buffered = filled - header_len;
+                let buffered = filled.saturating_sub(header_len);
                 let config = config.with_role(Role::Server);
                 let socket = Self::with_buffered(transport, rx, tx, rng, config, buffered);
                 return Ok((socket, chosen));
