@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod bench_report;
 mod fuzz;
 mod setup;
 mod size;
@@ -31,6 +32,7 @@ commands:
   no-std            build the no_std crates for the bare-metal targets
   fuzz [SECONDS]    replay the committed corpora, then fuzz each target for SECONDS (default 20)
   size              code size of a minimal WebSocket client (riscv32imc): tether vs embedded-websocket
+  bench-report      Markdown tables from the last `cargo bench --bench frame_throughput` run
 ";
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::run(),
         Some("no-std") => no_std_builds(),
         Some("size") => size::run(),
+        Some("bench-report") => bench_report::run(),
         Some("fuzz") => {
             let seconds = match args.get(1).map(|s| s.parse::<u64>()) {
                 None => Ok(fuzz::DEFAULT_SECONDS),

@@ -1,9 +1,9 @@
 //! Payload masking (RFC 6455 5.3), eight bytes at a time.
 //!
 //! The key repeats every four bytes, so a `u64` holding it twice masks eight
-//! payload bytes with one XOR. Long payloads first take up to 15 bytes one by
-//! one so that the written bytes continue at a 16-byte boundary, with the key
-//! rotated to match; the rest goes in `[u8; 8]` chunks (`as_chunks`), whose
+//! payload bytes with one XOR. Long payloads (4 KiB and up) first take up to
+//! 15 bytes one by one so that the written bytes continue at a 16-byte
+//! boundary, with the key rotated to match; the rest goes in `[u8; 8]` chunks (`as_chunks`), whose
 //! `from_ne_bytes`/`to_ne_bytes` compile to unaligned loads and stores,
 //! correct at any address. No `unsafe`. The loops are simple enough for LLVM
 //! to vectorise.
@@ -12,21 +12,13 @@
 /// unmasks.
 #[inline]
 pub fn apply_mask(payload: &mut [u8], key: [u8; 4]) {
-    let head = head_len(payload.as_ptr().addr(), payload.len());
+    if payload.len() < ALIGN_FROM {
+        return mask_words_in_place(payload, key);
+    }
+    let head = payload.as_ptr().addr().wrapping_neg() % 16;
     let (head, body) = payload.split_at_mut(head);
-    for (byte, k) in head.iter_mut().zip(key.iter().cycle()) {
-        *byte ^= k;
-    }
-    let key = rotate(key, head.len());
-    let word = key_word(key);
-    let (chunks, tail) = body.as_chunks_mut::<8>();
-    for chunk in chunks {
-        *chunk = (u64::from_ne_bytes(*chunk) ^ word).to_ne_bytes();
-    }
-    // The tail starts at a multiple of eight, so the key starts at byte 0.
-    for (byte, k) in tail.iter_mut().zip(key.iter().cycle()) {
-        *byte ^= k;
-    }
+    mask_words_in_place(head, key);
+    mask_words_in_place(body, rotate(key, head.len()));
 }
 
 /// Copies `source` into `destination` masked with `key`, in one pass: the
@@ -38,13 +30,37 @@ pub fn mask_into(destination: &mut [u8], source: &[u8], key: [u8; 4]) {
     let (Some(destination), Some(source)) = (destination.get_mut(..len), source.get(..len)) else {
         return;
     };
-    let head = head_len(destination.as_ptr().addr(), len);
+    if len < ALIGN_FROM {
+        return mask_words_into(destination, source, key);
+    }
+    let head = destination.as_ptr().addr().wrapping_neg() % 16;
     let (dst_head, destination) = destination.split_at_mut(head);
     let (src_head, source) = source.split_at(head);
-    for ((dst, src), k) in dst_head.iter_mut().zip(src_head).zip(key.iter().cycle()) {
-        *dst = src ^ k;
+    mask_words_into(dst_head, src_head, key);
+    mask_words_into(destination, source, rotate(key, head));
+}
+
+/// Payloads at least this long first take up to 15 bytes on their own so
+/// that the written bytes continue at a 16-byte boundary: once the data no
+/// longer fits the L1 cache, vector stores that straddle cache lines cost up
+/// to a third of the throughput. Shorter payloads skip it.
+const ALIGN_FROM: usize = 4096;
+
+#[inline]
+fn mask_words_in_place(payload: &mut [u8], key: [u8; 4]) {
+    let word = key_word(key);
+    let (chunks, tail) = payload.as_chunks_mut::<8>();
+    for chunk in chunks {
+        *chunk = (u64::from_ne_bytes(*chunk) ^ word).to_ne_bytes();
     }
-    let key = rotate(key, head);
+    // The tail starts at a multiple of eight, so the key starts at byte 0.
+    for (byte, k) in tail.iter_mut().zip(key.iter().cycle()) {
+        *byte ^= k;
+    }
+}
+
+#[inline]
+fn mask_words_into(destination: &mut [u8], source: &[u8], key: [u8; 4]) {
     let word = key_word(key);
     let (dst_chunks, dst_tail) = destination.as_chunks_mut::<8>();
     let (src_chunks, src_tail) = source.as_chunks::<8>();
@@ -53,18 +69,6 @@ pub fn mask_into(destination: &mut [u8], source: &[u8], key: [u8; 4]) {
     }
     for ((dst, src), k) in dst_tail.iter_mut().zip(src_tail).zip(key.iter().cycle()) {
         *dst = src ^ k;
-    }
-}
-
-/// How many bytes to handle one by one so that the written slice continues
-/// at a 16-byte boundary: vector stores that straddle cache lines cost up to
-/// a third of the throughput on long payloads. Short payloads skip it.
-#[inline]
-fn head_len(address: usize, len: usize) -> usize {
-    if len < 64 {
-        0
-    } else {
-        address.wrapping_neg() % 16
     }
 }
 
@@ -82,6 +86,7 @@ fn key_word(key: [u8; 4]) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::std_instead_of_alloc)]
 mod tests {
     use super::*;
 
@@ -114,6 +119,31 @@ mod tests {
                 let mut copied = [0u8; 176];
                 let mut expected = [0u8; 176];
                 // Destination at a different alignment than the source.
+                let dst_offset = (offset * 5) % 16;
+                let src = &source[offset..offset + len];
+                mask_into(&mut copied[dst_offset..dst_offset + len], src, key);
+                expected[dst_offset..dst_offset + len].copy_from_slice(src);
+                mask_bytewise(&mut expected[dst_offset..dst_offset + len], key);
+                assert_eq!(copied, expected, "mask_into offset {offset} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn long_payloads_match_bytewise_at_every_alignment() {
+        // Long enough for the aligning prologue.
+        let key = [0xa5, 0x01, 0x7e, 0x33];
+        let source: std::vec::Vec<u8> = (0..ALIGN_FROM + 64).map(|i| (i * 13 + 1) as u8).collect();
+        for offset in 0..16 {
+            for len in [ALIGN_FROM, ALIGN_FROM + 1, ALIGN_FROM + 7, ALIGN_FROM + 45] {
+                let mut fast = source.clone();
+                let mut slow = source.clone();
+                apply_mask(&mut fast[offset..offset + len], key);
+                mask_bytewise(&mut slow[offset..offset + len], key);
+                assert_eq!(fast, slow, "apply_mask offset {offset} len {len}");
+
+                let mut copied = std::vec![0u8; len + 16];
+                let mut expected = copied.clone();
                 let dst_offset = (offset * 5) % 16;
                 let src = &source[offset..offset + len];
                 mask_into(&mut copied[dst_offset..dst_offset + len], src, key);
