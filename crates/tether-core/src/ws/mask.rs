@@ -12,7 +12,7 @@
 /// unmasks.
 #[inline]
 pub fn apply_mask(payload: &mut [u8], key: [u8; 4]) {
-    if payload.len() < ALIGN_FROM {
+    if !ALIGN || payload.len() < ALIGN_FROM {
         return mask_words_in_place(payload, key);
     }
     let head = payload.as_ptr().addr().wrapping_neg() % 16;
@@ -30,7 +30,7 @@ pub fn mask_into(destination: &mut [u8], source: &[u8], key: [u8; 4]) {
     let (Some(destination), Some(source)) = (destination.get_mut(..len), source.get(..len)) else {
         return;
     };
-    if len < ALIGN_FROM {
+    if !ALIGN || len < ALIGN_FROM {
         return mask_words_into(destination, source, key);
     }
     let head = destination.as_ptr().addr().wrapping_neg() % 16;
@@ -45,6 +45,10 @@ pub fn mask_into(destination: &mut [u8], source: &[u8], key: [u8; 4]) {
 /// longer fits the L1 cache, vector stores that straddle cache lines cost up
 /// to a third of the throughput. Shorter payloads skip it.
 const ALIGN_FROM: usize = 4096;
+
+/// Only 64-bit targets have the vector units and caches this pays off on; on
+/// microcontrollers it would only add code.
+const ALIGN: bool = cfg!(target_pointer_width = "64");
 
 #[inline]
 fn mask_words_in_place(payload: &mut [u8], key: [u8; 4]) {
