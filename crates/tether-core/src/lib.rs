@@ -4,3 +4,6 @@
 // Must come first: the logging macros are used by every module below.
 #[macro_use]
 mod fmt;
+
+pub mod backoff;
+pub mod time;
