@@ -6,4 +6,5 @@
 mod fmt;
 
 pub mod backoff;
+pub mod outbox;
 pub mod time;
