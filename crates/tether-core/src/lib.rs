@@ -6,5 +6,6 @@
 mod fmt;
 
 pub mod backoff;
+pub mod connector;
 pub mod outbox;
 pub mod time;

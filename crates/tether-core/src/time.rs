@@ -112,6 +112,57 @@ impl fmt::Display for Instant {
     }
 }
 
+/// A clock the async session driver can read and sleep on.
+///
+/// The state machines take `now` as an argument; only the thin async driver
+/// that runs them needs a clock. Firmware wraps `embassy_time`, a PC wraps
+/// tokio, tests use virtual time.
+///
+/// # Example implementation
+///
+/// A virtual clock for tests: sleeping jumps straight to the deadline.
+///
+/// ```
+/// use core::cell::Cell;
+/// use tether_core::time::{Clock, Duration, Instant};
+///
+/// #[derive(Default)]
+/// struct VirtualClock(Cell<u64>);
+///
+/// impl Clock for VirtualClock {
+///     fn now(&self) -> Instant {
+///         Instant::from_millis(self.0.get())
+///     }
+///     async fn sleep_until(&self, deadline: Instant) {
+///         self.0.set(self.0.get().max(deadline.as_millis()));
+///     }
+/// }
+///
+/// let clock = VirtualClock::default();
+/// embassy_futures::block_on(clock.sleep_until(Instant::ZERO + Duration::from_secs(5)));
+/// assert_eq!(clock.now(), Instant::from_millis(5_000));
+/// ```
+///
+/// With embassy-time on a board:
+///
+/// ```text
+/// struct EmbassyClock;
+/// impl Clock for EmbassyClock {
+///     fn now(&self) -> Instant { Instant::from_millis(embassy_time::Instant::now().as_millis()) }
+///     async fn sleep_until(&self, deadline: Instant) {
+///         embassy_time::Timer::at(embassy_time::Instant::from_millis(deadline.as_millis())).await
+///     }
+/// }
+/// ```
+#[allow(async_fn_in_trait)] // Like embedded-io-async: no `Send` bound.
+pub trait Clock {
+    /// The current time.
+    fn now(&self) -> Instant;
+
+    /// Returns once `now() >= deadline`.
+    async fn sleep_until(&self, deadline: Instant);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
