@@ -8,4 +8,5 @@ mod fmt;
 pub mod backoff;
 pub mod connector;
 pub mod outbox;
+pub mod session;
 pub mod time;

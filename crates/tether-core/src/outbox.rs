@@ -238,6 +238,9 @@ pub trait Outbox {
     /// [`PushError::Full`] under [`FullPolicy::Reject`]; the other variants
     /// whatever the policy, and then nothing was dropped.
     fn push(&mut self, entry: Entry<'_>, policy: FullPolicy) -> Result<usize, PushError> {
+        if entry.channel.len() > Entry::MAX_CHANNEL_LEN {
+            return Err(PushError::ChannelTooLong);
+        }
         if entry.encoded_len() > self.capacity_bytes() {
             return Err(PushError::TooLarge);
         }
