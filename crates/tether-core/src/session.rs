@@ -1349,19 +1349,24 @@ mod tests {
         assert_eq!(drain(&mut s, at(1)), [Sent::CommandAck(99)]);
     }
 
+    /// A stored message: seq, channel, payload.
+    type Stored = (u32, String, Vec<u8>);
+    /// Per boot: boot id, highest stored seq, stored messages in order.
+    type Boot = (u64, u32, Vec<Stored>);
+
     /// The server side of the protocol, as the reference server behaves:
     /// stores by (boot id, seq), drops duplicates, acknowledges cumulatively.
     #[derive(Default)]
     struct ServerModel {
         /// Per boot id: highest stored seq and the stored messages in order.
-        boots: Vec<(u64, u32, Vec<(u32, String, Vec<u8>)>)>,
+        boots: Vec<Boot>,
         current_boot: u64,
         deliveries: usize,
         duplicates: usize,
     }
 
     impl ServerModel {
-        fn boot(&mut self, boot_id: u64) -> &mut (u64, u32, Vec<(u32, String, Vec<u8>)>) {
+        fn boot(&mut self, boot_id: u64) -> &mut Boot {
             if let Some(i) = self.boots.iter().position(|b| b.0 == boot_id) {
                 &mut self.boots[i]
             } else {
