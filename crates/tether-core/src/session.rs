@@ -909,6 +909,7 @@ mod tests {
     extern crate alloc;
     extern crate std;
 
+    use alloc::collections::VecDeque;
     use alloc::string::String;
     use alloc::vec::Vec;
 
@@ -1445,11 +1446,13 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Step {
         Publish(u8),
-        /// Pump up to n transmissions through the link.
+        /// The session hands up to n transmissions to the wire.
         Pump(u8),
+        /// The wire delivers up to n transmissions to the server.
+        Deliver(u8),
         /// The server acknowledges what it stored.
         Ack,
-        /// The link fails with this error.
+        /// The link fails with this error; whatever is on the wire is lost.
         Fail(u8),
         /// Time passes.
         Wait(u32),
@@ -1459,9 +1462,10 @@ mod tests {
         prop_oneof![
             4 => (0u8..3).prop_map(Step::Publish),
             4 => (1u8..6).prop_map(Step::Pump),
+            4 => (1u8..6).prop_map(Step::Deliver),
             2 => Just(Step::Ack),
             1 => (0u8..6).prop_map(Step::Fail),
-            2 => (0u32..40_000).prop_map(Step::Wait),
+            2 => (0u32..20_000).prop_map(Step::Wait),
         ]
     }
 
@@ -1474,38 +1478,64 @@ mod tests {
         LinkError::HandshakeFailed,
     ];
 
-    /// Drives the link: connects when due, carries up to `budget`
-    /// transmissions to the server. Returns false if nothing could happen.
-    fn pump(s: &mut TestSession, server: &mut ServerModel, now: Instant, budget: usize) {
-        match s.state() {
-            ConnectionState::Connecting => s.on_link_up(now),
-            ConnectionState::BackingOff { .. } | ConnectionState::GaveUp(_) => return,
-            _ => {}
-        }
-        for _ in 0..budget {
-            let Some(transmit) = s.poll_transmit(now) else {
-                break;
-            };
-            let sent = match transmit {
-                Transmit::Hello {
-                    boot_id,
-                    last_acked_seq,
-                } => Sent::Hello {
-                    boot_id,
-                    last_acked_seq,
-                },
-                Transmit::Publish(e) => {
-                    Sent::Publish(e.seq, String::from(e.channel), e.payload.to_vec())
-                }
-                Transmit::Ping { nonce } => Sent::Ping(nonce),
-                Transmit::Pong(p) => Sent::Pong(p.to_vec()),
-                Transmit::CommandAck { id } => Sent::CommandAck(id),
-            };
-            if let Sent::Ping(nonce) = sent {
-                s.on_pong(now, &nonce.to_le_bytes());
+    fn to_sent(transmit: Transmit<'_>) -> Sent {
+        match transmit {
+            Transmit::Hello {
+                boot_id,
+                last_acked_seq,
+            } => Sent::Hello {
+                boot_id,
+                last_acked_seq,
+            },
+            Transmit::Publish(e) => {
+                Sent::Publish(e.seq, String::from(e.channel), e.payload.to_vec())
             }
-            if let Some(stored) = server.receive(core::slice::from_ref(&sent)) {
-                s.on_welcome(now, stored).unwrap();
+            Transmit::Ping { nonce } => Sent::Ping(nonce),
+            Transmit::Pong(p) => Sent::Pong(p.to_vec()),
+            Transmit::CommandAck { id } => Sent::CommandAck(id),
+        }
+    }
+
+    /// A link with transmissions in flight between device and server.
+    struct Link {
+        server: ServerModel,
+        wire: VecDeque<Sent>,
+    }
+
+    impl Link {
+        /// Connects when due and moves up to `budget` transmissions onto the wire.
+        fn pump(&mut self, s: &mut TestSession, now: Instant, budget: usize) {
+            if s.state() == ConnectionState::Connecting {
+                s.on_link_up(now);
+            }
+            for _ in 0..budget {
+                let Some(transmit) = s.poll_transmit(now) else {
+                    break;
+                };
+                self.wire.push_back(to_sent(transmit));
+            }
+        }
+
+        /// Delivers up to `budget` transmissions; the server answers Hello
+        /// with Welcome and pings with pongs at once.
+        fn deliver(&mut self, s: &mut TestSession, now: Instant, budget: usize) {
+            for _ in 0..budget {
+                let Some(sent) = self.wire.pop_front() else {
+                    break;
+                };
+                if let Sent::Ping(nonce) = sent {
+                    s.on_pong(now, &nonce.to_le_bytes());
+                }
+                if let Some(stored) = self.server.receive(core::slice::from_ref(&sent)) {
+                    s.on_welcome(now, stored).unwrap();
+                }
+            }
+        }
+
+        fn ack(&mut self, s: &mut TestSession, now: Instant) {
+            if s.state() == ConnectionState::Connected {
+                let stored = self.server.stored_through();
+                s.on_ack(now, stored).unwrap();
             }
         }
     }
@@ -1517,15 +1547,20 @@ mod tests {
         /// order per channel).
         #[test]
         fn every_accepted_message_is_stored_exactly_once_in_order(
-            steps in proptest::collection::vec(step_strategy(), 1..150),
+            steps in proptest::collection::vec(step_strategy(), 1..200),
             seed in any::<u64>(),
         ) {
-            let config = SessionConfig::default().with_max_in_flight(4).with_backoff(
-                BackoffConfig::default().with_base(Duration::from_millis(100)).with_cap(secs(5)),
-            );
+            let config = SessionConfig::default()
+                .with_max_in_flight(4)
+                .with_backoff(
+                    BackoffConfig::default()
+                        .with_base(Duration::from_millis(100))
+                        .with_cap(secs(5)),
+                );
             let mut s: TestSession =
-                Session::new(config, RamOutbox::new(), XorShiftRng::seed_from_u64(seed), at(0)).unwrap();
-            let mut server = ServerModel::default();
+                Session::new(config, RamOutbox::new(), XorShiftRng::seed_from_u64(seed), at(0))
+                    .unwrap();
+            let mut link = Link { server: ServerModel::default(), wire: VecDeque::new() };
             let mut accepted = Vec::new();
             let mut now = at(0);
             let mut counter = 0u32;
@@ -1540,18 +1575,18 @@ mod tests {
                             Err(e) => prop_assert_eq!(e, PublishError::Full),
                         }
                     }
-                    Step::Pump(budget) => pump(&mut s, &mut server, now, usize::from(budget)),
-                    Step::Ack => {
-                        if s.state() == ConnectionState::Connected {
-                            let stored = server.stored_through();
-                            s.on_ack(now, stored).unwrap();
-                        }
-                    }
+                    Step::Pump(budget) => link.pump(&mut s, now, usize::from(budget)),
+                    Step::Deliver(budget) => link.deliver(&mut s, now, usize::from(budget)),
+                    Step::Ack => link.ack(&mut s, now),
                     Step::Fail(error) => s.on_link_lost(now, ERRORS[usize::from(error)]),
                     Step::Wait(millis) => {
                         now = now + Duration::from_millis(u64::from(millis));
                         s.handle_timeout(now);
                     }
+                }
+                if !s.state().is_link_up() {
+                    // The transport is gone, and everything in flight with it.
+                    link.wire.clear();
                 }
             }
             // The network heals: run until everything is acknowledged.
@@ -1559,22 +1594,20 @@ mod tests {
                 if s.outbox().is_empty() {
                     break;
                 }
-                if let Some(deadline) = s.poll_at()
-                    && !s.state().is_link_up()
+                if !s.state().is_link_up()
+                    && let Some(deadline) = s.poll_at()
                 {
                     now = now.max(deadline);
                 }
                 s.handle_timeout(now);
-                pump(&mut s, &mut server, now, 100);
-                if s.state() == ConnectionState::Connected {
-                    let stored = server.stored_through();
-                    s.on_ack(now, stored).unwrap();
-                }
+                link.pump(&mut s, now, 100);
+                link.deliver(&mut s, now, 100);
+                link.ack(&mut s, now);
             }
             prop_assert!(s.outbox().is_empty());
-            prop_assert!(server.deliveries >= accepted.len());
-            prop_assert!(server.boots.len() <= 1);
-            let stored = server.boots.first().map(|b| b.2.clone()).unwrap_or_default();
+            prop_assert!(link.server.deliveries >= accepted.len());
+            prop_assert!(link.server.boots.len() <= 1);
+            let stored = link.server.boots.first().map(|b| b.2.clone()).unwrap_or_default();
             prop_assert_eq!(stored, accepted);
             prop_assert_eq!(s.outbox().dropped(), 0);
         }
