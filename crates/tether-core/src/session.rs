@@ -61,7 +61,7 @@
 //! session.on_link_up(now);
 //! let boot_id = session.boot_id();
 //! assert_eq!(session.poll_transmit(now), Some(Transmit::Hello { boot_id, last_acked_seq: 0 }));
-//! session.on_welcome(now, 0).unwrap();
+//! session.on_welcome(now, 0, 16).unwrap();
 //! assert_eq!(session.state(), ConnectionState::Connected);
 //!
 //! // The stored message goes out, and is freed by the server's Ack.
@@ -479,6 +479,8 @@ pub struct Session<O, R> {
     acked: u32,
     /// Highest sequence number sent on the current link.
     sent: u32,
+    /// Messages allowed in flight on the current link.
+    window: u32,
     /// When the next keepalive ping is due (connected, no ping outstanding).
     ping_due: Instant,
     /// The nonce and deadline of the outstanding ping.
@@ -540,6 +542,7 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
             next_seq: 1,
             acked: 0,
             sent: 0,
+            window: config.max_in_flight,
             ping_due: now,
             ping_outstanding: None,
             ping_nonce: 0,
@@ -639,13 +642,21 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
     }
 
     /// The server's `Welcome`: it already stored every message of this boot
-    /// up to `stored_through`.
+    /// up to `stored_through`, and accepts at most `max_in_flight`
+    /// unacknowledged messages (the session uses the smaller of this and
+    /// [`SessionConfig::max_in_flight`]).
     ///
     /// # Errors
-    /// [`LinkError::Protocol`] if no `Welcome` was expected or it claims
-    /// messages never published; the session has then dropped the link and
-    /// is backing off (close the transport with [`LinkError::close_code`]).
-    pub fn on_welcome(&mut self, now: Instant, stored_through: u32) -> Result<(), LinkError> {
+    /// [`LinkError::Protocol`] if no `Welcome` was expected, it claims
+    /// messages never published, or `max_in_flight` is zero; the session has
+    /// then dropped the link and is backing off (close the transport with
+    /// [`LinkError::close_code`]).
+    pub fn on_welcome(
+        &mut self,
+        now: Instant,
+        stored_through: u32,
+        max_in_flight: u16,
+    ) -> Result<(), LinkError> {
         let expected = matches!(
             self.phase,
             Phase::Handshaking {
@@ -653,11 +664,12 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
                 ..
             }
         );
-        if !expected || stored_through >= self.next_seq {
+        if !expected || stored_through >= self.next_seq || max_in_flight == 0 {
             return Err(self.fail(now, LinkError::Protocol));
         }
         self.acknowledge(stored_through);
         self.sent = self.acked;
+        self.window = self.config.max_in_flight.min(u32::from(max_in_flight));
         self.phase = Phase::Connected;
         self.backoff.on_connected(now);
         self.ping_due = now + self.config.keepalive_interval;
@@ -849,7 +861,7 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
             self.command_ack_len -= 1;
             return Some(Transmit::CommandAck { id });
         }
-        if self.sent.saturating_sub(self.acked) >= self.config.max_in_flight {
+        if self.sent.saturating_sub(self.acked) >= self.window {
             return None;
         }
         let entry = self.outbox.first_after(self.sent)?;
@@ -1004,9 +1016,22 @@ mod tests {
             })
         );
         assert_eq!(session.state(), ConnectionState::Handshaking);
-        session.on_welcome(now, stored_through).unwrap();
+        session.on_welcome(now, stored_through, 64).unwrap();
         assert_eq!(session.state(), ConnectionState::Connected);
         drain(session, now)
+    }
+
+    /// The state is fixed at compile time; `docs/performance.md` records
+    /// these numbers (`cargo test -p tether-core session_memory -- --nocapture`).
+    #[test]
+    fn session_memory() {
+        let state = size_of::<Session<RamOutbox<0>, ()>>();
+        let with_outbox = size_of::<Session<RamOutbox<4096>, XorShiftRng>>();
+        std::println!("Session state without outbox and RNG: {state} bytes");
+        std::println!("Session with RamOutbox<4096> and XorShiftRng: {with_outbox} bytes");
+        // 125 of them are the buffer for a pong owed to the server.
+        assert!(state <= 600, "session state grew to {state} bytes");
+        assert!(with_outbox <= 4096 + 600 + 16);
     }
 
     #[test]
@@ -1130,7 +1155,7 @@ mod tests {
                 last_acked_seq: 1
             }]
         );
-        s.on_welcome(at(1_100), 2).unwrap();
+        s.on_welcome(at(1_100), 2, 64).unwrap();
         assert_eq!(s.outbox().len(), 3);
         assert_eq!(published_seqs(&drain(&mut s, at(1_100))), [3, 4, 5]);
     }
@@ -1167,6 +1192,23 @@ mod tests {
         s.on_ack(at(2), 1).unwrap();
         assert_eq!(published_seqs(&drain(&mut s, at(2))), [4]);
         assert_eq!(s.publish("c", b"abcd"), Ok(22));
+    }
+
+    #[test]
+    fn server_window_limits_in_flight_and_zero_window_is_refused() {
+        let mut s = session(config().with_max_in_flight(8));
+        for _ in 0..5 {
+            s.publish("c", b"x").unwrap();
+        }
+        s.on_link_up(at(0));
+        drain(&mut s, at(0));
+        s.on_welcome(at(0), 0, 2).unwrap();
+        assert_eq!(published_seqs(&drain(&mut s, at(0))), [1, 2]);
+        s.on_link_lost(at(1), LinkError::Io);
+        s.handle_timeout(at(1_001));
+        s.on_link_up(at(1_001));
+        drain(&mut s, at(1_001));
+        assert_eq!(s.on_welcome(at(1_001), 0, 0), Err(LinkError::Protocol));
     }
 
     #[test]
@@ -1259,12 +1301,12 @@ mod tests {
         // A Welcome before Hello went out.
         s.handle_timeout(at(1_000));
         s.on_link_up(at(1_000));
-        assert_eq!(s.on_welcome(at(1_000), 0), Err(LinkError::Protocol));
+        assert_eq!(s.on_welcome(at(1_000), 0, 64), Err(LinkError::Protocol));
         // A Welcome claiming messages never published.
         s.handle_timeout(at(10_000));
         s.on_link_up(at(10_000));
         drain(&mut s, at(10_000));
-        assert_eq!(s.on_welcome(at(10_000), 1), Err(LinkError::Protocol));
+        assert_eq!(s.on_welcome(at(10_000), 1, 64), Err(LinkError::Protocol));
         // An Ack beyond what was sent.
         s.handle_timeout(at(20_000));
         s.publish("c", b"x").unwrap();
@@ -1418,7 +1460,7 @@ mod tests {
         }
         first.on_link_up(at(0));
         let welcome = server.receive(&drain(&mut first, at(0))).unwrap();
-        first.on_welcome(at(0), welcome).unwrap();
+        first.on_welcome(at(0), welcome, 64).unwrap();
         server.receive(&drain(&mut first, at(0)));
         assert_eq!(server.stored_through(), 3);
 
@@ -1436,7 +1478,7 @@ mod tests {
         second.on_link_up(at(0));
         let welcome = server.receive(&drain(&mut second, at(0))).unwrap();
         assert_eq!(welcome, 0, "a new boot starts from scratch");
-        second.on_welcome(at(0), welcome).unwrap();
+        second.on_welcome(at(0), welcome, 64).unwrap();
         server.receive(&drain(&mut second, at(0)));
         assert_eq!(server.duplicates, 0);
         assert_eq!(server.boots.len(), 2);
@@ -1527,7 +1569,7 @@ mod tests {
                     s.on_pong(now, &nonce.to_le_bytes());
                 }
                 if let Some(stored) = self.server.receive(core::slice::from_ref(&sent)) {
-                    s.on_welcome(now, stored).unwrap();
+                    s.on_welcome(now, stored, 64).unwrap();
                 }
             }
         }
