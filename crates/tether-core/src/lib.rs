@@ -10,3 +10,4 @@ pub mod connector;
 pub mod outbox;
 pub mod session;
 pub mod time;
+pub mod url;
