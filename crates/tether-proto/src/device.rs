@@ -68,9 +68,9 @@ pub struct CommandAck<'a> {
     pub id: u32,
     /// What happened.
     pub status: CommandStatus,
-    /// Optional result data, as JSON.
+    /// Result data, as JSON; [`Payload::NULL`] when there is none.
     #[serde(borrow)]
-    pub result: Option<Payload<'a>>,
+    pub result: Payload<'a>,
 }
 
 /// Server → device: the answer to `Hello`; the session is open.
@@ -172,10 +172,7 @@ impl DeviceToServer<'_> {
                 validate_channel(publish.channel)?;
                 validate_payload(&publish.payload)
             }
-            DeviceToServer::CommandAck(ack) => match &ack.result {
-                Some(result) => validate_payload(result),
-                None => Ok(()),
-            },
+            DeviceToServer::CommandAck(ack) => validate_payload(&ack.result),
         }
     }
 }

@@ -138,8 +138,8 @@ pub const MAX_DEVICE_TO_SERVER_LEN: usize = 2 + max(
     max(
         // Hello: device_id, firmware_version, boot_id, last_acked_seq.
         prefixed(MAX_DEVICE_ID_LEN) + prefixed(MAX_FIRMWARE_VERSION_LEN) + U64 + U32,
-        // CommandAck: id, status, Some(result).
-        U32 + 1 + 1 + prefixed(MAX_PAYLOAD_LEN),
+        // CommandAck: id, status, result.
+        U32 + 1 + prefixed(MAX_PAYLOAD_LEN),
     ),
 );
 

@@ -23,6 +23,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Payload<'a>(pub &'a [u8]);
 
 impl<'a> Payload<'a> {
+    /// JSON `null`: the result of a command that has nothing to report.
+    pub const NULL: Payload<'static> = Payload(b"null");
+
     /// A payload holding this JSON text.
     pub const fn from_json_str(json: &'a str) -> Self {
         Payload(json.as_bytes())

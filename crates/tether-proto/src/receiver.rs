@@ -89,7 +89,7 @@ pub struct CommandResult<'a> {
     pub status: CommandStatus,
     /// `CommandAck.result`.
     #[serde(borrow)]
-    pub result: Option<Payload<'a>>,
+    pub result: Payload<'a>,
 }
 
 /// Server → receiver: a request failed, or the server is about to close.
@@ -165,10 +165,7 @@ impl ServerToReceiver<'_> {
                 validate_device_id(event.device)?;
                 validate_payload(&event.payload)
             }
-            ServerToReceiver::CommandResult(result) => match &result.result {
-                Some(payload) => validate_payload(payload),
-                None => Ok(()),
-            },
+            ServerToReceiver::CommandResult(result) => validate_payload(&result.result),
             ServerToReceiver::Error(error) => {
                 validate_text(error.message, MAX_MESSAGE_LEN, false, Field::Message)
             }
