@@ -52,8 +52,8 @@ impl<'a> Payload<'a> {
     }
 
     /// Checks that the payload is exactly one JSON value: valid UTF-8, valid
-    /// JSON (nesting at most 128 deep), nothing before or after it, not even
-    /// whitespace.
+    /// JSON, nothing before or after it, not even whitespace. The check does
+    /// not recurse, so deep nesting cannot overflow the stack.
     #[cfg(feature = "std")]
     pub fn check_json(&self) -> Result<(), crate::EncodeError> {
         self.raw_json()
