@@ -330,9 +330,9 @@ message_codec!(DeviceToServer, ["hello", "publish", "command_ack"]);
 message_codec!(ServerToDevice, ["welcome", "ack", "command"]);
 message_codec!(
     ReceiverToServer,
-    ["subscribe", "unsubscribe", "send_command"]
+    ["subscribe", "unsubscribe", "send_command", "ping"]
 );
 message_codec!(
     ServerToReceiver,
-    ["subscribed", "event", "command_result", "error"]
+    ["subscribed", "event", "command_result", "error", "pong"]
 );

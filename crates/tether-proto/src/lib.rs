@@ -112,8 +112,8 @@ pub use limits::{
 };
 pub use payload::Payload;
 pub use receiver::{
-    CommandResult, ErrorMessage, Event, ReceiverToServer, SendCommand, ServerToReceiver, Subscribe,
-    Subscribed, Unsubscribe,
+    CommandResult, ErrorMessage, Event, Ping, Pong, ReceiverToServer, SendCommand,
+    ServerToReceiver, Subscribe, Subscribed, Unsubscribe,
 };
 
 use limits::varint_len;

@@ -46,6 +46,27 @@ pub struct SendCommand<'a> {
     pub payload: Payload<'a>,
 }
 
+/// Receiver → server: are you there? The server answers [`Pong`] at once.
+///
+/// Devices use WebSocket ping frames; receivers need this because the
+/// browser WebSocket API can neither send pings nor see them, so a browser
+/// cannot otherwise notice a half-open connection (after sleep, a network
+/// change) until TCP gives up minutes later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Ping {
+    /// Any number; echoed in `Pong.id`.
+    pub id: u32,
+}
+
+/// Server → receiver: the answer to [`Ping`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Pong {
+    /// `Ping.id`.
+    pub id: u32,
+}
+
 /// Server → receiver: the answer to `Subscribe`; events follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -119,6 +140,8 @@ pub enum ReceiverToServer<'a> {
     /// Discriminant 2.
     #[serde(borrow)]
     SendCommand(SendCommand<'a>),
+    /// Discriminant 3.
+    Ping(Ping),
 }
 
 /// Every message the server sends a receiver (a text frame).
@@ -138,6 +161,8 @@ pub enum ServerToReceiver<'a> {
     /// Discriminant 3.
     #[serde(borrow)]
     Error(ErrorMessage<'a>),
+    /// Discriminant 4.
+    Pong(Pong),
 }
 
 impl ReceiverToServer<'_> {
@@ -151,6 +176,7 @@ impl ReceiverToServer<'_> {
                 validate_channel(command.channel)?;
                 validate_payload(&command.payload)
             }
+            ReceiverToServer::Ping(_) => Ok(()),
         }
     }
 }
@@ -169,6 +195,7 @@ impl ServerToReceiver<'_> {
             ServerToReceiver::Error(error) => {
                 validate_text(error.message, MAX_MESSAGE_LEN, false, Field::Message)
             }
+            ServerToReceiver::Pong(_) => Ok(()),
         }
     }
 }

@@ -2,10 +2,9 @@
 
 use tether_proto::{
     Ack, Command, CommandAck, CommandResult, CommandStatus, DecodeError, DeviceToServer,
-    EncodeError, ErrorCode, ErrorMessage, Event, Field, Hello, MAX_CHANNEL_LEN,
-    MAX_DEVICE_ID_LEN, MAX_FIRMWARE_VERSION_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, Payload,
-    Publish, ReceiverToServer, SendCommand, ServerToDevice, ServerToReceiver, Subscribe,
-    Subscribed, Unsubscribe, Welcome,
+    EncodeError, ErrorCode, ErrorMessage, Event, Field, Hello, MAX_CHANNEL_LEN, MAX_DEVICE_ID_LEN,
+    MAX_FIRMWARE_VERSION_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, Payload, Publish, ReceiverToServer,
+    SendCommand, ServerToDevice, ServerToReceiver, Subscribe, Subscribed, Unsubscribe, Welcome,
 };
 
 const TOO_LONG_CHANNEL: &str = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
@@ -57,11 +56,24 @@ fn binary_unsupported_version() {
 
 #[test]
 fn binary_unknown_message() {
-    // DeviceToServer has kinds 0..=2; ServerToReceiver 0..=3.
-    assert_eq!(DeviceToServer::decode(&[1, 3]), Err(DecodeError::UnknownMessage));
-    assert_eq!(ServerToDevice::decode(&[1, 3]), Err(DecodeError::UnknownMessage));
-    assert_eq!(ReceiverToServer::decode(&[1, 3]), Err(DecodeError::UnknownMessage));
-    assert_eq!(ServerToReceiver::decode(&[1, 4]), Err(DecodeError::UnknownMessage));
+    // Device messages have kinds 0..=2, ReceiverToServer 0..=3,
+    // ServerToReceiver 0..=4.
+    assert_eq!(
+        DeviceToServer::decode(&[1, 3]),
+        Err(DecodeError::UnknownMessage)
+    );
+    assert_eq!(
+        ServerToDevice::decode(&[1, 3]),
+        Err(DecodeError::UnknownMessage)
+    );
+    assert_eq!(
+        ReceiverToServer::decode(&[1, 4]),
+        Err(DecodeError::UnknownMessage)
+    );
+    assert_eq!(
+        ServerToReceiver::decode(&[1, 5]),
+        Err(DecodeError::UnknownMessage)
+    );
     // A large discriminant as a 5-byte varint.
     assert_eq!(
         DeviceToServer::decode(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f]),
@@ -77,10 +89,19 @@ fn binary_malformed() {
         Err(DecodeError::Malformed)
     );
     // Over-long (non-minimal) varint: Ack { seq: 0 } as `80 00`.
-    assert_eq!(ServerToDevice::decode(&[1, 1, 0x00]), Ok(ServerToDevice::Ack(Ack { seq: 0 })));
-    assert_eq!(ServerToDevice::decode(&[1, 1, 0x80, 0x00]), Err(DecodeError::Malformed));
+    assert_eq!(
+        ServerToDevice::decode(&[1, 1, 0x00]),
+        Ok(ServerToDevice::Ack(Ack { seq: 0 }))
+    );
+    assert_eq!(
+        ServerToDevice::decode(&[1, 1, 0x80, 0x00]),
+        Err(DecodeError::Malformed)
+    );
     // Over-long discriminant: `81 00` for kind 1.
-    assert_eq!(ServerToDevice::decode(&[1, 0x81, 0x00, 0x00]), Err(DecodeError::Malformed));
+    assert_eq!(
+        ServerToDevice::decode(&[1, 0x81, 0x00, 0x00]),
+        Err(DecodeError::Malformed)
+    );
     // Invalid UTF-8 in the channel.
     let mut frame = frame_of(&publish("temp"));
     // version, kind, seq, channel length, then the channel bytes.
@@ -106,7 +127,10 @@ fn binary_malformed() {
 fn binary_trailing_bytes() {
     let mut frame = frame_of(&publish("temp"));
     frame.push(0);
-    assert_eq!(DeviceToServer::decode(&frame), Err(DecodeError::TrailingBytes));
+    assert_eq!(
+        DeviceToServer::decode(&frame),
+        Err(DecodeError::TrailingBytes)
+    );
 }
 
 /// Frames that break a bound are written by hand (postcard of the same shape,
@@ -154,19 +178,27 @@ fn binary_too_long_and_invalid_fields() {
     let cases: Vec<(Vec<u8>, DecodeError)> = vec![
         (
             hand_publish(1, b"temp", &long_payload),
-            DecodeError::TooLong { field: Field::Payload },
+            DecodeError::TooLong {
+                field: Field::Payload,
+            },
         ),
         (
             hand_publish(1, &long_channel, b"1"),
-            DecodeError::TooLong { field: Field::Channel },
+            DecodeError::TooLong {
+                field: Field::Channel,
+            },
         ),
         (
             hand_publish(1, b"", b"1"),
-            DecodeError::InvalidField { field: Field::Channel },
+            DecodeError::InvalidField {
+                field: Field::Channel,
+            },
         ),
         (
             hand_publish(1, b"a b", b"1"),
-            DecodeError::InvalidField { field: Field::Channel },
+            DecodeError::InvalidField {
+                field: Field::Channel,
+            },
         ),
         (
             hand_publish(0, b"temp", b"1"),
@@ -174,27 +206,41 @@ fn binary_too_long_and_invalid_fields() {
         ),
         (
             hand_hello(&long_id, b"1.0"),
-            DecodeError::TooLong { field: Field::DeviceId },
+            DecodeError::TooLong {
+                field: Field::DeviceId,
+            },
         ),
         (
             hand_hello(b"", b"1.0"),
-            DecodeError::InvalidField { field: Field::DeviceId },
+            DecodeError::InvalidField {
+                field: Field::DeviceId,
+            },
         ),
         (
             hand_hello(b"dev", &long_firmware),
-            DecodeError::TooLong { field: Field::FirmwareVersion },
+            DecodeError::TooLong {
+                field: Field::FirmwareVersion,
+            },
         ),
         (
             hand_hello(b"dev", b""),
-            DecodeError::InvalidField { field: Field::FirmwareVersion },
+            DecodeError::InvalidField {
+                field: Field::FirmwareVersion,
+            },
         ),
         (
             hand_hello(b"dev", b"1.0\""),
-            DecodeError::InvalidField { field: Field::FirmwareVersion },
+            DecodeError::InvalidField {
+                field: Field::FirmwareVersion,
+            },
         ),
     ];
     for (frame, expected) in cases {
-        assert_eq!(DeviceToServer::decode(&frame), Err(expected), "{frame:02x?}");
+        assert_eq!(
+            DeviceToServer::decode(&frame),
+            Err(expected),
+            "{frame:02x?}"
+        );
     }
 
     // CommandAck result (kind 2, id 1, status 0, result).
@@ -202,27 +248,35 @@ fn binary_too_long_and_invalid_fields() {
     string(&mut frame, &long_payload);
     assert_eq!(
         DeviceToServer::decode(&frame),
-        Err(DecodeError::TooLong { field: Field::Payload })
+        Err(DecodeError::TooLong {
+            field: Field::Payload
+        })
     );
 
     // Server → device: Welcome with max_in_flight 0, Command bounds.
     assert_eq!(
         ServerToDevice::decode(&[1, 0, 1, 1, 0, 0]),
-        Err(DecodeError::InvalidField { field: Field::MaxInFlight })
+        Err(DecodeError::InvalidField {
+            field: Field::MaxInFlight
+        })
     );
     let mut frame = vec![1, 2, 1];
     string(&mut frame, &long_channel);
     string(&mut frame, b"1");
     assert_eq!(
         ServerToDevice::decode(&frame),
-        Err(DecodeError::TooLong { field: Field::Channel })
+        Err(DecodeError::TooLong {
+            field: Field::Channel
+        })
     );
     let mut frame = vec![1, 2, 1];
     string(&mut frame, b"reboot");
     string(&mut frame, &long_payload);
     assert_eq!(
         ServerToDevice::decode(&frame),
-        Err(DecodeError::TooLong { field: Field::Payload })
+        Err(DecodeError::TooLong {
+            field: Field::Payload
+        })
     );
 
     // Receiver messages in binary: the same checks.
@@ -232,13 +286,17 @@ fn binary_too_long_and_invalid_fields() {
     string(&mut frame, b"1");
     assert_eq!(
         ReceiverToServer::decode(&frame),
-        Err(DecodeError::TooLong { field: Field::DeviceId })
+        Err(DecodeError::TooLong {
+            field: Field::DeviceId
+        })
     );
     let mut frame = vec![1, 3, 7, 0];
     string(&mut frame, &vec![b'm'; MAX_MESSAGE_LEN + 1]);
     assert_eq!(
         ServerToReceiver::decode(&frame),
-        Err(DecodeError::TooLong { field: Field::Message })
+        Err(DecodeError::TooLong {
+            field: Field::Message
+        })
     );
 }
 
@@ -276,9 +334,18 @@ fn json_errors() {
             r#"{"v":1,"publish":{"seq":1,"channel":"t","time_ms":null,"payload":1}} x"#,
             DecodeError::Malformed,
         ),
-        (r#"{"v":2,"ack":{"seq":1}}"#, DecodeError::UnsupportedVersion { found: 2 }),
-        (r#"{"v":0,"hello":{}}"#, DecodeError::UnsupportedVersion { found: 0 }),
-        (r#"{"v":1000,"hello":{}}"#, DecodeError::UnsupportedVersion { found: 255 }),
+        (
+            r#"{"v":2,"ack":{"seq":1}}"#,
+            DecodeError::UnsupportedVersion { found: 2 },
+        ),
+        (
+            r#"{"v":0,"hello":{}}"#,
+            DecodeError::UnsupportedVersion { found: 0 },
+        ),
+        (
+            r#"{"v":1000,"hello":{}}"#,
+            DecodeError::UnsupportedVersion { found: 255 },
+        ),
         (r#"{"v":1,"ack":{"seq":1}}"#, DecodeError::UnknownMessage),
         (r#"{"v":1,"Publish":{}}"#, DecodeError::UnknownMessage),
         (
@@ -287,11 +354,15 @@ fn json_errors() {
         ),
         (
             r#"{"v":1,"publish":{"seq":1,"channel":"a//b","time_ms":null,"payload":1}}"#,
-            DecodeError::InvalidField { field: Field::Channel },
+            DecodeError::InvalidField {
+                field: Field::Channel,
+            },
         ),
         (
             r#"{"v":1,"hello":{"device_id":"d","firmware_version":"","boot_id":1,"last_acked_seq":0}}"#,
-            DecodeError::InvalidField { field: Field::FirmwareVersion },
+            DecodeError::InvalidField {
+                field: Field::FirmwareVersion,
+            },
         ),
     ];
     for (text, expected) in cases {
@@ -301,23 +372,36 @@ fn json_errors() {
     let long_channel = format!(
         r#"{{"v":1,"publish":{{"seq":1,"channel":"{TOO_LONG_CHANNEL}","time_ms":null,"payload":1}}}}"#
     );
-    assert_eq!(d(&long_channel), Err(DecodeError::TooLong { field: Field::Channel }));
+    assert_eq!(
+        d(&long_channel),
+        Err(DecodeError::TooLong {
+            field: Field::Channel
+        })
+    );
     let long_payload = format!(
         r#"{{"v":1,"send_command":{{"request_id":1,"device":"d","channel":"c","payload":"{}"}}}}"#,
         "x".repeat(MAX_PAYLOAD_LEN - 1)
     );
     assert_eq!(
         ReceiverToServer::from_json(&long_payload),
-        Err(DecodeError::TooLong { field: Field::Payload })
+        Err(DecodeError::TooLong {
+            field: Field::Payload
+        })
     );
     let unknown_subscribe_field = r#"{"v":1,"subscribe":{"channel":"t","later":true}}"#;
     assert_eq!(
         ReceiverToServer::from_json(unknown_subscribe_field),
-        Ok(ReceiverToServer::Subscribe(Subscribe { channel: "t", from: None })),
+        Ok(ReceiverToServer::Subscribe(Subscribe {
+            channel: "t",
+            from: None
+        })),
         "unknown members are ignored; a missing `from` is null"
     );
     let message = r#"{"v":1,"error":{"code":1,"request_id":null,"message":"bad \"quote\""}}"#;
-    assert_eq!(ServerToReceiver::from_json(message), Err(DecodeError::Malformed));
+    assert_eq!(
+        ServerToReceiver::from_json(message),
+        Err(DecodeError::Malformed)
+    );
 }
 
 // -------------------------------------------------------------- encoding
@@ -328,21 +412,30 @@ fn encode_errors() {
     let len = message.encoded_len();
     let mut buf = vec![0u8; len];
     assert_eq!(message.encode(&mut buf).map(<[u8]>::len), Ok(len));
-    assert_eq!(message.encode(&mut buf[..len - 1]), Err(EncodeError::BufferTooSmall));
+    assert_eq!(
+        message.encode(&mut buf[..len - 1]),
+        Err(EncodeError::BufferTooSmall)
+    );
     assert_eq!(message.encode(&mut []), Err(EncodeError::BufferTooSmall));
 
     let mut buf = [0u8; 64];
     assert_eq!(
         publish(TOO_LONG_CHANNEL).encode(&mut buf),
-        Err(EncodeError::TooLong { field: Field::Channel })
+        Err(EncodeError::TooLong {
+            field: Field::Channel
+        })
     );
     assert_eq!(
         publish(TOO_LONG_CHANNEL).to_json(),
-        Err(EncodeError::TooLong { field: Field::Channel })
+        Err(EncodeError::TooLong {
+            field: Field::Channel
+        })
     );
     assert_eq!(
         publish("bad channel").encode(&mut buf),
-        Err(EncodeError::InvalidField { field: Field::Channel })
+        Err(EncodeError::InvalidField {
+            field: Field::Channel
+        })
     );
     let hello = DeviceToServer::Hello(Hello {
         device_id: "dev",
@@ -352,7 +445,9 @@ fn encode_errors() {
     });
     assert_eq!(
         hello.encode(&mut buf),
-        Err(EncodeError::InvalidField { field: Field::FirmwareVersion })
+        Err(EncodeError::InvalidField {
+            field: Field::FirmwareVersion
+        })
     );
 
     // Binary carries any payload bytes; JSON only JSON values.
@@ -364,7 +459,11 @@ fn encode_errors() {
             payload: Payload::from_json_str(not_json),
         });
         assert!(message.encode(&mut buf).is_ok(), "{not_json:?}");
-        assert_eq!(message.to_json(), Err(EncodeError::PayloadNotJson), "{not_json:?}");
+        assert_eq!(
+            message.to_json(),
+            Err(EncodeError::PayloadNotJson),
+            "{not_json:?}"
+        );
         assert_eq!(
             Payload::from_json_str(not_json).check_json(),
             Err(EncodeError::PayloadNotJson)
@@ -377,7 +476,10 @@ fn encode_errors() {
         payload: Payload(&[0xff, 0xfe]),
     });
     assert_eq!(bytes.to_json(), Err(EncodeError::PayloadNotJson));
-    assert_eq!(Payload::from_json_str(r#"{"a":[1,2.5,null]}"#).check_json(), Ok(()));
+    assert_eq!(
+        Payload::from_json_str(r#"{"a":[1,2.5,null]}"#).check_json(),
+        Ok(())
+    );
     // Deep nesting is checked without recursion (no stack overflow).
     let deep = format!("{}{}", "[".repeat(2000), "]".repeat(2000));
     assert_eq!(Payload::from_json_str(&deep).check_json(), Ok(()));
@@ -394,7 +496,9 @@ fn encode_errors() {
     });
     assert_eq!(
         error.to_json(),
-        Err(EncodeError::InvalidField { field: Field::Message })
+        Err(EncodeError::InvalidField {
+            field: Field::Message
+        })
     );
     let welcome = ServerToDevice::Welcome(Welcome {
         session_id: 1,
@@ -404,7 +508,9 @@ fn encode_errors() {
     });
     assert_eq!(
         welcome.encode(&mut buf),
-        Err(EncodeError::InvalidField { field: Field::MaxInFlight })
+        Err(EncodeError::InvalidField {
+            field: Field::MaxInFlight
+        })
     );
 }
 
@@ -413,7 +519,9 @@ fn encode_errors() {
 fn every_message_validates_its_fields() {
     let long_payload = "1".repeat(MAX_PAYLOAD_LEN + 1);
     let payload = Payload::from_json_str(&long_payload);
-    let too_long = Err(EncodeError::TooLong { field: Field::Payload });
+    let too_long = Err(EncodeError::TooLong {
+        field: Field::Payload,
+    });
     let mut buf = vec![0u8; 8192];
 
     let device = [
@@ -464,7 +572,9 @@ fn every_message_validates_its_fields() {
     for message in receiver {
         assert_eq!(message.encode(&mut buf).map(|_| ()), too_long);
     }
-    let bad_channel = Err(EncodeError::InvalidField { field: Field::Channel });
+    let bad_channel = Err(EncodeError::InvalidField {
+        field: Field::Channel,
+    });
     assert_eq!(
         ReceiverToServer::Unsubscribe(Unsubscribe { channel: "/" })
             .encode(&mut buf)
@@ -472,9 +582,12 @@ fn every_message_validates_its_fields() {
         bad_channel
     );
     assert_eq!(
-        ReceiverToServer::Subscribe(Subscribe { channel: "", from: None })
-            .encode(&mut buf)
-            .map(|_| ()),
+        ReceiverToServer::Subscribe(Subscribe {
+            channel: "",
+            from: None
+        })
+        .encode(&mut buf)
+        .map(|_| ()),
         bad_channel
     );
     assert_eq!(
@@ -498,7 +611,9 @@ fn every_message_validates_its_fields() {
         })
         .encode(&mut buf)
         .map(|_| ()),
-        Err(EncodeError::InvalidField { field: Field::DeviceId })
+        Err(EncodeError::InvalidField {
+            field: Field::DeviceId
+        })
     );
 }
 
@@ -522,12 +637,21 @@ fn error_codes() {
         ErrorCode::UNSUPPORTED_VERSION
     );
     assert_eq!(
-        DecodeError::TooLong { field: Field::Payload }.error_code(),
+        DecodeError::TooLong {
+            field: Field::Payload
+        }
+        .error_code(),
         ErrorCode::TOO_LARGE
     );
-    assert_eq!(DecodeError::UnknownMessage.to_string(), "unknown message kind");
     assert_eq!(
-        EncodeError::TooLong { field: Field::Channel }.to_string(),
+        DecodeError::UnknownMessage.to_string(),
+        "unknown message kind"
+    );
+    assert_eq!(
+        EncodeError::TooLong {
+            field: Field::Channel
+        }
+        .to_string(),
         "channel is longer than its maximum"
     );
 }

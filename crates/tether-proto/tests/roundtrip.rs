@@ -6,8 +6,8 @@ use tether_proto::{
     Ack, Command, CommandAck, CommandResult, CommandStatus, DeviceToServer, ErrorCode,
     ErrorMessage, Event, Hello, MAX_CHANNEL_LEN, MAX_DEVICE_ID_LEN, MAX_DEVICE_TO_SERVER_LEN,
     MAX_FIRMWARE_VERSION_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, MAX_SERVER_TO_DEVICE_LEN, Payload,
-    Publish, ReceiverToServer, SendCommand, ServerToDevice, ServerToReceiver, Subscribe,
-    Subscribed, Unsubscribe, Welcome,
+    Ping, Pong, Publish, ReceiverToServer, SendCommand, ServerToDevice, ServerToReceiver,
+    Subscribe, Subscribed, Unsubscribe, Welcome,
 };
 
 // ---- strategies for the owned parts; messages borrow from them ----
@@ -194,6 +194,16 @@ proptest! {
             channel: &channel,
             payload: Payload::from_json_str(&payload),
         }), RECEIVER_BUF);
+    }
+
+    #[test]
+    fn ping(id in any::<u32>()) {
+        check_both!(ReceiverToServer, ReceiverToServer::Ping(Ping { id }), RECEIVER_BUF);
+    }
+
+    #[test]
+    fn pong(id in any::<u32>()) {
+        check_both!(ServerToReceiver, ServerToReceiver::Pong(Pong { id }), RECEIVER_BUF);
     }
 
     #[test]
