@@ -336,3 +336,39 @@ message_codec!(
     ServerToReceiver,
     ["subscribed", "event", "command_result", "error", "pong"]
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Ack, ServerToDevice};
+
+    #[test]
+    fn compare_flavor_accepts_only_the_exact_encoding() {
+        let ack = ServerToDevice::Ack(Ack { seq: 300 });
+        let exact = [1, 0xac, 0x02];
+        let check =
+            |expected: &[u8]| postcard::serialize_with_flavor(&ack, Compare { expected }).is_ok();
+        assert!(check(&exact));
+        assert!(!check(&exact[..2]), "too short");
+        assert!(!check(&[1, 0xac, 0x02, 0]), "too long");
+        assert!(!check(&[1, 0xac, 0x82, 0x00]), "non-minimal");
+    }
+
+    #[test]
+    fn encoded_len_counts_the_version_byte() {
+        let ack = ServerToDevice::Ack(Ack { seq: 300 });
+        assert_eq!(ack.encoded_len(), 4);
+        let mut buf = [0u8; 4];
+        assert_eq!(ack.encode(&mut buf), Ok(&[1, 1, 0xac, 0x02][..]));
+    }
+
+    #[test]
+    fn kinds_follow_the_discriminants() {
+        // The JSON name table and the enums must agree; JSON round trips in
+        // tests/roundtrip.rs cover every kind, this pins the count.
+        assert_eq!(<ServerToDevice<'_> as Wire<'_>>::KINDS.len(), 3);
+        assert_eq!(<crate::DeviceToServer<'_> as Wire<'_>>::KINDS.len(), 3);
+        assert_eq!(<crate::ReceiverToServer<'_> as Wire<'_>>::KINDS.len(), 4);
+        assert_eq!(<crate::ServerToReceiver<'_> as Wire<'_>>::KINDS.len(), 5);
+    }
+}

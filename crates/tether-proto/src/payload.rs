@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// [`check_json`](Self::check_json) (feature `std`) before storing or
 /// forwarding a payload it got from a device. The JSON encoder refuses
 /// payloads that are not JSON ([`EncodeError::PayloadNotJson`](crate::EncodeError::PayloadNotJson)).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Payload<'a>(pub &'a [u8]);
 
@@ -125,4 +125,28 @@ fn deserialize_json<'de, D: Deserializer<'de>>(_: D) -> Result<Payload<'de>, D::
     Err(serde::de::Error::custom(
         "tether-proto: JSON payloads need the `std` feature",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accessors() {
+        let payload = Payload::from_json_str("[1,2]");
+        assert_eq!(payload.as_bytes(), b"[1,2]");
+        assert_eq!(payload.as_str(), Some("[1,2]"));
+        assert_eq!(payload.len(), 5);
+        assert!(!payload.is_empty());
+        assert_eq!(Payload(&[0xff]).as_str(), None);
+        assert_eq!(Payload::NULL.as_str(), Some("null"));
+    }
+
+    #[test]
+    fn debug_shows_text_or_bytes() {
+        extern crate alloc;
+        use alloc::format;
+        assert_eq!(format!("{:?}", Payload::NULL), "Payload(null)");
+        assert_eq!(format!("{:?}", Payload(&[0xff, 1])), "Payload([ff, 01])");
+    }
 }

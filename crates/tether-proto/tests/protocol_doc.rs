@@ -6,6 +6,8 @@
 //! for an example that must be rejected. A valid hex block is the binary form
 //! of the valid JSON block of the same direction just before it.
 
+#![allow(clippy::std_instead_of_alloc)] // a std test program
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
