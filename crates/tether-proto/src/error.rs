@@ -97,7 +97,7 @@ pub enum DecodeError {
     TrailingBytes,
     /// The envelope names a protocol version this crate does not speak.
     UnsupportedVersion {
-        /// The version the peer sent.
+        /// The version the peer sent (a JSON `"v"` above 255 reads as 255).
         found: u8,
     },
     /// The message kind (discriminant or JSON member name) is unknown to

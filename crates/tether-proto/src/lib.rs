@@ -85,7 +85,7 @@
 //!
 //! - `alloc`: `encode_to_vec` on every message.
 //! - `std`: the JSON encoding (`to_json`, `from_json`) and
-//!   [`Payload::check_json`], through `serde_json`.
+//!   `Payload::check_json`, through `serde_json`.
 //! - `defmt`: `defmt::Format` on every message and error.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]

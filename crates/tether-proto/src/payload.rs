@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// forwards it to browsers without knowing its Rust type.
 ///
 /// The binary decoder checks only the length: a server must call
-/// [`check_json`](Self::check_json) (feature `std`) before storing or
+/// `check_json` (feature `std`) before storing or
 /// forwarding a payload it got from a device. The JSON encoder refuses
 /// payloads that are not JSON ([`EncodeError::PayloadNotJson`](crate::EncodeError::PayloadNotJson)).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
