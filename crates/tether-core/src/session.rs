@@ -81,6 +81,7 @@
 use core::fmt;
 
 use rand_core::RngCore;
+use tether_proto::CommandStatus;
 
 use crate::backoff::{Backoff, BackoffConfig, BackoffConfigError, GaveUp};
 use crate::outbox::{Entry, FullPolicy, Outbox, PushError};
@@ -430,6 +431,8 @@ pub enum Transmit<'a> {
     CommandAck {
         /// The command's id.
         id: u32,
+        /// What became of it.
+        status: CommandStatus,
     },
     /// A stored message, sent for the first time or resent.
     Publish(Entry<'a>),
@@ -490,7 +493,7 @@ pub struct Session<O, R> {
     pong_payload: [u8; MAX_PING_PAYLOAD],
     /// ...and its length, if one is owed.
     pong_len: Option<u8>,
-    command_acks: [u32; COMMAND_ACK_QUEUE],
+    command_acks: [(u32, CommandStatus); COMMAND_ACK_QUEUE],
     command_ack_len: usize,
     last_error: Option<LinkError>,
     stats: SessionStats,
@@ -548,7 +551,7 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
             ping_nonce: 0,
             pong_payload: [0; MAX_PING_PAYLOAD],
             pong_len: None,
-            command_acks: [0; COMMAND_ACK_QUEUE],
+            command_acks: [(0, CommandStatus::Ok); COMMAND_ACK_QUEUE],
             command_ack_len: 0,
             last_error: None,
             stats: SessionStats::default(),
@@ -743,17 +746,21 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
         }
     }
 
-    /// Queues a `CommandAck` for a downlink command the application received.
+    /// Queues a `CommandAck` for a downlink command the application handled.
     ///
     /// # Errors
     /// [`CommandAckQueueFull`] if [`COMMAND_ACK_QUEUE`] acknowledgements
     /// already wait for the link.
-    pub fn acknowledge_command(&mut self, id: u32) -> Result<(), CommandAckQueueFull> {
+    pub fn acknowledge_command(
+        &mut self,
+        id: u32,
+        status: CommandStatus,
+    ) -> Result<(), CommandAckQueueFull> {
         let slot = self
             .command_acks
             .get_mut(self.command_ack_len)
             .ok_or(CommandAckQueueFull)?;
-        *slot = id;
+        *slot = (id, status);
         self.command_ack_len += 1;
         Ok(())
     }
@@ -855,11 +862,11 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
             });
         }
         if self.command_ack_len > 0
-            && let Some(&id) = self.command_acks.first()
+            && let Some(&(id, status)) = self.command_acks.first()
         {
             self.command_acks.copy_within(1.., 0);
             self.command_ack_len -= 1;
-            return Some(Transmit::CommandAck { id });
+            return Some(Transmit::CommandAck { id, status });
         }
         if self.sent.saturating_sub(self.acked) >= self.window {
             return None;
@@ -941,7 +948,7 @@ mod tests {
         Hello { boot_id: u64, last_acked_seq: u32 },
         Pong(Vec<u8>),
         Ping(u32),
-        CommandAck(u32),
+        CommandAck(u32, CommandStatus),
         Publish(u32, String, Vec<u8>),
     }
 
@@ -986,7 +993,7 @@ mod tests {
                 },
                 Transmit::Pong(payload) => Sent::Pong(payload.to_vec()),
                 Transmit::Ping { nonce } => Sent::Ping(nonce),
-                Transmit::CommandAck { id } => Sent::CommandAck(id),
+                Transmit::CommandAck { id, status } => Sent::CommandAck(id, status),
                 Transmit::Publish(e) => {
                     Sent::Publish(e.seq, String::from(e.channel), e.payload.to_vec())
                 }
@@ -1379,17 +1386,24 @@ mod tests {
     fn command_acks_queue_and_go_out_when_connected() {
         let mut s = session(config());
         for id in 0..COMMAND_ACK_QUEUE as u32 {
-            s.acknowledge_command(id).unwrap();
+            s.acknowledge_command(id, CommandStatus::Ok).unwrap();
         }
-        assert_eq!(s.acknowledge_command(99), Err(CommandAckQueueFull));
+        assert_eq!(
+            s.acknowledge_command(99, CommandStatus::Ok),
+            Err(CommandAckQueueFull)
+        );
         let sent = connect(&mut s, at(0), 0);
         let expected: Vec<Sent> = (0..COMMAND_ACK_QUEUE as u32)
-            .map(Sent::CommandAck)
+            .map(|id| Sent::CommandAck(id, CommandStatus::Ok))
             .collect();
         assert_eq!(sent, expected);
         s.on_message(at(1)).unwrap();
-        s.acknowledge_command(99).unwrap();
-        assert_eq!(drain(&mut s, at(1)), [Sent::CommandAck(99)]);
+        s.acknowledge_command(99, CommandStatus::Unsupported)
+            .unwrap();
+        assert_eq!(
+            drain(&mut s, at(1)),
+            [Sent::CommandAck(99, CommandStatus::Unsupported)]
+        );
     }
 
     /// A stored message: seq, channel, payload.
@@ -1534,7 +1548,7 @@ mod tests {
             }
             Transmit::Ping { nonce } => Sent::Ping(nonce),
             Transmit::Pong(p) => Sent::Pong(p.to_vec()),
-            Transmit::CommandAck { id } => Sent::CommandAck(id),
+            Transmit::CommandAck { id, status } => Sent::CommandAck(id, status),
         }
     }
 
