@@ -88,9 +88,16 @@ pub struct BackoffConfig {
 }
 
 impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BackoffConfig {
     /// Base 1 s, cap 60 s, doubling, full jitter, never give up, reset after
     /// 30 s of healthy connection.
-    fn default() -> Self {
+    #[must_use]
+    pub const fn new() -> Self {
         Self {
             base: Duration::from_secs(1),
             cap: Duration::from_secs(60),
@@ -101,9 +108,7 @@ impl Default for BackoffConfig {
             healthy_after: Duration::from_secs(30),
         }
     }
-}
 
-impl BackoffConfig {
     /// The first window (at least 1 ms).
     #[must_use]
     pub const fn with_base(mut self, base: Duration) -> Self {

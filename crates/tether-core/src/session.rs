@@ -106,12 +106,19 @@ pub struct SessionConfig {
 }
 
 impl Default for SessionConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SessionConfig {
     /// Default backoff, 10 s to connect and get `Welcome`, a ping after 20 s
     /// of silence, 10 s for its pong, 32 unacknowledged messages in flight,
     /// reject when the outbox is full.
-    fn default() -> Self {
+    #[must_use]
+    pub const fn new() -> Self {
         Self {
-            backoff: BackoffConfig::default(),
+            backoff: BackoffConfig::new(),
             connect_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(20),
             pong_timeout: Duration::from_secs(10),
@@ -119,9 +126,7 @@ impl Default for SessionConfig {
             full_policy: FullPolicy::Reject,
         }
     }
-}
 
-impl SessionConfig {
     /// Reconnect backoff.
     #[must_use]
     pub const fn with_backoff(mut self, backoff: BackoffConfig) -> Self {
@@ -297,6 +302,8 @@ pub enum LinkError {
     ConnectTimeout,
     /// No pong within [`SessionConfig::pong_timeout`] of a ping.
     PongTimeout,
+    /// A message could not be sent in time (the peer stopped reading).
+    SendTimeout,
     /// The server closed the WebSocket with this close code.
     Closed {
         /// RFC 6455 close code (1005 if the close frame had none).
@@ -337,6 +344,7 @@ impl fmt::Display for LinkError {
             Self::HandshakeFailed => f.write_str("WebSocket handshake failed"),
             Self::ConnectTimeout => f.write_str("timed out connecting"),
             Self::PongTimeout => f.write_str("no pong: link dead"),
+            Self::SendTimeout => f.write_str("timed out sending"),
             Self::Closed { code } => write!(f, "closed by server with code {code}"),
             Self::EndOfStream => f.write_str("connection closed without close frame"),
             Self::Io => f.write_str("transport I/O error"),
@@ -361,6 +369,9 @@ pub enum PublishError {
     TooLarge,
     /// The channel name is too long.
     ChannelTooLong,
+    /// The channel name breaks the protocol's rules (ASCII letters, digits,
+    /// `_ - . /`, non-empty `/`-separated segments, at most 64 bytes).
+    InvalidChannel,
     /// Every sequence number of this boot is used (after 4 294 967 294
     /// messages); reboot to start a new boot id.
     SequenceExhausted,
@@ -374,6 +385,7 @@ impl fmt::Display for PublishError {
             Self::Full => "outbox full",
             Self::TooLarge => "message larger than the outbox",
             Self::ChannelTooLong => "channel name too long",
+            Self::InvalidChannel => "invalid channel name",
             Self::SequenceExhausted => "sequence numbers of this boot exhausted",
             Self::Encode => "could not encode the message",
         })
