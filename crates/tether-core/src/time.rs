@@ -163,6 +163,16 @@ pub trait Clock {
     async fn sleep_until(&self, deadline: Instant);
 }
 
+impl<K: Clock + ?Sized> Clock for &K {
+    fn now(&self) -> Instant {
+        (**self).now()
+    }
+
+    async fn sleep_until(&self, deadline: Instant) {
+        (**self).sleep_until(deadline).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
