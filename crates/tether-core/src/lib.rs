@@ -4,3 +4,5 @@
 // Must come first: the logging macros are used by every module below.
 #[macro_use]
 mod fmt;
+
+pub mod provisioning;
