@@ -36,6 +36,8 @@
 pub mod dns;
 pub mod form;
 pub mod http;
+pub mod improv;
 pub mod portal;
 pub mod record;
+pub mod state;
 pub mod store;
