@@ -774,7 +774,7 @@ fn render_form(
             ssid = Escaped(net.ssid),
             checked = if checked { " checked" } else { "" },
             bars = Bars(net.rssi),
-            lock = if net.secured { " &#128274;" } else { "" },
+            lock = if net.secured { " locked" } else { " open" },
         )?;
     }
     write!(
