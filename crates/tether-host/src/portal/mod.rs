@@ -17,16 +17,25 @@
 //! bytes, bound reads, pass in the scanned networks and the connection
 //! status.
 //!
-//! ```no_run
-//! # async fn demo() -> std::io::Result<()> {
+//! ```
+//! use std::io::{Read, Write};
+//!
 //! use tether_core::provisioning::store::MemoryStore;
 //! use tether_host::portal::{PortalServer, PortalSettings};
 //!
-//! let settings = PortalSettings::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap())
+//! let runtime = tokio::runtime::Runtime::new()?;
+//! let settings = PortalSettings::new("127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?)
 //!     .with_dns_answer([192, 168, 4, 1]);
-//! let handle = PortalServer::start(settings, MemoryStore::new()).await?;
-//! println!("portal on http://{}/, DNS on {}", handle.http_addr(), handle.dns_addr());
-//! # Ok(()) }
+//! let handle = runtime.block_on(PortalServer::start(settings, MemoryStore::new()))?;
+//!
+//! // A phone's connectivity probe is sent to the set-up page.
+//! let mut stream = std::net::TcpStream::connect(handle.http_addr())?;
+//! stream.write_all(b"GET /generate_204 HTTP/1.1\r\nHost: connectivitycheck.gstatic.com\r\n\r\n")?;
+//! let mut response = String::new();
+//! stream.read_to_string(&mut response)?;
+//! assert!(response.starts_with("HTTP/1.1 302 Found"));
+//! assert!(response.contains(&format!("Location: http://{}/", handle.http_addr())));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod dns_server;
