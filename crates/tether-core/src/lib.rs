@@ -110,4 +110,5 @@ extern crate std;
 #[macro_use]
 mod fmt;
 
+pub mod provisioning;
 pub mod ws;
