@@ -1,5 +1,6 @@
 //! The tether SDK on a PC or a Linux gateway: tokio adapters that let the
-//! same no_std core (`tether-core`) run under std.
+//! same no_std core (`tether-core`) run under std, and the captive portal
+//! served from a PC (`portal`).
 //!
 //! ```text
 //!  tether-core (no_std)            tether-host (std, tokio)
@@ -28,3 +29,4 @@
 extern crate alloc;
 
 pub mod connector;
+pub mod portal;
