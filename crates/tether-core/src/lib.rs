@@ -111,6 +111,7 @@ extern crate std;
 mod fmt;
 
 pub mod backoff;
+pub mod client;
 pub mod connector;
 pub mod outbox;
 pub mod provisioning;

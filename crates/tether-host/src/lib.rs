@@ -28,5 +28,6 @@
 
 extern crate alloc;
 
+pub mod clock;
 pub mod connector;
 pub mod portal;

@@ -19,22 +19,23 @@ pub const SOCKET_BUFFER: usize = 2048;
 /// allows.
 pub struct EmbassyConnector {
     stack: Stack<'static>,
-    rx: [u8; SOCKET_BUFFER],
-    tx: [u8; SOCKET_BUFFER],
+    rx: &'static mut [u8; SOCKET_BUFFER],
+    tx: &'static mut [u8; SOCKET_BUFFER],
 }
 
 impl EmbassyConnector {
-    pub fn new(stack: Stack<'static>) -> Self {
-        Self {
-            stack,
-            rx: [0; SOCKET_BUFFER],
-            tx: [0; SOCKET_BUFFER],
-        }
+    pub fn new(
+        stack: Stack<'static>,
+        rx: &'static mut [u8; SOCKET_BUFFER],
+        tx: &'static mut [u8; SOCKET_BUFFER],
+    ) -> Self {
+        Self { stack, rx, tx }
     }
 }
 
-/// Why a connection could not be opened.
+/// Why a connection could not be opened (printed in logs).
 #[derive(Debug)]
+#[allow(dead_code)] // The fields are read through `Debug`.
 pub enum EmbassyConnectError {
     /// The DNS query failed.
     Dns(embassy_net::dns::Error),
@@ -68,7 +69,7 @@ impl Connector for EmbassyConnector {
                 .first()
                 .ok_or(EmbassyConnectError::NoAddress)?,
         };
-        let mut socket = TcpSocket::new(self.stack, &mut self.rx, &mut self.tx);
+        let mut socket = TcpSocket::new(self.stack, &mut self.rx[..], &mut self.tx[..]);
         socket.set_timeout(Some(embassy_time::Duration::from_secs(30)));
         socket
             .connect((address, endpoint.port))

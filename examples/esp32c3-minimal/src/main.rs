@@ -1,17 +1,22 @@
 //! Minimal tether firmware for the ESP32-C3: joins WiFi, connects to a
-//! tether relay and publishes a counter every second.
+//! tether relay over embassy-net and publishes a counter every second; the
+//! `led` command is acknowledged.
 //!
 //! ```text
 //! SSID=... PASSWORD=... TETHER_URL=ws://192.168.1.10:8080/device \
 //!     cargo run --release
 //! ```
+//!
+//! The tether SDK itself allocates nothing: the client, its outbox and its
+//! buffers are statics. Only the WiFi driver uses the heap.
 #![no_std]
 #![no_main]
 
 mod board;
 
 use embassy_executor::Spawner;
-use embassy_net::{Runner, StackResources};
+use embassy_net::{Runner as NetRunner, StackResources};
+use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_time::{Duration, Timer};
 use esp_backtrace as _;
 use esp_hal::clock::CpuClock;
@@ -21,11 +26,12 @@ use esp_println::println;
 use esp_radio::wifi::sta::StationConfig;
 use esp_radio::wifi::{AuthenticationMethodConfig, Config, Interface, WifiController};
 use static_cell::StaticCell;
+use tether_core::client::{Buffers, Client, ClientConfig, Runner};
 use tether_core::outbox::RamOutbox;
-use tether_core::session::{Session, SessionConfig};
 use tether_core::time::Clock;
+use tether_proto::{Command, CommandStatus};
 
-use crate::board::{EmbassyClock, EmbassyConnector};
+use crate::board::{EmbassyClock, EmbassyConnector, SOCKET_BUFFER};
 
 esp_bootloader_esp_idf::esp_app_desc!();
 
@@ -37,11 +43,21 @@ const PASSWORD: &str = match option_env!("PASSWORD") {
     Some(password) => password,
     None => "tether-password",
 };
+const URL: &str = match option_env!("TETHER_URL") {
+    Some(url) => url,
+    None => "ws://192.168.1.10:8080/device",
+};
+const DEVICE_ID: &str = match option_env!("DEVICE_ID") {
+    Some(id) => id,
+    None => "esp32c3-minimal",
+};
+
+type FirmwareClient = Client<NoopRawMutex, RamOutbox<4096>, Rng>;
 
 #[esp_rtos::main]
 async fn main(spawner: Spawner) -> ! {
     let peripherals = esp_hal::init(esp_hal::Config::default().with_cpu_clock(CpuClock::max()));
-    // The WiFi driver allocates; the tether SDK itself does not.
+    // The WiFi driver allocates; the tether SDK does not.
     esp_alloc::heap_allocator!(size: 72 * 1024);
 
     let timg0 = TimerGroup::new(peripherals.TIMG0);
@@ -60,56 +76,67 @@ async fn main(spawner: Spawner) -> ! {
     controller.set_config(&station).expect("WiFi config");
 
     static RESOURCES: StaticCell<StackResources<4>> = StaticCell::new();
-    let seed = u64::from(rng.random()) << 32 | u64::from(rng.random());
-    let (stack, runner) = embassy_net::new(
+    let seed = (u64::from(rng.random()) << 32) | u64::from(rng.random());
+    let (stack, net_runner) = embassy_net::new(
         Interface::station(),
         embassy_net::Config::dhcpv4(Default::default()),
         RESOURCES.init(StackResources::new()),
         seed,
     );
     spawner.spawn(wifi_task(controller).expect("wifi task"));
-    spawner.spawn(net_task(runner).expect("net task"));
+    spawner.spawn(net_task(net_runner).expect("net task"));
+
+    // The tether client: statics, sizes fixed at compile time.
+    static SOCKET_RX: StaticCell<[u8; SOCKET_BUFFER]> = StaticCell::new();
+    static SOCKET_TX: StaticCell<[u8; SOCKET_BUFFER]> = StaticCell::new();
+    static CLIENT: StaticCell<FirmwareClient> = StaticCell::new();
+    static BUFFERS: StaticCell<Buffers<1536, 512, 512>> = StaticCell::new();
+    let config = ClientConfig::new(URL, DEVICE_ID, env!("CARGO_PKG_VERSION"));
+    let clock = EmbassyClock;
+    let client: &'static FirmwareClient = CLIENT.init(
+        Client::new(&config, RamOutbox::new(), rng, clock.now()).expect("valid tether config"),
+    );
+    let connector = EmbassyConnector::new(
+        stack,
+        SOCKET_RX.init([0; SOCKET_BUFFER]),
+        SOCKET_TX.init([0; SOCKET_BUFFER]),
+    );
+    let mut runner = Runner::new(
+        client,
+        config,
+        connector,
+        EmbassyClock,
+        Rng::new(),
+        BUFFERS.init(Buffers::new()),
+    )
+    .expect("valid tether buffers");
+
     stack.wait_config_up().await;
     println!("network up: {:?}", stack.config_v4());
 
-    let _connector = EmbassyConnector::new(stack);
-    let clock = EmbassyClock;
-    let mut session = Session::new(
-        SessionConfig::default(),
-        RamOutbox::<4096>::new(),
-        rng,
-        clock.now(),
-    )
-    .expect("valid session config");
-    let mut counter = 0u32;
-    loop {
-        counter = counter.wrapping_add(1);
-        let mut payload = [0u8; 10];
-        let len = format_u32(counter, &mut payload);
-        match session.publish("counter", &payload[..len]) {
-            Ok(seq) => println!("queued counter {counter} as seq {seq}"),
-            Err(e) => println!("publish failed: {e}"),
+    let mut on_command = |command: &Command<'_>| {
+        println!("command {} on {}", command.id, command.channel);
+        match command.channel {
+            "led" => CommandStatus::Ok,
+            _ => CommandStatus::Unsupported,
         }
-        Timer::after(Duration::from_secs(1)).await;
-    }
-}
-
-/// Writes `value` in decimal; returns the length.
-fn format_u32(mut value: u32, out: &mut [u8; 10]) -> usize {
-    let mut digits = [0u8; 10];
-    let mut len = 0;
-    loop {
-        digits[len] = b'0' + (value % 10) as u8;
-        len += 1;
-        value /= 10;
-        if value == 0 {
-            break;
+    };
+    let publish_counter = async {
+        let mut counter = 0u32;
+        loop {
+            counter = counter.wrapping_add(1);
+            match client.publish("counter", &counter) {
+                Ok(seq) => println!(
+                    "counter {counter} queued as seq {seq}, {:?}",
+                    client.state()
+                ),
+                Err(e) => println!("counter {counter} not queued: {e}"),
+            }
+            Timer::after(Duration::from_secs(1)).await;
         }
-    }
-    for i in 0..len {
-        out[i] = digits[len - 1 - i];
-    }
-    len
+    };
+    embassy_futures::join::join(runner.run(&mut on_command), publish_counter).await;
+    unreachable!("the runner and the publisher never return")
 }
 
 #[embassy_executor::task]
@@ -128,6 +155,6 @@ async fn wifi_task(mut controller: WifiController<'static>) {
 }
 
 #[embassy_executor::task]
-async fn net_task(mut runner: Runner<'static, Interface>) {
+async fn net_task(mut runner: NetRunner<'static, Interface>) {
     runner.run().await
 }
