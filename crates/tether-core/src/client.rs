@@ -558,12 +558,18 @@ where
     /// One turn: one connection attempt and its life, or one wait.
     async fn step<H: CommandHandler>(&mut self, handler: &mut H) {
         let now = self.clock.now();
-        self.client.with_session(|s| s.handle_timeout(now));
         match self.client.state() {
-            ConnectionState::Connecting => self.connect_and_serve(handler).await,
+            ConnectionState::Connecting => {
+                self.client.with_session(|s| s.begin_connect(now));
+                self.connect_and_serve(handler).await;
+            }
             ConnectionState::BackingOff { until } => {
-                // A publish wakes us too; the loop just comes back here.
-                select(self.clock.sleep_until(until), self.client.wake.wait()).await;
+                if now < until {
+                    // A publish wakes us too; the loop just comes back here.
+                    select(self.clock.sleep_until(until), self.client.wake.wait()).await;
+                }
+                let now = self.clock.now();
+                self.client.with_session(|s| s.handle_timeout(now));
             }
             ConnectionState::GaveUp(_) => self.client.wake.wait().await,
             _ => {

@@ -641,6 +641,17 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
         Ok(seq)
     }
 
+    /// The driver starts a connection attempt at `now`: the connect
+    /// timeout counts from here (a session created long before its driver
+    /// first runs does not time out at once). Ignored unless connecting.
+    pub fn begin_connect(&mut self, now: Instant) {
+        if let Phase::Connecting { .. } = self.phase {
+            self.phase = Phase::Connecting {
+                deadline: now + self.config.connect_timeout,
+            };
+        }
+    }
+
     /// The transport and the WebSocket handshake are up: `Hello` is due.
     /// Ignored unless connecting.
     pub fn on_link_up(&mut self, now: Instant) {
@@ -1148,6 +1159,22 @@ mod tests {
         s.handle_timeout(at(23_600));
         assert_eq!(s.last_error(), Some(LinkError::ConnectTimeout));
         assert_eq!(s.state(), ConnectionState::BackingOff { until: at(27_600) });
+    }
+
+    #[test]
+    fn connect_timeout_counts_from_the_start_of_the_attempt() {
+        let mut s = session(config());
+        // The driver only starts a minute after the session was created.
+        s.begin_connect(at(60_000));
+        assert_eq!(s.poll_at(), Some(at(70_000)));
+        s.handle_timeout(at(69_999));
+        assert_eq!(s.state(), ConnectionState::Connecting);
+        s.handle_timeout(at(70_000));
+        assert_eq!(s.last_error(), Some(LinkError::ConnectTimeout));
+        // Outside `Connecting` it changes nothing.
+        let before = s.state();
+        s.begin_connect(at(80_000));
+        assert_eq!(s.state(), before);
     }
 
     #[test]
