@@ -14,7 +14,7 @@
 
 use core::fmt::{self, Write};
 
-use super::form::{Form, FormError};
+use super::form::{Form, FormError, decode_into};
 use super::http::{
     CountingWriter, HttpError, Method, Request, ResponseTooLarge, SliceWriter, reason,
 };
@@ -408,66 +408,51 @@ impl<'a> Portal<'a> {
         let mut code_buf = [0u8; PAIRING_CODE_MAX_LEN + 1];
 
         let form = Form::new(request.body);
+        let mut raw = [None; 7];
         if !request.is_form() {
             state.banner = Some("The form must be sent as application/x-www-form-urlencoded.");
-        } else if let Err(e) = form.validate() {
-            state.banner = Some(match e {
-                FormError::BadPercentEncoding => {
-                    "The form data has a broken percent-encoding (a % not followed by two hex digits). Nothing was saved."
-                }
-                _ => "The form data is not valid text (UTF-8). Nothing was saved.",
-            });
+        } else {
+            // One pass: finds the fields and checks the whole body decodes.
+            match form.lookup([
+                "ssid",
+                "other_ssid",
+                "passphrase",
+                "server_url",
+                "device_id",
+                "token",
+                "pairing_code",
+            ]) {
+                Ok(found) => raw = found,
+                Err(e) => state.banner = Some(form_banner(e)),
+            }
+        }
+        let [
+            raw_ssid,
+            raw_other,
+            raw_pass,
+            raw_url,
+            raw_id,
+            raw_token,
+            raw_code,
+        ] = raw;
+        let (chosen, p1) = field(raw_ssid, &mut ssid_buf, FieldError::SsidTooLong);
+        let (typed, p2) = field(raw_other, &mut other_buf, FieldError::SsidTooLong);
+        let (pass, p3) = field(raw_pass, &mut pass_buf, FieldError::PassphraseTooLong);
+        let (url, p4) = field(raw_url, &mut url_buf, FieldError::ServerUrlTooLong);
+        let (id, p5) = field(raw_id, &mut id_buf, FieldError::DeviceIdTooLong);
+        let (token, p6) = field(raw_token, &mut token_buf, FieldError::TokenTooLong);
+        let (code, p7) = field(raw_code, &mut code_buf, FieldError::PairingCodeTooLong);
+
+        // A value that does not decode at all is a broken form, not a
+        // broken field: say so at the top, as for the rest of the body.
+        if let Some(Problem::Form(e)) = [p1, p2, p3, p4, p5, p6, p7]
+            .into_iter()
+            .flatten()
+            .find(|p| matches!(p, Problem::Form(_)))
+        {
+            state.banner = Some(form_banner(e));
         }
         let has_banner = state.banner.is_some();
-        let (chosen, p1) = field(
-            &form,
-            has_banner,
-            "ssid",
-            &mut ssid_buf,
-            FieldError::SsidTooLong,
-        );
-        let (typed, p2) = field(
-            &form,
-            has_banner,
-            "other_ssid",
-            &mut other_buf,
-            FieldError::SsidTooLong,
-        );
-        let (pass, p3) = field(
-            &form,
-            has_banner,
-            "passphrase",
-            &mut pass_buf,
-            FieldError::PassphraseTooLong,
-        );
-        let (url, p4) = field(
-            &form,
-            has_banner,
-            "server_url",
-            &mut url_buf,
-            FieldError::ServerUrlTooLong,
-        );
-        let (id, p5) = field(
-            &form,
-            has_banner,
-            "device_id",
-            &mut id_buf,
-            FieldError::DeviceIdTooLong,
-        );
-        let (token, p6) = field(
-            &form,
-            has_banner,
-            "token",
-            &mut token_buf,
-            FieldError::TokenTooLong,
-        );
-        let (code, p7) = field(
-            &form,
-            has_banner,
-            "pairing_code",
-            &mut code_buf,
-            FieldError::PairingCodeTooLong,
-        );
 
         // A typed name wins over a picked one.
         let ssid_text = match typed.map(str::trim) {
@@ -719,20 +704,27 @@ fn build_record(
     })
 }
 
-/// One decoded form value, or what is wrong with it; `skip` when the body
-/// as a whole is already refused.
+fn form_banner(error: FormError) -> &'static str {
+    match error {
+        FormError::BadPercentEncoding => {
+            "The form data has a broken percent-encoding (a % not followed by two hex digits). Nothing was saved."
+        }
+        FormError::NotUtf8 => "The form data is not valid text (UTF-8). Nothing was saved.",
+        FormError::TooLong => "The form data is too long. Nothing was saved.",
+    }
+}
+
+/// One decoded form value (`None` when absent), or what is wrong with it.
 fn field<'o>(
-    form: &Form<'_>,
-    skip: bool,
-    name: &str,
+    raw: Option<&[u8]>,
     buf: &'o mut [u8],
     too_long: FieldError,
 ) -> (Option<&'o str>, Option<Problem>) {
-    if skip {
+    let Some(raw) = raw else {
         return (None, None);
-    }
-    match form.get(name, buf) {
-        Ok(value) => (value, None),
+    };
+    match decode_into(raw, buf) {
+        Ok(value) => (Some(value), None),
         Err(FormError::TooLong) => (None, Some(Problem::Field(too_long))),
         Err(e) => (None, Some(Problem::Form(e))),
     }
