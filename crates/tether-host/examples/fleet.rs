@@ -7,6 +7,11 @@
 //!
 //! Prints a progress line every second: readings published (accepted into
 //! the outboxes), acknowledged by the server, reconnects, devices connected.
+//!
+//! Against `tether-server`, register devices first and pass their
+//! credentials (`--tokens FILE`, one provisioning record per line as
+//! `tether-server device add` prints them); the server checks that each
+//! device's token matches its id.
 
 extern crate alloc;
 
@@ -46,9 +51,65 @@ struct Args {
     /// Device ids are `<prefix>-<number>`.
     #[arg(long, default_value = "fleet")]
     prefix: String,
-    /// `Authorization` header value for the upgrade, e.g. `Bearer <token>`.
+    /// `Authorization` header value for the upgrade, e.g. `Bearer <token>`,
+    /// the same for every device.
     #[arg(long, env = "TETHER_TOKEN")]
     authorization: Option<String>,
+    /// Per-device credentials, one device per line: the provisioning record
+    /// `tether-server device add` prints (`provisioning: {"device_id":…,
+    /// "token":…}`), or `<device id> <token>`. Devices are then taken from
+    /// the file (at most `--devices` of them).
+    #[arg(long)]
+    tokens: Option<std::path::PathBuf>,
+}
+
+/// A device id and the bearer token it authenticates with.
+#[derive(Debug, Clone)]
+struct Credentials {
+    device_id: String,
+    token: String,
+}
+
+fn read_credentials(path: &std::path::Path) -> anyhow::Result<Vec<Credentials>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut all = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let record = line.strip_prefix("provisioning:").map(str::trim);
+        let credentials = match record {
+            Some(json) => {
+                let value: serde_json::Value = serde_json::from_str(json)?;
+                let field = |name: &str| {
+                    value[name].as_str().map(str::to_owned).ok_or_else(|| {
+                        anyhow::anyhow!("{}:{}: no `{name}`", path.display(), number + 1)
+                    })
+                };
+                Credentials {
+                    device_id: field("device_id")?,
+                    token: field("token")?,
+                }
+            }
+            None => {
+                let mut words = line.split_whitespace();
+                match (words.next(), words.next()) {
+                    (Some(device_id), Some(token)) => Credentials {
+                        device_id: device_id.to_owned(),
+                        token: token.to_owned(),
+                    },
+                    _ => anyhow::bail!(
+                        "{}:{}: expected `<device id> <token>`",
+                        path.display(),
+                        number + 1
+                    ),
+                }
+            }
+        };
+        all.push(credentials);
+    }
+    Ok(all)
 }
 
 /// What each simulated device publishes.
@@ -79,12 +140,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ClientConfig::new(&args.url, "probe", "0.1.0")
         .validate()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let credentials = match &args.tokens {
+        Some(path) => Some(read_credentials(path)?),
+        None => None,
+    };
+    let devices = credentials.as_ref().map_or(args.devices, |all| {
+        args.devices
+            .min(u32::try_from(all.len()).unwrap_or(u32::MAX))
+    });
     let clients: Rc<RefCell<Vec<Rc<DeviceClient>>>> = Rc::default();
-    for number in 0..args.devices {
+    for number in 0..devices {
         let args = args.clone();
         let clients = Rc::clone(&clients);
+        let credentials = credentials
+            .as_ref()
+            .and_then(|all| all.get(number as usize).cloned());
         tokio::task::spawn_local(async move {
-            if let Err(e) = device(number, &args, &clients).await {
+            if let Err(e) = device(number, &args, credentials, &clients).await {
                 eprintln!("device {number}: {e}");
             }
         });
@@ -108,8 +180,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         let elapsed = started.elapsed().as_secs();
         eprint!(
-            "\r[{elapsed:>5} s] devices {connected}/{} connected | sent {sent} | acked {acked} | waiting {waiting} | reconnects {reconnects} | dropped {dropped}   ",
-            args.devices
+            "\r[{elapsed:>5} s] devices {connected}/{devices} connected | sent {sent} | acked {acked} | waiting {waiting} | reconnects {reconnects} | dropped {dropped}   ",
         );
         let _ = std::io::stderr().flush();
         if args.duration.is_some_and(|limit| elapsed >= limit) {
@@ -122,11 +193,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
 async fn device(
     number: u32,
     args: &Args,
+    credentials: Option<Credentials>,
     clients: &RefCell<Vec<Rc<DeviceClient>>>,
 ) -> anyhow::Result<()> {
-    let device_id = format!("{}-{number:05}", args.prefix);
+    let (device_id, authorization) = match credentials {
+        Some(credentials) => (
+            credentials.device_id,
+            Some(format!("Bearer {}", credentials.token)),
+        ),
+        None => (
+            format!("{}-{number:05}", args.prefix),
+            args.authorization.clone(),
+        ),
+    };
     let mut config = ClientConfig::new(&args.url, &device_id, "fleet-0.1.0");
-    if let Some(authorization) = &args.authorization {
+    if let Some(authorization) = &authorization {
         config = config.with_authorization(authorization);
     }
     let clock = TokioClock::new();
