@@ -3,7 +3,8 @@
 //! `led` command is acknowledged.
 //!
 //! ```text
-//! SSID=... PASSWORD=... TETHER_URL=ws://192.168.1.10:8080/device \
+//! SSID=... PASSWORD=... TETHER_URL=ws://192.168.1.10:8080/v1/device \
+//!     DEVICE_ID=kitchen-1 TETHER_AUTHORIZATION="Bearer td_..." \
 //!     cargo run --release
 //! ```
 //!
@@ -45,12 +46,15 @@ const PASSWORD: &str = match option_env!("PASSWORD") {
 };
 const URL: &str = match option_env!("TETHER_URL") {
     Some(url) => url,
-    None => "ws://192.168.1.10:8080/device",
+    None => "ws://192.168.1.10:8080/v1/device",
 };
 const DEVICE_ID: &str = match option_env!("DEVICE_ID") {
     Some(id) => id,
     None => "esp32c3-minimal",
 };
+/// The upgrade's `Authorization` header, e.g. `Bearer td_…` (the token
+/// `tether-server device add` printed for `DEVICE_ID`).
+const AUTHORIZATION: Option<&str> = option_env!("TETHER_AUTHORIZATION");
 
 type FirmwareClient = Client<NoopRawMutex, RamOutbox<4096>, Rng>;
 
@@ -91,7 +95,10 @@ async fn main(spawner: Spawner) -> ! {
     static SOCKET_TX: StaticCell<[u8; SOCKET_BUFFER]> = StaticCell::new();
     static CLIENT: StaticCell<FirmwareClient> = StaticCell::new();
     static BUFFERS: StaticCell<Buffers<1536, 512, 512>> = StaticCell::new();
-    let config = ClientConfig::new(URL, DEVICE_ID, env!("CARGO_PKG_VERSION"));
+    let mut config = ClientConfig::new(URL, DEVICE_ID, env!("CARGO_PKG_VERSION"));
+    if let Some(authorization) = AUTHORIZATION {
+        config = config.with_authorization(authorization);
+    }
     let clock = EmbassyClock;
     let client: &'static FirmwareClient = CLIENT.init(
         Client::new(&config, RamOutbox::new(), rng, clock.now()).expect("valid tether config"),
