@@ -16,7 +16,7 @@
 //! acknowledged without being stored again.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -38,6 +38,14 @@ use crate::{AppState, auth, now_ms};
 pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code for the handshake and idle timeouts (policy violation).
 pub(crate) const CLOSE_POLICY: u16 = 1008;
+/// Close code for a frame or message over the size limit.
+pub(crate) const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Whether a WebSocket read error is tungstenite's size limit
+/// (`Error::Capacity`; axum hides the type, not the text).
+pub(crate) fn is_too_large(error: &str) -> bool {
+    error.contains("Space limit exceeded")
+}
 
 pub(crate) async fn upgrade(
     State(state): State<Arc<AppState>>,
@@ -106,12 +114,32 @@ fn encode(message: &ServerToDevice<'_>, encoding: Encoding) -> Option<Message> {
     }
 }
 
+/// How long a closing connection waits for the peer's close frame.
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_millis(500);
+
+/// Sends a close frame and waits (briefly) for the peer's answer, so the
+/// close frame is read before the TCP connection goes away: closing a
+/// socket with unread input makes the kernel send a reset, and a reset
+/// makes the peer drop data it has not read yet, close frame included.
 pub(crate) async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
-    let _ = socket.send(Message::Close(Some(frame))).await;
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Ok(Some(Ok(Message::Close(_)))) | Err(_) => return,
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) => {
+                tokio::time::sleep_until(deadline).await;
+                return;
+            }
+        }
+    }
 }
 
 pub(crate) async fn close_error(socket: &mut WebSocket, code: ErrorCode, reason: &str) {
@@ -136,7 +164,14 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
             .await;
             return;
         }
-        Ok(None | Some(Err(_))) => return,
+        Ok(None) => return,
+        Ok(Some(Err(error))) => {
+            if is_too_large(&error.to_string()) {
+                state.metrics.rejected("too_large");
+                close(&mut socket, CLOSE_TOO_BIG, "message too large").await;
+            }
+            return;
+        }
         Ok(Some(Ok(message))) => {
             let decoded = match &message {
                 Message::Binary(bytes) => Some((Encoding::Binary, DeviceToServer::decode(bytes))),
@@ -203,12 +238,16 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
         pending: FuturesOrdered::new(),
         commands: HashMap::new(),
         next_command_id: 1,
+        acked: 0,
     };
     let end = match session.send(&welcome).await {
         Ok(()) => session.serve(&mut control).await,
         Err(end) => end,
     };
     if let End::Close(code, reason) = end {
+        // Acknowledge what is already queued before closing, so the device
+        // need not re-send it.
+        session.flush_acks().await;
         close(&mut session.socket, code, reason).await;
     }
     if state.devices.unregister(&device_id, session_id)
@@ -240,6 +279,7 @@ struct Session {
     pending: FuturesOrdered<PendingCommit>,
     commands: HashMap<u32, oneshot::Sender<CommandReply>>,
     next_command_id: u32,
+    acked: u32,
 }
 
 impl Session {
@@ -302,11 +342,27 @@ impl Session {
         }
     }
 
+    async fn flush_acks(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut highest = None;
+        while let Ok(Some((seq, Ok(outcome)))) =
+            tokio::time::timeout_at(deadline, self.pending.next()).await
+        {
+            self.state
+                .metrics
+                .appended(matches!(outcome, AppendOutcome::Stored { .. }));
+            highest = Some(seq);
+        }
+        if let Some(seq) = highest {
+            let _ = self.send_ack(seq).await;
+        }
+    }
+
     fn socket_error(&self, error: &str) -> End {
-        if error.contains("too long") || error.contains("Space limit") || error.contains("size") {
+        if is_too_large(error) {
             self.state.metrics.rejected("too_large");
             tracing::warn!(device = %self.identity.device_id, %error, "frame too large");
-            End::Close(1009, "message too large")
+            End::Close(CLOSE_TOO_BIG, "message too large")
         } else {
             tracing::debug!(device = %self.identity.device_id, %error, "socket error");
             End::Gone
@@ -364,7 +420,15 @@ impl Session {
                 _ => break,
             }
         }
-        self.send(&ServerToDevice::Ack(Ack { seq: highest })).await
+        self.send_ack(highest).await
+    }
+
+    /// Sends a cumulative ack, never lower than one already sent (a
+    /// re-sent duplicate below it changes nothing).
+    async fn send_ack(&mut self, seq: u32) -> Result<(), End> {
+        self.acked = self.acked.max(seq);
+        self.send(&ServerToDevice::Ack(Ack { seq: self.acked }))
+            .await
     }
 
     async fn receive(&mut self, message: Message) -> Result<(), End> {

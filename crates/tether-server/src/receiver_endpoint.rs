@@ -254,9 +254,9 @@ async fn run(state: Arc<AppState>, identity: Option<KeyIdentity>, mut socket: We
                     None => break None,
                     Some(Err(error)) => {
                         let error = error.to_string();
-                        if error.contains("too long") || error.contains("Space limit") || error.contains("size") {
+                        if crate::device_endpoint::is_too_large(&error) {
                             state.metrics.rejected("too_large");
-                            break Some(close_frame(1009, "message too large"));
+                            break Some(close_frame(crate::device_endpoint::CLOSE_TOO_BIG, "message too large"));
                         }
                         break None;
                     }
@@ -349,6 +349,18 @@ async fn run(state: Arc<AppState>, identity: Option<KeyIdentity>, mut socket: We
     }
     drop(outbox);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // Wait for the peer's close frame (see `device_endpoint::close`).
+    let deadline = tokio::time::Instant::now() + crate::device_endpoint::CLOSE_LINGER;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(Message::Close(_)))) | Err(_) => break,
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) => {
+                tokio::time::sleep_until(deadline).await;
+                break;
+            }
+        }
+    }
 }
 
 /// Replays history from `from`, then forwards live events without gap or
