@@ -583,14 +583,14 @@ class LiveChannel {
     if (message.event) {
       this.onEvent(message.event);
     } else if (message.subscribed) {
-      const { first_offset: first, next_offset: next } = message.subscribed;
+      const first = message.subscribed.first_offset;
       this.attempt = 0;
       let note = "";
       if (this.lastOffset !== null && first > this.lastOffset + 1) {
         note = ` ${first - this.lastOffset - 1} older messages were deleted by retention while disconnected.`;
       }
-      const resumed = this.lastOffset === null ? "" : ` Resumed after offset ${this.lastOffset}.`;
-      this.setStatus(`Live: receiving channel ${this.name} (next offset ${next}).${resumed}${note}`, "live");
+      const resumed = this.lastOffset === null ? "" : ` Resumed after offset ${this.lastOffset}, with nothing missed.`;
+      this.setStatus(`Live: receiving channel ${this.name}.${resumed}${note}`, "live");
     } else if (message.pong) {
       clearTimeout(this.pongTimer);
       this.timers.delete(this.pongTimer);
