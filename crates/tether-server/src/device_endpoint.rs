@@ -41,6 +41,18 @@ pub(crate) const CLOSE_POLICY: u16 = 1008;
 /// Close code for a frame or message over the size limit.
 pub(crate) const CLOSE_TOO_BIG: u16 = 1009;
 
+/// The close reason for a decoding failure (`docs/protocol.md` section 8
+/// asks for the supported versions on 4002).
+fn decode_reason(error: tether_proto::DecodeError) -> &'static str {
+    match error {
+        tether_proto::DecodeError::UnsupportedVersion { .. } => "supported versions: 1",
+        tether_proto::DecodeError::UnknownMessage => "unknown message kind",
+        tether_proto::DecodeError::TooLong { .. } => "a field is too long",
+        tether_proto::DecodeError::InvalidField { .. } => "a field is invalid",
+        _ => "malformed message",
+    }
+}
+
 /// Whether a WebSocket read error is tungstenite's size limit
 /// (`Error::Capacity`; axum hides the type, not the text).
 pub(crate) fn is_too_large(error: &str) -> bool {
@@ -199,7 +211,7 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
                 }
                 Some((_, Err(error))) => {
                     state.metrics.rejected("malformed");
-                    close_error(&mut socket, error.error_code(), "cannot decode Hello").await;
+                    close_error(&mut socket, error.error_code(), decode_reason(error)).await;
                     return;
                 }
             }
@@ -443,7 +455,7 @@ impl Session {
             Err(error) => {
                 self.state.metrics.rejected("malformed");
                 tracing::warn!(device = %self.identity.device_id, %error, "undecodable message");
-                return Err(error_end(error.error_code(), "undecodable message"));
+                return Err(error_end(error.error_code(), decode_reason(error)));
             }
         };
         match message {

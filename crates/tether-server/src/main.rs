@@ -50,11 +50,11 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    println!("listening on {}", server.local_addr());
-    println!("dashboard: {}/", server.base_url());
     if let Some(key) = server.first_start_key() {
         println!("receiver key for tenant \"default\" (shown once, read+command): {key}");
     }
+    println!("listening on {}", server.local_addr());
+    println!("dashboard: {}/", server.base_url());
     wait_for_signal().await;
     server.shutdown().await;
     std::process::ExitCode::SUCCESS

@@ -418,3 +418,52 @@ async fn claiming_moves_a_device_into_the_keys_tenant() -> TestResult {
     t.server.shutdown().await;
     Ok(())
 }
+
+/// With a write queue of one operation the store cannot keep up with eight
+/// devices publishing at once: acks slow down, yet every acknowledged
+/// record is stored and delivered exactly once (never ack-then-drop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_slows_acks_and_drops_nothing() -> TestResult {
+    let t = TestServer::start_with(|mut config| {
+        config.write_queue = 1;
+        config
+    })
+    .await?;
+    const DEVICES: usize = 8;
+    const EACH: u32 = 150;
+    let mut receiver = Receiver::connect(t.addr, &t.key).await?;
+    receiver.subscribe("load", None).await?;
+    let mut publishers = Vec::new();
+    for n in 0..DEVICES {
+        let id = format!("load-{n}");
+        let token = t.add_device("default", &id)?;
+        let addr = t.addr;
+        publishers.push(tokio::spawn(async move {
+            let mut device = Device::connect(addr, &token).await?;
+            let (_, max_in_flight) = device.hello(&id, 5).await?;
+            let window = u32::from(max_in_flight);
+            for seq in 1..=EACH {
+                device.publish(seq, "load", &format!("[{n},{seq}]")).await?;
+                if seq % window == 0 || seq == EACH {
+                    device.wait_ack(seq).await?;
+                }
+            }
+            Ok::<_, BoxError>(())
+        }));
+    }
+    for publisher in publishers {
+        publisher.await??;
+    }
+    let total = DEVICES * EACH as usize;
+    let events = receiver.events(total).await?;
+    assert_eq!(offsets(&events), (1..=total as u64).collect::<Vec<_>>());
+    let mut seen: Vec<(u64, u64)> = events
+        .iter()
+        .filter_map(|e| Some((e["payload"][0].as_u64()?, e["payload"][1].as_u64()?)))
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), total);
+    t.server.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! The async adapter: runs the sans-IO engine over any
+//! `embedded_io_async::{Read, Write}` transport (an embassy-net `TcpSocket`,
+//! a TLS stream, a tokio socket through `embedded-io-adapters`).
+
+use embedded_io_async::{Read, Write};
+use rand_core::RngCore;
+
+use super::Status;
+use super::assembler::Assembler;
+use super::close::{CloseCode, CloseFrame};
+use super::config::{Config, Role};
+use super::error::{EncodeError, Error, HandshakeError, ProtocolError};
+use super::frame::{Frame, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
+use super::handshake::{ClientHandshake, ClientRequest, Request};
+use super::message::{Fragments, Message};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    CloseSent,
+    Closed,
+}
+
+/// A WebSocket connection over transport `T`, with receive and transmit
+/// buffers owned by the caller and masking keys drawn from `R`.
+///
+/// - `rx` holds incoming frames and reassembled messages: the largest message
+///   that can be received is a little under `rx.len()`.
+/// - `tx` holds one outgoing frame at a time: longer messages are sent as
+///   fragments of at most `tx.len() - 14` bytes (or the configured
+///   fragment size, if smaller).
+/// - `R` must be unpredictable (a hardware TRNG, or a CSPRNG seeded from one):
+///   clients draw a fresh masking key for every frame (RFC 6455 5.3).
+///
+/// [`receive`](WebSocket::receive) answers pings with pongs and completes
+/// the close handshake on its own; [`close`](WebSocket::close) starts one.
+/// After a protocol error the adapter sends the matching close code and the
+/// connection is closed. The transport itself is left to the caller (see
+/// [`WebSocket::into_inner`]).
+#[derive(Debug)]
+pub struct WebSocket<'b, T, R> {
+    transport: T,
+    rng: R,
+    rx: &'b mut [u8],
+    tx: &'b mut [u8],
+    assembler: Assembler,
+    state: State,
+}
+
+impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
+    /// Wraps a transport on which the handshake is already done. `rx` must
+    /// be empty of frames (use [`connect`](Self::connect) or
+    /// [`accept`](Self::accept) to keep bytes that followed the handshake).
+    pub fn new(transport: T, rx: &'b mut [u8], tx: &'b mut [u8], rng: R, config: Config) -> Self {
+        Self::with_buffered(transport, rx, tx, rng, config, 0)
+    }
+
+    fn with_buffered(
+        transport: T,
+        rx: &'b mut [u8],
+        tx: &'b mut [u8],
+        rng: R,
+        config: Config,
+        buffered: usize,
+    ) -> Self {
+        let mut assembler = Assembler::new(config);
+        assembler.filled(buffered);
+        Self {
+            transport,
+            rng,
+            rx,
+            tx,
+            assembler,
+            state: State::Open,
+        }
+    }
+
+    /// Runs the client handshake over `transport` (already connected, e.g. a
+    /// TCP or TLS stream) and returns the connection and the subprotocol the
+    /// server chose. `config`'s role is set to client.
+    pub async fn connect<'r>(
+        mut transport: T,
+        rx: &'b mut [u8],
+        tx: &'b mut [u8],
+        mut rng: R,
+        config: Config,
+        request: ClientRequest<'r>,
+    ) -> Result<(Self, Option<&'r str>), Error> {
+        let handshake = ClientHandshake::new(request, &mut rng);
+        // The request goes out from `rx`, which is free until the answer
+        // arrives: the transmit buffer may be smaller than an HTTP head.
+        let len = handshake.encode(rx)?;
+        write_all(&mut transport, rx.get(..len).unwrap_or_default()).await?;
+        transport.flush().await.map_err(io)?;
+        let mut filled = 0;
+        loop {
+            filled += read_some(&mut transport, rx.get_mut(filled..).unwrap_or_default()).await?;
+            let head = rx.get(..filled).unwrap_or_default();
+            if let Status::Complete(response) = handshake.parse_response(head)? {
+                debug!("ws: connected");
+                rx.copy_within(response.header_len..filled, 0);
+                let buffered = filled - response.header_len;
+                let config = config.with_role(Role::Client);
+                let socket = Self::with_buffered(transport, rx, tx, rng, config, buffered);
+                return Ok((socket, response.subprotocol));
+            }
+        }
+    }
+
+    /// Runs the server handshake over `transport`: reads the client's
+    /// request, picks the first subprotocol it offers that is in
+    /// `subprotocols`, and answers `101`. `config`'s role is set to server.
+    pub async fn accept<'p>(
+        mut transport: T,
+        rx: &'b mut [u8],
+        tx: &'b mut [u8],
+        rng: R,
+        config: Config,
+        subprotocols: &'p [&'p str],
+    ) -> Result<(Self, Option<&'p str>), Error> {
+        let mut filled = 0;
+        loop {
+            filled += read_some(&mut transport, rx.get_mut(filled..).unwrap_or_default()).await?;
+            let head = rx.get(..filled).unwrap_or_default();
+            if let Status::Complete(request) = Request::parse(head)? {
+                let chosen = request
+                    .subprotocols()
+                    .find_map(|offered| subprotocols.iter().find(|s| **s == offered).copied());
+                let header_len = request.header_len;
+                let len = request.encode_response(chosen, tx)?;
+                write_all(&mut transport, tx.get(..len).unwrap_or_default()).await?;
+                transport.flush().await.map_err(io)?;
+                rx.copy_within(header_len..filled, 0);
+                let buffered = filled - header_len;
+                let config = config.with_role(Role::Server);
+                let socket = Self::with_buffered(transport, rx, tx, rng, config, buffered);
+                return Ok((socket, chosen));
+            }
+        }
+    }
+
+    /// Sends one message (fragmenting data messages as configured) and
+    /// flushes the transport. Sending [`Message::Close`] starts the close
+    /// handshake; prefer [`close`](Self::close), which also waits for the
+    /// peer's answer.
+    pub async fn send(&mut self, message: Message<'_>) -> Result<(), Error> {
+        if self.state != State::Open {
+            return Err(Error::Closed);
+        }
+        match message {
+            Message::Text(text) => self.send_data(OpCode::Text, text.as_bytes()).await?,
+            Message::Binary(data) => self.send_data(OpCode::Binary, data).await?,
+            Message::Ping(data) => self.send_frame(Frame::new(OpCode::Ping, data)).await?,
+            Message::Pong(data) => self.send_frame(Frame::new(OpCode::Pong, data)).await?,
+            Message::Close(frame) => {
+                let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+                let len = match frame {
+                    Some(frame) => frame.encode(&mut payload)?,
+                    None => 0,
+                };
+                let payload = payload.get(..len).unwrap_or_default();
+                self.send_frame(Frame::new(OpCode::Close, payload)).await?;
+                self.state = State::CloseSent;
+            }
+        }
+        self.transport.flush().await.map_err(io)
+    }
+
+    /// Sends a text message.
+    pub async fn send_text(&mut self, text: &str) -> Result<(), Error> {
+        self.send(Message::Text(text)).await
+    }
+
+    /// Sends a binary message.
+    pub async fn send_binary(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.send(Message::Binary(data)).await
+    }
+
+    /// Waits for the next message. Pings are answered with pongs before they
+    /// are returned; a close from the peer is answered (echoing its code)
+    /// and returned, after which the connection is closed and further calls
+    /// return [`Error::Closed`]. The message borrows the receive buffer.
+    pub async fn receive(&mut self) -> Result<Message<'_>, Error> {
+        loop {
+            if self.state == State::Closed {
+                return Err(Error::Closed);
+            }
+            let opcode = match self.assembler.poll(self.rx) {
+                Ok(Status::Complete(opcode)) => opcode,
+                Ok(Status::Partial) => {
+                    self.fill().await?;
+                    continue;
+                }
+                Err(e) => return Err(self.fail(e).await),
+            };
+            match opcode {
+                OpCode::Ping if self.state == State::Open => {
+                    if let Some(Message::Ping(payload)) = self.assembler.message(self.rx) {
+                        trace!("ws: ping, answering");
+                        let pong = Frame::new(OpCode::Pong, payload);
+                        send_frame(
+                            &mut self.transport,
+                            self.tx,
+                            &mut self.rng,
+                            self.assembler.config(),
+                            pong,
+                        )
+                        .await?;
+                        self.transport.flush().await.map_err(io)?;
+                    }
+                }
+                OpCode::Close => {
+                    if self.state == State::Open {
+                        let code = match self.assembler.message(self.rx) {
+                            Some(Message::Close(Some(frame))) => frame.code.as_u16().to_be_bytes(),
+                            _ => [0; 2],
+                        };
+                        let payload = if code == [0; 2] { &[][..] } else { &code[..] };
+                        debug!("ws: peer closed, answering");
+                        let reply = Frame::new(OpCode::Close, payload);
+                        // Best effort: the peer may already be gone.
+                        let sent = send_frame(
+                            &mut self.transport,
+                            self.tx,
+                            &mut self.rng,
+                            self.assembler.config(),
+                            reply,
+                        )
+                        .await;
+                        if sent.is_ok() {
+                            let _ = self.transport.flush().await;
+                        }
+                    }
+                    self.state = State::Closed;
+                }
+                _ => {}
+            }
+            // Validated by `poll`, so `message` always has it.
+            return self
+                .assembler
+                .message(self.rx)
+                .ok_or(Error::Protocol(ProtocolError::InvalidUtf8));
+        }
+    }
+
+    /// Starts the close handshake with `code` and `reason` (at most 123
+    /// bytes) and waits for the peer's close frame, discarding data messages
+    /// that arrive meanwhile.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.send(Message::Close(Some(CloseFrame { code, reason })))
+            .await?;
+        loop {
+            if let Message::Close(_) = self.receive().await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether the close handshake has finished (or the connection failed).
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The transport, e.g. to shut down the TCP connection after the close
+    /// handshake.
+    pub fn into_inner(self) -> T {
+        self.transport
+    }
+
+    async fn send_data(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), Error> {
+        let room = self.tx.len().saturating_sub(MAX_HEADER_LEN);
+        if room == 0 {
+            return Err(Error::Encode(EncodeError::BufferTooSmall));
+        }
+        let fragment_size = self.assembler.config().fragment_size().min(room);
+        for frame in Fragments::new(opcode, payload, fragment_size) {
+            self.send_frame(frame).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_frame(&mut self, frame: Frame<'_>) -> Result<(), Error> {
+        send_frame(
+            &mut self.transport,
+            self.tx,
+            &mut self.rng,
+            self.assembler.config(),
+            frame,
+        )
+        .await
+    }
+
+    /// Reads more bytes into the receive buffer.
+    async fn fill(&mut self) -> Result<(), Error> {
+        let space = self.assembler.space(self.rx);
+        if space.is_empty() {
+            return Err(self.fail(ProtocolError::MessageTooBig).await);
+        }
+        match read_some(&mut self.transport, space).await {
+            Ok(n) => {
+                self.assembler.filled(n);
+                Ok(())
+            }
+            Err(e) => {
+                self.state = State::Closed;
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes the connection with the error's close code (best effort).
+    async fn fail(&mut self, error: ProtocolError) -> Error {
+        warn!(
+            "ws: protocol error, closing with {}",
+            error.close_code().as_u16()
+        );
+        if self.state == State::Open {
+            let payload = error.close_code().as_u16().to_be_bytes();
+            let frame = Frame::new(OpCode::Close, &payload);
+            if self.send_frame(frame).await.is_ok() {
+                let _ = self.transport.flush().await;
+            }
+        }
+        self.state = State::Closed;
+        Error::Protocol(error)
+    }
+}
+
+/// Encodes `frame` into `tx` (masked with a fresh key for clients) and writes it.
+async fn send_frame<T: Write, R: RngCore>(
+    transport: &mut T,
+    tx: &mut [u8],
+    rng: &mut R,
+    config: &Config,
+    frame: Frame<'_>,
+) -> Result<(), Error> {
+    let mask = match config.role() {
+        Role::Client => Some(rng.next_u32().to_ne_bytes()),
+        Role::Server => None,
+    };
+    let len = frame.encode(mask, tx)?;
+    write_all(transport, tx.get(..len).unwrap_or_default()).await
+}
+
+/// `write_all` without the panic on a zero-length write.
+async fn write_all<T: Write>(transport: &mut T, mut bytes: &[u8]) -> Result<(), Error> {
+    while !bytes.is_empty() {
+        let n = transport.write(bytes).await.map_err(io)?;
+        if n == 0 {
+            return Err(Error::Io(embedded_io::ErrorKind::WriteZero));
+        }
+        bytes = bytes.get(n..).unwrap_or_default();
+    }
+    Ok(())
+}
+
+/// One read into `space`; an empty `space` means the handshake head did not
+/// fit, end of stream means the peer went away.
+async fn read_some<T: Read>(transport: &mut T, space: &mut [u8]) -> Result<usize, Error> {
+    if space.is_empty() {
+        return Err(Error::Handshake(HandshakeError::HeaderTooLong));
+    }
+    match transport.read(space).await.map_err(io)? {
+        0 => Err(Error::TransportClosed),
+        n => Ok(n),
+    }
+}
+
+fn io<E: embedded_io::Error>(error: E) -> Error {
+    Error::Io(error.kind())
+}

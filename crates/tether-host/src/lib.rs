@@ -1,0 +1,2 @@
+//! The tether SDK on a PC.
+pub mod portal;
