@@ -154,10 +154,8 @@ impl Browser {
                      `chromium` and `chromium-driver` (cargo xtask setup)"
                 ))
             })?;
-        let profile = std::env::temp_dir().join(format!(
-            "tether-chromium-{}-{port}",
-            std::process::id()
-        ));
+        let profile =
+            std::env::temp_dir().join(format!("tether-chromium-{}-{port}", std::process::id()));
         let driver = Driver {
             child,
             port,
@@ -198,9 +196,7 @@ impl Browser {
             .capabilities(capabilities)
             .connect(&format!("http://127.0.0.1:{}", driver.port))
             .await
-            .map_err(|error| {
-                LaunchError(format!("no WebDriver session with Chromium: {error}"))
-            })?;
+            .map_err(|error| LaunchError(format!("no WebDriver session with Chromium: {error}")))?;
         Ok(Browser {
             client,
             _driver: driver,

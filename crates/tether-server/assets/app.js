@@ -589,7 +589,10 @@ class LiveChannel {
       if (this.lastOffset !== null && first > this.lastOffset + 1) {
         note = ` ${first - this.lastOffset - 1} older messages were deleted by retention while disconnected.`;
       }
-      const resumed = this.lastOffset === null ? "" : ` Resumed after offset ${this.lastOffset}, with nothing missed.`;
+      let resumed = "";
+      if (this.lastOffset !== null) {
+        resumed = ` Resumed after offset ${this.lastOffset}${note ? "." : ", with nothing missed."}`;
+      }
       this.setStatus(`Live: receiving channel ${this.name}.${resumed}${note}`, "live");
     } else if (message.pong) {
       clearTimeout(this.pongTimer);

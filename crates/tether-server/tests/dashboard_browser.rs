@@ -7,6 +7,8 @@
 //! setup`); without them these tests fail. The live-view test also saves
 //! `docs/images/dashboard.png`.
 
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
 mod common;
 
 use core::time::Duration;
@@ -50,11 +52,11 @@ impl ServerProcess {
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (lines, received) = mpsc::channel();
         std::thread::spawn(move || {
+            // Read to the end even when nobody listens any more: a closed
+            // pipe would make the server's next `println!` fail.
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if lines.send(line).is_err() {
-                    break;
-                }
+                let _ = lines.send(line);
             }
         });
         let server = ServerProcess {
@@ -66,7 +68,8 @@ impl ServerProcess {
         let mut listening = false;
         loop {
             let wait = if listening {
-                // The key line follows the dashboard line at once, if at all.
+                // The key line (first start only) is printed right next to
+                // the dashboard line, if at all.
                 Duration::from_millis(500)
             } else {
                 deadline.saturating_duration_since(Instant::now())
@@ -78,6 +81,8 @@ impl ServerProcess {
                     }
                     if let Some(found) = line.split_whitespace().find(|w| w.starts_with("tk_")) {
                         key = Some(found.to_owned());
+                    }
+                    if listening && key.is_some() {
                         break;
                     }
                 }
@@ -226,8 +231,12 @@ fn payload(seq: u32) -> String {
     format!(
         "{{\"celsius\":{},\"humidity\":{},\"label\":\"kitchen\"}}",
         celsius(seq),
-        40 + seq % 5
+        humidity(seq)
     )
+}
+
+fn humidity(seq: u32) -> u32 {
+    40 + seq % 5
 }
 
 fn celsius(seq: u32) -> f64 {
@@ -250,7 +259,8 @@ async fn sign_in_claim_live_history_restart_and_command() -> TestResult {
     let (mut server, key) = ServerProcess::start(data.path(), port)?;
     let key = key.ok_or("no receiver key printed on first start")?;
     let base = format!("http://{}/", server.addr);
-    let claimable = Admin::open(&database(data.path()))?.add_device(None, Some("kitchen-1"), true)?;
+    let claimable =
+        Admin::open(&database(data.path()))?.add_device(None, Some("kitchen-1"), true)?;
     let claim_code = claimable.claim_code.ok_or("no claim code")?;
 
     let browser = Browser::launch(BrowserOptions::default().window(1100, 1000)).await?;
@@ -306,8 +316,18 @@ async fn sign_in_claim_live_history_restart_and_command() -> TestResult {
     assert_eq!(series, json!(3), "time, celsius and humidity");
 
     // The device list: online, firmware, messages today.
-    wait_for_text(client, "#devices tr[data-device='kitchen-1'] .status", "Online").await?;
-    wait_for_text(client, "#devices tr[data-device='kitchen-1'] .firmware", "1.0.0").await?;
+    wait_for_text(
+        client,
+        "#devices tr[data-device='kitchen-1'] .status",
+        "Online",
+    )
+    .await?;
+    wait_for_text(
+        client,
+        "#devices tr[data-device='kitchen-1'] .firmware",
+        "1.0.0",
+    )
+    .await?;
     wait_for_text(
         client,
         "#devices tr[data-device='kitchen-1'] .messages-today",
@@ -346,7 +366,7 @@ async fn sign_in_claim_live_history_restart_and_command() -> TestResult {
     wait_for_text(
         client,
         "#chart-caption",
-        &format!("celsius {}, humidity {}", celsius(40), 40 + 40 % 5),
+        &format!("celsius {}, humidity {}", celsius(40), humidity(40)),
     )
     .await?;
 
@@ -367,8 +387,13 @@ async fn sign_in_claim_live_history_restart_and_command() -> TestResult {
                     payload,
                 } => {
                     assert_eq!(channel, "relay");
-                    assert_eq!(serde_json::from_str::<Value>(&payload)?, json!({"on": true}));
-                    device.command_ack(id, "{\"on\":true,\"since_ms\":5}").await?;
+                    assert_eq!(
+                        serde_json::from_str::<Value>(&payload)?,
+                        json!({"on": true})
+                    );
+                    device
+                        .command_ack(id, "{\"on\":true,\"since_ms\":5}")
+                        .await?;
                     return Ok::<Device, BoxError>(device);
                 }
                 Downlink::Ack(_) => {}
@@ -379,8 +404,12 @@ async fn sign_in_claim_live_history_restart_and_command() -> TestResult {
     wait_for_text(client, "#command-device", "kitchen-1 (online)").await?;
     fill(client, "#command-channel", "relay").await?;
     click(client, "#send-command").await?;
-    let acknowledged =
-        wait_for_text(client, "#command-message", "Acknowledged by kitchen-1: done").await?;
+    let acknowledged = wait_for_text(
+        client,
+        "#command-message",
+        "Acknowledged by kitchen-1: done",
+    )
+    .await?;
     assert!(acknowledged.contains("\"since_ms\":5"), "{acknowledged}");
     let device = answer.await??;
 
