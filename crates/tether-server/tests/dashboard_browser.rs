@@ -23,7 +23,7 @@ use common::{BoxError, Device, Downlink, TestResult};
 use serde_json::{Value, json};
 use tether_browser_test::fantoccini::{Client, Locator};
 use tether_browser_test::{Browser, BrowserOptions, free_port};
-use tether_server::store::Admin;
+use tether_server::store::{Admin, ChannelFilter};
 
 const WAIT: Duration = Duration::from_secs(25);
 const CHANNEL: &str = "sensors/kitchen";
@@ -515,6 +515,37 @@ async fn every_error_has_a_clear_message_on_a_phone_sized_screen() -> TestResult
     )
     .await?;
     assert_eq!(banner_hidden, json!(true));
+
+    // A read-only key limited to some channels: no command form, no
+    // claiming, no other channels.
+    let read_only = Admin::open(&database(data.path()))?.add_key(
+        tenant,
+        &ChannelFilter::only(vec!["sensors/*".to_owned()]),
+        false,
+        Some("wall display"),
+    )?;
+    click(client, "#sign-out").await?;
+    sign_in(client, &read_only.key).await?;
+    wait_for_text(client, "#access", "read only, sensors/*").await?;
+    wait_visible(client, "#command-disabled").await?;
+    let form_hidden = js(
+        client,
+        "return document.getElementById('command-form').offsetParent === null;",
+        vec![],
+    )
+    .await?;
+    assert_eq!(form_hidden, json!(true));
+    fill(client, "#claim-code", "ABCD-EFGH-JKMN").await?;
+    click(client, "#claim").await?;
+    wait_for_text(client, "#claim-message", "This key is read-only").await?;
+    fill(client, "#open-channel", "private/diary").await?;
+    click(client, "#open-form button").await?;
+    wait_for_text(
+        client,
+        "#connection",
+        "This key may not read channel private/diary",
+    )
+    .await?;
     drop(server);
     browser.close().await;
     Ok(())
