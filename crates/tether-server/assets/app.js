@@ -230,26 +230,33 @@ function applyAccess() {
 
 async function refresh() {
   clearTimeout(state.refreshTimer);
-  if (!state.key) return;
+  const key = state.key;
+  if (!key) return;
   try {
     if (!state.access) {
-      state.access = await api("GET", "/v1/me");
+      const access = await api("GET", "/v1/me");
+      if (state.key !== key) return;
+      state.access = access;
       applyAccess();
     }
     const [devices, channels] = await Promise.all([api("GET", "/v1/devices"), api("GET", "/v1/channels")]);
+    // Signed out (or in with another key) meanwhile: this answer is stale.
+    if (state.key !== key) return;
     state.devices = devices.devices;
     state.channels = channels.channels;
     renderDevices();
     renderChannels();
     showBanner("");
   } catch (error) {
+    if (state.key !== key) return;
     if (error.code === "unauthorized") {
       signOut(MESSAGES.wrongKey, "error");
       return;
     }
     showBanner(error.kind === "unreachable" ? MESSAGES.unreachable : describeError(error));
   }
-  if (state.key) state.refreshTimer = setTimeout(refresh, REFRESH_MS);
+  clearTimeout(state.refreshTimer);
+  state.refreshTimer = setTimeout(refresh, REFRESH_MS);
 }
 
 function renderDevices() {
