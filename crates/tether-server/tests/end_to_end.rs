@@ -2,6 +2,9 @@
 //! acknowledges, receivers get history and live events without gap or
 //! duplicate, commands go down and their answers come back.
 
+// Tests are std code; the no_std import lints do not apply.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
 mod common;
 
 use common::*;

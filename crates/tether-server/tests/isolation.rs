@@ -2,6 +2,9 @@
 //! anything of tenant B, over every endpoint (table-driven), and devices
 //! cannot speak for each other.
 
+// Tests are std code; the no_std import lints do not apply.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
 mod common;
 
 use std::future::Future;

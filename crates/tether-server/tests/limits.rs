@@ -1,6 +1,9 @@
 //! Every hardening limit, each with the error or close code it must
 //! produce, and other connections unaffected.
 
+// Tests are std code; the no_std import lints do not apply.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
 mod common;
 
 use std::time::Duration;

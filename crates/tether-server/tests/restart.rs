@@ -2,6 +2,9 @@
 //! acknowledging, restarted on the same data directory, it still has the
 //! history and still de-duplicates; SIGTERM shuts it down gracefully.
 
+// Tests are std code; the no_std import lints do not apply.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -31,7 +34,7 @@ fn start(dir: &std::path::Path) -> Result<Process, BoxError> {
     let mut lines = BufReader::new(stdout).lines();
     let mut addr = None;
     let mut key = None;
-    while let Some(line) = lines.next() {
+    for line in lines.by_ref() {
         let line = line?;
         if let Some(rest) = line.strip_prefix("listening on ") {
             addr = Some(rest.trim().parse()?);

@@ -1,6 +1,9 @@
 //! TLS termination: devices connect with `wss://`; replacing the
 //! certificate files switches the served certificate without a restart.
 
+// Tests are std code; the no_std import lints do not apply.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
 mod common;
 
 use std::sync::Arc;
