@@ -161,6 +161,17 @@ async fn wait_visible(client: &Client, css: &str) -> Result<(), BoxError> {
     }
 }
 
+/// Whether the element is rendered (exists and is not hidden).
+async fn is_visible(client: &Client, css: &str) -> Result<bool, BoxError> {
+    let visible = js(
+        client,
+        "const e = document.querySelector(arguments[0]); return !!e && e.offsetParent !== null;",
+        vec![json!(css)],
+    )
+    .await?;
+    Ok(visible == json!(true))
+}
+
 async fn fill(client: &Client, css: &str, value: &str) -> Result<(), BoxError> {
     let field = client.find(Locator::Css(css)).await?;
     field.clear().await?;
@@ -413,9 +424,13 @@ async fn sign_in_claim_live_history_restart_and_command() -> TestResult {
     assert!(acknowledged.contains("\"since_ms\":5"), "{acknowledged}");
     let device = answer.await??;
 
-    // Sign out: the key is gone from the browser.
+    // Sign out: the key is gone from the browser, and so is everything
+    // that needs it.
     click(client, "#sign-out").await?;
     wait_visible(client, "#sign-in-view").await?;
+    for css in ["#app-view", "#sign-out", "#channel-view"] {
+        assert!(!is_visible(client, css).await?, "{css} visible after sign-out");
+    }
     let stored = js(
         client,
         "return localStorage.getItem('tether.receiverKey');",
@@ -455,6 +470,12 @@ async fn every_error_has_a_clear_message_on_a_phone_sized_screen() -> TestResult
     .await?;
     assert_eq!(unlabelled, json!([]));
 
+    // Signed out: only the sign-in form.
+    wait_visible(client, "#sign-in-view").await?;
+    for css in ["#app-view", "#sign-out", "#banner"] {
+        assert!(!is_visible(client, css).await?, "{css} visible before sign-in");
+    }
+
     // Wrong key.
     sign_in(client, &format!("tk_{}", "0".repeat(64))).await?;
     wait_for_text(client, "#sign-in-message", "Wrong receiver key").await?;
@@ -482,6 +503,13 @@ async fn every_error_has_a_clear_message_on_a_phone_sized_screen() -> TestResult
         overflow.as_i64().is_some_and(|pixels| pixels <= 0),
         "page wider than the phone by {overflow} px"
     );
+
+    // The phone-sized view, kept as a test artifact (not in the docs).
+    let png = client.screenshot().await?;
+    std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-phone.png"),
+        &png,
+    )?;
 
     // Expired or invalid claim code.
     fill(client, "#claim-code", "ABCD-EFGH-JKMN").await?;
