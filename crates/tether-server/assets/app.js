@@ -325,6 +325,14 @@ async function claim(event) {
     input.setAttribute("aria-invalid", "true");
     return;
   }
+  // Claim codes are 12 characters of Crockford's base 32; dashes, spaces
+  // and case do not matter (the server normalizes the same way).
+  const normalized = code.replace(/[-\s]/g, "").toUpperCase();
+  if (!/^[0-9A-Z]{12}$/.test(normalized)) {
+    setMessage(message, "A claim code has 12 letters and digits, like XXXX-XXXX-XXXX. Check the code on the device's label.", "error");
+    input.setAttribute("aria-invalid", "true");
+    return;
+  }
   $("claim").disabled = true;
   setMessage(message, "Claiming…");
   try {

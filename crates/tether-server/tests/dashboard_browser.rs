@@ -295,6 +295,10 @@ async fn sign_in_claim_live_history_restart_and_command() -> TestResult {
     click(client, "#claim").await?;
     wait_for_text(client, "#claim-message", "Device kitchen-1 is now yours").await?;
     wait_for_text(client, "#devices tbody", "kitchen-1").await?;
+    // The code is used up now.
+    fill(client, "#claim-code", &claim_code).await?;
+    click(client, "#claim").await?;
+    wait_for_text(client, "#claim-message", "claim code is not valid").await?;
 
     // The device comes online and publishes; the channel appears. (A claim
     // closes the device's open connections: the server applies it from its
@@ -429,7 +433,10 @@ async fn sign_in_claim_live_history_restart_and_command() -> TestResult {
     click(client, "#sign-out").await?;
     wait_visible(client, "#sign-in-view").await?;
     for css in ["#app-view", "#sign-out", "#channel-view"] {
-        assert!(!is_visible(client, css).await?, "{css} visible after sign-out");
+        assert!(
+            !is_visible(client, css).await?,
+            "{css} visible after sign-out"
+        );
     }
     let stored = js(
         client,
@@ -473,7 +480,10 @@ async fn every_error_has_a_clear_message_on_a_phone_sized_screen() -> TestResult
     // Signed out: only the sign-in form.
     wait_visible(client, "#sign-in-view").await?;
     for css in ["#app-view", "#sign-out", "#banner"] {
-        assert!(!is_visible(client, css).await?, "{css} visible before sign-in");
+        assert!(
+            !is_visible(client, css).await?,
+            "{css} visible before sign-in"
+        );
     }
 
     // Wrong key.
@@ -511,10 +521,18 @@ async fn every_error_has_a_clear_message_on_a_phone_sized_screen() -> TestResult
         &png,
     )?;
 
-    // Expired or invalid claim code.
+    // Expired or invalid claim code; one that cannot be a code at all.
     fill(client, "#claim-code", "ABCD-EFGH-JKMN").await?;
     click(client, "#claim").await?;
     wait_for_text(client, "#claim-message", "claim code is not valid").await?;
+    fill(client, "#claim-code", "ABCD-EF").await?;
+    click(client, "#claim").await?;
+    wait_for_text(
+        client,
+        "#claim-message",
+        "A claim code has 12 letters and digits",
+    )
+    .await?;
 
     // Device offline.
     wait_for_text(client, "#command-device", "porch-1 (offline)").await?;
