@@ -38,7 +38,7 @@ use tether_proto::{
 use tokio::sync::mpsc;
 
 use crate::broker::Received;
-use crate::device_endpoint::{CLOSE_GOING_AWAY, CLOSE_POLICY};
+use crate::device_endpoint::{CLOSE_GOING_AWAY, CLOSE_POLICY, READ_BUFFER};
 use crate::http_api::{check_origin, error_response};
 use crate::store::{KeyIdentity, ReadRange, Revocation, StoredEvent};
 use crate::{AppState, auth};
@@ -107,6 +107,9 @@ pub(crate) async fn upgrade(
         .protocols([SUBPROTOCOL])
         .max_message_size(limit)
         .max_frame_size(limit)
+        // tungstenite's default 128 KiB read chunk per connection dominates
+        // memory with thousands of small-message devices.
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
             let _permit = permit;
             let _open = state.metrics.connection("receiver");
