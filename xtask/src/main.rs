@@ -121,11 +121,13 @@ fn load(args: &[String]) -> Result<(), String> {
         .map(PathBuf::from)
         .unwrap_or_else(|_| workspace_root().join("target"));
     let server = target.join("release").join("tether-server");
-    run(Command::new(target.join("release").join("examples").join("load"))
-        .arg("--server")
-        .arg(server)
-        .args(args)
-        .current_dir(workspace_root()))
+    run(
+        Command::new(target.join("release").join("examples").join("load"))
+            .arg("--server")
+            .arg(server)
+            .args(args)
+            .current_dir(workspace_root()),
+    )
 }
 
 fn step(name: &str, result: Result<(), String>) -> Result<(), String> {

@@ -74,7 +74,9 @@ struct Counters {
 
 fn main() -> Result<(), BoxError> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(args))
 }
 
@@ -85,16 +87,38 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let (key, tokens) = {
         let admin = tether_server::store::Admin::open(&dir.path().join("tether.db"))?;
         let tenant = admin.add_tenant("default")?;
-        let key = admin.add_key(tenant, &tether_server::store::ChannelFilter::ALL, false, None)?;
+        let key = admin.add_key(
+            tenant,
+            &tether_server::store::ChannelFilter::ALL,
+            false,
+            None,
+        )?;
         let devices = admin.add_devices(tenant, &ids)?;
-        (key.key, devices.into_iter().map(|d| d.token).collect::<Vec<_>>())
+        (
+            key.key,
+            devices.into_iter().map(|d| d.token).collect::<Vec<_>>(),
+        )
     };
     let connections = (args.devices + args.receivers + 100).to_string();
     let mut child = Command::new(&args.server)
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0", "--log", "warn", "--max-connections", &connections])
-        .args(["--publish-rate", "100000", "--publish-burst", "100000", "--live-queue", "65536"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+            "--max-connections",
+            &connections,
+        ])
+        .args([
+            "--publish-rate",
+            "100000",
+            "--publish-burst",
+            "100000",
+            "--live-queue",
+            "65536",
+        ])
         .stdout(Stdio::piped())
         .spawn()?;
     let pid = child.id();
@@ -116,13 +140,26 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut receivers = Vec::new();
     for _ in 0..args.receivers {
-        receivers.push(tokio::spawn(receiver(addr, key.clone(), Arc::clone(&counters), Arc::clone(&measuring), Arc::clone(&stop))));
+        receivers.push(tokio::spawn(receiver(
+            addr,
+            key.clone(),
+            Arc::clone(&counters),
+            Arc::clone(&measuring),
+            Arc::clone(&stop),
+        )));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let mut devices = Vec::new();
     for (n, token) in tokens.into_iter().enumerate() {
-        devices.push(tokio::spawn(device(addr, ids[n].clone(), token, args.rate, Arc::clone(&counters), Arc::clone(&stop))));
+        devices.push(tokio::spawn(device(
+            addr,
+            ids[n].clone(),
+            token,
+            args.rate,
+            Arc::clone(&counters),
+            Arc::clone(&stop),
+        )));
         if n % 200 == 199 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -165,17 +202,42 @@ async fn run(args: Args) -> Result<(), BoxError> {
         let index = ((latencies.len() - 1) as f64 * p).round() as usize;
         latencies[index.min(latencies.len() - 1)] as f64 / 1000.0
     };
-    let per_connection = (loaded_rss.saturating_sub(idle_rss)) as f64 / (args.devices + args.receivers) as f64;
-    println!("devices {} × {} msg/s, receivers {}, measured {:.1} s (all connected after {:.1} s)", args.devices, args.rate, args.receivers, elapsed, connect_time.as_secs_f64());
+    let per_connection =
+        (loaded_rss.saturating_sub(idle_rss)) as f64 / (args.devices + args.receivers) as f64;
+    println!(
+        "devices {} × {} msg/s, receivers {}, measured {:.1} s (all connected after {:.1} s)",
+        args.devices,
+        args.rate,
+        args.receivers,
+        elapsed,
+        connect_time.as_secs_f64()
+    );
     println!("stored (acknowledged): {:.0} msg/s", acked as f64 / elapsed);
-    println!("delivered to receivers: {:.0} msg/s", delivered as f64 / elapsed);
-    println!("publish-to-receiver latency: p50 {:.2} ms, p99 {:.2} ms ({} samples)", percentile(0.5), percentile(0.99), latencies.len());
-    println!("server RSS: idle {idle_rss} KiB, loaded {loaded_rss} KiB, {per_connection:.1} KiB per connection");
+    println!(
+        "delivered to receivers: {:.0} msg/s",
+        delivered as f64 / elapsed
+    );
+    println!(
+        "publish-to-receiver latency: p50 {:.2} ms, p99 {:.2} ms ({} samples)",
+        percentile(0.5),
+        percentile(0.99),
+        latencies.len()
+    );
+    println!(
+        "server RSS: idle {idle_rss} KiB, loaded {loaded_rss} KiB, {per_connection:.1} KiB per connection"
+    );
     println!("client errors: {}", counters.errors.load(Ordering::Relaxed));
     Ok(())
 }
 
-async fn device(addr: SocketAddr, id: String, token: String, rate: f64, counters: Arc<Counters>, stop: Arc<AtomicBool>) {
+async fn device(
+    addr: SocketAddr,
+    id: String,
+    token: String,
+    rate: f64,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+) {
     if let Err(error) = device_inner(addr, &id, &token, rate, &counters, &stop).await {
         if !stop.load(Ordering::Relaxed) {
             eprintln!("{id}: {error}");
@@ -184,14 +246,30 @@ async fn device(addr: SocketAddr, id: String, token: String, rate: f64, counters
     }
 }
 
-async fn device_inner(addr: SocketAddr, id: &str, token: &str, rate: f64, counters: &Counters, stop: &AtomicBool) -> Result<(), BoxError> {
+async fn device_inner(
+    addr: SocketAddr,
+    id: &str,
+    token: &str,
+    rate: f64,
+    counters: &Counters,
+    stop: &AtomicBool,
+) -> Result<(), BoxError> {
     let mut request = format!("ws://{addr}/v1/device").into_client_request()?;
-    request.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {token}"))?);
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {token}"))?,
+    );
     let (ws, _) = tokio_tungstenite::connect_async(request).await?;
     let (mut sink, mut stream) = ws.split();
     let boot_id = now_micros();
-    let hello = DeviceToServer::Hello(Hello { device_id: id, firmware_version: "load", boot_id, last_acked_seq: 0 });
-    sink.send(Message::Binary(hello.encode_to_vec()?.into())).await?;
+    let hello = DeviceToServer::Hello(Hello {
+        device_id: id,
+        firmware_version: "load",
+        boot_id,
+        last_acked_seq: 0,
+    });
+    sink.send(Message::Binary(hello.encode_to_vec()?.into()))
+        .await?;
     let welcome = stream.next().await.ok_or("closed before Welcome")??;
     let max_in_flight = match ServerToDevice::decode(&welcome.into_data())? {
         ServerToDevice::Welcome(welcome) => u32::from(welcome.max_in_flight),
@@ -213,7 +291,10 @@ async fn device_inner(addr: SocketAddr, id: &str, token: &str, rate: f64, counte
     let writer = async move {
         let period = Duration::from_secs_f64(1.0 / rate);
         // Start at a random phase so devices do not publish in lockstep.
-        tokio::time::sleep(period.mul_f64(f64::from(u32::try_from(boot_id % 1000).unwrap_or(0)) / 1000.0)).await;
+        tokio::time::sleep(
+            period.mul_f64(f64::from(u32::try_from(boot_id % 1000).unwrap_or(0)) / 1000.0),
+        )
+        .await;
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seq: u32 = 0;
@@ -228,8 +309,14 @@ async fn device_inner(addr: SocketAddr, id: &str, token: &str, rate: f64, counte
             }
             seq += 1;
             let payload = format!("{{\"t\":{}}}", now_micros());
-            let publish = DeviceToServer::Publish(Publish { seq, channel: "load", time_ms: None, payload: Payload::from_json_str(&payload) });
-            sink.send(Message::Binary(publish.encode_to_vec()?.into())).await?;
+            let publish = DeviceToServer::Publish(Publish {
+                seq,
+                channel: "load",
+                time_ms: None,
+                payload: Payload::from_json_str(&payload),
+            });
+            sink.send(Message::Binary(publish.encode_to_vec()?.into()))
+                .await?;
             counters.published.fetch_add(1, Ordering::Relaxed);
         }
         Ok::<_, BoxError>(())
@@ -240,23 +327,49 @@ async fn device_inner(addr: SocketAddr, id: &str, token: &str, rate: f64, counte
     }
 }
 
-async fn receiver(addr: SocketAddr, key: String, counters: Arc<Counters>, measuring: Arc<AtomicBool>, stop: Arc<AtomicBool>) -> Vec<u32> {
+async fn receiver(
+    addr: SocketAddr,
+    key: String,
+    counters: Arc<Counters>,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> Vec<u32> {
     let mut samples = Vec::new();
-    let Ok(mut request) = format!("ws://{addr}/v1/receiver").into_client_request() else { return samples };
-    let Ok(value) = HeaderValue::from_str(&format!("Bearer {key}")) else { return samples };
+    let Ok(mut request) = format!("ws://{addr}/v1/receiver").into_client_request() else {
+        return samples;
+    };
+    let Ok(value) = HeaderValue::from_str(&format!("Bearer {key}")) else {
+        return samples;
+    };
     request.headers_mut().insert("authorization", value);
     let Ok((mut ws, _)) = tokio_tungstenite::connect_async(request).await else {
         counters.errors.fetch_add(1, Ordering::Relaxed);
         return samples;
     };
-    if ws.send(Message::Text(r#"{"v":1,"subscribe":{"channel":"load","from":null}}"#.into())).await.is_err() {
+    if ws
+        .send(Message::Text(
+            r#"{"v":1,"subscribe":{"channel":"load","from":null}}"#.into(),
+        ))
+        .await
+        .is_err()
+    {
         return samples;
     }
     while !stop.load(Ordering::Relaxed) {
-        let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_millis(200), ws.next()).await else { continue };
-        let Message::Text(text) = message else { continue };
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-        let Some(sent) = value["event"]["payload"]["t"].as_u64() else { continue };
+        let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::from_millis(200), ws.next()).await
+        else {
+            continue;
+        };
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let Some(sent) = value["event"]["payload"]["t"].as_u64() else {
+            continue;
+        };
         if measuring.load(Ordering::Relaxed) {
             counters.delivered.fetch_add(1, Ordering::Relaxed);
             samples.push(u32::try_from(now_micros().saturating_sub(sent)).unwrap_or(u32::MAX));
