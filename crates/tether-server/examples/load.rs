@@ -238,11 +238,11 @@ async fn device(
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 ) {
-    if let Err(error) = device_inner(addr, &id, &token, rate, &counters, &stop).await {
-        if !stop.load(Ordering::Relaxed) {
-            eprintln!("{id}: {error}");
-            counters.errors.fetch_add(1, Ordering::Relaxed);
-        }
+    if let Err(error) = device_inner(addr, &id, &token, rate, &counters, &stop).await
+        && !stop.load(Ordering::Relaxed)
+    {
+        eprintln!("{id}: {error}");
+        counters.errors.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -280,10 +280,10 @@ async fn device_inner(
     let acked_reader = Arc::clone(&acked);
     let reader = async move {
         while let Some(Ok(message)) = stream.next().await {
-            if let Message::Binary(bytes) = message {
-                if let Ok(ServerToDevice::Ack(ack)) = ServerToDevice::decode(&bytes) {
-                    acked_reader.store(u64::from(ack.seq), Ordering::Relaxed);
-                }
+            if let Message::Binary(bytes) = message
+                && let Ok(ServerToDevice::Ack(ack)) = ServerToDevice::decode(&bytes)
+            {
+                acked_reader.store(u64::from(ack.seq), Ordering::Relaxed);
             }
         }
     };
