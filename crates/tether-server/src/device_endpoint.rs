@@ -169,7 +169,14 @@ type PendingCommit =
 async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSocket) {
     let limits = state.config.limits.clone();
     // 1. Hello, within the handshake timeout.
-    let first = tokio::time::timeout(limits.handshake_timeout, socket.recv()).await;
+    // Control frames (a client's ping) may come before Hello.
+    let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+    let first = loop {
+        match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            other => break other,
+        }
+    };
     let (encoding, firmware_version, boot_id) = match first {
         Err(_) => {
             state.metrics.rejected("handshake_timeout");

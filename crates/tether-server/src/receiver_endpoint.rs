@@ -49,6 +49,8 @@ pub(crate) const SUBPROTOCOL: &str = "tether.v1";
 pub(crate) const KEY_SUBPROTOCOL_PREFIX: &str = "tether-key.";
 /// Events per store read while replaying or catching up.
 const PAGE: usize = 256;
+/// Channels one receiver connection may subscribe to at once.
+pub(crate) const MAX_SUBSCRIPTIONS: usize = 256;
 /// Frames queued for one receiver's socket.
 const OUTBOX: usize = 256;
 
@@ -288,6 +290,12 @@ async fn run(state: Arc<AppState>, identity: Option<KeyIdentity>, mut socket: We
                         if !identity.channels.allows(subscribe.channel) {
                             let _ = outbox
                                 .send(error_frame(ErrorCode::FORBIDDEN, None, "this key may not read that channel"))
+                                .await;
+                            continue;
+                        }
+                        if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains_key(subscribe.channel) {
+                            let _ = outbox
+                                .send(error_frame(ErrorCode::RATE_LIMITED, None, "too many subscriptions on one connection"))
                                 .await;
                             continue;
                         }
