@@ -137,6 +137,43 @@ mod tests {
         assert_eq!(normalize_claim_code("ABCD"), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_handled_without_panic(text in ".{0,80}") {
+            let _ = lookup_part(&text, DEVICE_TOKEN_PREFIX);
+            let _ = normalize_claim_code(&text);
+            proptest::prop_assert!(verify_secret(&text, &hash_secret(&text)));
+            let other = format!("{text}x");
+            proptest::prop_assert!(!verify_secret(&other, &hash_secret(&text)));
+        }
+
+        #[test]
+        fn lookup_accepts_exactly_well_formed_secrets(hex in "[0-9a-f]{60,68}") {
+            let secret = format!("{RECEIVER_KEY_PREFIX}{hex}");
+            let lookup = lookup_part(&secret, RECEIVER_KEY_PREFIX);
+            proptest::prop_assert_eq!(lookup.is_some(), hex.len() == 64);
+            if let Some(lookup) = lookup {
+                proptest::prop_assert_eq!(lookup, &hex[..16]);
+            }
+        }
+
+        #[test]
+        fn claim_codes_survive_how_people_type_them(
+            code in "[0-9A-HJKMNP-TV-Z]{12}",
+            lower in proptest::bool::ANY,
+            separator in "[ -]?",
+        ) {
+            let mut typed = String::new();
+            for (index, c) in code.chars().enumerate() {
+                if index > 0 && index % 4 == 0 {
+                    typed.push_str(&separator);
+                }
+                typed.push(if lower { c.to_ascii_lowercase() } else { c });
+            }
+            proptest::prop_assert_eq!(normalize_claim_code(&typed), Some(code));
+        }
+    }
+
     #[test]
     fn bearer_header() {
         let mut headers = axum::http::HeaderMap::new();

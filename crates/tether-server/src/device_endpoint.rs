@@ -38,6 +38,8 @@ use crate::{AppState, auth, now_ms};
 pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code for the handshake and idle timeouts (policy violation).
 pub(crate) const CLOSE_POLICY: u16 = 1008;
+/// Bytes a connection reads from the socket at a time.
+pub(crate) const READ_BUFFER: usize = 8 * 1024;
 /// Close code for a frame or message over the size limit.
 pub(crate) const CLOSE_TOO_BIG: u16 = 1009;
 
@@ -99,6 +101,9 @@ pub(crate) async fn upgrade(
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
+        // tungstenite's default 128 KiB read chunk per connection dominates
+        // memory with thousands of small-message devices.
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
             let _permit = permit;
             let _open = state.metrics.connection("device");
@@ -164,7 +169,14 @@ type PendingCommit =
 async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSocket) {
     let limits = state.config.limits.clone();
     // 1. Hello, within the handshake timeout.
-    let first = tokio::time::timeout(limits.handshake_timeout, socket.recv()).await;
+    // Control frames (a client's ping) may come before Hello.
+    let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+    let first = loop {
+        match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            other => break other,
+        }
+    };
     let (encoding, firmware_version, boot_id) = match first {
         Err(_) => {
             state.metrics.rejected("handshake_timeout");

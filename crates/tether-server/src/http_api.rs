@@ -409,17 +409,28 @@ async fn claim(
             "body: {\"claim_code\": \"XXXX-XXXX-XXXX\"}",
         );
     };
+    let now = std::time::Instant::now();
+    if !state.claim_guard.allowed(identity.key_id, now) {
+        state.metrics.rejected("claim_guessing");
+        return wire_error(
+            ErrorCode::RATE_LIMITED,
+            "too many wrong claim codes; try again in a minute",
+        );
+    }
     match state
         .store
         .claim(identity.tenant_id, &body.claim_code)
         .await
     {
         Ok(device) => Json(json!({ "device": device })).into_response(),
-        Err(StoreError::NotFound) => error_response(
-            StatusCode::NOT_FOUND,
-            "unknown_claim_code",
-            "no unclaimed device has that claim code",
-        ),
+        Err(StoreError::NotFound) => {
+            state.claim_guard.failed(identity.key_id, now);
+            error_response(
+                StatusCode::NOT_FOUND,
+                "unknown_claim_code",
+                "no unclaimed device has that claim code",
+            )
+        }
         Err(error) => store_error(&error),
     }
 }

@@ -76,6 +76,10 @@ use broker::{Broker, InProcessBroker};
 use metrics::Metrics;
 use store::{Admin, ChannelFilter, Revocation, SqliteStore, Store, StoreError, StoreOptions};
 
+/// Wrong claim codes one receiver key may try per minute before claims
+/// answer `rate_limited` (429): claim codes are short enough to be typed.
+pub const CLAIM_FAILURES_PER_MINUTE: u32 = 10;
+
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -95,6 +99,7 @@ pub(crate) struct AppState {
     pub(crate) revocations: broadcast::Sender<Revocation>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) connection_permits: Arc<Semaphore>,
+    pub(crate) claim_guard: limits::AttemptGuard,
     next_session: AtomicU64,
 }
 
@@ -213,6 +218,10 @@ impl Server {
         let store_dyn: Arc<dyn Store> = store.clone();
         let state = Arc::new(AppState {
             connection_permits: Arc::new(Semaphore::new(config.limits.max_connections)),
+            claim_guard: limits::AttemptGuard::new(
+                CLAIM_FAILURES_PER_MINUTE,
+                Duration::from_secs(60),
+            ),
             config,
             store: store_dyn,
             broker,

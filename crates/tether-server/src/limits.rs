@@ -38,6 +38,46 @@ impl RateLimiter {
     }
 }
 
+/// Counts failed attempts per subject (e.g. wrong claim codes per receiver
+/// key) in fixed windows; over the limit, attempts are refused until the
+/// window ends.
+#[derive(Debug)]
+pub struct AttemptGuard {
+    limit: u32,
+    window: Duration,
+    failures: std::sync::Mutex<std::collections::HashMap<i64, (Instant, u32)>>,
+}
+
+impl AttemptGuard {
+    /// At most `limit` failures per `window` per subject.
+    pub fn new(limit: u32, window: Duration) -> Self {
+        AttemptGuard {
+            limit,
+            window,
+            failures: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Whether `subject` may try now.
+    pub fn allowed(&self, subject: i64, now: Instant) -> bool {
+        let Ok(mut failures) = self.failures.lock() else {
+            return false;
+        };
+        failures.retain(|_, (start, _)| now.saturating_duration_since(*start) < self.window);
+        failures
+            .get(&subject)
+            .is_none_or(|(_, count)| *count < self.limit)
+    }
+
+    /// Records a failed attempt of `subject`.
+    pub fn failed(&self, subject: i64, now: Instant) {
+        if let Ok(mut failures) = self.failures.lock() {
+            let entry = failures.entry(subject).or_insert((now, 0));
+            entry.1 = entry.1.saturating_add(1);
+        }
+    }
+}
+
 /// Milliseconds as a `Duration`.
 pub fn millis(ms: u64) -> Duration {
     Duration::from_millis(ms)
@@ -46,6 +86,18 @@ pub fn millis(ms: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempt_guard_blocks_after_the_limit_until_the_window_ends() {
+        let start = Instant::now();
+        let guard = AttemptGuard::new(2, Duration::from_secs(60));
+        assert!(guard.allowed(7, start));
+        guard.failed(7, start);
+        guard.failed(7, start);
+        assert!(!guard.allowed(7, start));
+        assert!(guard.allowed(8, start));
+        assert!(guard.allowed(7, start + Duration::from_secs(61)));
+    }
 
     #[test]
     fn bucket_refills_at_the_rate() {

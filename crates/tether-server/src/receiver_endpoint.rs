@@ -38,7 +38,7 @@ use tether_proto::{
 use tokio::sync::mpsc;
 
 use crate::broker::Received;
-use crate::device_endpoint::{CLOSE_GOING_AWAY, CLOSE_POLICY};
+use crate::device_endpoint::{CLOSE_GOING_AWAY, CLOSE_POLICY, READ_BUFFER};
 use crate::http_api::{check_origin, error_response};
 use crate::store::{KeyIdentity, ReadRange, Revocation, StoredEvent};
 use crate::{AppState, auth};
@@ -49,6 +49,8 @@ pub(crate) const SUBPROTOCOL: &str = "tether.v1";
 pub(crate) const KEY_SUBPROTOCOL_PREFIX: &str = "tether-key.";
 /// Events per store read while replaying or catching up.
 const PAGE: usize = 256;
+/// Channels one receiver connection may subscribe to at once.
+pub(crate) const MAX_SUBSCRIPTIONS: usize = 256;
 /// Frames queued for one receiver's socket.
 const OUTBOX: usize = 256;
 
@@ -107,6 +109,9 @@ pub(crate) async fn upgrade(
         .protocols([SUBPROTOCOL])
         .max_message_size(limit)
         .max_frame_size(limit)
+        // tungstenite's default 128 KiB read chunk per connection dominates
+        // memory with thousands of small-message devices.
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
             let _permit = permit;
             let _open = state.metrics.connection("receiver");
@@ -285,6 +290,12 @@ async fn run(state: Arc<AppState>, identity: Option<KeyIdentity>, mut socket: We
                         if !identity.channels.allows(subscribe.channel) {
                             let _ = outbox
                                 .send(error_frame(ErrorCode::FORBIDDEN, None, "this key may not read that channel"))
+                                .await;
+                            continue;
+                        }
+                        if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains_key(subscribe.channel) {
+                            let _ = outbox
+                                .send(error_frame(ErrorCode::RATE_LIMITED, None, "too many subscriptions on one connection"))
                                 .await;
                             continue;
                         }

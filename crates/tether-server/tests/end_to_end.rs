@@ -418,6 +418,34 @@ async fn claiming_moves_a_device_into_the_keys_tenant() -> TestResult {
     )
     .await?;
     assert_eq!(status, 404);
+    // Guessing is cut off: after 10 wrong codes a minute, 429 even for a
+    // right one.
+    let guessable = admin
+        .add_device(None, Some("label-8"), true)?
+        .claim_code
+        .ok_or("no code")?;
+    for _ in 0..8 {
+        http(
+            t.addr,
+            "POST",
+            "/v1/claim",
+            Some(&t.key),
+            Some(&json!({"claim_code": "0000-0000-0000"})),
+        )
+        .await?;
+    }
+    let (status, body) = http(
+        t.addr,
+        "POST",
+        "/v1/claim",
+        Some(&t.key),
+        Some(&json!({"claim_code": guessable})),
+    )
+    .await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
     t.server.shutdown().await;
     Ok(())
 }

@@ -1098,6 +1098,22 @@ impl Admin {
         }
     }
 
+    /// Registers many devices in one transaction (for load tests and
+    /// factory batches).
+    pub fn add_devices(
+        &self,
+        tenant_id: TenantId,
+        device_ids: &[String],
+    ) -> Result<Vec<NewDevice>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let devices = device_ids
+            .iter()
+            .map(|id| self.add_device(Some(tenant_id), Some(id), false))
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit()?;
+        Ok(devices)
+    }
+
     /// Revokes a device's token; a running server disconnects it.
     pub fn revoke_device(&self, device_id: &str) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
