@@ -33,6 +33,8 @@ commands:
   setup             install what a fresh machine lacks (rustup targets, cargo tools, Debian packages)
   no-std            build the no_std crates for the bare-metal targets
   fuzz [SECONDS]    replay the committed corpora, then fuzz each target for SECONDS (default 20)
+  load [ARGS]       load-test the relay server on loopback (release build):
+                    --devices N --rate R --receivers M --seconds S
 ";
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
             };
             seconds.and_then(fuzz::run)
         }
+        Some("load") => load(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())
@@ -112,6 +115,33 @@ fn firmware_builds() -> Result<(), String> {
             .current_dir(workspace_root().join(example)))?;
     }
     Ok(())
+}
+
+/// `cargo xtask load`: builds the release server and the load generator
+/// (`crates/tether-server/examples/load.rs`) and runs it against a server
+/// process on loopback.
+fn load(args: &[String]) -> Result<(), String> {
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "tether-server",
+        "--bin",
+        "tether-server",
+        "--example",
+        "load",
+    ])?;
+    let target = env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target"));
+    let server = target.join("release").join("tether-server");
+    run(
+        Command::new(target.join("release").join("examples").join("load"))
+            .arg("--server")
+            .arg(server)
+            .args(args)
+            .current_dir(workspace_root()),
+    )
 }
 
 fn step(name: &str, result: Result<(), String>) -> Result<(), String> {
