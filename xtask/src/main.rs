@@ -23,6 +23,10 @@ pub(crate) const NO_STD_TARGETS: &[&str] = &["riscv32imc-unknown-none-elf", "thu
 /// no default features.
 pub(crate) const NO_STD_CRATES: &[&str] = &["tether-proto", "tether-core"];
 
+/// Firmware examples: standalone crates (own target and `.cargo/config.toml`)
+/// that must build in release on stable Rust.
+const FIRMWARE_EXAMPLES: &[&str] = &["examples/esp32c3-minimal"];
+
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
@@ -33,6 +37,8 @@ commands:
   fuzz [SECONDS]    replay the committed corpora, then fuzz each target for SECONDS (default 20)
   size              code size of a minimal WebSocket client (riscv32imc): tether vs embedded-websocket
   bench-report      Markdown tables from the last `cargo bench --bench frame_throughput` run
+  load [ARGS]       load-test the relay server on loopback (release build):
+                    --devices N --rate R --receivers M --seconds S
 ";
 
 fn main() -> ExitCode {
@@ -51,6 +57,7 @@ fn main() -> ExitCode {
             };
             seconds.and_then(fuzz::run)
         }
+        Some("load") => load(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())
@@ -83,6 +90,7 @@ fn test() -> Result<(), String> {
         ]),
     )?;
     step("no_std builds", no_std_builds())?;
+    step("firmware examples", firmware_builds())?;
     step("tests", cargo(&["test", "--workspace", "--all-targets"]))?;
     step("doc tests", cargo(&["test", "--workspace", "--doc"]))?;
     step("fuzz smoke", fuzz::run(fuzz::DEFAULT_SECONDS))?;
@@ -104,6 +112,42 @@ fn no_std_builds() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn firmware_builds() -> Result<(), String> {
+    for example in FIRMWARE_EXAMPLES {
+        run(Command::new(cargo_bin())
+            .args(["build", "--release"])
+            .current_dir(workspace_root().join(example)))?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask load`: builds the release server and the load generator
+/// (`crates/tether-server/examples/load.rs`) and runs it against a server
+/// process on loopback.
+fn load(args: &[String]) -> Result<(), String> {
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "tether-server",
+        "--bin",
+        "tether-server",
+        "--example",
+        "load",
+    ])?;
+    let target = env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target"));
+    let server = target.join("release").join("tether-server");
+    run(
+        Command::new(target.join("release").join("examples").join("load"))
+            .arg("--server")
+            .arg(server)
+            .args(args)
+            .current_dir(workspace_root()),
+    )
 }
 
 fn step(name: &str, result: Result<(), String>) -> Result<(), String> {

@@ -1,0 +1,106 @@
+//! `tether-provision`: writes a device's factory provisioning record.
+//!
+//! ```text
+//! tether-provision --server-url wss://relay.example.com/device \
+//!     --device-id sensor-7 --token "$TOKEN" --pairing-code K7-42 \
+//!     [--ssid Home --passphrase 'correct horse'] \
+//!     --out sensor-7.img --esp32-partition
+//! espflash write-bin 0xe000 sensor-7.img
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow};
+use clap::Parser;
+use tether_core::provisioning::record::{ProvisioningRecord, RECORD_MAX_LEN};
+use tether_host::portal::{ESP32_PARTITION_OFFSET, esp32_partition_image};
+
+/// Write a tether provisioning record (server, device identity, optional
+/// Wi-Fi and pairing code) for flashing at the factory.
+#[derive(Debug, Parser)]
+#[command(name = "tether-provision", version)]
+struct Arguments {
+    /// Relay server URL (ws:// or wss://).
+    #[arg(long, env = "TETHER_SERVER_URL")]
+    server_url: String,
+    /// Device id, as registered with `tether-server device add`.
+    #[arg(long)]
+    device_id: String,
+    /// Device token from `tether-server device add` (or TETHER_DEVICE_TOKEN,
+    /// which keeps it out of the shell history).
+    #[arg(long, env = "TETHER_DEVICE_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Wi-Fi network name (omit to let the customer choose it in the portal).
+    #[arg(long)]
+    ssid: Option<String>,
+    /// Wi-Fi passphrase, 8 to 63 characters (omit for an open network).
+    #[arg(
+        long,
+        requires = "ssid",
+        hide_env_values = true,
+        env = "TETHER_WIFI_PASSPHRASE"
+    )]
+    passphrase: Option<String>,
+    /// Pairing code printed on the device label; the portal asks for it.
+    #[arg(long)]
+    pairing_code: Option<String>,
+    /// Output file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Write a whole ESP32 `tether` partition image (record padded with
+    /// 0xFF to 4 KiB) for `espflash write-bin 0xe000 FILE`.
+    #[arg(long)]
+    esp32_partition: bool,
+}
+
+fn run(arguments: Arguments) -> anyhow::Result<()> {
+    let field = |e| anyhow!("{e}");
+    let mut record = ProvisioningRecord::new(
+        &arguments.server_url,
+        &arguments.device_id,
+        &arguments.token,
+    )
+    .map_err(field)?;
+    if let Some(ssid) = &arguments.ssid {
+        record = record
+            .with_wifi(ssid, arguments.passphrase.as_deref().unwrap_or(""))
+            .map_err(field)?;
+    }
+    if let Some(code) = &arguments.pairing_code {
+        record = record.with_pairing_code(code).map_err(field)?;
+    }
+    let bytes = if arguments.esp32_partition {
+        esp32_partition_image(&record).map_err(|e| anyhow!("{e}"))?
+    } else {
+        let mut buffer = [0u8; RECORD_MAX_LEN];
+        let n = record.encode(&mut buffer).map_err(|e| anyhow!("{e}"))?;
+        buffer.get(..n).unwrap_or(&[]).to_vec()
+    };
+    std::fs::write(&arguments.out, &bytes)
+        .with_context(|| format!("writing {}", arguments.out.display()))?;
+    println!(
+        "wrote {} ({} bytes, record {} bytes, device {})",
+        arguments.out.display(),
+        bytes.len(),
+        record.encoded_len(),
+        record.device_id.as_str()
+    );
+    if arguments.esp32_partition {
+        println!(
+            "flash it with: espflash write-bin {ESP32_PARTITION_OFFSET:#x} {}",
+            arguments.out.display()
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Arguments::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tether-provision: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
