@@ -11,7 +11,8 @@ fuzz_target!(|data: &[u8]| {
     let limits = Limits::default();
     let portal = Portal::new(PortalConfig::new("192.168.4.1").with_pairing_code("K7-42"));
     let networks = [Network { ssid: "Home", rssi: -50, secured: true }];
-    let view = PortalView { networks: &networks, status: ConnectionStatus::WaitingForSettings };
+    let view = PortalView::new(&networks, ConnectionStatus::WaitingForSettings)
+        .with_pairing_locked(data.first() == Some(&b'P') && data.len() % 2 == 0);
     let mut out = [0u8; 12 * 1024];
     match parse_request(data, &limits) {
         Ok(Status::Complete(request)) => {

@@ -21,6 +21,10 @@ pub(crate) const NO_STD_TARGETS: &[&str] = &["riscv32imc-unknown-none-elf", "thu
 /// no default features.
 pub(crate) const NO_STD_CRATES: &[&str] = &["tether-proto", "tether-core"];
 
+/// Firmware examples: standalone crates (own target and `.cargo/config.toml`)
+/// that must build in release on stable Rust.
+const FIRMWARE_EXAMPLES: &[&str] = &["examples/esp32c3-minimal"];
+
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
@@ -80,6 +84,7 @@ fn test() -> Result<(), String> {
         ]),
     )?;
     step("no_std builds", no_std_builds())?;
+    step("firmware examples", firmware_builds())?;
     step("tests", cargo(&["test", "--workspace", "--all-targets"]))?;
     step("doc tests", cargo(&["test", "--workspace", "--doc"]))?;
     step("fuzz smoke", fuzz::run(fuzz::DEFAULT_SECONDS))?;
@@ -128,6 +133,15 @@ fn load(args: &[String]) -> Result<(), String> {
             .args(args)
             .current_dir(workspace_root()),
     )
+}
+
+fn firmware_builds() -> Result<(), String> {
+    for example in FIRMWARE_EXAMPLES {
+        run(Command::new(cargo_bin())
+            .args(["build", "--release"])
+            .current_dir(workspace_root().join(example)))?;
+    }
+    Ok(())
 }
 
 fn step(name: &str, result: Result<(), String>) -> Result<(), String> {

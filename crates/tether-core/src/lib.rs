@@ -8,7 +8,15 @@
 //! tokio socket on a PC).
 //!
 //! ```text
-//!   application (device session, tether-host)
+//!   application: client.publish("temp", &reading) / state() / stats()
+//!        |
+//!   +----v---------------------------------------------------------+
+//!   | client::{Client, Runner}  connect, Hello/Welcome, publish,    |
+//!   |                           acks, commands, reconnect           |
+//!   | session::Session (sans-IO) seq numbers, resend, keepalive     |
+//!   | outbox::RamOutbox<N>  backoff::Backoff  url::ServerUrl        |
+//!   | connector::Connector (board: TCP/TLS)   time::Clock (board)   |
+//!   +----v---------------------------------------------------------+
 //!        |  send(Message) / receive() -> Message / close(code, reason)
 //!   +----v---------------------------------------------------------+
 //!   | ws::WebSocket<T, R>   async adapter: pings -> pongs, close    |
@@ -110,5 +118,12 @@ extern crate std;
 #[macro_use]
 mod fmt;
 
+pub mod backoff;
+pub mod client;
+pub mod connector;
+pub mod outbox;
 pub mod provisioning;
+pub mod session;
+pub mod time;
+pub mod url;
 pub mod ws;

@@ -258,3 +258,20 @@ fn a_request_split_across_reads_works() {
     );
     assert_eq!(handle.saves(), 1);
 }
+
+#[test]
+fn guessing_the_pairing_code_is_slowed_down() {
+    let (_runtime, handle) = common::start(MemoryStore::new());
+    for guess in 0..tether_core::provisioning::portal::PairingGuard::MAX_FAILURES {
+        let page = post_form(
+            &handle,
+            &common::form_with("pairing_code", &format!("G-{guess}")),
+        );
+        assert_eq!(page.status, 403);
+    }
+    let page = post_form(&handle, &common::form_with("ssid", "Home"));
+    assert_eq!(page.status, 429, "{}", page.body);
+    assert!(page.body.contains("Too many wrong pairing codes"));
+    assert_eq!(handle.saves(), 0);
+    assert_still_serving(&handle);
+}

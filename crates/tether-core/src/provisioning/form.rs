@@ -52,27 +52,40 @@ fn hex(digit: u8) -> Option<u8> {
     }
 }
 
+fn is_special(byte: &u8) -> bool {
+    matches!(byte, b'%' | b'+')
+}
+
 /// Decodes one name or value into `out`; returns the UTF-8 text written.
 pub fn decode_into<'o>(input: &[u8], out: &'o mut [u8]) -> Result<&'o str, FormError> {
     let mut written = 0;
-    let mut i = 0;
-    while let Some(&byte) = input.get(i) {
-        let (decoded, used) = match byte {
-            b'+' => (b' ', 1),
-            b'%' => {
-                let high = input.get(i + 1).copied().and_then(hex);
-                let low = input.get(i + 2).copied().and_then(hex);
-                match (high, low) {
-                    (Some(h), Some(l)) => ((h << 4) | l, 3),
-                    _ => return Err(FormError::BadPercentEncoding),
-                }
-            }
-            other => (other, 1),
+    let mut rest = input;
+    loop {
+        // Copy the run of plain bytes up to the next `%` or `+` in one go.
+        let run = rest.iter().position(is_special).unwrap_or(rest.len());
+        let (plain, tail) = rest.split_at(run);
+        let end = written + plain.len();
+        out.get_mut(written..end)
+            .ok_or(FormError::TooLong)?
+            .copy_from_slice(plain);
+        written = end;
+        let Some((&special, tail)) = tail.split_first() else {
+            break;
         };
-        let slot = out.get_mut(written).ok_or(FormError::TooLong)?;
-        *slot = decoded;
+        let decoded = if special == b'+' {
+            rest = tail;
+            b' '
+        } else {
+            let high = tail.first().copied().and_then(hex);
+            let low = tail.get(1).copied().and_then(hex);
+            let (Some(h), Some(l)) = (high, low) else {
+                return Err(FormError::BadPercentEncoding);
+            };
+            rest = tail.get(2..).unwrap_or(&[]);
+            (h << 4) | l
+        };
+        *out.get_mut(written).ok_or(FormError::TooLong)? = decoded;
         written += 1;
-        i += used;
     }
     let bytes = out.get(..written).unwrap_or(&[]);
     core::str::from_utf8(bytes).map_err(|_| FormError::NotUtf8)
@@ -108,13 +121,38 @@ impl<'a> Form<'a> {
     /// Checks every name and value decodes, without keeping the results:
     /// one call tells the portal whether the body is well-formed at all.
     pub fn validate(&self) -> Result<(), FormError> {
-        let mut scratch = [0u8; 16];
         for (name, value) in self.pairs() {
-            for part in [name, value] {
-                check(part, &mut scratch)?;
-            }
+            check(name)?;
+            check(value)?;
         }
         Ok(())
+    }
+
+    /// The raw (still encoded) values of the first fields called `names`,
+    /// found in one pass over the body. Every name and every value *not*
+    /// returned is checked as [`validate`](Self::validate) would; the
+    /// returned values are checked when the caller decodes them with
+    /// [`decode_into`] (so no byte is checked twice).
+    pub fn lookup<const N: usize>(
+        &self,
+        names: [&str; N],
+    ) -> Result<[Option<&'a [u8]>; N], FormError> {
+        let mut found = [None; N];
+        for (raw_name, raw_value) in self.pairs() {
+            check(raw_name)?;
+            let mut wanted = false;
+            for (slot, name) in found.iter_mut().zip(names) {
+                if slot.is_none() && name_matches(raw_name, name)? {
+                    *slot = Some(raw_value);
+                    wanted = true;
+                    break;
+                }
+            }
+            if !wanted {
+                check(raw_value)?;
+            }
+        }
+        Ok(found)
     }
 
     /// The decoded value of the first field called `name`, `None` when
@@ -129,65 +167,67 @@ impl<'a> Form<'a> {
     }
 }
 
-/// Decodes `input` in chunks through `scratch` to validate percent-encoding
-/// and UTF-8 of a value of any length without a buffer that large.
-fn check(input: &[u8], scratch: &mut [u8; 16]) -> Result<(), FormError> {
-    // Percent-encoding first.
+/// Checks that `input` decodes (percent-encoding) to UTF-8, in one pass
+/// and without a buffer: plain bytes go to `from_utf8` in runs, decoded
+/// multi-byte sequences are collected (at most 4 bytes) and checked as
+/// they complete, so the answer is exactly that of [`decode_into`].
+fn check(input: &[u8]) -> Result<(), FormError> {
+    if !input.contains(&b'%') {
+        // `+` decodes to an ASCII space, so UTF-8 validity is unchanged.
+        return core::str::from_utf8(input)
+            .map(|_| ())
+            .map_err(|_| FormError::NotUtf8);
+    }
+    let mut sequence = [0u8; 4];
+    let mut have = 0usize;
+    let mut need = 0usize;
     let mut i = 0;
     while let Some(&b) = input.get(i) {
-        if b == b'%' {
-            let ok = input.get(i + 1).copied().and_then(hex).is_some()
-                && input.get(i + 2).copied().and_then(hex).is_some();
-            if !ok {
+        let byte = if b == b'%' {
+            let high = input.get(i + 1).copied().and_then(hex);
+            let low = input.get(i + 2).copied().and_then(hex);
+            let (Some(h), Some(l)) = (high, low) else {
                 return Err(FormError::BadPercentEncoding);
-            }
+            };
             i += 3;
+            (h << 4) | l
         } else {
             i += 1;
+            if b == b'+' { b' ' } else { b }
+        };
+        if need == 0 {
+            need = match byte {
+                0x00..=0x7f => continue,
+                0xc2..=0xdf => 2,
+                0xe0..=0xef => 3,
+                0xf0..=0xf4 => 4,
+                _ => return Err(FormError::NotUtf8),
+            };
+            have = 0;
+        }
+        *sequence.get_mut(have).ok_or(FormError::NotUtf8)? = byte;
+        have += 1;
+        if have == need {
+            let complete = sequence.get(..need).unwrap_or(&[]);
+            core::str::from_utf8(complete).map_err(|_| FormError::NotUtf8)?;
+            need = 0;
         }
     }
-    // Then UTF-8, decoding a few bytes at a time and carrying an incomplete
-    // sequence over to the next chunk.
-    let mut carried = 0usize;
-    let mut i = 0;
-    loop {
-        let mut n = carried;
-        while n < scratch.len() {
-            let Some(&b) = input.get(i) else { break };
-            let (decoded, used) = match b {
-                b'+' => (b' ', 1),
-                b'%' => {
-                    let h = input.get(i + 1).copied().and_then(hex).unwrap_or(0);
-                    let l = input.get(i + 2).copied().and_then(hex).unwrap_or(0);
-                    ((h << 4) | l, 3)
-                }
-                other => (other, 1),
-            };
-            if let Some(slot) = scratch.get_mut(n) {
-                *slot = decoded;
-            }
-            n += 1;
-            i += used;
-        }
-        let chunk = scratch.get(..n).unwrap_or(&[]);
-        let done = i >= input.len();
-        match core::str::from_utf8(chunk) {
-            Ok(_) => carried = 0,
-            Err(e) if e.error_len().is_none() && !done => {
-                // Incomplete sequence at the end: move it to the front.
-                let valid = e.valid_up_to();
-                carried = n - valid;
-                scratch.copy_within(valid..n, 0);
-            }
-            Err(_) => return Err(FormError::NotUtf8),
-        }
-        if done {
-            return Ok(());
-        }
+    if need == 0 {
+        Ok(())
+    } else {
+        Err(FormError::NotUtf8)
     }
 }
 
 fn name_matches(raw: &[u8], wanted: &str) -> Result<bool, FormError> {
+    if !raw.iter().any(is_special) {
+        return Ok(raw == wanted.as_bytes());
+    }
+    if raw.len() < wanted.len() {
+        // Decoding never makes a name longer.
+        return Ok(false);
+    }
     // Field names of the portal are short; anything longer cannot match.
     let mut buf = [0u8; 32];
     match decode_into(raw, &mut buf) {
@@ -241,13 +281,29 @@ mod tests {
         assert_eq!(form.get("b", &mut buf), Ok(Some("")));
         assert_eq!(form.get("c_", &mut buf), Ok(Some("x&y")));
         assert_eq!(form.get("d", &mut buf), Ok(None));
+        assert_eq!(
+            form.lookup(["c_", "a", "zz", "b"]),
+            Ok([Some(&b"x%26y"[..]), Some(&b"1"[..]), None, Some(&b""[..])])
+        );
+        assert_eq!(
+            Form::new(b"a=1&junk=%zz").lookup(["a"]),
+            Err(FormError::BadPercentEncoding)
+        );
         assert_eq!(form.validate(), Ok(()));
         assert_eq!(
             Form::new(b"a=1&b=%G0").validate(),
             Err(FormError::BadPercentEncoding)
         );
         assert_eq!(Form::new(b"a=%C3").validate(), Err(FormError::NotUtf8));
-        // A multi-byte character split across the 16-byte scratch chunks.
+        // Long values, and characters split over several escapes.
+        let long = alloc::format!("v={}", "a%C3%A9%E2%82%AC".repeat(40));
+        assert_eq!(Form::new(long.as_bytes()).validate(), Ok(()));
+        let broken = alloc::format!("v={}%C3", "a%C3%A9".repeat(60));
+        assert_eq!(
+            Form::new(broken.as_bytes()).validate(),
+            Err(FormError::NotUtf8)
+        );
+        // Literal multi-byte characters.
         assert_eq!(
             Form::new("v=123456789012345é€😀".as_bytes()).validate(),
             Ok(())
@@ -284,6 +340,33 @@ mod tests {
         }
 
         #[test]
+        fn prop_check_is_exactly_utf8_validity(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            // Every byte escaped, or some left literal: the verdict must be
+            // that of `str::from_utf8` on the decoded bytes.
+            let mut encoded = String::new();
+            for (i, b) in bytes.iter().enumerate() {
+                if i % 3 == 0 {
+                    encoded.push_str(&alloc::format!("%{b:02x}"));
+                } else {
+                    encoded.push_str(&alloc::format!("%{b:02X}"));
+                }
+            }
+            let expected = core::str::from_utf8(&bytes).is_ok();
+            prop_assert_eq!(check(encoded.as_bytes()).is_ok(), expected);
+            // And with literal bytes where allowed.
+            let mut mixed = alloc::vec::Vec::new();
+            for (i, b) in bytes.iter().enumerate() {
+                if i % 2 == 0 && !matches!(*b, b'%' | b'+') {
+                    mixed.push(*b);
+                } else {
+                    mixed.extend_from_slice(alloc::format!("%{b:02X}").as_bytes());
+                }
+            }
+            mixed.extend_from_slice(b"%41");
+            prop_assert_eq!(check(&mixed).is_ok(), expected);
+        }
+
+        #[test]
         fn prop_never_panics_and_validate_agrees(body in proptest::collection::vec(any::<u8>(), 0..200)) {
             let form = Form::new(&body);
             let valid = form.validate();
@@ -297,6 +380,15 @@ mod tests {
                 }
             }
             prop_assert_eq!(valid.is_ok(), all_ok.is_ok());
+            // `lookup` plus decoding what it returns agrees with `validate`.
+            let looked_up = form.lookup(["ssid", "a"]).and_then(|values| {
+                let mut buf = [0u8; 256];
+                for raw in values.into_iter().flatten() {
+                    decode_into(raw, &mut buf)?;
+                }
+                Ok(())
+            });
+            prop_assert_eq!(looked_up.is_ok(), valid.is_ok());
             let _ = form.get("ssid", &mut [0u8; 8]);
             let _: Vec<_> = form.pairs().collect();
         }

@@ -14,7 +14,7 @@
 
 use core::fmt::{self, Write};
 
-use super::form::{Form, FormError};
+use super::form::{Form, FormError, decode_into};
 use super::http::{
     CountingWriter, HttpError, Method, Request, ResponseTooLarge, SliceWriter, reason,
 };
@@ -109,6 +109,87 @@ pub struct PortalView<'a> {
     pub networks: &'a [Network<'a>],
     /// Connection progress.
     pub status: ConnectionStatus,
+    /// Too many wrong pairing codes lately ([`PairingGuard::is_locked`]):
+    /// refuse submissions with 429 without looking at them.
+    pub pairing_locked: bool,
+}
+
+impl<'a> PortalView<'a> {
+    /// A view with `networks` and `status`, pairing not locked.
+    pub const fn new(networks: &'a [Network<'a>], status: ConnectionStatus) -> Self {
+        Self {
+            networks,
+            status,
+            pairing_locked: false,
+        }
+    }
+
+    /// Sets [`pairing_locked`](Self::pairing_locked).
+    #[must_use]
+    pub const fn with_pairing_locked(mut self, locked: bool) -> Self {
+        self.pairing_locked = locked;
+        self
+    }
+}
+
+/// Slows down guessing of the pairing code: after
+/// [`MAX_FAILURES`](Self::MAX_FAILURES) wrong codes in a row, submissions
+/// are refused for a minute, doubling with every further wrong code (up
+/// to 16 minutes). Sans-IO: the backend keeps one per portal, passes the
+/// time in, and feeds it every [`Handled`].
+///
+/// ```
+/// use tether_core::provisioning::portal::PairingGuard;
+///
+/// let mut guard = PairingGuard::new();
+/// for _ in 0..PairingGuard::MAX_FAILURES {
+///     guard.pairing_rejected(1_000);
+/// }
+/// assert!(guard.is_locked(1_000));
+/// assert!(!guard.is_locked(61_000));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PairingGuard {
+    failures: u8,
+    locked_until: u64,
+}
+
+impl PairingGuard {
+    /// Wrong codes in a row before the first lock.
+    pub const MAX_FAILURES: u8 = 5;
+    const FIRST_LOCK_MS: u64 = 60_000;
+
+    /// No failures yet.
+    pub const fn new() -> Self {
+        Self {
+            failures: 0,
+            locked_until: 0,
+        }
+    }
+
+    /// Whether submissions are refused at `now_ms`.
+    pub const fn is_locked(&self, now_ms: u64) -> bool {
+        now_ms < self.locked_until
+    }
+
+    /// Counts one wrong pairing code.
+    pub fn pairing_rejected(&mut self, now_ms: u64) {
+        self.failures = self.failures.saturating_add(1);
+        if let Some(extra) = self.failures.checked_sub(Self::MAX_FAILURES) {
+            let lock = Self::FIRST_LOCK_MS << u32::from(extra.min(4));
+            self.locked_until = now_ms.saturating_add(lock);
+            warn!("portal: pairing locked for {} ms", lock);
+        }
+    }
+
+    /// Feeds the outcome of one request.
+    pub fn observe(&mut self, now_ms: u64, handled: &Handled) {
+        if handled.pairing_rejected {
+            self.pairing_rejected(now_ms);
+        } else if handled.saved {
+            *self = Self::new();
+        }
+    }
 }
 
 /// Portal settings.
@@ -170,6 +251,8 @@ pub struct Handled {
     pub status: u16,
     /// Whether a new record was saved (the state machine should now try it).
     pub saved: bool,
+    /// Whether a wrong pairing code was submitted (feed [`PairingGuard`]).
+    pub pairing_rejected: bool,
 }
 
 /// Why a response could not be produced.
@@ -205,7 +288,7 @@ impl core::error::Error for PortalError {}
 /// let portal = Portal::new(PortalConfig::new("192.168.4.1").with_default_server_url("wss://relay.example.com"));
 /// let mut store = MemoryStore::new();
 /// let networks = [Network { ssid: "Home", rssi: -50, secured: true }];
-/// let view = PortalView { networks: &networks, status: ConnectionStatus::WaitingForSettings };
+/// let view = PortalView::new(&networks, ConnectionStatus::WaitingForSettings);
 /// let mut out = [0u8; 12 * 1024];
 ///
 /// let get = b"GET / HTTP/1.1\r\nHost: 192.168.4.1\r\n\r\n";
@@ -397,6 +480,18 @@ impl<'a> Portal<'a> {
         let need_pairing = self.pairing_code(stored.as_ref()).is_some();
         let have_token = stored.is_some();
         let mut state = FormState::default();
+        if need_pairing && view.pairing_locked {
+            state.banner = Some(
+                "Too many wrong pairing codes. Wait a few minutes, then try again. Nothing was saved.",
+            );
+            let page = Page::Form {
+                view,
+                state: &state,
+                need_pairing,
+                have_token,
+            };
+            return self.emit(out, 429, None, &page, false);
+        }
         // Buffers one byte larger than each limit, so "too long" is told
         // apart from "fits".
         let mut ssid_buf = [0u8; SSID_MAX_LEN * 4 + 1];
@@ -408,66 +503,51 @@ impl<'a> Portal<'a> {
         let mut code_buf = [0u8; PAIRING_CODE_MAX_LEN + 1];
 
         let form = Form::new(request.body);
+        let mut raw = [None; 7];
         if !request.is_form() {
             state.banner = Some("The form must be sent as application/x-www-form-urlencoded.");
-        } else if let Err(e) = form.validate() {
-            state.banner = Some(match e {
-                FormError::BadPercentEncoding => {
-                    "The form data has a broken percent-encoding (a % not followed by two hex digits). Nothing was saved."
-                }
-                _ => "The form data is not valid text (UTF-8). Nothing was saved.",
-            });
+        } else {
+            // One pass: finds the fields and checks the whole body decodes.
+            match form.lookup([
+                "ssid",
+                "other_ssid",
+                "passphrase",
+                "server_url",
+                "device_id",
+                "token",
+                "pairing_code",
+            ]) {
+                Ok(found) => raw = found,
+                Err(e) => state.banner = Some(form_banner(e)),
+            }
+        }
+        let [
+            raw_ssid,
+            raw_other,
+            raw_pass,
+            raw_url,
+            raw_id,
+            raw_token,
+            raw_code,
+        ] = raw;
+        let (chosen, p1) = field(raw_ssid, &mut ssid_buf, FieldError::SsidTooLong);
+        let (typed, p2) = field(raw_other, &mut other_buf, FieldError::SsidTooLong);
+        let (pass, p3) = field(raw_pass, &mut pass_buf, FieldError::PassphraseTooLong);
+        let (url, p4) = field(raw_url, &mut url_buf, FieldError::ServerUrlTooLong);
+        let (id, p5) = field(raw_id, &mut id_buf, FieldError::DeviceIdTooLong);
+        let (token, p6) = field(raw_token, &mut token_buf, FieldError::TokenTooLong);
+        let (code, p7) = field(raw_code, &mut code_buf, FieldError::PairingCodeTooLong);
+
+        // A value that does not decode at all is a broken form, not a
+        // broken field: say so at the top, as for the rest of the body.
+        if let Some(Problem::Form(e)) = [p1, p2, p3, p4, p5, p6, p7]
+            .into_iter()
+            .flatten()
+            .find(|p| matches!(p, Problem::Form(_)))
+        {
+            state.banner = Some(form_banner(e));
         }
         let has_banner = state.banner.is_some();
-        let (chosen, p1) = field(
-            &form,
-            has_banner,
-            "ssid",
-            &mut ssid_buf,
-            FieldError::SsidTooLong,
-        );
-        let (typed, p2) = field(
-            &form,
-            has_banner,
-            "other_ssid",
-            &mut other_buf,
-            FieldError::SsidTooLong,
-        );
-        let (pass, p3) = field(
-            &form,
-            has_banner,
-            "passphrase",
-            &mut pass_buf,
-            FieldError::PassphraseTooLong,
-        );
-        let (url, p4) = field(
-            &form,
-            has_banner,
-            "server_url",
-            &mut url_buf,
-            FieldError::ServerUrlTooLong,
-        );
-        let (id, p5) = field(
-            &form,
-            has_banner,
-            "device_id",
-            &mut id_buf,
-            FieldError::DeviceIdTooLong,
-        );
-        let (token, p6) = field(
-            &form,
-            has_banner,
-            "token",
-            &mut token_buf,
-            FieldError::TokenTooLong,
-        );
-        let (code, p7) = field(
-            &form,
-            has_banner,
-            "pairing_code",
-            &mut code_buf,
-            FieldError::PairingCodeTooLong,
-        );
 
         // A typed name wins over a picked one.
         let ssid_text = match typed.map(str::trim) {
@@ -537,7 +617,9 @@ impl<'a> Portal<'a> {
                 need_pairing,
                 have_token,
             };
-            return self.emit(out, status, None, &page, false);
+            let mut handled = self.emit(out, status, None, &page, false)?;
+            handled.pairing_rejected = matches!(state.pairing_code, Some(Problem::PairingMismatch));
+            return Ok(handled);
         }
 
         let record = build_record(&state, pass.unwrap_or(""), token_text, stored.as_ref());
@@ -612,6 +694,10 @@ impl<'a> Portal<'a> {
             if let Some(location) = location {
                 write!(w, "Location: http://{}{}\r\n", location.host, location.path)?;
             }
+            if status == 405 {
+                // RFC 9110 15.5.6: a 405 lists the allowed methods.
+                w.write_str("Allow: GET, HEAD, POST\r\n")?;
+            }
             w.write_str("Cache-Control: no-store\r\nConnection: close\r\n\r\n")?;
             if !head_only {
                 self.render(&mut w, page)?;
@@ -624,6 +710,7 @@ impl<'a> Portal<'a> {
             len,
             status,
             saved: false,
+            pairing_rejected: false,
         })
     }
 
@@ -719,20 +806,27 @@ fn build_record(
     })
 }
 
-/// One decoded form value, or what is wrong with it; `skip` when the body
-/// as a whole is already refused.
+fn form_banner(error: FormError) -> &'static str {
+    match error {
+        FormError::BadPercentEncoding => {
+            "The form data has a broken percent-encoding (a % not followed by two hex digits). Nothing was saved."
+        }
+        FormError::NotUtf8 => "The form data is not valid text (UTF-8). Nothing was saved.",
+        FormError::TooLong => "The form data is too long. Nothing was saved.",
+    }
+}
+
+/// One decoded form value (`None` when absent), or what is wrong with it.
 fn field<'o>(
-    form: &Form<'_>,
-    skip: bool,
-    name: &str,
+    raw: Option<&[u8]>,
     buf: &'o mut [u8],
     too_long: FieldError,
 ) -> (Option<&'o str>, Option<Problem>) {
-    if skip {
+    let Some(raw) = raw else {
         return (None, None);
-    }
-    match form.get(name, buf) {
-        Ok(value) => (value, None),
+    };
+    match decode_into(raw, buf) {
+        Ok(value) => (Some(value), None),
         Err(FormError::TooLong) => (None, Some(Problem::Field(too_long))),
         Err(e) => (None, Some(Problem::Form(e))),
     }
@@ -914,10 +1008,7 @@ mod tests {
 
     fn run(raw: &[u8], store: &mut MemoryStore) -> (Handled, String) {
         let nets = networks();
-        let view = PortalView {
-            networks: &nets,
-            status: ConnectionStatus::WaitingForSettings,
-        };
+        let view = PortalView::new(&nets, ConnectionStatus::WaitingForSettings);
         let mut out = [0u8; 16 * 1024];
         let handled = match parse_request(raw, &Limits::default()) {
             Ok(Status::Complete(r)) => portal().handle(&r, &view, store, &mut out),
@@ -973,10 +1064,7 @@ mod tests {
             })
             .collect();
         assert_eq!(nets[0].ssid.len(), 32);
-        let view = PortalView {
-            networks: &nets,
-            status: ConnectionStatus::WaitingForSettings,
-        };
+        let view = PortalView::new(&nets, ConnectionStatus::WaitingForSettings);
         let raw = b"GET / HTTP/1.1\r\nHost: 192.168.4.1\r\n\r\n";
         let Ok(Status::Complete(r)) = parse_request(raw, &Limits::default()) else {
             panic!()
@@ -1109,6 +1197,48 @@ mod tests {
     }
 
     #[test]
+    fn wrong_pairing_codes_lock_the_form_for_a_while() {
+        let nets = networks();
+        let mut store = MemoryStore::new();
+        let mut guard = PairingGuard::new();
+        let mut out = [0u8; 16 * 1024];
+        let mut submit =
+            |body: &str, now: u64, guard: &mut PairingGuard, store: &mut MemoryStore| {
+                let raw = post(body);
+                let Ok(Status::Complete(r)) = parse_request(raw.as_bytes(), &Limits::default())
+                else {
+                    panic!()
+                };
+                let view = PortalView::new(&nets, ConnectionStatus::WaitingForSettings)
+                    .with_pairing_locked(guard.is_locked(now));
+                let h = portal().handle(&r, &view, store, &mut out).unwrap();
+                guard.observe(now, &h);
+                (h, String::from_utf8(out[..h.len].to_vec()).unwrap())
+            };
+        let wrong = GOOD.replace("k7-42", "guess");
+        for i in 0..PairingGuard::MAX_FAILURES {
+            let (h, _) = submit(&wrong, u64::from(i), &mut guard, &mut store);
+            assert_eq!((h.status, h.pairing_rejected), (403, true));
+        }
+        // Locked: even the right code is refused, and nothing is looked at.
+        let (h, page) = submit(GOOD, 10, &mut guard, &mut store);
+        assert_eq!((h.status, h.saved), (429, false));
+        assert!(page.contains("Too many wrong pairing codes"));
+        assert_eq!(store.saves(), 0);
+        // A minute later the right code works and resets the count.
+        let (h, _) = submit(GOOD, 61_000, &mut guard, &mut store);
+        assert!(h.saved);
+        assert_eq!(guard, PairingGuard::new());
+        // Locks grow: the second lock after the first lasts two minutes.
+        let mut guard = PairingGuard::new();
+        for _ in 0..=PairingGuard::MAX_FAILURES {
+            guard.pairing_rejected(0);
+        }
+        assert!(guard.is_locked(119_999));
+        assert!(!guard.is_locked(120_000));
+    }
+
+    #[test]
     fn probes_and_foreign_hosts_redirect_to_the_portal() {
         let mut store = MemoryStore::new();
         for path in PROBE_PATHS {
@@ -1129,6 +1259,7 @@ mod tests {
         assert!(page.ends_with("\r\n\r\n"));
         let (h, page) = run(b"PUT / HTTP/1.1\r\nHost: 192.168.4.1\r\n\r\n", &mut store);
         assert_eq!(h.status, 405);
+        assert!(page.contains("Allow: GET, HEAD, POST\r\n"));
         assert!(page.contains("Only GET and POST"));
     }
 
@@ -1145,10 +1276,7 @@ mod tests {
             (ConnectionStatus::WifiFailed, "Check the password", false),
             (ConnectionStatus::Connected, "reached the server", false),
         ] {
-            let view = PortalView {
-                networks: &nets,
-                status,
-            };
+            let view = PortalView::new(&nets, status);
             let h = portal()
                 .handle(&r, &view, &mut MemoryStore::new(), &mut out)
                 .unwrap();
@@ -1165,10 +1293,7 @@ mod tests {
             panic!()
         };
         let nets = networks();
-        let view = PortalView {
-            networks: &nets,
-            status: ConnectionStatus::WaitingForSettings,
-        };
+        let view = PortalView::new(&nets, ConnectionStatus::WaitingForSettings);
         for size in [0, 10, 100, 1000] {
             let mut out = alloc::vec![0u8; size];
             assert_eq!(

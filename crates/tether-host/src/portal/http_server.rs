@@ -135,14 +135,16 @@ async fn connection<S: ConfigStore>(
                         })
                         .collect();
                     let status = *lock(&shared.status);
-                    let view = PortalView {
-                        networks: &networks,
-                        status,
-                    };
+                    let now_ms = shared.now_ms();
+                    let locked = lock(&shared.pairing).is_locked(now_ms);
+                    let view = PortalView::new(&networks, status).with_pairing_locked(locked);
                     let mut store = lock(&shared.store);
                     let result = portal.handle(&request, &view, &mut *store, &mut out);
-                    if result.is_ok_and(|h| h.saved) {
-                        *lock(&shared.saves) += 1;
+                    if let Ok(handled) = &result {
+                        lock(&shared.pairing).observe(now_ms, handled);
+                        if handled.saved {
+                            *lock(&shared.saves) += 1;
+                        }
                     }
                     result
                 }

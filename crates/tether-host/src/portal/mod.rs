@@ -45,10 +45,10 @@ mod http_server;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tether_core::provisioning::http::Limits;
-use tether_core::provisioning::portal::ConnectionStatus;
+use tether_core::provisioning::portal::{ConnectionStatus, PairingGuard};
 use tether_core::provisioning::store::ConfigStore;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
@@ -157,6 +157,16 @@ struct Shared<S> {
     store: Mutex<S>,
     status: Mutex<ConnectionStatus>,
     saves: Mutex<u64>,
+    pairing: Mutex<PairingGuard>,
+    started: Instant,
+}
+
+impl<S> Shared<S> {
+    /// Milliseconds since the portal started: the clock the sans-IO
+    /// pairing guard runs on.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -186,6 +196,8 @@ impl PortalServer {
             store: Mutex::new(store),
             status: Mutex::new(ConnectionStatus::WaitingForSettings),
             saves: Mutex::new(0),
+            pairing: Mutex::new(PairingGuard::new()),
+            started: Instant::now(),
         });
         let site = Arc::new(http_server::Site::new(&settings, http_addr));
         let http_task = tokio::spawn(http_server::serve(listener, site, Arc::clone(&shared)));

@@ -1,0 +1,628 @@
+//! Store-and-forward: where published messages wait until the server
+//! acknowledged them.
+//!
+//! [`Outbox`] is the storage interface the session uses; [`RamOutbox`] is the
+//! RAM implementation in this crate, and flash-backed storage (so messages
+//! survive a reboot) implements the same trait.
+//!
+//! ```text
+//!  publish() ──► [ seq 4 | seq 5 | seq 6 | seq 7 ] ──► sent, waiting for Ack
+//!                  oldest                 newest
+//!  Ack(5)    ──► ack_through(5) frees 4 and 5; 6 and 7 are resent after a reconnect
+//! ```
+//!
+//! Entries are `(seq, channel, payload)`, pushed with strictly increasing
+//! sequence numbers, read back in order, and freed cumulatively with
+//! [`Outbox::ack_through`]. When the outbox is full, [`FullPolicy`] decides:
+//! refuse the new message, or drop the oldest ones and count the drops.
+//!
+//! ```
+//! use tether_core::outbox::{Entry, FullPolicy, Outbox, PushError, RamOutbox};
+//!
+//! // 64 bytes: each entry costs 7 bytes of header plus channel and payload.
+//! let mut outbox = RamOutbox::<64>::new();
+//! for seq in 1..=3 {
+//!     outbox.push(Entry::new(seq, "temp", b"{\"c\":21.5}"), FullPolicy::Reject)?;
+//! }
+//! assert_eq!(outbox.used_bytes(), 3 * 21);
+//! // Full: reject hands the decision back to the caller...
+//! let fourth = Entry::new(4, "temp", b"{\"c\":21.6}");
+//! assert_eq!(outbox.push(fourth, FullPolicy::Reject), Err(PushError::Full));
+//! // ...or drop the oldest and count it.
+//! assert_eq!(outbox.push(fourth, FullPolicy::DropOldest), Ok(1));
+//! assert_eq!(outbox.dropped(), 1);
+//!
+//! // The server acknowledged everything up to 3.
+//! assert_eq!(outbox.ack_through(3), 2);
+//! let oldest = outbox.oldest().unwrap();
+//! assert_eq!((oldest.seq, oldest.channel, oldest.payload), (4, "temp", &b"{\"c\":21.6}"[..]));
+//! # Ok::<(), PushError>(())
+//! ```
+
+use core::fmt;
+
+/// One stored message, borrowed from the caller or from the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Entry<'a> {
+    /// Sequence number, unique and increasing within one boot.
+    pub seq: u32,
+    /// Channel name (at most [`Entry::MAX_CHANNEL_LEN`] bytes).
+    pub channel: &'a str,
+    /// Encoded payload (at most [`Entry::MAX_PAYLOAD_LEN`] bytes).
+    pub payload: &'a [u8],
+}
+
+impl<'a> Entry<'a> {
+    /// Bytes of bookkeeping per entry: seq (4), channel length (1), payload length (2).
+    pub const HEADER_LEN: usize = 7;
+    /// Longest channel name.
+    pub const MAX_CHANNEL_LEN: usize = u8::MAX as usize;
+    /// Longest payload.
+    pub const MAX_PAYLOAD_LEN: usize = u16::MAX as usize;
+
+    /// An entry.
+    #[must_use]
+    pub const fn new(seq: u32, channel: &'a str, payload: &'a [u8]) -> Self {
+        Self {
+            seq,
+            channel,
+            payload,
+        }
+    }
+
+    /// Bytes the entry occupies in a [`RamOutbox`].
+    #[must_use]
+    pub const fn encoded_len(&self) -> usize {
+        Self::HEADER_LEN + self.channel.len() + self.payload.len()
+    }
+}
+
+/// What to do when a new message does not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum FullPolicy {
+    /// Refuse the new message with [`PushError::Full`]; the caller still
+    /// holds it and decides (retry later, aggregate, discard).
+    #[default]
+    Reject,
+    /// Drop the oldest messages until the new one fits, and count them in
+    /// [`Outbox::dropped`]. Fresh data wins over stale data.
+    DropOldest,
+}
+
+/// Why a message was not stored. The message was only borrowed, so the
+/// caller still has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum PushError {
+    /// Not enough free space (policy [`FullPolicy::Reject`]).
+    Full,
+    /// The entry is larger than the whole outbox, or than
+    /// [`Entry::MAX_PAYLOAD_LEN`]; it can never be stored.
+    TooLarge,
+    /// The channel name is longer than [`Entry::MAX_CHANNEL_LEN`].
+    ChannelTooLong,
+    /// The sequence number is not above the newest stored one.
+    OutOfOrder,
+}
+
+impl fmt::Display for PushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Full => "outbox full",
+            Self::TooLarge => "message larger than the outbox",
+            Self::ChannelTooLong => "channel name too long",
+            Self::OutOfOrder => "sequence number not increasing",
+        })
+    }
+}
+
+impl core::error::Error for PushError {}
+
+/// Storage for messages that wait for the server's acknowledgement.
+///
+/// Implementations keep entries in push order, refuse sequence numbers that
+/// do not increase, and never allocate. The provided [`Outbox::push`] applies
+/// a [`FullPolicy`] on top of [`Outbox::try_push`] and [`Outbox::drop_oldest`].
+///
+/// # Example implementation
+///
+/// A tiny outbox holding one message at a time (a flash-backed one would
+/// write a record to a sector instead of copying into an array):
+///
+/// ```
+/// use tether_core::outbox::{Entry, FullPolicy, Outbox, PushError};
+///
+/// #[derive(Default)]
+/// struct OneSlot {
+///     stored: Option<(u32, [u8; 8], usize, [u8; 32], usize)>,
+///     newest: u32,
+///     dropped: u32,
+/// }
+///
+/// impl Outbox for OneSlot {
+///     fn try_push(&mut self, entry: Entry<'_>) -> Result<(), PushError> {
+///         if entry.seq <= self.newest {
+///             return Err(PushError::OutOfOrder);
+///         }
+///         if entry.channel.len() > 8 || entry.payload.len() > 32 {
+///             return Err(PushError::TooLarge);
+///         }
+///         if self.stored.is_some() {
+///             return Err(PushError::Full);
+///         }
+///         let (mut channel, mut payload) = ([0; 8], [0; 32]);
+///         channel[..entry.channel.len()].copy_from_slice(entry.channel.as_bytes());
+///         payload[..entry.payload.len()].copy_from_slice(entry.payload);
+///         self.stored = Some((entry.seq, channel, entry.channel.len(), payload, entry.payload.len()));
+///         self.newest = entry.seq;
+///         Ok(())
+///     }
+///     fn drop_oldest(&mut self) -> bool {
+///         let had = self.stored.take().is_some();
+///         self.dropped += u32::from(had);
+///         had
+///     }
+///     fn ack_through(&mut self, seq: u32) -> usize {
+///         match self.stored {
+///             Some((stored, ..)) if stored <= seq => { self.stored = None; 1 }
+///             _ => 0,
+///         }
+///     }
+///     fn first_after(&self, seq: u32) -> Option<Entry<'_>> {
+///         let (stored, channel, channel_len, payload, payload_len) = self.stored.as_ref()?;
+///         let channel = core::str::from_utf8(channel.get(..*channel_len)?).ok()?;
+///         (*stored > seq).then(|| Entry::new(*stored, channel, payload.get(..*payload_len).unwrap_or(&[])))
+///     }
+///     fn len(&self) -> usize { usize::from(self.stored.is_some()) }
+///     fn used_bytes(&self) -> usize { self.first_after(0).map_or(0, |e| e.encoded_len()) }
+///     fn capacity_bytes(&self) -> usize { Entry::HEADER_LEN + 8 + 32 }
+///     fn dropped(&self) -> u32 { self.dropped }
+/// }
+///
+/// let mut outbox = OneSlot::default();
+/// outbox.push(Entry::new(1, "a", b"1"), FullPolicy::Reject).unwrap();
+/// assert_eq!(outbox.push(Entry::new(2, "a", b"2"), FullPolicy::Reject), Err(PushError::Full));
+/// assert_eq!(outbox.push(Entry::new(2, "a", b"2"), FullPolicy::DropOldest), Ok(1));
+/// assert_eq!(outbox.oldest().map(|e| e.seq), Some(2));
+/// ```
+pub trait Outbox {
+    /// Stores `entry` after the newest one if it fits; never evicts.
+    ///
+    /// # Errors
+    /// [`PushError::Full`] if there is not enough free space right now, the
+    /// other variants if the entry can never be stored.
+    fn try_push(&mut self, entry: Entry<'_>) -> Result<(), PushError>;
+
+    /// Removes the oldest entry without it being acknowledged and counts it
+    /// in [`Outbox::dropped`]. Returns `false` if the outbox was empty.
+    fn drop_oldest(&mut self) -> bool;
+
+    /// Frees every entry with a sequence number up to and including `seq`
+    /// (a cumulative acknowledgement). Returns how many were freed.
+    fn ack_through(&mut self, seq: u32) -> usize;
+
+    /// The oldest entry whose sequence number is above `seq`: the next one
+    /// to (re)send after `seq`.
+    fn first_after(&self, seq: u32) -> Option<Entry<'_>>;
+
+    /// Number of stored entries.
+    fn len(&self) -> usize;
+
+    /// Bytes in use, bookkeeping included.
+    fn used_bytes(&self) -> usize;
+
+    /// Total bytes available.
+    fn capacity_bytes(&self) -> usize;
+
+    /// Entries dropped unacknowledged since creation (saturating).
+    fn dropped(&self) -> u32;
+
+    /// Whether no entry is stored.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The oldest stored entry.
+    fn oldest(&self) -> Option<Entry<'_>> {
+        self.first_after(0)
+    }
+
+    /// Stores `entry`, applying `policy` when it does not fit. Returns how
+    /// many old entries were dropped to make room.
+    ///
+    /// # Errors
+    /// [`PushError::Full`] under [`FullPolicy::Reject`]; the other variants
+    /// whatever the policy, and then nothing was dropped.
+    fn push(&mut self, entry: Entry<'_>, policy: FullPolicy) -> Result<usize, PushError> {
+        if entry.channel.len() > Entry::MAX_CHANNEL_LEN {
+            return Err(PushError::ChannelTooLong);
+        }
+        if entry.encoded_len() > self.capacity_bytes() {
+            return Err(PushError::TooLarge);
+        }
+        let mut dropped = 0;
+        loop {
+            match self.try_push(entry) {
+                Ok(()) => return Ok(dropped),
+                Err(PushError::Full) if policy == FullPolicy::DropOldest && self.drop_oldest() => {
+                    dropped += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// An [`Outbox`] in RAM with a capacity of `N` bytes, fixed at compile time.
+///
+/// Entries are stored back to back (7 header bytes, channel, payload), so
+/// small readings cost little. The live entries always form one contiguous
+/// run, so every entry reads back as plain slices; when the room left at the
+/// end of the array is too small for a new entry, the run is first moved to
+/// the front (one `copy_within` of at most `N` bytes). The whole capacity is
+/// therefore usable, as in a ring buffer, without entries ever wrapping.
+#[derive(Clone)]
+pub struct RamOutbox<const N: usize> {
+    buffer: [u8; N],
+    /// Start of the oldest entry.
+    head: usize,
+    /// End of the newest entry.
+    tail: usize,
+    len: usize,
+    newest: Option<u32>,
+    dropped: u32,
+}
+
+impl<const N: usize> Default for RamOutbox<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> fmt::Debug for RamOutbox<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RamOutbox")
+            .field("capacity_bytes", &N)
+            .field("used_bytes", &self.used_bytes())
+            .field("len", &self.len)
+            .field("newest", &self.newest)
+            .field("dropped", &self.dropped)
+            .finish()
+    }
+}
+
+impl<const N: usize> RamOutbox<N> {
+    /// An empty outbox.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            buffer: [0; N],
+            head: 0,
+            tail: 0,
+            len: 0,
+            newest: None,
+            dropped: 0,
+        }
+    }
+
+    /// The entries, oldest first.
+    #[must_use]
+    pub fn iter(&self) -> Entries<'_> {
+        Entries {
+            bytes: self.buffer.get(self.head..self.tail).unwrap_or(&[]),
+        }
+    }
+
+    /// The entry starting at `offset` and its encoded length.
+    fn entry_at(&self, offset: usize) -> Option<(Entry<'_>, usize)> {
+        decode(self.buffer.get(offset..self.tail)?)
+    }
+
+    /// Removes the oldest entry.
+    fn remove_oldest(&mut self) -> bool {
+        let Some((_, length)) = self.entry_at(self.head) else {
+            return false;
+        };
+        self.head += length;
+        self.len -= 1;
+        if self.len == 0 {
+            self.head = 0;
+            self.tail = 0;
+        }
+        true
+    }
+}
+
+impl<const N: usize> Outbox for RamOutbox<N> {
+    fn try_push(&mut self, entry: Entry<'_>) -> Result<(), PushError> {
+        if entry.channel.len() > Entry::MAX_CHANNEL_LEN {
+            return Err(PushError::ChannelTooLong);
+        }
+        let (Ok(channel_len), Ok(payload_len)) = (
+            u8::try_from(entry.channel.len()),
+            u16::try_from(entry.payload.len()),
+        ) else {
+            return Err(PushError::TooLarge);
+        };
+        if self.newest.is_some_and(|newest| entry.seq <= newest) {
+            return Err(PushError::OutOfOrder);
+        }
+        let needed = entry.encoded_len();
+        if needed > N {
+            return Err(PushError::TooLarge);
+        }
+        if needed > N - self.used_bytes() {
+            return Err(PushError::Full);
+        }
+        if needed > N - self.tail {
+            self.buffer.copy_within(self.head..self.tail, 0);
+            self.tail -= self.head;
+            self.head = 0;
+        }
+        let end = self.tail + needed;
+        let Some(slot) = self.buffer.get_mut(self.tail..end) else {
+            return Err(PushError::Full);
+        };
+        let (header, rest) = slot.split_at_mut(Entry::HEADER_LEN);
+        let (channel, payload) = rest.split_at_mut(entry.channel.len());
+        header[..4].copy_from_slice(&entry.seq.to_le_bytes());
+        header[4] = channel_len;
+        header[5..].copy_from_slice(&payload_len.to_le_bytes());
+        channel.copy_from_slice(entry.channel.as_bytes());
+        payload.copy_from_slice(entry.payload);
+        self.tail = end;
+        self.len += 1;
+        self.newest = Some(entry.seq);
+        Ok(())
+    }
+
+    fn drop_oldest(&mut self) -> bool {
+        let removed = self.remove_oldest();
+        if removed {
+            self.dropped = self.dropped.saturating_add(1);
+        }
+        removed
+    }
+
+    fn ack_through(&mut self, seq: u32) -> usize {
+        let mut freed = 0;
+        while self.oldest().is_some_and(|e| e.seq <= seq) && self.remove_oldest() {
+            freed += 1;
+        }
+        freed
+    }
+
+    fn first_after(&self, seq: u32) -> Option<Entry<'_>> {
+        self.iter().find(|e| e.seq > seq)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn used_bytes(&self) -> usize {
+        self.tail - self.head
+    }
+
+    fn capacity_bytes(&self) -> usize {
+        N
+    }
+
+    fn dropped(&self) -> u32 {
+        self.dropped
+    }
+}
+
+/// Decodes the entry at the start of `bytes`, with its encoded length.
+fn decode(bytes: &[u8]) -> Option<(Entry<'_>, usize)> {
+    let header = bytes.get(..Entry::HEADER_LEN)?;
+    let seq = u32::from_le_bytes(header.get(..4)?.try_into().ok()?);
+    let channel_len = usize::from(*header.get(4)?);
+    let payload_len = usize::from(u16::from_le_bytes(header.get(5..7)?.try_into().ok()?));
+    let channel_end = Entry::HEADER_LEN + channel_len;
+    let end = channel_end + payload_len;
+    let channel = core::str::from_utf8(bytes.get(Entry::HEADER_LEN..channel_end)?).ok()?;
+    let payload = bytes.get(channel_end..end)?;
+    Some((Entry::new(seq, channel, payload), end))
+}
+
+/// Iterator over the entries of a [`RamOutbox`], oldest first.
+#[derive(Debug, Clone)]
+pub struct Entries<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = Entry<'a>;
+
+    fn next(&mut self) -> Option<Entry<'a>> {
+        let (entry, length) = decode(self.bytes)?;
+        self.bytes = self.bytes.get(length..).unwrap_or(&[]);
+        Some(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate alloc;
+    extern crate std;
+
+    use alloc::collections::VecDeque;
+    use alloc::string::String;
+    use alloc::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn compacts_instead_of_wrapping() {
+        // 3 entries of 10 bytes in 32: after acking two, a third and fourth
+        // only fit once the live run moves to the front.
+        let mut outbox = RamOutbox::<32>::new();
+        for seq in 1..=3 {
+            outbox.try_push(Entry::new(seq, "c", b"xy")).unwrap();
+        }
+        assert_eq!(outbox.used_bytes(), 30);
+        assert_eq!(
+            outbox.try_push(Entry::new(4, "c", b"xy")),
+            Err(PushError::Full)
+        );
+        assert_eq!(outbox.ack_through(2), 2);
+        outbox.try_push(Entry::new(4, "c", b"xy")).unwrap();
+        outbox.try_push(Entry::new(5, "c", b"xy")).unwrap();
+        let seqs: Vec<u32> = outbox.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [3, 4, 5]);
+        assert_eq!(outbox.first_after(3).map(|e| e.seq), Some(4));
+        assert_eq!(outbox.first_after(5), None);
+    }
+
+    #[test]
+    fn rejects_what_can_never_fit() {
+        let mut outbox = RamOutbox::<16>::new();
+        assert_eq!(
+            outbox.push(Entry::new(1, "c", &[0; 9]), FullPolicy::DropOldest),
+            Err(PushError::TooLarge)
+        );
+        let long = core::str::from_utf8(&[b'a'; 256]).unwrap();
+        let mut big = RamOutbox::<1024>::new();
+        assert_eq!(
+            big.try_push(Entry::new(1, long, b"")),
+            Err(PushError::ChannelTooLong)
+        );
+        let mut huge = RamOutbox::<70_000>::new();
+        assert_eq!(
+            huge.try_push(Entry::new(1, "c", &[0; 65_536])),
+            Err(PushError::TooLarge)
+        );
+        huge.try_push(Entry::new(1, "c", &[0; 65_535])).unwrap();
+        assert_eq!(huge.oldest().unwrap().payload.len(), 65_535);
+    }
+
+    #[test]
+    fn refuses_non_increasing_sequence_numbers() {
+        let mut outbox = RamOutbox::<64>::new();
+        outbox.try_push(Entry::new(5, "c", b"")).unwrap();
+        assert_eq!(
+            outbox.try_push(Entry::new(5, "c", b"")),
+            Err(PushError::OutOfOrder)
+        );
+        assert_eq!(
+            outbox.try_push(Entry::new(4, "c", b"")),
+            Err(PushError::OutOfOrder)
+        );
+        // Even once everything is acknowledged.
+        outbox.ack_through(5);
+        assert_eq!(
+            outbox.try_push(Entry::new(3, "c", b"")),
+            Err(PushError::OutOfOrder)
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push {
+            channel: usize,
+            payload: usize,
+            policy: FullPolicy,
+        },
+        AckThrough(u32),
+        DropOldest,
+    }
+
+    fn op_strategy() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0usize..12, 0usize..40, prop_oneof![Just(FullPolicy::Reject), Just(FullPolicy::DropOldest)])
+                .prop_map(|(channel, payload, policy)| Op::Push { channel, payload, policy }),
+            2 => (0u32..8).prop_map(Op::AckThrough),
+            1 => Just(Op::DropOldest),
+        ]
+    }
+
+    /// The model: a queue of owned entries and a byte budget.
+    #[derive(Default)]
+    struct Model {
+        entries: VecDeque<(u32, String, Vec<u8>)>,
+        dropped: u32,
+    }
+
+    impl Model {
+        fn bytes(&self) -> usize {
+            self.entries
+                .iter()
+                .map(|(_, c, p)| Entry::HEADER_LEN + c.len() + p.len())
+                .sum()
+        }
+    }
+
+    const CAPACITY: usize = 128;
+
+    proptest! {
+        #[test]
+        fn ram_outbox_matches_a_queue_model(ops in proptest::collection::vec(op_strategy(), 1..200)) {
+            let mut outbox = RamOutbox::<CAPACITY>::new();
+            let mut model = Model::default();
+            let mut next_seq = 1u32;
+            for op in ops {
+                match op {
+                    Op::Push { channel, payload, policy } => {
+                        let channel: String = (0..channel).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+                        let payload: Vec<u8> = (0..payload).map(|i| (next_seq as usize + i) as u8).collect();
+                        let entry = Entry::new(next_seq, &channel, &payload);
+                        let needed = entry.encoded_len();
+                        let result = outbox.push(entry, policy);
+                        let expected = if needed > CAPACITY {
+                            Err(PushError::TooLarge)
+                        } else if model.bytes() + needed > CAPACITY && policy == FullPolicy::Reject {
+                            Err(PushError::Full)
+                        } else {
+                            let mut dropped = 0;
+                            while model.bytes() + needed > CAPACITY {
+                                model.entries.pop_front();
+                                model.dropped += 1;
+                                dropped += 1;
+                            }
+                            model.entries.push_back((next_seq, channel.clone(), payload.clone()));
+                            Ok(dropped)
+                        };
+                        prop_assert_eq!(result, expected);
+                        next_seq += 1;
+                    }
+                    Op::AckThrough(back) => {
+                        let seq = next_seq.saturating_sub(back);
+                        let before = model.entries.len();
+                        model.entries.retain(|(s, _, _)| *s > seq);
+                        prop_assert_eq!(outbox.ack_through(seq), before - model.entries.len());
+                    }
+                    Op::DropOldest => {
+                        let had = model.entries.pop_front().is_some();
+                        model.dropped += u32::from(had);
+                        prop_assert_eq!(outbox.drop_oldest(), had);
+                    }
+                }
+                prop_assert_eq!(outbox.len(), model.entries.len());
+                prop_assert_eq!(outbox.is_empty(), model.entries.is_empty());
+                prop_assert_eq!(outbox.used_bytes(), model.bytes());
+                prop_assert_eq!(outbox.dropped(), model.dropped);
+                let stored: Vec<(u32, String, Vec<u8>)> = outbox
+                    .iter()
+                    .map(|e| (e.seq, String::from(e.channel), e.payload.to_vec()))
+                    .collect();
+                prop_assert_eq!(&stored, &Vec::from(model.entries.clone()));
+                // Resend order: walking first_after visits every entry in order.
+                let mut walked = Vec::new();
+                let mut cursor = 0;
+                while let Some(e) = outbox.first_after(cursor) {
+                    walked.push(e.seq);
+                    cursor = e.seq;
+                }
+                let model_seqs: Vec<u32> = model.entries.iter().map(|(s, _, _)| *s).collect();
+                prop_assert_eq!(walked, model_seqs);
+            }
+        }
+    }
+}

@@ -1,0 +1,1710 @@
+//! The device session as a sans-IO state machine: sequence numbers,
+//! store-and-forward, acknowledgements, keepalive and reconnect backoff.
+//!
+//! [`Session`] never touches a socket or a clock. A driver (the async client,
+//! or a test) feeds it what happened (`on_link_up`, `on_welcome`, `on_ack`,
+//! `on_pong`, `on_link_lost`, ...) with the current time, takes what to send
+//! from [`Session::poll_transmit`], sleeps until [`Session::poll_at`], and
+//! calls [`Session::handle_timeout`]. Everything is therefore testable on
+//! virtual time, deterministically.
+//!
+//! ```text
+//!            link up             Welcome(stored)
+//! Connecting ───────► Handshaking ─────────────► Connected ──┐
+//!     ▲   │ timeout /        │ timeout /            │ pong timeout, close,
+//!     │   │ connect failed   │ close, error         │ error, bad message
+//!     │   ▼                  ▼                      ▼
+//!     └── BackingOff{until} ◄───────────────────────┘
+//!              │ backoff gave up
+//!              ▼
+//!            GaveUp
+//! ```
+//!
+//! # Delivery guarantees
+//!
+//! Every message accepted by [`Session::publish`] gets the next sequence
+//! number of this boot and waits in the [`Outbox`] until the server
+//! acknowledges it (cumulative `Ack`). After every reconnect the session says
+//! `Hello { boot_id, last_acked_seq }`, the server answers
+//! `Welcome { stored_through }` (the highest sequence number it already
+//! stored for this boot), and the session resends every message above that,
+//! in order. Delivery is at-least-once; the server drops duplicates by
+//! `(device, boot_id, seq)`, so storage is exactly-once.
+//!
+//! A reboot loses the RAM outbox and the counter. The session then draws a
+//! fresh random 64-bit `boot_id` and starts again at sequence number 1: the
+//! server keys its de-duplication on the boot id, so fresh messages are never
+//! mistaken for duplicates of the previous boot, and numbers are never reused
+//! with another meaning.
+//!
+//! Messages dropped by [`FullPolicy::DropOldest`] leave gaps in the sequence
+//! numbers; the server must accept gaps.
+//!
+//! # Example
+//!
+//! A whole connection, driven by hand:
+//!
+//! ```
+//! use rand_core::SeedableRng;
+//! use tether_core::outbox::{Outbox, RamOutbox};
+//! use tether_core::session::{ConnectionState, Session, SessionConfig, Transmit};
+//! use tether_core::time::{Duration, Instant};
+//!
+//! let rng = rand_xorshift::XorShiftRng::seed_from_u64(1);
+//! let mut now = Instant::ZERO;
+//! let mut session = Session::new(SessionConfig::default(), RamOutbox::<1024>::new(), rng, now)?;
+//! // Store-and-forward: publishing works while offline.
+//! assert_eq!(session.publish("temp", b"21.5"), Ok(1));
+//! assert_eq!(session.state(), ConnectionState::Connecting);
+//!
+//! // The driver opened the transport and did the WebSocket handshake.
+//! session.on_link_up(now);
+//! let boot_id = session.boot_id();
+//! assert_eq!(session.poll_transmit(now), Some(Transmit::Hello { boot_id, last_acked_seq: 0 }));
+//! session.on_welcome(now, 0, 16).unwrap();
+//! assert_eq!(session.state(), ConnectionState::Connected);
+//!
+//! // The stored message goes out, and is freed by the server's Ack.
+//! let Some(Transmit::Publish(entry)) = session.poll_transmit(now) else { panic!() };
+//! assert_eq!((entry.seq, entry.channel, entry.payload), (1, "temp", &b"21.5"[..]));
+//! session.on_ack(now, 1).unwrap();
+//! assert!(session.outbox().is_empty());
+//!
+//! // Nothing to do until the keepalive ping is due.
+//! assert_eq!(session.poll_transmit(now), None);
+//! now = session.poll_at().unwrap();
+//! assert_eq!(now, Instant::ZERO + Duration::from_secs(20));
+//! assert!(matches!(session.poll_transmit(now), Some(Transmit::Ping { .. })));
+//! # Ok::<(), tether_core::session::SessionConfigError>(())
+//! ```
+
+use core::fmt;
+
+use rand_core::RngCore;
+use tether_proto::CommandStatus;
+
+use crate::backoff::{Backoff, BackoffConfig, BackoffConfigError, GaveUp};
+use crate::outbox::{Entry, FullPolicy, Outbox, PushError};
+use crate::time::{Duration, Instant};
+
+/// Longest ping payload a WebSocket peer may send (RFC 6455 5.5).
+pub const MAX_PING_PAYLOAD: usize = 125;
+
+/// Command acknowledgements that can wait for the link at once.
+pub const COMMAND_ACK_QUEUE: usize = 8;
+
+/// Settings of a [`Session`]. Builder-lite: start from [`Default`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SessionConfig {
+    backoff: BackoffConfig,
+    connect_timeout: Duration,
+    keepalive_interval: Duration,
+    pong_timeout: Duration,
+    max_in_flight: u32,
+    full_policy: FullPolicy,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SessionConfig {
+    /// Default backoff, 10 s to connect and get `Welcome`, a ping after 20 s
+    /// of silence, 10 s for its pong, 32 unacknowledged messages in flight,
+    /// reject when the outbox is full.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            backoff: BackoffConfig::new(),
+            connect_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(20),
+            pong_timeout: Duration::from_secs(10),
+            max_in_flight: 32,
+            full_policy: FullPolicy::Reject,
+        }
+    }
+
+    /// Reconnect backoff.
+    #[must_use]
+    pub const fn with_backoff(mut self, backoff: BackoffConfig) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Longest time from starting to connect until `Welcome`, and again from
+    /// the link coming up until `Welcome`.
+    #[must_use]
+    pub const fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Send a ping after this much time without hearing from the server.
+    #[must_use]
+    pub const fn with_keepalive_interval(mut self, interval: Duration) -> Self {
+        self.keepalive_interval = interval;
+        self
+    }
+
+    /// A ping without pong for this long means the link is dead.
+    #[must_use]
+    pub const fn with_pong_timeout(mut self, timeout: Duration) -> Self {
+        self.pong_timeout = timeout;
+        self
+    }
+
+    /// Most messages sent but not yet acknowledged (at least 1).
+    #[must_use]
+    pub const fn with_max_in_flight(mut self, messages: u32) -> Self {
+        self.max_in_flight = messages;
+        self
+    }
+
+    /// What [`Session::publish`] does when the outbox is full.
+    #[must_use]
+    pub const fn with_full_policy(mut self, policy: FullPolicy) -> Self {
+        self.full_policy = policy;
+        self
+    }
+
+    /// Reconnect backoff.
+    #[must_use]
+    pub const fn backoff(&self) -> &BackoffConfig {
+        &self.backoff
+    }
+
+    /// Time allowed to connect and receive `Welcome`.
+    #[must_use]
+    pub const fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Silence before a keepalive ping.
+    #[must_use]
+    pub const fn keepalive_interval(&self) -> Duration {
+        self.keepalive_interval
+    }
+
+    /// Time allowed for a pong.
+    #[must_use]
+    pub const fn pong_timeout(&self) -> Duration {
+        self.pong_timeout
+    }
+
+    /// Unacknowledged messages allowed in flight.
+    #[must_use]
+    pub const fn max_in_flight(&self) -> u32 {
+        self.max_in_flight
+    }
+
+    /// Outbox full policy.
+    #[must_use]
+    pub const fn full_policy(&self) -> FullPolicy {
+        self.full_policy
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// The first rule the settings break.
+    pub const fn validate(&self) -> Result<(), SessionConfigError> {
+        if let Err(e) = self.backoff.validate() {
+            return Err(SessionConfigError::Backoff(e));
+        }
+        if self.connect_timeout.as_millis() == 0
+            || self.keepalive_interval.as_millis() == 0
+            || self.pong_timeout.as_millis() == 0
+        {
+            return Err(SessionConfigError::ZeroTimeout);
+        }
+        if self.max_in_flight == 0 {
+            return Err(SessionConfigError::ZeroInFlight);
+        }
+        Ok(())
+    }
+}
+
+/// A [`SessionConfig`] that cannot work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum SessionConfigError {
+    /// The backoff settings are invalid.
+    Backoff(BackoffConfigError),
+    /// A timeout or interval is zero.
+    ZeroTimeout,
+    /// `max_in_flight` is zero: nothing could ever be sent.
+    ZeroInFlight,
+}
+
+impl fmt::Display for SessionConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Backoff(e) => write!(f, "invalid backoff: {e}"),
+            Self::ZeroTimeout => f.write_str("session timeouts and intervals must not be zero"),
+            Self::ZeroInFlight => f.write_str("max_in_flight must be at least 1"),
+        }
+    }
+}
+
+impl core::error::Error for SessionConfigError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Self::Backoff(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Where the session stands, for the application (and its status LED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Opening the transport and doing the WebSocket handshake.
+    Connecting,
+    /// Link up, `Hello` sent or due, waiting for `Welcome`.
+    Handshaking,
+    /// `Welcome` received: messages flow.
+    Connected,
+    /// The link failed; the next attempt starts at `until`.
+    BackingOff {
+        /// When the next attempt starts.
+        until: Instant,
+    },
+    /// The backoff gave up; [`Session::retry_now`] starts over.
+    GaveUp(GaveUp),
+}
+
+impl ConnectionState {
+    /// Whether a transport connection is open (the driver must close it
+    /// when this turns `false`).
+    #[must_use]
+    pub const fn is_link_up(&self) -> bool {
+        matches!(self, Self::Handshaking | Self::Connected)
+    }
+}
+
+/// Why a link went down. Small and `Copy`, kept as [`Session::last_error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The connector could not open the transport (DNS, refused, TLS, ...).
+    ConnectFailed,
+    /// The WebSocket upgrade was refused or answered wrongly.
+    HandshakeFailed,
+    /// Connecting, or waiting for `Welcome`, took longer than
+    /// [`SessionConfig::connect_timeout`].
+    ConnectTimeout,
+    /// No pong within [`SessionConfig::pong_timeout`] of a ping.
+    PongTimeout,
+    /// A message could not be sent in time (the peer stopped reading).
+    SendTimeout,
+    /// The server closed the WebSocket with this close code.
+    Closed {
+        /// RFC 6455 close code (1005 if the close frame had none).
+        code: u16,
+    },
+    /// The stream ended without a close frame.
+    EndOfStream,
+    /// Reading or writing the transport failed.
+    Io,
+    /// A server message could not be decoded.
+    Malformed,
+    /// A server message broke the session rules (an `Ack` for a message
+    /// never sent, a second `Welcome`, ...).
+    Protocol,
+}
+
+impl LinkError {
+    /// The WebSocket close code the device should send before closing, if
+    /// the link is still writable: the way rustls maps errors to alerts.
+    #[must_use]
+    pub const fn close_code(&self) -> Option<u16> {
+        match self {
+            // 1007: invalid frame payload data.
+            Self::Malformed => Some(1007),
+            // 1002: protocol error.
+            Self::Protocol => Some(1002),
+            // Echo the server's code (RFC 6455 5.5.1).
+            Self::Closed { code } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for LinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ConnectFailed => f.write_str("could not connect"),
+            Self::HandshakeFailed => f.write_str("WebSocket handshake failed"),
+            Self::ConnectTimeout => f.write_str("timed out connecting"),
+            Self::PongTimeout => f.write_str("no pong: link dead"),
+            Self::SendTimeout => f.write_str("timed out sending"),
+            Self::Closed { code } => write!(f, "closed by server with code {code}"),
+            Self::EndOfStream => f.write_str("connection closed without close frame"),
+            Self::Io => f.write_str("transport I/O error"),
+            Self::Malformed => f.write_str("malformed server message"),
+            Self::Protocol => f.write_str("server broke the session protocol"),
+        }
+    }
+}
+
+impl core::error::Error for LinkError {}
+
+/// Why [`Session::publish`] refused a message. The payload was only
+/// borrowed, so the caller still has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The outbox is full and the policy is [`FullPolicy::Reject`]. Try
+    /// again once acknowledgements freed space.
+    Full,
+    /// The message is larger than the whole outbox.
+    TooLarge,
+    /// The channel name is too long.
+    ChannelTooLong,
+    /// The channel name breaks the protocol's rules (ASCII letters, digits,
+    /// `_ - . /`, non-empty `/`-separated segments, at most 64 bytes).
+    InvalidChannel,
+    /// Every sequence number of this boot is used (after 4 294 967 294
+    /// messages); reboot to start a new boot id.
+    SequenceExhausted,
+    /// The value could not be serialized into the payload buffer.
+    Encode,
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Full => "outbox full",
+            Self::TooLarge => "message larger than the outbox",
+            Self::ChannelTooLong => "channel name too long",
+            Self::InvalidChannel => "invalid channel name",
+            Self::SequenceExhausted => "sequence numbers of this boot exhausted",
+            Self::Encode => "could not encode the message",
+        })
+    }
+}
+
+impl core::error::Error for PublishError {}
+
+impl From<PushError> for PublishError {
+    fn from(e: PushError) -> Self {
+        match e {
+            PushError::Full => Self::Full,
+            PushError::ChannelTooLong => Self::ChannelTooLong,
+            // Sequence numbers come from the session, so `OutOfOrder` can only
+            // come from a foreign outbox that was not empty at start.
+            PushError::TooLarge | PushError::OutOfOrder => Self::TooLarge,
+        }
+    }
+}
+
+/// The command acknowledgement queue is full; acknowledge later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct CommandAckQueueFull;
+
+impl fmt::Display for CommandAckQueueFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("command acknowledgement queue full")
+    }
+}
+
+impl core::error::Error for CommandAckQueueFull {}
+
+/// Something the driver must send now, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Transmit<'a> {
+    /// The first message on every link.
+    Hello {
+        /// Random per boot.
+        boot_id: u64,
+        /// Highest sequence number the server acknowledged in this boot.
+        last_acked_seq: u32,
+    },
+    /// A WebSocket pong answering the server's ping.
+    Pong(&'a [u8]),
+    /// A WebSocket ping carrying `nonce` (4 bytes, little-endian); the pong
+    /// must echo it.
+    Ping {
+        /// Identifies this ping.
+        nonce: u32,
+    },
+    /// Acknowledge a downlink command.
+    CommandAck {
+        /// The command's id.
+        id: u32,
+        /// What became of it.
+        status: CommandStatus,
+    },
+    /// A stored message, sent for the first time or resent.
+    Publish(Entry<'a>),
+}
+
+/// Counters for the application and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SessionStats {
+    /// Messages accepted by [`Session::publish`].
+    pub published: u32,
+    /// Messages the server acknowledged.
+    pub acknowledged: u32,
+    /// `Publish` transmissions, resends included.
+    pub transmitted: u32,
+    /// Links that went down (failed attempts included).
+    pub link_failures: u32,
+    /// Links that reached `Welcome`.
+    pub connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+enum Phase {
+    Connecting { deadline: Instant },
+    Handshaking { deadline: Instant, hello_sent: bool },
+    Connected,
+    BackingOff { until: Instant },
+    GaveUp(GaveUp),
+}
+
+/// The device session state machine. See the [module docs](self).
+///
+/// `O` stores unacknowledged messages, `R` provides the boot id and the
+/// backoff jitter. The size is fixed at compile time: the outbox capacity is
+/// a const generic, nothing grows.
+pub struct Session<O, R> {
+    config: SessionConfig,
+    outbox: O,
+    rng: R,
+    backoff: Backoff,
+    phase: Phase,
+    boot_id: u64,
+    /// The sequence number the next publish gets.
+    next_seq: u32,
+    /// Highest sequence number the server acknowledged.
+    acked: u32,
+    /// Highest sequence number sent on the current link.
+    sent: u32,
+    /// Messages allowed in flight on the current link.
+    window: u32,
+    /// When the next keepalive ping is due (connected, no ping outstanding).
+    ping_due: Instant,
+    /// The nonce and deadline of the outstanding ping.
+    ping_outstanding: Option<(u32, Instant)>,
+    ping_nonce: u32,
+    /// The payload of the pong owed to the server...
+    pong_payload: [u8; MAX_PING_PAYLOAD],
+    /// ...and its length, if one is owed.
+    pong_len: Option<u8>,
+    command_acks: [(u32, CommandStatus); COMMAND_ACK_QUEUE],
+    command_ack_len: usize,
+    last_error: Option<LinkError>,
+    stats: SessionStats,
+}
+
+impl<O: Outbox, R> fmt::Debug for Session<O, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("phase", &self.phase)
+            .field("boot_id", &self.boot_id)
+            .field("next_seq", &self.next_seq)
+            .field("acked", &self.acked)
+            .field("sent", &self.sent)
+            .field("outbox_len", &self.outbox.len())
+            .field("last_error", &self.last_error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<O: Outbox, R: RngCore> Session<O, R> {
+    /// A session that starts connecting at `now`. The boot id is drawn from
+    /// `rng`, which must be seeded from real entropy on a device (the ESP32
+    /// hardware RNG) so every boot gets a different one.
+    ///
+    /// `outbox` should be empty; entries it already holds are resent under
+    /// the new boot id only if their numbers are fresh, so start empty.
+    ///
+    /// # Errors
+    /// The configuration is invalid.
+    pub fn new(
+        config: SessionConfig,
+        outbox: O,
+        mut rng: R,
+        now: Instant,
+    ) -> Result<Self, SessionConfigError> {
+        config.validate()?;
+        let backoff = Backoff::new(*config.backoff()).map_err(SessionConfigError::Backoff)?;
+        let boot_id = rng.next_u64();
+        info!("session: boot id {}", boot_id);
+        Ok(Self {
+            config,
+            outbox,
+            rng,
+            backoff,
+            phase: Phase::Connecting {
+                deadline: now + config.connect_timeout,
+            },
+            boot_id,
+            next_seq: 1,
+            acked: 0,
+            sent: 0,
+            window: config.max_in_flight,
+            ping_due: now,
+            ping_outstanding: None,
+            ping_nonce: 0,
+            pong_payload: [0; MAX_PING_PAYLOAD],
+            pong_len: None,
+            command_acks: [(0, CommandStatus::Ok); COMMAND_ACK_QUEUE],
+            command_ack_len: 0,
+            last_error: None,
+            stats: SessionStats::default(),
+        })
+    }
+
+    /// The settings.
+    #[must_use]
+    pub const fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Where the session stands.
+    #[must_use]
+    pub const fn state(&self) -> ConnectionState {
+        match self.phase {
+            Phase::Connecting { .. } => ConnectionState::Connecting,
+            Phase::Handshaking { .. } => ConnectionState::Handshaking,
+            Phase::Connected => ConnectionState::Connected,
+            Phase::BackingOff { until } => ConnectionState::BackingOff { until },
+            Phase::GaveUp(reason) => ConnectionState::GaveUp(reason),
+        }
+    }
+
+    /// Why the last link went down, if one did.
+    #[must_use]
+    pub const fn last_error(&self) -> Option<LinkError> {
+        self.last_error
+    }
+
+    /// This boot's random id.
+    #[must_use]
+    pub const fn boot_id(&self) -> u64 {
+        self.boot_id
+    }
+
+    /// Highest sequence number the server acknowledged (0: none yet).
+    #[must_use]
+    pub const fn acked_seq(&self) -> u32 {
+        self.acked
+    }
+
+    /// The outbox, to observe its depth ([`Outbox::len`],
+    /// [`Outbox::used_bytes`]) and drops ([`Outbox::dropped`]).
+    #[must_use]
+    pub const fn outbox(&self) -> &O {
+        &self.outbox
+    }
+
+    /// Counters.
+    #[must_use]
+    pub const fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// Accepts a message for delivery and returns its sequence number. Works
+    /// in every state: messages wait in the outbox until a link is up.
+    /// Never blocks: a full outbox applies [`SessionConfig::full_policy`].
+    ///
+    /// # Errors
+    /// See [`PublishError`].
+    pub fn publish(&mut self, channel: &str, payload: &[u8]) -> Result<u32, PublishError> {
+        let seq = self.next_seq;
+        if seq == u32::MAX {
+            return Err(PublishError::SequenceExhausted);
+        }
+        let dropped = self
+            .outbox
+            .push(Entry::new(seq, channel, payload), self.config.full_policy)?;
+        if dropped > 0 {
+            warn!("session: outbox full, dropped {} oldest messages", dropped);
+        }
+        self.next_seq = seq + 1;
+        self.stats.published = self.stats.published.saturating_add(1);
+        Ok(seq)
+    }
+
+    /// The driver starts a connection attempt at `now`: the connect
+    /// timeout counts from here (a session created long before its driver
+    /// first runs does not time out at once). Ignored unless connecting.
+    pub fn begin_connect(&mut self, now: Instant) {
+        if let Phase::Connecting { .. } = self.phase {
+            self.phase = Phase::Connecting {
+                deadline: now + self.config.connect_timeout,
+            };
+        }
+    }
+
+    /// The transport and the WebSocket handshake are up: `Hello` is due.
+    /// Ignored unless connecting.
+    pub fn on_link_up(&mut self, now: Instant) {
+        if let Phase::Connecting { .. } = self.phase {
+            debug!("session: link up, saying hello");
+            self.phase = Phase::Handshaking {
+                deadline: now + self.config.connect_timeout,
+                hello_sent: false,
+            };
+            self.sent = self.acked;
+            self.ping_outstanding = None;
+            self.pong_len = None;
+        }
+    }
+
+    /// The server's `Welcome`: it already stored every message of this boot
+    /// up to `stored_through`, and accepts at most `max_in_flight`
+    /// unacknowledged messages (the session uses the smaller of this and
+    /// [`SessionConfig::max_in_flight`]).
+    ///
+    /// # Errors
+    /// [`LinkError::Protocol`] if no `Welcome` was expected, it claims
+    /// messages never published, or `max_in_flight` is zero; the session has
+    /// then dropped the link and is backing off (close the transport with
+    /// [`LinkError::close_code`]).
+    pub fn on_welcome(
+        &mut self,
+        now: Instant,
+        stored_through: u32,
+        max_in_flight: u16,
+    ) -> Result<(), LinkError> {
+        let expected = matches!(
+            self.phase,
+            Phase::Handshaking {
+                hello_sent: true,
+                ..
+            }
+        );
+        if !expected || stored_through >= self.next_seq || max_in_flight == 0 {
+            return Err(self.fail(now, LinkError::Protocol));
+        }
+        self.acknowledge(stored_through);
+        self.sent = self.acked;
+        self.window = self.config.max_in_flight.min(u32::from(max_in_flight));
+        self.phase = Phase::Connected;
+        self.backoff.on_connected(now);
+        self.ping_due = now + self.config.keepalive_interval;
+        self.stats.connections = self.stats.connections.saturating_add(1);
+        info!(
+            "session: connected, server stored through {}, {} to resend",
+            stored_through,
+            self.outbox.len()
+        );
+        Ok(())
+    }
+
+    /// The server's cumulative `Ack`: every message up to `seq` is stored.
+    ///
+    /// # Errors
+    /// [`LinkError::Protocol`] if not connected or `seq` was never sent on
+    /// this link; the session has then dropped the link.
+    pub fn on_ack(&mut self, now: Instant, seq: u32) -> Result<(), LinkError> {
+        if self.phase != Phase::Connected || seq > self.sent {
+            return Err(self.fail(now, LinkError::Protocol));
+        }
+        self.heard(now);
+        self.acknowledge(seq);
+        Ok(())
+    }
+
+    /// Any other valid server message (a command, a WebSocket pong or ping
+    /// is handled by its own method): proof the link is alive.
+    ///
+    /// # Errors
+    /// [`LinkError::Protocol`] if it arrived before `Welcome`.
+    pub fn on_message(&mut self, now: Instant) -> Result<(), LinkError> {
+        if self.phase != Phase::Connected {
+            return Err(self.fail(now, LinkError::Protocol));
+        }
+        self.heard(now);
+        Ok(())
+    }
+
+    /// A WebSocket ping from the server: a pong echoing `payload` is due.
+    /// A payload longer than [`MAX_PING_PAYLOAD`] is a protocol error.
+    ///
+    /// # Errors
+    /// [`LinkError::Protocol`] if the payload is too long or no link is up.
+    pub fn on_ping(&mut self, now: Instant, payload: &[u8]) -> Result<(), LinkError> {
+        let link_up = self.phase_is_link_up();
+        let (Some(slot), Ok(len), true) = (
+            self.pong_payload.get_mut(..payload.len()),
+            u8::try_from(payload.len()),
+            link_up,
+        ) else {
+            return Err(self.fail(now, LinkError::Protocol));
+        };
+        slot.copy_from_slice(payload);
+        self.pong_len = Some(len);
+        self.heard(now);
+        Ok(())
+    }
+
+    /// A WebSocket pong. It answers the outstanding ping only if it echoes
+    /// its nonce; unsolicited pongs (allowed by RFC 6455) are ignored.
+    pub fn on_pong(&mut self, now: Instant, payload: &[u8]) {
+        if let Some((nonce, _)) = self.ping_outstanding
+            && payload == nonce.to_le_bytes()
+        {
+            trace!("session: pong");
+            self.ping_outstanding = None;
+        }
+        if self.phase == Phase::Connected {
+            self.heard(now);
+        }
+    }
+
+    /// Queues a `CommandAck` for a downlink command the application handled.
+    ///
+    /// # Errors
+    /// [`CommandAckQueueFull`] if [`COMMAND_ACK_QUEUE`] acknowledgements
+    /// already wait for the link.
+    pub fn acknowledge_command(
+        &mut self,
+        id: u32,
+        status: CommandStatus,
+    ) -> Result<(), CommandAckQueueFull> {
+        let slot = self
+            .command_acks
+            .get_mut(self.command_ack_len)
+            .ok_or(CommandAckQueueFull)?;
+        *slot = (id, status);
+        self.command_ack_len += 1;
+        Ok(())
+    }
+
+    /// The link went down (or never came up) because of `error`. The session
+    /// backs off; the driver must drop its connection.
+    pub fn on_link_lost(&mut self, now: Instant, error: LinkError) {
+        let _ = self.fail(now, error);
+    }
+
+    /// Leaves [`ConnectionState::GaveUp`] or [`ConnectionState::BackingOff`]
+    /// and connects right away, with a fresh backoff.
+    pub fn retry_now(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::GaveUp(_) | Phase::BackingOff { .. }) {
+            self.backoff.reset();
+            self.phase = Phase::Connecting {
+                deadline: now + self.config.connect_timeout,
+            };
+        }
+    }
+
+    /// The next instant at which [`Session::handle_timeout`] has work, or
+    /// `None` if only an event can move the session on.
+    #[must_use]
+    pub fn poll_at(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Connecting { deadline } | Phase::Handshaking { deadline, .. } => Some(deadline),
+            Phase::BackingOff { until } => Some(until),
+            Phase::Connected => Some(match self.ping_outstanding {
+                Some((_, deadline)) => deadline,
+                None => self.ping_due,
+            }),
+            Phase::GaveUp(_) => None,
+        }
+    }
+
+    /// Runs the timers: starts the next attempt after a backoff, fails a
+    /// slow connect or a missing pong. A keepalive ping that falls due comes
+    /// out of [`Session::poll_transmit`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::BackingOff { until } if now >= until => {
+                debug!("session: backoff over, connecting");
+                self.phase = Phase::Connecting {
+                    deadline: now + self.config.connect_timeout,
+                };
+            }
+            Phase::Connecting { deadline } | Phase::Handshaking { deadline, .. }
+                if now >= deadline =>
+            {
+                let _ = self.fail(now, LinkError::ConnectTimeout);
+            }
+            Phase::Connected => {
+                if let Some((_, deadline)) = self.ping_outstanding
+                    && now >= deadline
+                {
+                    warn!("session: no pong, link dead");
+                    let _ = self.fail(now, LinkError::PongTimeout);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The next thing to send, or `None`. Each call hands out one item and
+    /// counts it as sent; call until `None` after every event.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit<'_>> {
+        match self.phase {
+            Phase::Handshaking {
+                deadline,
+                hello_sent: false,
+            } => {
+                self.phase = Phase::Handshaking {
+                    deadline,
+                    hello_sent: true,
+                };
+                return Some(Transmit::Hello {
+                    boot_id: self.boot_id,
+                    last_acked_seq: self.acked,
+                });
+            }
+            Phase::Handshaking { .. } | Phase::Connected => {}
+            _ => return None,
+        }
+        if let Some(len) = self.pong_len.take() {
+            return Some(Transmit::Pong(
+                self.pong_payload.get(..usize::from(len)).unwrap_or(&[]),
+            ));
+        }
+        if self.phase != Phase::Connected {
+            return None;
+        }
+        if self.ping_outstanding.is_none() && now >= self.ping_due {
+            self.ping_nonce = self.ping_nonce.wrapping_add(1);
+            self.ping_outstanding = Some((self.ping_nonce, now + self.config.pong_timeout));
+            trace!("session: ping {}", self.ping_nonce);
+            return Some(Transmit::Ping {
+                nonce: self.ping_nonce,
+            });
+        }
+        if self.command_ack_len > 0
+            && let Some(&(id, status)) = self.command_acks.first()
+        {
+            self.command_acks.copy_within(1.., 0);
+            self.command_ack_len -= 1;
+            return Some(Transmit::CommandAck { id, status });
+        }
+        if self.sent.saturating_sub(self.acked) >= self.window {
+            return None;
+        }
+        let entry = self.outbox.first_after(self.sent)?;
+        self.sent = entry.seq;
+        self.stats.transmitted = self.stats.transmitted.saturating_add(1);
+        Some(Transmit::Publish(entry))
+    }
+
+    fn phase_is_link_up(&self) -> bool {
+        matches!(self.phase, Phase::Handshaking { .. } | Phase::Connected)
+    }
+
+    /// The server is alive: push the keepalive ping back.
+    fn heard(&mut self, now: Instant) {
+        self.ping_due = now + self.config.keepalive_interval;
+    }
+
+    fn acknowledge(&mut self, seq: u32) {
+        if seq > self.acked {
+            let freed = self.outbox.ack_through(seq);
+            self.stats.acknowledged = self
+                .stats
+                .acknowledged
+                .saturating_add(u32::try_from(freed).unwrap_or(u32::MAX));
+            self.acked = seq;
+        }
+    }
+
+    /// Drops the link: record the error, back off (or give up). Without a
+    /// link (or an attempt) to drop, only returns the error.
+    fn fail(&mut self, now: Instant, error: LinkError) -> LinkError {
+        if !matches!(
+            self.phase,
+            Phase::Connecting { .. } | Phase::Handshaking { .. } | Phase::Connected
+        ) {
+            return error;
+        }
+        warn!("session: link lost: {:?}", error);
+        self.last_error = Some(error);
+        self.stats.link_failures = self.stats.link_failures.saturating_add(1);
+        self.sent = self.acked;
+        self.ping_outstanding = None;
+        self.pong_len = None;
+        self.phase = match self.backoff.on_failure(now, &mut self.rng) {
+            Ok(delay) => Phase::BackingOff { until: now + delay },
+            Err(reason) => {
+                error!("session: {:?}", reason);
+                Phase::GaveUp(reason)
+            }
+        };
+        error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate alloc;
+    extern crate std;
+
+    use alloc::collections::VecDeque;
+    use alloc::string::String;
+    use alloc::vec::Vec;
+
+    use proptest::prelude::*;
+    use rand_core::SeedableRng;
+    use rand_xorshift::XorShiftRng;
+
+    use super::*;
+    use crate::backoff::Jitter;
+    use crate::outbox::RamOutbox;
+
+    type TestSession = Session<RamOutbox<256>, XorShiftRng>;
+
+    /// An owned copy of a [`Transmit`], for assertions.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Sent {
+        Hello { boot_id: u64, last_acked_seq: u32 },
+        Pong(Vec<u8>),
+        Ping(u32),
+        CommandAck(u32, CommandStatus),
+        Publish(u32, String, Vec<u8>),
+    }
+
+    fn at(millis: u64) -> Instant {
+        Instant::from_millis(millis)
+    }
+
+    fn secs(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    fn config() -> SessionConfig {
+        SessionConfig::default().with_backoff(
+            BackoffConfig::default()
+                .with_base(secs(1))
+                .with_cap(secs(60))
+                .with_jitter(Jitter::None)
+                .with_healthy_after(secs(30)),
+        )
+    }
+
+    fn session(config: SessionConfig) -> TestSession {
+        Session::new(
+            config,
+            RamOutbox::new(),
+            XorShiftRng::seed_from_u64(42),
+            at(0),
+        )
+        .unwrap()
+    }
+
+    fn drain(session: &mut TestSession, now: Instant) -> Vec<Sent> {
+        let mut sent = Vec::new();
+        while let Some(transmit) = session.poll_transmit(now) {
+            sent.push(match transmit {
+                Transmit::Hello {
+                    boot_id,
+                    last_acked_seq,
+                } => Sent::Hello {
+                    boot_id,
+                    last_acked_seq,
+                },
+                Transmit::Pong(payload) => Sent::Pong(payload.to_vec()),
+                Transmit::Ping { nonce } => Sent::Ping(nonce),
+                Transmit::CommandAck { id, status } => Sent::CommandAck(id, status),
+                Transmit::Publish(e) => {
+                    Sent::Publish(e.seq, String::from(e.channel), e.payload.to_vec())
+                }
+            });
+        }
+        sent
+    }
+
+    fn published_seqs(sent: &[Sent]) -> Vec<u32> {
+        sent.iter()
+            .filter_map(|s| match s {
+                Sent::Publish(seq, ..) => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Link up, Hello, Welcome(stored_through).
+    fn connect(session: &mut TestSession, now: Instant, stored_through: u32) -> Vec<Sent> {
+        session.on_link_up(now);
+        let sent = drain(session, now);
+        assert_eq!(
+            sent.first(),
+            Some(&Sent::Hello {
+                boot_id: session.boot_id(),
+                last_acked_seq: session.acked_seq()
+            })
+        );
+        assert_eq!(session.state(), ConnectionState::Handshaking);
+        session.on_welcome(now, stored_through, 64).unwrap();
+        assert_eq!(session.state(), ConnectionState::Connected);
+        drain(session, now)
+    }
+
+    /// The state is fixed at compile time; `docs/performance.md` records
+    /// these numbers (`cargo test -p tether-core session_memory -- --nocapture`).
+    #[test]
+    fn session_memory() {
+        let state = size_of::<Session<RamOutbox<0>, ()>>();
+        let with_outbox = size_of::<Session<RamOutbox<4096>, XorShiftRng>>();
+        std::println!("Session state without outbox and RNG: {state} bytes");
+        std::println!("Session with RamOutbox<4096> and XorShiftRng: {with_outbox} bytes");
+        // 125 of them are the buffer for a pong owed to the server.
+        assert!(state <= 600, "session state grew to {state} bytes");
+        assert!(with_outbox <= 4096 + 600 + 16);
+    }
+
+    #[test]
+    fn config_validation() {
+        assert_eq!(SessionConfig::default().validate(), Ok(()));
+        assert_eq!(
+            SessionConfig::default()
+                .with_pong_timeout(Duration::ZERO)
+                .validate(),
+            Err(SessionConfigError::ZeroTimeout)
+        );
+        assert_eq!(
+            SessionConfig::default().with_max_in_flight(0).validate(),
+            Err(SessionConfigError::ZeroInFlight)
+        );
+        assert_eq!(
+            Session::new(
+                SessionConfig::default()
+                    .with_backoff(BackoffConfig::default().with_base(Duration::ZERO)),
+                RamOutbox::<64>::new(),
+                XorShiftRng::seed_from_u64(1),
+                at(0)
+            )
+            .err(),
+            Some(SessionConfigError::Backoff(BackoffConfigError::ZeroBase))
+        );
+    }
+
+    #[test]
+    fn normal_flow_publish_ack_and_keepalive() {
+        let mut s = session(config());
+        assert_eq!(s.state(), ConnectionState::Connecting);
+        assert_eq!(s.poll_at(), Some(at(10_000)));
+        assert_eq!(s.poll_transmit(at(0)), None);
+        assert!(connect(&mut s, at(100), 0).is_empty());
+
+        assert_eq!(s.publish("temp", b"1"), Ok(1));
+        assert_eq!(s.publish("hum", b"2"), Ok(2));
+        assert_eq!(
+            drain(&mut s, at(200)),
+            [
+                Sent::Publish(1, "temp".into(), b"1".to_vec()),
+                Sent::Publish(2, "hum".into(), b"2".to_vec())
+            ]
+        );
+        s.on_ack(at(300), 1).unwrap();
+        assert_eq!(s.outbox().len(), 1);
+        s.on_ack(at(300), 2).unwrap();
+        assert!(s.outbox().is_empty());
+        // A stale ack changes nothing.
+        s.on_ack(at(300), 1).unwrap();
+        assert_eq!(s.stats().acknowledged, 2);
+        assert_eq!(s.stats().transmitted, 2);
+
+        // Keepalive: 20 s after the last message heard.
+        assert_eq!(s.poll_at(), Some(at(20_300)));
+        assert!(drain(&mut s, at(20_299)).is_empty());
+        assert_eq!(drain(&mut s, at(20_300)), [Sent::Ping(1)]);
+        // Pong deadline 10 s later.
+        assert_eq!(s.poll_at(), Some(at(30_300)));
+        s.on_pong(at(20_400), &1u32.to_le_bytes());
+        assert_eq!(s.poll_at(), Some(at(40_400)));
+        s.handle_timeout(at(40_000));
+        assert_eq!(s.state(), ConnectionState::Connected);
+        assert_eq!(s.last_error(), None);
+    }
+
+    #[test]
+    fn publishes_while_offline_are_sent_after_welcome() {
+        let mut s = session(config());
+        for i in 0..3u8 {
+            s.publish("c", &[i]).unwrap();
+        }
+        assert_eq!(published_seqs(&connect(&mut s, at(5), 0)), [1, 2, 3]);
+    }
+
+    #[test]
+    fn connect_timeout_backs_off_then_retries() {
+        let mut s = session(config());
+        s.handle_timeout(at(9_999));
+        assert_eq!(s.state(), ConnectionState::Connecting);
+        s.handle_timeout(at(10_000));
+        assert_eq!(s.state(), ConnectionState::BackingOff { until: at(11_000) });
+        assert_eq!(s.last_error(), Some(LinkError::ConnectTimeout));
+        assert_eq!(s.poll_at(), Some(at(11_000)));
+        s.handle_timeout(at(11_000));
+        assert_eq!(s.state(), ConnectionState::Connecting);
+        // Connector error: the delay doubles.
+        s.on_link_lost(at(11_500), LinkError::ConnectFailed);
+        assert_eq!(s.state(), ConnectionState::BackingOff { until: at(13_500) });
+        // Stuck waiting for Welcome.
+        s.handle_timeout(at(13_500));
+        s.on_link_up(at(13_600));
+        drain(&mut s, at(13_600));
+        s.handle_timeout(at(23_600));
+        assert_eq!(s.last_error(), Some(LinkError::ConnectTimeout));
+        assert_eq!(s.state(), ConnectionState::BackingOff { until: at(27_600) });
+    }
+
+    #[test]
+    fn connect_timeout_counts_from_the_start_of_the_attempt() {
+        let mut s = session(config());
+        // The driver only starts a minute after the session was created.
+        s.begin_connect(at(60_000));
+        assert_eq!(s.poll_at(), Some(at(70_000)));
+        s.handle_timeout(at(69_999));
+        assert_eq!(s.state(), ConnectionState::Connecting);
+        s.handle_timeout(at(70_000));
+        assert_eq!(s.last_error(), Some(LinkError::ConnectTimeout));
+        // Outside `Connecting` it changes nothing.
+        let before = s.state();
+        s.begin_connect(at(80_000));
+        assert_eq!(s.state(), before);
+    }
+
+    #[test]
+    fn drop_after_publish_before_ack_resends_in_order() {
+        let mut s = session(config());
+        connect(&mut s, at(0), 0);
+        for i in 0..4u8 {
+            s.publish("c", &[i]).unwrap();
+        }
+        assert_eq!(published_seqs(&drain(&mut s, at(1))), [1, 2, 3, 4]);
+        s.on_ack(at(2), 1).unwrap();
+        // The link drops: 2..4 were sent but not acknowledged.
+        s.on_link_lost(at(3), LinkError::EndOfStream);
+        assert_eq!(s.state(), ConnectionState::BackingOff { until: at(1_003) });
+        assert_eq!(s.poll_transmit(at(3)), None);
+        s.publish("c", b"5").unwrap();
+        s.handle_timeout(at(1_003));
+        // The server had stored 2 (its Ack was lost): resend 3, 4, 5.
+        s.on_link_up(at(1_100));
+        assert_eq!(
+            drain(&mut s, at(1_100)),
+            [Sent::Hello {
+                boot_id: s.boot_id(),
+                last_acked_seq: 1
+            }]
+        );
+        s.on_welcome(at(1_100), 2, 64).unwrap();
+        assert_eq!(s.outbox().len(), 3);
+        assert_eq!(published_seqs(&drain(&mut s, at(1_100))), [3, 4, 5]);
+    }
+
+    #[test]
+    fn drop_mid_frame_loses_nothing() {
+        // The driver was writing a Publish when the transport failed: from
+        // the session's point of view the message was handed out but the
+        // server never got it (Welcome says stored through 0).
+        let mut s = session(config());
+        connect(&mut s, at(0), 0);
+        s.publish("c", b"x").unwrap();
+        assert_eq!(published_seqs(&drain(&mut s, at(1))), [1]);
+        s.on_link_lost(at(2), LinkError::Io);
+        s.handle_timeout(at(5_000));
+        assert_eq!(published_seqs(&connect(&mut s, at(5_000), 0)), [1]);
+    }
+
+    #[test]
+    fn server_that_never_acks_fills_the_window_then_the_outbox() {
+        let mut s = session(config().with_max_in_flight(3));
+        connect(&mut s, at(0), 0);
+        // 12-byte entries in 256 bytes: 21 fit.
+        let mut accepted = 0;
+        while s.publish("c", b"abcd").is_ok() {
+            accepted += 1;
+        }
+        assert_eq!(accepted, 21);
+        assert_eq!(s.publish("c", b"abcd"), Err(PublishError::Full));
+        // Only the window goes out.
+        assert_eq!(published_seqs(&drain(&mut s, at(1))), [1, 2, 3]);
+        assert_eq!(s.outbox().dropped(), 0);
+        // One ack opens the window by one.
+        s.on_ack(at(2), 1).unwrap();
+        assert_eq!(published_seqs(&drain(&mut s, at(2))), [4]);
+        assert_eq!(s.publish("c", b"abcd"), Ok(22));
+    }
+
+    #[test]
+    fn server_window_limits_in_flight_and_zero_window_is_refused() {
+        let mut s = session(config().with_max_in_flight(8));
+        for _ in 0..5 {
+            s.publish("c", b"x").unwrap();
+        }
+        s.on_link_up(at(0));
+        drain(&mut s, at(0));
+        s.on_welcome(at(0), 0, 2).unwrap();
+        assert_eq!(published_seqs(&drain(&mut s, at(0))), [1, 2]);
+        s.on_link_lost(at(1), LinkError::Io);
+        s.handle_timeout(at(1_001));
+        s.on_link_up(at(1_001));
+        drain(&mut s, at(1_001));
+        assert_eq!(s.on_welcome(at(1_001), 0, 0), Err(LinkError::Protocol));
+    }
+
+    #[test]
+    fn outbox_full_drop_oldest_counts_drops_and_leaves_gaps() {
+        let mut s = session(config().with_full_policy(FullPolicy::DropOldest));
+        for i in 0..30u32 {
+            assert_eq!(s.publish("c", b"abcd"), Ok(i + 1));
+        }
+        assert_eq!(s.outbox().dropped(), 9);
+        assert_eq!(s.outbox().len(), 21);
+        assert_eq!(s.stats().published, 30);
+        let sent = connect(&mut s, at(0), 0);
+        assert_eq!(published_seqs(&sent), (10..=30).collect::<Vec<_>>());
+        // Acking through a dropped number works.
+        s.on_ack(at(1), 30).unwrap();
+        assert!(s.outbox().is_empty());
+    }
+
+    #[test]
+    fn oversized_and_bad_messages_are_refused_with_typed_errors() {
+        let mut s = session(config());
+        assert_eq!(s.publish("c", &[0; 300]), Err(PublishError::TooLarge));
+        let long = core::str::from_utf8(&[b'a'; 300]).unwrap();
+        assert_eq!(s.publish(long, b""), Err(PublishError::ChannelTooLong));
+        s.next_seq = u32::MAX - 1;
+        assert_eq!(s.publish("c", b""), Ok(u32::MAX - 1));
+        assert_eq!(s.publish("c", b""), Err(PublishError::SequenceExhausted));
+    }
+
+    #[test]
+    fn pong_timeout_is_a_dead_link() {
+        let mut s = session(config());
+        connect(&mut s, at(0), 0);
+        s.publish("c", b"x").unwrap();
+        assert_eq!(
+            drain(&mut s, at(20_000)),
+            [Sent::Ping(1), Sent::Publish(1, "c".into(), b"x".to_vec())]
+        );
+        // A pong echoing another nonce does not count.
+        s.on_pong(at(21_000), &7u32.to_le_bytes());
+        s.handle_timeout(at(29_999));
+        assert_eq!(s.state(), ConnectionState::Connected);
+        s.handle_timeout(at(30_000));
+        assert_eq!(s.last_error(), Some(LinkError::PongTimeout));
+        assert_eq!(s.state(), ConnectionState::BackingOff { until: at(31_000) });
+        // The unacknowledged message is still there for the next link.
+        s.handle_timeout(at(31_000));
+        assert_eq!(published_seqs(&connect(&mut s, at(31_000), 0)), [1]);
+    }
+
+    #[test]
+    fn answers_server_pings_first() {
+        let mut s = session(config());
+        connect(&mut s, at(0), 0);
+        s.publish("c", b"x").unwrap();
+        s.on_ping(at(1), b"abc").unwrap();
+        assert_eq!(
+            drain(&mut s, at(1)),
+            [
+                Sent::Pong(b"abc".to_vec()),
+                Sent::Publish(1, "c".into(), b"x".to_vec())
+            ]
+        );
+        // A ping payload above 125 bytes breaks RFC 6455.
+        assert_eq!(s.on_ping(at(2), &[0; 126]), Err(LinkError::Protocol));
+        assert!(matches!(s.state(), ConnectionState::BackingOff { .. }));
+    }
+
+    #[test]
+    fn server_close_codes_are_reported_and_echoed() {
+        let mut s = session(config());
+        connect(&mut s, at(0), 0);
+        s.on_link_lost(at(1), LinkError::Closed { code: 1001 });
+        assert_eq!(s.last_error(), Some(LinkError::Closed { code: 1001 }));
+        assert_eq!(s.last_error().and_then(|e| e.close_code()), Some(1001));
+        assert!(matches!(s.state(), ConnectionState::BackingOff { .. }));
+        assert_eq!(LinkError::Malformed.close_code(), Some(1007));
+        assert_eq!(LinkError::Protocol.close_code(), Some(1002));
+        assert_eq!(LinkError::PongTimeout.close_code(), None);
+    }
+
+    #[test]
+    fn malformed_and_out_of_rule_server_messages_drop_the_link_and_lose_nothing() {
+        let mut s = session(config());
+        // A message before Welcome.
+        s.on_link_up(at(0));
+        drain(&mut s, at(0));
+        assert_eq!(s.on_message(at(0)), Err(LinkError::Protocol));
+        assert_eq!(s.state(), ConnectionState::BackingOff { until: at(1_000) });
+        // A Welcome before Hello went out.
+        s.handle_timeout(at(1_000));
+        s.on_link_up(at(1_000));
+        assert_eq!(s.on_welcome(at(1_000), 0, 64), Err(LinkError::Protocol));
+        // A Welcome claiming messages never published.
+        s.handle_timeout(at(10_000));
+        s.on_link_up(at(10_000));
+        drain(&mut s, at(10_000));
+        assert_eq!(s.on_welcome(at(10_000), 1, 64), Err(LinkError::Protocol));
+        // An Ack beyond what was sent.
+        s.handle_timeout(at(20_000));
+        s.publish("c", b"x").unwrap();
+        connect(&mut s, at(20_000), 0);
+        assert_eq!(s.on_ack(at(20_001), 2), Err(LinkError::Protocol));
+        // The driver could not decode a message.
+        s.handle_timeout(at(60_000));
+        assert_eq!(published_seqs(&connect(&mut s, at(60_000), 0)), [1]);
+        s.on_link_lost(at(60_001), LinkError::Malformed);
+        assert_eq!(s.last_error(), Some(LinkError::Malformed));
+        assert_eq!(s.outbox().len(), 1);
+        // Events without a link change nothing.
+        let before = s.state();
+        assert_eq!(s.on_ack(at(60_002), 1), Err(LinkError::Protocol));
+        s.on_link_lost(at(60_002), LinkError::Io);
+        assert_eq!(s.state(), before);
+        assert_eq!(s.stats().link_failures, 5);
+    }
+
+    #[test]
+    fn backoff_resets_only_after_a_healthy_connection() {
+        let mut s = session(config());
+        let mut now = 0;
+        let mut delays = Vec::new();
+        for _ in 0..4 {
+            connect(&mut s, at(now), 0);
+            // Accepted and dropped at once.
+            s.on_link_lost(at(now + 10), LinkError::EndOfStream);
+            let ConnectionState::BackingOff { until } = s.state() else {
+                panic!()
+            };
+            delays.push(until.as_millis() - now - 10);
+            now = until.as_millis();
+            s.handle_timeout(at(now));
+        }
+        assert_eq!(delays, [1_000, 2_000, 4_000, 8_000]);
+        // Healthy for 30 s: back to the base delay.
+        connect(&mut s, at(now), 0);
+        s.on_pong(at(now), &[]);
+        s.on_link_lost(at(now + 30_000), LinkError::EndOfStream);
+        assert_eq!(
+            s.state(),
+            ConnectionState::BackingOff {
+                until: at(now + 31_000)
+            }
+        );
+    }
+
+    #[test]
+    fn gives_up_and_retries_on_request() {
+        let mut s = session(
+            config().with_backoff(
+                BackoffConfig::default()
+                    .with_jitter(Jitter::None)
+                    .with_max_attempts(Some(2)),
+            ),
+        );
+        s.on_link_lost(at(0), LinkError::ConnectFailed);
+        s.handle_timeout(at(1_000));
+        s.on_link_lost(at(1_000), LinkError::ConnectFailed);
+        s.handle_timeout(at(3_000));
+        s.on_link_lost(at(3_000), LinkError::ConnectFailed);
+        assert_eq!(s.state(), ConnectionState::GaveUp(GaveUp::MaxAttempts));
+        assert_eq!(s.poll_at(), None);
+        s.retry_now(at(4_000));
+        assert_eq!(s.state(), ConnectionState::Connecting);
+    }
+
+    #[test]
+    fn command_acks_queue_and_go_out_when_connected() {
+        let mut s = session(config());
+        for id in 0..COMMAND_ACK_QUEUE as u32 {
+            s.acknowledge_command(id, CommandStatus::Ok).unwrap();
+        }
+        assert_eq!(
+            s.acknowledge_command(99, CommandStatus::Ok),
+            Err(CommandAckQueueFull)
+        );
+        let sent = connect(&mut s, at(0), 0);
+        let expected: Vec<Sent> = (0..COMMAND_ACK_QUEUE as u32)
+            .map(|id| Sent::CommandAck(id, CommandStatus::Ok))
+            .collect();
+        assert_eq!(sent, expected);
+        s.on_message(at(1)).unwrap();
+        s.acknowledge_command(99, CommandStatus::Unsupported)
+            .unwrap();
+        assert_eq!(
+            drain(&mut s, at(1)),
+            [Sent::CommandAck(99, CommandStatus::Unsupported)]
+        );
+    }
+
+    /// A stored message: seq, channel, payload.
+    type Stored = (u32, String, Vec<u8>);
+    /// Per boot: boot id, highest stored seq, stored messages in order.
+    type Boot = (u64, u32, Vec<Stored>);
+
+    /// The server side of the protocol, as the reference server behaves:
+    /// stores by (boot id, seq), drops duplicates, acknowledges cumulatively.
+    #[derive(Default)]
+    struct ServerModel {
+        /// Per boot id: highest stored seq and the stored messages in order.
+        boots: Vec<Boot>,
+        current_boot: u64,
+        deliveries: usize,
+        duplicates: usize,
+    }
+
+    impl ServerModel {
+        fn boot(&mut self, boot_id: u64) -> &mut Boot {
+            if let Some(i) = self.boots.iter().position(|b| b.0 == boot_id) {
+                &mut self.boots[i]
+            } else {
+                self.boots.push((boot_id, 0, Vec::new()));
+                self.boots.last_mut().unwrap()
+            }
+        }
+
+        /// Handles what the device sent; returns Welcome's stored_through if
+        /// a Hello came.
+        fn receive(&mut self, sent: &[Sent]) -> Option<u32> {
+            let mut welcome = None;
+            for message in sent {
+                match message {
+                    Sent::Hello { boot_id, .. } => {
+                        self.current_boot = *boot_id;
+                        welcome = Some(self.boot(*boot_id).1);
+                    }
+                    Sent::Publish(seq, channel, payload) => {
+                        self.deliveries += 1;
+                        let current = self.current_boot;
+                        let boot = self.boot(current);
+                        if *seq <= boot.1 {
+                            self.duplicates += 1;
+                        } else {
+                            boot.1 = *seq;
+                            boot.2.push((*seq, channel.clone(), payload.clone()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            welcome
+        }
+
+        fn stored_through(&mut self) -> u32 {
+            let current = self.current_boot;
+            self.boot(current).1
+        }
+    }
+
+    #[test]
+    fn reboot_gets_a_new_boot_id_and_fresh_messages_are_stored() {
+        let mut server = ServerModel::default();
+        let mut first = session(config());
+        for i in 0..3u8 {
+            first.publish("c", &[i]).unwrap();
+        }
+        first.on_link_up(at(0));
+        let welcome = server.receive(&drain(&mut first, at(0))).unwrap();
+        first.on_welcome(at(0), welcome, 64).unwrap();
+        server.receive(&drain(&mut first, at(0)));
+        assert_eq!(server.stored_through(), 3);
+
+        // Power cycle: RAM, counter and outbox are gone. Another seed, as a
+        // hardware RNG would give.
+        let mut second: TestSession = Session::new(
+            config(),
+            RamOutbox::new(),
+            XorShiftRng::seed_from_u64(43),
+            at(0),
+        )
+        .unwrap();
+        assert_ne!(second.boot_id(), first.boot_id());
+        assert_eq!(second.publish("c", b"new"), Ok(1));
+        second.on_link_up(at(0));
+        let welcome = server.receive(&drain(&mut second, at(0))).unwrap();
+        assert_eq!(welcome, 0, "a new boot starts from scratch");
+        second.on_welcome(at(0), welcome, 64).unwrap();
+        server.receive(&drain(&mut second, at(0)));
+        assert_eq!(server.duplicates, 0);
+        assert_eq!(server.boots.len(), 2);
+        assert_eq!(server.boots[1].2, [(1, "c".into(), b"new".to_vec())]);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Publish(u8),
+        /// The session hands up to n transmissions to the wire.
+        Pump(u8),
+        /// The wire delivers up to n transmissions to the server.
+        Deliver(u8),
+        /// The server acknowledges what it stored.
+        Ack,
+        /// The link fails with this error; whatever is on the wire is lost.
+        Fail(u8),
+        /// Time passes.
+        Wait(u32),
+    }
+
+    fn step_strategy() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0u8..3).prop_map(Step::Publish),
+            4 => (1u8..6).prop_map(Step::Pump),
+            4 => (1u8..6).prop_map(Step::Deliver),
+            2 => Just(Step::Ack),
+            1 => (0u8..6).prop_map(Step::Fail),
+            2 => (0u32..20_000).prop_map(Step::Wait),
+        ]
+    }
+
+    const ERRORS: [LinkError; 6] = [
+        LinkError::Io,
+        LinkError::EndOfStream,
+        LinkError::Closed { code: 1001 },
+        LinkError::Malformed,
+        LinkError::ConnectFailed,
+        LinkError::HandshakeFailed,
+    ];
+
+    fn to_sent(transmit: Transmit<'_>) -> Sent {
+        match transmit {
+            Transmit::Hello {
+                boot_id,
+                last_acked_seq,
+            } => Sent::Hello {
+                boot_id,
+                last_acked_seq,
+            },
+            Transmit::Publish(e) => {
+                Sent::Publish(e.seq, String::from(e.channel), e.payload.to_vec())
+            }
+            Transmit::Ping { nonce } => Sent::Ping(nonce),
+            Transmit::Pong(p) => Sent::Pong(p.to_vec()),
+            Transmit::CommandAck { id, status } => Sent::CommandAck(id, status),
+        }
+    }
+
+    /// A link with transmissions in flight between device and server.
+    struct Link {
+        server: ServerModel,
+        wire: VecDeque<Sent>,
+    }
+
+    impl Link {
+        /// Connects when due and moves up to `budget` transmissions onto the wire.
+        fn pump(&mut self, s: &mut TestSession, now: Instant, budget: usize) {
+            if s.state() == ConnectionState::Connecting {
+                s.on_link_up(now);
+            }
+            for _ in 0..budget {
+                let Some(transmit) = s.poll_transmit(now) else {
+                    break;
+                };
+                self.wire.push_back(to_sent(transmit));
+            }
+        }
+
+        /// Delivers up to `budget` transmissions; the server answers Hello
+        /// with Welcome and pings with pongs at once.
+        fn deliver(&mut self, s: &mut TestSession, now: Instant, budget: usize) {
+            for _ in 0..budget {
+                let Some(sent) = self.wire.pop_front() else {
+                    break;
+                };
+                if let Sent::Ping(nonce) = sent {
+                    s.on_pong(now, &nonce.to_le_bytes());
+                }
+                if let Some(stored) = self.server.receive(core::slice::from_ref(&sent)) {
+                    s.on_welcome(now, stored, 64).unwrap();
+                }
+            }
+        }
+
+        fn ack(&mut self, s: &mut TestSession, now: Instant) {
+            if s.state() == ConnectionState::Connected {
+                let stored = self.server.stored_through();
+                s.on_ack(now, stored).unwrap();
+            }
+        }
+    }
+
+    proptest! {
+        /// For any sequence of link failures: every message accepted by
+        /// `publish` reaches the server at least once, and after the
+        /// server's de-duplication exactly once, in publish order (so in
+        /// order per channel).
+        #[test]
+        fn every_accepted_message_is_stored_exactly_once_in_order(
+            steps in proptest::collection::vec(step_strategy(), 1..200),
+            seed in any::<u64>(),
+        ) {
+            let config = SessionConfig::default()
+                .with_max_in_flight(4)
+                .with_backoff(
+                    BackoffConfig::default()
+                        .with_base(Duration::from_millis(100))
+                        .with_cap(secs(5)),
+                );
+            let mut s: TestSession =
+                Session::new(config, RamOutbox::new(), XorShiftRng::seed_from_u64(seed), at(0))
+                    .unwrap();
+            let mut link = Link { server: ServerModel::default(), wire: VecDeque::new() };
+            let mut accepted = Vec::new();
+            let mut now = at(0);
+            let mut counter = 0u32;
+            for step in steps {
+                match step {
+                    Step::Publish(channel) => {
+                        counter += 1;
+                        let channel = ["a", "bb", "ccc"][usize::from(channel)];
+                        let payload = counter.to_le_bytes();
+                        match s.publish(channel, &payload) {
+                            Ok(seq) => accepted.push((seq, String::from(channel), payload.to_vec())),
+                            Err(e) => prop_assert_eq!(e, PublishError::Full),
+                        }
+                    }
+                    Step::Pump(budget) => link.pump(&mut s, now, usize::from(budget)),
+                    Step::Deliver(budget) => link.deliver(&mut s, now, usize::from(budget)),
+                    Step::Ack => link.ack(&mut s, now),
+                    Step::Fail(error) => s.on_link_lost(now, ERRORS[usize::from(error)]),
+                    Step::Wait(millis) => {
+                        now = now + Duration::from_millis(u64::from(millis));
+                        s.handle_timeout(now);
+                    }
+                }
+                if !s.state().is_link_up() {
+                    // The transport is gone, and everything in flight with it.
+                    link.wire.clear();
+                }
+            }
+            // The network heals: run until everything is acknowledged.
+            for _ in 0..1_000 {
+                if s.outbox().is_empty() {
+                    break;
+                }
+                if !s.state().is_link_up()
+                    && let Some(deadline) = s.poll_at()
+                {
+                    now = now.max(deadline);
+                }
+                s.handle_timeout(now);
+                link.pump(&mut s, now, 100);
+                link.deliver(&mut s, now, 100);
+                link.ack(&mut s, now);
+            }
+            prop_assert!(s.outbox().is_empty());
+            prop_assert!(link.server.deliveries >= accepted.len());
+            prop_assert!(link.server.boots.len() <= 1);
+            let stored = link.server.boots.first().map(|b| b.2.clone()).unwrap_or_default();
+            prop_assert_eq!(stored, accepted);
+            prop_assert_eq!(s.outbox().dropped(), 0);
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! The device client against a scripted relay peer (tokio-tungstenite), over
+//! in-memory streams, on tokio's paused (virtual) clock: deterministic runs
+//! of keepalive timeouts and backoffs that would take minutes in real time.
+
+extern crate alloc;
+
+mod support;
+
+use alloc::collections::VecDeque;
+use core::time::Duration;
+use std::io;
+
+use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+use embedded_io_async::{ErrorType, Read, Write};
+use rand_core::SeedableRng;
+use rand_xorshift::XorShiftRng;
+use serde::Serialize;
+use support::{Behaviour, Relay, Shared};
+use tether_core::client::{Buffers, Client, ClientConfig, CommandHandler, Runner};
+use tether_core::connector::{Connector, Endpoint};
+use tether_core::outbox::{FullPolicy, RamOutbox};
+use tether_core::session::{ConnectionState, LinkError, PublishError, SessionConfig};
+use tether_core::time::Clock;
+use tether_host::clock::TokioClock;
+use tether_proto::{Command, CommandStatus};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+type TestClient = Client<NoopRawMutex, RamOutbox<2048>, XorShiftRng>;
+
+/// Opens in-memory streams to the scripted peer. Can refuse connections and
+/// cut the byte stream after a budget (a link dying mid-frame).
+struct PeerConnector {
+    relay: Shared,
+    refusals: usize,
+    write_budgets: VecDeque<Option<usize>>,
+}
+
+impl PeerConnector {
+    fn new(relay: &Shared) -> Self {
+        Self {
+            relay: relay.clone(),
+            refusals: 0,
+            write_budgets: VecDeque::new(),
+        }
+    }
+}
+
+struct PeerStream {
+    inner: DuplexStream,
+    budget: Option<usize>,
+}
+
+impl ErrorType for PeerStream {
+    type Error = io::Error;
+}
+
+impl Read for PeerStream {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).await
+    }
+}
+
+impl Write for PeerStream {
+    async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let allowed = match self.budget {
+            Some(0) => return Err(io::ErrorKind::BrokenPipe.into()),
+            Some(budget) => budget.min(buf.len()),
+            None => buf.len(),
+        };
+        let n = self.inner.write(&buf[..allowed]).await?;
+        if let Some(budget) = &mut self.budget {
+            *budget -= n;
+        }
+        Ok(n)
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().await
+    }
+}
+
+impl Connector for PeerConnector {
+    type Connection<'a> = PeerStream;
+    type Error = io::Error;
+
+    async fn connect(&mut self, _endpoint: Endpoint<'_>) -> io::Result<PeerStream> {
+        if self.refusals > 0 {
+            self.refusals -= 1;
+            return Err(io::ErrorKind::ConnectionRefused.into());
+        }
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(support::serve(server, self.relay.clone()));
+        Ok(PeerStream {
+            inner: client,
+            budget: self.write_budgets.pop_front().flatten(),
+        })
+    }
+}
+
+/// Answers `led` commands, refuses the rest.
+struct Led {
+    seen: Vec<(u32, String)>,
+}
+
+impl CommandHandler for Led {
+    fn handle(&mut self, command: &Command<'_>) -> CommandStatus {
+        self.seen.push((
+            command.id,
+            command.payload.as_str().unwrap_or("").to_owned(),
+        ));
+        if command.channel == "led" {
+            CommandStatus::Ok
+        } else {
+            CommandStatus::Unsupported
+        }
+    }
+}
+
+fn config() -> ClientConfig<'static> {
+    ClientConfig::new("ws://relay.test/device", "dev-1", "1.0.0")
+}
+
+/// Runs `scenario` next to the client's runner.
+async fn with_client(
+    config: ClientConfig<'static>,
+    connector: PeerConnector,
+    scenario: impl AsyncFnOnce(&TestClient),
+) -> Vec<(u32, String)> {
+    let clock = TokioClock::new();
+    let client = TestClient::new(
+        &config,
+        RamOutbox::new(),
+        XorShiftRng::seed_from_u64(1),
+        clock.now(),
+    )
+    .unwrap();
+    let mut buffers = Buffers::<1024, 512, 512>::new();
+    let mut runner = Runner::new(
+        &client,
+        config,
+        connector,
+        clock,
+        XorShiftRng::seed_from_u64(2),
+        &mut buffers,
+    )
+    .unwrap();
+    let mut handler = Led { seen: Vec::new() };
+    tokio::select! {
+        _ = runner.run(&mut handler) => unreachable!(),
+        () = scenario(&client) => {}
+    }
+    handler.seen
+}
+
+/// Waits (on virtual time, up to 10 minutes) until `condition` holds.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..60_000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[derive(Serialize)]
+struct Reading<'a> {
+    counter: u32,
+    label: &'a str,
+}
+
+fn records(relay: &Shared, boot_id: u64) -> Vec<u32> {
+    relay.lock().unwrap().boots[&boot_id]
+        .records
+        .iter()
+        .map(|r| r.0)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn normal_flow_publishes_typed_readings_and_gets_acks() {
+    let relay = Relay::shared([]);
+    let connector = PeerConnector::new(&relay);
+    with_client(config(), connector, async |client| {
+        for counter in 1..=3 {
+            let seq = client
+                .publish(
+                    "sensors/temp",
+                    &Reading {
+                        counter,
+                        label: "kitchen",
+                    },
+                )
+                .unwrap();
+            assert_eq!(seq, counter);
+        }
+        eventually("3 acks", || {
+            client.stats().outbox_len == 0 && client.stats().session.acknowledged == 3
+        })
+        .await;
+        assert_eq!(client.state(), ConnectionState::Connected);
+        assert_eq!(client.last_error(), None);
+        let relay = relay.lock().unwrap();
+        assert_eq!(relay.hellos, [("dev-1".to_owned(), client.boot_id(), 0)]);
+        let boot = &relay.boots[&client.boot_id()];
+        assert_eq!(
+            boot.records[0],
+            (
+                1,
+                "sensors/temp".to_owned(),
+                r#"{"counter":1,"label":"kitchen"}"#.to_owned()
+            )
+        );
+        assert_eq!(boot.records.len(), 3);
+        assert_eq!(relay.duplicates, 0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn drop_after_publish_before_ack_resends_only_what_is_missing() {
+    let relay = Relay::shared([Behaviour {
+        drop_after_publishes: Some(2),
+        ..Behaviour::default()
+    }]);
+    let connector = PeerConnector::new(&relay);
+    with_client(config(), connector, async |client| {
+        // Queued while offline, sent in one burst after Welcome.
+        for counter in 1..=5 {
+            client.publish("c", &counter).unwrap();
+        }
+        eventually("all stored", || client.stats().outbox_len == 0).await;
+        assert_eq!(records(&relay, client.boot_id()), [1, 2, 3, 4, 5]);
+        let relay = relay.lock().unwrap();
+        assert_eq!(relay.connections, 2);
+        assert_eq!(relay.gaps, 0);
+        // The second Hello: 1 was acknowledged, 2 was stored but its Ack
+        // never came; Welcome said 2, so only 3..5 were resent.
+        assert_eq!(relay.hellos[1].2, 1);
+        assert_eq!(relay.duplicates, 0);
+        assert_eq!(client.last_error(), Some(LinkError::EndOfStream));
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn link_dying_mid_frame_loses_nothing() {
+    let relay = Relay::shared([]);
+    let mut connector = PeerConnector::new(&relay);
+    // Upgrade request (~150 bytes) and Hello go through, the publishes of
+    // ~130 bytes each are cut partway.
+    connector.write_budgets.push_back(Some(400));
+    let long = "x".repeat(100);
+    with_client(config(), connector, async |client| {
+        for counter in 1..=4u32 {
+            client
+                .publish(
+                    "c",
+                    &Reading {
+                        counter,
+                        label: &long,
+                    },
+                )
+                .unwrap();
+        }
+        eventually("all stored", || client.stats().outbox_len == 0).await;
+        assert_eq!(records(&relay, client.boot_id()), [1, 2, 3, 4]);
+        assert_eq!(relay.lock().unwrap().connections, 2);
+        assert_eq!(client.last_error(), Some(LinkError::Io));
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_that_never_acks_fills_window_then_outbox_reject() {
+    let relay = Relay::shared([Behaviour {
+        never_ack: true,
+        max_in_flight: 4,
+        ..Behaviour::default()
+    }]);
+    let connector = PeerConnector::new(&relay);
+    with_client(config(), connector, async |client| {
+        eventually("connected", || client.state() == ConnectionState::Connected).await;
+        let mut accepted = 0;
+        let error = loop {
+            match client.publish("c", &"0123456789012345678901234567890123456789") {
+                Ok(_) => accepted += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(error, PublishError::Full);
+        // 2048 bytes of outbox, 50 bytes per entry.
+        assert_eq!(accepted, 2048 / 50);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            relay.lock().unwrap().deliveries,
+            4,
+            "only the server's window goes out"
+        );
+        assert_eq!(client.stats().dropped, 0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_that_never_acks_with_drop_oldest_counts_drops() {
+    let relay = Relay::shared([Behaviour {
+        never_ack: true,
+        ..Behaviour::default()
+    }]);
+    let connector = PeerConnector::new(&relay);
+    let config =
+        config().with_session(SessionConfig::new().with_full_policy(FullPolicy::DropOldest));
+    with_client(config, connector, async |client| {
+        eventually("connected", || client.state() == ConnectionState::Connected).await;
+        for _ in 0..100 {
+            client
+                .publish("c", &"0123456789012345678901234567890123456789")
+                .unwrap();
+        }
+        let stats = client.stats();
+        assert_eq!(stats.dropped, 100 - 40);
+        assert_eq!(stats.outbox_len, 40);
+        assert!(stats.outbox_bytes <= stats.outbox_capacity);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn unanswered_pings_mean_a_dead_link() {
+    let relay = Relay::shared([Behaviour {
+        stop_reading: true,
+        ..Behaviour::default()
+    }]);
+    let connector = PeerConnector::new(&relay);
+    with_client(config(), connector, async |client| {
+        let start = tokio::time::Instant::now();
+        eventually("connected", || client.state() == ConnectionState::Connected).await;
+        eventually("second connection", || {
+            relay.lock().unwrap().connections == 2
+        })
+        .await;
+        assert_eq!(client.last_error(), Some(LinkError::PongTimeout));
+        // Keepalive after 20 s of silence, pong timeout 10 s, backoff <= 1 s.
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_secs(30) && elapsed <= Duration::from_secs(32),
+            "{elapsed:?}"
+        );
+        eventually("connected again", || {
+            client.state() == ConnectionState::Connected
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn pings_keep_a_quiet_link_up() {
+    let relay = Relay::shared([]);
+    let connector = PeerConnector::new(&relay);
+    with_client(config(), connector, async |client| {
+        eventually("connected", || client.state() == ConnectionState::Connected).await;
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        assert_eq!(client.state(), ConnectionState::Connected);
+        assert_eq!(relay.lock().unwrap().connections, 1);
+        assert_eq!(client.stats().session.link_failures, 0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_close_code_is_reported_and_the_client_reconnects() {
+    let relay = Relay::shared([Behaviour {
+        close_with: Some(4005),
+        ..Behaviour::default()
+    }]);
+    let connector = PeerConnector::new(&relay);
+    with_client(config(), connector, async |client| {
+        client.publish("c", &1).unwrap();
+        eventually("second connection", || {
+            relay.lock().unwrap().connections == 2
+        })
+        .await;
+        assert_eq!(client.last_error(), Some(LinkError::Closed { code: 4005 }));
+        eventually("stored", || client.stats().outbox_len == 0).await;
+        assert_eq!(records(&relay, client.boot_id()), [1]);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_server_message_drops_the_link_and_loses_nothing() {
+    let relay = Relay::shared([Behaviour {
+        send_garbage: true,
+        never_ack: true,
+        ..Behaviour::default()
+    }]);
+    let connector = PeerConnector::new(&relay);
+    with_client(config(), connector, async |client| {
+        for counter in 1..=3 {
+            client.publish("c", &counter).unwrap();
+        }
+        eventually("all stored and acked", || client.stats().outbox_len == 0).await;
+        assert_eq!(records(&relay, client.boot_id()), [1, 2, 3]);
+        assert_eq!(client.last_error(), Some(LinkError::Malformed));
+        assert!(relay.lock().unwrap().connections >= 2);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn commands_reach_the_application_and_are_acknowledged() {
+    let relay = Relay::shared([Behaviour {
+        command: Some((7, "led", "true")),
+        ..Behaviour::default()
+    }]);
+    let connector = PeerConnector::new(&relay);
+    let seen = with_client(config(), connector, async |_client| {
+        eventually("command ack", || {
+            !relay.lock().unwrap().command_acks.is_empty()
+        })
+        .await;
+        let acks = relay.lock().unwrap().command_acks.clone();
+        assert_eq!(acks, [(7, CommandStatus::Ok, "null".to_owned())]);
+    })
+    .await;
+    assert_eq!(seen, [(7, "true".to_owned())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_connections_back_off_then_connect() {
+    let relay = Relay::shared([]);
+    let mut connector = PeerConnector::new(&relay);
+    connector.refusals = 3;
+    with_client(config(), connector, async |client| {
+        client.publish("c", &1).unwrap();
+        eventually("stored", || client.stats().outbox_len == 0).await;
+        assert_eq!(client.stats().session.link_failures, 3);
+        assert_eq!(client.last_error(), Some(LinkError::ConnectFailed));
+        assert!(matches!(client.state(), ConnectionState::Connected));
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn any_mix_of_link_failures_stores_every_message_once_in_order() {
+    for seed in 0..12u64 {
+        // A deterministic mix of misbehaving connections.
+        let behaviours = (0..6).map(|i| {
+            let pick = (seed.wrapping_mul(31).wrapping_add(i * 7)) % 5;
+            match pick {
+                0 => Behaviour {
+                    drop_after_publishes: Some(1 + (i as usize % 3)),
+                    ..Behaviour::default()
+                },
+                1 => Behaviour {
+                    send_garbage: true,
+                    ..Behaviour::default()
+                },
+                2 => Behaviour {
+                    never_ack: true,
+                    drop_after_publishes: Some(3),
+                    ..Behaviour::default()
+                },
+                3 => Behaviour {
+                    close_with: Some(1001),
+                    ..Behaviour::default()
+                },
+                _ => Behaviour {
+                    max_in_flight: 2,
+                    drop_after_publishes: Some(4),
+                    ..Behaviour::default()
+                },
+            }
+        });
+        let relay = Relay::shared(behaviours);
+        let mut connector = PeerConnector::new(&relay);
+        connector.refusals = (seed % 3) as usize;
+        connector
+            .write_budgets
+            .extend([None, Some(300 + seed as usize * 17)]);
+        with_client(config(), connector, async |client| {
+            for counter in 1..=30u32 {
+                client
+                    .publish(["a", "b/c", "d.e"][counter as usize % 3], &counter)
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            eventually("all stored", || client.stats().outbox_len == 0).await;
+            let relay = relay.lock().unwrap();
+            let boot = &relay.boots[&client.boot_id()];
+            let seqs: Vec<u32> = boot.records.iter().map(|r| r.0).collect();
+            assert_eq!(seqs, (1..=30).collect::<Vec<_>>(), "seed {seed}");
+            // Payload k went out with seq k: in order per channel too.
+            for (seq, _, payload) in &boot.records {
+                assert_eq!(payload, &seq.to_string());
+            }
+            assert_eq!(relay.gaps, 0);
+            assert!(relay.deliveries >= 30);
+        })
+        .await;
+    }
+}
