@@ -5,13 +5,15 @@
 //! | --- | --- |
 //! | `GET /v1/device` | device WebSocket (see `device_endpoint`) |
 //! | `GET /v1/receiver` | receiver WebSocket (see `receiver_endpoint`) |
+//! | `GET /v1/me` | what the key may do: `{"tenant_id","can_command","channels"}` |
 //! | `GET /v1/devices` | the key's tenant's devices with presence |
 //! | `GET /v1/channels` | its channels with their offsets |
 //! | `GET /v1/messages?channel=C&from=N&limit=L` | events by offset |
 //! | `GET /v1/messages?channel=C&since_ms=T&until_ms=U&from=N&limit=L` | events by server time |
 //! | `POST /v1/devices/{id}/commands` `{"channel":…,"payload":…}` | send a command, wait for its answer |
 //! | `POST /v1/claim` `{"claim_code":"…"}` | move a device with that claim code into the key's tenant |
-//! | `GET /healthz`, `GET /metrics`, `GET /` | health, Prometheus, status page |
+//! | `GET /healthz`, `GET /metrics`, `GET /status` | health, Prometheus, status page |
+//! | `GET /`, `GET /assets/…` | the dashboard (see `dashboard`) |
 //!
 //! API requests carry `Authorization: Bearer tk_…`. Errors are
 //! `{"error":{"code":"<stable name>","message":"…"}}`; the names are the
@@ -39,11 +41,14 @@ const MAX_PAGE: usize = 1000;
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", get(status_page))
+        .route("/", get(crate::dashboard::page))
+        .route("/assets/{*path}", get(crate::dashboard::asset))
+        .route("/status", get(status_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/device", get(crate::device_endpoint::upgrade))
         .route("/v1/receiver", get(crate::receiver_endpoint::upgrade))
+        .route("/v1/me", get(whoami))
         .route("/v1/devices", get(list_devices))
         .route("/v1/channels", get(list_channels))
         .route("/v1/messages", get(read_messages))
@@ -218,6 +223,20 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Html<String> {
 </body></html>\n",
         url = state.config.base_url().replace("http", "ws"),
     ))
+}
+
+/// `GET /v1/me`: what the presented key may do (the dashboard hides the
+/// command form of read-only keys).
+async fn whoami(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    match authenticate(&state, &headers).await {
+        Ok(identity) => Json(json!({
+            "tenant_id": identity.tenant_id,
+            "can_command": identity.can_command,
+            "channels": identity.channels,
+        }))
+        .into_response(),
+        Err(response) => response,
+    }
 }
 
 async fn list_devices(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {

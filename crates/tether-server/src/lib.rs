@@ -51,6 +51,7 @@ pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;
+mod dashboard;
 pub mod demo;
 mod device_endpoint;
 mod http_api;
