@@ -114,15 +114,6 @@ fn no_std_builds() -> Result<(), String> {
     Ok(())
 }
 
-fn firmware_builds() -> Result<(), String> {
-    for example in FIRMWARE_EXAMPLES {
-        run(Command::new(cargo_bin())
-            .args(["build", "--release"])
-            .current_dir(workspace_root().join(example)))?;
-    }
-    Ok(())
-}
-
 /// `cargo xtask load`: builds the release server and the load generator
 /// (`crates/tether-server/examples/load.rs`) and runs it against a server
 /// process on loopback.
@@ -148,6 +139,15 @@ fn load(args: &[String]) -> Result<(), String> {
             .args(args)
             .current_dir(workspace_root()),
     )
+}
+
+fn firmware_builds() -> Result<(), String> {
+    for example in FIRMWARE_EXAMPLES {
+        run(Command::new(cargo_bin())
+            .args(["build", "--release"])
+            .current_dir(workspace_root().join(example)))?;
+    }
+    Ok(())
 }
 
 fn step(name: &str, result: Result<(), String>) -> Result<(), String> {

@@ -231,6 +231,10 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
     };
     let device_id = identity.device_id.clone();
     let session_id = state.next_session_id();
+    // Register before marking online: an older session of this device that
+    // ends now then sees it was replaced and does not mark it offline.
+    let (control_tx, mut control) = mpsc::channel(64);
+    state.devices.register(&device_id, session_id, control_tx);
     let last_stored_seq = match state
         .store
         .open_session(&device_id, &firmware_version, boot_id, now_ms())
@@ -239,12 +243,11 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
         Ok(seq) => seq,
         Err(error) => {
             tracing::error!(%error, device = %device_id, "cannot open session");
+            state.devices.unregister(&device_id, session_id);
             close_error(&mut socket, ErrorCode::INTERNAL, "store unavailable").await;
             return;
         }
     };
-    let (control_tx, mut control) = mpsc::channel(64);
-    state.devices.register(&device_id, session_id, control_tx);
     tracing::info!(device = %device_id, session_id, boot_id, last_stored_seq, "device online");
     let welcome = ServerToDevice::Welcome(Welcome {
         session_id,

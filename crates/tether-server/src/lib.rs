@@ -52,6 +52,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 mod dashboard;
+pub mod demo;
 mod device_endpoint;
 mod http_api;
 pub mod limits;

@@ -37,10 +37,8 @@ async fn main() -> std::process::ExitCode {
             }
         };
     }
-    if cli.demo {
-        eprintln!(
-            "error: --demo needs tether-host's simulated devices, which this build does not have yet"
-        );
+    if cli.demo && config.tls.is_some() {
+        eprintln!("error: --demo runs its devices over plain ws://; start it without TLS");
         return std::process::ExitCode::from(2);
     }
     let server = match Server::start(config).await {
@@ -55,6 +53,33 @@ async fn main() -> std::process::ExitCode {
     }
     println!("listening on {}", server.local_addr());
     println!("dashboard: {}/", server.base_url());
+    if cli.demo {
+        let mut addr = server.local_addr();
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let started = tether_server::demo::provision(
+            &server.database_path(),
+            tether_server::demo::DEMO_DEVICES,
+        )
+        .map_err(|error| error.to_string())
+        .and_then(|devices| {
+            tether_server::demo::spawn(format!("ws://{addr}/v1/device"), devices)
+                .map_err(|error| error.to_string())
+        });
+        match started {
+            Ok(()) => println!(
+                "demo: {} simulated devices publishing on channel {:?}",
+                tether_server::demo::DEMO_DEVICES,
+                tether_server::demo::DEMO_CHANNEL
+            ),
+            Err(error) => {
+                eprintln!("error: demo devices: {error}");
+                server.shutdown().await;
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
     wait_for_signal().await;
     server.shutdown().await;
     std::process::ExitCode::SUCCESS

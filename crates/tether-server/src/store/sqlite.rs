@@ -1114,6 +1114,28 @@ impl Admin {
         Ok(devices)
     }
 
+    /// Gives a device a new token (the old one stops working; a running
+    /// server disconnects sessions that used it) and returns it.
+    pub fn rotate_token(&self, device_id: &str) -> Result<String, StoreError> {
+        let token = auth::generate_secret(auth::DEVICE_TOKEN_PREFIX);
+        let lookup = auth::lookup_part(&token, auth::DEVICE_TOKEN_PREFIX)
+            .ok_or_else(|| StoreError::Invalid("token".into()))?;
+        let tx = self.conn.unchecked_transaction()?;
+        let changed = tx.execute(
+            "UPDATE devices SET token_lookup = ?2, token_hash = ?3, revoked = 0 WHERE id = ?1",
+            params![device_id, lookup, auth::hash_secret(&token).as_slice()],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.execute(
+            "INSERT INTO revocations(kind, subject) VALUES ('device', ?1)",
+            params![device_id],
+        )?;
+        tx.commit()?;
+        Ok(token)
+    }
+
     /// Revokes a device's token; a running server disconnects it.
     pub fn revoke_device(&self, device_id: &str) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
