@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tether_proto::{ErrorCode, validate_channel, validate_device_id};
 
-use crate::store::{KeyIdentity, ReadRange, StoreError, UNCLAIMED_TENANT};
+use crate::store::{KeyIdentity, ReadRange, Revocation, StoreError, UNCLAIMED_TENANT};
 use crate::{AppState, CommandReply, auth, now_ms};
 
 /// Events per page at most.
@@ -422,7 +422,14 @@ async fn claim(
         .claim(identity.tenant_id, &body.claim_code)
         .await
     {
-        Ok(device) => Json(json!({ "device": device })).into_response(),
+        Ok(device) => {
+            // Close the device's connections of the old tenant now, not when
+            // the revocation poller next runs; a connection made after the
+            // claim belongs to the new tenant and stays (see
+            // `Revocation::Moved`).
+            let _ = state.revocations.send(Revocation::Moved(device.clone()));
+            Json(json!({ "device": device })).into_response()
+        }
         Err(StoreError::NotFound) => {
             state.claim_guard.failed(identity.key_id, now);
             error_response(

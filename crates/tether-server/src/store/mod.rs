@@ -294,12 +294,18 @@ pub enum ReadRange {
     },
 }
 
-/// A device or key was revoked, or a device changed tenant: its connections
-/// must close now.
+/// A device or key was revoked, or a device changed tenant: (some of) its
+/// connections must close now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revocation {
-    /// A device's token was revoked or the device was claimed.
+    /// A device's token was revoked or replaced: every connection of the
+    /// device closes.
     Device(String),
+    /// A device was claimed into another tenant: its connections that
+    /// authenticated before the claim (and so still belong to the old
+    /// tenant) close; a connection made after the claim already belongs
+    /// to the new tenant and stays.
+    Moved(String),
     /// A receiver key was revoked.
     Key(i64),
 }

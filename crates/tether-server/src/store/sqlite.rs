@@ -631,6 +631,7 @@ impl Store for SqliteStore {
                 last = id;
                 match kind.as_str() {
                     "device" => revocations.push(Revocation::Device(subject)),
+                    "moved" => revocations.push(Revocation::Moved(subject)),
                     "key" => {
                         if let Ok(key_id) = subject.parse() {
                             revocations.push(Revocation::Key(key_id));
@@ -907,9 +908,10 @@ fn claim(
         "UPDATE devices SET tenant_id = ?2, claim_hash = NULL WHERE id = ?1",
         params![device_id, tenant_id],
     )?;
-    // Its open connection belongs to the old tenant: close it.
+    // Its open connection belongs to the old tenant: close it (but not a
+    // connection made after the claim, see `Revocation::Moved`).
     tx.execute(
-        "INSERT INTO revocations(kind, subject) VALUES ('device', ?1)",
+        "INSERT INTO revocations(kind, subject) VALUES ('moved', ?1)",
         params![device_id],
     )?;
     Ok(Ok(device_id))
@@ -1320,7 +1322,7 @@ mod tests {
         assert_eq!(store.device_tenant("label-1").await?, Some(tenant));
         assert_eq!(store.claim(tenant, &code).await, Err(StoreError::NotFound));
         let (revocations, _) = store.revocations_since(0).await?;
-        assert_eq!(revocations, [Revocation::Device("label-1".into())]);
+        assert_eq!(revocations, [Revocation::Moved("label-1".into())]);
         store.close().await;
         Ok(())
     }
