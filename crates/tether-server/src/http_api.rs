@@ -19,7 +19,9 @@
 //! `{"error":{"code":"<stable name>","message":"…"}}`; the names are the
 //! protocol's error names (`unauthorized`, `forbidden`, `unknown_device`,
 //! `device_offline`, `command_timeout`, `invalid_field`, `internal`, …) plus
-//! `not_found` and `too_many_connections`.
+//! `not_found` and `too_many_connections`; claiming adds
+//! `unknown_claim_code` (404: no such code, or already used) and
+//! `claim_code_expired` (410: the code's expiry has passed).
 
 use std::sync::Arc;
 
@@ -419,7 +421,7 @@ async fn claim(
     }
     match state
         .store
-        .claim(identity.tenant_id, &body.claim_code)
+        .claim(identity.tenant_id, &body.claim_code, crate::now_ms())
         .await
     {
         Ok(device) => {
@@ -438,6 +440,12 @@ async fn claim(
                 "no unclaimed device has that claim code",
             )
         }
+        // A real code (not a guess): not counted against the key.
+        Err(StoreError::Expired) => error_response(
+            StatusCode::GONE,
+            "claim_code_expired",
+            "this claim code has expired; ask for a new one",
+        ),
         Err(error) => store_error(&error),
     }
 }

@@ -460,6 +460,15 @@ async fn every_error_has_a_clear_message_on_a_phone_sized_screen() -> TestResult
     let admin = Admin::open(&database(data.path()))?;
     let tenant = admin.tenant_id("default")?;
     admin.add_device(Some(tenant), Some("porch-1"), false)?;
+    // A device whose claim code expired a minute ago.
+    let expired_code = admin
+        .add_claimable_device(
+            None,
+            Some("shed-1"),
+            Some(tether_server::now_ms().saturating_sub(60_000)),
+        )?
+        .claim_code
+        .ok_or("no claim code")?;
 
     let browser = Browser::launch(BrowserOptions::default().window(412, 915)).await?;
     let client = browser.client();
@@ -518,7 +527,20 @@ async fn every_error_has_a_clear_message_on_a_phone_sized_screen() -> TestResult
     let saved = save_screenshot("dashboard-phone", &png)?;
     assert!(std::fs::metadata(&saved.artifact)?.len() > 8);
 
-    // Expired or invalid claim code; one that cannot be a code at all.
+    // Expired claim code; invalid claim code; one that cannot be a code
+    // at all.
+    fill(client, "#claim-code", &expired_code).await?;
+    click(client, "#claim").await?;
+    wait_for_text(client, "#claim-message", "That claim code has expired").await?;
+    assert_eq!(
+        js(
+            client,
+            "return document.getElementById('claim-code').getAttribute('aria-invalid');",
+            vec![],
+        )
+        .await?,
+        json!("true")
+    );
     fill(client, "#claim-code", "ABCD-EFGH-JKMN").await?;
     click(client, "#claim").await?;
     wait_for_text(client, "#claim-message", "claim code is not valid").await?;

@@ -450,6 +450,96 @@ async fn claiming_moves_a_device_into_the_keys_tenant() -> TestResult {
     Ok(())
 }
 
+/// A claim code with an expiry works until then; afterwards claiming answers
+/// 410 `claim_code_expired`, distinct from an unknown or used code (404
+/// `unknown_claim_code`). The admin CLI sets the expiry with
+/// `--claim-expires-in`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_claim_codes_answer_claim_code_expired() -> TestResult {
+    let t = TestServer::start().await?;
+    let admin = t.admin()?;
+    let now = tether_server::now_ms();
+    let claim = |code: String| {
+        let key = t.key.clone();
+        let addr = t.addr;
+        async move {
+            http(
+                addr,
+                "POST",
+                "/v1/claim",
+                Some(&key),
+                Some(&json!({ "claim_code": code })),
+            )
+            .await
+        }
+    };
+    let expired = admin
+        .add_claimable_device(None, Some("old-1"), Some(now - 1_000))?
+        .claim_code
+        .ok_or("no code")?;
+    let (status, body) = claim(expired.clone()).await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (410, Some("claim_code_expired")),
+        "{body}"
+    );
+    // Still expired (not used up), and the device stays unclaimed.
+    let (status, _) = claim(expired).await?;
+    assert_eq!(status, 410);
+    let (_, devices) = http(t.addr, "GET", "/v1/devices", Some(&t.key), None).await?;
+    assert_eq!(devices["devices"], json!([]));
+    // An expiry in the future: claimable; then used up (404, not 410).
+    let fresh = admin
+        .add_claimable_device(None, Some("new-1"), Some(now + 3_600_000))?
+        .claim_code
+        .ok_or("no code")?;
+    let (status, body) = claim(fresh.clone()).await?;
+    assert_eq!((status, body["device"].as_str()), (200, Some("new-1")));
+    let (status, body) = claim(fresh).await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("unknown_claim_code"))
+    );
+
+    // The admin CLI (the real binary, on the running server's database).
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tether-server"))
+        .arg("--data-dir")
+        .arg(t.dir.path())
+        .args(["device", "add", "--claimable", "--id", "cli-1"])
+        .args(["--claim-expires-in", "1s"])
+        .output()?;
+    assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8(output.stdout)?;
+    assert!(printed.contains("claim code expires: in 1s"), "{printed}");
+    let code = printed
+        .lines()
+        .find_map(|line| line.strip_prefix("claim code (for the label): "))
+        .ok_or("no claim code printed")?
+        .to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let (status, body) = claim(code).await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (410, Some("claim_code_expired"))
+    );
+    // Without `--claimable` an expiry is refused.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_tether-server"))
+        .arg("--data-dir")
+        .arg(t.dir.path())
+        .args([
+            "device",
+            "add",
+            "--tenant",
+            "default",
+            "--claim-expires-in",
+            "1d",
+        ])
+        .output()?;
+    assert!(!refused.status.success());
+    t.server.shutdown().await;
+    Ok(())
+}
+
 /// A claim closes the device's connections of the old tenant at once, but a
 /// connection made right after the claim (before the server's revocation
 /// poller runs) belongs to the new tenant: it stays, and what it publishes
