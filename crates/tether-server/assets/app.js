@@ -35,7 +35,8 @@ const state = {
 const MESSAGES = {
   unreachable: "Cannot reach the tether server. Check your network connection; the page keeps retrying.",
   wrongKey: "Wrong receiver key: the server does not accept this key (mistyped, or revoked). Check it and sign in again.",
-  badClaimCode: "That claim code is not valid: it is mistyped, has expired or was already used. Check the code on the device's label.",
+  badClaimCode: "That claim code is not valid: it is mistyped or was already used. Check the code on the device's label.",
+  expiredClaimCode: "That claim code has expired. Ask the seller or installer of the device for a new claim code.",
 };
 
 function describeError(error, context = {}) {
@@ -44,6 +45,7 @@ function describeError(error, context = {}) {
   switch (error.code) {
     case "unauthorized": return MESSAGES.wrongKey;
     case "unknown_claim_code": return MESSAGES.badClaimCode;
+    case "claim_code_expired": return MESSAGES.expiredClaimCode;
     case "device_offline":
       return `${device} is offline: the command was not delivered. Commands are not queued; try again when it is online.`;
     case "command_timeout":
@@ -346,7 +348,7 @@ async function claim(event) {
       signOut(MESSAGES.wrongKey, "error");
       return;
     }
-    if (error.code === "unknown_claim_code" || error.code === "malformed") {
+    if (error.code === "unknown_claim_code" || error.code === "claim_code_expired" || error.code === "malformed") {
       input.setAttribute("aria-invalid", "true");
     }
     const text =

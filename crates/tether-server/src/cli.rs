@@ -75,6 +75,11 @@ pub enum DeviceCommand {
         /// claims it.
         #[arg(long)]
         claimable: bool,
+        /// The claim code stops working after this long (`45s`, `90m`,
+        /// `12h`, `30d`); claiming with it then answers
+        /// `claim_code_expired`. Default: it never expires.
+        #[arg(long, requires = "claimable", value_parser = parse_duration)]
+        claim_expires_in: Option<Duration>,
     },
     /// Revokes a device's token; a running server disconnects it within a
     /// second.
@@ -138,12 +143,19 @@ pub fn run_admin(command: Command, config: &Config) -> Result<String, StoreError
             tenant,
             id,
             claimable,
+            claim_expires_in,
         }) => {
             let tenant_id = match &tenant {
                 Some(name) => Some(admin.tenant_id(name)?),
                 None => None,
             };
-            let device = admin.add_device(tenant_id, id.as_deref(), claimable)?;
+            let claim_expires_ms = claim_expires_in.map(|after| {
+                crate::now_ms().saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX))
+            });
+            let device = match claim_expires_ms {
+                Some(at) => admin.add_claimable_device(tenant_id, id.as_deref(), Some(at))?,
+                None => admin.add_device(tenant_id, id.as_deref(), claimable)?,
+            };
             let server = format!("{}/v1/device", config.base_url().replacen("http", "ws", 1));
             let provisioning = serde_json::json!({
                 "server": server,
@@ -156,6 +168,12 @@ pub fn run_admin(command: Command, config: &Config) -> Result<String, StoreError
             );
             if let Some(code) = device.claim_code {
                 out.push_str(&format!("\nclaim code (for the label): {code}"));
+                if let (Some(after), Some(at)) = (claim_expires_in, claim_expires_ms) {
+                    out.push_str(&format!(
+                        "\nclaim code expires: in {}s (Unix time {at} ms)",
+                        after.as_secs()
+                    ));
+                }
             }
             out
         }
@@ -187,4 +205,80 @@ pub fn run_admin(command: Command, config: &Config) -> Result<String, StoreError
             format!("key {id} revoked")
         }
     })
+}
+
+/// A duration as typed on the command line: a whole number and a unit,
+/// `s`, `m`, `h` or `d` (`45s`, `90m`, `12h`, `30d`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?}: add a unit: s, m, h or d (e.g. 30d)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a whole number and a unit, like 30d"))?;
+    let seconds_per_unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit is s, m, h or d")),
+    };
+    let seconds = number
+        .checked_mul(seconds_per_unit)
+        .ok_or_else(|| format!("{text:?} is too long"))?;
+    if seconds == 0 {
+        return Err(format!("{text:?}: must be longer than zero"));
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_their_units() {
+        assert_eq!(parse_duration("45s"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(2_592_000)));
+        for bad in [
+            "",
+            "30",
+            "d",
+            "30w",
+            "-1d",
+            "0d",
+            "1.5d",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn claim_expiry_needs_a_claim_code() {
+        use clap::Parser;
+        let parsed = Cli::try_parse_from([
+            "tether-server",
+            "device",
+            "add",
+            "--claimable",
+            "--claim-expires-in",
+            "30d",
+        ]);
+        assert!(parsed.is_ok(), "{parsed:?}");
+        let refused = Cli::try_parse_from([
+            "tether-server",
+            "device",
+            "add",
+            "--tenant",
+            "acme",
+            "--claim-expires-in",
+            "30d",
+        ]);
+        assert!(refused.is_err());
+    }
 }

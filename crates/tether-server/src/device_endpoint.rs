@@ -309,6 +309,20 @@ struct Session {
     acked: u32,
 }
 
+/// Whether the device no longer belongs to this session's tenant (it was
+/// claimed into another one, or revoked). A session that authenticated
+/// after a claim already has the new tenant and stays.
+async fn moved_away(state: &AppState, identity: &DeviceIdentity) -> bool {
+    match state.store.device_tenant(&identity.device_id).await {
+        Ok(Some(tenant_id)) => tenant_id != identity.tenant_id,
+        Ok(None) => true,
+        Err(error) => {
+            tracing::warn!(%error, device = %identity.device_id, "cannot check the device's tenant; closing");
+            true
+        }
+    }
+}
+
 impl Session {
     async fn send(&mut self, message: &ServerToDevice<'_>) -> Result<(), End> {
         let Some(frame) = encode(message, self.encoding) else {
@@ -321,6 +335,15 @@ impl Session {
         let limits = self.state.config.limits.clone();
         let mut shutdown = self.state.shutdown.clone();
         let mut revocations = self.state.revocations.subscribe();
+        // A claim or revocation that committed after this session
+        // authenticated but before it subscribed: no notice will come, so
+        // check once now (later ones arrive as notices).
+        if moved_away(&self.state, &self.identity).await {
+            return error_end(
+                ErrorCode::UNAUTHORIZED,
+                "device token revoked or device moved",
+            );
+        }
         let mut ping = tokio::time::interval(limits.ping_interval);
         ping.tick().await;
         let mut last_heard = Instant::now();
@@ -333,7 +356,21 @@ impl Session {
                 }
                 revocation = revocations.recv() => match revocation {
                     Ok(Revocation::Device(id)) if id == self.identity.device_id => {
-                        return error_end(ErrorCode::UNAUTHORIZED, "device token revoked or device moved");
+                        return error_end(ErrorCode::UNAUTHORIZED, "device token revoked");
+                    }
+                    Ok(Revocation::Moved(id)) if id == self.identity.device_id => {
+                        if moved_away(&self.state, &self.identity).await {
+                            return error_end(ErrorCode::UNAUTHORIZED, "device moved to another tenant");
+                        }
+                        Ok(())
+                    }
+                    // Missed notices: check this session is still the
+                    // device's tenant's (the store is the truth).
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        if moved_away(&self.state, &self.identity).await {
+                            return error_end(ErrorCode::UNAUTHORIZED, "device token revoked or device moved");
+                        }
+                        Ok(())
                     }
                     _ => Ok(()),
                 },

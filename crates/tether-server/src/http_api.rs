@@ -19,7 +19,9 @@
 //! `{"error":{"code":"<stable name>","message":"…"}}`; the names are the
 //! protocol's error names (`unauthorized`, `forbidden`, `unknown_device`,
 //! `device_offline`, `command_timeout`, `invalid_field`, `internal`, …) plus
-//! `not_found` and `too_many_connections`.
+//! `not_found` and `too_many_connections`; claiming adds
+//! `unknown_claim_code` (404: no such code, or already used) and
+//! `claim_code_expired` (410: the code's expiry has passed).
 
 use std::sync::Arc;
 
@@ -33,7 +35,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tether_proto::{ErrorCode, validate_channel, validate_device_id};
 
-use crate::store::{KeyIdentity, ReadRange, StoreError, UNCLAIMED_TENANT};
+use crate::store::{KeyIdentity, ReadRange, Revocation, StoreError, UNCLAIMED_TENANT};
 use crate::{AppState, CommandReply, auth, now_ms};
 
 /// Events per page at most.
@@ -419,10 +421,17 @@ async fn claim(
     }
     match state
         .store
-        .claim(identity.tenant_id, &body.claim_code)
+        .claim(identity.tenant_id, &body.claim_code, crate::now_ms())
         .await
     {
-        Ok(device) => Json(json!({ "device": device })).into_response(),
+        Ok(device) => {
+            // Close the device's connections of the old tenant now, not when
+            // the revocation poller next runs; a connection made after the
+            // claim belongs to the new tenant and stays (see
+            // `Revocation::Moved`).
+            let _ = state.revocations.send(Revocation::Moved(device.clone()));
+            Json(json!({ "device": device })).into_response()
+        }
         Err(StoreError::NotFound) => {
             state.claim_guard.failed(identity.key_id, now);
             error_response(
@@ -431,6 +440,12 @@ async fn claim(
                 "no unclaimed device has that claim code",
             )
         }
+        // A real code (not a guess): not counted against the key.
+        Err(StoreError::Expired) => error_response(
+            StatusCode::GONE,
+            "claim_code_expired",
+            "this claim code has expired; ask for a new one",
+        ),
         Err(error) => store_error(&error),
     }
 }

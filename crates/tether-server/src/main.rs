@@ -6,6 +6,8 @@
 // axum handlers return `Response` as their error; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
+use std::io::Write as _;
+
 use clap::Parser;
 use tether_server::cli::{Cli, run_admin};
 use tether_server::{Config, Server};
@@ -17,7 +19,7 @@ async fn main() -> std::process::ExitCode {
     let config = match Config::load(cli.settings, cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("error: {error}");
+            complain(format_args!("error: {error}"));
             return std::process::ExitCode::from(2);
         }
     };
@@ -27,32 +29,43 @@ async fn main() -> std::process::ExitCode {
         .init();
     if let Some(command) = cli.command {
         return match run_admin(command, &config) {
-            Ok(text) => {
-                println!("{text}");
-                std::process::ExitCode::SUCCESS
-            }
+            // Printing is this command's whole purpose: a closed stdout
+            // is a clean failure, not a panic.
+            Ok(text) => match writeln!(std::io::stdout().lock(), "{text}")
+                .and_then(|()| std::io::stdout().lock().flush())
+            {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(error) => {
+                    complain(format_args!("error: cannot print the result: {error}"));
+                    std::process::ExitCode::FAILURE
+                }
+            },
             Err(error) => {
-                eprintln!("error: {error}");
+                complain(format_args!("error: {error}"));
                 std::process::ExitCode::FAILURE
             }
         };
     }
     if cli.demo && config.tls.is_some() {
-        eprintln!("error: --demo runs its devices over plain ws://; start it without TLS");
+        complain(format_args!(
+            "error: --demo runs its devices over plain ws://; start it without TLS"
+        ));
         return std::process::ExitCode::from(2);
     }
     let server = match Server::start(config).await {
         Ok(server) => server,
         Err(error) => {
-            eprintln!("error: {error}");
+            complain(format_args!("error: {error}"));
             return std::process::ExitCode::FAILURE;
         }
     };
     if let Some(key) = server.first_start_key() {
-        println!("receiver key for tenant \"default\" (shown once, read+command): {key}");
+        say(format_args!(
+            "receiver key for tenant \"default\" (shown once, read+command): {key}"
+        ));
     }
-    println!("listening on {}", server.local_addr());
-    println!("dashboard: {}/", server.base_url());
+    say(format_args!("listening on {}", server.local_addr()));
+    say(format_args!("dashboard: {}/", server.base_url()));
     if cli.demo {
         let mut addr = server.local_addr();
         if addr.ip().is_unspecified() {
@@ -68,13 +81,13 @@ async fn main() -> std::process::ExitCode {
                 .map_err(|error| error.to_string())
         });
         match started {
-            Ok(()) => println!(
+            Ok(()) => say(format_args!(
                 "demo: {} simulated devices publishing on channel {:?}",
                 tether_server::demo::DEMO_DEVICES,
                 tether_server::demo::DEMO_CHANNEL
-            ),
+            )),
             Err(error) => {
-                eprintln!("error: demo devices: {error}");
+                complain(format_args!("error: demo devices: {error}"));
                 server.shutdown().await;
                 return std::process::ExitCode::FAILURE;
             }
@@ -83,6 +96,29 @@ async fn main() -> std::process::ExitCode {
     wait_for_signal().await;
     server.shutdown().await;
     std::process::ExitCode::SUCCESS
+}
+
+/// Prints a line for the operator while the server runs. `println!` would
+/// panic when stdout is closed (a supervisor or a pipe that stopped
+/// reading); the server must keep serving, so a failed write is only logged.
+fn say(line: core::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout
+        .write_fmt(line)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush())
+    {
+        tracing::warn!(%error, "cannot write to stdout; a line for the operator was lost");
+    }
+}
+
+/// Prints an error for the operator on stderr, never panicking (`eprintln!`
+/// panics when stderr is closed).
+fn complain(line: core::fmt::Arguments<'_>) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr
+        .write_fmt(line)
+        .and_then(|()| stderr.write_all(b"\n"));
 }
 
 async fn wait_for_signal() {

@@ -302,11 +302,8 @@ async fn sign_in_claim_live_history_restart_and_command() -> TestResult {
     click(client, "#claim").await?;
     wait_for_text(client, "#claim-message", "claim code is not valid").await?;
 
-    // The device comes online and publishes; the channel appears. (A claim
-    // closes the device's open connections: the server applies it from its
-    // revocation log, polled every 500 ms; a connection made before that
-    // would be closed too, so the device dials in after it.)
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The device comes online right away and publishes; the channel
+    // appears. (A claim closes only the connections made before it.)
     let mut device = Device::connect(server.addr, &claimable.token).await?;
     let boot_id = 0x5eed_0001;
     device.hello("kitchen-1", boot_id).await?;
@@ -463,6 +460,15 @@ async fn every_error_has_a_clear_message_on_a_phone_sized_screen() -> TestResult
     let admin = Admin::open(&database(data.path()))?;
     let tenant = admin.tenant_id("default")?;
     admin.add_device(Some(tenant), Some("porch-1"), false)?;
+    // A device whose claim code expired a minute ago.
+    let expired_code = admin
+        .add_claimable_device(
+            None,
+            Some("shed-1"),
+            Some(tether_server::now_ms().saturating_sub(60_000)),
+        )?
+        .claim_code
+        .ok_or("no claim code")?;
 
     let browser = Browser::launch(BrowserOptions::default().window(412, 915)).await?;
     let client = browser.client();
@@ -521,7 +527,20 @@ async fn every_error_has_a_clear_message_on_a_phone_sized_screen() -> TestResult
     let saved = save_screenshot("dashboard-phone", &png)?;
     assert!(std::fs::metadata(&saved.artifact)?.len() > 8);
 
-    // Expired or invalid claim code; one that cannot be a code at all.
+    // Expired claim code; invalid claim code; one that cannot be a code
+    // at all.
+    fill(client, "#claim-code", &expired_code).await?;
+    click(client, "#claim").await?;
+    wait_for_text(client, "#claim-message", "That claim code has expired").await?;
+    assert_eq!(
+        js(
+            client,
+            "return document.getElementById('claim-code').getAttribute('aria-invalid');",
+            vec![],
+        )
+        .await?,
+        json!("true")
+    );
     fill(client, "#claim-code", "ABCD-EFGH-JKMN").await?;
     click(client, "#claim").await?;
     wait_for_text(client, "#claim-message", "claim code is not valid").await?;

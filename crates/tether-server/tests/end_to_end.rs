@@ -450,6 +450,170 @@ async fn claiming_moves_a_device_into_the_keys_tenant() -> TestResult {
     Ok(())
 }
 
+/// A claim code with an expiry works until then; afterwards claiming answers
+/// 410 `claim_code_expired`, distinct from an unknown or used code (404
+/// `unknown_claim_code`). The admin CLI sets the expiry with
+/// `--claim-expires-in`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_claim_codes_answer_claim_code_expired() -> TestResult {
+    let t = TestServer::start().await?;
+    let admin = t.admin()?;
+    let now = tether_server::now_ms();
+    let claim = |code: String| {
+        let key = t.key.clone();
+        let addr = t.addr;
+        async move {
+            http(
+                addr,
+                "POST",
+                "/v1/claim",
+                Some(&key),
+                Some(&json!({ "claim_code": code })),
+            )
+            .await
+        }
+    };
+    let expired = admin
+        .add_claimable_device(None, Some("old-1"), Some(now - 1_000))?
+        .claim_code
+        .ok_or("no code")?;
+    let (status, body) = claim(expired.clone()).await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (410, Some("claim_code_expired")),
+        "{body}"
+    );
+    // Still expired (not used up), and the device stays unclaimed.
+    let (status, _) = claim(expired).await?;
+    assert_eq!(status, 410);
+    let (_, devices) = http(t.addr, "GET", "/v1/devices", Some(&t.key), None).await?;
+    assert_eq!(devices["devices"], json!([]));
+    // An expiry in the future: claimable; then used up (404, not 410).
+    let fresh = admin
+        .add_claimable_device(None, Some("new-1"), Some(now + 3_600_000))?
+        .claim_code
+        .ok_or("no code")?;
+    let (status, body) = claim(fresh.clone()).await?;
+    assert_eq!((status, body["device"].as_str()), (200, Some("new-1")));
+    let (status, body) = claim(fresh).await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("unknown_claim_code"))
+    );
+
+    // The admin CLI (the real binary, on the running server's database).
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tether-server"))
+        .arg("--data-dir")
+        .arg(t.dir.path())
+        .args(["device", "add", "--claimable", "--id", "cli-1"])
+        .args(["--claim-expires-in", "1s"])
+        .output()?;
+    assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8(output.stdout)?;
+    assert!(printed.contains("claim code expires: in 1s"), "{printed}");
+    let code = printed
+        .lines()
+        .find_map(|line| line.strip_prefix("claim code (for the label): "))
+        .ok_or("no claim code printed")?
+        .to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let (status, body) = claim(code).await?;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (410, Some("claim_code_expired"))
+    );
+    // Without `--claimable` an expiry is refused.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_tether-server"))
+        .arg("--data-dir")
+        .arg(t.dir.path())
+        .args([
+            "device",
+            "add",
+            "--tenant",
+            "default",
+            "--claim-expires-in",
+            "1d",
+        ])
+        .output()?;
+    assert!(!refused.status.success());
+    t.server.shutdown().await;
+    Ok(())
+}
+
+/// A claim closes the device's connections of the old tenant at once, but a
+/// connection made right after the claim (before the server's revocation
+/// poller runs) belongs to the new tenant: it stays, and what it publishes
+/// is stored there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_connecting_right_after_its_claim_stays_connected() -> TestResult {
+    let t = TestServer::start().await?;
+    let admin = t.admin()?;
+    let new = admin.add_device(None, Some("label-9"), true)?;
+    let code = new.claim_code.ok_or("no claim code")?;
+    // Connected while unclaimed: this session belongs to the old tenant.
+    let mut before = Device::connect(t.addr, &new.token).await?;
+    before.hello("label-9", 1).await?;
+    let (status, body) = http(
+        t.addr,
+        "POST",
+        "/v1/claim",
+        Some(&t.key),
+        Some(&json!({"claim_code": code})),
+    )
+    .await?;
+    assert_eq!((status, body["device"].as_str()), (200, Some("label-9")));
+    // Closed by the claim itself, well before the 500 ms poller.
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_millis(400),
+        close_code(&mut before.ws),
+    )
+    .await
+    .map_err(|_| "the old session was not closed at once")??;
+    assert_eq!(closed, 4005);
+    // No sleep: the device dials in again immediately.
+    let mut device = Device::connect(t.addr, &new.token).await?;
+    device.hello("label-9", 2).await?;
+    for seq in 1..=3 {
+        device
+            .publish(seq, "claimed/readings", &format!("{{\"n\":{seq}}}"))
+            .await?;
+    }
+    device.wait_ack(3).await?;
+    // Past the revocation poller's period (500 ms): the claim's log entry
+    // is applied and the new session is still there.
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    for seq in 4..=6 {
+        device
+            .publish(seq, "claimed/readings", &format!("{{\"n\":{seq}}}"))
+            .await?;
+    }
+    device.wait_ack(6).await?;
+    let (_, devices) = http(t.addr, "GET", "/v1/devices", Some(&t.key), None).await?;
+    assert_eq!(devices["devices"][0]["id"], "label-9");
+    assert_eq!(devices["devices"][0]["online"], true, "{devices}");
+    let (status, page) = http(
+        t.addr,
+        "GET",
+        "/v1/messages?channel=claimed/readings&from=0&limit=100",
+        Some(&t.key),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200, "{page}");
+    let stored: Vec<i64> = page["messages"]
+        .as_array()
+        .ok_or("no messages")?
+        .iter()
+        .filter_map(|event| event["payload"]["n"].as_i64())
+        .collect();
+    assert_eq!(stored, [1, 2, 3, 4, 5, 6], "{page}");
+    // Revocation still disconnects at once.
+    admin.revoke_device("label-9")?;
+    assert_eq!(close_code(&mut device.ws).await?, 4005);
+    t.server.shutdown().await;
+    Ok(())
+}
+
 /// With a write queue of one operation the store cannot keep up with eight
 /// devices publishing at once: acks slow down, yet every acknowledged
 /// record is stored and delivered exactly once (never ack-then-drop).

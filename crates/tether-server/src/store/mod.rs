@@ -40,6 +40,8 @@ pub enum StoreError {
     AlreadyExists,
     /// The tenant, device, key or claim code does not exist.
     NotFound,
+    /// The claim code exists but has expired.
+    Expired,
     /// A value is not acceptable (the text says which).
     Invalid(String),
 }
@@ -51,6 +53,7 @@ impl fmt::Display for StoreError {
             StoreError::Closed => f.write_str("the store is closed"),
             StoreError::AlreadyExists => f.write_str("already exists"),
             StoreError::NotFound => f.write_str("not found"),
+            StoreError::Expired => f.write_str("expired"),
             StoreError::Invalid(text) => write!(f, "invalid: {text}"),
         }
     }
@@ -294,12 +297,18 @@ pub enum ReadRange {
     },
 }
 
-/// A device or key was revoked, or a device changed tenant: its connections
-/// must close now.
+/// A device or key was revoked, or a device changed tenant: (some of) its
+/// connections must close now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revocation {
-    /// A device's token was revoked or the device was claimed.
+    /// A device's token was revoked or replaced: every connection of the
+    /// device closes.
     Device(String),
+    /// A device was claimed into another tenant: its connections that
+    /// authenticated before the claim (and so still belong to the old
+    /// tenant) close; a connection made after the claim already belongs
+    /// to the new tenant and stays.
+    Moved(String),
     /// A receiver key was revoked.
     Key(i64),
 }
@@ -357,11 +366,14 @@ pub trait Store: Send + Sync + 'static {
     fn device_tenant(&self, device_id: &str)
     -> BoxFuture<'_, Result<Option<TenantId>, StoreError>>;
     /// Moves the device registered with `claim_code` into `tenant_id` and
-    /// returns its id; the code is used up.
+    /// returns its id; the code is used up. [`StoreError::NotFound`] for an
+    /// unknown or used code, [`StoreError::Expired`] for a code whose expiry
+    /// is at or before `now_ms`.
     fn claim(
         &self,
         tenant_id: TenantId,
         claim_code: &str,
+        now_ms: u64,
     ) -> BoxFuture<'_, Result<String, StoreError>>;
     /// Deletes what each tenant's retention no longer keeps; returns how
     /// many events went.

@@ -151,6 +151,7 @@ enum WriteOp {
     Claim {
         tenant_id: TenantId,
         claim_code: String,
+        now_ms: u64,
         reply: oneshot::Sender<Result<String, StoreError>>,
     },
     Retention {
@@ -196,14 +197,32 @@ fn boot_to_i64(boot_id: u64) -> i64 {
 
 /// Opens (creating if needed) a database file with the pragmas tether uses.
 pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a commit is on disk when it returns (acks mean durable).
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.execute_batch(SCHEMA)?;
+    migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// Brings a database made by an older version up to the current schema
+/// (`CREATE TABLE IF NOT EXISTS` leaves existing tables as they were).
+/// Safe when several processes open the database at once: the check and
+/// the change run in one immediate transaction.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let has_claim_expiry = tx
+        .prepare("SELECT 1 FROM pragma_table_info('devices') WHERE name = 'claim_expires_ms'")?
+        .exists([])?;
+    if !has_claim_expiry {
+        // When a claim code stops working (Unix ms); NULL: never.
+        tx.execute_batch("ALTER TABLE devices ADD COLUMN claim_expires_ms INTEGER")?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
@@ -596,11 +615,13 @@ impl Store for SqliteStore {
         &self,
         tenant_id: TenantId,
         claim_code: &str,
+        now_ms: u64,
     ) -> BoxFuture<'_, Result<String, StoreError>> {
         let claim_code = claim_code.to_owned();
         boxed(self.write(move |reply| WriteOp::Claim {
             tenant_id,
             claim_code,
+            now_ms,
             reply,
         }))
     }
@@ -631,6 +652,7 @@ impl Store for SqliteStore {
                 last = id;
                 match kind.as_str() {
                     "device" => revocations.push(Revocation::Device(subject)),
+                    "moved" => revocations.push(Revocation::Moved(subject)),
                     "key" => {
                         if let Ok(key_id) = subject.parse() {
                             revocations.push(Revocation::Key(key_id));
@@ -794,9 +816,10 @@ fn apply_batch(
             WriteOp::Claim {
                 tenant_id,
                 claim_code,
+                now_ms,
                 reply,
             } => {
-                let result = claim(&tx, tenant_id, &claim_code)?;
+                let result = claim(&tx, tenant_id, &claim_code, now_ms)?;
                 pending.push(Pending::Text(reply, result));
             }
             WriteOp::Retention { now_ms, reply } => {
@@ -888,28 +911,33 @@ fn claim(
     tx: &Connection,
     tenant_id: TenantId,
     claim_code: &str,
+    now_ms: u64,
 ) -> Result<Result<String, StoreError>, StoreError> {
     let Some(code) = auth::normalize_claim_code(claim_code) else {
         return Ok(Err(StoreError::NotFound));
     };
     let hash = auth::hash_secret(&code);
-    let device: Option<String> = tx
+    let device: Option<(String, Option<i64>)> = tx
         .query_row(
-            "SELECT id FROM devices WHERE claim_hash = ?1 AND revoked = 0",
+            "SELECT id, claim_expires_ms FROM devices WHERE claim_hash = ?1 AND revoked = 0",
             params![hash.as_slice()],
-            |row| row.get(0),
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .optional()?;
-    let Some(device_id) = device else {
+    let Some((device_id, expires_ms)) = device else {
         return Ok(Err(StoreError::NotFound));
     };
+    if expires_ms.is_some_and(|expires_ms| to_i64(now_ms) >= expires_ms) {
+        return Ok(Err(StoreError::Expired));
+    }
     tx.execute(
         "UPDATE devices SET tenant_id = ?2, claim_hash = NULL WHERE id = ?1",
         params![device_id, tenant_id],
     )?;
-    // Its open connection belongs to the old tenant: close it.
+    // Its open connection belongs to the old tenant: close it (but not a
+    // connection made after the claim, see `Revocation::Moved`).
     tx.execute(
-        "INSERT INTO revocations(kind, subject) VALUES ('device', ?1)",
+        "INSERT INTO revocations(kind, subject) VALUES ('moved', ?1)",
         params![device_id],
     )?;
     Ok(Ok(device_id))
@@ -1048,11 +1076,36 @@ impl Admin {
     }
 
     /// Registers a device in `tenant_id` (or unclaimed, with a claim code).
+    /// A claim code made here never expires (see
+    /// [`add_claimable_device`](Self::add_claimable_device)).
     pub fn add_device(
         &self,
         tenant_id: Option<TenantId>,
         device_id: Option<&str>,
         with_claim_code: bool,
+    ) -> Result<NewDevice, StoreError> {
+        self.insert_device(tenant_id, device_id, with_claim_code, None)
+    }
+
+    /// Registers a device with a claim code (in `tenant_id`, or unclaimed)
+    /// that stops working at `claim_expires_ms` (Unix time in ms; `None`:
+    /// never). Claiming with it afterwards fails with
+    /// [`StoreError::Expired`].
+    pub fn add_claimable_device(
+        &self,
+        tenant_id: Option<TenantId>,
+        device_id: Option<&str>,
+        claim_expires_ms: Option<u64>,
+    ) -> Result<NewDevice, StoreError> {
+        self.insert_device(tenant_id, device_id, true, claim_expires_ms)
+    }
+
+    fn insert_device(
+        &self,
+        tenant_id: Option<TenantId>,
+        device_id: Option<&str>,
+        with_claim_code: bool,
+        claim_expires_ms: Option<u64>,
     ) -> Result<NewDevice, StoreError> {
         let device_id = match device_id {
             Some(id) => id.to_owned(),
@@ -1072,15 +1125,17 @@ impl Admin {
             None => None,
         };
         let result = self.conn.execute(
-            "INSERT INTO devices(id, tenant_id, token_lookup, token_hash, claim_hash, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO devices(id, tenant_id, token_lookup, token_hash, claim_hash, created_ms,
+                                 claim_expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 device_id,
                 tenant_id.unwrap_or(UNCLAIMED_TENANT),
                 lookup,
                 auth::hash_secret(&token).as_slice(),
                 claim_hash.as_ref().map(|hash| hash.as_slice()),
-                to_i64(now_unix_ms())
+                to_i64(now_unix_ms()),
+                claim_expires_ms.filter(|_| with_claim_code).map(to_i64)
             ],
         );
         match result {
@@ -1292,6 +1347,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn claim_codes_expire_and_old_databases_migrate() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|error| StoreError::Database(error.to_string()))?;
+        let path = dir.path().join("old.db");
+        // A database made before claim codes could expire.
+        {
+            let conn = Connection::open(&path)?;
+            conn.execute_batch(SCHEMA)?;
+            let columns: Vec<String> = conn
+                .prepare("SELECT name FROM pragma_table_info('devices')")?
+                .query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            assert!(!columns.iter().any(|name| name == "claim_expires_ms"));
+        }
+        let admin = Admin::open(&path)?;
+        // Opening again (the server after the CLI) is a no-op.
+        let store = SqliteStore::open(&path, StoreOptions::default())?;
+        let tenant = admin.add_tenant("acme")?;
+        let never = admin.add_device(None, Some("never-1"), true)?;
+        let soon = admin.add_claimable_device(None, Some("soon-1"), Some(10_000))?;
+        let soon_code = soon.claim_code.ok_or(StoreError::NotFound)?;
+        assert_eq!(
+            store.claim(tenant, &soon_code, 10_000).await,
+            Err(StoreError::Expired)
+        );
+        assert_eq!(store.claim(tenant, &soon_code, 9_999).await?, "soon-1");
+        let never_code = never.claim_code.ok_or(StoreError::NotFound)?;
+        assert_eq!(store.claim(tenant, &never_code, u64::MAX).await?, "never-1");
+        store.close().await;
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn retention_and_claim() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Database(e.to_string()))?;
         let path = dir.path().join("t.db");
@@ -1313,14 +1400,22 @@ mod tests {
         );
         let code = unclaimed.claim_code.ok_or(StoreError::NotFound)?;
         assert_eq!(
-            store.claim(tenant, "WRONGCODE000").await,
+            store.claim(tenant, "WRONGCODE000", now_unix_ms()).await,
             Err(StoreError::NotFound)
         );
-        assert_eq!(store.claim(tenant, &code.to_lowercase()).await?, "label-1");
+        assert_eq!(
+            store
+                .claim(tenant, &code.to_lowercase(), now_unix_ms())
+                .await?,
+            "label-1"
+        );
         assert_eq!(store.device_tenant("label-1").await?, Some(tenant));
-        assert_eq!(store.claim(tenant, &code).await, Err(StoreError::NotFound));
+        assert_eq!(
+            store.claim(tenant, &code, now_unix_ms()).await,
+            Err(StoreError::NotFound)
+        );
         let (revocations, _) = store.revocations_since(0).await?;
-        assert_eq!(revocations, [Revocation::Device("label-1".into())]);
+        assert_eq!(revocations, [Revocation::Moved("label-1".into())]);
         store.close().await;
         Ok(())
     }
