@@ -25,11 +25,13 @@
 //! time. `tether-host` runs the same client on tokio; the
 //! `examples/esp32c3-minimal` firmware runs it on embassy-net.
 //!
-//! The WebSocket adapter answers server pings itself. Cancellation note: the
-//! runner waits for a message, a timer or a publish at the same time; if a
-//! timer wins while the adapter is in the middle of answering a ping, that
-//! pong is cut short, the server sees a broken frame and closes, and the
-//! runner reconnects and resends: delivery stays at-least-once.
+//! Cancellation: the runner waits for a server message, a timer or a
+//! publish at the same time, and the branch that loses is cancelled. Only
+//! the pure read ([`ws::WebSocket::read_message`], cancel-safe) is ever
+//! raced; every write (pongs to server pings included: the session queues
+//! them as [`Transmit::Pong`]) happens in a separate step that nothing
+//! cancels except its send timeout, and a send timeout drops the link. So
+//! no frame is ever cut short on a link that stays up.
 
 //! # Example
 //!
@@ -705,8 +707,9 @@ where
             let deadline = client
                 .with_session(|s| s.poll_at())
                 .unwrap_or(now + config.session.keepalive_interval());
+            // Only the read is raced: it is cancel-safe and never writes.
             let event = select3(
-                websocket.receive(),
+                websocket.read_message(),
                 clock.sleep_until(deadline),
                 client.wake.wait(),
             )
@@ -717,14 +720,17 @@ where
                     if let Some(error) = handle_message(client, handler, now, received) {
                         client.with_session(|s| s.on_link_lost(now, error));
                     }
-                    if let LinkError::Closed { .. } = client.last_error().unwrap_or(LinkError::Io)
-                        && websocket.is_closed()
-                    {
+                    if websocket.is_closed() {
+                        // The server closed: echo its close frame.
+                        flush_owed(&mut websocket, clock, config.send_timeout).await;
+                        client.with_session(|s| s.on_link_lost(now, LinkError::EndOfStream));
                         return;
                     }
                 }
                 Either3::First(Err(e)) => {
                     client.with_session(|s| s.on_link_lost(now, link_error(e)));
+                    // A protocol error owes the server its close code.
+                    flush_owed(&mut websocket, clock, config.send_timeout).await;
                     return;
                 }
                 Either3::Second(()) => client.with_session(|s| s.handle_timeout(now)),
@@ -732,6 +738,18 @@ where
             }
         }
     }
+}
+
+/// Sends the close frame the WebSocket owes (best effort, bounded by
+/// `timeout`; the link is dropped right after, so a cancelled write harms
+/// nothing).
+async fn flush_owed<T, W, K>(websocket: &mut ws::WebSocket<'_, T, W>, clock: &K, timeout: Duration)
+where
+    T: embedded_io_async::Read + embedded_io_async::Write,
+    W: RngCore,
+    K: Clock,
+{
+    let _ = select(websocket.flush(), clock.sleep_until(clock.now() + timeout)).await;
 }
 
 /// Applies one server message to the session; returns the error that
@@ -784,8 +802,9 @@ where
         },
         // Devices speak binary only.
         ws::Message::Text(_) => Some(LinkError::Malformed),
-        // The adapter already answered; the link is alive.
-        ws::Message::Ping(_) => None,
+        // The pong goes out with the next transmissions, never from
+        // inside the (cancellable) read.
+        ws::Message::Ping(payload) => client.with_session(|s| s.on_ping(now, payload)).err(),
         ws::Message::Pong(payload) => {
             client.with_session(|s| s.on_pong(now, payload));
             None

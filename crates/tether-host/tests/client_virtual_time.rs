@@ -33,6 +33,9 @@ struct PeerConnector {
     relay: Shared,
     refusals: usize,
     write_budgets: VecDeque<Option<usize>>,
+    /// Every pong frame is written short (2 bytes), and the rest only after
+    /// this long: a congested TCP send buffer in the middle of a frame.
+    stall_pongs: Option<Duration>,
 }
 
 impl PeerConnector {
@@ -41,6 +44,7 @@ impl PeerConnector {
             relay: relay.clone(),
             refusals: 0,
             write_budgets: VecDeque::new(),
+            stall_pongs: None,
         }
     }
 }
@@ -48,6 +52,9 @@ impl PeerConnector {
 struct PeerStream {
     inner: DuplexStream,
     budget: Option<usize>,
+    stall_pongs: Option<Duration>,
+    /// Writes wait until then (the send buffer is full).
+    stalled_until: Option<tokio::time::Instant>,
 }
 
 impl ErrorType for PeerStream {
@@ -62,6 +69,16 @@ impl Read for PeerStream {
 
 impl Write for PeerStream {
     async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(until) = self.stalled_until {
+            // Cancelling this write leaves the stall in place.
+            tokio::time::sleep_until(until).await;
+            self.stalled_until = None;
+        }
+        // 0x8a: FIN + pong opcode, the first byte of a pong frame.
+        if let (Some(stall), Some(0x8a)) = (self.stall_pongs, buf.first()) {
+            self.stalled_until = Some(tokio::time::Instant::now() + stall);
+            return self.inner.write(&buf[..2]).await;
+        }
         let allowed = match self.budget {
             Some(0) => return Err(io::ErrorKind::BrokenPipe.into()),
             Some(budget) => budget.min(buf.len()),
@@ -93,6 +110,8 @@ impl Connector for PeerConnector {
         Ok(PeerStream {
             inner: client,
             budget: self.write_budgets.pop_front().flatten(),
+            stall_pongs: self.stall_pongs,
+            stalled_until: None,
         })
     }
 }
@@ -501,4 +520,38 @@ async fn any_mix_of_link_failures_stores_every_message_once_in_order() {
         })
         .await;
     }
+}
+
+/// Regression: a timer that falls due while the client is answering a
+/// server ping must not cut the pong short. Here the pong's write stalls for
+/// 8 s after its first 2 bytes, and the keepalive timer (20 s after
+/// `Welcome`) falls due inside that stall. Before the fix the runner raced
+/// the WebSocket's `receive` (which wrote the pong) against the timer: the
+/// timer cancelled the pong mid-frame, the keepalive ping followed the
+/// partial pong, the relay's WebSocket parser read garbage, and the link
+/// died. Now only the read is raced and the pong is written in full.
+#[tokio::test(start_paused = true)]
+async fn a_timer_never_cuts_a_pong_short() {
+    let relay = Relay::shared([Behaviour {
+        ping_after: Some((Duration::from_secs(15), b"are you there")),
+        ..Behaviour::default()
+    }]);
+    let mut connector = PeerConnector::new(&relay);
+    connector.stall_pongs = Some(Duration::from_secs(8));
+    with_client(config(), connector, async |client| {
+        eventually("connected", || client.state() == ConnectionState::Connected).await;
+        eventually("the pong", || !relay.lock().unwrap().pongs.is_empty()).await;
+        // The stall ended 23 s after Welcome, past the 20 s keepalive
+        // deadline that used to cancel the pong.
+        client.publish("c", &1).unwrap();
+        eventually("stored", || client.stats().outbox_len == 0).await;
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        let relay = relay.lock().unwrap();
+        assert_eq!(relay.pongs[0], b"are you there");
+        assert_eq!(relay.connections, 1, "the link never broke");
+        assert_eq!(client.stats().session.link_failures, 0);
+        assert_eq!(client.last_error(), None);
+        assert_eq!(client.state(), ConnectionState::Connected);
+    })
+    .await;
 }

@@ -35,6 +35,8 @@ pub struct Behaviour {
     pub stop_reading: bool,
     /// After `Welcome`, send this command.
     pub command: Option<(u32, &'static str, &'static str)>,
+    /// This long after `Welcome`, send a WebSocket ping with this payload.
+    pub ping_after: Option<(core::time::Duration, &'static [u8])>,
 }
 
 /// What one boot of the device got stored.
@@ -57,6 +59,8 @@ pub struct Relay {
     pub behaviours: VecDeque<Behaviour>,
     /// Gaps: a publish whose seq skipped past the next expected one.
     pub gaps: usize,
+    /// Payloads of the WebSocket pongs received.
+    pub pongs: Vec<Vec<u8>>,
 }
 
 pub type Shared = Arc<Mutex<Relay>>;
@@ -82,7 +86,29 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, relay: Shared) 
     };
     let mut boot_id = None;
     let mut published_here = 0usize;
-    while let Some(Ok(message)) = ws.next().await {
+    let mut ping_at = None;
+    loop {
+        let message = tokio::select! {
+            message = ws.next() => message,
+            () = async {
+                match ping_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => core::future::pending().await,
+                }
+            } => {
+                ping_at = None;
+                if let Some((_, payload)) = behaviour.ping_after {
+                    let _ = ws.send(Message::Ping(payload.to_vec().into())).await;
+                }
+                continue;
+            }
+        };
+        let Some(Ok(message)) = message else {
+            return;
+        };
+        if let Message::Pong(payload) = &message {
+            relay.lock().unwrap().pongs.push(payload.to_vec());
+        }
         let Message::Binary(bytes) = message else {
             continue;
         };
@@ -118,6 +144,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, relay: Shared) 
                     },
                 });
                 send(&mut ws, &welcome).await;
+                if let Some((after, _)) = behaviour.ping_after {
+                    ping_at = Some(tokio::time::Instant::now() + after);
+                }
                 if let Some(code) = behaviour.close_with {
                     let _ = ws
                         .close(Some(CloseFrame {
