@@ -62,8 +62,8 @@
 //! ) {
 //!     let config = ClientConfig::new("wss://relay.example.com/device", "kitchen-1", "1.0.0")
 //!         .with_authorization("Bearer device-token");
-//!     let client: Client<NoopRawMutex, RamOutbox<4096>, R> =
-//!         Client::new(&config, RamOutbox::new(), rng, clock.now()).unwrap();
+//!     let client: Client<NoopRawMutex, RamOutbox<4096>, R, &K> =
+//!         Client::new(&config, RamOutbox::new(), rng, &clock).unwrap();
 //!     let mut buffers = Buffers::<1024, 512, 512>::new();
 //!     let start = clock.now();
 //!     let mut runner =
@@ -100,7 +100,7 @@ use tether_proto::{
 };
 
 use crate::connector::Connector;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Timestamp};
 use crate::session::{
     ConnectionState, LinkError, PublishError, Session, SessionConfig, SessionConfigError,
     SessionStats, Transmit,
@@ -296,15 +296,17 @@ pub struct ClientStats {
 /// `M` is the embassy-sync mutex kind (`NoopRawMutex` when everything runs
 /// on one executor, `CriticalSectionRawMutex` across interrupts or cores),
 /// `O` the outbox, `R` the random source of boot ids and backoff jitter,
-/// `PAYLOAD` the largest JSON payload [`Client::publish`] serializes (it
-/// lives on the caller's stack during the call).
-pub struct Client<M: RawMutex, O, R, const PAYLOAD: usize = DEFAULT_PAYLOAD_CAPACITY> {
+/// `K` the clock publishes are timestamped with (the runner's clock, or a
+/// reference to it), `PAYLOAD` the largest JSON payload [`Client::publish`]
+/// serializes (it lives on the caller's stack during the call).
+pub struct Client<M: RawMutex, O, R, K, const PAYLOAD: usize = DEFAULT_PAYLOAD_CAPACITY> {
     session: Mutex<M, RefCell<Session<O, R>>>,
     wake: Signal<M, ()>,
+    clock: K,
 }
 
-impl<M: RawMutex, O: Outbox, R: RngCore, const PAYLOAD: usize> fmt::Debug
-    for Client<M, O, R, PAYLOAD>
+impl<M: RawMutex, O: Outbox, R: RngCore, K: Clock, const PAYLOAD: usize> fmt::Debug
+    for Client<M, O, R, K, PAYLOAD>
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
@@ -314,10 +316,12 @@ impl<M: RawMutex, O: Outbox, R: RngCore, const PAYLOAD: usize> fmt::Debug
     }
 }
 
-impl<M: RawMutex, O: Outbox, R: RngCore, const PAYLOAD: usize> Client<M, O, R, PAYLOAD> {
-    /// A client that starts connecting at `now` (`Clock::now()`), storing
-    /// unacknowledged messages in `outbox`. `rng` draws this boot's id and
-    /// the backoff jitter: on a device, the hardware RNG.
+impl<M: RawMutex, O: Outbox, R: RngCore, K: Clock, const PAYLOAD: usize>
+    Client<M, O, R, K, PAYLOAD>
+{
+    /// A client that starts connecting now, storing unacknowledged messages
+    /// in `outbox` and timestamping them with `clock`. `rng` draws this
+    /// boot's id and the backoff jitter: on a device, the hardware RNG.
     ///
     /// # Errors
     /// The configuration is invalid.
@@ -325,20 +329,23 @@ impl<M: RawMutex, O: Outbox, R: RngCore, const PAYLOAD: usize> Client<M, O, R, P
         config: &ClientConfig<'_>,
         outbox: O,
         rng: R,
-        now: Instant,
+        clock: K,
     ) -> Result<Self, ClientConfigError> {
         config.validate()?;
-        let session =
-            Session::new(config.session, outbox, rng, now).map_err(ClientConfigError::Session)?;
+        let session = Session::new(config.session, outbox, rng, clock.now())
+            .map_err(ClientConfigError::Session)?;
         Ok(Self {
             session: Mutex::new(RefCell::new(session)),
             wake: Signal::new(),
+            clock,
         })
     }
 
-    /// Serializes `value` as JSON and queues it on `channel`. Returns its
-    /// sequence number. Never blocks: when the outbox is full the session's
-    /// [`FullPolicy`](crate::outbox::FullPolicy) applies.
+    /// Serializes `value` as JSON and queues it on `channel`, timestamped
+    /// with the current time (Unix ms once a `Welcome` told the server's
+    /// clock; see [session timestamps](crate::session#timestamps)). Returns
+    /// its sequence number. Never blocks: when the outbox is full the
+    /// session's [`FullPolicy`](crate::outbox::FullPolicy) applies.
     ///
     /// # Errors
     /// [`PublishError::Encode`] if `value` does not serialize into `PAYLOAD`
@@ -363,7 +370,8 @@ impl<M: RawMutex, O: Outbox, R: RngCore, const PAYLOAD: usize> Client<M, O, R, P
         if json.len() > MAX_PAYLOAD_LEN {
             return Err(PublishError::TooLarge);
         }
-        let seq = self.with_session(|session| session.publish(channel, json))?;
+        let now = self.clock.now();
+        let seq = self.with_session(|session| session.publish(now, channel, json))?;
         self.wake.signal(());
         Ok(seq)
     }
@@ -474,8 +482,8 @@ impl<const RX: usize, const TX: usize, const MESSAGE: usize> Buffers<RX, TX, MES
 /// Owns the connection: connects, handshakes, says `Hello`, moves messages
 /// and acknowledgements, keeps the link alive and reconnects. Run
 /// [`Runner::run`] in a task of its own; it never returns.
-pub struct Runner<'a, M: RawMutex, O, R, C, K, W, const PAYLOAD: usize> {
-    client: &'a Client<M, O, R, PAYLOAD>,
+pub struct Runner<'a, M: RawMutex, O, R, KC, C, K, W, const PAYLOAD: usize> {
+    client: &'a Client<M, O, R, KC, PAYLOAD>,
     config: ClientConfig<'a>,
     url: ServerUrl<'a>,
     connector: C,
@@ -486,8 +494,8 @@ pub struct Runner<'a, M: RawMutex, O, R, C, K, W, const PAYLOAD: usize> {
     message: &'a mut [u8],
 }
 
-impl<M: RawMutex, O, R, C, K, W, const PAYLOAD: usize> fmt::Debug
-    for Runner<'_, M, O, R, C, K, W, PAYLOAD>
+impl<M: RawMutex, O, R, KC, C, K, W, const PAYLOAD: usize> fmt::Debug
+    for Runner<'_, M, O, R, KC, C, K, W, PAYLOAD>
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Runner")
@@ -506,11 +514,12 @@ enum Outgoing {
     Pong(usize),
 }
 
-impl<'a, M, O, R, C, K, W, const PAYLOAD: usize> Runner<'a, M, O, R, C, K, W, PAYLOAD>
+impl<'a, M, O, R, KC, C, K, W, const PAYLOAD: usize> Runner<'a, M, O, R, KC, C, K, W, PAYLOAD>
 where
     M: RawMutex,
     O: Outbox,
     R: RngCore,
+    KC: Clock,
     C: Connector,
     K: Clock,
     W: RngCore,
@@ -522,7 +531,7 @@ where
     /// # Errors
     /// The configuration is invalid or the buffers are too small.
     pub fn new<const RX: usize, const TX: usize, const MESSAGE: usize>(
-        client: &'a Client<M, O, R, PAYLOAD>,
+        client: &'a Client<M, O, R, KC, PAYLOAD>,
         config: ClientConfig<'a>,
         connector: C,
         clock: K,
@@ -754,8 +763,8 @@ where
 
 /// Applies one server message to the session; returns the error that
 /// drops the link, if the session did not already drop it.
-fn handle_message<M, O, R, H, const PAYLOAD: usize>(
-    client: &Client<M, O, R, PAYLOAD>,
+fn handle_message<M, O, R, KC, H, const PAYLOAD: usize>(
+    client: &Client<M, O, R, KC, PAYLOAD>,
     handler: &mut H,
     now: Instant,
     received: ws::Message<'_>,
@@ -764,6 +773,7 @@ where
     M: RawMutex,
     O: Outbox,
     R: RngCore,
+    KC: Clock,
     H: CommandHandler,
 {
     match received {
@@ -774,7 +784,12 @@ where
             }
             Ok(ServerToDevice::Welcome(welcome)) => {
                 let _ = client.with_session(|s| {
-                    s.on_welcome(now, welcome.last_stored_seq, welcome.max_in_flight)
+                    s.on_welcome(
+                        now,
+                        welcome.last_stored_seq,
+                        welcome.max_in_flight,
+                        welcome.server_time_ms,
+                    )
                 });
                 None
             }
@@ -832,7 +847,12 @@ fn encode(transmit: Transmit<'_>, config: &ClientConfig<'_>, out: &mut [u8]) -> 
         Transmit::Publish(entry) => DeviceToServer::Publish(Publish {
             seq: entry.seq,
             channel: entry.channel,
-            time_ms: None,
+            // The session converted boot-relative times once it knew the
+            // server's clock; a time still boot-relative is unknown.
+            time_ms: match entry.time {
+                Some(Timestamp::Unix(millis)) => Some(millis),
+                _ => None,
+            },
             payload: Payload(entry.payload),
         }),
         Transmit::CommandAck { id, status } => DeviceToServer::CommandAck(CommandAck {
@@ -877,7 +897,7 @@ mod tests {
     /// (`cargo test -p tether-core client_memory -- --nocapture`).
     #[test]
     fn client_memory() {
-        type DefaultClient = Client<NoopRawMutex, RamOutbox<4096>, XorShiftRng>;
+        type DefaultClient = Client<NoopRawMutex, RamOutbox<4096>, XorShiftRng, ()>;
         let client = size_of::<DefaultClient>();
         let buffers = size_of::<Buffers>();
         let runner = size_of::<
@@ -888,17 +908,28 @@ mod tests {
                 XorShiftRng,
                 (),
                 (),
+                (),
                 XorShiftRng,
                 DEFAULT_PAYLOAD_CAPACITY,
             >,
         >();
-        std::println!("Client<NoopRawMutex, RamOutbox<4096>, XorShiftRng>: {client} bytes");
+        std::println!("Client<NoopRawMutex, RamOutbox<4096>, XorShiftRng, ()>: {client} bytes");
         std::println!("Buffers (default 1024 + 512 + 512): {buffers} bytes");
         std::println!("Runner fields (zero-sized connector and clock): {runner} bytes");
         std::println!("total: {} bytes", client + buffers + runner);
         assert!(client <= 4096 + 700, "client grew to {client} bytes");
         assert_eq!(buffers, 2048);
         assert!(runner <= 400, "runner grew to {runner} bytes");
+    }
+
+    /// A clock stopped at the origin.
+    struct NoClock;
+
+    impl Clock for NoClock {
+        fn now(&self) -> Instant {
+            Instant::ZERO
+        }
+        async fn sleep_until(&self, _deadline: Instant) {}
     }
 
     #[test]
@@ -948,11 +979,11 @@ mod tests {
     fn publish_validates_channel_and_size_and_never_blocks() {
         use rand_core::SeedableRng;
         let config = ClientConfig::new("ws://relay.local/device", "dev-1", "1.0.0");
-        let client: Client<NoopRawMutex, RamOutbox<256>, XorShiftRng, 32> = Client::new(
+        let client: Client<NoopRawMutex, RamOutbox<256>, XorShiftRng, NoClock, 32> = Client::new(
             &config,
             RamOutbox::new(),
             XorShiftRng::seed_from_u64(1),
-            Instant::ZERO,
+            NoClock,
         )
         .unwrap();
         assert_eq!(client.publish("a/b", &1u8), Ok(1));
@@ -979,20 +1010,13 @@ mod tests {
     fn runner_refuses_small_buffers() {
         use rand_core::SeedableRng;
         let config = ClientConfig::new("ws://relay.local/device", "dev-1", "1.0.0");
-        let client: Client<NoopRawMutex, RamOutbox<256>, XorShiftRng> = Client::new(
+        let client: Client<NoopRawMutex, RamOutbox<256>, XorShiftRng, NoClock> = Client::new(
             &config,
             RamOutbox::new(),
             XorShiftRng::seed_from_u64(1),
-            Instant::ZERO,
+            NoClock,
         )
         .unwrap();
-        struct NoClock;
-        impl Clock for NoClock {
-            fn now(&self) -> Instant {
-                Instant::ZERO
-            }
-            async fn sleep_until(&self, _deadline: Instant) {}
-        }
         struct NoNetwork;
         impl Connector for NoNetwork {
             type Connection<'a> = NoStream;

@@ -15,17 +15,16 @@ use embedded_io_async::{ErrorType, Read, Write};
 use rand_core::SeedableRng;
 use rand_xorshift::XorShiftRng;
 use serde::Serialize;
-use support::{Behaviour, Relay, Shared};
+use support::{Behaviour, Relay, Shared, UNIX_AT_START};
 use tether_core::client::{Buffers, Client, ClientConfig, CommandHandler, Runner};
 use tether_core::connector::{Connector, Endpoint};
 use tether_core::outbox::{FullPolicy, RamOutbox};
 use tether_core::session::{ConnectionState, LinkError, PublishError, SessionConfig};
-use tether_core::time::Clock;
 use tether_host::clock::TokioClock;
 use tether_proto::{Command, CommandStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-type TestClient = Client<NoopRawMutex, RamOutbox<2048>, XorShiftRng>;
+type TestClient = Client<NoopRawMutex, RamOutbox<2048>, XorShiftRng, TokioClock>;
 
 /// Opens in-memory streams to the scripted peer. Can refuse connections and
 /// cut the byte stream after a budget (a link dying mid-frame).
@@ -150,7 +149,7 @@ async fn with_client(
         &config,
         RamOutbox::new(),
         XorShiftRng::seed_from_u64(1),
-        clock.now(),
+        clock,
     )
     .unwrap();
     let mut buffers = Buffers::<1024, 512, 512>::new();
@@ -308,8 +307,8 @@ async fn server_that_never_acks_fills_window_then_outbox_reject() {
             }
         };
         assert_eq!(error, PublishError::Full);
-        // 2048 bytes of outbox, 50 bytes per entry.
-        assert_eq!(accepted, 2048 / 50);
+        // 2048 bytes of outbox, 56 bytes per entry.
+        assert_eq!(accepted, 2048 / 56);
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(
             relay.lock().unwrap().deliveries,
@@ -338,8 +337,8 @@ async fn server_that_never_acks_with_drop_oldest_counts_drops() {
                 .unwrap();
         }
         let stats = client.stats();
-        assert_eq!(stats.dropped, 100 - 40);
-        assert_eq!(stats.outbox_len, 40);
+        assert_eq!(stats.dropped, 100 - 36);
+        assert_eq!(stats.outbox_len, 36);
         assert!(stats.outbox_bytes <= stats.outbox_capacity);
     })
     .await;
@@ -552,6 +551,42 @@ async fn a_timer_never_cuts_a_pong_short() {
         assert_eq!(client.stats().session.link_failures, 0);
         assert_eq!(client.last_error(), None);
         assert_eq!(client.state(), ConnectionState::Connected);
+    })
+    .await;
+}
+
+/// Publishes carry Unix time: stamped at publish time once `Welcome` told
+/// the server's clock, and converted at send time for messages published
+/// offline before it.
+#[tokio::test(start_paused = true)]
+async fn publishes_carry_unix_time_even_when_published_offline() {
+    let relay = Relay::shared([]);
+    let mut connector = PeerConnector::new(&relay);
+    // Offline for a while after boot: the first two attempts are refused.
+    connector.refusals = 2;
+    with_client(config(), connector, async |client| {
+        let start = tokio::time::Instant::now();
+        let millis = || start.elapsed().as_millis() as u64;
+        client.publish("c", &1).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        client.publish("c", &2).unwrap();
+        assert_ne!(client.state(), ConnectionState::Connected);
+        eventually("connected", || client.state() == ConnectionState::Connected).await;
+        let connected_at = millis();
+        assert!(connected_at > 500, "{connected_at}");
+        tokio::time::sleep(Duration::from_millis(1_234)).await;
+        let third = millis();
+        client.publish("c", &3).unwrap();
+        eventually("stored", || client.stats().outbox_len == 0).await;
+        let relay = relay.lock().unwrap();
+        assert_eq!(
+            relay.boots[&client.boot_id()].times,
+            [
+                Some(UNIX_AT_START),
+                Some(UNIX_AT_START + 500),
+                Some(UNIX_AT_START + third)
+            ]
+        );
     })
     .await;
 }

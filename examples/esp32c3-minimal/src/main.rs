@@ -29,7 +29,6 @@ use esp_radio::wifi::{AuthenticationMethodConfig, Config, Interface, WifiControl
 use static_cell::StaticCell;
 use tether_core::client::{Buffers, Client, ClientConfig, Runner};
 use tether_core::outbox::RamOutbox;
-use tether_core::time::Clock;
 use tether_proto::{Command, CommandStatus};
 
 use crate::board::{EmbassyClock, EmbassyConnector, SOCKET_BUFFER};
@@ -56,7 +55,7 @@ const DEVICE_ID: &str = match option_env!("DEVICE_ID") {
 /// `tether-server device add` printed for `DEVICE_ID`).
 const AUTHORIZATION: Option<&str> = option_env!("TETHER_AUTHORIZATION");
 
-type FirmwareClient = Client<NoopRawMutex, RamOutbox<4096>, Rng>;
+type FirmwareClient = Client<NoopRawMutex, RamOutbox<4096>, Rng, EmbassyClock>;
 
 #[esp_rtos::main]
 async fn main(spawner: Spawner) -> ! {
@@ -101,7 +100,7 @@ async fn main(spawner: Spawner) -> ! {
     }
     let clock = EmbassyClock;
     let client: &'static FirmwareClient = CLIENT.init(
-        Client::new(&config, RamOutbox::new(), rng, clock.now()).expect("valid tether config"),
+        Client::new(&config, RamOutbox::new(), rng, clock).expect("valid tether config"),
     );
     let connector = EmbassyConnector::new(
         stack,

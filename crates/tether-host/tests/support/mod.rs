@@ -45,7 +45,13 @@ pub struct Boot {
     pub stored_through: u32,
     /// `(seq, channel, payload JSON)` in arrival order.
     pub records: Vec<(u32, String, String)>,
+    /// `Publish.time_ms` of each record.
+    pub times: Vec<Option<u64>>,
 }
+
+/// The relay's clock reads this Unix time (ms) when the test starts, and
+/// runs on tokio's (virtual) time from there.
+pub const UNIX_AT_START: u64 = 1_764_000_000_000;
 
 /// Everything the peer saw, across connections.
 #[derive(Debug, Default)]
@@ -61,6 +67,8 @@ pub struct Relay {
     pub gaps: usize,
     /// Payloads of the WebSocket pongs received.
     pub pongs: Vec<Vec<u8>>,
+    /// When the test started.
+    pub started: Option<tokio::time::Instant>,
 }
 
 pub type Shared = Arc<Mutex<Relay>>;
@@ -69,6 +77,7 @@ impl Relay {
     pub fn shared(behaviours: impl IntoIterator<Item = Behaviour>) -> Shared {
         Arc::new(Mutex::new(Relay {
             behaviours: behaviours.into_iter().collect(),
+            started: Some(tokio::time::Instant::now()),
             ..Relay::default()
         }))
     }
@@ -123,19 +132,21 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, relay: Shared) 
         };
         match decoded {
             DeviceToServer::Hello(hello) => {
-                let stored = {
+                let (stored, now) = {
                     let mut relay = relay.lock().unwrap();
+                    let elapsed = relay.started.map_or(0, |s| s.elapsed().as_millis() as u64);
                     relay.hellos.push((
                         hello.device_id.to_owned(),
                         hello.boot_id,
                         hello.last_acked_seq,
                     ));
-                    relay.boots.entry(hello.boot_id).or_default().stored_through
+                    let stored = relay.boots.entry(hello.boot_id).or_default().stored_through;
+                    (stored, UNIX_AT_START + elapsed)
                 };
                 boot_id = Some(hello.boot_id);
                 let welcome = ServerToDevice::Welcome(Welcome {
                     session_id: 1,
-                    server_time_ms: 1_764_000_000_000,
+                    server_time_ms: now,
                     last_stored_seq: stored,
                     max_in_flight: if behaviour.max_in_flight == 0 {
                         16
@@ -191,6 +202,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, relay: Shared) 
                             publish.channel.to_owned(),
                             publish.payload.as_str().unwrap_or_default().to_owned(),
                         ));
+                        boot.times.push(publish.time_ms);
                         if gap {
                             relay.gaps += 1;
                         }
