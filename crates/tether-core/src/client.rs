@@ -42,7 +42,7 @@
 //! ```no_run
 //! use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 //! use rand_core::RngCore;
-//! use tether_core::client::{Buffers, Client, ClientConfig, Runner};
+//! use tether_core::client::{Buffers, Client, ClientConfig, CommandResult, Runner};
 //! use tether_core::connector::Connector;
 //! use tether_core::outbox::RamOutbox;
 //! use tether_core::time::{Clock, Duration};
@@ -69,10 +69,23 @@
 //!     let mut runner =
 //!         Runner::new(&client, config, connector, &clock, mask_rng, &mut buffers).unwrap();
 //!
-//!     // Commands: switch the LED, refuse anything else.
-//!     let mut on_command = |command: &Command<'_>| match command.channel {
-//!         "led" => CommandStatus::Ok,
-//!         _ => CommandStatus::Unsupported,
+//!     // Commands: switch the LED and report its state, refuse anything else.
+//!     #[derive(serde::Serialize)]
+//!     struct Led {
+//!         on: bool,
+//!     }
+//!     let mut on_command = |command: &Command<'_>, result: &mut CommandResult<'_>| {
+//!         match command.channel {
+//!             "led" => {
+//!                 let on = command.payload.as_str() == Some("true");
+//!                 // `{"on":true}` goes back in the CommandAck.
+//!                 match result.set(&Led { on }) {
+//!                     Ok(()) => CommandStatus::Ok,
+//!                     Err(_) => CommandStatus::Failed,
+//!                 }
+//!             }
+//!             _ => CommandStatus::Unsupported,
+//!         }
 //!     };
 //!     let publish_every_second = async {
 //!         for counter in 1.. {
@@ -102,8 +115,8 @@ use tether_proto::{
 use crate::connector::Connector;
 use crate::outbox::{Outbox, Timestamp};
 use crate::session::{
-    ConnectionState, LinkError, PublishError, Session, SessionConfig, SessionConfigError,
-    SessionStats, Transmit,
+    ConnectionState, LinkError, MAX_COMMAND_RESULT_LEN, PublishError, Session, SessionConfig,
+    SessionConfigError, SessionStats, Transmit,
 };
 use crate::time::{Clock, Duration, Instant};
 use crate::url::{ServerUrl, UrlError};
@@ -119,16 +132,21 @@ const PUBLISH_OVERHEAD: usize = 2 + 5 + 1 + MAX_CHANNEL_LEN + 1 + 10 + 3;
 /// Bytes of the largest `Hello`.
 const HELLO_LEN: usize = 2 + 1 + tether_proto::MAX_DEVICE_ID_LEN + 1 + 32 + 10 + 5;
 
+/// Bytes of the largest `CommandAck`: version and kind, id, status, result
+/// length and result.
+const COMMAND_ACK_LEN: usize = 2 + 5 + 1 + 2 + MAX_COMMAND_RESULT_LEN;
+
 /// The smallest message buffer a [`Runner`] needs for payloads of up to
 /// `payload` bytes.
 #[must_use]
 pub const fn message_buffer_len(payload: usize) -> usize {
     let publish = PUBLISH_OVERHEAD + payload;
-    if publish > HELLO_LEN {
-        publish
+    let control = if COMMAND_ACK_LEN > HELLO_LEN {
+        COMMAND_ACK_LEN
     } else {
         HELLO_LEN
-    }
+    };
+    if publish > control { publish } else { control }
 }
 
 /// Settings of a device client. Builder-lite: [`ClientConfig::new`] takes
@@ -425,15 +443,23 @@ impl<M: RawMutex, O: Outbox, R: RngCore, K: Clock, const PAYLOAD: usize>
 
 /// What the application does with a downlink command. The runner calls it
 /// as the command arrives and sends the returned status back in a
-/// `CommandAck`; keep it short (queue long work elsewhere and answer `Ok`).
+/// `CommandAck`, with the JSON result the handler put in `result` (`null`
+/// if it put none); keep it short (queue long work elsewhere and answer
+/// `Ok`).
+///
+/// Closures `|command: &Command<'_>, result: &mut CommandResult<'_>| status`
+/// are handlers.
 pub trait CommandHandler {
-    /// Handles `command`.
-    fn handle(&mut self, command: &Command<'_>) -> CommandStatus;
+    /// Handles `command`; may [`set`](CommandResult::set) a result.
+    fn handle(&mut self, command: &Command<'_>, result: &mut CommandResult<'_>) -> CommandStatus;
 }
 
-impl<F: FnMut(&Command<'_>) -> CommandStatus> CommandHandler for F {
-    fn handle(&mut self, command: &Command<'_>) -> CommandStatus {
-        self(command)
+impl<F> CommandHandler for F
+where
+    F: FnMut(&Command<'_>, &mut CommandResult<'_>) -> CommandStatus,
+{
+    fn handle(&mut self, command: &Command<'_>, result: &mut CommandResult<'_>) -> CommandStatus {
+        self(command, result)
     }
 }
 
@@ -443,10 +469,69 @@ impl<F: FnMut(&Command<'_>) -> CommandStatus> CommandHandler for F {
 pub struct NoCommands;
 
 impl CommandHandler for NoCommands {
-    fn handle(&mut self, _command: &Command<'_>) -> CommandStatus {
+    fn handle(&mut self, _command: &Command<'_>, _result: &mut CommandResult<'_>) -> CommandStatus {
         CommandStatus::Unsupported
     }
 }
+
+/// The JSON result of one command, in a bounded buffer the runner provides
+/// ([`MAX_COMMAND_RESULT_LEN`] bytes): no allocation.
+#[derive(Debug)]
+pub struct CommandResult<'b> {
+    buffer: &'b mut [u8],
+    len: usize,
+}
+
+impl<'b> CommandResult<'b> {
+    /// An empty result writing into `buffer`.
+    #[must_use]
+    pub fn new(buffer: &'b mut [u8]) -> Self {
+        Self { buffer, len: 0 }
+    }
+
+    /// Serializes `value` as JSON (serde-json-core) as the result,
+    /// replacing any earlier one.
+    ///
+    /// # Errors
+    /// [`ResultTooLarge`] if it does not fit (or does not serialize); the
+    /// result is then empty (`null`).
+    pub fn set<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ResultTooLarge> {
+        self.len = 0;
+        self.len = serde_json_core::to_slice(value, self.buffer).map_err(|_| ResultTooLarge)?;
+        Ok(())
+    }
+
+    /// Removes the result (`null` goes back).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The JSON set, if any.
+    #[must_use]
+    pub fn json(&self) -> Option<&[u8]> {
+        self.buffer.get(..self.len).filter(|json| !json.is_empty())
+    }
+
+    /// The longest JSON that fits.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.buffer.len()
+    }
+}
+
+/// A command result does not fit its buffer (at most
+/// [`MAX_COMMAND_RESULT_LEN`] bytes of JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ResultTooLarge;
+
+impl fmt::Display for ResultTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("command result too large")
+    }
+}
+
+impl core::error::Error for ResultTooLarge {}
 
 /// The runner's buffers, owned by the caller (a `static` on a device):
 ///
@@ -802,11 +887,18 @@ where
                     return None;
                 }
                 debug!("client: command {} on {}", command.id, command.channel);
-                let status = handler.handle(&command);
-                if client
-                    .with_session(|s| s.acknowledge_command(command.id, status))
-                    .is_err()
-                {
+                let mut buffer = [0u8; MAX_COMMAND_RESULT_LEN];
+                let mut result = CommandResult::new(&mut buffer);
+                let status = handler.handle(&command, &mut result);
+                let json = result.json().unwrap_or_default();
+                let queued = client.with_session(|s| {
+                    s.acknowledge_command(command.id, status, json)
+                        .or_else(|_| {
+                            // No room for the result: the status at least.
+                            s.acknowledge_command(command.id, status, &[])
+                        })
+                });
+                if queued.is_err() {
                     warn!(
                         "client: command ack queue full, command {} unanswered",
                         command.id
@@ -855,10 +947,14 @@ fn encode(transmit: Transmit<'_>, config: &ClientConfig<'_>, out: &mut [u8]) -> 
             },
             payload: Payload(entry.payload),
         }),
-        Transmit::CommandAck { id, status } => DeviceToServer::CommandAck(CommandAck {
+        Transmit::CommandAck { id, status, result } => DeviceToServer::CommandAck(CommandAck {
             id,
             status,
-            result: Payload::NULL,
+            result: if result.is_empty() {
+                Payload::NULL
+            } else {
+                Payload(result)
+            },
         }),
         Transmit::Ping { nonce } => return Some(Outgoing::Ping(nonce)),
         Transmit::Pong(payload) => {
@@ -917,7 +1013,7 @@ mod tests {
         std::println!("Buffers (default 1024 + 512 + 512): {buffers} bytes");
         std::println!("Runner fields (zero-sized connector and clock): {runner} bytes");
         std::println!("total: {} bytes", client + buffers + runner);
-        assert!(client <= 4096 + 700, "client grew to {client} bytes");
+        assert!(client <= 4096 + 800, "client grew to {client} bytes");
         assert_eq!(buffers, 2048);
         assert!(runner <= 400, "runner grew to {runner} bytes");
     }
@@ -1004,6 +1100,47 @@ mod tests {
         assert_eq!(client.publish("a", &12345u32), Err(PublishError::Full));
         assert_eq!(client.stats().outbox_len, accepted);
         assert_eq!(client.state(), ConnectionState::Connecting);
+    }
+
+    #[test]
+    fn command_results_are_bounded_json() {
+        #[derive(Serialize)]
+        struct Led<'a> {
+            on: bool,
+            name: &'a str,
+        }
+        let mut buffer = [0u8; MAX_COMMAND_RESULT_LEN];
+        let mut result = CommandResult::new(&mut buffer);
+        assert_eq!(result.json(), None);
+        result
+            .set(&Led {
+                on: true,
+                name: "kitchen",
+            })
+            .unwrap();
+        assert_eq!(result.json(), Some(&br#"{"on":true,"name":"kitchen"}"#[..]));
+        let long = "x".repeat(MAX_COMMAND_RESULT_LEN);
+        assert_eq!(
+            result.set(&Led {
+                on: false,
+                name: &long
+            }),
+            Err(ResultTooLarge)
+        );
+        assert_eq!(result.json(), None, "a failed set leaves no half result");
+        result.set(&[1, 2, 3]).unwrap();
+        result.clear();
+        assert_eq!(result.json(), None);
+        assert_eq!(result.capacity(), MAX_COMMAND_RESULT_LEN);
+        // The largest CommandAck fits the smallest message buffer.
+        let max = [b'1'; MAX_COMMAND_RESULT_LEN];
+        let ack = DeviceToServer::CommandAck(CommandAck {
+            id: u32::MAX,
+            status: CommandStatus::Unsupported,
+            result: Payload(&max),
+        });
+        let mut out = [0u8; message_buffer_len(0)];
+        assert!(ack.encode(&mut out).is_ok());
     }
 
     #[test]

@@ -108,6 +108,10 @@ pub const MAX_PING_PAYLOAD: usize = 125;
 /// Command acknowledgements that can wait for the link at once.
 pub const COMMAND_ACK_QUEUE: usize = 8;
 
+/// Longest JSON result of one command, and the bytes the results of all
+/// queued command acknowledgements share.
+pub const MAX_COMMAND_RESULT_LEN: usize = 128;
+
 /// Settings of a [`Session`]. Builder-lite: start from [`Default`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -460,6 +464,8 @@ pub enum Transmit<'a> {
         id: u32,
         /// What became of it.
         status: CommandStatus,
+        /// Its JSON result; empty when there is none (send `null`).
+        result: &'a [u8],
     },
     /// A stored message, sent for the first time or resent.
     Publish(Entry<'a>),
@@ -520,8 +526,14 @@ pub struct Session<O, R> {
     pong_payload: [u8; MAX_PING_PAYLOAD],
     /// ...and its length, if one is owed.
     pong_len: Option<u8>,
-    command_acks: [(u32, CommandStatus); COMMAND_ACK_QUEUE],
+    /// Queued command acks: id, status, result length. Their results lie
+    /// back to back at the start of `command_results`, in queue order.
+    command_acks: [(u32, CommandStatus, u8); COMMAND_ACK_QUEUE],
     command_ack_len: usize,
+    command_results: [u8; MAX_COMMAND_RESULT_LEN],
+    /// The first queued ack was handed out by `poll_transmit` (its result
+    /// was borrowed); it is removed at the next call.
+    command_ack_taken: bool,
     last_error: Option<LinkError>,
     stats: SessionStats,
     /// The server's clock (Unix ms) at a local instant, from the last
@@ -581,8 +593,10 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
             ping_nonce: 0,
             pong_payload: [0; MAX_PING_PAYLOAD],
             pong_len: None,
-            command_acks: [(0, CommandStatus::Ok); COMMAND_ACK_QUEUE],
+            command_acks: [(0, CommandStatus::Ok, 0); COMMAND_ACK_QUEUE],
             command_ack_len: 0,
+            command_results: [0; MAX_COMMAND_RESULT_LEN],
+            command_ack_taken: false,
             last_error: None,
             stats: SessionStats::default(),
             server_clock: None,
@@ -802,23 +816,54 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
         }
     }
 
-    /// Queues a `CommandAck` for a downlink command the application handled.
+    /// Queues a `CommandAck` for a downlink command the application
+    /// handled, with its JSON `result` (empty for none, sent as `null`).
+    /// The session copies `result`; it must be one valid JSON value (the
+    /// client serializes it with serde-json-core).
     ///
     /// # Errors
     /// [`CommandAckQueueFull`] if [`COMMAND_ACK_QUEUE`] acknowledgements
-    /// already wait for the link.
+    /// already wait for the link, or their results leave no room for
+    /// `result` (all results share [`MAX_COMMAND_RESULT_LEN`] bytes).
     pub fn acknowledge_command(
         &mut self,
         id: u32,
         status: CommandStatus,
+        result: &[u8],
     ) -> Result<(), CommandAckQueueFull> {
-        let slot = self
+        self.release_taken_command_ack();
+        let used: usize = self
             .command_acks
-            .get_mut(self.command_ack_len)
-            .ok_or(CommandAckQueueFull)?;
-        *slot = (id, status);
+            .iter()
+            .take(self.command_ack_len)
+            .map(|ack| usize::from(ack.2))
+            .sum();
+        let (Some(slot), Some(room), Ok(len)) = (
+            self.command_acks.get_mut(self.command_ack_len),
+            used.checked_add(result.len())
+                .and_then(|end| self.command_results.get_mut(used..end)),
+            u8::try_from(result.len()),
+        ) else {
+            return Err(CommandAckQueueFull);
+        };
+        room.copy_from_slice(result);
+        *slot = (id, status, len);
         self.command_ack_len += 1;
         Ok(())
+    }
+
+    /// Removes the ack `poll_transmit` handed out last, if any.
+    fn release_taken_command_ack(&mut self) {
+        if !core::mem::take(&mut self.command_ack_taken) || self.command_ack_len == 0 {
+            return;
+        }
+        let len = self
+            .command_acks
+            .first()
+            .map_or(0, |ack| usize::from(ack.2));
+        self.command_results.copy_within(len.., 0);
+        self.command_acks.copy_within(1.., 0);
+        self.command_ack_len -= 1;
     }
 
     /// The link went down (or never came up) because of `error`. The session
@@ -884,6 +929,7 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
     /// The next thing to send, or `None`. Each call hands out one item and
     /// counts it as sent; call until `None` after every event.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit<'_>> {
+        self.release_taken_command_ack();
         match self.phase {
             Phase::Handshaking {
                 deadline,
@@ -918,11 +964,14 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
             });
         }
         if self.command_ack_len > 0
-            && let Some(&(id, status)) = self.command_acks.first()
+            && let Some(&(id, status, len)) = self.command_acks.first()
         {
-            self.command_acks.copy_within(1.., 0);
-            self.command_ack_len -= 1;
-            return Some(Transmit::CommandAck { id, status });
+            self.command_ack_taken = true;
+            let result = self
+                .command_results
+                .get(..usize::from(len))
+                .unwrap_or_default();
+            return Some(Transmit::CommandAck { id, status, result });
         }
         if self.sent.saturating_sub(self.acked) >= self.window {
             return None;
@@ -1018,7 +1067,7 @@ mod tests {
         Hello { boot_id: u64, last_acked_seq: u32 },
         Pong(Vec<u8>),
         Ping(u32),
-        CommandAck(u32, CommandStatus),
+        CommandAck(u32, CommandStatus, Vec<u8>),
         Publish(u32, String, Vec<u8>),
     }
 
@@ -1063,7 +1112,9 @@ mod tests {
                 },
                 Transmit::Pong(payload) => Sent::Pong(payload.to_vec()),
                 Transmit::Ping { nonce } => Sent::Ping(nonce),
-                Transmit::CommandAck { id, status } => Sent::CommandAck(id, status),
+                Transmit::CommandAck { id, status, result } => {
+                    Sent::CommandAck(id, status, result.to_vec())
+                }
                 Transmit::Publish(e) => {
                     Sent::Publish(e.seq, String::from(e.channel), e.payload.to_vec())
                 }
@@ -1106,9 +1157,10 @@ mod tests {
         let with_outbox = size_of::<Session<RamOutbox<4096>, XorShiftRng>>();
         std::println!("Session state without outbox and RNG: {state} bytes");
         std::println!("Session with RamOutbox<4096> and XorShiftRng: {with_outbox} bytes");
-        // 125 of them are the buffer for a pong owed to the server.
-        assert!(state <= 600, "session state grew to {state} bytes");
-        assert!(with_outbox <= 4096 + 600 + 16);
+        // 125 of them are the buffer for a pong owed to the server, 128 the
+        // results of queued command acknowledgements.
+        assert!(state <= 720, "session state grew to {state} bytes");
+        assert!(with_outbox <= 4096 + 720 + 16);
     }
 
     #[test]
@@ -1561,23 +1613,63 @@ mod tests {
     fn command_acks_queue_and_go_out_when_connected() {
         let mut s = session(config());
         for id in 0..COMMAND_ACK_QUEUE as u32 {
-            s.acknowledge_command(id, CommandStatus::Ok).unwrap();
+            s.acknowledge_command(id, CommandStatus::Ok, b"").unwrap();
         }
         assert_eq!(
-            s.acknowledge_command(99, CommandStatus::Ok),
+            s.acknowledge_command(99, CommandStatus::Ok, b""),
             Err(CommandAckQueueFull)
         );
         let sent = connect(&mut s, at(0), 0);
         let expected: Vec<Sent> = (0..COMMAND_ACK_QUEUE as u32)
-            .map(|id| Sent::CommandAck(id, CommandStatus::Ok))
+            .map(|id| Sent::CommandAck(id, CommandStatus::Ok, Vec::new()))
             .collect();
         assert_eq!(sent, expected);
         s.on_message(at(1)).unwrap();
-        s.acknowledge_command(99, CommandStatus::Unsupported)
+        s.acknowledge_command(99, CommandStatus::Unsupported, b"")
             .unwrap();
         assert_eq!(
             drain(&mut s, at(1)),
-            [Sent::CommandAck(99, CommandStatus::Unsupported)]
+            [Sent::CommandAck(99, CommandStatus::Unsupported, Vec::new())]
+        );
+    }
+
+    #[test]
+    fn command_results_share_a_bounded_pool_and_go_out_in_order() {
+        let mut s = session(config());
+        let big = [b'1'; MAX_COMMAND_RESULT_LEN - 10];
+        s.acknowledge_command(1, CommandStatus::Ok, br#"{"on":true}"#)
+            .unwrap();
+        // 11 bytes used: a result of 118 does not fit until the first left.
+        assert_eq!(
+            s.acknowledge_command(2, CommandStatus::Ok, &big),
+            Err(CommandAckQueueFull)
+        );
+        s.acknowledge_command(2, CommandStatus::Failed, b"[1,2]")
+            .unwrap();
+        s.acknowledge_command(3, CommandStatus::Ok, b"").unwrap();
+        let sent = connect(&mut s, at(0), 0);
+        assert_eq!(
+            sent,
+            [
+                Sent::CommandAck(1, CommandStatus::Ok, br#"{"on":true}"#.to_vec()),
+                Sent::CommandAck(2, CommandStatus::Failed, b"[1,2]".to_vec()),
+                Sent::CommandAck(3, CommandStatus::Ok, Vec::new()),
+            ]
+        );
+        // Everything went out: the whole pool is free again.
+        s.acknowledge_command(4, CommandStatus::Ok, &[b'7'; MAX_COMMAND_RESULT_LEN])
+            .unwrap();
+        assert_eq!(
+            drain(&mut s, at(1)),
+            [Sent::CommandAck(
+                4,
+                CommandStatus::Ok,
+                [b'7'; MAX_COMMAND_RESULT_LEN].to_vec()
+            )]
+        );
+        assert_eq!(
+            s.acknowledge_command(5, CommandStatus::Ok, &[b'7'; MAX_COMMAND_RESULT_LEN + 1]),
+            Err(CommandAckQueueFull)
         );
     }
 
@@ -1723,7 +1815,9 @@ mod tests {
             }
             Transmit::Ping { nonce } => Sent::Ping(nonce),
             Transmit::Pong(p) => Sent::Pong(p.to_vec()),
-            Transmit::CommandAck { id, status } => Sent::CommandAck(id, status),
+            Transmit::CommandAck { id, status, result } => {
+                Sent::CommandAck(id, status, result.to_vec())
+            }
         }
     }
 

@@ -16,7 +16,7 @@ use rand_core::SeedableRng;
 use rand_xorshift::XorShiftRng;
 use serde::Serialize;
 use support::{Behaviour, Relay, Shared, UNIX_AT_START};
-use tether_core::client::{Buffers, Client, ClientConfig, CommandHandler, Runner};
+use tether_core::client::{Buffers, Client, ClientConfig, CommandHandler, CommandResult, Runner};
 use tether_core::connector::{Connector, Endpoint};
 use tether_core::outbox::{FullPolicy, RamOutbox};
 use tether_core::session::{ConnectionState, LinkError, PublishError, SessionConfig};
@@ -115,18 +115,25 @@ impl Connector for PeerConnector {
     }
 }
 
-/// Answers `led` commands, refuses the rest.
+/// Answers `led` commands with the LED's new state as the result, refuses
+/// the rest.
 struct Led {
     seen: Vec<(u32, String)>,
 }
 
 impl CommandHandler for Led {
-    fn handle(&mut self, command: &Command<'_>) -> CommandStatus {
+    fn handle(&mut self, command: &Command<'_>, result: &mut CommandResult<'_>) -> CommandStatus {
+        #[derive(Serialize)]
+        struct State {
+            on: bool,
+        }
         self.seen.push((
             command.id,
             command.payload.as_str().unwrap_or("").to_owned(),
         ));
         if command.channel == "led" {
+            let on = command.payload.as_str() == Some("true");
+            result.set(&State { on }).unwrap();
             CommandStatus::Ok
         } else {
             CommandStatus::Unsupported
@@ -440,7 +447,7 @@ async fn commands_reach_the_application_and_are_acknowledged() {
         })
         .await;
         let acks = relay.lock().unwrap().command_acks.clone();
-        assert_eq!(acks, [(7, CommandStatus::Ok, "null".to_owned())]);
+        assert_eq!(acks, [(7, CommandStatus::Ok, r#"{"on":true}"#.to_owned())]);
     })
     .await;
     assert_eq!(seen, [(7, "true".to_owned())]);
@@ -589,4 +596,23 @@ async fn publishes_carry_unix_time_even_when_published_offline() {
         );
     })
     .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn commands_without_a_result_are_acknowledged_with_null() {
+    let relay = Relay::shared([Behaviour {
+        command: Some((8, "fan", "1")),
+        ..Behaviour::default()
+    }]);
+    let connector = PeerConnector::new(&relay);
+    let seen = with_client(config(), connector, async |_client| {
+        eventually("command ack", || {
+            !relay.lock().unwrap().command_acks.is_empty()
+        })
+        .await;
+        let acks = relay.lock().unwrap().command_acks.clone();
+        assert_eq!(acks, [(8, CommandStatus::Unsupported, "null".to_owned())]);
+    })
+    .await;
+    assert_eq!(seen, [(8, "1".to_owned())]);
 }

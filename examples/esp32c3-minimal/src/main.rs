@@ -27,7 +27,7 @@ use esp_println::println;
 use esp_radio::wifi::sta::StationConfig;
 use esp_radio::wifi::{AuthenticationMethodConfig, Config, Interface, WifiController};
 use static_cell::StaticCell;
-use tether_core::client::{Buffers, Client, ClientConfig, Runner};
+use tether_core::client::{Buffers, Client, ClientConfig, CommandResult, Runner};
 use tether_core::outbox::RamOutbox;
 use tether_proto::{Command, CommandStatus};
 
@@ -120,10 +120,17 @@ async fn main(spawner: Spawner) -> ! {
     stack.wait_config_up().await;
     println!("network up: {:?}", stack.config_v4());
 
-    let mut on_command = |command: &Command<'_>| {
+    // Answers `led` with the state it would switch to, as the JSON result.
+    let mut on_command = |command: &Command<'_>, result: &mut CommandResult<'_>| {
         println!("command {} on {}", command.id, command.channel);
         match command.channel {
-            "led" => CommandStatus::Ok,
+            "led" => {
+                let on = command.payload.as_str() == Some("true");
+                match result.set(&on) {
+                    Ok(()) => CommandStatus::Ok,
+                    Err(_) => CommandStatus::Failed,
+                }
+            }
             _ => CommandStatus::Unsupported,
         }
     };
