@@ -227,6 +227,9 @@ impl core::error::Error for PushError {}
 ///         self.dropped += u32::from(had);
 ///         had
 ///     }
+///     fn restart_sequence(&mut self) {
+///         self.newest = 0;
+///     }
 ///     fn ack_through(&mut self, seq: u32) -> usize {
 ///         match self.stored {
 ///             Some((stored, ..)) if stored <= seq => { self.stored = None; 1 }
@@ -265,6 +268,11 @@ pub trait Outbox {
     /// Frees every entry with a sequence number up to and including `seq`
     /// (a cumulative acknowledgement). Returns how many were freed.
     fn ack_through(&mut self, seq: u32) -> usize;
+
+    /// Forgets the newest sequence number, so numbering may start again at
+    /// 1: the session calls it, with the outbox empty, when it starts a new
+    /// boot id after a boot ran out of sequence numbers.
+    fn restart_sequence(&mut self);
 
     /// The oldest entry whose sequence number is above `seq`: the next one
     /// to (re)send after `seq`.
@@ -458,6 +466,10 @@ impl<const N: usize> Outbox for RamOutbox<N> {
         freed
     }
 
+    fn restart_sequence(&mut self) {
+        self.newest = None;
+    }
+
     fn first_after(&self, seq: u32) -> Option<Entry<'_>> {
         self.iter().find(|e| e.seq > seq)
     }
@@ -607,12 +619,15 @@ mod tests {
             outbox.try_push(Entry::new(4, "c", b"")),
             Err(PushError::OutOfOrder)
         );
-        // Even once everything is acknowledged.
+        // Even once everything is acknowledged...
         outbox.ack_through(5);
         assert_eq!(
             outbox.try_push(Entry::new(3, "c", b"")),
             Err(PushError::OutOfOrder)
         );
+        // ...until the numbering restarts (a new boot id).
+        outbox.restart_sequence();
+        outbox.try_push(Entry::new(1, "c", b"")).unwrap();
     }
 
     #[derive(Debug, Clone)]

@@ -40,6 +40,13 @@
 //! Messages dropped by [`FullPolicy::DropOldest`] leave gaps in the sequence
 //! numbers; the server must accept gaps.
 //!
+//! A boot that uses up its sequence numbers (after 4 294 967 294 messages)
+//! starts over the same way: once the server acknowledged everything, the
+//! next publish draws a new random boot id, numbering restarts at 1, and a
+//! link that is up is closed (code 1000, [`LinkError::NewBoot`]) so that the
+//! next `Hello` announces the new boot. Until everything is acknowledged,
+//! [`Session::publish`] answers [`PublishError::SequenceExhausted`].
+//!
 //! # Timestamps
 //!
 //! Every `Welcome` carries the server's clock (Unix ms); the session keeps
@@ -337,6 +344,9 @@ pub enum LinkError {
     /// A server message broke the session rules (an `Ack` for a message
     /// never sent, a second `Welcome`, ...).
     Protocol,
+    /// Not a failure: the session closed the link to announce a new boot id
+    /// after the old one ran out of sequence numbers.
+    NewBoot,
 }
 
 impl LinkError {
@@ -351,6 +361,8 @@ impl LinkError {
             Self::Protocol => Some(1002),
             // Echo the server's code (RFC 6455 5.5.1).
             Self::Closed { code } => Some(*code),
+            // 1000: normal closure.
+            Self::NewBoot => Some(1000),
             _ => None,
         }
     }
@@ -369,6 +381,7 @@ impl fmt::Display for LinkError {
             Self::Io => f.write_str("transport I/O error"),
             Self::Malformed => f.write_str("malformed server message"),
             Self::Protocol => f.write_str("server broke the session protocol"),
+            Self::NewBoot => f.write_str("closed to start a new boot id"),
         }
     }
 }
@@ -392,7 +405,9 @@ pub enum PublishError {
     /// `_ - . /`, non-empty `/`-separated segments, at most 64 bytes).
     InvalidChannel,
     /// Every sequence number of this boot is used (after 4 294 967 294
-    /// messages); reboot to start a new boot id.
+    /// messages) and some messages still wait for acknowledgement. Once
+    /// they are acknowledged, the next publish starts a new boot id and
+    /// numbering at 1.
     SequenceExhausted,
     /// The value could not be serialized into the payload buffer.
     Encode,
@@ -667,10 +682,13 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
         channel: &str,
         payload: &[u8],
     ) -> Result<u32, PublishError> {
-        let seq = self.next_seq;
-        if seq == u32::MAX {
-            return Err(PublishError::SequenceExhausted);
+        if self.next_seq == u32::MAX {
+            if !self.outbox.is_empty() {
+                return Err(PublishError::SequenceExhausted);
+            }
+            self.start_new_boot(now);
         }
+        let seq = self.next_seq;
         let time = unix_time(self.server_clock, Timestamp::Boot(now));
         let entry = Entry::new(seq, channel, payload).with_time(time);
         let dropped = self.outbox.push(entry, self.config.full_policy)?;
@@ -982,6 +1000,34 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
         self.sent = entry.seq;
         self.stats.transmitted = self.stats.transmitted.saturating_add(1);
         Some(Transmit::Publish(entry))
+    }
+
+    /// Every sequence number of this boot is used and acknowledged: draw a
+    /// new boot id and number from 1 again. The server de-duplicates on
+    /// `(device, boot_id, seq)`, so the new numbers mean new messages. A link
+    /// that is up said `Hello` with the old boot id, so it is closed and the
+    /// session connects again at once (no backoff: nothing failed).
+    fn start_new_boot(&mut self, now: Instant) {
+        let old = self.boot_id;
+        while self.boot_id == old {
+            self.boot_id = self.rng.next_u64();
+        }
+        info!(
+            "session: sequence numbers exhausted, new boot id {}",
+            self.boot_id
+        );
+        self.outbox.restart_sequence();
+        self.next_seq = 1;
+        self.acked = 0;
+        self.sent = 0;
+        if self.phase_is_link_up() {
+            self.last_error = Some(LinkError::NewBoot);
+            self.ping_outstanding = None;
+            self.pong_len = None;
+            self.phase = Phase::Connecting {
+                deadline: now + self.config.connect_timeout,
+            };
+        }
     }
 
     fn phase_is_link_up(&self) -> bool {
@@ -1469,6 +1515,84 @@ mod tests {
         assert_eq!(
             publish_times(&mut s, at(2_000)),
             [(1, Some(Timestamp::Boot(at(1_000))))]
+        );
+    }
+
+    #[test]
+    fn exhausted_sequence_numbers_start_a_new_boot_once_everything_is_acknowledged() {
+        let mut server = ServerModel::default();
+        let mut s = session(config());
+        let first_boot = s.boot_id();
+        // As if 4 294 967 290 messages had been published and acknowledged.
+        s.next_seq = u32::MAX - 2;
+        s.acked = u32::MAX - 3;
+        s.on_link_up(at(0));
+        let welcome = server.receive(&drain(&mut s, at(0))).unwrap();
+        s.on_welcome(at(0), welcome, 64, 0).unwrap();
+        assert_eq!(s.publish(at(1), "c", b"a"), Ok(u32::MAX - 2));
+        assert_eq!(s.publish(at(1), "c", b"b"), Ok(u32::MAX - 1));
+        // The last two wait for their Ack: no new boot yet.
+        assert_eq!(
+            s.publish(at(1), "c", b"c"),
+            Err(PublishError::SequenceExhausted)
+        );
+        server.receive(&drain(&mut s, at(1)));
+        s.on_ack(at(2), u32::MAX - 1).unwrap();
+        assert!(s.outbox().is_empty());
+        // Everything acknowledged: a new boot id, numbering from 1, and the
+        // link is closed normally so the next Hello announces the new boot.
+        assert_eq!(s.publish(at(3), "c", b"c"), Ok(1));
+        assert_ne!(s.boot_id(), first_boot);
+        assert_eq!(s.state(), ConnectionState::Connecting);
+        assert_eq!(s.last_error(), Some(LinkError::NewBoot));
+        assert_eq!(LinkError::NewBoot.close_code(), Some(1000));
+        assert_eq!(s.stats().link_failures, 0, "not a failure: no backoff");
+        s.on_link_up(at(3));
+        let sent = drain(&mut s, at(3));
+        assert_eq!(
+            sent[0],
+            Sent::Hello {
+                boot_id: s.boot_id(),
+                last_acked_seq: 0
+            }
+        );
+        let welcome = server.receive(&sent).unwrap();
+        assert_eq!(welcome, 0, "the server has not seen the new boot");
+        s.on_welcome(at(3), welcome, 64, 0).unwrap();
+        server.receive(&drain(&mut s, at(3)));
+        s.on_ack(at(4), 1).unwrap();
+        assert_eq!(s.publish(at(5), "c", b"d"), Ok(2));
+        server.receive(&drain(&mut s, at(5)));
+        // Nothing was taken for a duplicate.
+        assert_eq!(server.duplicates, 0);
+        assert_eq!(server.boots.len(), 2);
+        assert_eq!(server.boots[0].1, u32::MAX - 1);
+        assert_eq!(
+            server.boots[1].2,
+            [
+                (1, "c".into(), b"c".to_vec()),
+                (2, "c".into(), b"d".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn exhaustion_while_offline_keeps_connecting_under_the_new_boot() {
+        let mut s = session(config());
+        let first_boot = s.boot_id();
+        s.next_seq = u32::MAX;
+        assert_eq!(s.publish(at(0), "c", b"x"), Ok(1));
+        assert_ne!(s.boot_id(), first_boot);
+        assert_eq!(s.state(), ConnectionState::Connecting);
+        assert_eq!(s.last_error(), None);
+        s.on_link_up(at(0));
+        let boot_id = s.boot_id();
+        assert_eq!(
+            drain(&mut s, at(0)),
+            [Sent::Hello {
+                boot_id,
+                last_acked_seq: 0
+            }]
         );
     }
 
