@@ -99,9 +99,8 @@ async fn main(spawner: Spawner) -> ! {
         config = config.with_authorization(authorization);
     }
     let clock = EmbassyClock;
-    let client: &'static FirmwareClient = CLIENT.init(
-        Client::new(&config, RamOutbox::new(), rng, clock).expect("valid tether config"),
-    );
+    let client: &'static FirmwareClient = CLIENT
+        .init(Client::new(&config, RamOutbox::new(), rng, clock).expect("valid tether config"));
     let connector = EmbassyConnector::new(
         stack,
         SOCKET_RX.init([0; SOCKET_BUFFER]),
