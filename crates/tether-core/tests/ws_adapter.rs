@@ -472,3 +472,22 @@ fn a_send_cancelled_mid_frame_poisons_the_connection() {
     assert_eq!(block_on(ws.read_message()), Err(Error::WriteCancelled));
     assert_eq!(server_io.pending().len(), 3);
 }
+
+#[test]
+fn a_message_that_cannot_be_framed_does_not_poison_the_connection() {
+    let (client_io, server_io) = pipe(16);
+    let (mut rx, mut tx) = (vec![0u8; 256], vec![0u8; 256]);
+    let mut ws = WebSocket::new(client_io, &mut rx, &mut tx, rng(7), Config::client());
+    // Control frames carry at most 125 bytes: refused before any byte is written.
+    assert!(matches!(
+        block_on(ws.send(Message::Ping(&[0; 126]))),
+        Err(Error::Encode(_))
+    ));
+    assert!(server_io.pending().is_empty());
+    assert!(!ws.is_closed());
+    block_on(ws.send_text("still fine")).unwrap();
+    assert_eq!(
+        client_frames(&mut server_io.pending()),
+        [(OpCode::Text, true, b"still fine".to_vec())]
+    );
+}

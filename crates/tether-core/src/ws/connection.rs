@@ -179,8 +179,8 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
             return Err(Error::Closed);
         }
         self.writing = true;
-        self.send_message(message).await?;
-        self.writing = false;
+        let sent = self.send_message(message).await;
+        self.finish_write(sent)?;
         self.transport.flush().await.map_err(io)
     }
 
@@ -241,15 +241,15 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
                     trace!("ws: ping, answering");
                     self.writing = true;
                     let pong = Frame::new(OpCode::Pong, payload);
-                    send_frame(
+                    let sent = send_frame(
                         &mut self.transport,
                         self.tx,
                         &mut self.rng,
                         self.assembler.config(),
                         pong,
                     )
-                    .await?;
-                    self.writing = false;
+                    .await;
+                    self.finish_write(sent)?;
                     self.transport.flush().await.map_err(io)?;
                 }
             }
@@ -290,8 +290,8 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
         let bytes = code.to_be_bytes();
         let payload = if code == 0 { &[][..] } else { &bytes[..] };
         self.writing = true;
-        self.send_frame(Frame::new(OpCode::Close, payload)).await?;
-        self.writing = false;
+        let sent = self.send_frame(Frame::new(OpCode::Close, payload)).await;
+        self.finish_write(sent)?;
         self.transport.flush().await.map_err(io)
     }
 
@@ -330,6 +330,19 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
         self.assembler
             .message(self.rx)
             .ok_or(Error::Protocol(ProtocolError::InvalidUtf8))
+    }
+
+    /// Ends a write that ran to completion (successfully or not). A
+    /// transport error may have left part of a frame behind, so it closes
+    /// the connection; an encoding error happens before any byte is written.
+    fn finish_write(&mut self, result: Result<(), Error>) -> Result<(), Error> {
+        self.writing = false;
+        if let Err(e) = result
+            && !matches!(e, Error::Encode(_))
+        {
+            self.state = State::Closed;
+        }
+        result
     }
 
     /// Refuses to write after a write was cancelled mid-frame.
