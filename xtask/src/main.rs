@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod bench_report;
 mod fuzz;
 mod setup;
+mod size;
 
 /// Bare-metal targets every no_std crate must build for: the ESP32-C3
 /// (RISC-V, no atomics beyond load/store, no FPU) and a Cortex-M0+.
@@ -33,6 +35,10 @@ commands:
   setup             install what a fresh machine lacks (rustup targets, cargo tools, Debian packages)
   no-std            build the no_std crates for the bare-metal targets
   fuzz [SECONDS]    replay the committed corpora, then fuzz each target for SECONDS (default 20)
+  size              code size of a minimal WebSocket client (riscv32imc): tether vs embedded-websocket
+  bench-report      Markdown tables from the last `cargo bench --bench frame_throughput` run
+  load [ARGS]       load-test the relay server on loopback (release build):
+                    --devices N --rate R --receivers M --seconds S
 ";
 
 fn main() -> ExitCode {
@@ -41,6 +47,8 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("setup") => setup::run(),
         Some("no-std") => no_std_builds(),
+        Some("size") => size::run(),
+        Some("bench-report") => bench_report::run(),
         Some("fuzz") => {
             let seconds = match args.get(1).map(|s| s.parse::<u64>()) {
                 None => Ok(fuzz::DEFAULT_SECONDS),
@@ -49,6 +57,7 @@ fn main() -> ExitCode {
             };
             seconds.and_then(fuzz::run)
         }
+        Some("load") => load(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())
@@ -103,6 +112,33 @@ fn no_std_builds() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `cargo xtask load`: builds the release server and the load generator
+/// (`crates/tether-server/examples/load.rs`) and runs it against a server
+/// process on loopback.
+fn load(args: &[String]) -> Result<(), String> {
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "tether-server",
+        "--bin",
+        "tether-server",
+        "--example",
+        "load",
+    ])?;
+    let target = env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target"));
+    let server = target.join("release").join("tether-server");
+    run(
+        Command::new(target.join("release").join("examples").join("load"))
+            .arg("--server")
+            .arg(server)
+            .args(args)
+            .current_dir(workspace_root()),
+    )
 }
 
 fn firmware_builds() -> Result<(), String> {

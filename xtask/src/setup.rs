@@ -8,12 +8,11 @@ use crate::{NO_STD_TARGETS, cargo_bin};
 /// Debian packages the test suite needs (browsers for the end-to-end tests,
 /// database servers, ...). Each later feature adds its own here.
 const DEBIAN_PACKAGES: &[&str] = &[
-    // Headless browser for the provisioning portal test (tether-host).
+    // Headless browser for the portal (tether-host) and dashboard
+    // (tether-server) browser tests, through `crates/tether-browser-test`.
+    // (fantoccini is built without a TLS back end: no OpenSSL needed.)
     "chromium",
     "chromium-driver",
-    // fantoccini's TLS back end (native-tls) links the system OpenSSL.
-    "libssl-dev",
-    "pkg-config",
 ];
 
 /// Cargo subcommands the test suite needs, with the crate that provides them.

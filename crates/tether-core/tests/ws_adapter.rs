@@ -491,3 +491,45 @@ fn a_message_that_cannot_be_framed_does_not_poison_the_connection() {
         [(OpCode::Text, true, b"still fine".to_vec())]
     );
 }
+
+#[test]
+fn borrowed_transport_works_like_an_embassy_socket() {
+    // embassy-net's `TcpSocket` is usually borrowed: `&mut T` is a transport too.
+    let (mut client_io, mut server_io) = pipe(7);
+    let client = async {
+        let (mut rx, mut tx) = ([0u8; 512], [0u8; 256]);
+        let (mut ws, _) = WebSocket::connect(
+            &mut client_io,
+            &mut rx,
+            &mut tx,
+            rng(5),
+            Config::client(),
+            ClientRequest::new("h", "/"),
+        )
+        .await
+        .unwrap();
+        ws.send_text("borrowed").await.unwrap();
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+    };
+    let server = async {
+        let (mut rx, mut tx) = ([0u8; 512], [0u8; 256]);
+        let (mut ws, _) = WebSocket::accept(
+            &mut server_io,
+            &mut rx,
+            &mut tx,
+            rng(6),
+            Config::server(),
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(ws.receive().await.unwrap(), Message::Text("borrowed"));
+        assert!(matches!(
+            ws.receive().await.unwrap(),
+            Message::Close(Some(_))
+        ));
+    };
+    block_on(join(client, server));
+    // The sockets are still ours afterwards.
+    assert!(client_io.pending().is_empty());
+}

@@ -1,6 +1,8 @@
-//! Headless Chromium (through chromedriver and fantoccini) fills in the
-//! portal form and submits it, without JavaScript on the page. Also saves
-//! the screenshot used in `docs/provisioning.md`.
+//! Headless Chromium (through chromedriver and fantoccini, started by
+//! `tether-browser-test`) fills in the portal form and submits it, without
+//! JavaScript on the page. Also takes the screenshot `docs/provisioning.md`
+//! shows: saved as `target/screenshots/portal.png`, and copied over
+//! `docs/images/portal.png` only with `TETHER_UPDATE_SCREENSHOTS=1`.
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver`
 //! (`cargo xtask setup` installs them); without them this test fails.
@@ -8,115 +10,12 @@
 mod common;
 
 use core::time::Duration;
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use tether_browser_test::fantoccini::{Client, Locator};
+use tether_browser_test::{Browser, BrowserOptions};
 use tether_core::provisioning::portal::ConnectionStatus;
 use tether_core::provisioning::store::{ConfigStore, MemoryStore};
-
-/// chromedriver, killed (by its own handle) when the test ends.
-struct Driver {
-    child: Child,
-    port: u16,
-    _profile: TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free loopback port")
-        .port()
-}
-
-fn start_driver() -> Driver {
-    let port = free_port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "chromedriver could not be started ({e}); install the Debian packages \
-                 `chromium` and `chromium-driver` (cargo xtask setup)"
-            )
-        });
-    let profile = TempDir(std::env::temp_dir().join(format!(
-        "tether-portal-chromium-{}-{port}",
-        std::process::id()
-    )));
-    let driver = Driver {
-        child,
-        port,
-        _profile: profile,
-    };
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "chromedriver did not listen on 127.0.0.1:{port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    driver
-}
-
-fn chromium_binary() -> &'static str {
-    for candidate in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
-        if std::path::Path::new(candidate).exists() {
-            return candidate;
-        }
-    }
-    panic!("Chromium is not installed: install the Debian package `chromium` (cargo xtask setup)");
-}
-
-async fn browser(driver: &Driver) -> Client {
-    let capabilities = serde_json::json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": chromium_binary(),
-            "args": [
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                "--window-size=480,1000",
-                format!("--user-data-dir={}", driver._profile.0.display()),
-            ],
-        },
-    });
-    let serde_json::Value::Object(capabilities) = capabilities else {
-        unreachable!("a JSON object literal")
-    };
-    ClientBuilder::native()
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("WebDriver session with Chromium")
-}
 
 async fn fill(client: &Client, id: &str, text: &str) {
     let field = client.find(Locator::Id(id)).await.expect(id);
@@ -127,10 +26,12 @@ async fn fill(client: &Client, id: &str, text: &str) {
 #[test]
 fn chromium_fills_in_and_submits_the_portal_form() {
     let (runtime, handle) = common::start(MemoryStore::new());
-    let driver = start_driver();
     let portal = format!("http://{}/", handle.http_addr());
     runtime.block_on(async {
-        let client = browser(&driver).await;
+        let browser = Browser::launch(BrowserOptions::default().window(480, 1000))
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        let client = browser.client();
 
         // A phone's connectivity probe lands on the form.
         client
@@ -162,10 +63,10 @@ fn chromium_fills_in_and_submits_the_portal_form() {
             .click()
             .await
             .expect("pick");
-        fill(&client, "passphrase", "correct horse battery").await;
-        fill(&client, "pairing_code", "WRONG-1").await;
-        fill(&client, "device_id", "sensor-7").await;
-        fill(&client, "token", "tok_3f9a").await;
+        fill(client, "passphrase", "correct horse battery").await;
+        fill(client, "pairing_code", "WRONG-1").await;
+        fill(client, "device_id", "sensor-7").await;
+        fill(client, "token", "tok_3f9a").await;
         client
             .find(Locator::Id("save"))
             .await
@@ -197,15 +98,15 @@ fn chromium_fills_in_and_submits_the_portal_form() {
             .click()
             .await
             .expect("pick");
-        fill(&client, "passphrase", "correct horse battery").await;
-        fill(&client, "pairing_code", common::PAIRING_CODE).await;
-        fill(&client, "device_id", "sensor-7").await;
-        fill(&client, "token", "tok_3f9a").await;
+        fill(client, "passphrase", "correct horse battery").await;
+        fill(client, "pairing_code", common::PAIRING_CODE).await;
+        fill(client, "device_id", "sensor-7").await;
+        fill(client, "token", "tok_3f9a").await;
         let png = client.screenshot().await.expect("screenshot");
-        assert!(png.starts_with(b"\x89PNG"));
-        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/images");
-        std::fs::create_dir_all(&docs).expect("docs/images");
-        std::fs::write(docs.join("portal.png"), &png).expect("write screenshot");
+        let saved = tether_browser_test::save_docs_image("portal", &png)
+            .unwrap_or_else(|error| panic!("{error}"));
+        let written = std::fs::read(&saved.artifact).expect("read the screenshot back");
+        assert!(written.len() > 8 && written.starts_with(b"\x89PNG\r\n\x1a\n"));
 
         client
             .find(Locator::Id("save"))
@@ -251,6 +152,6 @@ fn chromium_fills_in_and_submits_the_portal_form() {
                 .contains("reached the server")
         );
 
-        client.close().await.expect("close browser");
+        browser.close().await;
     });
 }

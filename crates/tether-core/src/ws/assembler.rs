@@ -88,7 +88,7 @@ impl Assembler {
         self.release(buf.len());
         if self.start > self.message_len {
             buf.copy_within(self.start..self.end, self.message_len);
-            self.end -= self.start - self.message_len;
+            self.end = self.end.saturating_sub(self.start - self.message_len);
             self.start = self.message_len;
         }
         buf.get_mut(self.end..).unwrap_or_default()
@@ -131,8 +131,9 @@ impl Assembler {
             if input.len() < frame_len {
                 return Ok(Status::Partial);
             }
-            let payload_start = self.start + header_len;
-            let payload_end = self.start + frame_len;
+            // Both within `end`: `input.len() >= frame_len` was checked.
+            let payload_start = self.start.saturating_add(header_len);
+            let payload_end = self.start.saturating_add(frame_len);
             self.start = payload_end;
             let Some(payload) = buf.get_mut(payload_start..payload_end) else {
                 return Ok(Status::Partial);
@@ -250,7 +251,7 @@ impl Assembler {
     /// Moves a fragment's payload down to the end of the assembled message.
     fn append(&mut self, buf: &mut [u8], start: usize, end: usize) -> Result<(), ProtocolError> {
         buf.copy_within(start..end, self.message_len);
-        let new_len = self.message_len + (end - start);
+        let new_len = self.message_len.saturating_add(end.saturating_sub(start));
         if self.fragmented == Some(OpCode::Text) {
             let fragment = buf.get(self.message_len..new_len).unwrap_or_default();
             self.utf8.feed(fragment)?;

@@ -33,11 +33,18 @@ enum State {
 /// - `R` must be unpredictable (a hardware TRNG, or a CSPRNG seeded from one):
 ///   clients draw a fresh masking key for every frame (RFC 6455 5.3).
 ///
+/// - `tx` must hold at least `14 + 125` bytes so that pongs and close frames
+///   with any legal payload fit.
+///
 /// [`receive`](WebSocket::receive) answers pings with pongs and completes
 /// the close handshake on its own; [`close`](WebSocket::close) starts one.
 /// After a protocol error the adapter sends the matching close code and the
 /// connection is closed. The transport itself is left to the caller (see
 /// [`WebSocket::into_inner`]).
+///
+/// On embassy, `T` is a connected `embassy_net::tcp::TcpSocket` (or `&mut`
+/// one: `embedded-io-async` implements the traits for `&mut T`), whose own
+/// rx/tx buffers are separate from the two given here.
 ///
 /// # Cancellation
 ///
@@ -120,12 +127,13 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
         transport.flush().await.map_err(io)?;
         let mut filled = 0;
         loop {
-            filled += read_some(&mut transport, rx.get_mut(filled..).unwrap_or_default()).await?;
+            let space = rx.get_mut(filled..).unwrap_or_default();
+            filled = filled.saturating_add(read_some(&mut transport, space).await?);
             let head = rx.get(..filled).unwrap_or_default();
             if let Status::Complete(response) = handshake.parse_response(head)? {
                 debug!("ws: connected");
                 rx.copy_within(response.header_len..filled, 0);
-                let buffered = filled - response.header_len;
+                let buffered = filled.saturating_sub(response.header_len);
                 let config = config.with_role(Role::Client);
                 let socket = Self::with_buffered(transport, rx, tx, rng, config, buffered);
                 return Ok((socket, response.subprotocol));
@@ -146,7 +154,8 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
     ) -> Result<(Self, Option<&'p str>), Error> {
         let mut filled = 0;
         loop {
-            filled += read_some(&mut transport, rx.get_mut(filled..).unwrap_or_default()).await?;
+            let space = rx.get_mut(filled..).unwrap_or_default();
+            filled = filled.saturating_add(read_some(&mut transport, space).await?);
             let head = rx.get(..filled).unwrap_or_default();
             if let Status::Complete(request) = Request::parse(head)? {
                 let chosen = request
@@ -157,7 +166,7 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
                 write_all(&mut transport, tx.get(..len).unwrap_or_default()).await?;
                 transport.flush().await.map_err(io)?;
                 rx.copy_within(header_len..filled, 0);
-                let buffered = filled - header_len;
+                let buffered = filled.saturating_sub(header_len);
                 let config = config.with_role(Role::Server);
                 let socket = Self::with_buffered(transport, rx, tx, rng, config, buffered);
                 return Ok((socket, chosen));
@@ -178,30 +187,21 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
         if self.state != State::Open {
             return Err(Error::Closed);
         }
-        self.writing = true;
-        let sent = self.send_message(message).await;
-        self.finish_write(sent)?;
-        self.transport.flush().await.map_err(io)
-    }
-
-    async fn send_message(&mut self, message: Message<'_>) -> Result<(), Error> {
-        match message {
-            Message::Text(text) => self.send_data(OpCode::Text, text.as_bytes()).await?,
-            Message::Binary(data) => self.send_data(OpCode::Binary, data).await?,
-            Message::Ping(data) => self.send_frame(Frame::new(OpCode::Ping, data)).await?,
-            Message::Pong(data) => self.send_frame(Frame::new(OpCode::Pong, data)).await?,
+        let mut close = [0u8; MAX_CONTROL_PAYLOAD];
+        let (opcode, payload) = match message {
+            Message::Text(text) => (OpCode::Text, text.as_bytes()),
+            Message::Binary(data) => (OpCode::Binary, data),
+            Message::Ping(data) => (OpCode::Ping, data),
+            Message::Pong(data) => (OpCode::Pong, data),
             Message::Close(frame) => {
-                let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
                 let len = match frame {
-                    Some(frame) => frame.encode(&mut payload)?,
+                    Some(frame) => frame.encode(&mut close)?,
                     None => 0,
                 };
-                let payload = payload.get(..len).unwrap_or_default();
-                self.send_frame(Frame::new(OpCode::Close, payload)).await?;
-                self.state = State::CloseSent;
+                (OpCode::Close, close.get(..len).unwrap_or_default())
             }
-        }
-        Ok(())
+        };
+        self.write_message(opcode, payload).await
     }
 
     /// Sends a text message.
@@ -234,24 +234,26 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
                 return Err(e);
             }
         };
+        // Answer pings, and a close we did not start, with one frame; both
+        // go through the guarded write path.
         match opcode {
             OpCode::Ping if self.state == State::Open => {
-                self.check_writable()?;
-                if let Some(Message::Ping(payload)) = self.assembler.message(self.rx) {
-                    trace!("ws: ping, answering");
-                    self.writing = true;
-                    let pong = Frame::new(OpCode::Pong, payload);
-                    let sent = send_frame(
-                        &mut self.transport,
-                        self.tx,
-                        &mut self.rng,
-                        self.assembler.config(),
-                        pong,
-                    )
-                    .await;
-                    self.finish_write(sent)?;
-                    self.transport.flush().await.map_err(io)?;
-                }
+                // Copied out of `rx` so the write can borrow the connection;
+                // a ping payload is at most 125 bytes (checked by `poll`).
+                let mut pong = [0u8; MAX_CONTROL_PAYLOAD];
+                let len = match self.assembler.message(self.rx) {
+                    Some(Message::Ping(payload)) => {
+                        let len = payload.len().min(MAX_CONTROL_PAYLOAD);
+                        if let (Some(to), Some(from)) = (pong.get_mut(..len), payload.get(..len)) {
+                            to.copy_from_slice(from);
+                        }
+                        len
+                    }
+                    _ => 0,
+                };
+                trace!("ws: ping, answering");
+                let payload = pong.get(..len).unwrap_or_default();
+                self.write_message(OpCode::Pong, payload).await?;
             }
             OpCode::Close => {
                 debug!("ws: peer closed, answering");
@@ -289,9 +291,37 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
         };
         let bytes = code.to_be_bytes();
         let payload = if code == 0 { &[][..] } else { &bytes[..] };
+        self.write_message(OpCode::Close, payload).await
+    }
+
+    /// The single write path: sends one message under the writing guard
+    /// and flushes the transport. Control frames are never fragmented
+    /// (`Frame::encode` rejects long ones); data frames are cut to the
+    /// configured size and to what the transmit buffer holds. Sending a
+    /// close on an open connection starts the close handshake.
+    async fn write_message(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), Error> {
+        self.check_writable()?;
+        let fragment_size = if opcode.is_control() {
+            usize::MAX
+        } else {
+            let room = self.tx.len().saturating_sub(MAX_HEADER_LEN);
+            if room == 0 {
+                return Err(Error::Encode(EncodeError::BufferTooSmall));
+            }
+            self.assembler.config().fragment_size().min(room)
+        };
         self.writing = true;
-        let sent = self.send_frame(Frame::new(OpCode::Close, payload)).await;
+        let mut sent = Ok(());
+        for frame in Fragments::new(opcode, payload, fragment_size) {
+            sent = self.send_frame(frame).await;
+            if sent.is_err() {
+                break;
+            }
+        }
         self.finish_write(sent)?;
+        if opcode == OpCode::Close && self.state == State::Open {
+            self.state = State::CloseSent;
+        }
         self.transport.flush().await.map_err(io)
     }
 
@@ -380,18 +410,6 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
     /// handshake.
     pub fn into_inner(self) -> T {
         self.transport
-    }
-
-    async fn send_data(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), Error> {
-        let room = self.tx.len().saturating_sub(MAX_HEADER_LEN);
-        if room == 0 {
-            return Err(Error::Encode(EncodeError::BufferTooSmall));
-        }
-        let fragment_size = self.assembler.config().fragment_size().min(room);
-        for frame in Fragments::new(opcode, payload, fragment_size) {
-            self.send_frame(frame).await?;
-        }
-        Ok(())
     }
 
     async fn send_frame(&mut self, frame: Frame<'_>) -> Result<(), Error> {

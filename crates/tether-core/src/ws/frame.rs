@@ -49,6 +49,7 @@ pub enum OpCode {
 
 impl OpCode {
     /// Parses the 4-bit opcode.
+    #[inline]
     pub const fn from_bits(bits: u8) -> Result<Self, ProtocolError> {
         Ok(match bits {
             0x0 => Self::Continuation,
@@ -62,6 +63,7 @@ impl OpCode {
     }
 
     /// The 4-bit wire value.
+    #[inline]
     pub const fn bits(self) -> u8 {
         match self {
             Self::Continuation => 0x0,
@@ -74,6 +76,7 @@ impl OpCode {
     }
 
     /// Close, ping and pong.
+    #[inline]
     pub const fn is_control(self) -> bool {
         matches!(self, Self::Close | Self::Ping | Self::Pong)
     }
@@ -102,6 +105,7 @@ impl FrameHeader {
     /// header length; `Partial` means more bytes are needed. Rejects reserved
     /// opcodes, non-minimal lengths, a 64-bit length with its top bit set,
     /// and control frames that are fragmented or longer than 125 bytes.
+    #[inline]
     pub fn parse(buf: &[u8]) -> Result<Status<(Self, usize)>, ProtocolError> {
         let [first, second, rest @ ..] = buf else {
             return Ok(Status::Partial);
@@ -168,6 +172,7 @@ impl FrameHeader {
 
     /// Checks the header against one endpoint's rules and limits, and
     /// returns the payload length as a `usize` (checked, never truncated).
+    #[inline]
     pub fn validate(&self, config: &Config) -> Result<usize, ProtocolError> {
         if self.rsv & !config.reserved_bits() != 0 {
             return Err(ProtocolError::ReservedBitsSet);
@@ -185,6 +190,7 @@ impl FrameHeader {
     }
 
     /// Length of this header on the wire.
+    #[inline]
     pub const fn encoded_len(&self) -> usize {
         let extended = if self.payload_len < 126 {
             0
@@ -198,6 +204,7 @@ impl FrameHeader {
 
     /// Writes the header (minimal length encoding) to the start of `out` and
     /// returns its length.
+    #[inline]
     pub fn emit(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
         let len = self.encoded_len();
         let Some(out) = out.get_mut(..len) else {
@@ -260,6 +267,7 @@ pub struct Frame<'a> {
 
 impl<'a> Frame<'a> {
     /// A final frame with no RSV bits.
+    #[inline]
     pub const fn new(opcode: OpCode, payload: &'a [u8]) -> Self {
         Self {
             fin: true,
@@ -276,6 +284,7 @@ impl<'a> Frame<'a> {
             + self.payload.len()
     }
 
+    #[inline]
     const fn header(&self, mask: Option<[u8; 4]>) -> FrameHeader {
         FrameHeader {
             fin: self.fin,
@@ -290,6 +299,7 @@ impl<'a> Frame<'a> {
     /// Writes the frame to `out`, masking the payload with `mask` when given
     /// (clients must pass a fresh unpredictable key for every frame, RFC 6455
     /// 5.3). Returns the number of bytes written.
+    #[inline]
     pub fn encode(&self, mask: Option<[u8; 4]>, out: &mut [u8]) -> Result<usize, EncodeError> {
         if self.opcode.is_control() {
             if !self.fin {
@@ -318,6 +328,7 @@ impl<'a> Frame<'a> {
     /// `config`, and unmasks its payload in place. `Complete` gives the frame
     /// and the number of bytes it used; `Partial` means the frame is not all
     /// there yet (nothing is modified then).
+    #[inline]
     pub fn decode(
         buf: &'a mut [u8],
         config: &Config,

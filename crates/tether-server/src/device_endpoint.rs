@@ -1,0 +1,539 @@
+//! `GET /v1/device`: the device WebSocket.
+//!
+//! Authentication: `Authorization: Bearer td_…` on the upgrade request
+//! (checked before upgrading: a missing or wrong token is a 401 JSON error,
+//! logged and counted in `tether_auth_failures_total{kind="device"}`). Tokens
+//! are not accepted in the query string, where proxies and logs would keep
+//! them; every device WebSocket client can set a header.
+//!
+//! Session: the first message must be `Hello` (binary postcard frame or
+//! JSON text frame; the server answers in the same encoding for the whole
+//! session) with the device id the token belongs to. `Welcome` tells the
+//! highest `seq` stored for `(device, boot_id)`. Each `Publish` is checked,
+//! rate-limited, queued to the store's writer (waiting when it is full:
+//! backpressure), and acknowledged with a cumulative `Ack` only once its
+//! transaction committed; duplicates (`seq` at or below the stored one) are
+//! acknowledged without being stored again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use std::collections::HashMap;
+use tether_proto::{Ack, Command, DeviceToServer, ErrorCode, Payload, ServerToDevice, Welcome};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::http_api::error_response;
+use crate::limits::RateLimiter;
+use crate::sessions::{CommandReply, DeviceControl};
+use crate::store::{AppendOutcome, AppendRequest, DeviceIdentity, Revocation, StoreError};
+use crate::{AppState, auth, now_ms};
+
+/// Close code for a session ended by the server going away.
+pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for the handshake and idle timeouts (policy violation).
+pub(crate) const CLOSE_POLICY: u16 = 1008;
+/// Bytes a connection reads from the socket at a time.
+pub(crate) const READ_BUFFER: usize = 8 * 1024;
+/// Close code for a frame or message over the size limit.
+pub(crate) const CLOSE_TOO_BIG: u16 = 1009;
+
+/// The close reason for a decoding failure (`docs/protocol.md` section 8
+/// asks for the supported versions on 4002).
+fn decode_reason(error: tether_proto::DecodeError) -> &'static str {
+    match error {
+        tether_proto::DecodeError::UnsupportedVersion { .. } => "supported versions: 1",
+        tether_proto::DecodeError::UnknownMessage => "unknown message kind",
+        tether_proto::DecodeError::TooLong { .. } => "a field is too long",
+        tether_proto::DecodeError::InvalidField { .. } => "a field is invalid",
+        _ => "malformed message",
+    }
+}
+
+/// Whether a WebSocket read error is tungstenite's size limit
+/// (`Error::Capacity`; axum hides the type, not the text).
+pub(crate) fn is_too_large(error: &str) -> bool {
+    error.contains("Space limit exceeded")
+}
+
+pub(crate) async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Ok(permit) = Arc::clone(&state.connection_permits).try_acquire_owned() else {
+        state.metrics.rejected("max_connections");
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "the server is at its connection limit; retry later",
+        );
+    };
+    let identity = match auth::bearer(&headers) {
+        None => None,
+        Some(token) => match state.store.authenticate_device(token).await {
+            Ok(identity) => identity,
+            Err(error) => {
+                tracing::error!(%error, "device authentication failed");
+                return error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "authentication is unavailable",
+                );
+            }
+        },
+    };
+    let Some(identity) = identity else {
+        state.metrics.auth_failure("device");
+        tracing::warn!("device refused: missing or wrong token");
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong device token (Authorization: Bearer td_...)",
+        );
+    };
+    let limit = state.config.limits.max_message_bytes;
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        // tungstenite's default 128 KiB read chunk per connection dominates
+        // memory with thousands of small-message devices.
+        .read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |socket| async move {
+            let _permit = permit;
+            let _open = state.metrics.connection("device");
+            run(state, identity, socket).await;
+        })
+        .into_response()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Binary,
+    Json,
+}
+
+fn encode(message: &ServerToDevice<'_>, encoding: Encoding) -> Option<Message> {
+    match encoding {
+        Encoding::Binary => message
+            .encode_to_vec()
+            .ok()
+            .map(|bytes| Message::Binary(bytes.into())),
+        Encoding::Json => message
+            .to_json()
+            .ok()
+            .map(|text| Message::Text(text.into())),
+    }
+}
+
+/// How long a closing connection waits for the peer's close frame.
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_millis(500);
+
+/// Sends a close frame and waits (briefly) for the peer's answer, so the
+/// close frame is read before the TCP connection goes away: closing a
+/// socket with unread input makes the kernel send a reset, and a reset
+/// makes the peer drop data it has not read yet, close frame included.
+pub(crate) async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Ok(Some(Ok(Message::Close(_)))) | Err(_) => return,
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) => {
+                tokio::time::sleep_until(deadline).await;
+                return;
+            }
+        }
+    }
+}
+
+pub(crate) async fn close_error(socket: &mut WebSocket, code: ErrorCode, reason: &str) {
+    close(socket, code.close_code().unwrap_or(4013), reason).await;
+}
+
+type PendingCommit =
+    futures_util::future::BoxFuture<'static, (u32, Result<AppendOutcome, StoreError>)>;
+
+async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSocket) {
+    let limits = state.config.limits.clone();
+    // 1. Hello, within the handshake timeout.
+    // Control frames (a client's ping) may come before Hello.
+    let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+    let first = loop {
+        match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            other => break other,
+        }
+    };
+    let (encoding, firmware_version, boot_id) = match first {
+        Err(_) => {
+            state.metrics.rejected("handshake_timeout");
+            close(
+                &mut socket,
+                CLOSE_POLICY,
+                "no Hello within the handshake timeout",
+            )
+            .await;
+            return;
+        }
+        Ok(None) => return,
+        Ok(Some(Err(error))) => {
+            if is_too_large(&error.to_string()) {
+                state.metrics.rejected("too_large");
+                close(&mut socket, CLOSE_TOO_BIG, "message too large").await;
+            }
+            return;
+        }
+        Ok(Some(Ok(message))) => {
+            let decoded = match &message {
+                Message::Binary(bytes) => Some((Encoding::Binary, DeviceToServer::decode(bytes))),
+                Message::Text(text) => Some((Encoding::Json, DeviceToServer::from_json(text))),
+                _ => None,
+            };
+            match decoded {
+                Some((encoding, Ok(DeviceToServer::Hello(hello)))) => {
+                    if hello.device_id != identity.device_id {
+                        state.metrics.rejected("wrong_device_id");
+                        close_error(
+                            &mut socket,
+                            ErrorCode::FORBIDDEN,
+                            "Hello.device_id is not the token's device",
+                        )
+                        .await;
+                        return;
+                    }
+                    (encoding, hello.firmware_version.to_owned(), hello.boot_id)
+                }
+                Some((_, Ok(_))) | None => {
+                    state.metrics.rejected("unexpected_message");
+                    close_error(&mut socket, ErrorCode::UNEXPECTED_MESSAGE, "expected Hello").await;
+                    return;
+                }
+                Some((_, Err(error))) => {
+                    state.metrics.rejected("malformed");
+                    close_error(&mut socket, error.error_code(), decode_reason(error)).await;
+                    return;
+                }
+            }
+        }
+    };
+    let device_id = identity.device_id.clone();
+    let session_id = state.next_session_id();
+    // Register before marking online: an older session of this device that
+    // ends now then sees it was replaced and does not mark it offline.
+    let (control_tx, mut control) = mpsc::channel(64);
+    state.devices.register(&device_id, session_id, control_tx);
+    let last_stored_seq = match state
+        .store
+        .open_session(&device_id, &firmware_version, boot_id, now_ms())
+        .await
+    {
+        Ok(seq) => seq,
+        Err(error) => {
+            tracing::error!(%error, device = %device_id, "cannot open session");
+            state.devices.unregister(&device_id, session_id);
+            close_error(&mut socket, ErrorCode::INTERNAL, "store unavailable").await;
+            return;
+        }
+    };
+    tracing::info!(device = %device_id, session_id, boot_id, last_stored_seq, "device online");
+    let welcome = ServerToDevice::Welcome(Welcome {
+        session_id,
+        server_time_ms: now_ms(),
+        last_stored_seq,
+        max_in_flight: limits.max_in_flight,
+    });
+    let mut session = Session {
+        state: Arc::clone(&state),
+        identity,
+        encoding,
+        boot_id,
+        socket,
+        rate: RateLimiter::new(limits.publish_rate, limits.publish_burst, Instant::now()),
+        pending: FuturesOrdered::new(),
+        commands: HashMap::new(),
+        next_command_id: 1,
+        acked: 0,
+    };
+    let end = match session.send(&welcome).await {
+        Ok(()) => session.serve(&mut control).await,
+        Err(end) => end,
+    };
+    if let End::Close(code, reason) = end {
+        // Acknowledge what is already queued before closing, so the device
+        // need not re-send it.
+        session.flush_acks().await;
+        close(&mut session.socket, code, reason).await;
+    }
+    if state.devices.unregister(&device_id, session_id)
+        && let Err(error) = state.store.close_session(&device_id, now_ms()).await
+    {
+        tracing::warn!(%error, device = %device_id, "cannot record offline");
+    }
+    tracing::info!(device = %device_id, session_id, "device offline");
+}
+
+enum End {
+    /// The peer closed or the socket failed.
+    Gone,
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+}
+
+fn error_end(code: ErrorCode, reason: &'static str) -> End {
+    End::Close(code.close_code().unwrap_or(4013), reason)
+}
+
+struct Session {
+    state: Arc<AppState>,
+    identity: DeviceIdentity,
+    encoding: Encoding,
+    boot_id: u64,
+    socket: WebSocket,
+    rate: RateLimiter,
+    pending: FuturesOrdered<PendingCommit>,
+    commands: HashMap<u32, oneshot::Sender<CommandReply>>,
+    next_command_id: u32,
+    acked: u32,
+}
+
+impl Session {
+    async fn send(&mut self, message: &ServerToDevice<'_>) -> Result<(), End> {
+        let Some(frame) = encode(message, self.encoding) else {
+            return Err(error_end(ErrorCode::INTERNAL, "cannot encode"));
+        };
+        self.socket.send(frame).await.map_err(|_| End::Gone)
+    }
+
+    async fn serve(&mut self, control: &mut mpsc::Receiver<DeviceControl>) -> End {
+        let limits = self.state.config.limits.clone();
+        let mut shutdown = self.state.shutdown.clone();
+        let mut revocations = self.state.revocations.subscribe();
+        let mut ping = tokio::time::interval(limits.ping_interval);
+        ping.tick().await;
+        let mut last_heard = Instant::now();
+        // Reading stops while this many commits are outstanding.
+        let read_limit = usize::from(limits.max_in_flight).saturating_mul(4).max(1);
+        loop {
+            let result = tokio::select! {
+                _ = shutdown.changed() => {
+                    return End::Close(CLOSE_GOING_AWAY, "server shutting down");
+                }
+                revocation = revocations.recv() => match revocation {
+                    Ok(Revocation::Device(id)) if id == self.identity.device_id => {
+                        return error_end(ErrorCode::UNAUTHORIZED, "device token revoked or device moved");
+                    }
+                    _ => Ok(()),
+                },
+                Some(control) = control.recv() => self.control(control).await,
+                Some((seq, result)) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.acknowledge(seq, result).await
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > limits.idle_timeout {
+                        self.state.metrics.rejected("idle_timeout");
+                        return End::Close(crate::device_endpoint::CLOSE_POLICY, "idle timeout");
+                    }
+                    self.commands.retain(|_, reply| !reply.is_closed());
+                    self.socket
+                        .send(Message::Ping(Default::default()))
+                        .await
+                        .map_err(|_| End::Gone)
+                }
+                message = self.socket.recv(), if self.pending.len() < read_limit => {
+                    last_heard = Instant::now();
+                    match message {
+                        None => return End::Gone,
+                        Some(Err(error)) => {
+                            return self.socket_error(&error.to_string());
+                        }
+                        Some(Ok(message)) => self.receive(message).await,
+                    }
+                }
+            };
+            if let Err(end) = result {
+                return end;
+            }
+        }
+    }
+
+    async fn flush_acks(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut highest = None;
+        while let Ok(Some((seq, Ok(outcome)))) =
+            tokio::time::timeout_at(deadline, self.pending.next()).await
+        {
+            self.state
+                .metrics
+                .appended(matches!(outcome, AppendOutcome::Stored { .. }));
+            highest = Some(seq);
+        }
+        if let Some(seq) = highest {
+            let _ = self.send_ack(seq).await;
+        }
+    }
+
+    fn socket_error(&self, error: &str) -> End {
+        if is_too_large(error) {
+            self.state.metrics.rejected("too_large");
+            tracing::warn!(device = %self.identity.device_id, %error, "frame too large");
+            End::Close(CLOSE_TOO_BIG, "message too large")
+        } else {
+            tracing::debug!(device = %self.identity.device_id, %error, "socket error");
+            End::Gone
+        }
+    }
+
+    async fn control(&mut self, control: DeviceControl) -> Result<(), End> {
+        match control {
+            DeviceControl::Close(code) => {
+                Err(error_end(code, "another session of this device started"))
+            }
+            DeviceControl::Command {
+                channel,
+                payload,
+                reply,
+            } => {
+                let id = self.next_command_id;
+                self.next_command_id = self.next_command_id.wrapping_add(1).max(1);
+                self.commands.insert(id, reply);
+                let command = ServerToDevice::Command(Command {
+                    id,
+                    channel: &channel,
+                    payload: Payload::from_json_str(&payload),
+                });
+                self.send(&command).await
+            }
+        }
+    }
+
+    async fn acknowledge(
+        &mut self,
+        seq: u32,
+        result: Result<AppendOutcome, StoreError>,
+    ) -> Result<(), End> {
+        let mut highest = seq;
+        let mut result = result;
+        loop {
+            match result {
+                Ok(outcome) => {
+                    self.state
+                        .metrics
+                        .appended(matches!(outcome, AppendOutcome::Stored { .. }));
+                }
+                Err(error) => {
+                    tracing::error!(%error, device = %self.identity.device_id, "store failed; not acknowledged");
+                    return Err(error_end(ErrorCode::INTERNAL, "store failed"));
+                }
+            }
+            // Coalesce every commit that is already done into one Ack.
+            match self.pending.next().now_or_never() {
+                Some(Some((seq, next))) => {
+                    highest = seq;
+                    result = next;
+                }
+                _ => break,
+            }
+        }
+        self.send_ack(highest).await
+    }
+
+    /// Sends a cumulative ack, never lower than one already sent (a
+    /// re-sent duplicate below it changes nothing).
+    async fn send_ack(&mut self, seq: u32) -> Result<(), End> {
+        self.acked = self.acked.max(seq);
+        self.send(&ServerToDevice::Ack(Ack { seq: self.acked }))
+            .await
+    }
+
+    async fn receive(&mut self, message: Message) -> Result<(), End> {
+        let decoded = match &message {
+            Message::Binary(bytes) => DeviceToServer::decode(bytes),
+            Message::Text(text) => DeviceToServer::from_json(text),
+            Message::Close(_) => return Err(End::Gone),
+            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+        };
+        let message = match decoded {
+            Ok(message) => message,
+            Err(error) => {
+                self.state.metrics.rejected("malformed");
+                tracing::warn!(device = %self.identity.device_id, %error, "undecodable message");
+                return Err(error_end(error.error_code(), decode_reason(error)));
+            }
+        };
+        match message {
+            DeviceToServer::Hello(_) => {
+                self.state.metrics.rejected("unexpected_message");
+                Err(error_end(ErrorCode::UNEXPECTED_MESSAGE, "second Hello"))
+            }
+            DeviceToServer::CommandAck(ack) => {
+                if let Some(reply) = self.commands.remove(&ack.id) {
+                    let result = match ack.result.check_json() {
+                        Ok(()) => ack.result.as_str().unwrap_or("null").to_owned(),
+                        Err(_) => "null".to_owned(),
+                    };
+                    let _ = reply.send(CommandReply {
+                        status: ack.status,
+                        result,
+                    });
+                }
+                Ok(())
+            }
+            DeviceToServer::Publish(publish) => {
+                if !self.rate.try_take(Instant::now()) {
+                    self.state.metrics.rejected("rate_limited");
+                    tracing::warn!(device = %self.identity.device_id, "publish rate limit exceeded");
+                    return Err(error_end(
+                        ErrorCode::RATE_LIMITED,
+                        "publish rate limit exceeded",
+                    ));
+                }
+                let payload = match (publish.payload.check_json(), publish.payload.as_str()) {
+                    (Ok(()), Some(text)) => text.to_owned(),
+                    _ => {
+                        self.state.metrics.rejected("payload_not_json");
+                        return Err(error_end(
+                            ErrorCode::INVALID_FIELD,
+                            "payload is not one JSON value",
+                        ));
+                    }
+                };
+                let request = AppendRequest {
+                    tenant_id: self.identity.tenant_id,
+                    device_id: self.identity.device_id.clone(),
+                    boot_id: self.boot_id,
+                    seq: publish.seq,
+                    channel: publish.channel.to_owned(),
+                    device_time_ms: publish.time_ms,
+                    payload,
+                };
+                let seq = publish.seq;
+                // Waits while the writer's queue is full: the device's
+                // acks slow down, nothing is dropped.
+                match self.state.store.append(request).await {
+                    Ok(commit) => {
+                        self.pending
+                            .push_back(Box::pin(commit.map(move |result| (seq, result))));
+                        Ok(())
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "store unavailable");
+                        Err(error_end(ErrorCode::INTERNAL, "store unavailable"))
+                    }
+                }
+            }
+        }
+    }
+}

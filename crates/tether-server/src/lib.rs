@@ -1,0 +1,353 @@
+//! The tether relay server: devices dial in over WebSockets, the server
+//! stores what they publish durably (SQLite by default) and forwards it on
+//! channels to receivers (browsers, scripts), which can send commands back.
+//!
+//! ```text
+//!  devices ──wss /v1/device──▶ device_endpoint ──append──▶ Store (SQLite, WAL,
+//!  (postcard or JSON frames)     ▲ Ack after commit          batched writer thread)
+//!                                │ Command                      │ on commit, in order
+//!                                │                              ▼
+//!  receivers ◀─wss /v1/receiver─ receiver_endpoint ◀──────── Broker (bounded live
+//!  (JSON)      history, then live   (gap-free hand-over)       queue per channel)
+//!  scripts ◀──── HTTP /v1/… ───── http_api (devices, channels, messages, commands, claim)
+//! ```
+//!
+//! # Example
+//!
+//! Start a server on an ephemeral loopback port with its database in a
+//! temporary directory, register a device and read its status page:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use tether_server::{Config, Server};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let config = Config::new(dir.path().to_owned(), "127.0.0.1:0".parse()?);
+//! let server = Server::start(config).await?;
+//! // On first start the server creates tenant `default` and a receiver key.
+//! let key = server.first_start_key().expect("fresh data directory");
+//! assert!(key.starts_with("tk_"));
+//!
+//! let admin = tether_server::store::Admin::open(&server.database_path())?;
+//! let tenant = admin.tenant_id("default")?;
+//! let device = admin.add_device(Some(tenant), Some("kitchen-1"), false)?;
+//! assert!(device.token.starts_with("td_"));
+//!
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! See the crate's `README.md` for the wire endpoints, authentication and
+//! the limits with their close codes.
+
+// A server is std by nature: the workspace's `std_instead_of_core/alloc`
+// lints keep the no_std crates honest and do not apply here.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+// axum handlers return `Response` as their error; boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
+pub mod auth;
+pub mod broker;
+pub mod cli;
+pub mod config;
+mod dashboard;
+pub mod demo;
+mod device_endpoint;
+mod http_api;
+pub mod limits;
+pub mod metrics;
+mod receiver_endpoint;
+mod serve;
+mod sessions;
+pub mod store;
+mod tls;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Semaphore, broadcast, watch};
+
+pub use config::{Config, Limits, Settings, TlsFiles};
+pub use sessions::{CommandReply, DeviceSessions};
+
+use broker::{Broker, InProcessBroker};
+use metrics::Metrics;
+use store::{Admin, ChannelFilter, Revocation, SqliteStore, Store, StoreError, StoreOptions};
+
+/// Wrong claim codes one receiver key may try per minute before claims
+/// answer `rate_limited` (429): claim codes are short enough to be typed.
+pub const CLAIM_FAILURES_PER_MINUTE: u32 = 10;
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// Everything the endpoints share.
+pub(crate) struct AppState {
+    pub(crate) config: Config,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) devices: DeviceSessions,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) revocations: broadcast::Sender<Revocation>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) connection_permits: Arc<Semaphore>,
+    pub(crate) claim_guard: limits::AttemptGuard,
+    next_session: AtomicU64,
+}
+
+impl AppState {
+    pub(crate) fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data directory or listen socket failed.
+    Io(std::io::Error),
+    /// The database failed.
+    Store(StoreError),
+    /// The TLS files are unusable.
+    Tls(String),
+}
+
+impl core::fmt::Display for StartError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StartError::Io(error) => write!(f, "{error}"),
+            StartError::Store(error) => write!(f, "{error}"),
+            StartError::Tls(error) => write!(f, "TLS: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<std::io::Error> for StartError {
+    fn from(error: std::io::Error) -> Self {
+        StartError::Io(error)
+    }
+}
+
+impl From<StoreError> for StartError {
+    fn from(error: StoreError) -> Self {
+        StartError::Store(error)
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: std::net::SocketAddr,
+    base_url: String,
+    database_path: PathBuf,
+    first_start_key: Option<String>,
+    shutdown: watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<()>,
+    store: Arc<SqliteStore>,
+    state: Arc<AppState>,
+}
+
+impl core::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens (creating) the database in `config.data_dir`, binds
+    /// `config.listen` and starts serving. On a fresh database it creates
+    /// tenant `default` with a read+command receiver key
+    /// ([`first_start_key`](Self::first_start_key)).
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let database_path = config.database_path();
+        let first_start_key = {
+            let admin = Admin::open(&database_path)?;
+            if admin.has_tenants()? {
+                None
+            } else {
+                let tenant = admin.add_tenant("default")?;
+                Some(
+                    admin
+                        .add_key(tenant, &ChannelFilter::ALL, true, Some("first start"))?
+                        .key,
+                )
+            }
+        };
+        let metrics = Arc::new(Metrics::new());
+        let broker: Arc<dyn Broker> = Arc::new(InProcessBroker::new(config.limits.live_queue));
+        let store = {
+            let broker = Arc::clone(&broker);
+            let commit_metrics = Arc::clone(&metrics);
+            Arc::new(SqliteStore::open(
+                &database_path,
+                StoreOptions {
+                    on_commit: Box::new(move |events| broker.publish(events)),
+                    on_transaction: Box::new(move |operations, duration| {
+                        commit_metrics.transaction(operations, duration);
+                    }),
+                    queue_capacity: config.write_queue,
+                    retention_max_age: config.retention_max_age,
+                    retention_max_messages: config.retention_max_messages,
+                },
+            )?)
+        };
+        store.reset_presence().await?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (revocations, _) = broadcast::channel(256);
+        let tls = match &config.tls {
+            Some(files) => Some(tls::ReloadingTls::load(files.clone()).map_err(StartError::Tls)?),
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let mut config = config;
+        config.listen = local_addr;
+        let base_url = config.base_url();
+        let store_dyn: Arc<dyn Store> = store.clone();
+        let state = Arc::new(AppState {
+            connection_permits: Arc::new(Semaphore::new(config.limits.max_connections)),
+            claim_guard: limits::AttemptGuard::new(
+                CLAIM_FAILURES_PER_MINUTE,
+                Duration::from_secs(60),
+            ),
+            config,
+            store: store_dyn,
+            broker,
+            devices: DeviceSessions::default(),
+            metrics,
+            revocations,
+            shutdown: shutdown_rx,
+            next_session: AtomicU64::new(1),
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(serve::accept_loop(
+            Arc::clone(&state),
+            listener,
+            tls.clone(),
+        ));
+        if let Some(tls) = tls {
+            tasks.spawn(tls.watch(state.shutdown.clone()));
+        }
+        tasks.spawn(revocation_poller(Arc::clone(&state)));
+        tasks.spawn(retention_task(Arc::clone(&state)));
+        tracing::info!(%local_addr, url = %base_url, "tether-server listening");
+        Ok(Server {
+            local_addr,
+            base_url,
+            database_path,
+            first_start_key,
+            shutdown,
+            tasks,
+            store,
+            state,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local_addr
+    }
+
+    /// The dashboard URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.database_path.clone()
+    }
+
+    /// The receiver key created on first start (shown once), if this start
+    /// created the database.
+    pub fn first_start_key(&self) -> Option<&str> {
+        self.first_start_key.as_deref()
+    }
+
+    /// Open device and receiver connections.
+    pub fn open_connections(&self) -> usize {
+        self.state
+            .config
+            .limits
+            .max_connections
+            .saturating_sub(self.state.connection_permits.available_permits())
+    }
+
+    /// Resolves when a shutdown is requested through another handle
+    /// (never, unless [`shutdown`](Self::shutdown) runs).
+    pub fn shutdown_requested(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Graceful shutdown: stop accepting, close every client with 1001,
+    /// flush the database writer.
+    pub async fn shutdown(mut self) {
+        tracing::info!("shutting down");
+        let _ = self.shutdown.send(true);
+        // Connections close themselves with 1001 on the signal; give them
+        // a moment to send their close frames and record presence.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.tasks.shutdown().await;
+        self.store.close().await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Polls the database for revocations (written by admin commands, possibly
+/// in another process) and tells the connections.
+async fn revocation_poller(state: Arc<AppState>) {
+    let mut shutdown = state.shutdown.clone();
+    // Everything revoked before this start is refused at authentication.
+    let mut last = match state.store.revocations_since(0).await {
+        Ok((_, last)) => last,
+        Err(_) => 0,
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        match state.store.revocations_since(last).await {
+            Ok((revocations, next)) => {
+                last = next;
+                for revocation in revocations {
+                    tracing::info!(?revocation, "revoked: closing its connections");
+                    let _ = state.revocations.send(revocation);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read revocations"),
+        }
+    }
+}
+
+async fn retention_task(state: Arc<AppState>) {
+    let mut shutdown = state.shutdown.clone();
+    let mut interval = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = interval.tick() => {}
+        }
+        match state.store.enforce_retention(now_ms()).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "retention removed old events"),
+            Err(error) => tracing::warn!(%error, "retention failed"),
+        }
+    }
+}

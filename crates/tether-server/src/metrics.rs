@@ -1,0 +1,192 @@
+//! Prometheus metrics (`GET /metrics`, text exposition format).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A label set with one label, `kind` (e.g. `device`, `receiver`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// The label's value.
+    pub kind: String,
+}
+
+fn kind(kind: &str) -> KindLabel {
+    KindLabel { kind: kind.into() }
+}
+
+/// Every metric the server exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    connections: Family<KindLabel, Gauge>,
+    auth_failures: Family<KindLabel, Counter>,
+    rejected: Family<KindLabel, Counter>,
+    messages_in: Counter,
+    duplicates: Counter,
+    messages_out: Counter,
+    catch_ups: Counter,
+    store_transaction: Histogram,
+    store_batch: Histogram,
+    fanout_lag: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Fresh metrics, registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tether");
+        let connections = Family::<KindLabel, Gauge>::default();
+        registry.register(
+            "connections",
+            "Open WebSocket connections by kind",
+            connections.clone(),
+        );
+        let auth_failures = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Refused credentials by endpoint kind",
+            auth_failures.clone(),
+        );
+        let rejected = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "rejected",
+            "Connections closed or refused by a limit or a protocol error, by reason",
+            rejected.clone(),
+        );
+        let messages_in = Counter::default();
+        registry.register(
+            "messages_stored",
+            "Published records stored",
+            messages_in.clone(),
+        );
+        let duplicates = Counter::default();
+        registry.register(
+            "messages_duplicate",
+            "Published records already stored (re-sent after a reconnect)",
+            duplicates.clone(),
+        );
+        let messages_out = Counter::default();
+        registry.register(
+            "messages_delivered",
+            "Events sent to receivers",
+            messages_out.clone(),
+        );
+        let catch_ups = Counter::default();
+        registry.register(
+            "receiver_catch_ups",
+            "Times a receiver fell behind its live queue and caught up from the store",
+            catch_ups.clone(),
+        );
+        let store_transaction = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "store_transaction_seconds",
+            "Duration of store write transactions (store latency)",
+            store_transaction.clone(),
+        );
+        let store_batch = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "store_batch_operations",
+            "Operations per store write transaction",
+            store_batch.clone(),
+        );
+        let fanout_lag = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        registry.register(
+            "fanout_lag_seconds",
+            "Time from storing an event to handing it to a receiver connection",
+            fanout_lag.clone(),
+        );
+        Metrics {
+            registry,
+            connections,
+            auth_failures,
+            rejected,
+            messages_in,
+            duplicates,
+            messages_out,
+            catch_ups,
+            store_transaction,
+            store_batch,
+            fanout_lag,
+        }
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+
+    /// A connection of `kind` opened; the guard counts it closed on drop.
+    pub fn connection(&self, kind_name: &str) -> ConnectionGuard {
+        let gauge = self.connections.get_or_create(&kind(kind_name)).clone();
+        gauge.inc();
+        ConnectionGuard { gauge }
+    }
+
+    /// Open connections of `kind`.
+    pub fn open_connections(&self, kind_name: &str) -> i64 {
+        self.connections.get_or_create(&kind(kind_name)).get()
+    }
+
+    /// A refused credential.
+    pub fn auth_failure(&self, kind_name: &str) {
+        self.auth_failures.get_or_create(&kind(kind_name)).inc();
+    }
+
+    /// A connection closed or refused for `reason`.
+    pub fn rejected(&self, reason: &str) {
+        self.rejected.get_or_create(&kind(reason)).inc();
+    }
+
+    /// Records stored / found duplicate.
+    pub fn appended(&self, stored: bool) {
+        if stored {
+            self.messages_in.inc();
+        } else {
+            self.duplicates.inc();
+        }
+    }
+
+    /// An event sent to a receiver, `lag` after it was stored.
+    pub fn delivered(&self, lag: Duration) {
+        self.messages_out.inc();
+        self.fanout_lag.observe(lag.as_secs_f64());
+    }
+
+    /// A receiver caught up from the store.
+    pub fn catch_up(&self) {
+        self.catch_ups.inc();
+    }
+
+    /// A store transaction of `operations` took `duration`.
+    pub fn transaction(&self, operations: usize, duration: Duration) {
+        self.store_transaction.observe(duration.as_secs_f64());
+        self.store_batch.observe(operations as f64);
+    }
+}
+
+/// Decrements a connection gauge when dropped.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    gauge: Gauge,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}

@@ -1,0 +1,537 @@
+//! `GET /v1/receiver`: the receiver WebSocket (JSON text frames).
+//!
+//! Authentication, one of (browsers cannot set headers, so the first two
+//! exist for them):
+//! 1. subprotocols: `new WebSocket(url, ["tether.v1", "tether-key.tk_…"])`;
+//!    the server answers with subprotocol `tether.v1`;
+//! 2. a first text message `{"v":1,"auth":{"key":"tk_…"}}` within the
+//!    handshake timeout (a wrong key gets an `error` message with code
+//!    `unauthorized`, then close code 4005);
+//! 3. `Authorization: Bearer tk_…` (scripts).
+//!
+//! A wrong key in 1 or 3 is refused before the upgrade (401). A page served
+//! from another origin is refused (403) unless `allowed_origins` lists it.
+//!
+//! Subscribing (`subscribe` with `from`): the subscription joins the
+//! channel's live queue **first**, then reads the channel's bounds, replays
+//! stored events from `from` up to them, and then forwards live events,
+//! skipping offsets already sent and filling any gap from the store. Live
+//! events are published only after their commit, so every event is either
+//! below the bounds read (replayed) or arrives live: no gap, no duplicate.
+//! A subscriber that falls behind its bounded live queue is told
+//! `Lagged` and catches up from the store the same way.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tether_proto::{
+    CommandResult, ErrorCode, ErrorMessage, Payload, Pong, ReceiverToServer, ServerToReceiver,
+    Subscribed,
+};
+use tokio::sync::mpsc;
+
+use crate::broker::Received;
+use crate::device_endpoint::{CLOSE_GOING_AWAY, CLOSE_POLICY, READ_BUFFER};
+use crate::http_api::{check_origin, error_response};
+use crate::store::{KeyIdentity, ReadRange, Revocation, StoredEvent};
+use crate::{AppState, auth};
+
+/// The subprotocol the server speaks.
+pub(crate) const SUBPROTOCOL: &str = "tether.v1";
+/// Prefix of the subprotocol that carries a receiver key.
+pub(crate) const KEY_SUBPROTOCOL_PREFIX: &str = "tether-key.";
+/// Events per store read while replaying or catching up.
+const PAGE: usize = 256;
+/// Channels one receiver connection may subscribe to at once.
+pub(crate) const MAX_SUBSCRIPTIONS: usize = 256;
+/// Frames queued for one receiver's socket.
+const OUTBOX: usize = 256;
+
+fn key_from_subprotocols(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .find_map(|protocol| protocol.strip_prefix(KEY_SUBPROTOCOL_PREFIX))
+}
+
+pub(crate) async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if let Err(response) = check_origin(&state, &headers) {
+        return response;
+    }
+    let Ok(permit) = Arc::clone(&state.connection_permits).try_acquire_owned() else {
+        state.metrics.rejected("max_connections");
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "the server is at its connection limit; retry later",
+        );
+    };
+    let presented = key_from_subprotocols(&headers).or_else(|| auth::bearer(&headers));
+    let identity = match presented {
+        None => None,
+        Some(key) => match state.store.authenticate_key(key).await {
+            Ok(Some(identity)) => Some(identity),
+            Ok(None) => {
+                state.metrics.auth_failure("receiver");
+                tracing::warn!("receiver refused: wrong key");
+                return error_response(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "wrong receiver key",
+                );
+            }
+            Err(error) => {
+                tracing::error!(%error, "receiver authentication failed");
+                return error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "authentication is unavailable",
+                );
+            }
+        },
+    };
+    let limit = state.config.limits.max_message_bytes;
+    upgrade
+        .protocols([SUBPROTOCOL])
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        // tungstenite's default 128 KiB read chunk per connection dominates
+        // memory with thousands of small-message devices.
+        .read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |socket| async move {
+            let _permit = permit;
+            let _open = state.metrics.connection("receiver");
+            run(state, identity, socket).await;
+        })
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct AuthEnvelope {
+    v: u8,
+    auth: AuthBody,
+}
+
+#[derive(Deserialize)]
+struct AuthBody {
+    key: String,
+}
+
+fn error_frame(code: ErrorCode, request_id: Option<u32>, message: &str) -> Message {
+    let text = ServerToReceiver::Error(ErrorMessage {
+        code,
+        request_id,
+        message,
+    })
+    .to_json()
+    .unwrap_or_default();
+    Message::Text(text.into())
+}
+
+fn close_frame(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+fn error_close(code: ErrorCode, reason: &str) -> Message {
+    close_frame(code.close_code().unwrap_or(4013), reason)
+}
+
+async fn authenticate_first_message(
+    state: &AppState,
+    socket: &mut WebSocket,
+) -> Option<KeyIdentity> {
+    let first = tokio::time::timeout(state.config.limits.handshake_timeout, socket.recv()).await;
+    let text = match first {
+        Err(_) => {
+            state.metrics.rejected("handshake_timeout");
+            let _ = socket
+                .send(close_frame(
+                    CLOSE_POLICY,
+                    "no auth message within the handshake timeout",
+                ))
+                .await;
+            return None;
+        }
+        Ok(Some(Ok(Message::Text(text)))) => text,
+        Ok(_) => {
+            let _ = socket
+                .send(error_frame(
+                    ErrorCode::UNAUTHORIZED,
+                    None,
+                    "authenticate first",
+                ))
+                .await;
+            let _ = socket
+                .send(error_close(ErrorCode::UNAUTHORIZED, "authenticate first"))
+                .await;
+            return None;
+        }
+    };
+    let identity = match serde_json::from_str::<AuthEnvelope>(&text) {
+        Ok(envelope) if envelope.v == tether_proto::PROTOCOL_VERSION => state
+            .store
+            .authenticate_key(&envelope.auth.key)
+            .await
+            .ok()
+            .flatten(),
+        _ => None,
+    };
+    if identity.is_none() {
+        state.metrics.auth_failure("receiver");
+        tracing::warn!("receiver refused: wrong key in auth message");
+        let _ = socket
+            .send(error_frame(
+                ErrorCode::UNAUTHORIZED,
+                None,
+                "wrong receiver key",
+            ))
+            .await;
+        let _ = socket
+            .send(error_close(ErrorCode::UNAUTHORIZED, "wrong receiver key"))
+            .await;
+    }
+    identity
+}
+
+async fn run(state: Arc<AppState>, identity: Option<KeyIdentity>, mut socket: WebSocket) {
+    let identity = match identity {
+        Some(identity) => identity,
+        None => match authenticate_first_message(&state, &mut socket).await {
+            Some(identity) => identity,
+            None => return,
+        },
+    };
+    let (mut sink, mut stream) = socket.split();
+    let (outbox, mut outgoing) = mpsc::channel::<Message>(OUTBOX);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = outgoing.recv().await {
+            let closing = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || closing {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let limits = state.config.limits.clone();
+    let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut shutdown = state.shutdown.clone();
+    let mut revocations = state.revocations.subscribe();
+    let mut ping = tokio::time::interval(limits.ping_interval);
+    ping.tick().await;
+    let mut last_heard = Instant::now();
+    let close = loop {
+        tokio::select! {
+            _ = shutdown.changed() => break Some(close_frame(CLOSE_GOING_AWAY, "server shutting down")),
+            revocation = revocations.recv() => {
+                if matches!(revocation, Ok(Revocation::Key(id)) if id == identity.key_id) {
+                    break Some(error_close(ErrorCode::UNAUTHORIZED, "receiver key revoked"));
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > limits.idle_timeout {
+                    state.metrics.rejected("idle_timeout");
+                    break Some(close_frame(CLOSE_POLICY, "idle timeout"));
+                }
+                if outbox.send(Message::Ping(Default::default())).await.is_err() {
+                    break None;
+                }
+            }
+            message = stream.next() => {
+                last_heard = Instant::now();
+                let message = match message {
+                    None => break None,
+                    Some(Err(error)) => {
+                        let error = error.to_string();
+                        if crate::device_endpoint::is_too_large(&error) {
+                            state.metrics.rejected("too_large");
+                            break Some(close_frame(crate::device_endpoint::CLOSE_TOO_BIG, "message too large"));
+                        }
+                        break None;
+                    }
+                    Some(Ok(message)) => message,
+                };
+                let text = match message {
+                    Message::Text(text) => text,
+                    Message::Binary(_) => {
+                        state.metrics.rejected("binary_frame");
+                        break Some(close_frame(1003, "the receiver protocol uses text frames"));
+                    }
+                    Message::Close(_) => break None,
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                };
+                let request = match ReceiverToServer::from_json(&text) {
+                    Ok(request) => request,
+                    Err(error) => {
+                        state.metrics.rejected("malformed");
+                        let code = error.error_code();
+                        let _ = outbox.send(error_frame(code, None, "undecodable message")).await;
+                        break Some(error_close(code, "undecodable message"));
+                    }
+                };
+                match request {
+                    ReceiverToServer::Subscribe(subscribe) => {
+                        if !identity.channels.allows(subscribe.channel) {
+                            let _ = outbox
+                                .send(error_frame(ErrorCode::FORBIDDEN, None, "this key may not read that channel"))
+                                .await;
+                            continue;
+                        }
+                        if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains_key(subscribe.channel) {
+                            let _ = outbox
+                                .send(error_frame(ErrorCode::RATE_LIMITED, None, "too many subscriptions on one connection"))
+                                .await;
+                            continue;
+                        }
+                        let channel = subscribe.channel.to_owned();
+                        if let Some(old) = subscriptions.remove(&channel) {
+                            old.abort();
+                        }
+                        let task = tokio::spawn(subscription(
+                            Arc::clone(&state),
+                            identity.tenant_id,
+                            channel.clone(),
+                            subscribe.from,
+                            outbox.clone(),
+                        ));
+                        subscriptions.insert(channel, task);
+                    }
+                    ReceiverToServer::Ping(ping) => {
+                        let pong = ServerToReceiver::Pong(Pong { id: ping.id }).to_json().unwrap_or_default();
+                        if outbox.send(Message::Text(pong.into())).await.is_err() {
+                            break None;
+                        }
+                    }
+                    ReceiverToServer::Unsubscribe(unsubscribe) => {
+                        if let Some(task) = subscriptions.remove(unsubscribe.channel) {
+                            task.abort();
+                        }
+                    }
+                    ReceiverToServer::SendCommand(command) => {
+                        let state = Arc::clone(&state);
+                        let identity = identity.clone();
+                        let outbox = outbox.clone();
+                        let request_id = command.request_id;
+                        let device = command.device.to_owned();
+                        let channel = command.channel.to_owned();
+                        let payload = command.payload.as_str().unwrap_or("null").to_owned();
+                        tokio::spawn(async move {
+                            let frame = match crate::http_api::command(&state, &identity, &device, channel, payload).await {
+                                Ok(reply) => Message::Text(
+                                    ServerToReceiver::CommandResult(CommandResult {
+                                        request_id,
+                                        status: reply.status,
+                                        result: Payload::from_json_str(&reply.result),
+                                    })
+                                    .to_json()
+                                    .unwrap_or_default()
+                                    .into(),
+                                ),
+                                Err((code, message)) => error_frame(code, Some(request_id), message),
+                            };
+                            let _ = outbox.send(frame).await;
+                        });
+                    }
+                }
+            }
+        }
+    };
+    for (_, task) in subscriptions {
+        task.abort();
+    }
+    if let Some(close) = close {
+        let _ = outbox.send(close).await;
+    }
+    drop(outbox);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // Wait for the peer's close frame (see `device_endpoint::close`).
+    let deadline = tokio::time::Instant::now() + crate::device_endpoint::CLOSE_LINGER;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(Message::Close(_)))) | Err(_) => break,
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) => {
+                tokio::time::sleep_until(deadline).await;
+                break;
+            }
+        }
+    }
+}
+
+/// Replays history from `from`, then forwards live events without gap or
+/// duplicate; catches up from the store when the live queue overflowed.
+async fn subscription(
+    state: Arc<AppState>,
+    tenant_id: i64,
+    channel: String,
+    from: Option<u64>,
+    outbox: mpsc::Sender<Message>,
+) {
+    // 1. Join the live queue before looking at the store.
+    let mut live = state.broker.subscribe(tenant_id, &channel);
+    let bounds = match state.store.channel_bounds(tenant_id, &channel).await {
+        Ok(bounds) => bounds,
+        Err(error) => {
+            tracing::error!(%error, "cannot read channel bounds");
+            let _ = outbox
+                .send(error_frame(ErrorCode::INTERNAL, None, "store unavailable"))
+                .await;
+            return;
+        }
+    };
+    let subscribed = ServerToReceiver::Subscribed(Subscribed {
+        channel: &channel,
+        first_offset: bounds.first_offset,
+        next_offset: bounds.next_offset,
+    });
+    if outbox
+        .send(Message::Text(
+            subscribed.to_json().unwrap_or_default().into(),
+        ))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    // `last`: the highest offset sent or deliberately skipped.
+    let mut last = bounds.next_offset.saturating_sub(1);
+    let forwarder = Forwarder {
+        state: &state,
+        tenant_id,
+        channel: &channel,
+        outbox: &outbox,
+    };
+    if let Some(from) = from {
+        if from < bounds.next_offset {
+            // 2. History up to the bounds.
+            match forwarder.fill(from, Some(bounds.next_offset)).await {
+                Some(sent) => last = sent.max(last),
+                None => return,
+            }
+        } else {
+            last = from.saturating_sub(1);
+        }
+    }
+    // 3. Live, skipping what was replayed and filling gaps.
+    loop {
+        match live.recv().await {
+            Received::Event(event) => {
+                if event.offset <= last {
+                    continue;
+                }
+                if event.offset > last + 1 {
+                    match forwarder.fill(last + 1, Some(event.offset)).await {
+                        Some(_) => {}
+                        None => return,
+                    }
+                }
+                if !forwarder.send(&event).await {
+                    return;
+                }
+                last = event.offset;
+            }
+            Received::Lagged(skipped) => {
+                state.metrics.catch_up();
+                tracing::debug!(
+                    channel,
+                    skipped,
+                    "receiver fell behind; catching up from the store"
+                );
+                match forwarder.fill(last + 1, None).await {
+                    Some(sent) => last = last.max(sent),
+                    None => return,
+                }
+            }
+            Received::Closed => return,
+        }
+    }
+}
+
+struct Forwarder<'a> {
+    state: &'a AppState,
+    tenant_id: i64,
+    channel: &'a str,
+    outbox: &'a mpsc::Sender<Message>,
+}
+
+impl Forwarder<'_> {
+    async fn send(&self, event: &StoredEvent) -> bool {
+        let sent = self
+            .outbox
+            .send(Message::Text(event.json_frame().to_owned().into()))
+            .await
+            .is_ok();
+        if sent {
+            let lag = crate::now_ms().saturating_sub(event.server_time_ms);
+            self.state.metrics.delivered(Duration::from_millis(lag));
+        }
+        sent
+    }
+
+    /// Sends stored events `from..until` (to the current end for `None`);
+    /// returns the last offset covered (`from - 1` if none), or `None` if
+    /// the receiver is gone.
+    async fn fill(&self, from: u64, until: Option<u64>) -> Option<u64> {
+        let mut next = from;
+        let mut last = from.saturating_sub(1);
+        loop {
+            let page = match self
+                .state
+                .store
+                .read(
+                    self.tenant_id,
+                    self.channel,
+                    ReadRange::Offsets { from: next, until },
+                    PAGE,
+                )
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::error!(%error, "cannot replay");
+                    let _ = self
+                        .outbox
+                        .send(error_frame(ErrorCode::INTERNAL, None, "store unavailable"))
+                        .await;
+                    return None;
+                }
+            };
+            let Some(tail) = page.last() else {
+                // Events below `until` that retention removed are skipped.
+                if let Some(until) = until {
+                    last = last.max(until.saturating_sub(1));
+                }
+                return Some(last);
+            };
+            next = tail.offset + 1;
+            for event in &page {
+                if !self.send(event).await {
+                    return None;
+                }
+                last = event.offset;
+            }
+            if page.len() < PAGE {
+                if let Some(until) = until {
+                    last = last.max(until.saturating_sub(1));
+                }
+                return Some(last);
+            }
+        }
+    }
+}

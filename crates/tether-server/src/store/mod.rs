@@ -1,0 +1,379 @@
+//! The durable store behind a small trait: tenants, devices, receiver keys,
+//! channels and their messages.
+//!
+//! [`SqliteStore`] is the embedded default. A store hands every committed
+//! event to the hook given at construction **in commit (offset) order**, and
+//! resolves an append only after its transaction committed, so the device
+//! endpoint acknowledges nothing it could still lose.
+
+mod sqlite;
+
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use serde::Serialize;
+use tether_proto::{Event, Payload, ServerToReceiver};
+
+pub use sqlite::{Admin, NewDevice, NewKey, SqliteStore, StoreOptions};
+
+/// A boxed, sendable future (the store and broker traits are object safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A tenant's numeric id.
+pub type TenantId = i64;
+
+/// The tenant unclaimed devices belong to until a receiver key claims them.
+/// It has no keys and is not listed.
+pub const UNCLAIMED_TENANT: TenantId = 0;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed (I/O, corruption, a full disk); the text says how.
+    Database(String),
+    /// The writer stopped (the server is shutting down).
+    Closed,
+    /// A name is taken (tenant name, device id).
+    AlreadyExists,
+    /// The tenant, device, key or claim code does not exist.
+    NotFound,
+    /// A value is not acceptable (the text says which).
+    Invalid(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Database(text) => write!(f, "database error: {text}"),
+            StoreError::Closed => f.write_str("the store is closed"),
+            StoreError::AlreadyExists => f.write_str("already exists"),
+            StoreError::NotFound => f.write_str("not found"),
+            StoreError::Invalid(text) => write!(f, "invalid: {text}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Database(error.to_string())
+    }
+}
+
+/// An authenticated device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceIdentity {
+    /// The device id.
+    pub device_id: String,
+    /// Its tenant ([`UNCLAIMED_TENANT`] until claimed).
+    pub tenant_id: TenantId,
+}
+
+/// Which channels a receiver key may use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ChannelFilter {
+    /// `None`: every channel. Otherwise exact names, or prefixes written
+    /// `prefix/*`.
+    patterns: Option<Vec<String>>,
+}
+
+impl ChannelFilter {
+    /// Every channel.
+    pub const ALL: ChannelFilter = ChannelFilter { patterns: None };
+
+    /// Only the listed channels (`name` or `prefix/*`).
+    pub fn only(patterns: Vec<String>) -> Self {
+        ChannelFilter {
+            patterns: Some(patterns),
+        }
+    }
+
+    /// The patterns, `None` for every channel.
+    pub fn patterns(&self) -> Option<&[String]> {
+        self.patterns.as_deref()
+    }
+
+    /// Whether `channel` passes the filter.
+    pub fn allows(&self, channel: &str) -> bool {
+        match &self.patterns {
+            None => true,
+            Some(patterns) => patterns.iter().any(|pattern| {
+                if pattern == "*" {
+                    return true;
+                }
+                match pattern.strip_suffix("/*") {
+                    Some(prefix) => channel
+                        .strip_prefix(prefix)
+                        .is_some_and(|rest| rest.starts_with('/')),
+                    None => pattern == channel,
+                }
+            }),
+        }
+    }
+}
+
+/// An authenticated receiver key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyIdentity {
+    /// The key's id (for revocation).
+    pub key_id: i64,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// The channels it may read and command.
+    pub channels: ChannelFilter,
+    /// Whether it may send commands (read+command) or only read.
+    pub can_command: bool,
+}
+
+/// One record a device published, to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendRequest {
+    /// The device's tenant.
+    pub tenant_id: TenantId,
+    /// The device.
+    pub device_id: String,
+    /// `Hello.boot_id`.
+    pub boot_id: u64,
+    /// `Publish.seq`.
+    pub seq: u32,
+    /// `Publish.channel`.
+    pub channel: String,
+    /// `Publish.time_ms`.
+    pub device_time_ms: Option<u64>,
+    /// `Publish.payload`, checked to be one JSON value.
+    pub payload: String,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored at this channel offset.
+    Stored {
+        /// The offset.
+        offset: u64,
+    },
+    /// `(device, boot_id, seq)` was stored before; nothing written.
+    Duplicate,
+}
+
+/// The commit of an enqueued append: resolves once it is durable.
+pub type Commit = BoxFuture<'static, Result<AppendOutcome, StoreError>>;
+
+/// A stored record, as receivers see it.
+#[derive(Debug, Serialize)]
+pub struct StoredEvent {
+    /// The channel's tenant.
+    #[serde(skip)]
+    pub tenant_id: TenantId,
+    /// The channel.
+    pub channel: String,
+    /// Offset within the channel (1, 2, 3, …).
+    pub offset: u64,
+    /// The publishing device.
+    pub device: String,
+    /// The device's clock, if it had one (unix ms).
+    pub device_time_ms: Option<u64>,
+    /// When the server stored it (unix ms).
+    pub server_time_ms: u64,
+    /// The record, JSON text.
+    #[serde(serialize_with = "raw_json")]
+    pub payload: String,
+    #[serde(skip)]
+    json: OnceLock<String>,
+}
+
+fn raw_json<S: serde::Serializer>(payload: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    match serde_json::from_str::<&serde_json::value::RawValue>(payload) {
+        Ok(raw) => raw.serialize(serializer),
+        Err(_) => serializer.serialize_unit(),
+    }
+}
+
+impl StoredEvent {
+    /// A stored event.
+    pub fn new(
+        tenant_id: TenantId,
+        channel: String,
+        offset: u64,
+        device: String,
+        device_time_ms: Option<u64>,
+        server_time_ms: u64,
+        payload: String,
+    ) -> Self {
+        StoredEvent {
+            tenant_id,
+            channel,
+            offset,
+            device,
+            device_time_ms,
+            server_time_ms,
+            payload,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The receiver-protocol text frame (`{"v":1,"event":{…}}`), encoded
+    /// once and shared by every subscriber.
+    pub fn json_frame(&self) -> &str {
+        self.json.get_or_init(|| {
+            let event = ServerToReceiver::Event(Event {
+                channel: &self.channel,
+                offset: self.offset,
+                device: &self.device,
+                device_time_ms: self.device_time_ms,
+                server_time_ms: self.server_time_ms,
+                payload: Payload::from_json_str(&self.payload),
+            });
+            // Every stored field passed validation when it was published.
+            event.to_json().unwrap_or_default()
+        })
+    }
+}
+
+/// Where a channel's stored events begin and end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ChannelBounds {
+    /// Offset of the oldest stored event (`next_offset` if none is).
+    pub first_offset: u64,
+    /// The offset the next event will get.
+    pub next_offset: u64,
+}
+
+/// A device, as the HTTP API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceInfo {
+    /// The device id.
+    pub id: String,
+    /// Connected now.
+    pub online: bool,
+    /// Last time the server heard from it (unix ms), if ever.
+    pub last_seen_ms: Option<u64>,
+    /// `Hello.firmware_version` of its last session.
+    pub firmware_version: Option<String>,
+    /// Messages it published since midnight UTC.
+    pub messages_today: u64,
+}
+
+/// A channel, as the HTTP API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChannelInfo {
+    /// The channel name.
+    pub name: String,
+    /// Offset of the oldest stored event.
+    pub first_offset: u64,
+    /// The offset the next event will get.
+    pub next_offset: u64,
+    /// When the newest stored event was stored (unix ms).
+    pub last_time_ms: Option<u64>,
+}
+
+/// Which events to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadRange {
+    /// Offsets `from..until` (`until` exclusive, `None`: to the end).
+    Offsets {
+        /// First offset.
+        from: u64,
+        /// End (exclusive).
+        until: Option<u64>,
+    },
+    /// Events stored at `since_ms..until_ms` (server time, `until`
+    /// exclusive), from offset `after` on (for paging).
+    Time {
+        /// Start (inclusive).
+        since_ms: u64,
+        /// End (exclusive).
+        until_ms: Option<u64>,
+        /// Only offsets at or above this one (paging within the range).
+        from: u64,
+    },
+}
+
+/// A device or key was revoked, or a device changed tenant: its connections
+/// must close now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// A device's token was revoked or the device was claimed.
+    Device(String),
+    /// A receiver key was revoked.
+    Key(i64),
+}
+
+/// The durable store. Object safe; every method is async.
+pub trait Store: Send + Sync + 'static {
+    /// The device a token belongs to, if it is valid and not revoked.
+    fn authenticate_device(
+        &self,
+        token: &str,
+    ) -> BoxFuture<'_, Result<Option<DeviceIdentity>, StoreError>>;
+    /// The receiver key, if it is valid and not revoked.
+    fn authenticate_key(&self, key: &str)
+    -> BoxFuture<'_, Result<Option<KeyIdentity>, StoreError>>;
+    /// Marks the device online and returns the highest stored `seq` of
+    /// `(device, boot_id)` (0 if none).
+    fn open_session(
+        &self,
+        device_id: &str,
+        firmware_version: &str,
+        boot_id: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<u32, StoreError>>;
+    /// Marks the device offline, last seen now.
+    fn close_session(&self, device_id: &str, now_ms: u64) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Enqueues an append (waiting while the writer is full: backpressure)
+    /// and returns its commit.
+    fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Commit, StoreError>>;
+    /// A channel's bounds (`1, 1` for a channel never published to).
+    fn channel_bounds(
+        &self,
+        tenant_id: TenantId,
+        channel: &str,
+    ) -> BoxFuture<'_, Result<ChannelBounds, StoreError>>;
+    /// Up to `limit` events of a channel in offset order.
+    fn read(
+        &self,
+        tenant_id: TenantId,
+        channel: &str,
+        range: ReadRange,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Arc<StoredEvent>>, StoreError>>;
+    /// The tenant's devices.
+    fn list_devices(
+        &self,
+        tenant_id: TenantId,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<Vec<DeviceInfo>, StoreError>>;
+    /// The tenant's channels.
+    fn list_channels(
+        &self,
+        tenant_id: TenantId,
+    ) -> BoxFuture<'_, Result<Vec<ChannelInfo>, StoreError>>;
+    /// The tenant of a device that exists and is not revoked.
+    fn device_tenant(&self, device_id: &str)
+    -> BoxFuture<'_, Result<Option<TenantId>, StoreError>>;
+    /// Moves the device registered with `claim_code` into `tenant_id` and
+    /// returns its id; the code is used up.
+    fn claim(
+        &self,
+        tenant_id: TenantId,
+        claim_code: &str,
+    ) -> BoxFuture<'_, Result<String, StoreError>>;
+    /// Deletes what each tenant's retention no longer keeps; returns how
+    /// many events went.
+    fn enforce_retention(&self, now_ms: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Revocations recorded after `after` (by any process), with the id to
+    /// pass next time.
+    fn revocations_since(
+        &self,
+        after: i64,
+    ) -> BoxFuture<'_, Result<(Vec<Revocation>, i64), StoreError>>;
+    /// Marks every device offline (at start-up, after an unclean stop).
+    fn reset_presence(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Waits until everything enqueued is committed and stops the writer.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}

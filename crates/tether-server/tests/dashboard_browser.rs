@@ -1,0 +1,598 @@
+//! The dashboard in a real headless Chromium (chromedriver + fantoccini),
+//! against the real `tether-server` binary (a child process on a free
+//! loopback port, its database in a temporary directory) and simulated
+//! devices speaking the device protocol over real WebSockets.
+//!
+//! Needs the Debian packages `chromium` and `chromium-driver` (`cargo xtask
+//! setup`); without them these tests fail. The tests save screenshots
+//! under `target/screenshots/`; the live view there is the README's
+//! `docs/images/dashboard.png`, overwritten only with
+//! `TETHER_UPDATE_SCREENSHOTS=1`.
+
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
+mod common;
+
+use core::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use common::{BoxError, Device, Downlink, TestResult};
+use serde_json::{Value, json};
+use tether_browser_test::fantoccini::{Client, Locator};
+use tether_browser_test::{Browser, BrowserOptions, free_port, save_docs_image, save_screenshot};
+use tether_server::store::{Admin, ChannelFilter};
+
+const WAIT: Duration = Duration::from_secs(25);
+const CHANNEL: &str = "sensors/kitchen";
+
+/// The server binary as a child process; killed (SIGKILL) when dropped.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts the server on `port` with its data in `data_dir`; returns it
+    /// and, on the first start, the receiver key it printed.
+    fn start(data_dir: &Path, port: u16) -> Result<(ServerProcess, Option<String>), BoxError> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tether-server"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--log")
+            .arg("warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Read to the end even when nobody listens any more: a closed
+            // pipe would make the server's next `println!` fail.
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = lines.send(line);
+            }
+        });
+        let server = ServerProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let mut key = None;
+        let deadline = Instant::now() + WAIT;
+        let mut listening = false;
+        loop {
+            let wait = if listening {
+                // The key line (first start only) is printed right next to
+                // the dashboard line, if at all.
+                Duration::from_millis(500)
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
+            match received.recv_timeout(wait) {
+                Ok(line) => {
+                    if line.starts_with("dashboard:") {
+                        listening = true;
+                    }
+                    if let Some(found) = line.split_whitespace().find(|w| w.starts_with("tk_")) {
+                        key = Some(found.to_owned());
+                    }
+                    if listening && key.is_some() {
+                        break;
+                    }
+                }
+                Err(_) if listening => break,
+                Err(_) => return Err("the server did not start".into()),
+            }
+        }
+        Ok((server, key))
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn database(data_dir: &Path) -> PathBuf {
+    data_dir.join("tether.db")
+}
+
+// ------------------------------------------------------------ page helpers
+
+async fn js(client: &Client, script: &str, args: Vec<Value>) -> Result<Value, BoxError> {
+    Ok(client.execute(script, args).await?)
+}
+
+async fn text(client: &Client, css: &str) -> Result<String, BoxError> {
+    let value = js(
+        client,
+        "const e = document.querySelector(arguments[0]); return e ? e.textContent : '';",
+        vec![json!(css)],
+    )
+    .await?;
+    Ok(value.as_str().unwrap_or_default().to_owned())
+}
+
+/// Waits until the element's text contains `needle`; returns the text.
+async fn wait_for_text(client: &Client, css: &str, needle: &str) -> Result<String, BoxError> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let current = text(client, css).await?;
+        if current.contains(needle) {
+            return Ok(current);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{css} never showed {needle:?}; it shows {current:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the element exists and is visible.
+async fn wait_visible(client: &Client, css: &str) -> Result<(), BoxError> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let visible = js(
+            client,
+            "const e = document.querySelector(arguments[0]); \
+             return !!e && e.offsetParent !== null;",
+            vec![json!(css)],
+        )
+        .await?;
+        if visible == json!(true) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{css} never became visible").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether the element is rendered (exists and is not hidden).
+async fn is_visible(client: &Client, css: &str) -> Result<bool, BoxError> {
+    let visible = js(
+        client,
+        "const e = document.querySelector(arguments[0]); return !!e && e.offsetParent !== null;",
+        vec![json!(css)],
+    )
+    .await?;
+    Ok(visible == json!(true))
+}
+
+async fn fill(client: &Client, css: &str, value: &str) -> Result<(), BoxError> {
+    let field = client.find(Locator::Css(css)).await?;
+    field.clear().await?;
+    field.send_keys(value).await?;
+    Ok(())
+}
+
+async fn click(client: &Client, css: &str) -> Result<(), BoxError> {
+    client.find(Locator::Css(css)).await?.click().await?;
+    Ok(())
+}
+
+/// The offsets in the live table, top (newest) first.
+async fn table_offsets(client: &Client) -> Result<Vec<u64>, BoxError> {
+    let value = js(
+        client,
+        "return [...document.querySelectorAll('#events tbody tr')].map(r => Number(r.dataset.offset));",
+        vec![],
+    )
+    .await?;
+    Ok(value
+        .as_array()
+        .ok_or("offsets")?
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect())
+}
+
+/// Waits until the table holds exactly offsets `1..=last`, newest first:
+/// contiguous, no gap, no duplicate.
+async fn wait_for_offsets(client: &Client, last: u64) -> Result<(), BoxError> {
+    let expected: Vec<u64> = (1..=last).rev().collect();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let offsets = table_offsets(client).await?;
+        if offsets == expected {
+            return Ok(());
+        }
+        // Never a duplicate or a gap, even on the way.
+        let mut sorted = offsets.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), offsets.len(), "duplicate rows: {offsets:?}");
+        assert!(
+            sorted.windows(2).all(|pair| pair[1] == pair[0] + 1),
+            "gap in the table: {offsets:?}"
+        );
+        if Instant::now() > deadline {
+            return Err(format!("table shows {offsets:?}, expected 1..={last}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn publish_range(
+    device: &mut Device,
+    seqs: core::ops::RangeInclusive<u32>,
+) -> Result<(), BoxError> {
+    let last = *seqs.end();
+    for seq in seqs {
+        device.publish(seq, CHANNEL, &payload(seq)).await?;
+    }
+    device.wait_ack(last).await
+}
+
+/// Record `seq`: a temperature wave and a humidity sawtooth.
+fn payload(seq: u32) -> String {
+    format!(
+        "{{\"celsius\":{},\"humidity\":{},\"label\":\"kitchen\"}}",
+        celsius(seq),
+        humidity(seq)
+    )
+}
+
+fn humidity(seq: u32) -> u32 {
+    40 + seq % 5
+}
+
+fn celsius(seq: u32) -> f64 {
+    (210.0 + 20.0 * (f64::from(seq) / 3.0).sin()).round() / 10.0
+}
+
+async fn sign_in(client: &Client, key: &str) -> Result<(), BoxError> {
+    wait_visible(client, "#key").await?;
+    fill(client, "#key", key).await?;
+    click(client, "#sign-in").await?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_claim_live_history_restart_and_command() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let port = free_port()?;
+    let (mut server, key) = ServerProcess::start(data.path(), port)?;
+    let key = key.ok_or("no receiver key printed on first start")?;
+    let base = format!("http://{}/", server.addr);
+    let claimable =
+        Admin::open(&database(data.path()))?.add_device(None, Some("kitchen-1"), true)?;
+    let claim_code = claimable.claim_code.ok_or("no claim code")?;
+
+    let browser = Browser::launch(BrowserOptions::default().window(1100, 1000)).await?;
+    let client = browser.client();
+    client.goto(&base).await?;
+
+    // Sign in; the key is kept in local storage.
+    sign_in(client, &key).await?;
+    wait_visible(client, "#app-view").await?;
+    wait_for_text(client, "#access", "read and command").await?;
+    let stored = js(
+        client,
+        "return localStorage.getItem('tether.receiverKey');",
+        vec![],
+    )
+    .await?;
+    assert_eq!(stored, json!(key));
+
+    // Claim the device with the code from its label (typed in lower case).
+    fill(client, "#claim-code", &claim_code.to_lowercase()).await?;
+    click(client, "#claim").await?;
+    wait_for_text(client, "#claim-message", "Device kitchen-1 is now yours").await?;
+    wait_for_text(client, "#devices tbody", "kitchen-1").await?;
+    // The code is used up now.
+    fill(client, "#claim-code", &claim_code).await?;
+    click(client, "#claim").await?;
+    wait_for_text(client, "#claim-message", "claim code is not valid").await?;
+
+    // The device comes online and publishes; the channel appears. (A claim
+    // closes the device's open connections: the server applies it from its
+    // revocation log, polled every 500 ms; a connection made before that
+    // would be closed too, so the device dials in after it.)
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut device = Device::connect(server.addr, &claimable.token).await?;
+    let boot_id = 0x5eed_0001;
+    device.hello("kitchen-1", boot_id).await?;
+    publish_range(&mut device, 1..=5).await?;
+    wait_visible(client, "button[data-channel='sensors/kitchen']").await?;
+    click(client, "button[data-channel='sensors/kitchen']").await?;
+    wait_for_offsets(client, 5).await?;
+    wait_for_text(client, "#connection", "Live").await?;
+
+    // Live messages arrive; payloads are readable JSON; the chart draws.
+    publish_range(&mut device, 6..=10).await?;
+    wait_for_offsets(client, 10).await?;
+    let shown = text(client, "#events tbody tr:first-child .payload").await?;
+    let parsed: Value = serde_json::from_str(&shown)?;
+    assert_eq!(parsed["label"], "kitchen");
+    assert_eq!(parsed, serde_json::from_str::<Value>(&payload(10))?);
+    wait_for_text(client, "#chart-caption", "celsius").await?;
+    let series = js(
+        client,
+        "return document.querySelectorAll('#chart .u-legend .u-series').length;",
+        vec![],
+    )
+    .await?;
+    assert_eq!(series, json!(3), "time, celsius and humidity");
+
+    // The device list: online, firmware, messages today.
+    wait_for_text(
+        client,
+        "#devices tr[data-device='kitchen-1'] .status",
+        "Online",
+    )
+    .await?;
+    wait_for_text(
+        client,
+        "#devices tr[data-device='kitchen-1'] .firmware",
+        "1.0.0",
+    )
+    .await?;
+    wait_for_text(
+        client,
+        "#devices tr[data-device='kitchen-1'] .messages-today",
+        "10",
+    )
+    .await?;
+
+    // Reload: signed in still, the channel reopens with its history.
+    client.refresh().await?;
+    wait_visible(client, "#channel-view").await?;
+    wait_for_offsets(client, 10).await?;
+
+    // Kill the server: the page says so and retries.
+    server.kill();
+    drop(device);
+    wait_for_text(client, "#connection", "Server unreachable").await?;
+    wait_for_text(client, "#connection", "Reconnecting in").await?;
+
+    // Restart it; the device reconnects and sends more before the page is
+    // back; the page resumes from its last offset with no gap.
+    let (restarted, _) = ServerProcess::start(data.path(), port)?;
+    server = restarted;
+    let mut device = Device::connect(server.addr, &claimable.token).await?;
+    let (last_stored, _) = device.hello("kitchen-1", boot_id).await?;
+    assert_eq!(last_stored, 10);
+    publish_range(&mut device, 11..=15).await?;
+    wait_for_text(client, "#connection", "Resumed after offset 10").await?;
+    // Live again, one record every 100 ms.
+    for seq in 16..=40 {
+        device.publish(seq, CHANNEL, &payload(seq)).await?;
+        device.wait_ack(seq).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for_offsets(client, 40).await?;
+    // The chart follows (it redraws at most every 100 ms).
+    wait_for_text(
+        client,
+        "#chart-caption",
+        &format!("celsius {}, humidity {}", celsius(40), humidity(40)),
+    )
+    .await?;
+
+    // The live view, for the README (docs/images/dashboard.png is
+    // refreshed only with TETHER_UPDATE_SCREENSHOTS=1).
+    let png = client.screenshot().await?;
+    let saved = save_docs_image("dashboard", &png)?;
+    let written = std::fs::read(&saved.artifact)?;
+    assert!(written.len() > 8 && written.starts_with(b"\x89PNG\r\n\x1a\n"));
+
+    // A command goes down; the device's acknowledgement comes back.
+    let answer = tokio::spawn(async move {
+        loop {
+            match device.recv().await? {
+                Downlink::Command {
+                    id,
+                    channel,
+                    payload,
+                } => {
+                    assert_eq!(channel, "relay");
+                    assert_eq!(
+                        serde_json::from_str::<Value>(&payload)?,
+                        json!({"on": true})
+                    );
+                    device
+                        .command_ack(id, "{\"on\":true,\"since_ms\":5}")
+                        .await?;
+                    return Ok::<Device, BoxError>(device);
+                }
+                Downlink::Ack(_) => {}
+                other => return Err(format!("unexpected {other:?}").into()),
+            }
+        }
+    });
+    wait_for_text(client, "#command-device", "kitchen-1 (online)").await?;
+    fill(client, "#command-channel", "relay").await?;
+    click(client, "#send-command").await?;
+    let acknowledged = wait_for_text(
+        client,
+        "#command-message",
+        "Acknowledged by kitchen-1: done",
+    )
+    .await?;
+    assert!(acknowledged.contains("\"since_ms\":5"), "{acknowledged}");
+    let device = answer.await??;
+
+    // Sign out: the key is gone from the browser, and so is everything
+    // that needs it.
+    click(client, "#sign-out").await?;
+    wait_visible(client, "#sign-in-view").await?;
+    for css in ["#app-view", "#sign-out", "#channel-view"] {
+        assert!(
+            !is_visible(client, css).await?,
+            "{css} visible after sign-out"
+        );
+    }
+    let stored = js(
+        client,
+        "return localStorage.getItem('tether.receiverKey');",
+        vec![],
+    )
+    .await?;
+    assert_eq!(stored, Value::Null);
+    drop(device);
+    browser.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_has_a_clear_message_on_a_phone_sized_screen() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let port = free_port()?;
+    let (mut server, key) = ServerProcess::start(data.path(), port)?;
+    let key = key.ok_or("no receiver key printed on first start")?;
+    let base = format!("http://{}/", server.addr);
+    // A device of the tenant that is not connected.
+    let admin = Admin::open(&database(data.path()))?;
+    let tenant = admin.tenant_id("default")?;
+    admin.add_device(Some(tenant), Some("porch-1"), false)?;
+
+    let browser = Browser::launch(BrowserOptions::default().window(412, 915)).await?;
+    let client = browser.client();
+    client.goto(&base).await?;
+
+    // Accessible: every form control has a label; nothing overflows the
+    // phone's width.
+    let unlabelled = js(
+        client,
+        "return [...document.querySelectorAll('input, select, textarea')]\
+         .filter(e => e.labels.length === 0).map(e => e.id);",
+        vec![],
+    )
+    .await?;
+    assert_eq!(unlabelled, json!([]));
+
+    // Signed out: only the sign-in form.
+    wait_visible(client, "#sign-in-view").await?;
+    for css in ["#app-view", "#sign-out", "#banner"] {
+        assert!(
+            !is_visible(client, css).await?,
+            "{css} visible before sign-in"
+        );
+    }
+
+    // Wrong key.
+    sign_in(client, &format!("tk_{}", "0".repeat(64))).await?;
+    wait_for_text(client, "#sign-in-message", "Wrong receiver key").await?;
+    assert_eq!(
+        js(
+            client,
+            "return document.getElementById('key').getAttribute('aria-invalid');",
+            vec![]
+        )
+        .await?,
+        json!("true")
+    );
+
+    // The right key.
+    sign_in(client, &key).await?;
+    wait_visible(client, "#app-view").await?;
+    wait_for_text(client, "#devices tbody", "porch-1").await?;
+    let overflow = js(
+        client,
+        "return document.documentElement.scrollWidth - window.innerWidth;",
+        vec![],
+    )
+    .await?;
+    assert!(
+        overflow.as_i64().is_some_and(|pixels| pixels <= 0),
+        "page wider than the phone by {overflow} px"
+    );
+
+    // The phone-sized view, kept as a test artifact (not in the docs).
+    let png = client.screenshot().await?;
+    let saved = save_screenshot("dashboard-phone", &png)?;
+    assert!(std::fs::metadata(&saved.artifact)?.len() > 8);
+
+    // Expired or invalid claim code; one that cannot be a code at all.
+    fill(client, "#claim-code", "ABCD-EFGH-JKMN").await?;
+    click(client, "#claim").await?;
+    wait_for_text(client, "#claim-message", "claim code is not valid").await?;
+    fill(client, "#claim-code", "ABCD-EF").await?;
+    click(client, "#claim").await?;
+    wait_for_text(
+        client,
+        "#claim-message",
+        "A claim code has 12 letters and digits",
+    )
+    .await?;
+
+    // Device offline.
+    wait_for_text(client, "#command-device", "porch-1 (offline)").await?;
+    click(client, "#send-command").await?;
+    wait_for_text(client, "#command-message", "porch-1 is offline").await?;
+
+    // Server unreachable, while signed in.
+    server.kill();
+    wait_for_text(client, "#banner", "Cannot reach the tether server").await?;
+
+    // Server unreachable, at sign-in.
+    click(client, "#sign-out").await?;
+    sign_in(client, &key).await?;
+    wait_for_text(client, "#sign-in-message", "Cannot reach the tether server").await?;
+
+    // Back: signing in works again.
+    let (restarted, _) = ServerProcess::start(data.path(), port)?;
+    server = restarted;
+    sign_in(client, &key).await?;
+    wait_visible(client, "#app-view").await?;
+    wait_for_text(client, "#devices tbody", "porch-1").await?;
+    let banner_hidden = js(
+        client,
+        "return document.getElementById('banner').hidden;",
+        vec![],
+    )
+    .await?;
+    assert_eq!(banner_hidden, json!(true));
+
+    // A read-only key limited to some channels: no command form, no
+    // claiming, no other channels.
+    let read_only = Admin::open(&database(data.path()))?.add_key(
+        tenant,
+        &ChannelFilter::only(vec!["sensors/*".to_owned()]),
+        false,
+        Some("wall display"),
+    )?;
+    click(client, "#sign-out").await?;
+    sign_in(client, &read_only.key).await?;
+    wait_for_text(client, "#access", "read only, sensors/*").await?;
+    wait_visible(client, "#command-disabled").await?;
+    let form_hidden = js(
+        client,
+        "return document.getElementById('command-form').offsetParent === null;",
+        vec![],
+    )
+    .await?;
+    assert_eq!(form_hidden, json!(true));
+    fill(client, "#claim-code", "ABCD-EFGH-JKMN").await?;
+    click(client, "#claim").await?;
+    wait_for_text(client, "#claim-message", "This key is read-only").await?;
+    fill(client, "#open-channel", "private/diary").await?;
+    click(client, "#open-form button").await?;
+    wait_for_text(
+        client,
+        "#connection",
+        "This key may not read channel private/diary",
+    )
+    .await?;
+    drop(server);
+    browser.close().await;
+    Ok(())
+}
