@@ -474,6 +474,25 @@ fn a_send_cancelled_mid_frame_poisons_the_connection() {
 }
 
 #[test]
+fn a_pong_cancelled_mid_frame_in_receive_poisons_the_connection() {
+    let (client_io, server_io) = pipe(16);
+    let transport = Congested {
+        inner: client_io,
+        allow: 3,
+    };
+    let (mut rx, mut tx) = (vec![0u8; 256], vec![0u8; 256]);
+    let mut ws = WebSocket::new(transport, &mut rx, &mut tx, rng(8), Config::client());
+    server_io.inject(&[0x89, 0x04, b'p', b'i', b'n', b'g']);
+    // `receive` reads the ping and is cancelled while writing the pong.
+    assert!(!poll_once_then_cancel(ws.receive()));
+    assert_eq!(server_io.pending().len(), 3);
+    assert!(ws.is_closed());
+    assert_eq!(block_on(ws.read_message()), Err(Error::WriteCancelled));
+    assert_eq!(block_on(ws.send_text("after")), Err(Error::WriteCancelled));
+    assert_eq!(server_io.pending().len(), 3);
+}
+
+#[test]
 fn a_message_that_cannot_be_framed_does_not_poison_the_connection() {
     let (client_io, server_io) = pipe(16);
     let (mut rx, mut tx) = (vec![0u8; 256], vec![0u8; 256]);

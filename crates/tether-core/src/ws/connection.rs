@@ -312,9 +312,13 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
         };
         self.writing = true;
         let mut sent = Ok(());
-        for frame in Fragments::new(opcode, payload, fragment_size) {
+        for (index, frame) in Fragments::new(opcode, payload, fragment_size).enumerate() {
             sent = self.send_frame(frame).await;
             if sent.is_err() {
+                // Frames already written make even an encoding error fatal.
+                if index > 0 {
+                    self.state = State::Closed;
+                }
                 break;
             }
         }
