@@ -25,11 +25,13 @@
 //! time. `tether-host` runs the same client on tokio; the
 //! `examples/esp32c3-minimal` firmware runs it on embassy-net.
 //!
-//! The WebSocket adapter answers server pings itself. Cancellation note: the
-//! runner waits for a message, a timer or a publish at the same time; if a
-//! timer wins while the adapter is in the middle of answering a ping, that
-//! pong is cut short, the server sees a broken frame and closes, and the
-//! runner reconnects and resends: delivery stays at-least-once.
+//! Cancellation: the runner waits for a server message, a timer or a
+//! publish at the same time, and the branch that loses is cancelled. Only
+//! the pure read ([`ws::WebSocket::read_message`], cancel-safe) is ever
+//! raced; every write (pongs to server pings included: the session queues
+//! them as [`Transmit::Pong`]) happens in a separate step that nothing
+//! cancels except its send timeout, and a send timeout drops the link. So
+//! no frame is ever cut short on a link that stays up.
 
 //! # Example
 //!
@@ -40,7 +42,7 @@
 //! ```no_run
 //! use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 //! use rand_core::RngCore;
-//! use tether_core::client::{Buffers, Client, ClientConfig, Runner};
+//! use tether_core::client::{Buffers, Client, ClientConfig, CommandResult, Runner};
 //! use tether_core::connector::Connector;
 //! use tether_core::outbox::RamOutbox;
 //! use tether_core::time::{Clock, Duration};
@@ -60,17 +62,30 @@
 //! ) {
 //!     let config = ClientConfig::new("wss://relay.example.com/device", "kitchen-1", "1.0.0")
 //!         .with_authorization("Bearer device-token");
-//!     let client: Client<NoopRawMutex, RamOutbox<4096>, R> =
-//!         Client::new(&config, RamOutbox::new(), rng, clock.now()).unwrap();
+//!     let client: Client<NoopRawMutex, RamOutbox<4096>, R, &K> =
+//!         Client::new(&config, RamOutbox::new(), rng, &clock).unwrap();
 //!     let mut buffers = Buffers::<1024, 512, 512>::new();
 //!     let start = clock.now();
 //!     let mut runner =
 //!         Runner::new(&client, config, connector, &clock, mask_rng, &mut buffers).unwrap();
 //!
-//!     // Commands: switch the LED, refuse anything else.
-//!     let mut on_command = |command: &Command<'_>| match command.channel {
-//!         "led" => CommandStatus::Ok,
-//!         _ => CommandStatus::Unsupported,
+//!     // Commands: switch the LED and report its state, refuse anything else.
+//!     #[derive(serde::Serialize)]
+//!     struct Led {
+//!         on: bool,
+//!     }
+//!     let mut on_command = |command: &Command<'_>, result: &mut CommandResult<'_>| {
+//!         match command.channel {
+//!             "led" => {
+//!                 let on = command.payload.as_str() == Some("true");
+//!                 // `{"on":true}` goes back in the CommandAck.
+//!                 match result.set(&Led { on }) {
+//!                     Ok(()) => CommandStatus::Ok,
+//!                     Err(_) => CommandStatus::Failed,
+//!                 }
+//!             }
+//!             _ => CommandStatus::Unsupported,
+//!         }
 //!     };
 //!     let publish_every_second = async {
 //!         for counter in 1.. {
@@ -98,10 +113,10 @@ use tether_proto::{
 };
 
 use crate::connector::Connector;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Timestamp};
 use crate::session::{
-    ConnectionState, LinkError, PublishError, Session, SessionConfig, SessionConfigError,
-    SessionStats, Transmit,
+    ConnectionState, LinkError, MAX_COMMAND_RESULT_LEN, PublishError, Session, SessionConfig,
+    SessionConfigError, SessionStats, Transmit,
 };
 use crate::time::{Clock, Duration, Instant};
 use crate::url::{ServerUrl, UrlError};
@@ -117,16 +132,21 @@ const PUBLISH_OVERHEAD: usize = 2 + 5 + 1 + MAX_CHANNEL_LEN + 1 + 10 + 3;
 /// Bytes of the largest `Hello`.
 const HELLO_LEN: usize = 2 + 1 + tether_proto::MAX_DEVICE_ID_LEN + 1 + 32 + 10 + 5;
 
+/// Bytes of the largest `CommandAck`: version and kind, id, status, result
+/// length and result.
+const COMMAND_ACK_LEN: usize = 2 + 5 + 1 + 2 + MAX_COMMAND_RESULT_LEN;
+
 /// The smallest message buffer a [`Runner`] needs for payloads of up to
 /// `payload` bytes.
 #[must_use]
 pub const fn message_buffer_len(payload: usize) -> usize {
     let publish = PUBLISH_OVERHEAD + payload;
-    if publish > HELLO_LEN {
-        publish
+    let control = if COMMAND_ACK_LEN > HELLO_LEN {
+        COMMAND_ACK_LEN
     } else {
         HELLO_LEN
-    }
+    };
+    if publish > control { publish } else { control }
 }
 
 /// Settings of a device client. Builder-lite: [`ClientConfig::new`] takes
@@ -294,15 +314,17 @@ pub struct ClientStats {
 /// `M` is the embassy-sync mutex kind (`NoopRawMutex` when everything runs
 /// on one executor, `CriticalSectionRawMutex` across interrupts or cores),
 /// `O` the outbox, `R` the random source of boot ids and backoff jitter,
-/// `PAYLOAD` the largest JSON payload [`Client::publish`] serializes (it
-/// lives on the caller's stack during the call).
-pub struct Client<M: RawMutex, O, R, const PAYLOAD: usize = DEFAULT_PAYLOAD_CAPACITY> {
+/// `K` the clock publishes are timestamped with (the runner's clock, or a
+/// reference to it), `PAYLOAD` the largest JSON payload [`Client::publish`]
+/// serializes (it lives on the caller's stack during the call).
+pub struct Client<M: RawMutex, O, R, K, const PAYLOAD: usize = DEFAULT_PAYLOAD_CAPACITY> {
     session: Mutex<M, RefCell<Session<O, R>>>,
     wake: Signal<M, ()>,
+    clock: K,
 }
 
-impl<M: RawMutex, O: Outbox, R: RngCore, const PAYLOAD: usize> fmt::Debug
-    for Client<M, O, R, PAYLOAD>
+impl<M: RawMutex, O: Outbox, R: RngCore, K: Clock, const PAYLOAD: usize> fmt::Debug
+    for Client<M, O, R, K, PAYLOAD>
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
@@ -312,10 +334,12 @@ impl<M: RawMutex, O: Outbox, R: RngCore, const PAYLOAD: usize> fmt::Debug
     }
 }
 
-impl<M: RawMutex, O: Outbox, R: RngCore, const PAYLOAD: usize> Client<M, O, R, PAYLOAD> {
-    /// A client that starts connecting at `now` (`Clock::now()`), storing
-    /// unacknowledged messages in `outbox`. `rng` draws this boot's id and
-    /// the backoff jitter: on a device, the hardware RNG.
+impl<M: RawMutex, O: Outbox, R: RngCore, K: Clock, const PAYLOAD: usize>
+    Client<M, O, R, K, PAYLOAD>
+{
+    /// A client that starts connecting now, storing unacknowledged messages
+    /// in `outbox` and timestamping them with `clock`. `rng` draws this
+    /// boot's id and the backoff jitter: on a device, the hardware RNG.
     ///
     /// # Errors
     /// The configuration is invalid.
@@ -323,20 +347,23 @@ impl<M: RawMutex, O: Outbox, R: RngCore, const PAYLOAD: usize> Client<M, O, R, P
         config: &ClientConfig<'_>,
         outbox: O,
         rng: R,
-        now: Instant,
+        clock: K,
     ) -> Result<Self, ClientConfigError> {
         config.validate()?;
-        let session =
-            Session::new(config.session, outbox, rng, now).map_err(ClientConfigError::Session)?;
+        let session = Session::new(config.session, outbox, rng, clock.now())
+            .map_err(ClientConfigError::Session)?;
         Ok(Self {
             session: Mutex::new(RefCell::new(session)),
             wake: Signal::new(),
+            clock,
         })
     }
 
-    /// Serializes `value` as JSON and queues it on `channel`. Returns its
-    /// sequence number. Never blocks: when the outbox is full the session's
-    /// [`FullPolicy`](crate::outbox::FullPolicy) applies.
+    /// Serializes `value` as JSON and queues it on `channel`, timestamped
+    /// with the current time (Unix ms once a `Welcome` told the server's
+    /// clock; see [session timestamps](crate::session#timestamps)). Returns
+    /// its sequence number. Never blocks: when the outbox is full the
+    /// session's [`FullPolicy`](crate::outbox::FullPolicy) applies.
     ///
     /// # Errors
     /// [`PublishError::Encode`] if `value` does not serialize into `PAYLOAD`
@@ -361,7 +388,8 @@ impl<M: RawMutex, O: Outbox, R: RngCore, const PAYLOAD: usize> Client<M, O, R, P
         if json.len() > MAX_PAYLOAD_LEN {
             return Err(PublishError::TooLarge);
         }
-        let seq = self.with_session(|session| session.publish(channel, json))?;
+        let now = self.clock.now();
+        let seq = self.with_session(|session| session.publish(now, channel, json))?;
         self.wake.signal(());
         Ok(seq)
     }
@@ -415,15 +443,23 @@ impl<M: RawMutex, O: Outbox, R: RngCore, const PAYLOAD: usize> Client<M, O, R, P
 
 /// What the application does with a downlink command. The runner calls it
 /// as the command arrives and sends the returned status back in a
-/// `CommandAck`; keep it short (queue long work elsewhere and answer `Ok`).
+/// `CommandAck`, with the JSON result the handler put in `result` (`null`
+/// if it put none); keep it short (queue long work elsewhere and answer
+/// `Ok`).
+///
+/// Closures `|command: &Command<'_>, result: &mut CommandResult<'_>| status`
+/// are handlers.
 pub trait CommandHandler {
-    /// Handles `command`.
-    fn handle(&mut self, command: &Command<'_>) -> CommandStatus;
+    /// Handles `command`; may [`set`](CommandResult::set) a result.
+    fn handle(&mut self, command: &Command<'_>, result: &mut CommandResult<'_>) -> CommandStatus;
 }
 
-impl<F: FnMut(&Command<'_>) -> CommandStatus> CommandHandler for F {
-    fn handle(&mut self, command: &Command<'_>) -> CommandStatus {
-        self(command)
+impl<F> CommandHandler for F
+where
+    F: FnMut(&Command<'_>, &mut CommandResult<'_>) -> CommandStatus,
+{
+    fn handle(&mut self, command: &Command<'_>, result: &mut CommandResult<'_>) -> CommandStatus {
+        self(command, result)
     }
 }
 
@@ -433,10 +469,69 @@ impl<F: FnMut(&Command<'_>) -> CommandStatus> CommandHandler for F {
 pub struct NoCommands;
 
 impl CommandHandler for NoCommands {
-    fn handle(&mut self, _command: &Command<'_>) -> CommandStatus {
+    fn handle(&mut self, _command: &Command<'_>, _result: &mut CommandResult<'_>) -> CommandStatus {
         CommandStatus::Unsupported
     }
 }
+
+/// The JSON result of one command, in a bounded buffer the runner provides
+/// ([`MAX_COMMAND_RESULT_LEN`] bytes): no allocation.
+#[derive(Debug)]
+pub struct CommandResult<'b> {
+    buffer: &'b mut [u8],
+    len: usize,
+}
+
+impl<'b> CommandResult<'b> {
+    /// An empty result writing into `buffer`.
+    #[must_use]
+    pub fn new(buffer: &'b mut [u8]) -> Self {
+        Self { buffer, len: 0 }
+    }
+
+    /// Serializes `value` as JSON (serde-json-core) as the result,
+    /// replacing any earlier one.
+    ///
+    /// # Errors
+    /// [`ResultTooLarge`] if it does not fit (or does not serialize); the
+    /// result is then empty (`null`).
+    pub fn set<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ResultTooLarge> {
+        self.len = 0;
+        self.len = serde_json_core::to_slice(value, self.buffer).map_err(|_| ResultTooLarge)?;
+        Ok(())
+    }
+
+    /// Removes the result (`null` goes back).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The JSON set, if any.
+    #[must_use]
+    pub fn json(&self) -> Option<&[u8]> {
+        self.buffer.get(..self.len).filter(|json| !json.is_empty())
+    }
+
+    /// The longest JSON that fits.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.buffer.len()
+    }
+}
+
+/// A command result does not fit its buffer (at most
+/// [`MAX_COMMAND_RESULT_LEN`] bytes of JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ResultTooLarge;
+
+impl fmt::Display for ResultTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("command result too large")
+    }
+}
+
+impl core::error::Error for ResultTooLarge {}
 
 /// The runner's buffers, owned by the caller (a `static` on a device):
 ///
@@ -472,8 +567,8 @@ impl<const RX: usize, const TX: usize, const MESSAGE: usize> Buffers<RX, TX, MES
 /// Owns the connection: connects, handshakes, says `Hello`, moves messages
 /// and acknowledgements, keeps the link alive and reconnects. Run
 /// [`Runner::run`] in a task of its own; it never returns.
-pub struct Runner<'a, M: RawMutex, O, R, C, K, W, const PAYLOAD: usize> {
-    client: &'a Client<M, O, R, PAYLOAD>,
+pub struct Runner<'a, M: RawMutex, O, R, KC, C, K, W, const PAYLOAD: usize> {
+    client: &'a Client<M, O, R, KC, PAYLOAD>,
     config: ClientConfig<'a>,
     url: ServerUrl<'a>,
     connector: C,
@@ -484,8 +579,8 @@ pub struct Runner<'a, M: RawMutex, O, R, C, K, W, const PAYLOAD: usize> {
     message: &'a mut [u8],
 }
 
-impl<M: RawMutex, O, R, C, K, W, const PAYLOAD: usize> fmt::Debug
-    for Runner<'_, M, O, R, C, K, W, PAYLOAD>
+impl<M: RawMutex, O, R, KC, C, K, W, const PAYLOAD: usize> fmt::Debug
+    for Runner<'_, M, O, R, KC, C, K, W, PAYLOAD>
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Runner")
@@ -504,11 +599,12 @@ enum Outgoing {
     Pong(usize),
 }
 
-impl<'a, M, O, R, C, K, W, const PAYLOAD: usize> Runner<'a, M, O, R, C, K, W, PAYLOAD>
+impl<'a, M, O, R, KC, C, K, W, const PAYLOAD: usize> Runner<'a, M, O, R, KC, C, K, W, PAYLOAD>
 where
     M: RawMutex,
     O: Outbox,
     R: RngCore,
+    KC: Clock,
     C: Connector,
     K: Clock,
     W: RngCore,
@@ -520,7 +616,7 @@ where
     /// # Errors
     /// The configuration is invalid or the buffers are too small.
     pub fn new<const RX: usize, const TX: usize, const MESSAGE: usize>(
-        client: &'a Client<M, O, R, PAYLOAD>,
+        client: &'a Client<M, O, R, KC, PAYLOAD>,
         config: ClientConfig<'a>,
         connector: C,
         clock: K,
@@ -705,8 +801,9 @@ where
             let deadline = client
                 .with_session(|s| s.poll_at())
                 .unwrap_or(now + config.session.keepalive_interval());
+            // Only the read is raced: it is cancel-safe and never writes.
             let event = select3(
-                websocket.receive(),
+                websocket.read_message(),
                 clock.sleep_until(deadline),
                 client.wake.wait(),
             )
@@ -717,14 +814,17 @@ where
                     if let Some(error) = handle_message(client, handler, now, received) {
                         client.with_session(|s| s.on_link_lost(now, error));
                     }
-                    if let LinkError::Closed { .. } = client.last_error().unwrap_or(LinkError::Io)
-                        && websocket.is_closed()
-                    {
+                    if websocket.is_closed() {
+                        // The server closed: echo its close frame.
+                        flush_owed(&mut websocket, clock, config.send_timeout).await;
+                        client.with_session(|s| s.on_link_lost(now, LinkError::EndOfStream));
                         return;
                     }
                 }
                 Either3::First(Err(e)) => {
                     client.with_session(|s| s.on_link_lost(now, link_error(e)));
+                    // A protocol error owes the server its close code.
+                    flush_owed(&mut websocket, clock, config.send_timeout).await;
                     return;
                 }
                 Either3::Second(()) => client.with_session(|s| s.handle_timeout(now)),
@@ -734,10 +834,22 @@ where
     }
 }
 
+/// Sends the close frame the WebSocket owes (best effort, bounded by
+/// `timeout`; the link is dropped right after, so a cancelled write harms
+/// nothing).
+async fn flush_owed<T, W, K>(websocket: &mut ws::WebSocket<'_, T, W>, clock: &K, timeout: Duration)
+where
+    T: embedded_io_async::Read + embedded_io_async::Write,
+    W: RngCore,
+    K: Clock,
+{
+    let _ = select(websocket.flush(), clock.sleep_until(clock.now() + timeout)).await;
+}
+
 /// Applies one server message to the session; returns the error that
 /// drops the link, if the session did not already drop it.
-fn handle_message<M, O, R, H, const PAYLOAD: usize>(
-    client: &Client<M, O, R, PAYLOAD>,
+fn handle_message<M, O, R, KC, H, const PAYLOAD: usize>(
+    client: &Client<M, O, R, KC, PAYLOAD>,
     handler: &mut H,
     now: Instant,
     received: ws::Message<'_>,
@@ -746,6 +858,7 @@ where
     M: RawMutex,
     O: Outbox,
     R: RngCore,
+    KC: Clock,
     H: CommandHandler,
 {
     match received {
@@ -756,7 +869,12 @@ where
             }
             Ok(ServerToDevice::Welcome(welcome)) => {
                 let _ = client.with_session(|s| {
-                    s.on_welcome(now, welcome.last_stored_seq, welcome.max_in_flight)
+                    s.on_welcome(
+                        now,
+                        welcome.last_stored_seq,
+                        welcome.max_in_flight,
+                        welcome.server_time_ms,
+                    )
                 });
                 None
             }
@@ -769,11 +887,18 @@ where
                     return None;
                 }
                 debug!("client: command {} on {}", command.id, command.channel);
-                let status = handler.handle(&command);
-                if client
-                    .with_session(|s| s.acknowledge_command(command.id, status))
-                    .is_err()
-                {
+                let mut buffer = [0u8; MAX_COMMAND_RESULT_LEN];
+                let mut result = CommandResult::new(&mut buffer);
+                let status = handler.handle(&command, &mut result);
+                let json = result.json().unwrap_or_default();
+                let queued = client.with_session(|s| {
+                    s.acknowledge_command(command.id, status, json)
+                        .or_else(|_| {
+                            // No room for the result: the status at least.
+                            s.acknowledge_command(command.id, status, &[])
+                        })
+                });
+                if queued.is_err() {
                     warn!(
                         "client: command ack queue full, command {} unanswered",
                         command.id
@@ -784,8 +909,9 @@ where
         },
         // Devices speak binary only.
         ws::Message::Text(_) => Some(LinkError::Malformed),
-        // The adapter already answered; the link is alive.
-        ws::Message::Ping(_) => None,
+        // The pong goes out with the next transmissions, never from
+        // inside the (cancellable) read.
+        ws::Message::Ping(payload) => client.with_session(|s| s.on_ping(now, payload)).err(),
         ws::Message::Pong(payload) => {
             client.with_session(|s| s.on_pong(now, payload));
             None
@@ -813,13 +939,22 @@ fn encode(transmit: Transmit<'_>, config: &ClientConfig<'_>, out: &mut [u8]) -> 
         Transmit::Publish(entry) => DeviceToServer::Publish(Publish {
             seq: entry.seq,
             channel: entry.channel,
-            time_ms: None,
+            // The session converted boot-relative times once it knew the
+            // server's clock; a time still boot-relative is unknown.
+            time_ms: match entry.time {
+                Some(Timestamp::Unix(millis)) => Some(millis),
+                _ => None,
+            },
             payload: Payload(entry.payload),
         }),
-        Transmit::CommandAck { id, status } => DeviceToServer::CommandAck(CommandAck {
+        Transmit::CommandAck { id, status, result } => DeviceToServer::CommandAck(CommandAck {
             id,
             status,
-            result: Payload::NULL,
+            result: if result.is_empty() {
+                Payload::NULL
+            } else {
+                Payload(result)
+            },
         }),
         Transmit::Ping { nonce } => return Some(Outgoing::Ping(nonce)),
         Transmit::Pong(payload) => {
@@ -858,7 +993,7 @@ mod tests {
     /// (`cargo test -p tether-core client_memory -- --nocapture`).
     #[test]
     fn client_memory() {
-        type DefaultClient = Client<NoopRawMutex, RamOutbox<4096>, XorShiftRng>;
+        type DefaultClient = Client<NoopRawMutex, RamOutbox<4096>, XorShiftRng, ()>;
         let client = size_of::<DefaultClient>();
         let buffers = size_of::<Buffers>();
         let runner = size_of::<
@@ -869,17 +1004,28 @@ mod tests {
                 XorShiftRng,
                 (),
                 (),
+                (),
                 XorShiftRng,
                 DEFAULT_PAYLOAD_CAPACITY,
             >,
         >();
-        std::println!("Client<NoopRawMutex, RamOutbox<4096>, XorShiftRng>: {client} bytes");
+        std::println!("Client<NoopRawMutex, RamOutbox<4096>, XorShiftRng, ()>: {client} bytes");
         std::println!("Buffers (default 1024 + 512 + 512): {buffers} bytes");
         std::println!("Runner fields (zero-sized connector and clock): {runner} bytes");
         std::println!("total: {} bytes", client + buffers + runner);
-        assert!(client <= 4096 + 700, "client grew to {client} bytes");
+        assert!(client <= 4096 + 800, "client grew to {client} bytes");
         assert_eq!(buffers, 2048);
         assert!(runner <= 400, "runner grew to {runner} bytes");
+    }
+
+    /// A clock stopped at the origin.
+    struct NoClock;
+
+    impl Clock for NoClock {
+        fn now(&self) -> Instant {
+            Instant::ZERO
+        }
+        async fn sleep_until(&self, _deadline: Instant) {}
     }
 
     #[test]
@@ -929,11 +1075,11 @@ mod tests {
     fn publish_validates_channel_and_size_and_never_blocks() {
         use rand_core::SeedableRng;
         let config = ClientConfig::new("ws://relay.local/device", "dev-1", "1.0.0");
-        let client: Client<NoopRawMutex, RamOutbox<256>, XorShiftRng, 32> = Client::new(
+        let client: Client<NoopRawMutex, RamOutbox<256>, XorShiftRng, NoClock, 32> = Client::new(
             &config,
             RamOutbox::new(),
             XorShiftRng::seed_from_u64(1),
-            Instant::ZERO,
+            NoClock,
         )
         .unwrap();
         assert_eq!(client.publish("a/b", &1u8), Ok(1));
@@ -957,23 +1103,57 @@ mod tests {
     }
 
     #[test]
+    fn command_results_are_bounded_json() {
+        #[derive(Serialize)]
+        struct Led<'a> {
+            on: bool,
+            name: &'a str,
+        }
+        let mut buffer = [0u8; MAX_COMMAND_RESULT_LEN];
+        let mut result = CommandResult::new(&mut buffer);
+        assert_eq!(result.json(), None);
+        result
+            .set(&Led {
+                on: true,
+                name: "kitchen",
+            })
+            .unwrap();
+        assert_eq!(result.json(), Some(&br#"{"on":true,"name":"kitchen"}"#[..]));
+        let long = "x".repeat(MAX_COMMAND_RESULT_LEN);
+        assert_eq!(
+            result.set(&Led {
+                on: false,
+                name: &long
+            }),
+            Err(ResultTooLarge)
+        );
+        assert_eq!(result.json(), None, "a failed set leaves no half result");
+        result.set(&[1, 2, 3]).unwrap();
+        result.clear();
+        assert_eq!(result.json(), None);
+        assert_eq!(result.capacity(), MAX_COMMAND_RESULT_LEN);
+        // The largest CommandAck fits the smallest message buffer.
+        let max = [b'1'; MAX_COMMAND_RESULT_LEN];
+        let ack = DeviceToServer::CommandAck(CommandAck {
+            id: u32::MAX,
+            status: CommandStatus::Unsupported,
+            result: Payload(&max),
+        });
+        let mut out = [0u8; message_buffer_len(0)];
+        assert!(ack.encode(&mut out).is_ok());
+    }
+
+    #[test]
     fn runner_refuses_small_buffers() {
         use rand_core::SeedableRng;
         let config = ClientConfig::new("ws://relay.local/device", "dev-1", "1.0.0");
-        let client: Client<NoopRawMutex, RamOutbox<256>, XorShiftRng> = Client::new(
+        let client: Client<NoopRawMutex, RamOutbox<256>, XorShiftRng, NoClock> = Client::new(
             &config,
             RamOutbox::new(),
             XorShiftRng::seed_from_u64(1),
-            Instant::ZERO,
+            NoClock,
         )
         .unwrap();
-        struct NoClock;
-        impl Clock for NoClock {
-            fn now(&self) -> Instant {
-                Instant::ZERO
-            }
-            async fn sleep_until(&self, _deadline: Instant) {}
-        }
         struct NoNetwork;
         impl Connector for NoNetwork {
             type Connection<'a> = NoStream;

@@ -11,7 +11,7 @@
 //!  Ack(5)    ──► ack_through(5) frees 4 and 5; 6 and 7 are resent after a reconnect
 //! ```
 //!
-//! Entries are `(seq, channel, payload)`, pushed with strictly increasing
+//! Entries are `(seq, time, channel, payload)`, pushed with strictly increasing
 //! sequence numbers, read back in order, and freed cumulatively with
 //! [`Outbox::ack_through`]. When the outbox is full, [`FullPolicy`] decides:
 //! refuse the new message, or drop the oldest ones and count the drops.
@@ -19,12 +19,12 @@
 //! ```
 //! use tether_core::outbox::{Entry, FullPolicy, Outbox, PushError, RamOutbox};
 //!
-//! // 64 bytes: each entry costs 7 bytes of header plus channel and payload.
-//! let mut outbox = RamOutbox::<64>::new();
+//! // 96 bytes: each entry costs 13 bytes of header plus channel and payload.
+//! let mut outbox = RamOutbox::<96>::new();
 //! for seq in 1..=3 {
 //!     outbox.push(Entry::new(seq, "temp", b"{\"c\":21.5}"), FullPolicy::Reject)?;
 //! }
-//! assert_eq!(outbox.used_bytes(), 3 * 21);
+//! assert_eq!(outbox.used_bytes(), 3 * 27);
 //! // Full: reject hands the decision back to the caller...
 //! let fourth = Entry::new(4, "temp", b"{\"c\":21.6}");
 //! assert_eq!(outbox.push(fourth, FullPolicy::Reject), Err(PushError::Full));
@@ -41,12 +41,64 @@
 
 use core::fmt;
 
+use crate::time::Instant;
+
+/// When a message was published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Timestamp {
+    /// Unix time in milliseconds: the session knew the server's clock.
+    Unix(u64),
+    /// This boot's local clock: published before the first `Welcome`
+    /// told the session the server's time. The session converts it to
+    /// [`Timestamp::Unix`] when it sends the message. Meaningless after a
+    /// reboot, so a persistent outbox must not keep such entries across
+    /// boots (or must convert them first).
+    Boot(Instant),
+}
+
+impl Timestamp {
+    /// Largest value a [`RamOutbox`] stores (46 bits of milliseconds, about
+    /// 2 200 years); larger values are stored as this.
+    pub const MAX_MILLIS: u64 = (1 << 46) - 1;
+
+    /// The 6-byte form a [`RamOutbox`] stores: a 2-bit tag (0 none,
+    /// 1 Unix, 2 boot) and 46 bits of milliseconds.
+    const fn encode(time: Option<Self>) -> [u8; 6] {
+        let (tag, millis) = match time {
+            None => (0u64, 0),
+            Some(Self::Unix(millis)) => (1, millis),
+            Some(Self::Boot(instant)) => (2, instant.as_millis()),
+        };
+        let millis = if millis > Self::MAX_MILLIS {
+            Self::MAX_MILLIS
+        } else {
+            millis
+        };
+        let b = ((tag << 46) | millis).to_le_bytes();
+        [b[0], b[1], b[2], b[3], b[4], b[5]]
+    }
+
+    fn decode(bytes: [u8; 6]) -> Option<Self> {
+        let [a, b, c, d, e, f] = bytes;
+        let value = u64::from_le_bytes([a, b, c, d, e, f, 0, 0]);
+        let millis = value & Self::MAX_MILLIS;
+        match value >> 46 {
+            1 => Some(Self::Unix(millis)),
+            2 => Some(Self::Boot(Instant::from_millis(millis))),
+            _ => None,
+        }
+    }
+}
+
 /// One stored message, borrowed from the caller or from the outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Entry<'a> {
     /// Sequence number, unique and increasing within one boot.
     pub seq: u32,
+    /// When it was published, if known.
+    pub time: Option<Timestamp>,
     /// Channel name (at most [`Entry::MAX_CHANNEL_LEN`] bytes).
     pub channel: &'a str,
     /// Encoded payload (at most [`Entry::MAX_PAYLOAD_LEN`] bytes).
@@ -54,21 +106,30 @@ pub struct Entry<'a> {
 }
 
 impl<'a> Entry<'a> {
-    /// Bytes of bookkeeping per entry: seq (4), channel length (1), payload length (2).
-    pub const HEADER_LEN: usize = 7;
+    /// Bytes of bookkeeping per entry in a [`RamOutbox`]: seq (4),
+    /// timestamp (6), channel length (1), payload length (2).
+    pub const HEADER_LEN: usize = 13;
     /// Longest channel name.
     pub const MAX_CHANNEL_LEN: usize = u8::MAX as usize;
     /// Longest payload.
     pub const MAX_PAYLOAD_LEN: usize = u16::MAX as usize;
 
-    /// An entry.
+    /// An entry without timestamp.
     #[must_use]
     pub const fn new(seq: u32, channel: &'a str, payload: &'a [u8]) -> Self {
         Self {
             seq,
+            time: None,
             channel,
             payload,
         }
+    }
+
+    /// The same entry, published at `time`.
+    #[must_use]
+    pub const fn with_time(mut self, time: Timestamp) -> Self {
+        self.time = Some(time);
+        self
     }
 
     /// Bytes the entry occupies in a [`RamOutbox`].
@@ -166,6 +227,9 @@ impl core::error::Error for PushError {}
 ///         self.dropped += u32::from(had);
 ///         had
 ///     }
+///     fn restart_sequence(&mut self) {
+///         self.newest = 0;
+///     }
 ///     fn ack_through(&mut self, seq: u32) -> usize {
 ///         match self.stored {
 ///             Some((stored, ..)) if stored <= seq => { self.stored = None; 1 }
@@ -204,6 +268,11 @@ pub trait Outbox {
     /// Frees every entry with a sequence number up to and including `seq`
     /// (a cumulative acknowledgement). Returns how many were freed.
     fn ack_through(&mut self, seq: u32) -> usize;
+
+    /// Forgets the newest sequence number, so numbering may start again at
+    /// 1: the session calls it, with the outbox empty, when it starts a new
+    /// boot id after a boot ran out of sequence numbers.
+    fn restart_sequence(&mut self);
 
     /// The oldest entry whose sequence number is above `seq`: the next one
     /// to (re)send after `seq`.
@@ -370,8 +439,9 @@ impl<const N: usize> Outbox for RamOutbox<N> {
         let (header, rest) = slot.split_at_mut(Entry::HEADER_LEN);
         let (channel, payload) = rest.split_at_mut(entry.channel.len());
         header[..4].copy_from_slice(&entry.seq.to_le_bytes());
-        header[4] = channel_len;
-        header[5..].copy_from_slice(&payload_len.to_le_bytes());
+        header[4..10].copy_from_slice(&Timestamp::encode(entry.time));
+        header[10] = channel_len;
+        header[11..].copy_from_slice(&payload_len.to_le_bytes());
         channel.copy_from_slice(entry.channel.as_bytes());
         payload.copy_from_slice(entry.payload);
         self.tail = end;
@@ -394,6 +464,10 @@ impl<const N: usize> Outbox for RamOutbox<N> {
             freed += 1;
         }
         freed
+    }
+
+    fn restart_sequence(&mut self) {
+        self.newest = None;
     }
 
     fn first_after(&self, seq: u32) -> Option<Entry<'_>> {
@@ -421,13 +495,16 @@ impl<const N: usize> Outbox for RamOutbox<N> {
 fn decode(bytes: &[u8]) -> Option<(Entry<'_>, usize)> {
     let header = bytes.get(..Entry::HEADER_LEN)?;
     let seq = u32::from_le_bytes(header.get(..4)?.try_into().ok()?);
-    let channel_len = usize::from(*header.get(4)?);
-    let payload_len = usize::from(u16::from_le_bytes(header.get(5..7)?.try_into().ok()?));
+    let time = Timestamp::decode(header.get(4..10)?.try_into().ok()?);
+    let channel_len = usize::from(*header.get(10)?);
+    let payload_len = usize::from(u16::from_le_bytes(header.get(11..13)?.try_into().ok()?));
     let channel_end = Entry::HEADER_LEN + channel_len;
     let end = channel_end + payload_len;
     let channel = core::str::from_utf8(bytes.get(Entry::HEADER_LEN..channel_end)?).ok()?;
     let payload = bytes.get(channel_end..end)?;
-    Some((Entry::new(seq, channel, payload), end))
+    let mut entry = Entry::new(seq, channel, payload);
+    entry.time = time;
+    Some((entry, end))
 }
 
 /// Iterator over the entries of a [`RamOutbox`], oldest first.
@@ -461,13 +538,13 @@ mod tests {
 
     #[test]
     fn compacts_instead_of_wrapping() {
-        // 3 entries of 10 bytes in 32: after acking two, a third and fourth
+        // 3 entries of 16 bytes in 48: after acking two, a fourth and fifth
         // only fit once the live run moves to the front.
-        let mut outbox = RamOutbox::<32>::new();
+        let mut outbox = RamOutbox::<48>::new();
         for seq in 1..=3 {
             outbox.try_push(Entry::new(seq, "c", b"xy")).unwrap();
         }
-        assert_eq!(outbox.used_bytes(), 30);
+        assert_eq!(outbox.used_bytes(), 48);
         assert_eq!(
             outbox.try_push(Entry::new(4, "c", b"xy")),
             Err(PushError::Full)
@@ -479,6 +556,33 @@ mod tests {
         assert_eq!(seqs, [3, 4, 5]);
         assert_eq!(outbox.first_after(3).map(|e| e.seq), Some(4));
         assert_eq!(outbox.first_after(5), None);
+    }
+
+    #[test]
+    fn timestamps_round_trip_in_six_bytes() {
+        let mut outbox = RamOutbox::<128>::new();
+        let times = [
+            None,
+            Some(Timestamp::Unix(1_764_000_000_123)),
+            Some(Timestamp::Boot(Instant::from_millis(42))),
+            Some(Timestamp::Unix(0)),
+            Some(Timestamp::Unix(Timestamp::MAX_MILLIS)),
+        ];
+        for (seq, time) in (1..).zip(times) {
+            let mut entry = Entry::new(seq, "c", b"1");
+            entry.time = time;
+            outbox.try_push(entry).unwrap();
+        }
+        let stored: Vec<Option<Timestamp>> = outbox.iter().map(|e| e.time).collect();
+        assert_eq!(stored, times);
+        // Beyond 46 bits: saturates instead of corrupting the tag.
+        outbox
+            .try_push(Entry::new(9, "c", b"").with_time(Timestamp::Unix(u64::MAX)))
+            .unwrap();
+        assert_eq!(
+            outbox.first_after(8).unwrap().time,
+            Some(Timestamp::Unix(Timestamp::MAX_MILLIS))
+        );
     }
 
     #[test]
@@ -515,12 +619,15 @@ mod tests {
             outbox.try_push(Entry::new(4, "c", b"")),
             Err(PushError::OutOfOrder)
         );
-        // Even once everything is acknowledged.
+        // Even once everything is acknowledged...
         outbox.ack_through(5);
         assert_eq!(
             outbox.try_push(Entry::new(3, "c", b"")),
             Err(PushError::OutOfOrder)
         );
+        // ...until the numbering restarts (a new boot id).
+        outbox.restart_sequence();
+        outbox.try_push(Entry::new(1, "c", b"")).unwrap();
     }
 
     #[derive(Debug, Clone)]

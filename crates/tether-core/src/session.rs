@@ -40,13 +40,32 @@
 //! Messages dropped by [`FullPolicy::DropOldest`] leave gaps in the sequence
 //! numbers; the server must accept gaps.
 //!
+//! A boot that uses up its sequence numbers (after 4 294 967 294 messages)
+//! starts over the same way: once the server acknowledged everything, the
+//! next publish draws a new random boot id, numbering restarts at 1, and a
+//! link that is up is closed (code 1000, [`LinkError::NewBoot`]) so that the
+//! next `Hello` announces the new boot. Until everything is acknowledged,
+//! [`Session::publish`] answers [`PublishError::SequenceExhausted`].
+//!
+//! # Timestamps
+//!
+//! Every `Welcome` carries the server's clock (Unix ms); the session keeps
+//! it with the local [`Instant`] it arrived at. A message published after
+//! that is stamped `server_time + (now - then)` ([`Timestamp::Unix`]). A
+//! message published before the first `Welcome` (offline after boot) keeps
+//! its local [`Timestamp::Boot`] instant in the outbox and is converted the
+//! same way when it is sent, once the server's clock is known (with the
+//! clock of the newest `Welcome`, should it be resent after a reconnect). A
+//! `server_time_ms` of 0 means the server does not know the time either: the
+//! clock stays unknown and such messages go out without a time.
+//!
 //! # Example
 //!
 //! A whole connection, driven by hand:
 //!
 //! ```
 //! use rand_core::SeedableRng;
-//! use tether_core::outbox::{Outbox, RamOutbox};
+//! use tether_core::outbox::{Outbox, RamOutbox, Timestamp};
 //! use tether_core::session::{ConnectionState, Session, SessionConfig, Transmit};
 //! use tether_core::time::{Duration, Instant};
 //!
@@ -54,19 +73,22 @@
 //! let mut now = Instant::ZERO;
 //! let mut session = Session::new(SessionConfig::default(), RamOutbox::<1024>::new(), rng, now)?;
 //! // Store-and-forward: publishing works while offline.
-//! assert_eq!(session.publish("temp", b"21.5"), Ok(1));
+//! assert_eq!(session.publish(now, "temp", b"21.5"), Ok(1));
 //! assert_eq!(session.state(), ConnectionState::Connecting);
 //!
 //! // The driver opened the transport and did the WebSocket handshake.
 //! session.on_link_up(now);
 //! let boot_id = session.boot_id();
 //! assert_eq!(session.poll_transmit(now), Some(Transmit::Hello { boot_id, last_acked_seq: 0 }));
-//! session.on_welcome(now, 0, 16).unwrap();
+//! // The server's clock (Unix ms) comes with Welcome.
+//! session.on_welcome(now, 0, 16, 1_764_000_000_000).unwrap();
 //! assert_eq!(session.state(), ConnectionState::Connected);
 //!
 //! // The stored message goes out, and is freed by the server's Ack.
 //! let Some(Transmit::Publish(entry)) = session.poll_transmit(now) else { panic!() };
 //! assert_eq!((entry.seq, entry.channel, entry.payload), (1, "temp", &b"21.5"[..]));
+//! // Published before the server's time was known: stamped at send time.
+//! assert_eq!(entry.time, Some(Timestamp::Unix(1_764_000_000_000)));
 //! session.on_ack(now, 1).unwrap();
 //! assert!(session.outbox().is_empty());
 //!
@@ -84,7 +106,7 @@ use rand_core::RngCore;
 use tether_proto::CommandStatus;
 
 use crate::backoff::{Backoff, BackoffConfig, BackoffConfigError, GaveUp};
-use crate::outbox::{Entry, FullPolicy, Outbox, PushError};
+use crate::outbox::{Entry, FullPolicy, Outbox, PushError, Timestamp};
 use crate::time::{Duration, Instant};
 
 /// Longest ping payload a WebSocket peer may send (RFC 6455 5.5).
@@ -92,6 +114,10 @@ pub const MAX_PING_PAYLOAD: usize = 125;
 
 /// Command acknowledgements that can wait for the link at once.
 pub const COMMAND_ACK_QUEUE: usize = 8;
+
+/// Longest JSON result of one command, and the bytes the results of all
+/// queued command acknowledgements share.
+pub const MAX_COMMAND_RESULT_LEN: usize = 128;
 
 /// Settings of a [`Session`]. Builder-lite: start from [`Default`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,6 +344,9 @@ pub enum LinkError {
     /// A server message broke the session rules (an `Ack` for a message
     /// never sent, a second `Welcome`, ...).
     Protocol,
+    /// Not a failure: the session closed the link to announce a new boot id
+    /// after the old one ran out of sequence numbers.
+    NewBoot,
 }
 
 impl LinkError {
@@ -332,6 +361,8 @@ impl LinkError {
             Self::Protocol => Some(1002),
             // Echo the server's code (RFC 6455 5.5.1).
             Self::Closed { code } => Some(*code),
+            // 1000: normal closure.
+            Self::NewBoot => Some(1000),
             _ => None,
         }
     }
@@ -350,6 +381,7 @@ impl fmt::Display for LinkError {
             Self::Io => f.write_str("transport I/O error"),
             Self::Malformed => f.write_str("malformed server message"),
             Self::Protocol => f.write_str("server broke the session protocol"),
+            Self::NewBoot => f.write_str("closed to start a new boot id"),
         }
     }
 }
@@ -373,7 +405,9 @@ pub enum PublishError {
     /// `_ - . /`, non-empty `/`-separated segments, at most 64 bytes).
     InvalidChannel,
     /// Every sequence number of this boot is used (after 4 294 967 294
-    /// messages); reboot to start a new boot id.
+    /// messages) and some messages still wait for acknowledgement. Once
+    /// they are acknowledged, the next publish starts a new boot id and
+    /// numbering at 1.
     SequenceExhausted,
     /// The value could not be serialized into the payload buffer.
     Encode,
@@ -445,6 +479,8 @@ pub enum Transmit<'a> {
         id: u32,
         /// What became of it.
         status: CommandStatus,
+        /// Its JSON result; empty when there is none (send `null`).
+        result: &'a [u8],
     },
     /// A stored message, sent for the first time or resent.
     Publish(Entry<'a>),
@@ -505,10 +541,19 @@ pub struct Session<O, R> {
     pong_payload: [u8; MAX_PING_PAYLOAD],
     /// ...and its length, if one is owed.
     pong_len: Option<u8>,
-    command_acks: [(u32, CommandStatus); COMMAND_ACK_QUEUE],
+    /// Queued command acks: id, status, result length. Their results lie
+    /// back to back at the start of `command_results`, in queue order.
+    command_acks: [(u32, CommandStatus, u8); COMMAND_ACK_QUEUE],
     command_ack_len: usize,
+    command_results: [u8; MAX_COMMAND_RESULT_LEN],
+    /// The first queued ack was handed out by `poll_transmit` (its result
+    /// was borrowed); it is removed at the next call.
+    command_ack_taken: bool,
     last_error: Option<LinkError>,
     stats: SessionStats,
+    /// The server's clock (Unix ms) at a local instant, from the last
+    /// `Welcome` that had one.
+    server_clock: Option<(u64, Instant)>,
 }
 
 impl<O: Outbox, R> fmt::Debug for Session<O, R> {
@@ -563,10 +608,13 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
             ping_nonce: 0,
             pong_payload: [0; MAX_PING_PAYLOAD],
             pong_len: None,
-            command_acks: [(0, CommandStatus::Ok); COMMAND_ACK_QUEUE],
+            command_acks: [(0, CommandStatus::Ok, 0); COMMAND_ACK_QUEUE],
             command_ack_len: 0,
+            command_results: [0; MAX_COMMAND_RESULT_LEN],
+            command_ack_taken: false,
             last_error: None,
             stats: SessionStats::default(),
+            server_clock: None,
         })
     }
 
@@ -619,20 +667,31 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
         self.stats
     }
 
-    /// Accepts a message for delivery and returns its sequence number. Works
-    /// in every state: messages wait in the outbox until a link is up.
-    /// Never blocks: a full outbox applies [`SessionConfig::full_policy`].
+    /// Accepts a message published at `now` for delivery and returns its
+    /// sequence number. Works in every state: messages wait in the outbox
+    /// until a link is up. Never blocks: a full outbox applies
+    /// [`SessionConfig::full_policy`]. The message is stamped with Unix time
+    /// if the server's clock is known, else with `now` (converted when sent;
+    /// see [Timestamps](self#timestamps)).
     ///
     /// # Errors
     /// See [`PublishError`].
-    pub fn publish(&mut self, channel: &str, payload: &[u8]) -> Result<u32, PublishError> {
-        let seq = self.next_seq;
-        if seq == u32::MAX {
-            return Err(PublishError::SequenceExhausted);
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        payload: &[u8],
+    ) -> Result<u32, PublishError> {
+        if self.next_seq == u32::MAX {
+            if !self.outbox.is_empty() {
+                return Err(PublishError::SequenceExhausted);
+            }
+            self.start_new_boot(now);
         }
-        let dropped = self
-            .outbox
-            .push(Entry::new(seq, channel, payload), self.config.full_policy)?;
+        let seq = self.next_seq;
+        let time = unix_time(self.server_clock, Timestamp::Boot(now));
+        let entry = Entry::new(seq, channel, payload).with_time(time);
+        let dropped = self.outbox.push(entry, self.config.full_policy)?;
         if dropped > 0 {
             warn!("session: outbox full, dropped {} oldest messages", dropped);
         }
@@ -670,7 +729,9 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
     /// The server's `Welcome`: it already stored every message of this boot
     /// up to `stored_through`, and accepts at most `max_in_flight`
     /// unacknowledged messages (the session uses the smaller of this and
-    /// [`SessionConfig::max_in_flight`]).
+    /// [`SessionConfig::max_in_flight`]). `server_time_ms` is the server's
+    /// clock (Unix ms; 0 if unknown), used to [timestamp](self#timestamps)
+    /// messages.
     ///
     /// # Errors
     /// [`LinkError::Protocol`] if no `Welcome` was expected, it claims
@@ -682,6 +743,7 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
         now: Instant,
         stored_through: u32,
         max_in_flight: u16,
+        server_time_ms: u64,
     ) -> Result<(), LinkError> {
         let expected = matches!(
             self.phase,
@@ -694,6 +756,9 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
             return Err(self.fail(now, LinkError::Protocol));
         }
         self.acknowledge(stored_through);
+        if server_time_ms != 0 {
+            self.server_clock = Some((server_time_ms, now));
+        }
         self.sent = self.acked;
         self.window = self.config.max_in_flight.min(u32::from(max_in_flight));
         self.phase = Phase::Connected;
@@ -769,23 +834,54 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
         }
     }
 
-    /// Queues a `CommandAck` for a downlink command the application handled.
+    /// Queues a `CommandAck` for a downlink command the application
+    /// handled, with its JSON `result` (empty for none, sent as `null`).
+    /// The session copies `result`; it must be one valid JSON value (the
+    /// client serializes it with serde-json-core).
     ///
     /// # Errors
     /// [`CommandAckQueueFull`] if [`COMMAND_ACK_QUEUE`] acknowledgements
-    /// already wait for the link.
+    /// already wait for the link, or their results leave no room for
+    /// `result` (all results share [`MAX_COMMAND_RESULT_LEN`] bytes).
     pub fn acknowledge_command(
         &mut self,
         id: u32,
         status: CommandStatus,
+        result: &[u8],
     ) -> Result<(), CommandAckQueueFull> {
-        let slot = self
+        self.release_taken_command_ack();
+        let used: usize = self
             .command_acks
-            .get_mut(self.command_ack_len)
-            .ok_or(CommandAckQueueFull)?;
-        *slot = (id, status);
+            .iter()
+            .take(self.command_ack_len)
+            .map(|ack| usize::from(ack.2))
+            .sum();
+        let (Some(slot), Some(room), Ok(len)) = (
+            self.command_acks.get_mut(self.command_ack_len),
+            used.checked_add(result.len())
+                .and_then(|end| self.command_results.get_mut(used..end)),
+            u8::try_from(result.len()),
+        ) else {
+            return Err(CommandAckQueueFull);
+        };
+        room.copy_from_slice(result);
+        *slot = (id, status, len);
         self.command_ack_len += 1;
         Ok(())
+    }
+
+    /// Removes the ack `poll_transmit` handed out last, if any.
+    fn release_taken_command_ack(&mut self) {
+        if !core::mem::take(&mut self.command_ack_taken) || self.command_ack_len == 0 {
+            return;
+        }
+        let len = self
+            .command_acks
+            .first()
+            .map_or(0, |ack| usize::from(ack.2));
+        self.command_results.copy_within(len.., 0);
+        self.command_acks.copy_within(1.., 0);
+        self.command_ack_len -= 1;
     }
 
     /// The link went down (or never came up) because of `error`. The session
@@ -851,6 +947,7 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
     /// The next thing to send, or `None`. Each call hands out one item and
     /// counts it as sent; call until `None` after every event.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit<'_>> {
+        self.release_taken_command_ack();
         match self.phase {
             Phase::Handshaking {
                 deadline,
@@ -885,19 +982,52 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
             });
         }
         if self.command_ack_len > 0
-            && let Some(&(id, status)) = self.command_acks.first()
+            && let Some(&(id, status, len)) = self.command_acks.first()
         {
-            self.command_acks.copy_within(1.., 0);
-            self.command_ack_len -= 1;
-            return Some(Transmit::CommandAck { id, status });
+            self.command_ack_taken = true;
+            let result = self
+                .command_results
+                .get(..usize::from(len))
+                .unwrap_or_default();
+            return Some(Transmit::CommandAck { id, status, result });
         }
         if self.sent.saturating_sub(self.acked) >= self.window {
             return None;
         }
-        let entry = self.outbox.first_after(self.sent)?;
+        let server_clock = self.server_clock;
+        let mut entry = self.outbox.first_after(self.sent)?;
+        entry.time = entry.time.map(|time| unix_time(server_clock, time));
         self.sent = entry.seq;
         self.stats.transmitted = self.stats.transmitted.saturating_add(1);
         Some(Transmit::Publish(entry))
+    }
+
+    /// Every sequence number of this boot is used and acknowledged: draw a
+    /// new boot id and number from 1 again. The server de-duplicates on
+    /// `(device, boot_id, seq)`, so the new numbers mean new messages. A link
+    /// that is up said `Hello` with the old boot id, so it is closed and the
+    /// session connects again at once (no backoff: nothing failed).
+    fn start_new_boot(&mut self, now: Instant) {
+        let old = self.boot_id;
+        while self.boot_id == old {
+            self.boot_id = self.rng.next_u64();
+        }
+        info!(
+            "session: sequence numbers exhausted, new boot id {}",
+            self.boot_id
+        );
+        self.outbox.restart_sequence();
+        self.next_seq = 1;
+        self.acked = 0;
+        self.sent = 0;
+        if self.phase_is_link_up() {
+            self.last_error = Some(LinkError::NewBoot);
+            self.ping_outstanding = None;
+            self.pong_len = None;
+            self.phase = Phase::Connecting {
+                deadline: now + self.config.connect_timeout,
+            };
+        }
     }
 
     fn phase_is_link_up(&self) -> bool {
@@ -946,6 +1076,18 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
     }
 }
 
+/// `time` as Unix time if the server's clock is known.
+fn unix_time(server_clock: Option<(u64, Instant)>, time: Timestamp) -> Timestamp {
+    match (time, server_clock) {
+        (Timestamp::Boot(at), Some((server_ms, then))) => Timestamp::Unix(if at >= then {
+            server_ms.saturating_add((at - then).as_millis())
+        } else {
+            server_ms.saturating_sub((then - at).as_millis())
+        }),
+        _ => time,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate alloc;
@@ -971,7 +1113,7 @@ mod tests {
         Hello { boot_id: u64, last_acked_seq: u32 },
         Pong(Vec<u8>),
         Ping(u32),
-        CommandAck(u32, CommandStatus),
+        CommandAck(u32, CommandStatus, Vec<u8>),
         Publish(u32, String, Vec<u8>),
     }
 
@@ -1016,7 +1158,9 @@ mod tests {
                 },
                 Transmit::Pong(payload) => Sent::Pong(payload.to_vec()),
                 Transmit::Ping { nonce } => Sent::Ping(nonce),
-                Transmit::CommandAck { id, status } => Sent::CommandAck(id, status),
+                Transmit::CommandAck { id, status, result } => {
+                    Sent::CommandAck(id, status, result.to_vec())
+                }
                 Transmit::Publish(e) => {
                     Sent::Publish(e.seq, String::from(e.channel), e.payload.to_vec())
                 }
@@ -1046,7 +1190,7 @@ mod tests {
             })
         );
         assert_eq!(session.state(), ConnectionState::Handshaking);
-        session.on_welcome(now, stored_through, 64).unwrap();
+        session.on_welcome(now, stored_through, 64, 0).unwrap();
         assert_eq!(session.state(), ConnectionState::Connected);
         drain(session, now)
     }
@@ -1059,9 +1203,10 @@ mod tests {
         let with_outbox = size_of::<Session<RamOutbox<4096>, XorShiftRng>>();
         std::println!("Session state without outbox and RNG: {state} bytes");
         std::println!("Session with RamOutbox<4096> and XorShiftRng: {with_outbox} bytes");
-        // 125 of them are the buffer for a pong owed to the server.
-        assert!(state <= 600, "session state grew to {state} bytes");
-        assert!(with_outbox <= 4096 + 600 + 16);
+        // 125 of them are the buffer for a pong owed to the server, 128 the
+        // results of queued command acknowledgements.
+        assert!(state <= 720, "session state grew to {state} bytes");
+        assert!(with_outbox <= 4096 + 720 + 16);
     }
 
     #[test]
@@ -1098,8 +1243,8 @@ mod tests {
         assert_eq!(s.poll_transmit(at(0)), None);
         assert!(connect(&mut s, at(100), 0).is_empty());
 
-        assert_eq!(s.publish("temp", b"1"), Ok(1));
-        assert_eq!(s.publish("hum", b"2"), Ok(2));
+        assert_eq!(s.publish(at(0), "temp", b"1"), Ok(1));
+        assert_eq!(s.publish(at(0), "hum", b"2"), Ok(2));
         assert_eq!(
             drain(&mut s, at(200)),
             [
@@ -1133,7 +1278,7 @@ mod tests {
     fn publishes_while_offline_are_sent_after_welcome() {
         let mut s = session(config());
         for i in 0..3u8 {
-            s.publish("c", &[i]).unwrap();
+            s.publish(at(0), "c", &[i]).unwrap();
         }
         assert_eq!(published_seqs(&connect(&mut s, at(5), 0)), [1, 2, 3]);
     }
@@ -1182,7 +1327,7 @@ mod tests {
         let mut s = session(config());
         connect(&mut s, at(0), 0);
         for i in 0..4u8 {
-            s.publish("c", &[i]).unwrap();
+            s.publish(at(0), "c", &[i]).unwrap();
         }
         assert_eq!(published_seqs(&drain(&mut s, at(1))), [1, 2, 3, 4]);
         s.on_ack(at(2), 1).unwrap();
@@ -1190,7 +1335,7 @@ mod tests {
         s.on_link_lost(at(3), LinkError::EndOfStream);
         assert_eq!(s.state(), ConnectionState::BackingOff { until: at(1_003) });
         assert_eq!(s.poll_transmit(at(3)), None);
-        s.publish("c", b"5").unwrap();
+        s.publish(at(0), "c", b"5").unwrap();
         s.handle_timeout(at(1_003));
         // The server had stored 2 (its Ack was lost): resend 3, 4, 5.
         s.on_link_up(at(1_100));
@@ -1201,7 +1346,7 @@ mod tests {
                 last_acked_seq: 1
             }]
         );
-        s.on_welcome(at(1_100), 2, 64).unwrap();
+        s.on_welcome(at(1_100), 2, 64, 0).unwrap();
         assert_eq!(s.outbox().len(), 3);
         assert_eq!(published_seqs(&drain(&mut s, at(1_100))), [3, 4, 5]);
     }
@@ -1213,7 +1358,7 @@ mod tests {
         // server never got it (Welcome says stored through 0).
         let mut s = session(config());
         connect(&mut s, at(0), 0);
-        s.publish("c", b"x").unwrap();
+        s.publish(at(0), "c", b"x").unwrap();
         assert_eq!(published_seqs(&drain(&mut s, at(1))), [1]);
         s.on_link_lost(at(2), LinkError::Io);
         s.handle_timeout(at(5_000));
@@ -1224,50 +1369,50 @@ mod tests {
     fn server_that_never_acks_fills_the_window_then_the_outbox() {
         let mut s = session(config().with_max_in_flight(3));
         connect(&mut s, at(0), 0);
-        // 12-byte entries in 256 bytes: 21 fit.
+        // 18-byte entries in 256 bytes: 14 fit.
         let mut accepted = 0;
-        while s.publish("c", b"abcd").is_ok() {
+        while s.publish(at(0), "c", b"abcd").is_ok() {
             accepted += 1;
         }
-        assert_eq!(accepted, 21);
-        assert_eq!(s.publish("c", b"abcd"), Err(PublishError::Full));
+        assert_eq!(accepted, 14);
+        assert_eq!(s.publish(at(0), "c", b"abcd"), Err(PublishError::Full));
         // Only the window goes out.
         assert_eq!(published_seqs(&drain(&mut s, at(1))), [1, 2, 3]);
         assert_eq!(s.outbox().dropped(), 0);
         // One ack opens the window by one.
         s.on_ack(at(2), 1).unwrap();
         assert_eq!(published_seqs(&drain(&mut s, at(2))), [4]);
-        assert_eq!(s.publish("c", b"abcd"), Ok(22));
+        assert_eq!(s.publish(at(0), "c", b"abcd"), Ok(15));
     }
 
     #[test]
     fn server_window_limits_in_flight_and_zero_window_is_refused() {
         let mut s = session(config().with_max_in_flight(8));
         for _ in 0..5 {
-            s.publish("c", b"x").unwrap();
+            s.publish(at(0), "c", b"x").unwrap();
         }
         s.on_link_up(at(0));
         drain(&mut s, at(0));
-        s.on_welcome(at(0), 0, 2).unwrap();
+        s.on_welcome(at(0), 0, 2, 0).unwrap();
         assert_eq!(published_seqs(&drain(&mut s, at(0))), [1, 2]);
         s.on_link_lost(at(1), LinkError::Io);
         s.handle_timeout(at(1_001));
         s.on_link_up(at(1_001));
         drain(&mut s, at(1_001));
-        assert_eq!(s.on_welcome(at(1_001), 0, 0), Err(LinkError::Protocol));
+        assert_eq!(s.on_welcome(at(1_001), 0, 0, 0), Err(LinkError::Protocol));
     }
 
     #[test]
     fn outbox_full_drop_oldest_counts_drops_and_leaves_gaps() {
         let mut s = session(config().with_full_policy(FullPolicy::DropOldest));
         for i in 0..30u32 {
-            assert_eq!(s.publish("c", b"abcd"), Ok(i + 1));
+            assert_eq!(s.publish(at(0), "c", b"abcd"), Ok(i + 1));
         }
-        assert_eq!(s.outbox().dropped(), 9);
-        assert_eq!(s.outbox().len(), 21);
+        assert_eq!(s.outbox().dropped(), 16);
+        assert_eq!(s.outbox().len(), 14);
         assert_eq!(s.stats().published, 30);
         let sent = connect(&mut s, at(0), 0);
-        assert_eq!(published_seqs(&sent), (10..=30).collect::<Vec<_>>());
+        assert_eq!(published_seqs(&sent), (17..=30).collect::<Vec<_>>());
         // Acking through a dropped number works.
         s.on_ack(at(1), 30).unwrap();
         assert!(s.outbox().is_empty());
@@ -1276,19 +1421,186 @@ mod tests {
     #[test]
     fn oversized_and_bad_messages_are_refused_with_typed_errors() {
         let mut s = session(config());
-        assert_eq!(s.publish("c", &[0; 300]), Err(PublishError::TooLarge));
+        assert_eq!(
+            s.publish(at(0), "c", &[0; 300]),
+            Err(PublishError::TooLarge)
+        );
         let long = core::str::from_utf8(&[b'a'; 300]).unwrap();
-        assert_eq!(s.publish(long, b""), Err(PublishError::ChannelTooLong));
+        assert_eq!(
+            s.publish(at(0), long, b""),
+            Err(PublishError::ChannelTooLong)
+        );
         s.next_seq = u32::MAX - 1;
-        assert_eq!(s.publish("c", b""), Ok(u32::MAX - 1));
-        assert_eq!(s.publish("c", b""), Err(PublishError::SequenceExhausted));
+        assert_eq!(s.publish(at(0), "c", b""), Ok(u32::MAX - 1));
+        assert_eq!(
+            s.publish(at(0), "c", b""),
+            Err(PublishError::SequenceExhausted)
+        );
+    }
+
+    /// The times of the `Publish` transmissions in `sent`.
+    fn publish_times(s: &mut TestSession, now: Instant) -> Vec<(u32, Option<Timestamp>)> {
+        let mut times = Vec::new();
+        while let Some(transmit) = s.poll_transmit(now) {
+            if let Transmit::Publish(entry) = transmit {
+                times.push((entry.seq, entry.time));
+            }
+        }
+        times
+    }
+
+    #[test]
+    fn publishes_are_stamped_with_unix_time_once_the_server_clock_is_known() {
+        const SERVER: u64 = 1_764_000_000_000;
+        let mut s = session(config());
+        // Offline after boot: the server's time is unknown, so the outbox
+        // keeps the local instant.
+        s.publish(at(1_000), "c", b"1").unwrap();
+        s.publish(at(4_000), "c", b"2").unwrap();
+        assert_eq!(
+            s.outbox().oldest().unwrap().time,
+            Some(Timestamp::Boot(at(1_000)))
+        );
+        // Welcome at local 10 s says the server's clock reads SERVER: the
+        // stored messages go out converted.
+        s.on_link_up(at(10_000));
+        drain(&mut s, at(10_000));
+        s.on_welcome(at(10_000), 0, 64, SERVER).unwrap();
+        assert_eq!(
+            publish_times(&mut s, at(10_000)),
+            [
+                (1, Some(Timestamp::Unix(SERVER - 9_000))),
+                (2, Some(Timestamp::Unix(SERVER - 6_000)))
+            ]
+        );
+        // Known now: stamped at publish time, stored as Unix time.
+        s.publish(at(12_500), "c", b"3").unwrap();
+        assert_eq!(
+            s.outbox().first_after(2).unwrap().time,
+            Some(Timestamp::Unix(SERVER + 2_500))
+        );
+        assert_eq!(
+            publish_times(&mut s, at(13_000)),
+            [(3, Some(Timestamp::Unix(SERVER + 2_500)))]
+        );
+        // A reconnect re-synchronizes: the server clock moved 100 ms more
+        // than ours meanwhile. Messages stamped in Unix time keep it;
+        // boot-relative ones are converted with the newest clock.
+        s.on_link_lost(at(20_000), LinkError::Io);
+        s.publish(at(20_000), "c", b"4").unwrap();
+        s.handle_timeout(at(21_000));
+        s.on_link_up(at(21_000));
+        drain(&mut s, at(21_000));
+        s.on_welcome(at(21_000), 0, 64, SERVER + 11_100).unwrap();
+        s.publish(at(22_000), "c", b"5").unwrap();
+        assert_eq!(
+            publish_times(&mut s, at(22_000)),
+            [
+                (1, Some(Timestamp::Unix(SERVER - 9_000 + 100))),
+                (2, Some(Timestamp::Unix(SERVER - 6_000 + 100))),
+                (3, Some(Timestamp::Unix(SERVER + 2_500))),
+                (4, Some(Timestamp::Unix(SERVER + 10_000))),
+                (5, Some(Timestamp::Unix(SERVER + 12_100))),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_server_without_a_clock_leaves_times_unknown() {
+        let mut s = session(config());
+        s.publish(at(1_000), "c", b"1").unwrap();
+        s.on_link_up(at(2_000));
+        drain(&mut s, at(2_000));
+        s.on_welcome(at(2_000), 0, 64, 0).unwrap();
+        assert_eq!(
+            publish_times(&mut s, at(2_000)),
+            [(1, Some(Timestamp::Boot(at(1_000))))]
+        );
+    }
+
+    #[test]
+    fn exhausted_sequence_numbers_start_a_new_boot_once_everything_is_acknowledged() {
+        let mut server = ServerModel::default();
+        let mut s = session(config());
+        let first_boot = s.boot_id();
+        // As if 4 294 967 290 messages had been published and acknowledged.
+        s.next_seq = u32::MAX - 2;
+        s.acked = u32::MAX - 3;
+        s.on_link_up(at(0));
+        let welcome = server.receive(&drain(&mut s, at(0))).unwrap();
+        s.on_welcome(at(0), welcome, 64, 0).unwrap();
+        assert_eq!(s.publish(at(1), "c", b"a"), Ok(u32::MAX - 2));
+        assert_eq!(s.publish(at(1), "c", b"b"), Ok(u32::MAX - 1));
+        // The last two wait for their Ack: no new boot yet.
+        assert_eq!(
+            s.publish(at(1), "c", b"c"),
+            Err(PublishError::SequenceExhausted)
+        );
+        server.receive(&drain(&mut s, at(1)));
+        s.on_ack(at(2), u32::MAX - 1).unwrap();
+        assert!(s.outbox().is_empty());
+        // Everything acknowledged: a new boot id, numbering from 1, and the
+        // link is closed normally so the next Hello announces the new boot.
+        assert_eq!(s.publish(at(3), "c", b"c"), Ok(1));
+        assert_ne!(s.boot_id(), first_boot);
+        assert_eq!(s.state(), ConnectionState::Connecting);
+        assert_eq!(s.last_error(), Some(LinkError::NewBoot));
+        assert_eq!(LinkError::NewBoot.close_code(), Some(1000));
+        assert_eq!(s.stats().link_failures, 0, "not a failure: no backoff");
+        s.on_link_up(at(3));
+        let sent = drain(&mut s, at(3));
+        assert_eq!(
+            sent[0],
+            Sent::Hello {
+                boot_id: s.boot_id(),
+                last_acked_seq: 0
+            }
+        );
+        let welcome = server.receive(&sent).unwrap();
+        assert_eq!(welcome, 0, "the server has not seen the new boot");
+        s.on_welcome(at(3), welcome, 64, 0).unwrap();
+        server.receive(&drain(&mut s, at(3)));
+        s.on_ack(at(4), 1).unwrap();
+        assert_eq!(s.publish(at(5), "c", b"d"), Ok(2));
+        server.receive(&drain(&mut s, at(5)));
+        // Nothing was taken for a duplicate.
+        assert_eq!(server.duplicates, 0);
+        assert_eq!(server.boots.len(), 2);
+        assert_eq!(server.boots[0].1, u32::MAX - 1);
+        assert_eq!(
+            server.boots[1].2,
+            [
+                (1, "c".into(), b"c".to_vec()),
+                (2, "c".into(), b"d".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn exhaustion_while_offline_keeps_connecting_under_the_new_boot() {
+        let mut s = session(config());
+        let first_boot = s.boot_id();
+        s.next_seq = u32::MAX;
+        assert_eq!(s.publish(at(0), "c", b"x"), Ok(1));
+        assert_ne!(s.boot_id(), first_boot);
+        assert_eq!(s.state(), ConnectionState::Connecting);
+        assert_eq!(s.last_error(), None);
+        s.on_link_up(at(0));
+        let boot_id = s.boot_id();
+        assert_eq!(
+            drain(&mut s, at(0)),
+            [Sent::Hello {
+                boot_id,
+                last_acked_seq: 0
+            }]
+        );
     }
 
     #[test]
     fn pong_timeout_is_a_dead_link() {
         let mut s = session(config());
         connect(&mut s, at(0), 0);
-        s.publish("c", b"x").unwrap();
+        s.publish(at(0), "c", b"x").unwrap();
         assert_eq!(
             drain(&mut s, at(20_000)),
             [Sent::Ping(1), Sent::Publish(1, "c".into(), b"x".to_vec())]
@@ -1309,7 +1621,7 @@ mod tests {
     fn answers_server_pings_first() {
         let mut s = session(config());
         connect(&mut s, at(0), 0);
-        s.publish("c", b"x").unwrap();
+        s.publish(at(0), "c", b"x").unwrap();
         s.on_ping(at(1), b"abc").unwrap();
         assert_eq!(
             drain(&mut s, at(1)),
@@ -1347,15 +1659,15 @@ mod tests {
         // A Welcome before Hello went out.
         s.handle_timeout(at(1_000));
         s.on_link_up(at(1_000));
-        assert_eq!(s.on_welcome(at(1_000), 0, 64), Err(LinkError::Protocol));
+        assert_eq!(s.on_welcome(at(1_000), 0, 64, 0), Err(LinkError::Protocol));
         // A Welcome claiming messages never published.
         s.handle_timeout(at(10_000));
         s.on_link_up(at(10_000));
         drain(&mut s, at(10_000));
-        assert_eq!(s.on_welcome(at(10_000), 1, 64), Err(LinkError::Protocol));
+        assert_eq!(s.on_welcome(at(10_000), 1, 64, 0), Err(LinkError::Protocol));
         // An Ack beyond what was sent.
         s.handle_timeout(at(20_000));
-        s.publish("c", b"x").unwrap();
+        s.publish(at(0), "c", b"x").unwrap();
         connect(&mut s, at(20_000), 0);
         assert_eq!(s.on_ack(at(20_001), 2), Err(LinkError::Protocol));
         // The driver could not decode a message.
@@ -1425,23 +1737,63 @@ mod tests {
     fn command_acks_queue_and_go_out_when_connected() {
         let mut s = session(config());
         for id in 0..COMMAND_ACK_QUEUE as u32 {
-            s.acknowledge_command(id, CommandStatus::Ok).unwrap();
+            s.acknowledge_command(id, CommandStatus::Ok, b"").unwrap();
         }
         assert_eq!(
-            s.acknowledge_command(99, CommandStatus::Ok),
+            s.acknowledge_command(99, CommandStatus::Ok, b""),
             Err(CommandAckQueueFull)
         );
         let sent = connect(&mut s, at(0), 0);
         let expected: Vec<Sent> = (0..COMMAND_ACK_QUEUE as u32)
-            .map(|id| Sent::CommandAck(id, CommandStatus::Ok))
+            .map(|id| Sent::CommandAck(id, CommandStatus::Ok, Vec::new()))
             .collect();
         assert_eq!(sent, expected);
         s.on_message(at(1)).unwrap();
-        s.acknowledge_command(99, CommandStatus::Unsupported)
+        s.acknowledge_command(99, CommandStatus::Unsupported, b"")
             .unwrap();
         assert_eq!(
             drain(&mut s, at(1)),
-            [Sent::CommandAck(99, CommandStatus::Unsupported)]
+            [Sent::CommandAck(99, CommandStatus::Unsupported, Vec::new())]
+        );
+    }
+
+    #[test]
+    fn command_results_share_a_bounded_pool_and_go_out_in_order() {
+        let mut s = session(config());
+        let big = [b'1'; MAX_COMMAND_RESULT_LEN - 10];
+        s.acknowledge_command(1, CommandStatus::Ok, br#"{"on":true}"#)
+            .unwrap();
+        // 11 bytes used: a result of 118 does not fit until the first left.
+        assert_eq!(
+            s.acknowledge_command(2, CommandStatus::Ok, &big),
+            Err(CommandAckQueueFull)
+        );
+        s.acknowledge_command(2, CommandStatus::Failed, b"[1,2]")
+            .unwrap();
+        s.acknowledge_command(3, CommandStatus::Ok, b"").unwrap();
+        let sent = connect(&mut s, at(0), 0);
+        assert_eq!(
+            sent,
+            [
+                Sent::CommandAck(1, CommandStatus::Ok, br#"{"on":true}"#.to_vec()),
+                Sent::CommandAck(2, CommandStatus::Failed, b"[1,2]".to_vec()),
+                Sent::CommandAck(3, CommandStatus::Ok, Vec::new()),
+            ]
+        );
+        // Everything went out: the whole pool is free again.
+        s.acknowledge_command(4, CommandStatus::Ok, &[b'7'; MAX_COMMAND_RESULT_LEN])
+            .unwrap();
+        assert_eq!(
+            drain(&mut s, at(1)),
+            [Sent::CommandAck(
+                4,
+                CommandStatus::Ok,
+                [b'7'; MAX_COMMAND_RESULT_LEN].to_vec()
+            )]
+        );
+        assert_eq!(
+            s.acknowledge_command(5, CommandStatus::Ok, &[b'7'; MAX_COMMAND_RESULT_LEN + 1]),
+            Err(CommandAckQueueFull)
         );
     }
 
@@ -1509,11 +1861,11 @@ mod tests {
         let mut server = ServerModel::default();
         let mut first = session(config());
         for i in 0..3u8 {
-            first.publish("c", &[i]).unwrap();
+            first.publish(at(0), "c", &[i]).unwrap();
         }
         first.on_link_up(at(0));
         let welcome = server.receive(&drain(&mut first, at(0))).unwrap();
-        first.on_welcome(at(0), welcome, 64).unwrap();
+        first.on_welcome(at(0), welcome, 64, 0).unwrap();
         server.receive(&drain(&mut first, at(0)));
         assert_eq!(server.stored_through(), 3);
 
@@ -1527,11 +1879,11 @@ mod tests {
         )
         .unwrap();
         assert_ne!(second.boot_id(), first.boot_id());
-        assert_eq!(second.publish("c", b"new"), Ok(1));
+        assert_eq!(second.publish(at(0), "c", b"new"), Ok(1));
         second.on_link_up(at(0));
         let welcome = server.receive(&drain(&mut second, at(0))).unwrap();
         assert_eq!(welcome, 0, "a new boot starts from scratch");
-        second.on_welcome(at(0), welcome, 64).unwrap();
+        second.on_welcome(at(0), welcome, 64, 0).unwrap();
         server.receive(&drain(&mut second, at(0)));
         assert_eq!(server.duplicates, 0);
         assert_eq!(server.boots.len(), 2);
@@ -1587,7 +1939,9 @@ mod tests {
             }
             Transmit::Ping { nonce } => Sent::Ping(nonce),
             Transmit::Pong(p) => Sent::Pong(p.to_vec()),
-            Transmit::CommandAck { id, status } => Sent::CommandAck(id, status),
+            Transmit::CommandAck { id, status, result } => {
+                Sent::CommandAck(id, status, result.to_vec())
+            }
         }
     }
 
@@ -1622,7 +1976,7 @@ mod tests {
                     s.on_pong(now, &nonce.to_le_bytes());
                 }
                 if let Some(stored) = self.server.receive(core::slice::from_ref(&sent)) {
-                    s.on_welcome(now, stored, 64).unwrap();
+                    s.on_welcome(now, stored, 64, 0).unwrap();
                 }
             }
         }
@@ -1665,7 +2019,7 @@ mod tests {
                         counter += 1;
                         let channel = ["a", "bb", "ccc"][usize::from(channel)];
                         let payload = counter.to_le_bytes();
-                        match s.publish(channel, &payload) {
+                        match s.publish(at(0), channel, &payload) {
                             Ok(seq) => accepted.push((seq, String::from(channel), payload.to_vec())),
                             Err(e) => prop_assert_eq!(e, PublishError::Full),
                         }

@@ -360,6 +360,157 @@ fn eof_before_close_is_reported() {
     assert_eq!(result, Err(Error::TransportClosed));
 }
 
+/// Polls `future` once and drops it: what a `select` does to the branch
+/// that loses.
+fn poll_once_then_cancel<F: core::future::Future>(future: F) -> bool {
+    let mut future = core::pin::pin!(future);
+    let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+    future.as_mut().poll(&mut cx).is_ready()
+}
+
+#[test]
+fn read_message_is_cancel_safe_and_never_writes() {
+    let (client_io, server_io) = pipe(1);
+    let (mut rx, mut tx) = (vec![0u8; 256], vec![0u8; 256]);
+    let mut ws = WebSocket::new(client_io, &mut rx, &mut tx, rng(4), Config::client());
+    // Half a ping arrives; the read is cancelled while waiting for the rest.
+    server_io.inject(&[0x89, 0x02, b'h']);
+    assert!(!poll_once_then_cancel(ws.read_message()));
+    server_io.inject(b"i");
+    server_io.inject(&[0x81, 0x03, b'a', b'b', b'c']);
+    // Nothing was lost, and the ping is returned unanswered.
+    assert_eq!(block_on(ws.read_message()), Ok(Message::Ping(b"hi")));
+    assert_eq!(block_on(ws.read_message()), Ok(Message::Text("abc")));
+    assert!(server_io.pending().is_empty(), "read_message wrote");
+    // A close is returned; its echo waits for `flush`.
+    server_io.inject(&[0x88, 0x02, 0x03, 0xe8]);
+    let Ok(Message::Close(Some(close))) = block_on(ws.read_message()) else {
+        panic!("expected the close");
+    };
+    assert_eq!(close.code, CloseCode::NORMAL);
+    assert!(ws.is_closed());
+    assert!(server_io.pending().is_empty(), "read_message wrote");
+    block_on(ws.flush()).unwrap();
+    assert_eq!(
+        client_frames(&mut server_io.pending()),
+        [(OpCode::Close, true, vec![0x03, 0xe8])]
+    );
+    // Owed only once.
+    block_on(ws.flush()).unwrap();
+    assert_eq!(server_io.pending().len(), 8);
+}
+
+#[test]
+fn read_message_owes_the_close_code_of_a_protocol_error() {
+    let (client_io, server_io) = pipe(16);
+    let (mut rx, mut tx) = (vec![0u8; 256], vec![0u8; 256]);
+    let mut ws = WebSocket::new(client_io, &mut rx, &mut tx, rng(5), Config::client());
+    // A text message that is not UTF-8.
+    server_io.inject(&[0x81, 0x02, 0xc3, 0x28]);
+    assert_eq!(
+        block_on(ws.read_message()),
+        Err(Error::Protocol(ProtocolError::InvalidUtf8))
+    );
+    assert!(server_io.pending().is_empty());
+    block_on(ws.flush()).unwrap();
+    assert_eq!(
+        client_frames(&mut server_io.pending()),
+        [(OpCode::Close, true, 1007u16.to_be_bytes().to_vec())]
+    );
+}
+
+/// A transport that accepts `allow` bytes, then never accepts another: a
+/// send buffer that fills in the middle of a frame.
+struct Congested {
+    inner: support::End,
+    allow: usize,
+}
+
+impl embedded_io_async::ErrorType for Congested {
+    type Error = core::convert::Infallible;
+}
+
+impl embedded_io_async::Read for Congested {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        self.inner.read(buf).await
+    }
+}
+
+impl embedded_io_async::Write for Congested {
+    async fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        if self.allow == 0 {
+            return core::future::pending().await;
+        }
+        let n = buf.len().min(self.allow);
+        self.allow -= n;
+        self.inner.write(&buf[..n]).await
+    }
+
+    async fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_send_cancelled_mid_frame_poisons_the_connection() {
+    let (client_io, server_io) = pipe(16);
+    let transport = Congested {
+        inner: client_io,
+        allow: 3,
+    };
+    let (mut rx, mut tx) = (vec![0u8; 256], vec![0u8; 256]);
+    let mut ws = WebSocket::new(transport, &mut rx, &mut tx, rng(6), Config::client());
+    assert!(!poll_once_then_cancel(ws.send_binary(b"reading")));
+    assert_eq!(server_io.pending().len(), 3);
+    // Nothing may follow the partial frame.
+    assert!(ws.is_closed());
+    assert_eq!(
+        block_on(ws.send_binary(b"next")),
+        Err(Error::WriteCancelled)
+    );
+    assert_eq!(block_on(ws.flush()), Err(Error::WriteCancelled));
+    assert_eq!(block_on(ws.read_message()), Err(Error::WriteCancelled));
+    assert_eq!(server_io.pending().len(), 3);
+}
+
+#[test]
+fn a_pong_cancelled_mid_frame_in_receive_poisons_the_connection() {
+    let (client_io, server_io) = pipe(16);
+    let transport = Congested {
+        inner: client_io,
+        allow: 3,
+    };
+    let (mut rx, mut tx) = (vec![0u8; 256], vec![0u8; 256]);
+    let mut ws = WebSocket::new(transport, &mut rx, &mut tx, rng(8), Config::client());
+    server_io.inject(&[0x89, 0x04, b'p', b'i', b'n', b'g']);
+    // `receive` reads the ping and is cancelled while writing the pong.
+    assert!(!poll_once_then_cancel(ws.receive()));
+    assert_eq!(server_io.pending().len(), 3);
+    assert!(ws.is_closed());
+    assert_eq!(block_on(ws.read_message()), Err(Error::WriteCancelled));
+    assert_eq!(block_on(ws.send_text("after")), Err(Error::WriteCancelled));
+    assert_eq!(server_io.pending().len(), 3);
+}
+
+#[test]
+fn a_message_that_cannot_be_framed_does_not_poison_the_connection() {
+    let (client_io, server_io) = pipe(16);
+    let (mut rx, mut tx) = (vec![0u8; 256], vec![0u8; 256]);
+    let mut ws = WebSocket::new(client_io, &mut rx, &mut tx, rng(7), Config::client());
+    // Control frames carry at most 125 bytes: refused before any byte is written.
+    assert!(matches!(
+        block_on(ws.send(Message::Ping(&[0; 126]))),
+        Err(Error::Encode(_))
+    ));
+    assert!(server_io.pending().is_empty());
+    assert!(!ws.is_closed());
+    block_on(ws.send_text("still fine")).unwrap();
+    assert_eq!(
+        client_frames(&mut server_io.pending()),
+        [(OpCode::Text, true, b"still fine".to_vec())]
+    );
+}
+
 #[test]
 fn borrowed_transport_works_like_an_embassy_socket() {
     // embassy-net's `TcpSocket` is usually borrowed: `&mut T` is a transport too.

@@ -28,7 +28,6 @@ use serde::Serialize;
 use tether_core::client::{Buffers, Client, ClientConfig, NoCommands, Runner};
 use tether_core::outbox::RamOutbox;
 use tether_core::session::ConnectionState;
-use tether_core::time::Clock;
 use tether_host::clock::TokioClock;
 use tether_host::connector::TokioConnector;
 
@@ -121,7 +120,7 @@ struct Reading {
     rssi: i8,
 }
 
-type DeviceClient = Client<NoopRawMutex, RamOutbox<4096>, StdRng>;
+type DeviceClient = Client<NoopRawMutex, RamOutbox<4096>, StdRng, TokioClock>;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -212,13 +211,8 @@ async fn device(
     }
     let clock = TokioClock::new();
     let client = Rc::new(
-        DeviceClient::new(
-            &config,
-            RamOutbox::new(),
-            StdRng::from_os_rng(),
-            clock.now(),
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?,
+        DeviceClient::new(&config, RamOutbox::new(), StdRng::from_os_rng(), clock)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     clients.borrow_mut().push(Rc::clone(&client));
     let mut buffers = Buffers::<1024, 512, 512>::new();

@@ -13,7 +13,6 @@ use tether_core::backoff::BackoffConfig;
 use tether_core::client::{Buffers, Client, ClientConfig, NoCommands, Runner};
 use tether_core::outbox::RamOutbox;
 use tether_core::session::{ConnectionState, LinkError, SessionConfig};
-use tether_core::time::Clock;
 use tether_host::clock::TokioClock;
 use tether_host::connector::TokioConnector;
 use tokio::net::TcpListener;
@@ -42,11 +41,11 @@ async fn publishes_over_real_tcp_and_resumes_after_a_drop() {
         ),
     );
     let clock = TokioClock::new();
-    let client: Client<NoopRawMutex, RamOutbox<4096>, XorShiftRng> = Client::new(
+    let client: Client<NoopRawMutex, RamOutbox<4096>, XorShiftRng, TokioClock> = Client::new(
         &config,
         RamOutbox::new(),
         XorShiftRng::seed_from_u64(11),
-        clock.now(),
+        clock,
     )
     .unwrap();
     let mut buffers = Buffers::<1024, 512, 512>::new();

@@ -15,17 +15,16 @@ use embedded_io_async::{ErrorType, Read, Write};
 use rand_core::SeedableRng;
 use rand_xorshift::XorShiftRng;
 use serde::Serialize;
-use support::{Behaviour, Relay, Shared};
-use tether_core::client::{Buffers, Client, ClientConfig, CommandHandler, Runner};
+use support::{Behaviour, Relay, Shared, UNIX_AT_START};
+use tether_core::client::{Buffers, Client, ClientConfig, CommandHandler, CommandResult, Runner};
 use tether_core::connector::{Connector, Endpoint};
 use tether_core::outbox::{FullPolicy, RamOutbox};
 use tether_core::session::{ConnectionState, LinkError, PublishError, SessionConfig};
-use tether_core::time::Clock;
 use tether_host::clock::TokioClock;
 use tether_proto::{Command, CommandStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-type TestClient = Client<NoopRawMutex, RamOutbox<2048>, XorShiftRng>;
+type TestClient = Client<NoopRawMutex, RamOutbox<2048>, XorShiftRng, TokioClock>;
 
 /// Opens in-memory streams to the scripted peer. Can refuse connections and
 /// cut the byte stream after a budget (a link dying mid-frame).
@@ -33,6 +32,9 @@ struct PeerConnector {
     relay: Shared,
     refusals: usize,
     write_budgets: VecDeque<Option<usize>>,
+    /// Every pong frame is written short (2 bytes), and the rest only after
+    /// this long: a congested TCP send buffer in the middle of a frame.
+    stall_pongs: Option<Duration>,
 }
 
 impl PeerConnector {
@@ -41,6 +43,7 @@ impl PeerConnector {
             relay: relay.clone(),
             refusals: 0,
             write_budgets: VecDeque::new(),
+            stall_pongs: None,
         }
     }
 }
@@ -48,6 +51,9 @@ impl PeerConnector {
 struct PeerStream {
     inner: DuplexStream,
     budget: Option<usize>,
+    stall_pongs: Option<Duration>,
+    /// Writes wait until then (the send buffer is full).
+    stalled_until: Option<tokio::time::Instant>,
 }
 
 impl ErrorType for PeerStream {
@@ -62,6 +68,16 @@ impl Read for PeerStream {
 
 impl Write for PeerStream {
     async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(until) = self.stalled_until {
+            // Cancelling this write leaves the stall in place.
+            tokio::time::sleep_until(until).await;
+            self.stalled_until = None;
+        }
+        // 0x8a: FIN + pong opcode, the first byte of a pong frame.
+        if let (Some(stall), Some(0x8a)) = (self.stall_pongs, buf.first()) {
+            self.stalled_until = Some(tokio::time::Instant::now() + stall);
+            return self.inner.write(&buf[..2]).await;
+        }
         let allowed = match self.budget {
             Some(0) => return Err(io::ErrorKind::BrokenPipe.into()),
             Some(budget) => budget.min(buf.len()),
@@ -93,22 +109,31 @@ impl Connector for PeerConnector {
         Ok(PeerStream {
             inner: client,
             budget: self.write_budgets.pop_front().flatten(),
+            stall_pongs: self.stall_pongs,
+            stalled_until: None,
         })
     }
 }
 
-/// Answers `led` commands, refuses the rest.
+/// Answers `led` commands with the LED's new state as the result, refuses
+/// the rest.
 struct Led {
     seen: Vec<(u32, String)>,
 }
 
 impl CommandHandler for Led {
-    fn handle(&mut self, command: &Command<'_>) -> CommandStatus {
+    fn handle(&mut self, command: &Command<'_>, result: &mut CommandResult<'_>) -> CommandStatus {
+        #[derive(Serialize)]
+        struct State {
+            on: bool,
+        }
         self.seen.push((
             command.id,
             command.payload.as_str().unwrap_or("").to_owned(),
         ));
         if command.channel == "led" {
+            let on = command.payload.as_str() == Some("true");
+            result.set(&State { on }).unwrap();
             CommandStatus::Ok
         } else {
             CommandStatus::Unsupported
@@ -131,7 +156,7 @@ async fn with_client(
         &config,
         RamOutbox::new(),
         XorShiftRng::seed_from_u64(1),
-        clock.now(),
+        clock,
     )
     .unwrap();
     let mut buffers = Buffers::<1024, 512, 512>::new();
@@ -289,8 +314,8 @@ async fn server_that_never_acks_fills_window_then_outbox_reject() {
             }
         };
         assert_eq!(error, PublishError::Full);
-        // 2048 bytes of outbox, 50 bytes per entry.
-        assert_eq!(accepted, 2048 / 50);
+        // 2048 bytes of outbox, 56 bytes per entry.
+        assert_eq!(accepted, 2048 / 56);
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(
             relay.lock().unwrap().deliveries,
@@ -319,8 +344,8 @@ async fn server_that_never_acks_with_drop_oldest_counts_drops() {
                 .unwrap();
         }
         let stats = client.stats();
-        assert_eq!(stats.dropped, 100 - 40);
-        assert_eq!(stats.outbox_len, 40);
+        assert_eq!(stats.dropped, 100 - 36);
+        assert_eq!(stats.outbox_len, 36);
         assert!(stats.outbox_bytes <= stats.outbox_capacity);
     })
     .await;
@@ -422,7 +447,7 @@ async fn commands_reach_the_application_and_are_acknowledged() {
         })
         .await;
         let acks = relay.lock().unwrap().command_acks.clone();
-        assert_eq!(acks, [(7, CommandStatus::Ok, "null".to_owned())]);
+        assert_eq!(acks, [(7, CommandStatus::Ok, r#"{"on":true}"#.to_owned())]);
     })
     .await;
     assert_eq!(seen, [(7, "true".to_owned())]);
@@ -501,4 +526,93 @@ async fn any_mix_of_link_failures_stores_every_message_once_in_order() {
         })
         .await;
     }
+}
+
+/// Regression: a timer that falls due while the client is answering a
+/// server ping must not cut the pong short. Here the pong's write stalls for
+/// 8 s after its first 2 bytes, and the keepalive timer (20 s after
+/// `Welcome`) falls due inside that stall. Before the fix the runner raced
+/// the WebSocket's `receive` (which wrote the pong) against the timer: the
+/// timer cancelled the pong mid-frame, the keepalive ping followed the
+/// partial pong, the relay's WebSocket parser read garbage, and the link
+/// died. Now only the read is raced and the pong is written in full.
+#[tokio::test(start_paused = true)]
+async fn a_timer_never_cuts_a_pong_short() {
+    let relay = Relay::shared([Behaviour {
+        ping_after: Some((Duration::from_secs(15), b"are you there")),
+        ..Behaviour::default()
+    }]);
+    let mut connector = PeerConnector::new(&relay);
+    connector.stall_pongs = Some(Duration::from_secs(8));
+    with_client(config(), connector, async |client| {
+        eventually("connected", || client.state() == ConnectionState::Connected).await;
+        eventually("the pong", || !relay.lock().unwrap().pongs.is_empty()).await;
+        // The stall ended 23 s after Welcome, past the 20 s keepalive
+        // deadline that used to cancel the pong.
+        client.publish("c", &1).unwrap();
+        eventually("stored", || client.stats().outbox_len == 0).await;
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        let relay = relay.lock().unwrap();
+        assert_eq!(relay.pongs[0], b"are you there");
+        assert_eq!(relay.connections, 1, "the link never broke");
+        assert_eq!(client.stats().session.link_failures, 0);
+        assert_eq!(client.last_error(), None);
+        assert_eq!(client.state(), ConnectionState::Connected);
+    })
+    .await;
+}
+
+/// Publishes carry Unix time: stamped at publish time once `Welcome` told
+/// the server's clock, and converted at send time for messages published
+/// offline before it.
+#[tokio::test(start_paused = true)]
+async fn publishes_carry_unix_time_even_when_published_offline() {
+    let relay = Relay::shared([]);
+    let mut connector = PeerConnector::new(&relay);
+    // Offline for a while after boot: the first two attempts are refused.
+    connector.refusals = 2;
+    with_client(config(), connector, async |client| {
+        let start = tokio::time::Instant::now();
+        let millis = || start.elapsed().as_millis() as u64;
+        client.publish("c", &1).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        client.publish("c", &2).unwrap();
+        assert_ne!(client.state(), ConnectionState::Connected);
+        eventually("connected", || client.state() == ConnectionState::Connected).await;
+        let connected_at = millis();
+        assert!(connected_at > 500, "{connected_at}");
+        tokio::time::sleep(Duration::from_millis(1_234)).await;
+        let third = millis();
+        client.publish("c", &3).unwrap();
+        eventually("stored", || client.stats().outbox_len == 0).await;
+        let relay = relay.lock().unwrap();
+        assert_eq!(
+            relay.boots[&client.boot_id()].times,
+            [
+                Some(UNIX_AT_START),
+                Some(UNIX_AT_START + 500),
+                Some(UNIX_AT_START + third)
+            ]
+        );
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn commands_without_a_result_are_acknowledged_with_null() {
+    let relay = Relay::shared([Behaviour {
+        command: Some((8, "fan", "1")),
+        ..Behaviour::default()
+    }]);
+    let connector = PeerConnector::new(&relay);
+    let seen = with_client(config(), connector, async |_client| {
+        eventually("command ack", || {
+            !relay.lock().unwrap().command_acks.is_empty()
+        })
+        .await;
+        let acks = relay.lock().unwrap().command_acks.clone();
+        assert_eq!(acks, [(8, CommandStatus::Unsupported, "null".to_owned())]);
+    })
+    .await;
+    assert_eq!(seen, [(8, "1".to_owned())]);
 }

@@ -10,9 +10,8 @@ use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
-use tether_core::client::{Buffers, Client, ClientConfig, Runner};
+use tether_core::client::{Buffers, Client, ClientConfig, CommandResult, Runner};
 use tether_core::outbox::RamOutbox;
-use tether_core::time::Clock;
 use tether_host::clock::TokioClock;
 use tether_host::connector::TokioConnector;
 use tether_proto::{Command, CommandStatus};
@@ -35,7 +34,7 @@ struct Reading {
     led: bool,
 }
 
-type DemoClient = Client<NoopRawMutex, RamOutbox<4096>, StdRng>;
+type DemoClient = Client<NoopRawMutex, RamOutbox<4096>, StdRng, TokioClock>;
 
 /// Registers `demo-1` … `demo-N` in tenant `default` (creating it if
 /// needed), or gives existing ones fresh tokens, and returns `(id, token)`.
@@ -97,13 +96,8 @@ async fn device(number: usize, url: &str, id: &str, token: &str) -> Result<(), S
     let authorization = format!("Bearer {token}");
     let config = ClientConfig::new(url, id, "demo-1.0.0").with_authorization(&authorization);
     let clock = TokioClock::new();
-    let client = DemoClient::new(
-        &config,
-        RamOutbox::new(),
-        StdRng::from_os_rng(),
-        clock.now(),
-    )
-    .map_err(|error| error.to_string())?;
+    let client = DemoClient::new(&config, RamOutbox::new(), StdRng::from_os_rng(), clock)
+        .map_err(|error| error.to_string())?;
     let mut buffers = Buffers::<1024, 512, 512>::new();
     let mut runner = Runner::new(
         &client,
@@ -135,7 +129,7 @@ async fn device(number: usize, url: &str, id: &str, token: &str) -> Result<(), S
             let _ = client.publish(DEMO_CHANNEL, &reading);
         }
     };
-    let mut handler = |command: &Command<'_>| -> CommandStatus {
+    let mut handler = |command: &Command<'_>, _result: &mut CommandResult<'_>| -> CommandStatus {
         if command.channel != "led" {
             return CommandStatus::Unsupported;
         }

@@ -27,9 +27,8 @@ use esp_println::println;
 use esp_radio::wifi::sta::StationConfig;
 use esp_radio::wifi::{AuthenticationMethodConfig, Config, Interface, WifiController};
 use static_cell::StaticCell;
-use tether_core::client::{Buffers, Client, ClientConfig, Runner};
+use tether_core::client::{Buffers, Client, ClientConfig, CommandResult, Runner};
 use tether_core::outbox::RamOutbox;
-use tether_core::time::Clock;
 use tether_proto::{Command, CommandStatus};
 
 use crate::board::{EmbassyClock, EmbassyConnector, SOCKET_BUFFER};
@@ -56,7 +55,7 @@ const DEVICE_ID: &str = match option_env!("DEVICE_ID") {
 /// `tether-server device add` printed for `DEVICE_ID`).
 const AUTHORIZATION: Option<&str> = option_env!("TETHER_AUTHORIZATION");
 
-type FirmwareClient = Client<NoopRawMutex, RamOutbox<4096>, Rng>;
+type FirmwareClient = Client<NoopRawMutex, RamOutbox<4096>, Rng, EmbassyClock>;
 
 #[esp_rtos::main]
 async fn main(spawner: Spawner) -> ! {
@@ -100,9 +99,8 @@ async fn main(spawner: Spawner) -> ! {
         config = config.with_authorization(authorization);
     }
     let clock = EmbassyClock;
-    let client: &'static FirmwareClient = CLIENT.init(
-        Client::new(&config, RamOutbox::new(), rng, clock.now()).expect("valid tether config"),
-    );
+    let client: &'static FirmwareClient = CLIENT
+        .init(Client::new(&config, RamOutbox::new(), rng, clock).expect("valid tether config"));
     let connector = EmbassyConnector::new(
         stack,
         SOCKET_RX.init([0; SOCKET_BUFFER]),
@@ -121,10 +119,17 @@ async fn main(spawner: Spawner) -> ! {
     stack.wait_config_up().await;
     println!("network up: {:?}", stack.config_v4());
 
-    let mut on_command = |command: &Command<'_>| {
+    // Answers `led` with the state it would switch to, as the JSON result.
+    let mut on_command = |command: &Command<'_>, result: &mut CommandResult<'_>| {
         println!("command {} on {}", command.id, command.channel);
         match command.channel {
-            "led" => CommandStatus::Ok,
+            "led" => {
+                let on = command.payload.as_str() == Some("true");
+                match result.set(&on) {
+                    Ok(()) => CommandStatus::Ok,
+                    Err(_) => CommandStatus::Failed,
+                }
+            }
             _ => CommandStatus::Unsupported,
         }
     };

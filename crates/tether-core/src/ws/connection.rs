@@ -48,12 +48,20 @@ enum State {
 ///
 /// # Cancellation
 ///
-/// `receive` may be dropped while it waits for bytes (for example in a
-/// `select` with a keepalive timer, before sending a ping) if the transport's
-/// `read` is cancel-safe, as embassy-net's and tokio's are: no byte is lost
-/// and the next `receive` continues where it stopped. Dropping a `send`, or a
-/// `receive` while it writes a pong, may leave a partial frame on the wire;
-/// close the transport then.
+/// Reading and writing are separate steps so a caller can wait for a message
+/// and a timer at once without ever cutting a frame short:
+///
+/// - [`read_message`](Self::read_message) only reads (it is cancel-safe when
+///   the transport's `read` is, as embassy-net's and tokio's are). It returns
+///   pings unanswered and records the close frame it owes (the echo of the
+///   peer's close, or the code of a protocol error) for
+///   [`flush`](Self::flush).
+/// - [`send`](Self::send), [`flush`](Self::flush), [`receive`](Self::receive)
+///   and [`close`](Self::close) write, and are **not** cancel-safe: a write
+///   cancelled mid-frame leaves a partial frame on the stream. The adapter
+///   notices and refuses every later call with [`Error::WriteCancelled`], so
+///   no bytes ever follow a partial frame; drop the connection. Bound a
+///   write with a timeout only when a timeout means dropping the link.
 #[derive(Debug)]
 pub struct WebSocket<'b, T, R> {
     transport: T,
@@ -62,6 +70,12 @@ pub struct WebSocket<'b, T, R> {
     tx: &'b mut [u8],
     assembler: Assembler,
     state: State,
+    /// The close frame [`read_message`](Self::read_message) owes the peer:
+    /// `Some(0)` echoes a close without code, `Some(code)` sends `code`.
+    owed_close: Option<u16>,
+    /// Set while frames are written; still set afterwards only if that
+    /// write was cancelled, leaving a partial frame on the stream.
+    writing: bool,
 }
 
 impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
@@ -89,6 +103,8 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
             tx,
             assembler,
             state: State::Open,
+            owed_close: None,
+            writing: false,
         }
     }
 
@@ -162,7 +178,12 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
     /// flushes the transport. Sending [`Message::Close`] starts the close
     /// handshake; prefer [`close`](Self::close), which also waits for the
     /// peer's answer.
+    ///
+    /// This function is **not** cancel-safe: cancelled mid-frame, it leaves
+    /// a partial frame on the stream and the connection is unusable (every
+    /// later call returns [`Error::WriteCancelled`]).
     pub async fn send(&mut self, message: Message<'_>) -> Result<(), Error> {
+        self.check_writable()?;
         if self.state != State::Open {
             return Err(Error::Closed);
         }
@@ -180,25 +201,7 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
                 (OpCode::Close, close.get(..len).unwrap_or_default())
             }
         };
-        // Control frames are never fragmented (`Frame::encode` rejects long
-        // ones); data frames are cut to the configured size and to what the
-        // transmit buffer holds.
-        let fragment_size = if opcode.is_control() {
-            usize::MAX
-        } else {
-            let room = self.tx.len().saturating_sub(MAX_HEADER_LEN);
-            if room == 0 {
-                return Err(Error::Encode(EncodeError::BufferTooSmall));
-            }
-            self.assembler.config().fragment_size().min(room)
-        };
-        for frame in Fragments::new(opcode, payload, fragment_size) {
-            self.send_frame(frame).await?;
-        }
-        if opcode == OpCode::Close {
-            self.state = State::CloseSent;
-        }
-        self.transport.flush().await.map_err(io)
+        self.write_message(opcode, payload).await
     }
 
     /// Sends a text message.
@@ -215,8 +218,122 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
     /// are returned; a close from the peer is answered (echoing its code)
     /// and returned, after which the connection is closed and further calls
     /// return [`Error::Closed`]. The message borrows the receive buffer.
+    ///
+    /// This function is **not** cancel-safe: it may be writing a pong or a
+    /// close frame when cancelled (see the [type docs](Self#cancellation)).
+    /// To wait for a message and something else at once, use
+    /// [`read_message`](Self::read_message).
     pub async fn receive(&mut self) -> Result<Message<'_>, Error> {
+        let opcode = match self.read_opcode().await {
+            Ok(opcode) => opcode,
+            Err(e) => {
+                if let Error::Protocol(_) = e {
+                    // Best effort: the peer may already be gone.
+                    let _ = self.flush().await;
+                }
+                return Err(e);
+            }
+        };
+        // Answer pings, and a close we did not start, with one frame; both
+        // go through the guarded write path.
+        match opcode {
+            OpCode::Ping if self.state == State::Open => {
+                // Copied out of `rx` so the write can borrow the connection;
+                // a ping payload is at most 125 bytes (checked by `poll`).
+                let mut pong = [0u8; MAX_CONTROL_PAYLOAD];
+                let len = match self.assembler.message(self.rx) {
+                    Some(Message::Ping(payload)) => {
+                        let len = payload.len().min(MAX_CONTROL_PAYLOAD);
+                        if let (Some(to), Some(from)) = (pong.get_mut(..len), payload.get(..len)) {
+                            to.copy_from_slice(from);
+                        }
+                        len
+                    }
+                    _ => 0,
+                };
+                trace!("ws: ping, answering");
+                let payload = pong.get(..len).unwrap_or_default();
+                self.write_message(OpCode::Pong, payload).await?;
+            }
+            OpCode::Close => {
+                debug!("ws: peer closed, answering");
+                // Best effort: the peer may already be gone.
+                let _ = self.flush().await;
+            }
+            _ => {}
+        }
+        self.current_message()
+    }
+
+    /// Waits for the next message without writing anything.
+    ///
+    /// This function is cancel-safe if the transport's `read` is: cancelled,
+    /// it loses no bytes and the next call carries on. Pings are returned
+    /// unanswered: answer them with [`send`](Self::send)`(Message::Pong(..))`.
+    /// A close from the peer is returned and closes the connection; the echo
+    /// it is owed, like the close frame a protocol error is owed, waits for
+    /// [`flush`](Self::flush).
+    pub async fn read_message(&mut self) -> Result<Message<'_>, Error> {
+        self.read_opcode().await?;
+        self.current_message()
+    }
+
+    /// Sends the close frame [`read_message`](Self::read_message) left owing
+    /// (the echo of the peer's close, or the close code of a protocol error)
+    /// and flushes the transport. Does nothing if none is owed.
+    ///
+    /// This function is **not** cancel-safe (see the
+    /// [type docs](Self#cancellation)).
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        self.check_writable()?;
+        let Some(code) = self.owed_close.take() else {
+            return Ok(());
+        };
+        let bytes = code.to_be_bytes();
+        let payload = if code == 0 { &[][..] } else { &bytes[..] };
+        self.write_message(OpCode::Close, payload).await
+    }
+
+    /// The single write path: sends one message under the writing guard
+    /// and flushes the transport. Control frames are never fragmented
+    /// (`Frame::encode` rejects long ones); data frames are cut to the
+    /// configured size and to what the transmit buffer holds. Sending a
+    /// close on an open connection starts the close handshake.
+    async fn write_message(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), Error> {
+        self.check_writable()?;
+        let fragment_size = if opcode.is_control() {
+            usize::MAX
+        } else {
+            let room = self.tx.len().saturating_sub(MAX_HEADER_LEN);
+            if room == 0 {
+                return Err(Error::Encode(EncodeError::BufferTooSmall));
+            }
+            self.assembler.config().fragment_size().min(room)
+        };
+        self.writing = true;
+        let mut sent = Ok(());
+        for (index, frame) in Fragments::new(opcode, payload, fragment_size).enumerate() {
+            sent = self.send_frame(frame).await;
+            if sent.is_err() {
+                // Frames already written make even an encoding error fatal.
+                if index > 0 {
+                    self.state = State::Closed;
+                }
+                break;
+            }
+        }
+        self.finish_write(sent)?;
+        if opcode == OpCode::Close && self.state == State::Open {
+            self.state = State::CloseSent;
+        }
+        self.transport.flush().await.map_err(io)
+    }
+
+    /// Reads until a message is complete; records the close it owes.
+    /// Cancel-safe: the only await is the transport read in `fill`.
+    async fn read_opcode(&mut self) -> Result<OpCode, Error> {
         loop {
+            self.check_writable()?;
             if self.state == State::Closed {
                 return Err(Error::Closed);
             }
@@ -226,57 +343,57 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
                     self.fill().await?;
                     continue;
                 }
-                Err(e) => return Err(self.fail(e).await),
+                Err(e) => return Err(self.fail(e)),
             };
-            // Answer pings, and a close we did not start, with one frame.
-            let code: [u8; 2];
-            let reply = match (opcode, self.assembler.message(self.rx)) {
-                (OpCode::Ping, Some(Message::Ping(payload))) if self.state == State::Open => {
-                    trace!("ws: ping, answering");
-                    Some(Frame::new(OpCode::Pong, payload))
+            if opcode == OpCode::Close {
+                if self.state == State::Open {
+                    self.owed_close = Some(match self.assembler.message(self.rx) {
+                        Some(Message::Close(Some(frame))) => frame.code.as_u16(),
+                        _ => 0,
+                    });
                 }
-                (OpCode::Close, Some(Message::Close(frame))) if self.state == State::Open => {
-                    debug!("ws: peer closed, answering");
-                    self.state = State::Closed;
-                    let payload = match frame {
-                        Some(frame) => {
-                            code = frame.code.as_u16().to_be_bytes();
-                            &code[..]
-                        }
-                        None => &[][..],
-                    };
-                    Some(Frame::new(OpCode::Close, payload))
-                }
-                (OpCode::Close, _) => {
-                    self.state = State::Closed;
-                    None
-                }
-                _ => None,
-            };
-            if let Some(frame) = reply {
-                let config = self.assembler.config();
-                let sent =
-                    send_frame(&mut self.transport, self.tx, &mut self.rng, config, frame).await;
-                let flushed = match sent {
-                    Ok(()) => self.transport.flush().await.map_err(io),
-                    Err(e) => Err(e),
-                };
-                // A failed close reply does not matter: the peer may be gone.
-                if opcode == OpCode::Ping {
-                    flushed?;
-                }
+                self.state = State::Closed;
             }
-            // Validated by `poll`, so `message` always has it.
-            return self
-                .assembler
-                .message(self.rx)
-                .ok_or(Error::Protocol(ProtocolError::InvalidUtf8));
+            return Ok(opcode);
         }
+    }
+
+    /// The message of the last complete `poll`.
+    fn current_message(&self) -> Result<Message<'_>, Error> {
+        // Validated by `poll`, so `message` always has it.
+        self.assembler
+            .message(self.rx)
+            .ok_or(Error::Protocol(ProtocolError::InvalidUtf8))
+    }
+
+    /// Ends a write that ran to completion (successfully or not). A
+    /// transport error may have left part of a frame behind, so it closes
+    /// the connection; an encoding error happens before any byte is written.
+    fn finish_write(&mut self, result: Result<(), Error>) -> Result<(), Error> {
+        self.writing = false;
+        if let Err(e) = result
+            && !matches!(e, Error::Encode(_))
+        {
+            self.state = State::Closed;
+        }
+        result
+    }
+
+    /// Refuses to write after a write was cancelled mid-frame.
+    fn check_writable(&mut self) -> Result<(), Error> {
+        if self.writing {
+            self.state = State::Closed;
+            return Err(Error::WriteCancelled);
+        }
+        Ok(())
     }
 
     /// Starts the close handshake with `code` and `reason` (at most 123
     /// bytes) and waits for the peer's close frame, discarding data messages
     /// that arrive meanwhile.
+    ///
+    /// This function is **not** cancel-safe (see the
+    /// [type docs](Self#cancellation)).
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
         self.send(Message::Close(Some(CloseFrame { code, reason })))
             .await?;
@@ -287,9 +404,10 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
         }
     }
 
-    /// Whether the close handshake has finished (or the connection failed).
+    /// Whether the close handshake has finished (or the connection failed,
+    /// or a write was cancelled mid-frame).
     pub fn is_closed(&self) -> bool {
-        self.state == State::Closed
+        self.state == State::Closed || self.writing
     }
 
     /// The transport, e.g. to shut down the TCP connection after the close
@@ -309,11 +427,13 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
         .await
     }
 
-    /// Reads more bytes into the receive buffer.
+    /// Reads more bytes into the receive buffer. Cancel-safe if the
+    /// transport's `read` is: the assembler learns of the bytes only after
+    /// the read returned.
     async fn fill(&mut self) -> Result<(), Error> {
         let space = self.assembler.space(self.rx);
         if space.is_empty() {
-            return Err(self.fail(ProtocolError::MessageTooBig).await);
+            return Err(self.fail(ProtocolError::MessageTooBig));
         }
         match read_some(&mut self.transport, space).await {
             Ok(n) => {
@@ -327,18 +447,15 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
         }
     }
 
-    /// Closes the connection with the error's close code (best effort).
-    async fn fail(&mut self, error: ProtocolError) -> Error {
+    /// Closes the connection after a protocol error; the close frame with
+    /// the error's code is owed (sent by `flush`).
+    fn fail(&mut self, error: ProtocolError) -> Error {
         warn!(
             "ws: protocol error, closing with {}",
             error.close_code().as_u16()
         );
         if self.state == State::Open {
-            let payload = error.close_code().as_u16().to_be_bytes();
-            let frame = Frame::new(OpCode::Close, &payload);
-            if self.send_frame(frame).await.is_ok() {
-                let _ = self.transport.flush().await;
-            }
+            self.owed_close = Some(error.close_code().as_u16());
         }
         self.state = State::Closed;
         Error::Protocol(error)

@@ -185,8 +185,11 @@ impl core::error::Error for HandshakeError {}
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum Error {
-    /// The peer broke the protocol; the adapter has sent a close frame with
-    /// [`ProtocolError::close_code`] and the connection is closed.
+    /// The peer broke the protocol and the connection is closed; a close
+    /// frame with [`ProtocolError::close_code`] has been sent
+    /// ([`receive`](super::WebSocket::receive)) or is owed
+    /// ([`read_message`](super::WebSocket::read_message), sent by
+    /// [`flush`](super::WebSocket::flush)).
     Protocol(ProtocolError),
     /// The opening handshake failed.
     Handshake(HandshakeError),
@@ -200,6 +203,9 @@ pub enum Error {
     /// The close handshake has finished (or a close frame was sent):
     /// no more messages can be sent or received.
     Closed,
+    /// An earlier write was cancelled mid-frame: the stream holds a partial
+    /// frame, so nothing more may be written. Drop the connection.
+    WriteCancelled,
 }
 
 impl From<ProtocolError> for Error {
@@ -229,6 +235,7 @@ impl fmt::Display for Error {
             Self::Io(kind) => write!(f, "transport error: {kind:?}"),
             Self::TransportClosed => f.write_str("transport closed before the close handshake"),
             Self::Closed => f.write_str("connection closed"),
+            Self::WriteCancelled => f.write_str("a write was cancelled mid-frame"),
         }
     }
 }

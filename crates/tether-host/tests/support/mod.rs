@@ -35,6 +35,8 @@ pub struct Behaviour {
     pub stop_reading: bool,
     /// After `Welcome`, send this command.
     pub command: Option<(u32, &'static str, &'static str)>,
+    /// This long after `Welcome`, send a WebSocket ping with this payload.
+    pub ping_after: Option<(core::time::Duration, &'static [u8])>,
 }
 
 /// What one boot of the device got stored.
@@ -43,7 +45,13 @@ pub struct Boot {
     pub stored_through: u32,
     /// `(seq, channel, payload JSON)` in arrival order.
     pub records: Vec<(u32, String, String)>,
+    /// `Publish.time_ms` of each record.
+    pub times: Vec<Option<u64>>,
 }
+
+/// The relay's clock reads this Unix time (ms) when the test starts, and
+/// runs on tokio's (virtual) time from there.
+pub const UNIX_AT_START: u64 = 1_764_000_000_000;
 
 /// Everything the peer saw, across connections.
 #[derive(Debug, Default)]
@@ -57,6 +65,10 @@ pub struct Relay {
     pub behaviours: VecDeque<Behaviour>,
     /// Gaps: a publish whose seq skipped past the next expected one.
     pub gaps: usize,
+    /// Payloads of the WebSocket pongs received.
+    pub pongs: Vec<Vec<u8>>,
+    /// When the test started.
+    pub started: Option<tokio::time::Instant>,
 }
 
 pub type Shared = Arc<Mutex<Relay>>;
@@ -65,6 +77,7 @@ impl Relay {
     pub fn shared(behaviours: impl IntoIterator<Item = Behaviour>) -> Shared {
         Arc::new(Mutex::new(Relay {
             behaviours: behaviours.into_iter().collect(),
+            started: Some(tokio::time::Instant::now()),
             ..Relay::default()
         }))
     }
@@ -82,7 +95,29 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, relay: Shared) 
     };
     let mut boot_id = None;
     let mut published_here = 0usize;
-    while let Some(Ok(message)) = ws.next().await {
+    let mut ping_at = None;
+    loop {
+        let message = tokio::select! {
+            message = ws.next() => message,
+            () = async {
+                match ping_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => core::future::pending().await,
+                }
+            } => {
+                ping_at = None;
+                if let Some((_, payload)) = behaviour.ping_after {
+                    let _ = ws.send(Message::Ping(payload.to_vec().into())).await;
+                }
+                continue;
+            }
+        };
+        let Some(Ok(message)) = message else {
+            return;
+        };
+        if let Message::Pong(payload) = &message {
+            relay.lock().unwrap().pongs.push(payload.to_vec());
+        }
         let Message::Binary(bytes) = message else {
             continue;
         };
@@ -97,19 +132,21 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, relay: Shared) 
         };
         match decoded {
             DeviceToServer::Hello(hello) => {
-                let stored = {
+                let (stored, now) = {
                     let mut relay = relay.lock().unwrap();
+                    let elapsed = relay.started.map_or(0, |s| s.elapsed().as_millis() as u64);
                     relay.hellos.push((
                         hello.device_id.to_owned(),
                         hello.boot_id,
                         hello.last_acked_seq,
                     ));
-                    relay.boots.entry(hello.boot_id).or_default().stored_through
+                    let stored = relay.boots.entry(hello.boot_id).or_default().stored_through;
+                    (stored, UNIX_AT_START + elapsed)
                 };
                 boot_id = Some(hello.boot_id);
                 let welcome = ServerToDevice::Welcome(Welcome {
                     session_id: 1,
-                    server_time_ms: 1_764_000_000_000,
+                    server_time_ms: now,
                     last_stored_seq: stored,
                     max_in_flight: if behaviour.max_in_flight == 0 {
                         16
@@ -118,6 +155,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, relay: Shared) 
                     },
                 });
                 send(&mut ws, &welcome).await;
+                if let Some((after, _)) = behaviour.ping_after {
+                    ping_at = Some(tokio::time::Instant::now() + after);
+                }
                 if let Some(code) = behaviour.close_with {
                     let _ = ws
                         .close(Some(CloseFrame {
@@ -162,6 +202,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, relay: Shared) 
                             publish.channel.to_owned(),
                             publish.payload.as_str().unwrap_or_default().to_owned(),
                         ));
+                        boot.times.push(publish.time_ms);
                         if gap {
                             relay.gaps += 1;
                         }
