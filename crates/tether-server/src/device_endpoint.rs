@@ -38,8 +38,6 @@ use crate::{AppState, auth, now_ms};
 pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code for the handshake and idle timeouts (policy violation).
 pub(crate) const CLOSE_POLICY: u16 = 1008;
-/// Bytes a connection reads from the socket at a time.
-pub(crate) const READ_BUFFER: usize = 8 * 1024;
 /// Close code for a frame or message over the size limit.
 pub(crate) const CLOSE_TOO_BIG: u16 = 1009;
 
@@ -97,13 +95,7 @@ pub(crate) async fn upgrade(
             "missing or wrong device token (Authorization: Bearer td_...)",
         );
     };
-    let limit = state.config.limits.max_message_bytes;
-    upgrade
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        // tungstenite's default 128 KiB read chunk per connection dominates
-        // memory with thousands of small-message devices.
-        .read_buffer_size(READ_BUFFER)
+    crate::limits::bounded_upgrade(upgrade, state.config.limits.max_message_bytes)
         .on_upgrade(move |socket| async move {
             let _permit = permit;
             let _open = state.metrics.connection("device");

@@ -1,7 +1,27 @@
-//! Per-connection limits: the publish rate limiter (a token bucket, time
-//! passed in so it is testable without sleeping).
+//! Per-connection limits: the WebSocket size limits of every endpoint and the
+//! publish rate limiter (a token bucket, time passed in so it is testable
+//! without sleeping).
 
 use std::time::{Duration, Instant};
+
+use axum::extract::ws::WebSocketUpgrade;
+
+/// Bytes a connection reads from the socket at a time.
+pub(crate) const READ_BUFFER: usize = 8 * 1024;
+
+/// The size limits every WebSocket endpoint applies before the upgrade: the
+/// configured maximum message and frame size, and a small read buffer
+/// (tungstenite's default 128 KiB read chunk per connection dominates memory
+/// with thousands of small-message devices).
+pub(crate) fn bounded_upgrade(
+    upgrade: WebSocketUpgrade,
+    max_message_bytes: usize,
+) -> WebSocketUpgrade {
+    upgrade
+        .max_message_size(max_message_bytes)
+        .max_frame_size(max_message_bytes)
+        .read_buffer_size(READ_BUFFER)
+}
 
 /// A token bucket: `rate` tokens per second, at most `burst` saved up.
 #[derive(Debug, Clone)]

@@ -38,7 +38,7 @@ use tether_proto::{
 use tokio::sync::mpsc;
 
 use crate::broker::Received;
-use crate::device_endpoint::{CLOSE_GOING_AWAY, CLOSE_POLICY, READ_BUFFER};
+use crate::device_endpoint::{CLOSE_GOING_AWAY, CLOSE_POLICY};
 use crate::http_api::{check_origin, error_response};
 use crate::store::{KeyIdentity, ReadRange, Revocation, StoredEvent};
 use crate::{AppState, auth};
@@ -104,14 +104,8 @@ pub(crate) async fn upgrade(
             }
         },
     };
-    let limit = state.config.limits.max_message_bytes;
-    upgrade
-        .protocols([SUBPROTOCOL])
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        // tungstenite's default 128 KiB read chunk per connection dominates
-        // memory with thousands of small-message devices.
-        .read_buffer_size(READ_BUFFER)
+    let upgrade = upgrade.protocols([SUBPROTOCOL]);
+    crate::limits::bounded_upgrade(upgrade, state.config.limits.max_message_bytes)
         .on_upgrade(move |socket| async move {
             let _permit = permit;
             let _open = state.metrics.connection("receiver");
