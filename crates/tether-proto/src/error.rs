@@ -245,6 +245,10 @@ impl ErrorCode {
     pub const INTERNAL: ErrorCode = ErrorCode(13);
     /// The same device connected again; this older session is closed.
     pub const SESSION_REPLACED: ErrorCode = ErrorCode(14);
+    /// The server could not store one of the device's records. Nothing
+    /// after it was acknowledged and the server refuses the rest of the
+    /// connection: reconnect, and resend from `Welcome.last_stored_seq`.
+    pub const WRITE_FAILED: ErrorCode = ErrorCode(15);
 
     /// First WebSocket close code of the private-use range tether maps codes
     /// into: close code = `CLOSE_CODE_BASE + code`.
@@ -287,12 +291,13 @@ impl ErrorCode {
             ErrorCode::RATE_LIMITED => "rate_limited",
             ErrorCode::INTERNAL => "internal",
             ErrorCode::SESSION_REPLACED => "session_replaced",
+            ErrorCode::WRITE_FAILED => "write_failed",
             _ => return None,
         })
     }
 
     /// Every code this version defines, in numeric order.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::MALFORMED,
         ErrorCode::UNSUPPORTED_VERSION,
         ErrorCode::UNKNOWN_MESSAGE,
@@ -307,6 +312,7 @@ impl ErrorCode {
         ErrorCode::RATE_LIMITED,
         ErrorCode::INTERNAL,
         ErrorCode::SESSION_REPLACED,
+        ErrorCode::WRITE_FAILED,
     ];
 }
 
