@@ -371,8 +371,16 @@ async fn stored_and_duplicate_counters_count_commits_of_vanished_connections() -
                 .publish(seq, CHANNEL, &format!("{{\"seq\":{seq}}}"))
                 .await?;
         }
-        // Gone without a close frame, before reading a single ack.
-        drop(device);
+        // Gone without a close frame, before reading a single ack: the
+        // TCP connection ends (FIN after the publishes, so the server
+        // reads them all; dropping the socket with acks unread would
+        // reset it and lose publishes still in the server's buffer).
+        match device.ws.get_mut() {
+            tokio_tungstenite::MaybeTlsStream::Plain(tcp) => {
+                tokio::io::AsyncWriteExt::shutdown(tcp).await?;
+            }
+            _ => return Err("expected a plain TCP connection".into()),
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         let wanted = format!(
             "tether_messages_{}_total {records}",
@@ -392,6 +400,7 @@ async fn stored_and_duplicate_counters_count_commits_of_vanished_connections() -
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        drop(device);
     }
     server.server.shutdown().await;
     Ok(())
