@@ -5,11 +5,14 @@
 mod store_suite;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
 use store_suite::{BoxError, StoreFixture, TestResult, record};
-use tether_server::store::{Admin, AppendOutcome, SqliteStore, Store, StoreOptions, TenantId};
+use tether_server::store::{
+    Admin, AppendOutcome, SqliteStore, Store, StoreError, StoreOptions, TenantId, TransactionStats,
+};
 
 /// A database file in a temporary directory.
 struct Sqlite {
@@ -122,31 +125,52 @@ async fn a_failing_operation_fails_alone_in_its_batch() -> TestResult {
         "CREATE TRIGGER fail_claim BEFORE UPDATE OF tenant_id ON devices
          WHEN NEW.id = 'doomed' BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
     )?;
-    let store = fixture.open(StoreOptions::default())?;
-    // Enqueue appends around the claim without waiting, so they share its
-    // transaction.
+    let committed = Arc::new(Mutex::new(Vec::<TransactionStats>::new()));
+    let seen = Arc::clone(&committed);
+    let store = Arc::new(fixture.open(StoreOptions {
+        on_transaction: Box::new(move |stats| {
+            if let Ok(mut committed) = seen.lock()
+                && stats.committed
+            {
+                committed.push(*stats);
+            }
+        }),
+        ..StoreOptions::default()
+    })?);
+    // Another connection holds the write lock for a moment, so everything
+    // below queues up and shares one transaction.
+    let holder = Connection::open(fixture.path())?;
+    holder.execute_batch("BEGIN IMMEDIATE")?;
     let mut commits = Vec::new();
     for seq in 1..=3 {
         commits.push(store.append(record(tenant, seq, seq - 1, "t")).await?);
     }
-    let claim = store.claim(tenant, &code, tether_server::now_ms());
-    let mut later = Vec::new();
+    let claim = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.claim(tenant, &code, tether_server::now_ms()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
     for seq in 4..=6 {
-        later.push(store.append(record(tenant, seq, seq - 1, "t")));
+        commits.push(store.append(record(tenant, seq, seq - 1, "t")).await?);
     }
-    let (claim, later) = tokio::join!(claim, futures_util::future::join_all(later));
-    match claim {
-        Err(tether_server::store::StoreError::Database(text)) => {
-            assert!(text.contains("injected failure"), "{text}");
-        }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    holder.execute_batch("ROLLBACK")?;
+    match claim.await? {
+        Err(StoreError::Database(text)) => assert!(text.contains("injected failure"), "{text}"),
         other => panic!("the claim should fail, got {other:?}"),
-    }
-    for commit in later {
-        commits.push(commit?);
     }
     for commit in commits {
         assert!(matches!(commit.await?, AppendOutcome::Stored { .. }));
     }
+    // Only appends and the claim were queued: a transaction with one
+    // operation more than it stored held the claim.
+    let committed = committed.lock().map_err(|_| "poisoned")?.clone();
+    assert!(
+        committed
+            .iter()
+            .any(|stats| stats.stored >= 1 && stats.operations == stats.stored as usize + 1),
+        "the claim did not share a transaction with appends: {committed:?}"
+    );
     assert_eq!(
         store.open_session("d1", "1", store_suite::BOOT, 1).await?,
         6
@@ -173,7 +197,7 @@ async fn the_reader_pool_is_bounded_under_load() -> TestResult {
     let fixture = Sqlite::new()?;
     let tenant = fixture.add_tenant("acme")?;
     fixture.fill_channel(tenant, "t", "d1", 20_000, 1)?;
-    let store = std::sync::Arc::new(fixture.open(StoreOptions {
+    let store = Arc::new(fixture.open(StoreOptions {
         read_connections: 4,
         ..StoreOptions::default()
     })?);

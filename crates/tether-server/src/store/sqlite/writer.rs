@@ -2,10 +2,10 @@
 //! operations off a bounded queue, and commits them in batches.
 //!
 //! ```text
-//!  append / open_session / claim … ──▶ bounded queue ──▶ BEGIN IMMEDIATE
-//!   (wait when full = backpressure)                      each op in a SAVEPOINT
-//!                                                        (a failing op fails alone)
-//!                                                        COMMIT ─▶ replies, on_commit
+//!  append / open_session / claim … ──▶ bounded queue ──▶ BEGIN IMMEDIATE … ops … COMMIT
+//!   (wait when full = backpressure)                      ─▶ replies, on_commit
+//!                                   an op failed: ROLLBACK, again with each op
+//!                                   in a SAVEPOINT (a failing op fails alone)
 //!  enforce_retention ──▶ retention job: one bounded chunk per turn, each its
 //!                        own transaction, between batches
 //! ```
@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::claim::claim;
@@ -63,10 +63,74 @@ pub(super) enum WriteOp {
     ResetPresence(Reply<()>),
 }
 
+/// What an operation did, before its transaction committed.
+enum Done {
+    Append(AppendOutcome, Option<StoredEvent>),
+    Seq(u32),
+    Unit,
+    /// A claim's answer (an unknown or expired code commits nothing).
+    Claim(Result<String, StoreError>),
+}
+
 impl WriteOp {
+    /// Applies the operation (without answering it).
+    fn execute(&self, tx: &Connection, now_ms: u64) -> Result<Done, StoreError> {
+        match self {
+            WriteOp::Append(request, _) => {
+                let (outcome, event) = append(tx, request, now_ms)?;
+                Ok(Done::Append(outcome, event))
+            }
+            WriteOp::OpenSession {
+                device_id,
+                firmware_version,
+                boot_id,
+                now_ms,
+                ..
+            } => open_session(tx, device_id, firmware_version, *boot_id, *now_ms).map(Done::Seq),
+            WriteOp::CloseSession {
+                device_id, now_ms, ..
+            } => {
+                tx.execute(
+                    "UPDATE devices SET online = 0, last_seen_ms = ?2 WHERE id = ?1",
+                    params![device_id, to_i64(*now_ms)],
+                )?;
+                Ok(Done::Unit)
+            }
+            WriteOp::ResetPresence(_) => {
+                tx.execute("UPDATE devices SET online = 0 WHERE online = 1", [])?;
+                Ok(Done::Unit)
+            }
+            WriteOp::Claim {
+                tenant_id,
+                claim_code,
+                now_ms,
+                ..
+            } => claim(tx, *tenant_id, claim_code, *now_ms).map(Done::Claim),
+            // The writer loop takes these out of every batch.
+            WriteOp::Retention { .. } => Err(StoreError::Invalid("retention in a batch".into())),
+        }
+    }
+
+    /// Answers with what it did (its transaction committed) or why not.
+    fn answer(self, result: Result<Done, StoreError>) {
+        // A dropped receiver (the connection went away) is not an error.
+        match (self, result) {
+            (WriteOp::Append(_, reply), Ok(Done::Append(outcome, _))) => {
+                drop(reply.send(Ok(outcome)));
+            }
+            (WriteOp::OpenSession { reply, .. }, Ok(Done::Seq(seq))) => drop(reply.send(Ok(seq))),
+            (
+                WriteOp::CloseSession { reply, .. } | WriteOp::ResetPresence(reply),
+                Ok(Done::Unit),
+            ) => drop(reply.send(Ok(()))),
+            (WriteOp::Claim { reply, .. }, Ok(Done::Claim(answer))) => drop(reply.send(answer)),
+            (op, Ok(_)) => op.fail(&StoreError::Invalid("mismatched reply".into())),
+            (op, Err(error)) => op.fail(&error),
+        }
+    }
+
     /// Answers with `error` (the operation did not happen).
     fn fail(self, error: &StoreError) {
-        // A dropped receiver (the connection went away) is not an error.
         let error = error.clone();
         match self {
             WriteOp::Append(_, reply) => drop(reply.send(Err(error))),
@@ -76,29 +140,6 @@ impl WriteOp {
             }
             WriteOp::Claim { reply, .. } => drop(reply.send(Err(error))),
             WriteOp::Retention { reply, .. } => drop(reply.send(Err(error))),
-        }
-    }
-}
-
-/// A reply waiting for the commit of its transaction, with its answer.
-enum Pending {
-    Append(Reply<AppendOutcome>, AppendOutcome),
-    Seq(Reply<u32>, u32),
-    Unit(Reply<()>),
-    Text(Reply<String>, Result<String, StoreError>),
-}
-
-impl Pending {
-    fn finish(self, error: Option<&StoreError>) {
-        match (self, error) {
-            (Pending::Append(reply, outcome), None) => drop(reply.send(Ok(outcome))),
-            (Pending::Append(reply, _), Some(error)) => drop(reply.send(Err(error.clone()))),
-            (Pending::Seq(reply, seq), None) => drop(reply.send(Ok(seq))),
-            (Pending::Seq(reply, _), Some(error)) => drop(reply.send(Err(error.clone()))),
-            (Pending::Unit(reply), None) => drop(reply.send(Ok(()))),
-            (Pending::Unit(reply), Some(error)) => drop(reply.send(Err(error.clone()))),
-            (Pending::Text(reply, result), None) => drop(reply.send(result)),
-            (Pending::Text(reply, _), Some(error)) => drop(reply.send(Err(error.clone()))),
         }
     }
 }
@@ -150,13 +191,33 @@ pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, opti
     }
 }
 
-/// Applies and commits one batch, then answers every operation in it.
+/// Why an attempt at a batch did not commit.
+enum Failed {
+    /// One operation failed and the transaction was rolled back: try
+    /// again with each operation in a savepoint.
+    Operation,
+    /// The transaction itself failed (the write lock, a full disk, I/O):
+    /// every operation in it fails.
+    Transaction(StoreError),
+}
+
+impl From<rusqlite::Error> for Failed {
+    fn from(error: rusqlite::Error) -> Self {
+        Failed::Transaction(error.into())
+    }
+}
+
+/// Commits one batch, then answers every operation in it. The first
+/// attempt runs the operations straight (the common case costs nothing
+/// extra); if one fails, the batch runs again with each operation in a
+/// savepoint, so only the failing one fails.
 fn commit_batch(conn: &mut Connection, batch: Vec<WriteOp>, options: &StoreOptions) {
     let started = Instant::now();
     let operations = batch.len();
-    let mut pending = Vec::with_capacity(operations);
-    let mut events = Vec::new();
-    let result = apply_batch(conn, batch, &mut pending, &mut events);
+    let result = match attempt(conn, &batch, false) {
+        Err(Failed::Operation) => attempt(conn, &batch, true),
+        result => result,
+    };
     let mut stats = TransactionStats {
         operations,
         committed: result.is_ok(),
@@ -164,76 +225,86 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteOp>, options: &StoreOptio
         ..TransactionStats::default()
     };
     match result {
-        Ok(()) => {
-            for reply in &pending {
-                match reply {
-                    Pending::Append(_, AppendOutcome::Stored { .. }) => stats.stored += 1,
-                    Pending::Append(_, AppendOutcome::Duplicate) => stats.duplicates += 1,
-                    _ => {}
+        Ok(results) => {
+            let mut events = Vec::new();
+            for (op, mut result) in batch.into_iter().zip(results) {
+                if let Ok(Done::Append(outcome, event)) = &mut result {
+                    match event.take() {
+                        Some(event) => {
+                            stats.stored += 1;
+                            events.push(Arc::new(event));
+                        }
+                        None if *outcome == AppendOutcome::Duplicate => stats.duplicates += 1,
+                        None => {}
+                    }
                 }
+                op.answer(result);
             }
             (options.on_transaction)(&stats);
-            for reply in pending {
-                reply.finish(None);
-            }
             if !events.is_empty() {
                 (options.on_commit)(events);
             }
         }
-        Err(error) => {
+        Err(Failed::Operation) => {
+            // Unreachable: an isolated attempt reports failing operations
+            // one by one.
+            let error = StoreError::Database("a batch failed twice".into());
+            (options.on_transaction)(&stats);
+            for op in batch {
+                op.fail(&error);
+            }
+        }
+        Err(Failed::Transaction(error)) => {
             (options.on_transaction)(&stats);
             tracing::error!(%error, operations, "store transaction failed; nothing in it is acknowledged");
-            for reply in pending {
-                reply.finish(Some(&error));
+            for op in batch {
+                op.fail(&error);
             }
         }
     }
 }
 
-/// Runs `op` in a savepoint: on an error only its own changes are undone.
-/// The outer error means the whole transaction is gone (SQLite rolls back
-/// by itself on a full disk, an I/O error, …): the batch has failed.
-fn in_savepoint<T>(
-    tx: &mut Transaction<'_>,
-    op: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<Result<T, StoreError>, StoreError> {
-    let savepoint = tx.savepoint()?;
-    match op(&savepoint) {
-        Ok(value) => {
-            savepoint.commit()?;
-            Ok(Ok(value))
-        }
-        Err(error) => {
-            // Dropping the savepoint rolls it back.
-            drop(savepoint);
-            if tx.is_autocommit() {
-                return Err(error);
-            }
-            Ok(Err(error))
-        }
-    }
-}
-
-fn apply_batch(
+/// One transaction over the batch. `isolate`: each operation in its own
+/// savepoint, its failure its own result; otherwise the first failing
+/// operation rolls the whole attempt back.
+fn attempt(
     conn: &mut Connection,
-    batch: Vec<WriteOp>,
-    pending: &mut Vec<Pending>,
-    events: &mut Vec<Arc<StoredEvent>>,
-) -> Result<(), StoreError> {
+    batch: &[WriteOp],
+    isolate: bool,
+) -> Result<Vec<Result<Done, StoreError>>, Failed> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now_ms = crate::now_ms();
     let today = now_ms - now_ms % DAY_MS;
-    let mut published: HashMap<String, i64> = HashMap::new();
-    let mut ops = batch.into_iter();
-    while let Some(op) = ops.next() {
-        let applied = apply_one(&mut tx, op, now_ms, pending, events, &mut published);
-        if let Err(error) = applied {
-            // The transaction is gone: nothing after this can join it.
-            for op in ops {
-                op.fail(&error);
+    let mut results = Vec::with_capacity(batch.len());
+    let mut published: HashMap<&str, i64> = HashMap::new();
+    for op in batch {
+        let result = if isolate {
+            let savepoint = tx.savepoint()?;
+            let result = op.execute(&savepoint, now_ms);
+            match result {
+                Ok(_) => savepoint.commit()?,
+                // Dropping the savepoint rolls it back.
+                Err(_) => drop(savepoint),
             }
-            return Err(error);
+            result
+        } else {
+            op.execute(&tx, now_ms)
+        };
+        if let Err(error) = &result {
+            if tx.is_autocommit() {
+                // SQLite rolled the whole transaction back by itself (a
+                // full disk, an I/O error, …).
+                return Err(Failed::Transaction(error.clone()));
+            }
+            if !isolate {
+                return Err(Failed::Operation);
+            }
+            tracing::error!(%error, "store operation failed; the rest of its transaction goes on");
         }
+        if let (WriteOp::Append(request, _), Ok(Done::Append(_, Some(_)))) = (op, &result) {
+            *published.entry(request.device_id.as_str()).or_default() += 1;
+        }
+        results.push(result);
     }
     for (device_id, count) in published {
         tx.execute(
@@ -245,115 +316,7 @@ fn apply_batch(
         )?;
     }
     tx.commit()?;
-    Ok(())
-}
-
-/// Applies one operation in its own savepoint. An operation that fails
-/// alone is answered at once; the error returned means the transaction
-/// itself failed (this operation is answered too).
-fn apply_one(
-    tx: &mut Transaction<'_>,
-    op: WriteOp,
-    now_ms: u64,
-    pending: &mut Vec<Pending>,
-    events: &mut Vec<Arc<StoredEvent>>,
-    published: &mut HashMap<String, i64>,
-) -> Result<(), StoreError> {
-    match op {
-        WriteOp::Append(request, reply) => {
-            match in_savepoint(tx, |tx| append(tx, &request, now_ms)) {
-                Ok(Ok((outcome, event))) => {
-                    if let Some(event) = event {
-                        events.push(Arc::new(event));
-                        *published.entry(request.device_id).or_default() += 1;
-                    }
-                    pending.push(Pending::Append(reply, outcome));
-                }
-                Ok(Err(error)) => log_and_reply(reply, error, "append"),
-                Err(error) => {
-                    drop(reply.send(Err(error.clone())));
-                    return Err(error);
-                }
-            }
-        }
-        WriteOp::OpenSession {
-            device_id,
-            firmware_version,
-            boot_id,
-            now_ms,
-            reply,
-        } => match in_savepoint(tx, |tx| {
-            open_session(tx, &device_id, &firmware_version, boot_id, now_ms)
-        }) {
-            Ok(Ok(seq)) => pending.push(Pending::Seq(reply, seq)),
-            Ok(Err(error)) => log_and_reply(reply, error, "open_session"),
-            Err(error) => {
-                drop(reply.send(Err(error.clone())));
-                return Err(error);
-            }
-        },
-        WriteOp::CloseSession {
-            device_id,
-            now_ms,
-            reply,
-        } => {
-            let result = in_savepoint(tx, |tx| {
-                tx.execute(
-                    "UPDATE devices SET online = 0, last_seen_ms = ?2 WHERE id = ?1",
-                    params![device_id, to_i64(now_ms)],
-                )?;
-                Ok(())
-            });
-            unit(result, reply, pending, "close_session")?;
-        }
-        WriteOp::ResetPresence(reply) => {
-            let result = in_savepoint(tx, |tx| {
-                tx.execute("UPDATE devices SET online = 0 WHERE online = 1", [])?;
-                Ok(())
-            });
-            unit(result, reply, pending, "reset_presence")?;
-        }
-        WriteOp::Claim {
-            tenant_id,
-            claim_code,
-            now_ms,
-            reply,
-        } => match in_savepoint(tx, |tx| claim(tx, tenant_id, &claim_code, now_ms)) {
-            Ok(Ok(answer)) => pending.push(Pending::Text(reply, answer)),
-            Ok(Err(error)) => log_and_reply(reply, error, "claim"),
-            Err(error) => {
-                drop(reply.send(Err(error.clone())));
-                return Err(error);
-            }
-        },
-        // Taken out of the batch by the writer loop.
-        WriteOp::Retention { reply, .. } => {
-            drop(reply.send(Err(StoreError::Invalid("retention in a batch".into()))));
-        }
-    }
-    Ok(())
-}
-
-fn unit(
-    result: Result<Result<(), StoreError>, StoreError>,
-    reply: Reply<()>,
-    pending: &mut Vec<Pending>,
-    what: &str,
-) -> Result<(), StoreError> {
-    match result {
-        Ok(Ok(())) => pending.push(Pending::Unit(reply)),
-        Ok(Err(error)) => log_and_reply(reply, error, what),
-        Err(error) => {
-            drop(reply.send(Err(error.clone())));
-            return Err(error);
-        }
-    }
-    Ok(())
-}
-
-fn log_and_reply<T>(reply: Reply<T>, error: StoreError, what: &str) {
-    tracing::error!(%error, operation = what, "store operation failed; the rest of its transaction goes on");
-    drop(reply.send(Err(error)));
+    Ok(results)
 }
 
 fn open_session(
