@@ -326,7 +326,7 @@ fn acknowledged_records_are_stored_exactly_once_for_any_schedule_of_failures() -
     ))?;
     let token = server.add_device("default", "prop-1")?;
     let mut runner = TestRunner::new(ProptestConfig {
-        cases: 40,
+        cases: 100,
         max_shrink_iters: 100,
         failure_persistence: None,
         ..ProptestConfig::default()
