@@ -119,8 +119,10 @@ extern crate std;
 mod fmt;
 
 pub mod backoff;
+pub mod board;
 pub mod client;
 pub mod connector;
+pub mod flash;
 pub mod outbox;
 pub mod provisioning;
 pub mod session;
