@@ -23,6 +23,10 @@ pub(crate) const NO_STD_TARGETS: &[&str] = &["riscv32imc-unknown-none-elf", "thu
 /// no default features.
 pub(crate) const NO_STD_CRATES: &[&str] = &["tether-proto", "tether-core"];
 
+/// Optional features of no_std crates that must build for
+/// [`NO_STD_TARGETS`] too: (crate, features).
+const NO_STD_FEATURES: &[(&str, &str)] = &[("tether-core", "flash")];
+
 /// Firmware examples: standalone crates (own target and `.cargo/config.toml`)
 /// that must build in release on stable Rust.
 const FIRMWARE_EXAMPLES: &[&str] = &["examples/esp32c3-minimal"];
@@ -106,6 +110,18 @@ fn no_std_builds() -> Result<(), String> {
                 "--package",
                 krate,
                 "--no-default-features",
+                "--target",
+                target,
+            ])?;
+        }
+        for (krate, features) in NO_STD_FEATURES {
+            cargo(&[
+                "build",
+                "--package",
+                krate,
+                "--no-default-features",
+                "--features",
+                features,
                 "--target",
                 target,
             ])?;

@@ -71,7 +71,7 @@ impl<'a> Endpoint<'a> {
 ///
 /// ```
 /// use embedded_io_async::{ErrorKind, ErrorType, Read, Write};
-/// use tether_core::connector::{Connector, Endpoint, Security};
+/// use tether_core::connector::{ConnectErrorKind, Connector, Endpoint, Security};
 ///
 /// /// Owns the buffers, like a firmware connector owning socket buffers.
 /// struct CannedConnector {
@@ -157,6 +157,18 @@ impl<'a> Endpoint<'a> {
 ///         let rx_len = self.reply.len().min(self.rx.len());
 ///         self.rx[..rx_len].copy_from_slice(&self.reply[..rx_len]);
 ///         Ok(CannedConnection { rx: &mut self.rx, rx_len, rx_read: 0, tx: &mut self.tx, tx_len: 0 })
+///     }
+///
+///     // Optional: how an error affects the next attempt (default: transient)...
+///     fn error_kind(_error: &CannedError) -> ConnectErrorKind {
+///         ConnectErrorKind::Transient
+///     }
+///
+///     // ...and a graceful close (default: drop). Name the connection type
+///     // `Self::Connection<'_>` here, as in the trait. On embassy-net:
+///     // `socket.close()`, `flush()` with a timeout, then `socket.abort()`.
+///     async fn close(mut connection: Self::Connection<'_>) {
+///         let _ = connection.flush().await;
 ///     }
 /// }
 ///

@@ -16,7 +16,10 @@ use rand_xorshift::XorShiftRng;
 use serde::Serialize;
 use support::{Behaviour, Relay, Shared, UNIX_AT_START};
 use tether_core::board::Parts;
-use tether_core::client::{self, Client, ClientConfig, CommandHandler, CommandResult, Resources};
+use tether_core::client::{
+    self, Client, ClientConfig, CommandHandler, CommandResult, NeedsProvisioning, NoCommands,
+    Resources,
+};
 use tether_core::connector::{Connector, Endpoint};
 use tether_core::outbox::{FullPolicy, RamOutbox};
 use tether_core::session::{ConnectionState, LinkError, PublishError, SessionConfig};
@@ -396,7 +399,7 @@ async fn pings_keep_a_quiet_link_up() {
 #[tokio::test(start_paused = true)]
 async fn server_close_code_is_reported_and_the_client_reconnects() {
     let relay = Relay::shared([Behaviour {
-        close_with: Some(4005),
+        close_with: Some(4013),
         ..Behaviour::default()
     }]);
     let connector = PeerConnector::new(&relay);
@@ -406,11 +409,49 @@ async fn server_close_code_is_reported_and_the_client_reconnects() {
             relay.lock().unwrap().connections == 2
         })
         .await;
-        assert_eq!(client.last_error(), Some(LinkError::Closed { code: 4005 }));
+        assert_eq!(client.last_error(), Some(LinkError::Closed { code: 4013 }));
         eventually("stored", || client.stats().outbox_len == 0).await;
         assert_eq!(records(&relay, client.boot_id()), [1]);
     })
     .await;
+}
+
+/// 4005 (unauthorized: token revoked, device moved) will not change by
+/// retrying: the runner stops and says the device needs provisioning, and
+/// runs again once told to retry.
+#[tokio::test(start_paused = true)]
+async fn revoked_device_stops_in_needs_provisioning_instead_of_retrying() {
+    let relay = Relay::shared([Behaviour {
+        close_with: Some(4005),
+        ..Behaviour::default()
+    }]);
+    let board = Parts {
+        connector: PeerConnector::new(&relay),
+        clock: TokioClock::new(),
+        rng: XorShiftRng::seed_from_u64(1),
+        outbox: RamOutbox::new(),
+    };
+    let mut resources: Resources<TestBoard> = Resources::new();
+    let (client, mut runner) = client::new(board, config(), &mut resources).unwrap();
+    client.publish("c", &1).await.unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(600), runner.run(NoCommands))
+        .await
+        .expect("the runner returns");
+    let reason = LinkError::Closed { code: 4005 };
+    assert_eq!(stopped, NeedsProvisioning(reason));
+    assert!(reason.is_permanent());
+    assert_eq!(client.state(), ConnectionState::NeedsProvisioning(reason));
+    // No retry storm: one connection in ten virtual minutes.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(relay.lock().unwrap().connections, 1);
+    // New settings (here: the relay lets it in again): retry, and the
+    // message still in the outbox goes out.
+    client.retry_now();
+    tokio::select! {
+        stopped = runner.run(NoCommands) => panic!("runner stopped: {stopped:?}"),
+        () = eventually("stored", || client.stats().outbox_len == 0) => {}
+    }
+    assert_eq!(records(&relay, client.boot_id()), [1]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -118,7 +118,7 @@ impl Connector for EmbassyConnector {
 
     /// TCP close (FIN), then an abort (RST) if the peer does not finish
     /// within a second.
-    async fn close(mut socket: TcpSocket<'_>) {
+    async fn close(mut socket: Self::Connection<'_>) {
         use embassy_futures::select::select;
         socket.close();
         let flushed = select(
