@@ -8,7 +8,7 @@ mod common;
 
 use core::cell::RefCell;
 use core::ops::Range;
-use std::time::Duration;
+use core::time::Duration;
 
 use common::{BoxError, TestResult, TestServer};
 use embedded_storage::nor_flash::{self as blocking, ErrorType};
@@ -131,9 +131,18 @@ struct Reading {
     counter: u32,
 }
 
+/// Who a simulated device is.
+struct Identity<'a> {
+    url: &'a str,
+    id: &'a str,
+    authorization: &'a str,
+}
+
 /// What one simulated device did across its boots.
 #[derive(Default)]
 struct History {
+    /// The last reading's counter.
+    counter: u32,
     /// Counters whose `publish` returned `Ok`: stored in flash.
     published: Vec<u32>,
     boots: u32,
@@ -146,12 +155,9 @@ struct History {
 /// or everything is acknowledged.
 async fn boot(
     flash: &RefCell<Flash>,
-    url: &str,
-    id: &str,
-    authorization: &str,
+    who: &Identity<'_>,
     cut: Option<usize>,
     rng: &mut StdRng,
-    counter: &mut u32,
     history: &mut History,
 ) -> Result<(), BoxError> {
     history.boots += 1;
@@ -172,19 +178,17 @@ async fn boot(
         rng: StdRng::from_os_rng(),
         outbox,
     };
-    let config = ClientConfig::new(url, id, "1.0.0").with_authorization(authorization);
+    let config = ClientConfig::new(who.url, who.id, "1.0.0").with_authorization(who.authorization);
     let mut resources: Resources<FlashBoard<'_>> = Resources::new();
     let (client, mut runner) = client::new(board, config, &mut resources)?;
     let powered = || flash.borrow().is_powered();
     let readings = rng.next_u32() % 8;
     let device = async {
         for _ in 0..readings {
-            *counter += 1;
-            match client
-                .publish("sdk/cuts", &Reading { counter: *counter })
-                .await
-            {
-                Ok(_) => history.published.push(*counter),
+            history.counter += 1;
+            let counter = history.counter;
+            match client.publish("sdk/cuts", &Reading { counter }).await {
+                Ok(_) => history.published.push(counter),
                 Err(PublishError::Full) => history.full += 1,
                 Err(PublishError::Storage(_)) => break,
                 Err(e) => return Err(BoxError::from(format!("publish: {e}"))),
@@ -192,7 +196,7 @@ async fn boot(
             if !powered() {
                 break;
             }
-            if rng.next_u32() % 3 == 0 {
+            if rng.next_u32().is_multiple_of(3) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
@@ -258,37 +262,21 @@ async fn power_cuts_in_the_flash_outbox_lose_and_duplicate_nothing_in_the_databa
         async move {
             let flash = RefCell::new(Flash::new());
             let mut rng = StdRng::seed_from_u64(0x5eed + n as u64);
-            let mut counter = 0;
             let mut history = History::default();
+            let who = Identity {
+                url,
+                id,
+                authorization,
+            };
             while history.cuts < per_device {
                 // Half the cuts a few writes into the boot, half anywhere
                 // up to past a whole sector erase.
                 let limit = if rng.next_u32() % 2 == 0 { 300 } else { 4_500 };
                 let cut = usize::try_from(rng.next_u32() % limit)?;
-                boot(
-                    &flash,
-                    url,
-                    id,
-                    authorization,
-                    Some(cut),
-                    &mut rng,
-                    &mut counter,
-                    &mut history,
-                )
-                .await?;
+                boot(&flash, &who, Some(cut), &mut rng, &mut history).await?;
             }
             // The power stays on: everything left goes out.
-            boot(
-                &flash,
-                url,
-                id,
-                authorization,
-                None,
-                &mut rng,
-                &mut counter,
-                &mut history,
-            )
-            .await?;
+            boot(&flash, &who, None, &mut rng, &mut history).await?;
             let outbox = FlashOutbox::<_, 256>::mount(SharedFlash(&flash), OUTBOX).await;
             let left = outbox.map(|o| o.len()).map_err(|e| format!("{e}"))?;
             Ok::<_, BoxError>((id.clone(), history, left))

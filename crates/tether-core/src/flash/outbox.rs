@@ -370,10 +370,11 @@ impl<F: MultiwriteNorFlash, const ENTRY: usize> Outbox for FlashOutbox<F, ENTRY>
 
 #[cfg(test)]
 mod tests {
+    extern crate alloc;
     extern crate std;
 
-    use std::collections::BTreeMap;
-    use std::vec::Vec;
+    use alloc::collections::BTreeMap;
+    use alloc::vec::Vec;
 
     use embassy_futures::block_on;
     use rand_core::{RngCore, SeedableRng};
@@ -424,7 +425,6 @@ mod tests {
             );
         });
         assert_eq!(outbox.len(), 2);
-        drop(outbox);
         let mut outbox = block_on(FlashOutbox::<_, 128>::mount(&mut flash, RANGE)).unwrap();
         assert_eq!(
             outbox.restored(),
@@ -455,7 +455,6 @@ mod tests {
         });
         assert!(outbox.is_empty());
         assert_eq!(outbox.used_bytes(), 0);
-        drop(outbox);
         let outbox = block_on(FlashOutbox::<_, 128>::mount(&mut flash, RANGE)).unwrap();
         assert_eq!(outbox.restored(), None, "everything acknowledged");
         let flash = outbox.into_inner();

@@ -186,7 +186,7 @@ impl<const SIZE: usize> RamFlash<SIZE> {
         if end > SIZE {
             return Err(FlashFault::OutOfBounds);
         }
-        if start % align != 0 || len % align != 0 {
+        if !start.is_multiple_of(align) || !len.is_multiple_of(align) {
             return Err(FlashFault::NotAligned);
         }
         Ok(start..end)
