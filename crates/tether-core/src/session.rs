@@ -239,7 +239,8 @@ impl SessionConfig {
         self
     }
 
-    /// What [`Session::publish`] does when the outbox is full.
+    /// What the outbox does when it is full (the client applies it on every
+    /// publish).
     #[must_use]
     pub const fn with_full_policy(mut self, policy: FullPolicy) -> Self {
         self.full_policy = policy;

@@ -29,48 +29,8 @@
 //!
 //! # Example
 //!
-//! A sensor that publishes a reading every five seconds and switches its LED
-//! on command, for any board (`tether-host` on a PC, embassy-net on an
-//! ESP32):
-//!
-//! ```no_run
-//! use tether_core::board::Board;
-//! use tether_core::client::{self, ClientConfig, CommandResult, NeedsProvisioning, Resources};
-//! use tether_core::time::Duration;
-//! use tether_proto::{Command, CommandStatus};
-//!
-//! #[derive(serde::Serialize)]
-//! struct Reading {
-//!     millivolts: u16,
-//! }
-//!
-//! async fn sensor<B: Board>(board: B, resources: &mut Resources<B>) -> NeedsProvisioning {
-//!     let config = ClientConfig::new("wss://relay.example.com/v1/device", "kitchen-1", "1.0.0")
-//!         .with_authorization("Bearer td_device-token");
-//!     let Ok((client, mut runner)) = client::new(board, config, resources) else {
-//!         panic!("invalid settings");
-//!     };
-//!     let led = |command: &Command<'_>, result: &mut CommandResult<'_>| match command.channel {
-//!         "led" => match result.set(&(command.payload.as_str() == Some("true"))) {
-//!             Ok(()) => CommandStatus::Ok, // the new state goes back as the result
-//!             Err(_) => CommandStatus::Failed,
-//!         },
-//!         _ => CommandStatus::Unsupported,
-//!     };
-//!     let publish = async {
-//!         loop {
-//!             // Never blocks on the network: the outbox keeps it until acknowledged.
-//!             let _ = client.publish("power/battery", &Reading { millivolts: 3_712 }).await;
-//!             client.sleep(Duration::from_secs(5)).await;
-//!         }
-//!     };
-//!     // The runner only returns when the server refused the device for good.
-//!     match embassy_futures::select::select(runner.run(led), publish).await {
-//!         embassy_futures::select::Either::First(stopped) => stopped,
-//!         embassy_futures::select::Either::Second(never) => never,
-//!     }
-//! }
-//! ```
+//! See [the crate docs](crate#a-device-in-twenty-lines): a sensor that
+//! publishes and answers a command in twenty lines, for any board.
 //!
 //! # Cancellation and locks
 //!
