@@ -144,9 +144,7 @@ fn load(args: &[String]) -> Result<(), String> {
         "--example",
         "load",
     ])?;
-    let target = env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace_root().join("target"));
+    let target = target_dir();
     let server = target.join("release").join("tether-server");
     run(
         Command::new(target.join("release").join("examples").join("load"))
@@ -155,6 +153,14 @@ fn load(args: &[String]) -> Result<(), String> {
             .args(args)
             .current_dir(workspace_root()),
     )
+}
+
+/// Where cargo puts build output: `CARGO_TARGET_DIR` if set, else
+/// `<workspace>/target`.
+pub(crate) fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 fn firmware_builds() -> Result<(), String> {
