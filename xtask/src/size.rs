@@ -15,7 +15,11 @@ const TARGET: &str = "riscv32imc-unknown-none-elf";
 
 /// (label, probe directory, binary name)
 const PROBES: &[(&str, &str, &str)] = &[
-    ("tether device client", "tether-client", "size-probe-tether-client"),
+    (
+        "tether device client",
+        "tether-client",
+        "size-probe-tether-client",
+    ),
     ("tether", "tether", "size-probe-tether"),
     (
         "embedded-websocket",

@@ -399,7 +399,10 @@ impl Backoff {
         // bits: 32-bit division is one instruction on the chips, 64-bit
         // division a kilobyte of library code. Beyond that (where the cap
         // decides anyway) the multiplier rounds up to a whole factor.
-        let grown = match u32::try_from(millis).ok().and_then(|m| m.checked_mul(percent)) {
+        let grown = match u32::try_from(millis)
+            .ok()
+            .and_then(|m| m.checked_mul(percent))
+        {
             Some(product) => u64::from(product / 100),
             None => millis.saturating_mul(u64::from(percent.div_ceil(100))),
         };
