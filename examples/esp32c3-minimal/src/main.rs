@@ -25,7 +25,7 @@ use esp_hal::timer::timg::TimerGroup;
 use esp_println::println;
 use esp_radio::wifi::sta::StationConfig;
 use esp_radio::wifi::{AuthenticationMethodConfig, Config, Interface, WifiController};
-use static_cell::StaticCell;
+use static_cell::{ConstStaticCell, StaticCell};
 use tether_core::client::{self, ClientConfig, CommandResult, Resources};
 use tether_proto::{Command, CommandStatus};
 
@@ -88,7 +88,8 @@ async fn main(spawner: Spawner) -> ! {
     // The tether client: statics, sizes fixed at compile time.
     static SOCKET_RX: StaticCell<[u8; SOCKET_BUFFER]> = StaticCell::new();
     static SOCKET_TX: StaticCell<[u8; SOCKET_BUFFER]> = StaticCell::new();
-    static TETHER: StaticCell<Resources<EspBoard>> = StaticCell::new();
+    // Built in place at compile time (no 7 KB copy through the stack).
+    static TETHER: ConstStaticCell<Resources<EspBoard>> = ConstStaticCell::new(Resources::new());
     let board = EspBoard::new(
         stack,
         SOCKET_RX.init([0; SOCKET_BUFFER]),
@@ -99,7 +100,7 @@ async fn main(spawner: Spawner) -> ! {
         config = config.with_authorization(authorization);
     }
     let (client, mut runner) =
-        client::new(board, config, TETHER.init(Resources::new())).expect("valid tether config");
+        client::new(board, config, TETHER.take()).expect("valid tether config");
 
     stack.wait_config_up().await;
     println!("network up: {:?}", stack.config_v4());
