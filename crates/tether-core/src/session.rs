@@ -1335,7 +1335,7 @@ mod tests {
 
     use super::*;
     use crate::backoff::Jitter;
-    use crate::outbox::{Entry, RamOutbox};
+    use crate::outbox::{Entry, RamOutbox, Restored};
 
     /// The session and a 256-byte RAM outbox, driven the way the client
     /// drives them (`Deref` reaches the session's own methods).
@@ -1887,6 +1887,117 @@ mod tests {
                 last_acked_seq: 0
             }]
         );
+    }
+
+    #[test]
+    fn permanent_failures_stop_in_needs_provisioning_until_retry_now() {
+        for (error, permanent) in [
+            (LinkError::Refused { status: 401 }, true),
+            (LinkError::Refused { status: 403 }, true),
+            (LinkError::Refused { status: 503 }, false),
+            (LinkError::Closed { code: 4005 }, true),
+            (LinkError::Closed { code: 4006 }, true),
+            (LinkError::Closed { code: 4009 }, true),
+            (LinkError::Closed { code: 4013 }, false),
+            (LinkError::Closed { code: 1001 }, false),
+            (LinkError::Certificate, true),
+            (LinkError::ConnectFailed, false),
+            (LinkError::HandshakeFailed, false),
+        ] {
+            assert_eq!(error.is_permanent(), permanent, "{error:?}");
+            let mut s = session(config());
+            s.publish(at(0), "c", b"x").unwrap();
+            s.on_link_lost(at(100), error);
+            if permanent {
+                assert_eq!(s.state(), ConnectionState::NeedsProvisioning(error));
+                assert_eq!(s.poll_at(), None, "no retry timer");
+                s.handle_timeout(at(3_600_000));
+                assert_eq!(s.state(), ConnectionState::NeedsProvisioning(error));
+                // New settings: connect again, and the message is still there.
+                s.retry_now(at(3_600_000));
+                assert_eq!(s.state(), ConnectionState::Connecting);
+                assert_eq!(published_seqs(&connect(&mut s, at(3_600_000), 0)), [1]);
+            } else {
+                assert_eq!(s.state(), ConnectionState::BackingOff { until: at(1_100) });
+            }
+        }
+    }
+
+    #[test]
+    fn a_resumed_boot_keeps_its_id_and_numbering_and_the_server_drops_what_it_has() {
+        // A persistent outbox held 5..=9 of boot 77 when the power came back.
+        let restored = Restored {
+            boot_id: 77,
+            first_seq: 5,
+            last_seq: 9,
+        };
+        let session =
+            Session::resume(config(), XorShiftRng::seed_from_u64(3), at(0), restored).unwrap();
+        let mut outbox = RamOutbox::new();
+        outbox.start_boot(77);
+        for seq in 5..=9 {
+            outbox
+                .try_push(Entry::new(seq, "c", &[u8::try_from(seq).unwrap()]))
+                .unwrap();
+        }
+        let mut s = TestSession { session, outbox };
+        assert_eq!(s.boot_id(), 77);
+        assert_eq!(s.acked_seq(), 4);
+        assert_eq!(s.stored_seq(), 9);
+        // New readings continue the numbering.
+        assert_eq!(s.publish(at(0), "c", b"new"), Ok(10));
+        s.on_link_up(at(0));
+        assert_eq!(
+            drain(&mut s, at(0)),
+            [Sent::Hello {
+                boot_id: 77,
+                last_acked_seq: 4
+            }]
+        );
+        // The server stored through 7 before the power cut: 8 on goes out.
+        s.on_welcome(at(0), 7, 64, 0).unwrap();
+        assert_eq!(published_seqs(&drain(&mut s, at(0))), [8, 9, 10]);
+        assert_eq!(s.outbox().len(), 3);
+
+        // A server claiming more than the outbox ever stored is refused.
+        let mut s = TestSession {
+            session: Session::resume(config(), XorShiftRng::seed_from_u64(3), at(0), restored)
+                .unwrap(),
+            outbox: RamOutbox::new(),
+        };
+        s.on_link_up(at(0));
+        drain(&mut s, at(0));
+        assert_eq!(s.on_welcome(at(0), 10, 64, 0), Err(LinkError::Protocol));
+    }
+
+    #[test]
+    fn a_refused_store_gives_its_number_back_and_a_lost_message_is_skipped() {
+        let mut s = session(config());
+        let first = s.begin_publish(at(0), true).unwrap();
+        assert_eq!(first.seq, 1);
+        s.cancel_publish(first.seq);
+        let again = s.begin_publish(at(0), true).unwrap();
+        assert_eq!(again.seq, 1, "the number is free again");
+        // A driver cancelled while storing: the number stays taken.
+        let next = s.begin_publish(at(0), true).unwrap();
+        assert_eq!(next.seq, 2);
+        s.on_stored(2);
+        s.on_link_up(at(0));
+        let boot_id = s.boot_id();
+        assert_eq!(
+            s.poll_transmit(at(0)),
+            Some(Transmit::Hello {
+                boot_id,
+                last_acked_seq: 0
+            })
+        );
+        s.on_welcome(at(0), 0, 64, 0).unwrap();
+        // The outbox has nothing above 0 (1 was never stored; say 2 was
+        // lost): the session skips to what it knows is stored.
+        assert_eq!(s.poll_transmit(at(0)), Some(Transmit::Publish { after: 0 }));
+        s.on_nothing_after(0);
+        assert_eq!(s.poll_transmit(at(0)), None);
+        assert_eq!(s.timestamp(None), None);
     }
 
     #[test]
