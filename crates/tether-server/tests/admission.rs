@@ -299,7 +299,8 @@ async fn request_bodies_come_after_authentication_and_within_a_deadline() -> Tes
     Ok(())
 }
 
-#[tokio::test]
+// Several worker threads, as a real server has: guesses race each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_wrong_claim_codes_get_exactly_the_documented_limit() -> TestResult {
     let t = TestServer::start().await?;
     let mut guesses = tokio::task::JoinSet::new();
