@@ -60,7 +60,7 @@ use crate::serve::TcpHeld;
 use crate::store::{KeyIdentity, ReadRange, Revocation, StoredEvent};
 use crate::websocket::{
     CLOSE_GOING_AWAY, CLOSE_LINGER, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN_LATER, SendError,
-    close, close_frame, error_close_code, is_too_large, send_within,
+    await_close, close, close_frame, error_close_code, is_too_large, send_within,
 };
 use crate::{AppState, auth};
 
@@ -185,13 +185,24 @@ fn error_close(code: ErrorCode, reason: &str) -> Message {
     close_frame(error_close_code(code), reason)
 }
 
+/// Refuses an unauthenticated connection: an `unauthorized` error, then
+/// close 4005.
+async fn refuse(state: &AppState, socket: &mut WebSocket, reason: &str) {
+    let refusal = error_frame(ErrorCode::UNAUTHORIZED, None, reason);
+    if send_within(socket, refusal, state.config.limits.write_timeout)
+        .await
+        .is_ok()
+    {
+        close(socket, error_close_code(ErrorCode::UNAUTHORIZED), reason).await;
+    }
+}
+
 /// Waits (within the handshake timeout) for the `auth` message; on a wrong
 /// key sends an `error` and closes.
 async fn authenticate_first_message(
     state: &AppState,
     socket: &mut WebSocket,
 ) -> Option<(KeyIdentity, String)> {
-    let write_timeout = state.config.limits.write_timeout;
     let mut shutdown = state.shutdown.clone();
     let first = tokio::select! {
         first = tokio::time::timeout(state.config.limits.handshake_timeout, socket.recv()) => first,
@@ -213,15 +224,7 @@ async fn authenticate_first_message(
         }
         Ok(Some(Ok(Message::Text(text)))) => text,
         Ok(_) => {
-            let refusal = error_frame(ErrorCode::UNAUTHORIZED, None, "authenticate first");
-            if send_within(socket, refusal, write_timeout).await.is_ok() {
-                close(
-                    socket,
-                    error_close_code(ErrorCode::UNAUTHORIZED),
-                    "authenticate first",
-                )
-                .await;
-            }
+            refuse(state, socket, "authenticate first").await;
             return None;
         }
     };
@@ -238,15 +241,7 @@ async fn authenticate_first_message(
         _ => {
             state.metrics.auth_failure("receiver");
             tracing::warn!("receiver refused: wrong key in auth message");
-            let refusal = error_frame(ErrorCode::UNAUTHORIZED, None, "wrong receiver key");
-            if send_within(socket, refusal, write_timeout).await.is_ok() {
-                close(
-                    socket,
-                    error_close_code(ErrorCode::UNAUTHORIZED),
-                    "wrong receiver key",
-                )
-                .await;
-            }
+            refuse(state, socket, "wrong receiver key").await;
             None
         }
     }
@@ -516,17 +511,7 @@ async fn serve(state: Arc<AppState>, identity: KeyIdentity, key: String, socket:
         }
     }
     // Wait for the peer's close frame (see `websocket::close`).
-    let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(Ok(Message::Close(_)))) | Err(_) => break,
-            Ok(Some(Ok(_))) => {}
-            Ok(Some(Err(_)) | None) => {
-                tokio::time::sleep_until(deadline).await;
-                break;
-            }
-        }
-    }
+    await_close(&mut stream).await;
 }
 
 /// Replays history from `from`, then forwards live events without gap or

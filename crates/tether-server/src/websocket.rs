@@ -51,9 +51,20 @@ pub(crate) async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
         Ok(Ok(())) => {}
         Ok(Err(_)) | Err(_) => return,
     }
+    await_close(socket).await;
+}
+
+/// Reads (and drops) what the peer still sends until its close frame, for
+/// at most [`CLOSE_LINGER`]; if the connection fails first, waits out the
+/// linger so the peer can read what was sent.
+pub(crate) async fn await_close<S, E>(stream: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Message, E>> + Unpin,
+{
+    use futures_util::StreamExt;
     let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
     loop {
-        match tokio::time::timeout_at(deadline, socket.recv()).await {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
             Ok(Some(Ok(Message::Close(_)))) | Err(_) => return,
             Ok(Some(Ok(_))) => {}
             Ok(Some(Err(_)) | None) => {
