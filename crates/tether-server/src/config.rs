@@ -75,7 +75,7 @@ pub struct Settings {
     #[arg(long, env = "TETHER_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
     /// Time a peer has to take each WebSocket frame the server writes, in
-    /// milliseconds; a peer that does not read is closed with 4015
+    /// milliseconds; a peer that does not read is closed with 4016
     /// (`slow_consumer`).
     #[arg(long, env = "TETHER_WRITE_TIMEOUT_MS")]
     pub write_timeout_ms: Option<u64>,

@@ -20,7 +20,7 @@
 //! token can take a device's place); the publish token bucket belongs to the
 //! device, not the connection (reconnecting does not refill it); every
 //! frame written must be taken by the device within `write_timeout`, else
-//! the connection closes with 4015 (`slow_consumer`); a newer session of
+//! the connection closes with 4016 (`slow_consumer`); a newer session of
 //! the device fences this one at once, even while it is stuck writing.
 
 use std::sync::{Arc, Mutex};

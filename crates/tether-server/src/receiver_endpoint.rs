@@ -31,7 +31,7 @@
 //!
 //! Writing: one writer task per connection takes frames from a bounded
 //! outbox; each frame must be taken by the peer within `write_timeout`,
-//! else the connection closes with 4015 (`slow_consumer`). The connection's
+//! else the connection closes with 4016 (`slow_consumer`). The connection's
 //! own loop never waits on the outbox (its replies wait in a short queue
 //! and it stops reading requests while that is full), so it always sees
 //! shutdown, revocation and the writer's end.
@@ -294,7 +294,7 @@ async fn key_still_valid(state: &AppState, key: &str, identity: &KeyIdentity) ->
 }
 
 /// Takes frames from the outbox and writes them, each within the write
-/// timeout; a peer that does not take one is closed with 4015.
+/// timeout; a peer that does not take one is closed with 4016.
 async fn write_frames(
     state: Arc<AppState>,
     mut sink: SplitSink<WebSocket, Message>,

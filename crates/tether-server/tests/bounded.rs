@@ -59,7 +59,7 @@ async fn a_receiver_that_stops_reading_is_closed_with_slow_consumer() -> TestRes
         device.wait_ack(seq).await?;
     }
     // Reading again, it finds what was sent, then the close frame.
-    assert_eq!(close_code(&mut receiver.ws).await?, 4015);
+    assert_eq!(close_code(&mut receiver.ws).await?, 4016);
     wait_metric(&t, "tether_connections{kind=\"receiver\"}", "0").await?;
     // The device never noticed.
     device.publish(9000, "bulk", "1").await?;
@@ -124,7 +124,7 @@ async fn a_device_that_stops_reading_is_closed_with_slow_consumer() -> TestResul
         send_commands(&mut receiver, "d", sent + 1..=sent + 64).await?;
         sent += 64;
     }
-    assert_eq!(close_code(&mut device.ws).await?, 4015);
+    assert_eq!(close_code(&mut device.ws).await?, 4016);
     wait_metric(&t, "tether_connections{kind=\"device\"}", "0").await?;
     let (_, devices) = http(t.addr, "GET", "/v1/devices", Some(&t.key), None).await?;
     assert_eq!(devices["devices"][0]["online"], false, "{devices}");
