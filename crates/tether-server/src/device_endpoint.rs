@@ -313,7 +313,7 @@ async fn moved_away(state: &AppState, identity: &DeviceIdentity) -> bool {
 
 impl Session {
     /// Sends a frame within the write timeout; a newer session of the
-    /// device interrupts it.
+    /// device or the server shutting down interrupts it.
     async fn send(&mut self, message: &ServerToDevice<'_>) -> Result<(), End> {
         let Some(frame) = encode(message, self.encoding) else {
             return Err(error_end(ErrorCode::INTERNAL, "cannot encode"));
@@ -330,9 +330,14 @@ impl Session {
                 frame,
                 self.state.config.limits.write_timeout,
             );
+            let mut shutdown = self.state.shutdown.clone();
+            let stopping = async move {
+                let _ = shutdown.wait_for(|stopping| *stopping).await;
+            };
             tokio::select! {
                 result = write => result,
                 code = self.fence.fenced() => return Err(fenced_end(code)),
+                () = stopping => return Err(End::Close(CLOSE_GOING_AWAY, "server shutting down")),
             }
         };
         result.map_err(|error| match error {

@@ -34,7 +34,9 @@
 //! else the connection closes with 4016 (`slow_consumer`). The connection's
 //! own loop never waits on the outbox (its replies wait in a short queue
 //! and it stops reading requests while that is full), so it always sees
-//! shutdown, revocation and the writer's end.
+//! shutdown, revocation and the writer's end; its last frames (the close
+//! frame) go to the writer past the queue, so closing a connection whose
+//! peer stopped reading takes at most about a second.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -51,7 +53,7 @@ use tether_proto::{
     CommandResult, ErrorCode, ErrorMessage, Payload, Pong, ReceiverToServer, ServerToReceiver,
     Subscribed,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 
 use crate::admission::ConnectionSlot;
 use crate::broker::{Received, Subscription};
@@ -293,40 +295,77 @@ async fn key_still_valid(state: &AppState, key: &str, identity: &KeyIdentity) ->
     }
 }
 
+/// How the writer's queue ended.
+enum Drained {
+    /// The connection is ending: these are its last frames.
+    Farewell(Vec<Message>),
+    /// The outbox closed.
+    Closed,
+    /// A frame could not be written.
+    Failed(SendError),
+}
+
 /// Takes frames from the outbox and writes them, each within the write
-/// timeout; a peer that does not take one is closed with 4016.
+/// timeout (a peer that does not take one is closed with 4016), until the
+/// connection's last frames arrive on `farewell`: those are written at
+/// once, within [`CLOSE_LINGER`], and whatever is still queued is dropped
+/// (a closing connection does not wait for a peer that stopped reading).
 async fn write_frames(
     state: Arc<AppState>,
     mut sink: SplitSink<WebSocket, Message>,
     mut outgoing: mpsc::Receiver<Message>,
+    farewell: oneshot::Receiver<Vec<Message>>,
 ) {
     let write_timeout = state.config.limits.write_timeout;
-    while let Some(message) = outgoing.recv().await {
-        let closing = matches!(message, Message::Close(_));
-        match send_within(&mut sink, message, write_timeout).await {
-            Ok(()) if closing => break,
-            Ok(()) => {}
-            Err(SendError::Gone) => return,
-            Err(SendError::TimedOut) => {
-                state.metrics.rejected("slow_consumer");
-                tracing::warn!("receiver does not read; closing");
-                let close = error_close(
-                    ErrorCode::SLOW_CONSUMER,
-                    "not reading within the write timeout",
-                );
-                let _ = send_within(&mut sink, close, CLOSE_LINGER).await;
-                return;
+    let drain = async {
+        while let Some(message) = outgoing.recv().await {
+            if let Err(error) = send_within(&mut sink, message, write_timeout).await {
+                return Drained::Failed(error);
             }
         }
+        Drained::Closed
+    };
+    let drained = tokio::select! {
+        biased;
+        last = farewell => Drained::Farewell(last.unwrap_or_default()),
+        drained = drain => drained,
+    };
+    let last = match drained {
+        Drained::Farewell(frames) => frames,
+        Drained::Closed => Vec::new(),
+        Drained::Failed(SendError::Gone) => return,
+        Drained::Failed(SendError::TimedOut) => {
+            state.metrics.rejected("slow_consumer");
+            tracing::warn!("receiver does not read; closing");
+            vec![error_close(
+                ErrorCode::SLOW_CONSUMER,
+                "not reading within the write timeout",
+            )]
+        }
+    };
+    let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
+    for frame in last {
+        if !matches!(
+            tokio::time::timeout_at(deadline, sink.send(frame)).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
     }
-    let _ = tokio::time::timeout(CLOSE_LINGER, sink.close()).await;
+    let _ = tokio::time::timeout_at(deadline, sink.close()).await;
 }
 
 async fn serve(state: Arc<AppState>, identity: KeyIdentity, key: String, socket: WebSocket) {
     let limits = state.config.limits.clone();
     let (sink, mut stream) = socket.split();
     let (outbox, outgoing) = mpsc::channel::<Message>(OUTBOX);
-    let mut writer = tokio::spawn(write_frames(Arc::clone(&state), sink, outgoing));
+    let (farewell, last_frames) = oneshot::channel();
+    let mut writer = tokio::spawn(write_frames(
+        Arc::clone(&state),
+        sink,
+        outgoing,
+        last_frames,
+    ));
     let mut writer_done = false;
     let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut commands = tokio::task::JoinSet::new();
@@ -493,20 +532,14 @@ async fn serve(state: Arc<AppState>, identity: KeyIdentity, key: String, socket:
     }
     commands.abort_all();
     if !writer_done {
-        // The replies still waiting, then the close frame: each must find
-        // room within the write timeout (the writer drains the outbox, or
-        // ends on its own deadline).
-        for frame in replies.into_iter().chain(close) {
-            if tokio::time::timeout(limits.write_timeout, outbox.send(frame))
-                .await
-                .map_or(true, |sent| sent.is_err())
-            {
-                break;
-            }
-        }
+        // The replies still waiting, then the close frame, ahead of any
+        // event still queued: the writer sends them within CLOSE_LINGER.
+        let _ = farewell.send(replies.into_iter().chain(close).collect());
         drop(outbox);
-        let drained = limits.write_timeout.saturating_add(CLOSE_LINGER);
-        if tokio::time::timeout(drained, &mut writer).await.is_err() {
+        if tokio::time::timeout(CLOSE_LINGER.saturating_mul(2), &mut writer)
+            .await
+            .is_err()
+        {
             writer.abort();
         }
     }

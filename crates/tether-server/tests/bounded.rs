@@ -132,22 +132,109 @@ async fn a_device_that_stops_reading_is_closed_with_slow_consumer() -> TestResul
     Ok(())
 }
 
+/// A device `id` that reads nothing after its `Welcome`, and 6 MB of
+/// commands for it sent by `receiver`: more than the socket buffers take,
+/// so the server is stuck writing to it (and its command queue is full).
+async fn stuck_device(
+    t: &TestServer,
+    token: &str,
+    id: &str,
+    receiver: &mut Receiver,
+) -> Result<Device, BoxError> {
+    let stream = tcp_from(Ipv4Addr::LOCALHOST, t.addr, Some(SMALL_BUFFER)).await?;
+    let mut device = Device {
+        ws: ws_over(stream, t.addr, "/v1/device", token).await?,
+        json: false,
+    };
+    device.hello(id, 1).await?;
+    send_commands(receiver, id, 1..=1500).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(device)
+}
+
+/// A receiver (with `key`) that reads nothing after subscribing to `bulk`,
+/// and 6 MB of events on it published by `device`: the server is stuck
+/// writing to it.
+async fn stuck_receiver(
+    t: &TestServer,
+    key: &str,
+    device: &mut Device,
+) -> Result<Receiver, BoxError> {
+    let stream = tcp_from(Ipv4Addr::LOCALHOST, t.addr, Some(SMALL_BUFFER)).await?;
+    let mut receiver = Receiver {
+        ws: ws_over(stream, t.addr, "/v1/receiver", key).await?,
+    };
+    receiver.subscribe("bulk", None).await?;
+    let payload = big_payload();
+    for seq in 1..=1500 {
+        device.publish(seq, "bulk", &payload).await?;
+        if seq % 32 == 0 {
+            device.wait_ack(seq).await?;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(receiver)
+}
+
+#[tokio::test]
+async fn a_stuck_receiver_is_closed_at_once_when_its_key_is_revoked() -> TestResult {
+    // A long write timeout: closing must not wait for it.
+    let t = TestServer::start_with(limits(|l| l.write_timeout = Duration::from_secs(60))).await?;
+    let admin = t.admin()?;
+    let tenant = admin.tenant_id("default")?;
+    let key = admin.add_key(
+        tenant,
+        &tether_server::store::ChannelFilter::ALL,
+        false,
+        None,
+    )?;
+    let token = t.add_device("default", "d")?;
+    let mut device = Device::connect(t.addr, &token).await?;
+    device.hello("d", 1).await?;
+    let _stuck = stuck_receiver(&t, &key.key, &mut device).await?;
+    let started = Instant::now();
+    admin.revoke_key(key.key_id)?;
+    wait_metric(&t, "tether_connections{kind=\"receiver\"}", "0").await?;
+    // The revocation poller runs every 500 ms; closing takes about a
+    // second more at most.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    t.server.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_clients_that_stopped_reading() -> TestResult {
+    let t = TestServer::start_with(flooding_limits(Duration::from_secs(60))).await?;
+    let token = t.add_device("default", "d")?;
+    let publisher_token = t.add_device("default", "publisher")?;
+    let mut receiver = Receiver::connect(t.addr, &t.key).await?;
+    let _stuck_device = stuck_device(&t, &token, "d", &mut receiver).await?;
+    let mut publisher = Device::connect(t.addr, &publisher_token).await?;
+    publisher.hello("publisher", 1).await?;
+    let _stuck_receiver = stuck_receiver(&t, &t.key, &mut publisher).await?;
+    let started = Instant::now();
+    t.server.shutdown().await;
+    // `shutdown` waits up to 5 s for connections to close themselves.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_newer_session_fences_an_older_one_stuck_writing() -> TestResult {
     // A long write timeout: fencing must not wait for it.
     let t = TestServer::start_with(flooding_limits(Duration::from_secs(60))).await?;
     let token = t.add_device("default", "d")?;
-    let stream = tcp_from(Ipv4Addr::LOCALHOST, t.addr, Some(SMALL_BUFFER)).await?;
-    let mut stuck = Device {
-        ws: ws_over(stream, t.addr, "/v1/device", &token).await?,
-        json: false,
-    };
-    stuck.hello("d", 1).await?;
     let mut receiver = Receiver::connect(t.addr, &t.key).await?;
-    // 6 MB of commands: more than the socket buffers take, so the old
-    // session is stuck writing and its command queue is full.
-    send_commands(&mut receiver, "d", 1..=1500).await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The old session is stuck writing, and its command queue is full.
+    let stuck = stuck_device(&t, &token, "d", &mut receiver).await?;
     let started = Instant::now();
     let mut newer = Device::connect(t.addr, &token).await?;
     newer.hello("d", 2).await?;
