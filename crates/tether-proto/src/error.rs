@@ -249,6 +249,9 @@ impl ErrorCode {
     /// after it was acknowledged and the server refuses the rest of the
     /// connection: reconnect, and resend from `Welcome.last_stored_seq`.
     pub const WRITE_FAILED: ErrorCode = ErrorCode(15);
+    /// The peer did not take what the server sent within the server's write
+    /// timeout (it stopped reading); the server closed the connection.
+    pub const SLOW_CONSUMER: ErrorCode = ErrorCode(16);
 
     /// First WebSocket close code of the private-use range tether maps codes
     /// into: close code = `CLOSE_CODE_BASE + code`.
@@ -292,12 +295,13 @@ impl ErrorCode {
             ErrorCode::INTERNAL => "internal",
             ErrorCode::SESSION_REPLACED => "session_replaced",
             ErrorCode::WRITE_FAILED => "write_failed",
+            ErrorCode::SLOW_CONSUMER => "slow_consumer",
             _ => return None,
         })
     }
 
     /// Every code this version defines, in numeric order.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::MALFORMED,
         ErrorCode::UNSUPPORTED_VERSION,
         ErrorCode::UNKNOWN_MESSAGE,
@@ -313,6 +317,7 @@ impl ErrorCode {
         ErrorCode::INTERNAL,
         ErrorCode::SESSION_REPLACED,
         ErrorCode::WRITE_FAILED,
+        ErrorCode::SLOW_CONSUMER,
     ];
 }
 

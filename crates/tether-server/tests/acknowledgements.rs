@@ -468,16 +468,12 @@ async fn fleet_device(
     id: &str,
     token: &str,
 ) -> Result<DeviceReport, String> {
-    use embassy_sync::blocking_mutex::raw::NoopRawMutex;
-    use rand::SeedableRng;
-    use rand::rngs::StdRng;
     use tether_core::backoff::BackoffConfig;
-    use tether_core::client::{Buffers, Client, ClientConfig, NoCommands, Runner};
+    use tether_core::client::{self, ClientConfig, NoCommands, Resources};
     use tether_core::outbox::RamOutbox;
     use tether_core::session::{ConnectionState, SessionConfig};
     use tether_core::time::Duration as CoreDuration;
-    use tether_host::clock::TokioClock;
-    use tether_host::connector::TokioConnector;
+    use tether_host::board::TokioBoard;
 
     let authorization = format!("Bearer {token}");
     let config = ClientConfig::new(url, id, "fleet-1.0.0")
@@ -489,24 +485,10 @@ async fn fleet_device(
                     .with_cap(CoreDuration::from_millis(1000)),
             ),
         );
-    let clock = TokioClock::new();
-    let client: Client<NoopRawMutex, RamOutbox<16384>, StdRng, TokioClock> = Client::new(
-        &config,
-        RamOutbox::new(),
-        StdRng::seed_from_u64(number as u64),
-        clock,
-    )
-    .map_err(|error| error.to_string())?;
-    let mut buffers = Buffers::<1024, 512, 512>::new();
-    let mut runner = Runner::new(
-        &client,
-        config,
-        TokioConnector::new(),
-        clock,
-        StdRng::seed_from_u64(1000 + number as u64),
-        &mut buffers,
-    )
-    .map_err(|error| error.to_string())?;
+    let board = TokioBoard::new().with_outbox(RamOutbox::<16384>::new());
+    let mut resources: Resources<TokioBoard<RamOutbox<16384>>> = Resources::new();
+    let (client, mut runner) =
+        client::new(board, config, &mut resources).map_err(|error| error.to_string())?;
     let device = u32::try_from(number).map_err(|error| error.to_string())?;
     let scenario = async {
         // Devices of a fleet do not boot in the same millisecond.
@@ -514,7 +496,7 @@ async fn fleet_device(
         let mut ticker = tokio::time::interval(FLEET_INTERVAL);
         for n in 1..=FLEET_RECORDS {
             ticker.tick().await;
-            if let Err(error) = client.publish(CHANNEL, &FleetRecord { device, n }) {
+            if let Err(error) = client.publish(CHANNEL, &FleetRecord { device, n }).await {
                 return Err(format!("publish {n}: {error}"));
             }
         }
@@ -527,9 +509,8 @@ async fn fleet_device(
         }
         Ok(())
     };
-    let mut handler = NoCommands;
     tokio::select! {
-        _ = runner.run(&mut handler) => Err("the runner stopped".into()),
+        stopped = runner.run(NoCommands) => Err(format!("the runner stopped: {}", stopped.0)),
         result = scenario => result.map(|()| DeviceReport { number, stats: client.stats() }),
     }
 }
