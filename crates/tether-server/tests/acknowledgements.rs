@@ -560,6 +560,8 @@ fn a_fleet_loses_nothing_acknowledged_while_the_write_lock_is_held() -> TestResu
     // Let data flow, then hold the write lock.
     std::thread::sleep(Duration::from_secs(2));
     let holder = rusqlite::Connection::open(&database)?;
+    // The server's writer commits every few milliseconds: wait our turn.
+    holder.busy_timeout(Duration::from_secs(5))?;
     holder.execute_batch("BEGIN IMMEDIATE")?;
     std::thread::sleep(LOCK_HELD);
     holder.execute_batch("ROLLBACK")?;

@@ -140,6 +140,7 @@ async fn a_failing_operation_fails_alone_in_its_batch() -> TestResult {
     // Another connection holds the write lock for a moment, so everything
     // below queues up and shares one transaction.
     let holder = Connection::open(fixture.path())?;
+    holder.busy_timeout(Duration::from_secs(5))?;
     holder.execute_batch("BEGIN IMMEDIATE")?;
     let mut commits = Vec::new();
     for seq in 1..=3 {
