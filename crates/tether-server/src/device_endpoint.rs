@@ -201,12 +201,12 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
     // Register before marking online: an older session of this device that
     // ends now then sees it was replaced and does not mark it offline.
     let (mut commands, fence) = state.devices.register(&device_id, session_id);
-    let last_stored_seq = match state
+    let opened = match state
         .store
         .open_session(&device_id, &firmware_version, boot_id, now_ms())
         .await
     {
-        Ok(seq) => seq,
+        Ok(opened) => opened,
         Err(error) => {
             tracing::error!(%error, device = %device_id, "cannot open session");
             state.devices.unregister(&device_id, session_id);
@@ -214,7 +214,8 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
             return;
         }
     };
-    tracing::info!(device = %device_id, session_id, boot_id, last_stored_seq, "device online");
+    let last_stored_seq = opened.last_stored_seq;
+    tracing::info!(device = %device_id, session_id, boot_id, last_stored_seq, fence = opened.fence, "device online");
     let welcome = ServerToDevice::Welcome(Welcome {
         session_id,
         server_time_ms: now_ms(),
@@ -226,6 +227,7 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
         identity,
         encoding,
         boot_id,
+        store_fence: opened.fence,
         socket,
         fence,
         closing: false,
@@ -236,6 +238,7 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
         acked: 0,
         previous_seq: last_stored_seq,
         write_failed: false,
+        replaced: false,
     };
     let end = match session.send(&welcome).await {
         Ok(()) => session.serve(&mut commands).await,
@@ -262,7 +265,10 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
         End::Gone => {}
     }
     if state.devices.unregister(&device_id, session_id)
-        && let Err(error) = state.store.close_session(&device_id, now_ms()).await
+        && let Err(error) = state
+            .store
+            .close_session(&device_id, opened.fence, now_ms())
+            .await
     {
         tracing::warn!(%error, device = %device_id, "cannot record offline");
     }
@@ -291,6 +297,8 @@ struct Session {
     identity: DeviceIdentity,
     encoding: Encoding,
     boot_id: u64,
+    /// The session's fencing token in the store (`OpenedSession::fence`).
+    store_fence: u64,
     socket: WebSocket,
     /// Resolves when a newer session of the device starts.
     fence: Fence,
@@ -309,6 +317,9 @@ struct Session {
     previous_seq: u32,
     /// A write failed: nothing more is acknowledged on this connection.
     write_failed: bool,
+    /// The store refused a write because a newer session of the device
+    /// holds its fencing token.
+    replaced: bool,
 }
 
 /// Whether the device no longer belongs to this session's tenant (it was
@@ -456,11 +467,23 @@ impl Session {
 
     /// Whether a commit failed (then nothing more is acknowledged).
     fn commit_failed(&mut self, result: Result<AppendOutcome, StoreError>) -> bool {
-        if let Err(error) = result {
-            self.state.metrics.rejected("write_failed");
-            tracing::error!(%error, device = %self.identity.device_id, acked = self.acked,
-                "store failed; acknowledging nothing past it");
-            self.write_failed = true;
+        match result {
+            Ok(_) => {}
+            Err(StoreError::Fenced) => {
+                // A newer session of the device (on this node or another)
+                // took over: the store refused this one's late write.
+                self.state.metrics.rejected("session_fenced");
+                tracing::info!(device = %self.identity.device_id, acked = self.acked,
+                    "a newer session of the device took over; its store refused this one");
+                self.replaced = true;
+                self.write_failed = true;
+            }
+            Err(error) => {
+                self.state.metrics.rejected("write_failed");
+                tracing::error!(%error, device = %self.identity.device_id, acked = self.acked,
+                    "store failed; acknowledging nothing past it");
+                self.write_failed = true;
+            }
         }
         self.write_failed
     }
@@ -511,6 +534,9 @@ impl Session {
         }
         if let Some(seq) = highest {
             self.send_ack(seq).await?;
+        }
+        if self.replaced {
+            return Err(fenced_end(ErrorCode::SESSION_REPLACED));
         }
         if self.write_failed {
             return Err(error_end(
@@ -594,6 +620,7 @@ impl Session {
                     channel: publish.channel.to_owned(),
                     device_time_ms: publish.time_ms,
                     payload,
+                    fence: self.store_fence,
                 };
                 let seq = publish.seq;
                 self.previous_seq = self.previous_seq.max(seq);

@@ -33,7 +33,8 @@ pub use admin::{Admin, NewDevice, NewKey};
 
 use super::{
     AppendRequest, BoxFuture, ChannelBounds, ChannelInfo, Commit, DeviceIdentity, DeviceInfo,
-    KeyIdentity, ReadRange, Revocation, Store, StoreError, StoreOptions, StoredEvent, TenantId,
+    KeyIdentity, OpenedSession, ReadRange, Revocation, Store, StoreError, StoreOptions,
+    StoredEvent, TenantId,
 };
 use writer::WriteOp;
 
@@ -168,7 +169,7 @@ impl Store for SqliteStore {
         firmware_version: &str,
         boot_id: u64,
         now_ms: u64,
-    ) -> BoxFuture<'_, Result<u32, StoreError>> {
+    ) -> BoxFuture<'_, Result<OpenedSession, StoreError>> {
         let device_id = device_id.to_owned();
         let firmware_version = firmware_version.to_owned();
         boxed(self.write(move |reply| WriteOp::OpenSession {
@@ -180,10 +181,16 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn close_session(&self, device_id: &str, now_ms: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn close_session(
+        &self,
+        device_id: &str,
+        fence: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
         let device_id = device_id.to_owned();
         boxed(self.write(move |reply| WriteOp::CloseSession {
             device_id,
+            fence,
             now_ms,
             reply,
         }))
