@@ -214,6 +214,10 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
             return;
         }
     };
+    state.devices.opened(&device_id, session_id, opened.fence);
+    state
+        .broker
+        .session_opened(identity.tenant_id, &device_id, opened.fence);
     let last_stored_seq = opened.last_stored_seq;
     tracing::info!(device = %device_id, session_id, boot_id, last_stored_seq, fence = opened.fence, "device online");
     let welcome = ServerToDevice::Welcome(Welcome {
@@ -264,6 +268,7 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
         }
         End::Gone => {}
     }
+    state.broker.session_closed(&device_id, opened.fence);
     if state.devices.unregister(&device_id, session_id)
         && let Err(error) = state
             .store
