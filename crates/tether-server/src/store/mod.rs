@@ -37,6 +37,8 @@
 //! of the old session is stored after the new session read its watermark,
 //! and no record is acknowledged twice or out of order.
 
+mod admin;
+mod postgres;
 mod sqlite;
 
 use core::fmt;
@@ -48,7 +50,9 @@ use std::time::Duration;
 use serde::Serialize;
 use tether_proto::{Event, Payload, ServerToReceiver};
 
-pub use sqlite::{Admin, NewDevice, NewKey, SqliteStore};
+pub use admin::{AdminStore, NewDevice, NewKey};
+pub use postgres::{PgAdmin, PgStore};
+pub use sqlite::{Admin, SqliteStore};
 
 /// A boxed, sendable future (the store and broker traits are object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-pub use admin::{Admin, NewDevice, NewKey};
+pub use admin::Admin;
 
 use super::{
     AppendRequest, BoxFuture, ChannelBounds, ChannelInfo, Commit, DeviceIdentity, DeviceInfo,
