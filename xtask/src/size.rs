@@ -33,7 +33,7 @@ struct Sizes {
 
 pub(crate) fn run() -> Result<(), String> {
     let root = workspace_root();
-    let target_dir = root.join("target").join("size-probes");
+    let target_dir = crate::target_dir().join("size-probes");
     let mut rows = Vec::new();
     for (label, dir, bin) in PROBES {
         let manifest = root
