@@ -286,10 +286,9 @@ fn main() {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let _ = std::fs::write(
-        target.join("criterion").join("frame_throughput-load.txt"),
-        load,
-    );
+    let dir = target.join("criterion");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("frame_throughput-load.txt"), load);
 }
 
 /// The first three fields of `/proc/loadavg` (1, 5 and 15 minutes).

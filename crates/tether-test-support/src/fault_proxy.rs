@@ -600,7 +600,7 @@ mod tests {
         FaultConfig {
             mix,
             fault_within_bytes: 100,
-            stall_hold: Duration::from_millis(300),
+            stall_hold: Duration::from_secs(1),
             latency: (Duration::from_millis(20), Duration::from_millis(20)),
         }
     }
