@@ -68,12 +68,12 @@ pub(crate) fn run() -> Result<(), String> {
                     .join("sample.json");
                 cells.push(match spread(&path)? {
                     Some(s) => format!(
-                        "{} ns<br>({}–{})<br>{:.0} MB/s<br>{:.1} M frames/s",
+                        "{} ns<br>({}–{})<br>{:.0} MB/s<br>{}",
                         ns(s.median),
                         ns(s.low),
                         ns(s.high),
                         size as f64 / s.median * 1e3,
-                        1e3 / s.median
+                        frames_per_second(s.median)
                     ),
                     None => "-".to_owned(),
                 });
@@ -88,6 +88,16 @@ pub(crate) fn run() -> Result<(), String> {
         println!();
     }
     Ok(())
+}
+
+/// Frames per second at `ns` per frame, in M or k.
+fn frames_per_second(ns: f64) -> String {
+    let per_second = 1e9 / ns;
+    if per_second >= 1e6 {
+        format!("{:.1} M frames/s", per_second / 1e6)
+    } else {
+        format!("{:.0} k frames/s", per_second / 1e3)
+    }
 }
 
 /// Three significant digits at most, no trailing noise.
@@ -246,6 +256,16 @@ mod tests {
         assert_eq!(measured.median, 20.0);
         assert_eq!((measured.low, measured.high), (15.0, 25.0));
         assert_eq!(spread(Path::new("/nonexistent/sample.json")), Ok(None));
+    }
+
+    #[test]
+    fn frame_rates_keep_their_digits() {
+        assert_eq!(frames_per_second(25.0), "40.0 M frames/s");
+        assert_eq!(frames_per_second(32_978.0), "30 k frames/s");
+        assert_eq!(
+            (ns(5541.2), ns(25.04), ns(3.734)),
+            ("5541".into(), "25.0".into(), "3.73".into())
+        );
     }
 
     #[test]
