@@ -63,7 +63,8 @@ fn cargo_tools() -> Result<(), String> {
 }
 
 /// Installs kosoku into a virtual environment under the target directory
-/// (Debian's `python3-venv` first if `python3` cannot make one).
+/// (Debian's `python3-venv` first if `python3` cannot make one). Skipped
+/// when the pinned version is already there.
 fn python_tools() -> Result<(), String> {
     let venv = target_dir().join("autobahn-venv");
     let python = venv.join("bin").join("python3");
@@ -80,7 +81,9 @@ fn python_tools() -> Result<(), String> {
     if installed.as_deref().map(str::trim) == Some(version) {
         return Ok(());
     }
-    if output("python3", &["-m", "venv", "--help"]).is_none() {
+    // Debian's python3 has the `venv` module but not the `ensurepip` a
+    // virtual environment needs: that comes with `python3-venv`.
+    if output("python3", &["-c", "import ensurepip, venv"]).is_none() {
         debian_packages(&["python3", "python3-venv"])?;
     }
     crate::run(
