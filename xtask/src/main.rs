@@ -23,6 +23,10 @@ pub(crate) const NO_STD_TARGETS: &[&str] = &["riscv32imc-unknown-none-elf", "thu
 /// no default features.
 pub(crate) const NO_STD_CRATES: &[&str] = &["tether-proto", "tether-core"];
 
+/// Optional features of no_std crates that must build for
+/// [`NO_STD_TARGETS`] too: (crate, features).
+const NO_STD_FEATURES: &[(&str, &str)] = &[("tether-core", "flash")];
+
 /// Firmware examples: standalone crates (own target and `.cargo/config.toml`)
 /// that must build in release on stable Rust.
 const FIRMWARE_EXAMPLES: &[&str] = &["examples/esp32c3-minimal"];
@@ -113,6 +117,18 @@ fn no_std_builds() -> Result<(), String> {
                 target,
             ])?;
         }
+        for (krate, features) in NO_STD_FEATURES {
+            cargo(&[
+                "build",
+                "--package",
+                krate,
+                "--no-default-features",
+                "--features",
+                features,
+                "--target",
+                target,
+            ])?;
+        }
     }
     Ok(())
 }
@@ -186,6 +202,14 @@ fn faults(args: &[String]) -> Result<(), String> {
     run(&mut command)
 }
 
+/// Where cargo puts build output: `CARGO_TARGET_DIR` if set, else
+/// `<workspace>/target`.
+pub(crate) fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 fn firmware_builds() -> Result<(), String> {
     for example in FIRMWARE_EXAMPLES {
         run(Command::new(cargo_bin())
@@ -228,15 +252,6 @@ pub(crate) fn run(command: &mut Command) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{shown} exited with {status}"))
-    }
-}
-
-/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the workspace
-/// root, where xtask runs cargo) or `<root>/target`.
-pub(crate) fn target_dir() -> PathBuf {
-    match env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => workspace_root().join(dir),
-        None => workspace_root().join("target"),
     }
 }
 

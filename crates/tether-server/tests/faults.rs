@@ -21,17 +21,15 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tether_core::backoff::BackoffConfig;
-use tether_core::client::{Buffers, Client, ClientConfig, NoCommands, Runner};
+use tether_core::client::{self, ClientConfig, NoCommands, Resources};
 use tether_core::outbox::RamOutbox;
 use tether_core::session::SessionConfig;
 use tether_core::time::Duration as CoreDuration;
-use tether_host::clock::TokioClock;
-use tether_host::connector::TokioConnector;
+use tether_host::board::TokioBoard;
 use tether_server::store::Admin;
 use tether_test_support::fault_proxy::{FaultConfig, FaultProxy, ProxyStats};
 use tether_test_support::server_process::ServerProcess;
@@ -49,7 +47,8 @@ const CHANNEL: &str = "faults/readings";
 /// acknowledged.
 const DRAIN: Duration = Duration::from_secs(40);
 
-type FleetClient = Client<NoopRawMutex, RamOutbox<16384>, StdRng, TokioClock>;
+/// 16 KiB of outbox: about 500 readings, 50 s of outage at 10 readings/s.
+type FleetBoard = TokioBoard<RamOutbox<16384>>;
 
 #[derive(Serialize)]
 struct Reading {
@@ -110,24 +109,10 @@ async fn device(
         .with_authorization(&authorization)
         .with_session(session_config())
         .with_send_timeout(CoreDuration::from_secs(2));
-    let clock = TokioClock::new();
-    let client = match FleetClient::new(&config, RamOutbox::new(), StdRng::from_os_rng(), clock) {
-        Ok(client) => client,
-        Err(error) => {
-            log.borrow_mut().error = Some(error.to_string());
-            return;
-        }
-    };
-    let mut buffers = Buffers::<1024, 512, 512>::new();
-    let mut runner = match Runner::new(
-        &client,
-        config,
-        TokioConnector::new(),
-        clock,
-        StdRng::from_os_rng(),
-        &mut buffers,
-    ) {
-        Ok(runner) => runner,
+    let board = TokioBoard::new().with_outbox(RamOutbox::<16384>::new());
+    let mut resources: Resources<FleetBoard> = Resources::new();
+    let (client, mut runner) = match client::new(board, config, &mut resources) {
+        Ok(pair) => pair,
         Err(error) => {
             log.borrow_mut().error = Some(error.to_string());
             return;
@@ -140,7 +125,7 @@ async fn device(
         while *publishing.borrow() {
             ticker.tick().await;
             n += 1;
-            match client.publish(CHANNEL, &Reading { n }) {
+            match client.publish(CHANNEL, &Reading { n }).await {
                 Ok(_) => log.borrow_mut().published.push(n),
                 Err(_) => log.borrow_mut().refused += 1,
             }
@@ -156,9 +141,10 @@ async fn device(
         log.connections = stats.session.connections;
         log.link_failures = stats.session.link_failures;
     };
-    let mut commands = NoCommands;
     tokio::select! {
-        _ = runner.run(&mut commands) => {}
+        stopped = runner.run(NoCommands) => {
+            log.borrow_mut().error = Some(format!("the server refused the device: {}", stopped.0));
+        }
         () = publish => {}
     }
 }
