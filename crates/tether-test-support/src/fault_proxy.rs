@@ -649,7 +649,12 @@ mod tests {
             FaultMix { latency: 1, ..NONE },
         ] {
             let proxy = FaultProxy::start(upstream, 1, only(mix)).await.unwrap();
+            let started = std::time::Instant::now();
             assert_eq!(echo_through(&proxy, &payload).await.unwrap(), payload);
+            if mix.latency > 0 {
+                // 20 ms each way at least.
+                assert!(started.elapsed() >= Duration::from_millis(40));
+            }
             let stats = proxy.stats();
             assert_eq!(stats.bytes_to_upstream, 3000);
             assert_eq!(stats.bytes_to_client, 3000);
