@@ -24,6 +24,9 @@ const EXPECTED_CASES: usize = 301;
 const PARALLELISM: u32 = 2;
 /// No single case takes this long, even the 16 MiB ones in a debug build.
 const CASE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The whole server-role run takes about 12 s; a hung run fails instead of
+/// holding up the test command.
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn target_dir() -> PathBuf {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -79,10 +82,13 @@ async fn server_role_passes_autobahn() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(serve_echo(listener));
     let outdir = report_dir("server");
-    let passed = kosoku
-        .fuzzing_client(addr, &outdir, PARALLELISM)
-        .await
-        .unwrap();
+    let passed = tokio::time::timeout(
+        RUN_TIMEOUT,
+        kosoku.fuzzing_client(addr, &outdir, PARALLELISM),
+    )
+    .await
+    .expect("kosoku runs the suite within RUN_TIMEOUT")
+    .unwrap();
     server.abort();
     let summary = Summary::read("server", &outdir).unwrap();
     print_summary(&summary, started, &outdir);
