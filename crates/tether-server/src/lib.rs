@@ -59,6 +59,7 @@ mod admission;
 pub mod auth;
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 mod commands;
 pub mod config;
 mod dashboard;
