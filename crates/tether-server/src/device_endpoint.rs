@@ -48,8 +48,8 @@ use crate::serve::TcpHeld;
 use crate::sessions::{CommandReply, CommandRequest, Fence};
 use crate::store::{AppendOutcome, AppendRequest, DeviceIdentity, Revocation, StoreError};
 use crate::websocket::{
-    CLOSE_GOING_AWAY, CLOSE_LINGER, CLOSE_POLICY, CLOSE_TOO_BIG, SendError, close, close_error,
-    error_close_code, is_too_large, send_within,
+    CLOSE_LINGER, CLOSE_POLICY, CLOSE_TOO_BIG, SendError, close, close_error, error_close_code,
+    is_too_large, send_within,
 };
 use crate::{AppState, auth, now_ms};
 
@@ -256,6 +256,11 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
             session.flush_acks().await;
             close(&mut session.socket, code, reason).await;
         }
+        End::Stop(code, reason) => {
+            session.closing = true;
+            session.flush_acks().await;
+            close(&mut session.socket, code, &reason).await;
+        }
         End::Stuck => {
             state.metrics.rejected("slow_consumer");
             tracing::warn!(device = %device_id, session_id, "device does not read; closing");
@@ -287,6 +292,9 @@ enum End {
     Stuck,
     /// Close with this code and reason.
     Close(u16, &'static str),
+    /// The server stops: close with this code and reason (1001, or 4017
+    /// and a reconnect hint when draining).
+    Stop(u16, String),
 }
 
 fn error_end(code: ErrorCode, reason: &'static str) -> End {
@@ -342,6 +350,12 @@ async fn moved_away(state: &AppState, identity: &DeviceIdentity) -> bool {
 }
 
 impl Session {
+    /// How this session ends when the server stops.
+    fn stopping(&self) -> End {
+        let (code, reason) = self.state.stop_close();
+        End::Stop(code, reason)
+    }
+
     /// Sends a frame within the write timeout; a newer session of the
     /// device or the server shutting down interrupts it.
     async fn send(&mut self, message: &ServerToDevice<'_>) -> Result<(), End> {
@@ -367,7 +381,7 @@ impl Session {
             tokio::select! {
                 result = write => result,
                 code = self.fence.fenced() => return Err(fenced_end(code)),
-                () = stopping => return Err(End::Close(CLOSE_GOING_AWAY, "server shutting down")),
+                () = stopping => return Err(self.stopping()),
             }
         };
         result.map_err(|error| match error {
@@ -396,9 +410,7 @@ impl Session {
         let read_limit = usize::from(limits.max_in_flight).saturating_mul(4).max(1);
         loop {
             let result = tokio::select! {
-                _ = shutdown.changed() => {
-                    return End::Close(CLOSE_GOING_AWAY, "server shutting down");
-                }
+                _ = shutdown.changed() => return self.stopping(),
                 revocation = revocations.recv() => match revocation {
                     Ok(Revocation::Device(id)) if id == self.identity.device_id => {
                         return error_end(ErrorCode::UNAUTHORIZED, "device token revoked");

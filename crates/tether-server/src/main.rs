@@ -28,7 +28,7 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     if let Some(command) = cli.command {
-        return match run_admin(command, &config) {
+        return match run_admin(command, &config).await {
             // Printing is this command's whole purpose: a closed stdout
             // is a clean failure, not a panic.
             Ok(text) => match writeln!(std::io::stdout().lock(), "{text}")
@@ -45,6 +45,12 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         };
+    }
+    if cli.demo && config.database_url.is_some() {
+        complain(format_args!(
+            "error: --demo provisions its devices in the SQLite file; start it without --database"
+        ));
+        return std::process::ExitCode::from(2);
     }
     if cli.demo && config.tls.is_some() {
         complain(format_args!(
@@ -93,9 +99,20 @@ async fn main() -> std::process::ExitCode {
             }
         }
     }
-    wait_for_signal().await;
-    server.shutdown().await;
+    match wait_for_signal().await {
+        Signal::Terminate => server.drain().await,
+        Signal::Interrupt => server.shutdown().await,
+    }
     std::process::ExitCode::SUCCESS
+}
+
+/// How the server was asked to stop.
+enum Signal {
+    /// SIGTERM (systemd, a container runtime, an orchestrator): drain, so
+    /// clients move to other nodes.
+    Terminate,
+    /// Ctrl-C: stop now.
+    Interrupt,
 }
 
 /// Prints a line for the operator while the server runs. `println!` would
@@ -121,24 +138,26 @@ fn complain(line: core::fmt::Arguments<'_>) {
         .and_then(|()| stderr.write_all(b"\n"));
 }
 
-async fn wait_for_signal() {
+async fn wait_for_signal() -> Signal {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut terminate) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => Signal::Interrupt,
+                    _ = terminate.recv() => Signal::Terminate,
                 }
             }
             Err(_) => {
                 let _ = tokio::signal::ctrl_c().await;
+                Signal::Interrupt
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        Signal::Interrupt
     }
 }
