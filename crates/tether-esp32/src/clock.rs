@@ -105,6 +105,7 @@ impl WallClock {
     }
 }
 
+#[cfg(feature = "tls")]
 impl embedded_tls::TlsClock for WallClock {
     fn now() -> Option<u64> {
         WallClock::now()

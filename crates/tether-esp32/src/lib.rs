@@ -18,7 +18,7 @@
 //! compiled for x86_64, over a Linux TAP device in the host tests
 //! (`tests/tap.rs`), against a real tether-server.
 //!
-//! # Example
+//! # Example (feature `tls`, on by default)
 //!
 //! ```no_run
 //! # async fn f(stack: embassy_net::Stack<'static>, rng: impl rand_core::RngCore + rand_core::CryptoRng) {
@@ -49,10 +49,13 @@ extern crate std;
 mod fmt;
 
 pub mod clock;
+#[cfg(feature = "tls")]
 pub mod sntp;
 pub mod tcp;
+#[cfg(feature = "tls")]
 pub mod tls;
 
 pub use clock::{EmbassyClock, WallClock};
 pub use tcp::{TcpConfig, TcpConnection, TcpConnector};
+#[cfg(feature = "tls")]
 pub use tls::{PinnedCa, TlsConnector, TlsError};
