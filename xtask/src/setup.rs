@@ -3,7 +3,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::{NO_STD_TARGETS, cargo_bin};
+use crate::{FIRMWARE_TARGETS, NO_STD_TARGETS, cargo_bin};
 
 /// Debian packages the test suite needs (browsers for the end-to-end tests,
 /// database servers, ...). Each later feature adds its own here.
@@ -13,21 +13,49 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // (fantoccini is built without a TLS back end: no OpenSSL needed.)
     "chromium",
     "chromium-driver",
+    // espflash (firmware images) links libudev through its serial-port crate.
+    "libudev-dev",
+    "pkg-config",
+    // The TAP test of tether-esp32: `unshare --net` and `ip`.
+    "util-linux",
+    "iproute2",
 ];
 
 /// Cargo subcommands the test suite needs, with the crate that provides them.
 const CARGO_TOOLS: &[(&str, &str)] = &[("fuzz", "cargo-fuzz")];
 
+/// Standalone tools, checked with `--version`, with the crate that provides
+/// them (`espflash save-image` makes the firmware images offline).
+const TOOLS: &[(&str, &str)] = &[("espflash", "espflash")];
+
 pub(crate) fn run() -> Result<(), String> {
     rustup_targets()?;
+    // Debian packages first: espflash needs libudev to build.
+    debian_packages(DEBIAN_PACKAGES)?;
     cargo_tools()?;
-    debian_packages(DEBIAN_PACKAGES)
+    tools()
+}
+
+fn tools() -> Result<(), String> {
+    for (tool, krate) in TOOLS {
+        let present = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            crate::run(Command::new(cargo_bin()).args(["install", "--locked", krate]))?;
+        }
+    }
+    Ok(())
 }
 
 fn rustup_targets() -> Result<(), String> {
     let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
     let missing: Vec<&str> = NO_STD_TARGETS
         .iter()
+        .chain(FIRMWARE_TARGETS)
         .copied()
         .filter(|t| !installed.lines().any(|line| line.trim() == *t))
         .collect();

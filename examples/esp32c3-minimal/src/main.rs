@@ -13,8 +13,6 @@
 #![no_std]
 #![no_main]
 
-mod board;
-
 use embassy_executor::Spawner;
 use embassy_net::{Runner as NetRunner, StackResources};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
@@ -31,7 +29,11 @@ use tether_core::client::{Buffers, Client, ClientConfig, CommandResult, Runner};
 use tether_core::outbox::RamOutbox;
 use tether_proto::{Command, CommandStatus};
 
-use crate::board::{EmbassyClock, EmbassyConnector, SOCKET_BUFFER};
+use tether_esp32::{EmbassyClock, TcpConfig, TcpConnector};
+
+/// Socket buffer sizes: one WebSocket frame of a few hundred bytes fits
+/// many times over.
+const SOCKET_BUFFER: usize = 2048;
 
 esp_bootloader_esp_idf::esp_app_desc!();
 
@@ -101,10 +103,12 @@ async fn main(spawner: Spawner) -> ! {
     let clock = EmbassyClock;
     let client: &'static FirmwareClient = CLIENT
         .init(Client::new(&config, RamOutbox::new(), rng, clock).expect("valid tether config"));
-    let connector = EmbassyConnector::new(
+    // DNS, TCP on these buffers, and a FIN-then-RST close (tether-esp32).
+    let connector = TcpConnector::new(
         stack,
         SOCKET_RX.init([0; SOCKET_BUFFER]),
         SOCKET_TX.init([0; SOCKET_BUFFER]),
+        TcpConfig::default(),
     );
     let mut runner = Runner::new(
         client,

@@ -1,0 +1,201 @@
+//! The firmware examples: release builds with warnings denied, flashable
+//! images made offline by `espflash save-image`, and the flash and RAM
+//! each one takes next to a plain Wi-Fi + TCP firmware on the same esp-hal
+//! stack (`xtask/size-probes/esp32c3-wifi-tcp`).
+//!
+//! `cargo xtask firmware` runs this alone; `cargo xtask test` runs it as a
+//! step. Images land in `<target>/firmware-images/`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{cargo_bin, workspace_root};
+
+/// One firmware build: (label, crate directory, binary, chip, target,
+/// extra cargo arguments).
+struct Firmware {
+    label: &'static str,
+    dir: &'static str,
+    bin: &'static str,
+    chip: &'static str,
+    target: &'static str,
+    args: &'static [&'static str],
+}
+
+const FIRMWARE: &[Firmware] = &[
+    Firmware {
+        label: "baseline: Wi-Fi + TCP, no tether",
+        dir: "xtask/size-probes/esp32c3-wifi-tcp",
+        bin: "size-probe-esp32c3-wifi-tcp",
+        chip: "esp32c3",
+        target: "riscv32imc-unknown-none-elf",
+        args: &[],
+    },
+    Firmware {
+        label: "esp32c3-minimal (ws://)",
+        dir: "examples/esp32c3-minimal",
+        bin: "esp32c3-minimal",
+        chip: "esp32c3",
+        target: "riscv32imc-unknown-none-elf",
+        args: &[],
+    },
+    Firmware {
+        label: "esp32c3-sensor (wss://, ESP32-C3)",
+        dir: "examples/esp32c3-sensor",
+        bin: "esp32c3-sensor",
+        chip: "esp32c3",
+        target: "riscv32imc-unknown-none-elf",
+        args: &[],
+    },
+    Firmware {
+        label: "esp32c3-sensor (wss://, ESP32-C6)",
+        dir: "examples/esp32c3-sensor",
+        bin: "esp32c3-sensor",
+        chip: "esp32c6",
+        target: "riscv32imac-unknown-none-elf",
+        args: &["--no-default-features", "--features", "esp32c6"],
+    },
+];
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Footprint {
+    /// Bytes of the flashable application image.
+    image: u64,
+    /// Code and constants in flash (`.text`, `.rodata` and friends).
+    flash_sections: u64,
+    /// Static RAM: initialised and zeroed data plus code copied to RAM,
+    /// without the heap array the Wi-Fi driver allocates from.
+    static_ram: u64,
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+pub(crate) fn run() -> Result<(), String> {
+    let root = workspace_root();
+    let target_dir = target_dir().join("firmware");
+    let images = target_dir.join("images");
+    fs::create_dir_all(&images).map_err(|e| format!("{}: {e}", images.display()))?;
+    let mut rows = Vec::new();
+    for firmware in FIRMWARE {
+        crate::run(
+            Command::new(cargo_bin())
+                .args(["build", "--release", "--target", firmware.target])
+                .args(firmware.args)
+                .arg("--target-dir")
+                .arg(&target_dir)
+                .current_dir(root.join(firmware.dir)),
+        )?;
+        let elf = target_dir
+            .join(firmware.target)
+            .join("release")
+            .join(firmware.bin);
+        let image = images.join(format!("{}-{}.bin", firmware.bin, firmware.chip));
+        crate::run(
+            Command::new("espflash")
+                .args(["save-image", "--chip", firmware.chip])
+                .arg(&elf)
+                .arg(&image),
+        )?;
+        let mut footprint = sections(&elf)?;
+        footprint.image = fs::metadata(&image)
+            .map_err(|e| format!("{}: {e}", image.display()))?
+            .len();
+        rows.push((firmware.label, firmware.chip, footprint));
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+fn print_table(rows: &[(&str, &str, Footprint)]) {
+    let Some((_, _, baseline)) = rows.first() else {
+        return;
+    };
+    println!();
+    println!("firmware images (espflash save-image), release, opt-level = \"s\", fat LTO");
+    println!(
+        "{:<36} {:<8} {:>9} {:>9} {:>11} {:>12} {:>12}",
+        "firmware", "chip", "image", "flash", "static RAM", "+flash/base", "+RAM/base"
+    );
+    for (label, chip, f) in rows {
+        println!(
+            "{:<36} {:<8} {:>9} {:>9} {:>11} {:>12} {:>12}",
+            label,
+            chip,
+            f.image,
+            f.flash_sections,
+            f.static_ram,
+            i128::from(f.flash_sections) - i128::from(baseline.flash_sections),
+            i128::from(f.static_ram) - i128::from(baseline.static_ram),
+        );
+    }
+    println!(
+        "(bytes; flash = code and constants; static RAM = .data + .bss + RAM code, heap array excluded; \
+         the C6 row compares with the C3 baseline)"
+    );
+}
+
+/// Sums the allocated sections of a 32-bit little-endian ELF file by where
+/// they live.
+fn sections(path: &Path) -> Result<Footprint, String> {
+    let elf = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bad = || format!("{}: not a 32-bit little-endian ELF file", path.display());
+    if elf.get(..6) != Some(b"\x7fELF\x01\x01".as_slice()) {
+        return Err(bad());
+    }
+    let u16_at = |at: usize| -> Option<usize> {
+        Some(usize::from(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?)))
+    };
+    let u32_at = |at: usize| -> Option<u64> {
+        Some(u64::from(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?)))
+    };
+    let shoff = u32_at(0x20).and_then(|v| usize::try_from(v).ok()).ok_or_else(bad)?;
+    let shentsize = u16_at(0x2E).ok_or_else(bad)?;
+    let shnum = u16_at(0x30).ok_or_else(bad)?;
+    let shstrndx = u16_at(0x32).ok_or_else(bad)?;
+    // (name offset, type, flags, file offset)
+    let section = |index: usize| -> Option<(u64, u64, u64, u64)> {
+        let at = shoff.checked_add(index.checked_mul(shentsize)?)?;
+        Some((u32_at(at)?, u32_at(at + 4)?, u32_at(at + 8)?, u32_at(at + 16)?))
+    };
+    let size_of = |index: usize| -> Option<u64> {
+        let at = shoff.checked_add(index.checked_mul(shentsize)?)?;
+        u32_at(at + 20)
+    };
+    let (_, _, _, strtab) = section(shstrndx).ok_or_else(bad)?;
+    let mut footprint = Footprint::default();
+    for index in 0..shnum {
+        let (name, kind, flags, _) = section(index).ok_or_else(bad)?;
+        let size = size_of(index).ok_or_else(bad)?;
+        const SHF_ALLOC: u64 = 0x2;
+        const SHF_WRITE: u64 = 0x1;
+        const SHT_NOBITS: u64 = 8;
+        if flags & SHF_ALLOC == 0 {
+            continue;
+        }
+        let start = usize::try_from(strtab + name).map_err(|_| bad())?;
+        let name: Vec<u8> = elf
+            .get(start..)
+            .ok_or_else(bad)?
+            .iter()
+            .take_while(|&&b| b != 0)
+            .copied()
+            .collect();
+        let name = String::from_utf8_lossy(&name);
+        if name.contains("heap") || name.contains("uninit") || name.contains("stack") {
+            continue; // the heap array, the stack region
+        }
+        let in_ram = flags & SHF_WRITE != 0 || kind == SHT_NOBITS || name.starts_with(".rwtext")
+            || name.starts_with(".trap") || name.starts_with(".iram");
+        if in_ram {
+            footprint.static_ram += size;
+        } else {
+            footprint.flash_sections += size;
+        }
+    }
+    Ok(footprint)
+}
