@@ -49,6 +49,8 @@ extern crate std;
 mod fmt;
 
 pub mod clock;
+#[cfg(feature = "portal")]
+pub mod portal;
 #[cfg(feature = "tls")]
 pub mod sntp;
 pub mod tcp;

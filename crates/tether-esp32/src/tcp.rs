@@ -239,28 +239,36 @@ impl<'a> TcpConnection<'a> {
     /// finished. Either way the server learns at once that the device left,
     /// instead of at its next ping.
     pub async fn close(mut self) {
-        self.socket.close();
-        let graceful = with_timeout(self.close_timeout, async {
-            let _ = self.socket.flush().await;
-            let mut sink = [0u8; 64];
-            // Ok(0): the peer's FIN. An error: the connection is gone.
-            while let Ok(n) = self.socket.read(&mut sink).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        })
-        .await;
-        if graceful.is_err() {
-            debug!("tcp: no FIN from the peer within the close timeout, resetting");
-        }
-        // After our FIN and theirs this only frees the socket; otherwise the
-        // stack sends a RST. Give the stack one poll to transmit it before
-        // the socket is removed.
-        self.socket.abort();
-        let _ = with_timeout(Duration::from_millis(50), self.socket.flush()).await;
-        Timer::after(Duration::from_millis(1)).await;
+        close_socket(&mut self.socket, self.close_timeout).await;
     }
+}
+
+/// Closes `socket` gracefully: FIN, the peer's FIN awaited for up to
+/// `timeout` (what it still sends is read and dropped), then RST if it has
+/// not finished. Used by [`TcpConnection::close`] and the portal's HTTP
+/// server.
+pub async fn close_socket(socket: &mut TcpSocket<'_>, timeout: Duration) {
+    socket.close();
+    let graceful = with_timeout(timeout, async {
+        let _ = socket.flush().await;
+        let mut sink = [0u8; 64];
+        // Ok(0): the peer's FIN. An error: the connection is gone.
+        while let Ok(n) = socket.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    if graceful.is_err() {
+        debug!("tcp: no FIN from the peer within the close timeout, resetting");
+    }
+    // After our FIN and theirs this only frees the socket; otherwise the
+    // stack sends a RST. Give the stack one poll to transmit it before the
+    // socket is removed.
+    socket.abort();
+    let _ = with_timeout(Duration::from_millis(50), socket.flush()).await;
+    Timer::after(Duration::from_millis(1)).await;
 }
 
 impl ErrorType for TcpConnection<'_> {

@@ -22,9 +22,9 @@
 
 mod support;
 
-use std::io::Write as _;
+use support::netns::{self, ip};
+
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Context;
@@ -49,77 +49,19 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-const INSIDE: &str = "TETHER_ESP32_TAP_NETNS";
-const SKIP: i32 = 77;
 const HOST: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const DEVICE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const RELAY: &str = "relay.test";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Writes past libtest's output capture, so the CI log shows it.
-fn announce(message: &str) {
-    let _ = writeln!(std::io::stderr(), "{message}");
-}
-
 #[test]
 fn device_path_over_tap() {
-    if std::env::var_os(INSIDE).is_some() {
-        return inside();
-    }
-    let exe = std::env::current_exe().expect("test executable");
-    let output = Command::new("unshare")
-        .args(["--net", "--"])
-        .arg(exe)
-        .args([
-            "device_path_over_tap",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(INSIDE, "1")
-        .output()
-        .expect("run unshare (util-linux)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if output.status.code() == Some(SKIP) {
-        announce(&format!("SKIPPED device_path_over_tap: {}", stderr.trim()));
-        return;
-    }
-    if !output.status.success() {
-        let refused =
-            stderr.contains("unshare failed") && stderr.contains("Operation not permitted");
-        if refused {
-            announce(&format!(
-                "SKIPPED device_path_over_tap: the kernel refuses a network namespace here: {}",
-                stderr.trim()
-            ));
-            return;
-        }
-        panic!(
-            "device path over TAP failed ({}):\n{stdout}\n{stderr}",
-            output.status
-        );
-    }
-    print!("{stdout}");
-}
-
-fn ip(args: &str) {
-    let status = Command::new("ip")
-        .args(args.split_whitespace())
-        .status()
-        .expect("run ip (iproute2)");
-    assert!(status.success(), "ip {args}: {status}");
+    netns::in_network_namespace("device_path_over_tap", inside);
 }
 
 fn inside() {
     ip("link set lo up");
-    let tap = match TunTapDevice::new("tap0") {
-        Ok(tap) => tap,
-        Err(error) => {
-            eprintln!("the kernel refuses TUN/TAP (/dev/net/tun): {error}");
-            std::process::exit(SKIP);
-        }
-    };
+    let tap = netns::tap("tap0");
     ip("addr add 10.77.0.1/24 dev tap0");
     ip("link set tap0 up");
     let runtime = tokio::runtime::Builder::new_multi_thread()

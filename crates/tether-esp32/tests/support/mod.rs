@@ -8,6 +8,8 @@
     clippy::std_instead_of_alloc
 )]
 
+pub mod netns;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
