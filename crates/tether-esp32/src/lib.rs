@@ -9,6 +9,8 @@
 //!   │ tcp::TcpConnector   DNS, TcpSocket on your buffers, FIN → RST   │
 //!   │ sntp::synchronize   Unix time ─► clock::WallClock               │
 //!   │ clock::EmbassyClock tether-core Clock on embassy-time           │
+//!   │ portal::CaptivePortal  SoftAP set-up: DHCP, DNS, pages          │
+//!   │ improv::ImprovSerial   Improv Wi-Fi over USB-Serial-JTAG        │
 //!   └────┬────────────────────────────────────────────────────────────┘
 //!        │ embassy-net Stack (smoltcp)
 //!   esp-radio Wi-Fi (on a chip)  ·  a TAP device (the host tests)
@@ -49,6 +51,7 @@ extern crate std;
 mod fmt;
 
 pub mod clock;
+pub mod improv;
 #[cfg(feature = "portal")]
 pub mod portal;
 #[cfg(feature = "tls")]
