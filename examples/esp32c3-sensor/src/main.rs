@@ -1,27 +1,35 @@
 //! tether sensor firmware for the ESP32-C3 (and, with `--features esp32c6`,
-//! the ESP32-C6): boot → provisioning record from flash → Wi-Fi → SNTP →
-//! `wss://` relay with a pinned CA → the chip's temperature every 5 s →
-//! the LED toggled on the `led` command. A long press (5 s) on the BOOT
-//! button erases the record.
+//! the ESP32-C6).
 //!
 //! ```text
-//! tether-provision ... --esp32-image record.bin   # factory record (docs/esp32.md)
-//! espflash write-bin 0xe000 record.bin
-//! TETHER_CA_DER=relay-ca.der cargo run --release
+//!  boot ─► record in flash (0xe000)? ── tether-core provisioning state machine
+//!    │ yes, with Wi-Fi                          │ no / corrupt / 3 failed joins
+//!    ▼                                          ▼
+//!  station: join Wi-Fi ─► SNTP ─► wss://    set-up: SoftAP "tether-XXXX" + DHCP + DNS
+//!  relay (pinned CA) ─► temperature every     + portal pages, and Improv Wi-Fi on the
+//!  5 s, LED toggled by the `led` command      USB port; saved → restart; 5 min without
+//!                                             a save (and a record) → restart and retry
+//!  BOOT held 5 s (either mode): erase the record, restart
 //! ```
+//!
+//! `docs/esp32.md` shows wiring, flashing, the three ways to provision and
+//! the serial log of each step.
 #![no_std]
 #![no_main]
 
+mod setup;
+
+use core::cell::RefCell;
 use core::fmt::Write as _;
 
 use embassy_executor::Spawner;
 use embassy_net::{Runner as NetRunner, StackResources};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
-use embassy_time::{Duration, Timer};
+use embassy_time::{Duration, Timer, with_timeout};
 use esp_backtrace as _;
 use esp_hal::clock::CpuClock;
 use esp_hal::gpio::{Input, InputConfig, Level, Output, OutputConfig, Pull};
-use esp_hal::rng::Rng;
+use esp_hal::rng::{Rng, Trng, TrngSource};
 use esp_hal::timer::timg::TimerGroup;
 use esp_hal::tsens::TemperatureSensor;
 use esp_println::println;
@@ -31,7 +39,9 @@ use esp_storage::FlashStorage;
 use static_cell::StaticCell;
 use tether_core::client::{Buffers, Client, ClientConfig, CommandResult, Runner};
 use tether_core::outbox::RamOutbox;
-use tether_core::provisioning::store::{ConfigStore, NorFlashStore};
+use tether_core::provisioning::record::ProvisioningRecord;
+use tether_core::provisioning::state::{Action, Failure, Provisioning, ProvisioningConfig};
+use tether_core::provisioning::store::{ConfigStore, NorFlashStore, StoreError};
 use tether_esp32::tls::{MAX_RECORD, PinnedCa, TlsConnector};
 use tether_esp32::{EmbassyClock, TcpConfig, TcpConnector};
 use tether_proto::{Command, CommandStatus};
@@ -48,7 +58,32 @@ const NTP_SERVER: &str = match option_env!("NTP_SERVER") {
     None => "pool.ntp.org",
 };
 
+type Store = NorFlashStore<FlashStorage<'static>>;
 type SensorClient = Client<NoopRawMutex, RamOutbox<8192>, Rng, EmbassyClock>;
+
+/// The record store, shared by the set-up mode and the BOOT button task
+/// (everything runs on one executor).
+#[derive(Clone, Copy)]
+pub struct SharedStore(&'static RefCell<Store>);
+
+impl ConfigStore for SharedStore {
+    fn load(&mut self) -> Result<Option<ProvisioningRecord>, StoreError> {
+        self.0.borrow_mut().load()
+    }
+
+    fn save(&mut self, record: &ProvisioningRecord) -> Result<(), StoreError> {
+        self.0.borrow_mut().save(record)
+    }
+
+    fn erase(&mut self) -> Result<(), StoreError> {
+        self.0.borrow_mut().erase()
+    }
+}
+
+/// Milliseconds since boot: the provisioning state machine's clock.
+pub fn now_ms() -> u64 {
+    embassy_time::Instant::now().as_millis()
+}
 
 #[esp_rtos::main]
 async fn main(spawner: Spawner) -> ! {
@@ -57,38 +92,53 @@ async fn main(spawner: Spawner) -> ! {
     esp_alloc::heap_allocator!(size: 72 * 1024);
     let timg0 = TimerGroup::new(peripherals.TIMG0);
     esp_rtos::start(timg0.timer0, peripherals.FROM_CPU_INTR0);
+    // Cryptographically secure random numbers for TLS key shares.
+    static TRNG_SOURCE: StaticCell<TrngSource<'static>> = StaticCell::new();
+    TRNG_SOURCE.init(TrngSource::new(peripherals.RNG, peripherals.ADC1));
 
-    // 1. The provisioning record.
-    let mut store = NorFlashStore::new(FlashStorage::new(peripherals.FLASH), RECORD_OFFSET);
-    let record = match store.load() {
-        Ok(Some(record)) => record,
-        Ok(None) => halt("no provisioning record at 0xe000: flash one (docs/esp32.md)").await,
-        Err(e) => {
-            println!("provisioning record unreadable: {e}");
-            halt("erase it with a long press on BOOT, then provision again").await
+    // 1. The provisioning record, and what the state machine makes of it.
+    static STORE: StaticCell<RefCell<Store>> = StaticCell::new();
+    let store = SharedStore(STORE.init(RefCell::new(NorFlashStore::new(
+        FlashStorage::new(peripherals.FLASH),
+        RECORD_OFFSET,
+    ))));
+    let loaded = { store }.load();
+    match &loaded {
+        Ok(Some(record)) => println!(
+            "record: device {} → {}",
+            record.device_id.as_str(),
+            record.server_url.as_str()
+        ),
+        Ok(None) => println!("record: none at {RECORD_OFFSET:#x}"),
+        Err(e) => println!("record: unreadable: {e}"),
+    }
+    let record = loaded.as_ref().ok().and_then(Option::as_ref).cloned();
+    let config = ProvisioningConfig::default();
+    let mut machine = Provisioning::new(config);
+    machine.boot(now_ms(), loaded);
+    let boot_button = Input::new(peripherals.GPIO9, InputConfig::default().with_pull(Pull::Up));
+    spawner.spawn(reset_task(boot_button, store).expect("reset task"));
+
+    let controller =
+        WifiController::new(peripherals.WIFI, Default::default()).expect("Wi-Fi controller");
+    let setup = setup::Setup {
+        spawner,
+        store,
+        usb: peripherals.USB_DEVICE,
+        config,
+    };
+    let (mut controller, record) = match (machine.poll_action(), record) {
+        (Some(Action::Connect), Some(record)) => (controller, record),
+        (action, record) => {
+            println!("provisioning: {action:?}: opening set-up");
+            setup.run(controller, record).await
         }
     };
-    static RECORD: StaticCell<tether_core::provisioning::record::ProvisioningRecord> =
-        StaticCell::new();
-    let record = &*RECORD.init(record);
-    println!(
-        "record: device {} → {}",
-        record.device_id.as_str(),
-        record.server_url.as_str()
-    );
-    let boot_button = Input::new(
-        peripherals.GPIO9,
-        InputConfig::default().with_pull(Pull::Up),
-    );
-    spawner.spawn(reset_task(boot_button, store).expect("reset task"));
-    let Some(wifi) = record.wifi.as_ref() else {
-        halt("the record has no Wi-Fi credentials").await
-    };
 
-    // 2. Wi-Fi and the network stack.
-    let rng = Rng::new();
-    let mut controller =
-        WifiController::new(peripherals.WIFI, Default::default()).expect("Wi-Fi controller");
+    // 2. Station: join with the saved credentials, as the machine says.
+    let Some(wifi) = record.wifi.as_ref() else {
+        setup.run(controller, Some(record)).await
+    };
     let station = Config::Station(
         StationConfig::default()
             .with_ssid(wifi.ssid.as_str().try_into().expect("SSID checked by the record"))
@@ -100,6 +150,7 @@ async fn main(spawner: Spawner) -> ! {
             )),
     );
     controller.set_config(&station).expect("Wi-Fi config");
+    let rng = Rng::new();
     static RESOURCES: StaticCell<StackResources<5>> = StaticCell::new();
     let seed = (u64::from(rng.random()) << 32) | u64::from(rng.random());
     let (stack, net_runner) = embassy_net::new(
@@ -108,8 +159,32 @@ async fn main(spawner: Spawner) -> ! {
         RESOURCES.init(StackResources::new()),
         seed,
     );
-    spawner.spawn(wifi_task(controller).expect("wifi task"));
     spawner.spawn(net_task(net_runner).expect("net task"));
+    loop {
+        let attempt = with_timeout(
+            Duration::from_millis(config.attempt_timeout_ms),
+            controller.connect_async(),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(_)) => {
+                println!("Wi-Fi joined {}", wifi.ssid.as_str());
+                machine.wifi_joined(now_ms());
+                break;
+            }
+            Ok(Err(e)) => println!("Wi-Fi join failed: {e:?}"),
+            Err(_) => println!("Wi-Fi join timed out"),
+        }
+        machine.attempt_failed(now_ms(), Failure::Wifi);
+        while let Some(action) = machine.poll_action() {
+            if let Action::OpenPortal(reason) = action {
+                println!("provisioning: {reason:?}: opening set-up");
+                setup.run(controller, Some(record)).await
+            }
+        }
+        Timer::after(Duration::from_millis(config.retry_delay_ms)).await;
+    }
+    spawner.spawn(wifi_task(controller).expect("wifi task"));
     stack.wait_config_up().await;
     println!("network up: {:?}", stack.config_v4());
 
@@ -121,12 +196,14 @@ async fn main(spawner: Spawner) -> ! {
         Timer::after(Duration::from_secs(5)).await;
     }
 
-    // 4. The tether client.
+    // 4. The tether client: about 20 lines.
+    static RECORD: StaticCell<ProvisioningRecord> = StaticCell::new();
+    static AUTHORIZATION: StaticCell<heapless::String<96>> = StaticCell::new();
     static CLIENT: StaticCell<SensorClient> = StaticCell::new();
     static SOCKET: StaticCell<([u8; 2048], [u8; 1024])> = StaticCell::new();
     static RECORDS: StaticCell<([u8; MAX_RECORD], [u8; 1024])> = StaticCell::new();
     static BUFFERS: StaticCell<Buffers<1024, 512, 512>> = StaticCell::new();
-    static AUTHORIZATION: StaticCell<heapless::String<96>> = StaticCell::new();
+    let record = &*RECORD.init(record);
     let authorization = AUTHORIZATION.init(heapless::String::new());
     let _ = write!(authorization, "Bearer {}", record.token.as_str());
     let config = ClientConfig::new(
@@ -140,16 +217,11 @@ async fn main(spawner: Spawner) -> ! {
     let (socket_rx, socket_tx) = SOCKET.init(([0; 2048], [0; 1024]));
     let (read_record, write_record) = RECORDS.init(([0; MAX_RECORD], [0; 1024]));
     let tcp = TcpConnector::new(stack, socket_rx, socket_tx, TcpConfig::default());
-    let connector = TlsConnector::new(tcp, PinnedCa(CA), Rng::new(), read_record, write_record);
-    let mut runner = Runner::new(
-        client,
-        config,
-        connector,
-        EmbassyClock,
-        Rng::new(),
-        BUFFERS.init(Buffers::new()),
-    )
-    .expect("valid buffers");
+    let trng = Trng::try_new().expect("TRNG source enabled above");
+    let connector = TlsConnector::new(tcp, PinnedCa(CA), trng, read_record, write_record);
+    let buffers = BUFFERS.init(Buffers::new());
+    let mut runner = Runner::new(client, config, connector, EmbassyClock, Rng::new(), buffers)
+        .expect("valid buffers");
 
     // 5. The LED, toggled by the `led` command; the answer is its new state.
     let mut led = Output::new(peripherals.GPIO8, Level::Low, OutputConfig::default());
@@ -159,8 +231,7 @@ async fn main(spawner: Spawner) -> ! {
             return CommandStatus::Unsupported;
         }
         led.toggle();
-        let on = led.is_set_high();
-        match result.set(&on) {
+        match result.set(&led.is_set_high()) {
             Ok(()) => CommandStatus::Ok,
             Err(_) => CommandStatus::Failed,
         }
@@ -182,22 +253,13 @@ async fn main(spawner: Spawner) -> ! {
     unreachable!("the runner and the publisher never return")
 }
 
-/// Logs why the firmware cannot go on and waits for a reset (a long press
-/// on BOOT erases the record in the meantime).
-async fn halt(why: &str) -> ! {
-    loop {
-        println!("{why}");
-        Timer::after(Duration::from_secs(10)).await;
-    }
-}
-
 /// A 5-second press on BOOT (GPIO9, low when pressed) erases the
-/// provisioning record and restarts.
+/// provisioning record and restarts, in either mode.
 #[embassy_executor::task]
-async fn reset_task(mut button: Input<'static>, mut store: NorFlashStore<FlashStorage<'static>>) {
+async fn reset_task(mut button: Input<'static>, mut store: SharedStore) {
     loop {
         button.wait_for_low().await;
-        let held = embassy_time::with_timeout(Duration::from_secs(5), button.wait_for_high()).await;
+        let held = with_timeout(Duration::from_secs(5), button.wait_for_high()).await;
         if held.is_err() {
             println!("BOOT held for 5 s: erasing the provisioning record");
             match store.erase() {
@@ -208,22 +270,27 @@ async fn reset_task(mut button: Input<'static>, mut store: NorFlashStore<FlashSt
     }
 }
 
+/// Rejoins after the access point drops the device; the tether session
+/// reconnects on its own once the link is back.
 #[embassy_executor::task]
 async fn wifi_task(mut controller: WifiController<'static>) {
     loop {
-        match controller.connect_async().await {
-            Ok(_) => {
-                println!("Wi-Fi connected");
-                let _ = controller.wait_for_disconnect_async().await;
-                println!("Wi-Fi disconnected");
+        let _ = controller.wait_for_disconnect_async().await;
+        println!("Wi-Fi disconnected");
+        loop {
+            match controller.connect_async().await {
+                Ok(_) => {
+                    println!("Wi-Fi connected");
+                    break;
+                }
+                Err(e) => println!("Wi-Fi connect failed: {e:?}"),
             }
-            Err(e) => println!("Wi-Fi connect failed: {e:?}"),
+            Timer::after(Duration::from_secs(5)).await;
         }
-        Timer::after(Duration::from_secs(5)).await;
     }
 }
 
-#[embassy_executor::task]
-async fn net_task(mut runner: NetRunner<'static, Interface>) {
+#[embassy_executor::task(pool_size = 2)]
+pub async fn net_task(mut runner: NetRunner<'static, Interface>) {
     runner.run().await
 }
