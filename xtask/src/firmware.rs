@@ -4,7 +4,7 @@
 //! stack (`xtask/size-probes/esp32c3-wifi-tcp`).
 //!
 //! `cargo xtask firmware` runs this alone; `cargo xtask test` runs it as a
-//! step. Images land in `<target>/firmware-images/`.
+//! step. Images land in `<target>/firmware/images/`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,10 +12,11 @@ use std::process::Command;
 
 use crate::{cargo_bin, workspace_root};
 
-/// One firmware build: (label, crate directory, binary, chip, target,
-/// extra cargo arguments).
+/// One firmware build.
 struct Firmware {
     label: &'static str,
+    /// File name of the saved image, without `.bin`.
+    image: &'static str,
     dir: &'static str,
     bin: &'static str,
     chip: &'static str,
@@ -26,6 +27,7 @@ struct Firmware {
 const FIRMWARE: &[Firmware] = &[
     Firmware {
         label: "baseline: Wi-Fi + TCP, no tether",
+        image: "baseline-wifi-tcp-esp32c3",
         dir: "xtask/size-probes/esp32c3-wifi-tcp",
         bin: "size-probe-esp32c3-wifi-tcp",
         chip: "esp32c3",
@@ -34,6 +36,7 @@ const FIRMWARE: &[Firmware] = &[
     },
     Firmware {
         label: "esp32c3-minimal (ws://)",
+        image: "esp32c3-minimal",
         dir: "examples/esp32c3-minimal",
         bin: "esp32c3-minimal",
         chip: "esp32c3",
@@ -41,7 +44,26 @@ const FIRMWARE: &[Firmware] = &[
         args: &[],
     },
     Firmware {
-        label: "esp32c3-sensor (wss://, ESP32-C3)",
+        label: "baseline + TLS: embedded-tls",
+        image: "tls-embedded-tls-esp32c3",
+        dir: "xtask/size-probes/esp32c3-tls",
+        bin: "size-probe-esp32c3-tls",
+        chip: "esp32c3",
+        target: "riscv32imc-unknown-none-elf",
+        args: &["--features", "embedded-tls"],
+    },
+    Firmware {
+        label: "baseline + TLS: mbedtls-rs",
+        image: "tls-mbedtls-esp32c3",
+        dir: "xtask/size-probes/esp32c3-tls",
+        bin: "size-probe-esp32c3-tls",
+        chip: "esp32c3",
+        target: "riscv32imc-unknown-none-elf",
+        args: &["--features", "mbedtls"],
+    },
+    Firmware {
+        label: "esp32c3-sensor (wss://, set-up)",
+        image: "esp32c3-sensor",
         dir: "examples/esp32c3-sensor",
         bin: "esp32c3-sensor",
         chip: "esp32c3",
@@ -49,7 +71,8 @@ const FIRMWARE: &[Firmware] = &[
         args: &[],
     },
     Firmware {
-        label: "esp32c3-sensor (wss://, ESP32-C6)",
+        label: "esp32c3-sensor on ESP32-C6",
+        image: "esp32c6-sensor",
         dir: "examples/esp32c3-sensor",
         bin: "esp32c3-sensor",
         chip: "esp32c6",
@@ -94,7 +117,7 @@ pub(crate) fn run() -> Result<(), String> {
             .join(firmware.target)
             .join("release")
             .join(firmware.bin);
-        let image = images.join(format!("{}-{}.bin", firmware.bin, firmware.chip));
+        let image = images.join(format!("{}.bin", firmware.image));
         crate::run(
             Command::new("espflash")
                 .args(["save-image", "--chip", firmware.chip])
