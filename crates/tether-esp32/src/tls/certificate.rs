@@ -173,6 +173,48 @@ mod tests {
         assert!(!name_matches(b"relay.example.com", b"relay.example.org"));
     }
 
+    /// A P-256 certificate for `relay.example.com` and `*.relay.example.com`
+    /// (openssl), valid 30 days: the fuzz seed.
+    const CERTIFICATE: &[u8] =
+        include_bytes!("../../../../fuzz/seeds/esp32_certificate/p256-san.der");
+
+    #[test]
+    fn reads_validity_and_names() {
+        let facts = parse(CERTIFICATE).unwrap();
+        assert_eq!(
+            facts.validity.not_after - facts.validity.not_before,
+            30 * 86_400
+        );
+        assert!(facts.matches_host("relay.example.com").unwrap());
+        assert!(facts.matches_host("api.relay.example.com").unwrap());
+        assert!(!facts.matches_host("relay.example.org").unwrap());
+    }
+
+    proptest::proptest! {
+        /// Any change to a real certificate, and any prefix of it, gives a
+        /// result or `Malformed`, never a panic.
+        #[test]
+        fn mutated_certificates_never_panic(
+            at in 0..CERTIFICATE.len(),
+            byte in proptest::num::u8::ANY,
+            cut in 0..=CERTIFICATE.len(),
+        ) {
+            let mut bytes = CERTIFICATE.to_vec();
+            bytes[at] = byte;
+            bytes.truncate(cut);
+            if let Ok(facts) = parse(&bytes) {
+                let _ = facts.matches_host("relay.example.com");
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            if let Ok(facts) = parse(&bytes) {
+                let _ = facts.matches_host("relay.example.com");
+            }
+        }
+    }
+
     #[test]
     fn garbage_is_malformed_not_a_panic() {
         assert_eq!(parse(&[]).err(), Some(Malformed));
