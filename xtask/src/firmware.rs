@@ -163,8 +163,13 @@ fn print_table(rows: &[(&str, &str, Footprint)]) {
 }
 
 /// Sums the allocated sections of a 32-bit little-endian ELF file by where
-/// they live.
+/// they live, and takes the heap array (`esp_alloc::heap_allocator!`'s
+/// `HEAP` static) out of the static RAM.
 fn sections(path: &Path) -> Result<Footprint, String> {
+    const SHF_WRITE: u64 = 0x1;
+    const SHF_ALLOC: u64 = 0x2;
+    const SHT_SYMTAB: u64 = 2;
+    const SHT_NOBITS: u64 = 8;
     let elf = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let bad = || format!("{}: not a 32-bit little-endian ELF file", path.display());
     if elf.get(..6) != Some(b"\x7fELF\x01\x01".as_slice()) {
@@ -176,49 +181,68 @@ fn sections(path: &Path) -> Result<Footprint, String> {
     let u32_at = |at: usize| -> Option<u64> {
         Some(u64::from(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?)))
     };
-    let shoff = u32_at(0x20).and_then(|v| usize::try_from(v).ok()).ok_or_else(bad)?;
+    let to_usize = |v: u64| usize::try_from(v).ok();
+    let shoff = u32_at(0x20).and_then(to_usize).ok_or_else(bad)?;
     let shentsize = u16_at(0x2E).ok_or_else(bad)?;
     let shnum = u16_at(0x30).ok_or_else(bad)?;
     let shstrndx = u16_at(0x32).ok_or_else(bad)?;
-    // (name offset, type, flags, file offset)
-    let section = |index: usize| -> Option<(u64, u64, u64, u64)> {
+    /// Elf32_Shdr fields.
+    struct Section {
+        name: u64,
+        kind: u64,
+        flags: u64,
+        offset: u64,
+        size: u64,
+        link: u64,
+    }
+    let section = |index: usize| -> Option<Section> {
         let at = shoff.checked_add(index.checked_mul(shentsize)?)?;
-        Some((u32_at(at)?, u32_at(at + 4)?, u32_at(at + 8)?, u32_at(at + 16)?))
+        Some(Section {
+            name: u32_at(at)?,
+            kind: u32_at(at + 4)?,
+            flags: u32_at(at + 8)?,
+            offset: u32_at(at + 16)?,
+            size: u32_at(at + 20)?,
+            link: u32_at(at + 24)?,
+        })
     };
-    let size_of = |index: usize| -> Option<u64> {
-        let at = shoff.checked_add(index.checked_mul(shentsize)?)?;
-        u32_at(at + 20)
+    let string = |table: u64, offset: u64| -> Option<String> {
+        let start = to_usize(table.checked_add(offset)?)?;
+        let bytes: Vec<u8> = elf.get(start..)?.iter().take_while(|&&b| b != 0).copied().collect();
+        Some(String::from_utf8_lossy(&bytes).into_owned())
     };
-    let (_, _, _, strtab) = section(shstrndx).ok_or_else(bad)?;
+    let names = section(shstrndx).ok_or_else(bad)?.offset;
     let mut footprint = Footprint::default();
+    let mut heap = 0u64;
     for index in 0..shnum {
-        let (name, kind, flags, _) = section(index).ok_or_else(bad)?;
-        let size = size_of(index).ok_or_else(bad)?;
-        const SHF_ALLOC: u64 = 0x2;
-        const SHF_WRITE: u64 = 0x1;
-        const SHT_NOBITS: u64 = 8;
-        if flags & SHF_ALLOC == 0 {
+        let s = section(index).ok_or_else(bad)?;
+        let name = string(names, s.name).ok_or_else(bad)?;
+        if s.kind == SHT_SYMTAB {
+            // Elf32_Sym: name, value, size, info, other, shndx (16 bytes).
+            let strtab = section(to_usize(s.link).ok_or_else(bad)?).ok_or_else(bad)?.offset;
+            for at in (0..s.size / 16).map(|i| s.offset + i * 16) {
+                let at = to_usize(at).ok_or_else(bad)?;
+                let symbol = string(strtab, u32_at(at).ok_or_else(bad)?).ok_or_else(bad)?;
+                if symbol.contains("4HEAP17h") {
+                    heap += u32_at(at + 8).ok_or_else(bad)?;
+                }
+            }
             continue;
         }
-        let start = usize::try_from(strtab + name).map_err(|_| bad())?;
-        let name: Vec<u8> = elf
-            .get(start..)
-            .ok_or_else(bad)?
-            .iter()
-            .take_while(|&&b| b != 0)
-            .copied()
-            .collect();
-        let name = String::from_utf8_lossy(&name);
-        if name.contains("heap") || name.contains("uninit") || name.contains("stack") {
-            continue; // the heap array, the stack region
+        if s.flags & SHF_ALLOC == 0 || name.contains("dummy") || name == ".stack" {
+            continue; // not loaded, address-space reservations, the stack
         }
-        let in_ram = flags & SHF_WRITE != 0 || kind == SHT_NOBITS || name.starts_with(".rwtext")
-            || name.starts_with(".trap") || name.starts_with(".iram");
+        let in_ram = s.flags & SHF_WRITE != 0
+            || s.kind == SHT_NOBITS
+            || name.starts_with(".rwtext")
+            || name.starts_with(".trap")
+            || name.starts_with(".iram");
         if in_ram {
-            footprint.static_ram += size;
+            footprint.static_ram += s.size;
         } else {
-            footprint.flash_sections += size;
+            footprint.flash_sections += s.size;
         }
     }
+    footprint.static_ram = footprint.static_ram.saturating_sub(heap);
     Ok(footprint)
 }
