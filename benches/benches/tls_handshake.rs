@@ -19,7 +19,9 @@ use tether_esp32::tls::{MAX_RECORD, PinnedCa, TlsConnector};
 use tether_host::connector::TokioConnector;
 use tokio::io::AsyncReadExt;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio_rustls::rustls::pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName,
+};
 
 struct Pki {
     ca: CertificateDer<'static>,

@@ -176,10 +176,14 @@ fn sections(path: &Path) -> Result<Footprint, String> {
         return Err(bad());
     }
     let u16_at = |at: usize| -> Option<usize> {
-        Some(usize::from(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?)))
+        Some(usize::from(u16::from_le_bytes(
+            elf.get(at..at + 2)?.try_into().ok()?,
+        )))
     };
     let u32_at = |at: usize| -> Option<u64> {
-        Some(u64::from(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?)))
+        Some(u64::from(u32::from_le_bytes(
+            elf.get(at..at + 4)?.try_into().ok()?,
+        )))
     };
     let to_usize = |v: u64| usize::try_from(v).ok();
     let shoff = u32_at(0x20).and_then(to_usize).ok_or_else(bad)?;
@@ -208,7 +212,12 @@ fn sections(path: &Path) -> Result<Footprint, String> {
     };
     let string = |table: u64, offset: u64| -> Option<String> {
         let start = to_usize(table.checked_add(offset)?)?;
-        let bytes: Vec<u8> = elf.get(start..)?.iter().take_while(|&&b| b != 0).copied().collect();
+        let bytes: Vec<u8> = elf
+            .get(start..)?
+            .iter()
+            .take_while(|&&b| b != 0)
+            .copied()
+            .collect();
         Some(String::from_utf8_lossy(&bytes).into_owned())
     };
     let names = section(shstrndx).ok_or_else(bad)?.offset;
@@ -219,7 +228,9 @@ fn sections(path: &Path) -> Result<Footprint, String> {
         let name = string(names, s.name).ok_or_else(bad)?;
         if s.kind == SHT_SYMTAB {
             // Elf32_Sym: name, value, size, info, other, shndx (16 bytes).
-            let strtab = section(to_usize(s.link).ok_or_else(bad)?).ok_or_else(bad)?.offset;
+            let strtab = section(to_usize(s.link).ok_or_else(bad)?)
+                .ok_or_else(bad)?
+                .offset;
             for at in (0..s.size / 16).map(|i| s.offset + i * 16) {
                 let at = to_usize(at).ok_or_else(bad)?;
                 let symbol = string(strtab, u32_at(at).ok_or_else(bad)?).ok_or_else(bad)?;

@@ -11,7 +11,7 @@
 pub mod netns;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
@@ -112,7 +112,7 @@ pub async fn start_server(
 }
 
 /// Registers device `id` in tenant `default`; returns its token.
-pub fn add_device(database: &PathBuf, id: &str) -> Result<String, BoxError> {
+pub fn add_device(database: &Path, id: &str) -> Result<String, BoxError> {
     let admin = Admin::open(database)?;
     let tenant = admin.tenant_id("default")?;
     Ok(admin.add_device(Some(tenant), Some(id), false)?.token)
