@@ -7,10 +7,10 @@
 //! step. Images land in `<target>/firmware/images/`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use crate::{cargo_bin, workspace_root};
+use crate::{cargo_bin, target_dir, workspace_root};
 
 /// One firmware build.
 struct Firmware {
@@ -90,12 +90,6 @@ struct Footprint {
     /// Static RAM: initialised and zeroed data plus code copied to RAM,
     /// without the heap array the Wi-Fi driver allocates from.
     static_ram: u64,
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 pub(crate) fn run() -> Result<(), String> {

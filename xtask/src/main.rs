@@ -28,6 +28,13 @@ pub(crate) const FIRMWARE_TARGETS: &[&str] = &["riscv32imac-unknown-none-elf"];
 /// no default features.
 pub(crate) const NO_STD_CRATES: &[&str] = &["tether-proto", "tether-core", "tether-esp32"];
 
+/// Optional features of no_std crates that must build for
+/// [`NO_STD_TARGETS`] too: (crate, features).
+const NO_STD_FEATURES: &[(&str, &str)] = &[
+    ("tether-core", "flash"),
+    ("tether-esp32", "tls,portal,tls-p384"),
+];
+
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
@@ -113,6 +120,18 @@ fn no_std_builds() -> Result<(), String> {
                 target,
             ])?;
         }
+        for (krate, features) in NO_STD_FEATURES {
+            cargo(&[
+                "build",
+                "--package",
+                krate,
+                "--no-default-features",
+                "--features",
+                features,
+                "--target",
+                target,
+            ])?;
+        }
     }
     Ok(())
 }
@@ -131,9 +150,7 @@ fn load(args: &[String]) -> Result<(), String> {
         "--example",
         "load",
     ])?;
-    let target = env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace_root().join("target"));
+    let target = target_dir();
     let server = target.join("release").join("tether-server");
     run(
         Command::new(target.join("release").join("examples").join("load"))
@@ -142,6 +159,14 @@ fn load(args: &[String]) -> Result<(), String> {
             .args(args)
             .current_dir(workspace_root()),
     )
+}
+
+/// Where cargo puts build output: `CARGO_TARGET_DIR` if set, else
+/// `<workspace>/target`.
+pub(crate) fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 fn step(name: &str, result: Result<(), String>) -> Result<(), String> {

@@ -23,19 +23,21 @@
 //! # Example (feature `tls`, on by default)
 //!
 //! ```no_run
-//! # async fn f(stack: embassy_net::Stack<'static>, rng: impl rand_core::RngCore + rand_core::CryptoRng) {
+//! # async fn f(stack: embassy_net::Stack<'static>, rng: impl rand_core::RngCore + rand_core::CryptoRng + 'static) {
 //! use embassy_time::Duration;
 //! use tether_core::connector::{Connector, Endpoint, Security};
 //! use tether_esp32::tcp::{TcpConfig, TcpConnector};
 //! use tether_esp32::tls::{MAX_RECORD, PinnedCa, TlsConnector};
 //!
 //! static CA: &[u8] = &[/* include_bytes!("relay-ca.der") */];
-//! let (mut rx, mut tx) = ([0u8; 2048], [0u8; 1024]);
-//! let (mut read_record, mut write_record) = ([0u8; MAX_RECORD], [0u8; 1024]);
+//! static SOCKET: static_cell::StaticCell<([u8; 2048], [u8; 1024])> = static_cell::StaticCell::new();
+//! static RECORDS: static_cell::StaticCell<([u8; MAX_RECORD], [u8; 1024])> = static_cell::StaticCell::new();
+//! let (rx, tx) = SOCKET.init(([0; 2048], [0; 1024]));
+//! let (read_record, write_record) = RECORDS.init(([0; MAX_RECORD], [0; 1024]));
 //! // Certificates need the time: SNTP first.
 //! tether_esp32::sntp::synchronize(stack, "pool.ntp.org", 123, Duration::from_secs(5)).await.unwrap();
-//! let tcp = TcpConnector::new(stack, &mut rx, &mut tx, TcpConfig::default());
-//! let mut connector = TlsConnector::new(tcp, PinnedCa(CA), rng, &mut read_record, &mut write_record);
+//! let tcp = TcpConnector::new(stack, rx, tx, TcpConfig::default());
+//! let mut connector = TlsConnector::new(tcp, PinnedCa(CA), rng, read_record, write_record);
 //! let connection = connector
 //!     .connect(Endpoint::new("relay.example.com", 443, Security::Tls))
 //!     .await;
@@ -50,6 +52,7 @@ extern crate std;
 #[macro_use]
 mod fmt;
 
+pub mod board;
 pub mod clock;
 pub mod improv;
 #[cfg(feature = "portal")]
@@ -60,6 +63,7 @@ pub mod tcp;
 #[cfg(feature = "tls")]
 pub mod tls;
 
+pub use board::EspBoard;
 pub use clock::{EmbassyClock, WallClock};
 pub use tcp::{TcpConfig, TcpConnection, TcpConnector};
 #[cfg(feature = "tls")]

@@ -100,17 +100,18 @@ impl TcpConfig {
     }
 }
 
-/// Opens TCP connections on an embassy-net stack. Owns (borrows, for `'b`)
-/// the socket's receive and transmit buffers and lends them to one
-/// [`TcpConnection`] at a time.
+/// Opens TCP connections on an embassy-net stack. Owns the socket's
+/// receive and transmit buffers (`'static`: statics in firmware, leaked in
+/// tests) and lends them to one [`TcpConnection`] at a time.
 ///
 /// ```no_run
 /// # async fn f(stack: embassy_net::Stack<'static>) {
 /// use tether_core::connector::{Connector, Endpoint, Security};
 /// use tether_esp32::tcp::{TcpConfig, TcpConnector};
 ///
-/// let (mut rx, mut tx) = ([0u8; 2048], [0u8; 1024]);
-/// let mut connector = TcpConnector::new(stack, &mut rx, &mut tx, TcpConfig::default());
+/// static SOCKET: static_cell::StaticCell<([u8; 2048], [u8; 1024])> = static_cell::StaticCell::new();
+/// let (rx, tx) = SOCKET.init(([0; 2048], [0; 1024]));
+/// let mut connector = TcpConnector::new(stack, rx, tx, TcpConfig::default());
 /// let connection = connector
 ///     .connect(Endpoint::new("relay.example.com", 80, Security::Plain))
 ///     .await
@@ -118,14 +119,14 @@ impl TcpConfig {
 /// connection.close().await; // FIN, then RST if the peer does not answer
 /// # }
 /// ```
-pub struct TcpConnector<'b> {
-    stack: Stack<'b>,
-    rx: &'b mut [u8],
-    tx: &'b mut [u8],
+pub struct TcpConnector {
+    stack: Stack<'static>,
+    rx: &'static mut [u8],
+    tx: &'static mut [u8],
     config: TcpConfig,
 }
 
-impl core::fmt::Debug for TcpConnector<'_> {
+impl core::fmt::Debug for TcpConnector {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("TcpConnector")
             .field("rx", &self.rx.len())
@@ -135,9 +136,14 @@ impl core::fmt::Debug for TcpConnector<'_> {
     }
 }
 
-impl<'b> TcpConnector<'b> {
+impl TcpConnector {
     /// A connector on `stack` with the socket buffers `rx` and `tx`.
-    pub fn new(stack: Stack<'b>, rx: &'b mut [u8], tx: &'b mut [u8], config: TcpConfig) -> Self {
+    pub fn new(
+        stack: Stack<'static>,
+        rx: &'static mut [u8],
+        tx: &'static mut [u8],
+        config: TcpConfig,
+    ) -> Self {
         Self {
             stack,
             rx,
@@ -148,7 +154,7 @@ impl<'b> TcpConnector<'b> {
 
     /// The network stack.
     #[must_use]
-    pub fn stack(&self) -> Stack<'b> {
+    pub fn stack(&self) -> Stack<'static> {
         self.stack
     }
 
@@ -194,7 +200,7 @@ impl<'b> TcpConnector<'b> {
     }
 }
 
-impl Connector for TcpConnector<'_> {
+impl Connector for TcpConnector {
     type Connection<'a>
         = TcpConnection<'a>
     where
@@ -206,6 +212,11 @@ impl Connector for TcpConnector<'_> {
             return Err(ConnectError::TlsUnsupported);
         }
         self.connect_tcp(endpoint.host, endpoint.port).await
+    }
+
+    /// FIN, the peer's FIN awaited up to the close timeout, then RST.
+    async fn close(connection: Self::Connection<'_>) {
+        connection.close().await;
     }
 }
 

@@ -33,16 +33,15 @@ use std::time::Duration;
 use embassy_net::{Ipv4Cidr, StackResources, StaticConfigV4};
 use embassy_net_driver::{Capabilities, Driver, HardwareAddress, LinkState};
 use embassy_net_tuntap::TunTapDevice;
-use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use serde_json::{Value, json};
 use support::*;
-use tether_core::client::{Buffers, Client, ClientConfig, CommandResult, Runner};
+use tether_core::client::{self, ClientConfig, CommandResult, Resources};
 use tether_core::outbox::RamOutbox;
 use tether_esp32::tls::{MAX_RECORD, PinnedCa, TlsConnector};
-use tether_esp32::{EmbassyClock, TcpConfig, TcpConnector};
+use tether_esp32::{EspBoard, TcpConfig, TcpConnector};
 use tether_proto::{Command as DeviceCommand, CommandStatus};
 use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::Message;
@@ -248,7 +247,7 @@ impl Receiver {
     }
 }
 
-type DeviceClient = Client<NoopRawMutex, RamOutbox<8192>, StdRng, EmbassyClock>;
+type Board = EspBoard<TlsConnector<TcpConnector, StdRng>, StdRng, RamOutbox<8192>>;
 
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Result<(), BoxError> {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -319,21 +318,12 @@ async fn scenario(tap: TunTapDevice) -> Result<(), BoxError> {
         unix_now()
     );
 
-    let url = format!("wss://{RELAY}:{}/v1/device", addr.port());
-    let authorization = format!("Bearer {token}");
-    let config = ClientConfig::new(&url, "tap-device", "tap-1").with_authorization(&authorization);
-    let client: &'static DeviceClient = Box::leak(Box::new(DeviceClient::new(
-        &config,
-        RamOutbox::new(),
-        StdRng::from_os_rng(),
-        EmbassyClock,
-    )?));
+    let url: &'static str =
+        Box::leak(format!("wss://{RELAY}:{}/v1/device", addr.port()).into_boxed_str());
+    let authorization: &'static str = Box::leak(format!("Bearer {token}").into_boxed_str());
+    let config = ClientConfig::new(url, "tap-device", "tap-1").with_authorization(authorization);
     let (rx, tx) = (
         Box::leak(Box::new([0u8; 4096])),
-        Box::leak(Box::new([0u8; 2048])),
-    );
-    let (read_record, write_record) = (
-        Box::leak(vec![0u8; MAX_RECORD].into_boxed_slice()),
         Box::leak(Box::new([0u8; 2048])),
     );
     let tcp = TcpConnector::new(
@@ -346,28 +336,23 @@ async fn scenario(tap: TunTapDevice) -> Result<(), BoxError> {
         tcp,
         PinnedCa(Box::leak(ca.der.clone().into_boxed_slice())),
         StdRng::from_os_rng(),
-        read_record,
-        write_record,
+        Box::leak(vec![0u8; MAX_RECORD].into_boxed_slice()),
+        Box::leak(Box::new([0u8; 2048])),
     );
-    let buffers: &'static mut Buffers<2048, 1024, 1024> = Box::leak(Box::new(Buffers::new()));
-    let config: ClientConfig<'static> = ClientConfig::new(
-        Box::leak(url.clone().into_boxed_str()),
-        "tap-device",
-        "tap-1",
-    )
-    .with_authorization(Box::leak(authorization.clone().into_boxed_str()));
-    let mut runner = Runner::new(
-        client,
-        config,
-        connector,
-        EmbassyClock,
-        StdRng::from_os_rng(),
-        buffers,
-    )?;
+    let board = Board::new(connector, StdRng::from_os_rng(), RamOutbox::new());
+    let resources: &'static mut Resources<
+        Board,
+        embassy_sync::blocking_mutex::raw::NoopRawMutex,
+        256,
+        2048,
+        1024,
+        1024,
+    > = Box::leak(Box::new(Resources::new()));
+    let (client, mut runner) = client::new(board, config, resources)?;
     let led = Arc::new(AtomicBool::new(false));
     let led_in_handler = Arc::clone(&led);
     tokio::task::spawn_local(async move {
-        let mut handler = move |command: &DeviceCommand<'_>, result: &mut CommandResult<'_>| {
+        let handler = move |command: &DeviceCommand<'_>, result: &mut CommandResult<'_>| {
             if command.channel != "led" {
                 return CommandStatus::Unsupported;
             }
@@ -378,20 +363,20 @@ async fn scenario(tap: TunTapDevice) -> Result<(), BoxError> {
                 Err(_) => CommandStatus::Failed,
             }
         };
-        runner.run(&mut handler).await
+        runner.run(handler).await
     });
 
-    let mut published = 0u32;
-    let mut publish = |count: u32| -> Result<(), BoxError> {
+    let published = std::cell::Cell::new(0u32);
+    let publish = async |count: u32| -> Result<(), BoxError> {
         for _ in 0..count {
-            published += 1;
-            client.publish("temperature", &published)?;
+            published.set(published.get() + 1);
+            client.publish("temperature", &published.get()).await?;
         }
         Ok(())
     };
 
     // 1. Publish over wss:// through embassy-net.
-    publish(5)?;
+    publish(5).await?;
     wait_for("5 acknowledgements", || {
         client.stats().session.acknowledged >= 5
     })
@@ -417,7 +402,7 @@ async fn scenario(tap: TunTapDevice) -> Result<(), BoxError> {
 
     // 3. Server restart: readings taken while it is away arrive afterwards.
     server.shutdown().await;
-    publish(5)?;
+    publish(5).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let server = start_server(dir.path(), addr, Some((&chain, &key))).await?;
     wait_for("acknowledgements after the restart", || {
@@ -433,14 +418,14 @@ async fn scenario(tap: TunTapDevice) -> Result<(), BoxError> {
     // 4. Link loss: frames dropped both ways long enough for the session's
     // pong timeout; readings taken meanwhile arrive once the link is back.
     cut.store(true, Ordering::Relaxed);
-    publish(5)?;
+    publish(5).await?;
     let failures = client.stats().session.link_failures;
     wait_for("the session to notice the link loss", || {
         client.stats().session.link_failures > failures
     })
     .await?;
     cut.store(false, Ordering::Relaxed);
-    client.retry_now(tether_core::time::Clock::now(&EmbassyClock));
+    client.retry_now();
     wait_for("acknowledgements after the link came back", || {
         client.stats().session.acknowledged >= 15
     })

@@ -10,16 +10,29 @@ mod support;
 
 use std::time::Duration;
 
-use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use support::*;
-use tether_core::client::{Buffers, Client, ClientConfig, NoCommands, Runner};
+use tether_core::client::{self, ClientConfig, NoCommands, Resources};
 use tether_core::connector::{Connector, Endpoint, Security};
 use tether_core::outbox::RamOutbox;
 use tether_esp32::tls::{CertificateError, MAX_RECORD, PinnedCa, TlsConnector, TlsError};
-use tether_esp32::{EmbassyClock, WallClock};
+use tether_esp32::{EspBoard, WallClock};
 use tether_host::connector::TokioConnector;
+
+type Board = EspBoard<TlsConnector<TokioConnector, StdRng>, StdRng, RamOutbox<2048>>;
+
+/// A TLS connector trusting `ca`, with its own (leaked, as a firmware's
+/// statics) record buffers.
+fn connector(ca: &TestCa) -> TlsConnector<TokioConnector, StdRng> {
+    TlsConnector::new(
+        TokioConnector::new(),
+        PinnedCa(Box::leak(ca.der.clone().into_boxed_slice())),
+        StdRng::from_os_rng(),
+        Box::leak(vec![0u8; MAX_RECORD].into_boxed_slice()),
+        Box::leak(vec![0u8; 2048].into_boxed_slice()),
+    )
+}
 
 /// Connects through the TLS connector to a server presenting `chain`.
 async fn refusal(
@@ -34,14 +47,7 @@ async fn refusal(
     )
     .await?;
     let port = server.local_addr().port();
-    let (mut read_record, mut write_record) = (vec![0u8; MAX_RECORD], vec![0u8; 2048]);
-    let mut connector = TlsConnector::new(
-        TokioConnector::new(),
-        PinnedCa(&ca.der),
-        StdRng::from_os_rng(),
-        &mut read_record,
-        &mut write_record,
-    );
+    let mut connector = connector(ca);
     let result = connector
         .connect(Endpoint::new("localhost", port, Security::Tls))
         .await;
@@ -72,14 +78,7 @@ async fn tls_connector_against_tether_server() -> Result<(), BoxError> {
     let server = start_server(dir.path(), "127.0.0.1:0".parse()?, Some((&good.0, &good.1))).await?;
     let port = server.local_addr().port();
     {
-        let (mut read_record, mut write_record) = (vec![0u8; MAX_RECORD], vec![0u8; 2048]);
-        let mut connector = TlsConnector::new(
-            TokioConnector::new(),
-            PinnedCa(&ca.der),
-            StdRng::from_os_rng(),
-            &mut read_record,
-            &mut write_record,
-        );
+        let mut connector = connector(&ca);
         let error = connector
             .connect(Endpoint::new("localhost", port, Security::Tls))
             .await
@@ -95,42 +94,21 @@ async fn tls_connector_against_tether_server() -> Result<(), BoxError> {
     let authorization = format!("Bearer {token}");
     let url = format!("wss://localhost:{port}/v1/device");
     let config = ClientConfig::new(&url, "tls-device", "test").with_authorization(&authorization);
-    let client: Client<NoopRawMutex, RamOutbox<2048>, StdRng, EmbassyClock> = Client::new(
-        &config,
-        RamOutbox::new(),
-        StdRng::from_os_rng(),
-        EmbassyClock,
-    )?;
-    let (mut read_record, mut write_record) = (vec![0u8; MAX_RECORD], vec![0u8; 2048]);
-    let connector = TlsConnector::new(
-        TokioConnector::new(),
-        PinnedCa(&ca.der),
-        StdRng::from_os_rng(),
-        &mut read_record,
-        &mut write_record,
-    );
-    let mut buffers = Buffers::<1024, 512, 512>::new();
-    let mut runner = Runner::new(
-        &client,
-        config,
-        connector,
-        EmbassyClock,
-        StdRng::from_os_rng(),
-        &mut buffers,
-    )?;
+    let board = Board::new(connector(&ca), StdRng::from_os_rng(), RamOutbox::new());
+    let mut resources = Resources::<Board>::new();
+    let (client, mut runner) = client::new(board, config, &mut resources)?;
     for reading in 0..3u32 {
-        client.publish("temperature", &reading)?;
+        client.publish("temperature", &reading).await?;
     }
     let acknowledged = async {
         while client.stats().session.acknowledged < 3 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    let mut handler = NoCommands;
-    let run = runner.run(&mut handler);
+    let run = runner.run(NoCommands);
     tokio::select! {
         () = acknowledged => {}
-        _ = run => unreachable!("the runner never returns"),
+        stopped = run => return Err(format!("the runner stopped: {stopped:?}").into()),
         () = tokio::time::sleep(Duration::from_secs(20)) => {
             return Err(format!("readings not acknowledged over wss://: {:?}", client.last_error()).into());
         }

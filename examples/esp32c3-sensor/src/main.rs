@@ -17,6 +17,7 @@
 #![no_std]
 #![no_main]
 
+mod flash;
 mod setup;
 
 use core::cell::RefCell;
@@ -24,7 +25,6 @@ use core::fmt::Write as _;
 
 use embassy_executor::Spawner;
 use embassy_net::{Runner as NetRunner, StackResources};
-use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_time::{Duration, Timer, with_timeout};
 use esp_backtrace as _;
 use esp_hal::clock::CpuClock;
@@ -37,20 +37,28 @@ use esp_radio::wifi::sta::StationConfig;
 use esp_radio::wifi::{AuthenticationMethodConfig, Config, Interface, WifiController};
 use esp_storage::FlashStorage;
 use static_cell::StaticCell;
-use tether_core::client::{Buffers, Client, ClientConfig, CommandResult, Runner};
-use tether_core::outbox::RamOutbox;
+use static_cell::ConstStaticCell;
+use tether_core::client::{self, ClientConfig, CommandResult, DEFAULT_PAYLOAD_CAPACITY, Resources};
+use tether_core::flash::{Blocking, FlashOutbox, entry_buffer_len};
 use tether_core::provisioning::record::ProvisioningRecord;
 use tether_core::provisioning::state::{Action, Failure, Provisioning, ProvisioningConfig};
 use tether_core::provisioning::store::{ConfigStore, NorFlashStore, StoreError};
 use tether_esp32::tls::{MAX_RECORD, PinnedCa, TlsConnector};
-use tether_esp32::{EmbassyClock, TcpConfig, TcpConnector};
+use tether_esp32::{EspBoard, TcpConfig, TcpConnector};
+
+use crate::flash::SharedFlash;
 use tether_proto::{Command, CommandStatus};
 
 esp_bootloader_esp_idf::esp_app_desc!();
 
-/// Where `tether-provision --esp32-image` puts the record (the `tether`
-/// data partition, one 4 KiB sector).
+/// Where `tether-provision --esp32-partition` puts the record (the
+/// `tether` data partition, two 4 KiB slots).
 const RECORD_OFFSET: u32 = 0xe000;
+/// The `outbox` partition (`partitions.csv`): readings not yet
+/// acknowledged survive a power cut here.
+const OUTBOX: core::ops::Range<u32> = 0x10000..0x20000;
+/// The outbox's read buffer: one entry of the largest payload.
+const ENTRY: usize = entry_buffer_len(DEFAULT_PAYLOAD_CAPACITY);
 /// The relay's CA certificate (DER), from `TETHER_CA_DER` at build time.
 static CA: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ca.der"));
 const NTP_SERVER: &str = match option_env!("NTP_SERVER") {
@@ -58,8 +66,10 @@ const NTP_SERVER: &str = match option_env!("NTP_SERVER") {
     None => "pool.ntp.org",
 };
 
-type Store = NorFlashStore<FlashStorage<'static>>;
-type SensorClient = Client<NoopRawMutex, RamOutbox<8192>, Rng, EmbassyClock>;
+type Store = NorFlashStore<SharedFlash>;
+/// The tether board: TLS over embassy-net TCP (TRNG key shares), the
+/// hardware RNG, the outbox in flash.
+type Board = EspBoard<TlsConnector<TcpConnector, Trng>, Rng, FlashOutbox<Blocking<SharedFlash>, ENTRY>>;
 
 /// The record store, shared by the set-up mode and the BOOT button task
 /// (everything runs on one executor).
@@ -97,11 +107,14 @@ async fn main(spawner: Spawner) -> ! {
     TRNG_SOURCE.init(TrngSource::new(peripherals.RNG, peripherals.ADC1));
 
     // 1. The provisioning record, and what the state machine makes of it.
-    static STORE: StaticCell<RefCell<Store>> = StaticCell::new();
-    let store = SharedStore(STORE.init(RefCell::new(NorFlashStore::new(
+    static FLASH: StaticCell<
+        embassy_sync::blocking_mutex::CriticalSectionMutex<RefCell<FlashStorage<'static>>>,
+    > = StaticCell::new();
+    let flash = SharedFlash(FLASH.init(embassy_sync::blocking_mutex::Mutex::new(RefCell::new(
         FlashStorage::new(peripherals.FLASH),
-        RECORD_OFFSET,
     ))));
+    static STORE: StaticCell<RefCell<Store>> = StaticCell::new();
+    let store = SharedStore(STORE.init(RefCell::new(NorFlashStore::new(flash, RECORD_OFFSET))));
     let loaded = { store }.load();
     match &loaded {
         Ok(Some(record)) => println!(
@@ -196,13 +209,12 @@ async fn main(spawner: Spawner) -> ! {
         Timer::after(Duration::from_secs(5)).await;
     }
 
-    // 4. The tether client: about 20 lines.
+    // 4. The tether client: readings queue in flash until acknowledged.
     static RECORD: StaticCell<ProvisioningRecord> = StaticCell::new();
     static AUTHORIZATION: StaticCell<heapless::String<96>> = StaticCell::new();
-    static CLIENT: StaticCell<SensorClient> = StaticCell::new();
     static SOCKET: StaticCell<([u8; 2048], [u8; 1024])> = StaticCell::new();
     static RECORDS: StaticCell<([u8; MAX_RECORD], [u8; 1024])> = StaticCell::new();
-    static BUFFERS: StaticCell<Buffers<1024, 512, 512>> = StaticCell::new();
+    static TETHER: ConstStaticCell<Resources<Board>> = ConstStaticCell::new(Resources::new());
     let record = &*RECORD.init(record);
     let authorization = AUTHORIZATION.init(heapless::String::new());
     let _ = write!(authorization, "Bearer {}", record.token.as_str());
@@ -212,20 +224,21 @@ async fn main(spawner: Spawner) -> ! {
         env!("CARGO_PKG_VERSION"),
     )
     .with_authorization(authorization);
-    let client: &'static SensorClient = CLIENT
-        .init(Client::new(&config, RamOutbox::new(), rng, EmbassyClock).expect("valid settings"));
+    let outbox = FlashOutbox::mount(Blocking::new(flash), OUTBOX)
+        .await
+        .expect("the outbox partition at 0x10000 (flash partitions.csv)");
     let (socket_rx, socket_tx) = SOCKET.init(([0; 2048], [0; 1024]));
     let (read_record, write_record) = RECORDS.init(([0; MAX_RECORD], [0; 1024]));
     let tcp = TcpConnector::new(stack, socket_rx, socket_tx, TcpConfig::default());
     let trng = Trng::try_new().expect("TRNG source enabled above");
     let connector = TlsConnector::new(tcp, PinnedCa(CA), trng, read_record, write_record);
-    let buffers = BUFFERS.init(Buffers::new());
-    let mut runner = Runner::new(client, config, connector, EmbassyClock, Rng::new(), buffers)
-        .expect("valid buffers");
+    let board = Board::new(connector, rng, outbox);
+    let (client, mut runner) =
+        client::new(board, config, TETHER.take()).expect("valid settings");
 
     // 5. The LED, toggled by the `led` command; the answer is its new state.
     let mut led = Output::new(peripherals.GPIO8, Level::Low, OutputConfig::default());
-    let mut on_command = move |command: &Command<'_>, result: &mut CommandResult<'_>| {
+    let on_command = move |command: &Command<'_>, result: &mut CommandResult<'_>| {
         println!("command {} on {}", command.id, command.channel);
         if command.channel != "led" {
             return CommandStatus::Unsupported;
@@ -243,14 +256,23 @@ async fn main(spawner: Spawner) -> ! {
         loop {
             Timer::after(Duration::from_secs(5)).await;
             let centi_celsius = (sensor.get_temperature().to_celsius() * 100.0) as i32;
-            match client.publish("temperature", &centi_celsius) {
-                Ok(seq) => println!("temperature {centi_celsius} as seq {seq}, {:?}", client.state()),
-                Err(e) => println!("temperature not queued: {e}"),
+            match client.publish("temperature", &centi_celsius).await {
+                Ok(seq) => println!("temperature {centi_celsius} stored as seq {seq}, {:?}", client.state()),
+                Err(e) => println!("temperature not stored: {e}"),
             }
         }
     };
-    embassy_futures::join::join(runner.run(&mut on_command), publish).await;
-    unreachable!("the runner and the publisher never return")
+    let embassy_futures::select::Either::First(stopped) =
+        embassy_futures::select::select(runner.run(on_command), publish).await;
+    // A revoked token, an unknown device or a refused certificate: only new
+    // settings help. BOOT held 5 s erases the record.
+    println!(
+        "the relay refused this device ({}): hold BOOT 5 s to set it up again",
+        stopped.0
+    );
+    loop {
+        Timer::after(Duration::from_secs(60)).await;
+    }
 }
 
 /// A 5-second press on BOOT (GPIO9, low when pressed) erases the

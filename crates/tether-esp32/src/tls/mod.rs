@@ -31,7 +31,7 @@ use embedded_tls::{
     TlsCipherSuite, TlsConfig, TlsConnection, TlsContext, TlsVerifier,
 };
 use rand_core::CryptoRng;
-use tether_core::connector::{Connector, Endpoint, Security};
+use tether_core::connector::{ConnectErrorKind, Connector, Endpoint, Security};
 
 use crate::clock::WallClock;
 
@@ -135,6 +135,9 @@ impl<E: core::fmt::Debug> core::error::Error for TlsError<E> {}
 
 /// The trusted root: one CA certificate in DER, usually a `static` in the
 /// firmware (`include_bytes!`), the CA of your relay's certificate.
+///
+/// The connectors hold `'static` buffers and certificates: a firmware's are
+/// statics, a test leaks them.
 #[derive(Debug, Clone, Copy)]
 pub struct PinnedCa<'c>(pub &'c [u8]);
 
@@ -145,16 +148,16 @@ pub struct PinnedCa<'c>(pub &'c [u8]);
 /// ([`MAX_RECORD`] for a server that ignores the max_fragment_length
 /// extension, as rustls does); `write_record` bounds the records the device
 /// sends (at least a WebSocket frame plus 128 bytes).
-pub struct TlsConnector<'b, C, R> {
+pub struct TlsConnector<C, R> {
     inner: C,
-    ca: PinnedCa<'b>,
+    ca: PinnedCa<'static>,
     rng: R,
-    read_record: &'b mut [u8],
-    write_record: &'b mut [u8],
+    read_record: &'static mut [u8],
+    write_record: &'static mut [u8],
     last_certificate_error: Option<CertificateError>,
 }
 
-impl<C: core::fmt::Debug, R> core::fmt::Debug for TlsConnector<'_, C, R> {
+impl<C: core::fmt::Debug, R> core::fmt::Debug for TlsConnector<C, R> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("TlsConnector")
             .field("inner", &self.inner)
@@ -164,15 +167,15 @@ impl<C: core::fmt::Debug, R> core::fmt::Debug for TlsConnector<'_, C, R> {
     }
 }
 
-impl<'b, C: Connector, R: rand_core::RngCore + CryptoRng> TlsConnector<'b, C, R> {
+impl<C: Connector, R: rand_core::RngCore + CryptoRng> TlsConnector<C, R> {
     /// TLS over `inner`, trusting `ca`, with key shares from `rng` and the
     /// records in the caller's buffers.
     pub fn new(
         inner: C,
-        ca: PinnedCa<'b>,
+        ca: PinnedCa<'static>,
         rng: R,
-        read_record: &'b mut [u8],
-        write_record: &'b mut [u8],
+        read_record: &'static mut [u8],
+        write_record: &'static mut [u8],
     ) -> Self {
         Self {
             inner,
@@ -190,7 +193,9 @@ impl<'b, C: Connector, R: rand_core::RngCore + CryptoRng> TlsConnector<'b, C, R>
     }
 }
 
-impl<C: Connector, R: rand_core::RngCore + CryptoRng> Connector for TlsConnector<'_, C, R> {
+impl<C: Connector + 'static, R: rand_core::RngCore + CryptoRng + 'static> Connector
+    for TlsConnector<C, R>
+{
     type Connection<'a>
         = TlsStream<'a, C::Connection<'a>>
     where
@@ -247,6 +252,23 @@ impl<C: Connector, R: rand_core::RngCore + CryptoRng> Connector for TlsConnector
                 Err(TlsError::Handshake(e))
             }
         }
+    }
+
+    /// A refused certificate (or an address as `wss://` host) will be
+    /// refused again: the client stops in `NeedsProvisioning`. A wall
+    /// clock not yet set, DNS, TCP and handshake failures are transient.
+    fn error_kind(error: &Self::Error) -> ConnectErrorKind {
+        if error.is_permanent() {
+            ConnectErrorKind::Certificate
+        } else {
+            ConnectErrorKind::Transient
+        }
+    }
+
+    /// TLS close_notify (for `wss://`), then the transport's own close.
+    async fn close(connection: Self::Connection<'_>) {
+        let transport = connection.close().await;
+        C::close(transport).await;
     }
 }
 
