@@ -127,7 +127,10 @@ async fn main(spawner: Spawner) -> ! {
     let publish_counter = async {
         for counter in 1u32.. {
             match client.publish("counter", &counter).await {
-                Ok(seq) => println!("counter {counter} stored as seq {seq}, {:?}", client.state()),
+                Ok(seq) => println!(
+                    "counter {counter} stored as seq {seq}, {:?}",
+                    client.state()
+                ),
                 Err(e) => println!("counter {counter} not stored: {e}"),
             }
             Timer::after(Duration::from_secs(1)).await;

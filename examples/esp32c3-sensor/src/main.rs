@@ -36,8 +36,8 @@ use esp_println::println;
 use esp_radio::wifi::sta::StationConfig;
 use esp_radio::wifi::{AuthenticationMethodConfig, Config, Interface, WifiController};
 use esp_storage::FlashStorage;
-use static_cell::StaticCell;
 use static_cell::ConstStaticCell;
+use static_cell::StaticCell;
 use tether_core::client::{self, ClientConfig, CommandResult, DEFAULT_PAYLOAD_CAPACITY, Resources};
 use tether_core::flash::{Blocking, FlashOutbox, entry_buffer_len};
 use tether_core::provisioning::record::ProvisioningRecord;
@@ -69,7 +69,8 @@ const NTP_SERVER: &str = match option_env!("NTP_SERVER") {
 type Store = NorFlashStore<SharedFlash>;
 /// The tether board: TLS over embassy-net TCP (TRNG key shares), the
 /// hardware RNG, the outbox in flash.
-type Board = EspBoard<TlsConnector<TcpConnector, Trng>, Rng, FlashOutbox<Blocking<SharedFlash>, ENTRY>>;
+type Board =
+    EspBoard<TlsConnector<TcpConnector, Trng>, Rng, FlashOutbox<Blocking<SharedFlash>, ENTRY>>;
 
 /// The record store, shared by the set-up mode and the BOOT button task
 /// (everything runs on one executor).
@@ -110,9 +111,11 @@ async fn main(spawner: Spawner) -> ! {
     static FLASH: StaticCell<
         embassy_sync::blocking_mutex::CriticalSectionMutex<RefCell<FlashStorage<'static>>>,
     > = StaticCell::new();
-    let flash = SharedFlash(FLASH.init(embassy_sync::blocking_mutex::Mutex::new(RefCell::new(
-        FlashStorage::new(peripherals.FLASH),
-    ))));
+    let flash = SharedFlash(
+        FLASH.init(embassy_sync::blocking_mutex::Mutex::new(RefCell::new(
+            FlashStorage::new(peripherals.FLASH),
+        ))),
+    );
     static STORE: StaticCell<RefCell<Store>> = StaticCell::new();
     let store = SharedStore(STORE.init(RefCell::new(NorFlashStore::new(flash, RECORD_OFFSET))));
     let loaded = { store }.load();
@@ -129,7 +132,10 @@ async fn main(spawner: Spawner) -> ! {
     let config = ProvisioningConfig::default();
     let mut machine = Provisioning::new(config);
     machine.boot(now_ms(), loaded);
-    let boot_button = Input::new(peripherals.GPIO9, InputConfig::default().with_pull(Pull::Up));
+    let boot_button = Input::new(
+        peripherals.GPIO9,
+        InputConfig::default().with_pull(Pull::Up),
+    );
     spawner.spawn(reset_task(boot_button, store).expect("reset task"));
 
     let controller =
@@ -154,7 +160,12 @@ async fn main(spawner: Spawner) -> ! {
     };
     let station = Config::Station(
         StationConfig::default()
-            .with_ssid(wifi.ssid.as_str().try_into().expect("SSID checked by the record"))
+            .with_ssid(
+                wifi.ssid
+                    .as_str()
+                    .try_into()
+                    .expect("SSID checked by the record"),
+            )
             .with_authentication(AuthenticationMethodConfig::Wpa2Personal(
                 wifi.passphrase
                     .as_str()
@@ -233,8 +244,7 @@ async fn main(spawner: Spawner) -> ! {
     let trng = Trng::try_new().expect("TRNG source enabled above");
     let connector = TlsConnector::new(tcp, PinnedCa(CA), trng, read_record, write_record);
     let board = Board::new(connector, rng, outbox);
-    let (client, mut runner) =
-        client::new(board, config, TETHER.take()).expect("valid settings");
+    let (client, mut runner) = client::new(board, config, TETHER.take()).expect("valid settings");
 
     // 5. The LED, toggled by the `led` command; the answer is its new state.
     let mut led = Output::new(peripherals.GPIO8, Level::Low, OutputConfig::default());
@@ -257,7 +267,10 @@ async fn main(spawner: Spawner) -> ! {
             Timer::after(Duration::from_secs(5)).await;
             let centi_celsius = (sensor.get_temperature().to_celsius() * 100.0) as i32;
             match client.publish("temperature", &centi_celsius).await {
-                Ok(seq) => println!("temperature {centi_celsius} stored as seq {seq}, {:?}", client.state()),
+                Ok(seq) => println!(
+                    "temperature {centi_celsius} stored as seq {seq}, {:?}",
+                    client.state()
+                ),
                 Err(e) => println!("temperature not stored: {e}"),
             }
         }

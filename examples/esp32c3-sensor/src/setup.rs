@@ -72,9 +72,15 @@ impl Setup {
         static NAME: StaticCell<heapless::String<16>> = StaticCell::new();
         let name = NAME.init(heapless::String::new());
         let _ = core::fmt::write(name, format_args!("tether-{:02X}{:02X}", mac[4], mac[5]));
-        let ap = AccessPointConfig::default().with_ssid(name.as_str().try_into().expect("short name"));
-        controller.set_config(&Config::AccessPoint(ap)).expect("access point");
-        println!("set-up: join Wi-Fi \"{}\", then open http://{AP_ADDRESS}/", name.as_str());
+        let ap =
+            AccessPointConfig::default().with_ssid(name.as_str().try_into().expect("short name"));
+        controller
+            .set_config(&Config::AccessPoint(ap))
+            .expect("access point");
+        println!(
+            "set-up: join Wi-Fi \"{}\", then open http://{AP_ADDRESS}/",
+            name.as_str()
+        );
         static RESOURCES: StaticCell<StackResources<6>> = StaticCell::new();
         let (stack, runner) = embassy_net::new(
             Interface::access_point(),
@@ -107,12 +113,20 @@ impl Setup {
         // Improv on the USB port, beside the portal.
         let networks: heapless::Vec<Network<'_>, MAX_LISTED_NETWORKS> = scanned
             .iter()
-            .map(|n| Network { ssid: n.ssid.as_str(), rssi: n.rssi, secured: n.secured })
+            .map(|n| Network {
+                ssid: n.ssid.as_str(),
+                rssi: n.rssi,
+                secured: n.secured,
+            })
             .collect();
         let info = DeviceInfo {
             firmware_name: env!("CARGO_PKG_NAME"),
             firmware_version: env!("CARGO_PKG_VERSION"),
-            chip: if cfg!(feature = "esp32c6") { "ESP32-C6" } else { "ESP32-C3" },
+            chip: if cfg!(feature = "esp32c6") {
+                "ESP32-C6"
+            } else {
+                "ESP32-C3"
+            },
             device_name: name.as_str(),
         };
         let mut improv = ImprovSerial::new(UsbSerialJtag::new(self.usb).into_async(), info);

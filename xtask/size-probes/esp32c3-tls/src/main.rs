@@ -95,8 +95,9 @@ async fn main(spawner: Spawner) -> ! {
         let tcp = TcpConnector::new(stack, rx, tx, TcpConfig::default());
         let mut connector = TlsConnector::new(tcp, PinnedCa(CA), trng, read_record, write_record);
         loop {
-            if let Ok(mut connection) =
-                connector.connect(Endpoint::new(HOST, 443, Security::Tls)).await
+            if let Ok(mut connection) = connector
+                .connect(Endpoint::new(HOST, 443, Security::Tls))
+                .await
             {
                 counter(&mut connection).await;
             }
@@ -107,9 +108,7 @@ async fn main(spawner: Spawner) -> ! {
     #[cfg(feature = "mbedtls")]
     {
         use embassy_net::tcp::TcpSocket;
-        use mbedtls_rs::{
-            Certificate, ClientSessionConfig, Session, SessionConfig, Tls, X509,
-        };
+        use mbedtls_rs::{Certificate, ClientSessionConfig, Session, SessionConfig, Tls, X509};
         static TRNG: StaticCell<Trng> = StaticCell::new();
         let tls = Tls::new(TRNG.init(trng)).expect("one TLS instance");
         let ca = Certificate::new(X509::DER(CA)).expect("CA");
@@ -118,7 +117,9 @@ async fn main(spawner: Spawner) -> ! {
         config.server_name = Some(c"relay.example.com");
         let config = SessionConfig::Client(config);
         loop {
-            let Ok(addresses) = stack.dns_query(HOST, embassy_net::dns::DnsQueryType::A).await
+            let Ok(addresses) = stack
+                .dns_query(HOST, embassy_net::dns::DnsQueryType::A)
+                .await
             else {
                 continue;
             };
