@@ -67,8 +67,10 @@ impl Setup {
         }
         println!("set-up: {} networks found", scanned.len());
 
-        // The access point, named after the MAC address.
-        let mac = Interface::station().mac_address();
+        // The access point, named after its MAC address (the station
+        // interface may already be in use: its singleton is taken once).
+        let ap_interface = Interface::access_point();
+        let mac = ap_interface.mac_address();
         static NAME: StaticCell<heapless::String<16>> = StaticCell::new();
         let name = NAME.init(heapless::String::new());
         let _ = core::fmt::write(name, format_args!("tether-{:02X}{:02X}", mac[4], mac[5]));
@@ -83,7 +85,7 @@ impl Setup {
         );
         static RESOURCES: StaticCell<StackResources<6>> = StaticCell::new();
         let (stack, runner) = embassy_net::new(
-            Interface::access_point(),
+            ap_interface,
             embassy_net::Config::ipv4_static(StaticConfigV4 {
                 address: Ipv4Cidr::new(AP_ADDRESS, 24),
                 gateway: None,
