@@ -113,7 +113,7 @@ pub(crate) fn run() -> Result<(), String> {
             .join(firmware.bin);
         let image = images.join(format!("{}.bin", firmware.image));
         crate::run(
-            Command::new("espflash")
+            Command::new(crate::setup::tool_path("espflash"))
                 .args(["save-image", "--chip", firmware.chip])
                 .arg(&elf)
                 .arg(&image),

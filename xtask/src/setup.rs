@@ -36,9 +36,33 @@ pub(crate) fn run() -> Result<(), String> {
     tools()
 }
 
+/// Where a tool `cargo install` put is: on `PATH`, or else in
+/// `$CARGO_HOME/bin` (`~/.cargo/bin`), which a fresh shell may not have on
+/// its `PATH` yet.
+pub(crate) fn tool_path(tool: &str) -> std::path::PathBuf {
+    let on_path = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if on_path {
+        return tool.into();
+    }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cargo"))
+        });
+    match cargo_home {
+        Some(home) => home.join("bin").join(tool),
+        None => tool.into(),
+    }
+}
+
 fn tools() -> Result<(), String> {
     for (tool, krate) in TOOLS {
-        let present = Command::new(tool)
+        let present = Command::new(tool_path(tool))
             .arg("--version")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
