@@ -39,7 +39,7 @@ impl DhcpBuffers {
     }
 }
 
-pub(super) async fn serve(stack: Stack<'_>, address: Ipv4Addr, buffers: &mut DhcpBuffers) {
+pub(super) async fn serve(stack: Stack<'_>, address: Ipv4Addr, buffers: &mut DhcpBuffers) -> ! {
     let DhcpBuffers {
         rx_meta,
         tx_meta,

@@ -35,7 +35,7 @@ impl DnsBuffers {
     }
 }
 
-pub(super) async fn serve(stack: Stack<'_>, address: Ipv4Addr, buffers: &mut DnsBuffers) {
+pub(super) async fn serve(stack: Stack<'_>, address: Ipv4Addr, buffers: &mut DnsBuffers) -> ! {
     let DnsBuffers {
         rx_meta,
         tx_meta,

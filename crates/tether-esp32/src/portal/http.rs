@@ -47,7 +47,7 @@ enum Outcome {
 pub(super) async fn serve<S: ConfigStore>(
     portal: &CaptivePortal<'_, S>,
     buffers: &mut WorkerBuffers,
-) {
+) -> ! {
     let WorkerBuffers {
         rx,
         tx,

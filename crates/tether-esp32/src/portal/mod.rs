@@ -158,14 +158,20 @@ impl<'a, S: ConfigStore> CaptivePortal<'a, S> {
     pub async fn run(&self, buffers: &mut PortalBuffers) -> ! {
         info!("portal: serving on {}", self.address);
         let [first, second] = &mut buffers.http;
-        embassy_futures::join::join4(
+        use embassy_futures::select::{Either4, select4};
+        match select4(
             dhcp::serve(self.stack, self.address, &mut buffers.dhcp),
             dns::serve(self.stack, self.address, &mut buffers.dns),
             http::serve(self, first),
             http::serve(self, second),
         )
-        .await;
-        unreachable!("the portal's servers never return")
+        .await
+        {
+            Either4::First(never)
+            | Either4::Second(never)
+            | Either4::Third(never)
+            | Either4::Fourth(never) => never,
+        }
     }
 
     /// Answers one parsed HTTP request into `out`; the HTTP workers call
