@@ -597,8 +597,11 @@ impl Haproxy {
             .prefix("tether-haproxy-")
             .tempdir()?;
         let port = free_port()?;
+        // `maxconn` takes two descriptors per connection: 4000 stays within
+        // a typical `ulimit -n` of 10-20 thousand (HAProxy refuses to start
+        // when it cannot raise its limit that far).
         let mut config = format!(
-            "global\n    maxconn 20000\n\
+            "global\n    maxconn 4000\n\
              defaults\n    mode http\n    timeout connect 2s\n    timeout client 120s\n\
              \x20   timeout server 120s\n    timeout tunnel 1h\n    option redispatch\n    retries 3\n\
              frontend tether\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\

@@ -47,7 +47,10 @@ async fn draining_closes_clients_with_a_spread_reconnect_hint() -> TestResult {
     assert!(hint <= 800, "{reason}");
     let (code, reason) = close_frame(&mut receiver.ws).await?;
     assert_eq!(code, 4017);
-    assert!(tether_proto::reconnect_hint_ms(&reason).is_some(), "{reason}");
+    assert!(
+        tether_proto::reconnect_hint_ms(&reason).is_some(),
+        "{reason}"
+    );
     drop((device, receiver));
     // The clients left: the node stops well before its drain timeout.
     tokio::time::timeout(Duration::from_secs(10), drained).await??;
