@@ -161,7 +161,7 @@ impl Supervised {
         // watchdog waits for its stdin to close (this process ended or
         // dropped the handle), then stops the program and waits for it.
         let mut script = format!(
-            "{} >>{} 2>&1 </dev/null & pid=$!\necho $pid\nread _ignored\nkill -TERM $pid 2>/dev/null\nwait $pid",
+            "{} >>{} 2>&1 </dev/null & pid=$!\necho $pid\nread _ignored\nkill -TERM $pid 2>/dev/null\nwait $pid 2>/dev/null",
             line.join(" "),
             quote(&log.to_string_lossy())
         );
