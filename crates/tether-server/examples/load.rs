@@ -5,6 +5,12 @@
 //!
 //! Run through `cargo xtask load --devices N --rate R --receivers M`, which
 //! builds the release server and passes `--server target/release/tether-server`.
+//!
+//! `--setups sqlite,postgres,cluster` measures one after the other, in one
+//! run: one node on its SQLite file, one node on a real PostgreSQL, and
+//! `--nodes` nodes (default 3) on PostgreSQL + NATS (servers from the Debian
+//! packages, started by `tether-cluster-test`), with the devices and the
+//! receivers spread over the nodes round robin, so most events cross nodes.
 
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
@@ -42,6 +48,33 @@ struct Args {
     /// The server binary.
     #[arg(long, default_value = "target/release/tether-server")]
     server: String,
+    /// What to measure, one after the other.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite")]
+    setups: Vec<Setup>,
+    /// Nodes of the `cluster` setup.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+}
+
+/// A deployment to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Setup {
+    /// One node on its SQLite file (the default deployment).
+    Sqlite,
+    /// One node on PostgreSQL.
+    Postgres,
+    /// Several nodes on PostgreSQL + NATS.
+    Cluster,
+}
+
+/// What one setup measured.
+struct Report {
+    setup: String,
+    acked: f64,
+    delivered: f64,
+    p50: f64,
+    p99: f64,
+    per_connection: f64,
 }
 
 fn now_micros() -> u64 {
@@ -77,39 +110,71 @@ fn main() -> Result<(), BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(args))
+    runtime.block_on(async {
+        let mut services = Services::default();
+        let mut reports = Vec::new();
+        for setup in args.setups.clone() {
+            reports.push(run(&args, setup, &mut services).await?);
+        }
+        if reports.len() > 1 {
+            println!();
+            println!("| setup | stored (acked) | delivered | latency p50 / p99 | server memory per connection |");
+            println!("| --- | --- | --- | --- | --- |");
+            for r in &reports {
+                println!(
+                    "| {} | {:.0} msg/s | {:.0} msg/s | {:.1} ms / {:.1} ms | {:.1} KiB |",
+                    r.setup, r.acked, r.delivered, r.p50, r.p99, r.per_connection
+                );
+            }
+        }
+        Ok(())
+    })
 }
 
-async fn run(args: Args) -> Result<(), BoxError> {
-    let dir = tempfile::tempdir()?;
-    // Register the devices before the server opens the database.
-    let ids: Vec<String> = (0..args.devices).map(|n| format!("load-{n:05}")).collect();
-    let (key, tokens) = {
-        let admin = tether_server::store::Admin::open(&dir.path().join("tether.db"))?;
-        let tenant = admin.add_tenant("default")?;
-        let key = admin.add_key(
-            tenant,
-            &tether_server::store::ChannelFilter::ALL,
-            false,
-            None,
-        )?;
-        let devices = admin.add_devices(tenant, &ids)?;
-        (
-            key.key,
-            devices.into_iter().map(|d| d.token).collect::<Vec<_>>(),
-        )
-    };
-    let connections = (args.devices + args.receivers + 100).to_string();
-    let mut child = Command::new(&args.server)
+/// PostgreSQL and NATS, started on first use and shared by the setups.
+#[derive(Default)]
+struct Services {
+    postgres: Option<tether_cluster_test::Postgres>,
+    nats: Option<tether_cluster_test::Nats>,
+    databases: u32,
+}
+
+impl Services {
+    /// A fresh PostgreSQL database's URL.
+    fn database(&mut self) -> Result<String, BoxError> {
+        if self.postgres.is_none() {
+            self.postgres = Some(tether_cluster_test::Postgres::start()?);
+        }
+        self.databases += 1;
+        let postgres = self.postgres.as_ref().ok_or("no PostgreSQL")?;
+        postgres.create_database(&format!("load_{}", self.databases))
+    }
+
+    fn nats(&mut self) -> Result<String, BoxError> {
+        if self.nats.is_none() {
+            self.nats = Some(tether_cluster_test::Nats::start()?);
+        }
+        Ok(self.nats.as_ref().ok_or("no NATS")?.url())
+    }
+}
+
+/// Starts a server process and reads its address.
+fn start_server(
+    binary: &str,
+    data_dir: &std::path::Path,
+    connections: &str,
+    extra: &[String],
+) -> Result<(std::process::Child, SocketAddr), BoxError> {
+    let mut child = Command::new(binary)
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(data_dir)
         .args([
             "--listen",
             "127.0.0.1:0",
             "--log",
             "warn",
             "--max-connections",
-            &connections,
+            connections,
             // Every simulated client comes from 127.0.0.1.
             "--max-connections-per-ip",
             "0",
@@ -122,9 +187,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
             "--live-queue",
             "65536",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .spawn()?;
-    let pid = child.id();
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut addr: Option<SocketAddr> = None;
     let mut lines = BufReader::new(stdout).lines();
@@ -135,16 +200,105 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
     }
     std::thread::spawn(move || for _ in lines {});
-    let addr = addr.ok_or("the server printed no address")?;
-    let idle_rss = rss_kib(pid);
+    match addr {
+        Some(addr) => Ok((child, addr)),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err("the server printed no address".into())
+        }
+    }
+}
+
+async fn run(args: &Args, setup: Setup, services: &mut Services) -> Result<Report, BoxError> {
+    let dir = tempfile::tempdir()?;
+    let ids: Vec<String> = (0..args.devices).map(|n| format!("load-{n:05}")).collect();
+    let database = match setup {
+        Setup::Sqlite => None,
+        Setup::Postgres | Setup::Cluster => Some(services.database()?),
+    };
+    let nats = match setup {
+        Setup::Cluster => Some(services.nats()?),
+        Setup::Sqlite | Setup::Postgres => None,
+    };
+    let nodes = if setup == Setup::Cluster {
+        args.nodes.max(1)
+    } else {
+        1
+    };
+    // Register the devices before the server opens the database.
+    let (key, tokens) = match &database {
+        None => {
+            let admin = tether_server::store::Admin::open(&dir.path().join("tether.db"))?;
+            let tenant = admin.add_tenant("default")?;
+            let key = admin.add_key(
+                tenant,
+                &tether_server::store::ChannelFilter::ALL,
+                false,
+                None,
+            )?;
+            let devices = admin.add_devices(tenant, &ids)?;
+            (
+                key.key,
+                devices.into_iter().map(|d| d.token).collect::<Vec<_>>(),
+            )
+        }
+        Some(url) => {
+            let admin = tether_server::store::PgAdmin::connect(url).await?;
+            let tenant = admin.add_tenant("default").await?;
+            let key = admin
+                .add_key(
+                    tenant,
+                    &tether_server::store::ChannelFilter::ALL,
+                    false,
+                    None,
+                )
+                .await?;
+            let devices = admin.add_devices(tenant, &ids).await?;
+            (
+                key.key,
+                devices.into_iter().map(|d| d.token).collect::<Vec<_>>(),
+            )
+        }
+    };
+    let connections = (args.devices + args.receivers + 100).to_string();
+    let mut children = Vec::new();
+    let mut addrs = Vec::new();
+    for node in 0..nodes {
+        let data_dir = dir.path().join(format!("node-{node}"));
+        std::fs::create_dir_all(&data_dir)?;
+        let mut extra = Vec::new();
+        if let Some(url) = &database {
+            extra.extend(["--database".to_owned(), url.clone()]);
+        }
+        if let Some(url) = &nats {
+            extra.extend([
+                "--nats".to_owned(),
+                url.clone(),
+                "--node-name".to_owned(),
+                format!("node-{node}"),
+            ]);
+        }
+        let data_dir = if database.is_none() {
+            dir.path().to_owned()
+        } else {
+            data_dir
+        };
+        let (child, addr) = start_server(&args.server, &data_dir, &connections, &extra)?;
+        children.push(child);
+        addrs.push(addr);
+    }
+    let pids: Vec<u32> = children.iter().map(std::process::Child::id).collect();
+    let rss = || pids.iter().map(|pid| rss_kib(*pid)).sum::<u64>();
+    let idle_rss = rss();
 
     let counters = Arc::new(Counters::default());
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut receivers = Vec::new();
-    for _ in 0..args.receivers {
+    for index in 0..args.receivers {
         receivers.push(tokio::spawn(receiver(
-            addr,
+            addrs[index % nodes],
             key.clone(),
             Arc::clone(&counters),
             Arc::clone(&measuring),
@@ -156,7 +310,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let mut devices = Vec::new();
     for (n, token) in tokens.into_iter().enumerate() {
         devices.push(tokio::spawn(device(
-            addr,
+            addrs[n % nodes],
             ids[n].clone(),
             token,
             args.rate,
@@ -175,7 +329,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     }
     let connect_time = started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let loaded_rss = rss_kib(pid);
+    let loaded_rss = rss();
     let acked0 = counters.acked.load(Ordering::Relaxed);
     let delivered0 = counters.delivered.load(Ordering::Relaxed);
     measuring.store(true, Ordering::Relaxed);
@@ -195,8 +349,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
     for device in devices {
         device.abort();
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     latencies.sort_unstable();
     let percentile = |p: f64| -> f64 {
         if latencies.is_empty() {
@@ -207,8 +363,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
     };
     let per_connection =
         (loaded_rss.saturating_sub(idle_rss)) as f64 / (args.devices + args.receivers) as f64;
+    let setup = match setup {
+        Setup::Sqlite => "1 node, SQLite".to_owned(),
+        Setup::Postgres => "1 node, PostgreSQL".to_owned(),
+        Setup::Cluster => format!("{nodes} nodes, PostgreSQL + NATS"),
+    };
     println!(
-        "devices {} × {} msg/s, receivers {}, measured {:.1} s (all connected after {:.1} s)",
+        "{setup}: devices {} × {} msg/s, receivers {}, measured {:.1} s (all connected after {:.1} s)",
         args.devices,
         args.rate,
         args.receivers,
@@ -230,7 +391,14 @@ async fn run(args: Args) -> Result<(), BoxError> {
         "server RSS: idle {idle_rss} KiB, loaded {loaded_rss} KiB, {per_connection:.1} KiB per connection"
     );
     println!("client errors: {}", counters.errors.load(Ordering::Relaxed));
-    Ok(())
+    Ok(Report {
+        setup,
+        acked: acked as f64 / elapsed,
+        delivered: delivered as f64 / elapsed,
+        p50: percentile(0.5),
+        p99: percentile(0.99),
+        per_connection,
+    })
 }
 
 async fn device(
