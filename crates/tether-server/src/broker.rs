@@ -127,6 +127,10 @@ pub trait Broker: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<CommandReply, ErrorCode>> {
         Box::pin(core::future::ready(Err(ErrorCode::DEVICE_OFFLINE)))
     }
+    /// What crossed NATS (`None`: a single node).
+    fn cluster_stats(&self) -> Option<crate::cluster::NatsStats> {
+        None
+    }
 }
 
 type ChannelKey = (TenantId, String);

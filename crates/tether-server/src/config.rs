@@ -644,6 +644,39 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_node_is_configured_in_tether_toml() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(
+            dir.path().join("tether.toml"),
+            "database = \"postgres://tether@db.internal/tether\"\n\
+             nats = \"nats://nats-1.internal:4222,nats://nats-2.internal:4222\"\n\
+             node_name = \"node-a\"\ndrain_timeout_ms = 15000\ndrain_spread_ms = 2000\n",
+        )?;
+        let cli = Settings {
+            data_dir: Some(dir.path().to_owned()),
+            ..Settings::default()
+        };
+        let config = Config::load(cli, None)?;
+        assert_eq!(
+            config.database_url.as_deref(),
+            Some("postgres://tether@db.internal/tether")
+        );
+        assert_eq!(
+            config.nats_url.as_deref(),
+            Some("nats://nats-1.internal:4222,nats://nats-2.internal:4222")
+        );
+        assert_eq!(config.node_name.as_deref(), Some("node-a"));
+        assert_eq!(
+            config.drain,
+            Drain {
+                timeout: Duration::from_secs(15),
+                spread: Duration::from_secs(2),
+            }
+        );
+        Ok(())
+    }
+
+    #[test]
     fn bad_files_and_values_are_errors() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("x.toml");

@@ -123,6 +123,25 @@ fn payloads(events: &[serde_json::Value]) -> Vec<u64> {
         .collect()
 }
 
+/// Whether node `node` lists device `id` as online (`GET /v1/devices`).
+async fn online(cluster: &Cluster, node: usize, id: &str) -> Result<Option<bool>, BoxError> {
+    let (status, body) = common::http(
+        cluster.addr(node),
+        "GET",
+        "/v1/devices",
+        Some(&cluster.key),
+        None,
+    )
+    .await?;
+    if status != 200 {
+        return Err(format!("GET /v1/devices: {status} {body}").into());
+    }
+    Ok(body["devices"]
+        .as_array()
+        .and_then(|devices| devices.iter().find(|device| device["id"] == id))
+        .and_then(|device| device["online"].as_bool()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_and_commands_cross_nodes() -> TestResult {
     let cluster = Cluster::start(2).await?;
@@ -199,9 +218,18 @@ async fn events_and_commands_cross_nodes() -> TestResult {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"status": "ok", "result": null}));
 
-    // A device connected to no node is offline on every node.
+    // Presence: node 1 lists the device as online while node 0 holds it,
+    // and as offline once it left.
+    assert_eq!(online(&cluster, 1, "lamp").await?, Some(true));
     drop(device);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while online(&cluster, 1, "lamp").await? != Some(false) {
+        if tokio::time::Instant::now() > deadline {
+            return Err("node 1 still lists the device as online".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A device connected to no node is offline on every node.
     let (status, body) = common::http(
         cluster.addr(1),
         "POST",
@@ -269,6 +297,23 @@ async fn receivers_catch_up_after_a_nats_outage() -> TestResult {
     let events = receiver.events(30).await?;
     assert_eq!(offsets(&events), (11..=40).collect::<Vec<u64>>());
     assert_eq!(payloads(&events), (11..=40).collect::<Vec<u64>>());
+    // /metrics says so: node 1 resynchronised its receivers after its
+    // reconnection to NATS, and received events from node 0.
+    let metric = |node: usize, name: &'static str| {
+        let addr = cluster.addr(node);
+        async move {
+            let (_, text) = common::http_raw(addr, "GET", "/metrics", None, None).await?;
+            let value = text
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .ok_or_else(|| format!("no {name} in\n{text}"))?;
+            Ok::<u64, BoxError>(value)
+        }
+    };
+    assert!(metric(0, "tether_nats_events_total{kind=\"published\"} ").await? > 0);
+    assert!(metric(1, "tether_nats_events_total{kind=\"received\"} ").await? > 0);
+    assert!(metric(1, "tether_nats_resyncs_total ").await? > 0);
     cluster.shutdown().await;
     Ok(())
 }

@@ -555,6 +555,10 @@ impl Broker for NatsBroker {
         self.shared.local.live_channels()
     }
 
+    fn cluster_stats(&self) -> Option<NatsStats> {
+        Some(self.stats())
+    }
+
     fn session_opened(&self, _tenant_id: TenantId, device_id: &str, fence: u64) {
         // Other nodes fence their older sessions of the device.
         if let Ok(notice) = serde_json::to_vec(&SessionNotice {
