@@ -20,8 +20,8 @@ use futures_util::{SinkExt, StreamExt};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use tether_cluster_test::Postgres;
-use tether_server::store::PgAdmin;
 use tether_proto::{DeviceToServer, Hello, Payload, Publish, ServerToDevice};
+use tether_server::store::PgAdmin;
 use tokio_tungstenite::tungstenite::protocol::Message;
 
 const CHANNEL: &str = "acked";

@@ -171,12 +171,15 @@ async fn receiver(
     }
 }
 
-/// What PostgreSQL holds on `CHANNEL`: per device, the reading numbers in
-/// offset order; and all (device, reading) in offset order.
-fn stored(
-    postgres: &Postgres,
-    database: &str,
-) -> Result<(BTreeMap<String, Vec<u32>>, Vec<(String, u32)>), String> {
+/// What PostgreSQL holds on `CHANNEL`.
+struct Stored {
+    /// Per device, the reading numbers in offset order.
+    by_device: BTreeMap<String, Vec<u32>>,
+    /// Every (device, reading), in offset order.
+    all: Vec<(String, u32)>,
+}
+
+fn stored(postgres: &Postgres, database: &str) -> Result<Stored, String> {
     let text = postgres
         .psql(
             database,
@@ -200,7 +203,7 @@ fn stored(
         by_device.entry(device.to_owned()).or_default().push(n);
         all.push((device.to_owned(), n));
     }
-    Ok((by_device, all))
+    Ok(Stored { by_device, all })
 }
 
 /// What the chaos loop did.
@@ -323,7 +326,7 @@ async fn nothing_acknowledged_is_lost_across_three_nodes_under_kill_drain_and_na
     let logs = tokio::task::spawn_blocking(move || fleet.join())
         .await?
         .map_err(|_| "the fleet thread panicked")?;
-    let (by_device, all) = tokio::task::block_in_place(|| stored(&postgres, &database))?;
+    let Stored { by_device, all } = tokio::task::block_in_place(|| stored(&postgres, &database))?;
     let last_offset = u64::try_from(all.len())?;
     // Every receiver must get to the last stored offset.
     until.send_replace(Some(last_offset));

@@ -2,6 +2,8 @@
 //! devices and receivers with 4017 (`draining`) and a reconnect delay in
 //! the close reason, and stops once they left, within its drain timeout.
 
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
 mod common;
 
 use std::time::{Duration, Instant};
