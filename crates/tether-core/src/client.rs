@@ -130,7 +130,21 @@ pub const DEFAULT_PAYLOAD_CAPACITY: usize = 256;
 const PUBLISH_OVERHEAD: usize = 2 + 5 + 1 + MAX_CHANNEL_LEN + 1 + 10 + 3;
 
 /// Bytes of the largest `Hello`.
-const HELLO_LEN: usize = 2 + 1 + tether_proto::MAX_DEVICE_ID_LEN + 1 + 32 + 10 + 5;
+const HELLO_LEN: usize = 2 + 1 + tether_proto::MAX_DEVICE_ID_LEN + 1 + 32 + 10 + 5 + 5;
+
+/// `Hello.max_downlink_len` for a receive buffer of `rx` bytes: the largest
+/// message that fits in it after the largest WebSocket frame header, so the
+/// server never sends a command the buffer cannot hold (1010 for the
+/// default 1024).
+#[must_use]
+pub const fn max_downlink_len(rx: usize) -> u32 {
+    let len = rx.saturating_sub(ws::MAX_HEADER_LEN);
+    if len > u32::MAX as usize {
+        u32::MAX
+    } else {
+        len as u32
+    }
+}
 
 /// Bytes of the largest `CommandAck`: version and kind, id, status, result
 /// length and result.
@@ -710,6 +724,7 @@ where
                 }
             };
 
+        let max_downlink = max_downlink_len(rx.len());
         let mut request = ws::ClientRequest::new(url.authority, url.path);
         if let Some(authorization) = config.authorization {
             request = request.with_authorization(authorization);
@@ -745,7 +760,7 @@ where
                 let now = clock.now();
                 let outgoing = client.with_session(|s| {
                     s.poll_transmit(now)
-                        .map(|transmit| encode(transmit, config, message))
+                        .map(|transmit| encode(transmit, config, max_downlink, message))
                 });
                 let sent = match outgoing {
                     None => break,
@@ -924,8 +939,13 @@ where
 
 /// Encodes one transmission into `out`; `None` if it does not fit (the
 /// buffers are checked against the payload capacity, so only a foreign
-/// outbox with larger entries gets here).
-fn encode(transmit: Transmit<'_>, config: &ClientConfig<'_>, out: &mut [u8]) -> Option<Outgoing> {
+/// outbox with larger entries gets here). `max_downlink` goes in `Hello`.
+fn encode(
+    transmit: Transmit<'_>,
+    config: &ClientConfig<'_>,
+    max_downlink: u32,
+    out: &mut [u8],
+) -> Option<Outgoing> {
     let message = match transmit {
         Transmit::Hello {
             boot_id,
@@ -935,6 +955,7 @@ fn encode(transmit: Transmit<'_>, config: &ClientConfig<'_>, out: &mut [u8]) -> 
             firmware_version: config.firmware_version,
             boot_id,
             last_acked_seq,
+            max_downlink_len: Some(max_downlink),
         }),
         Transmit::Publish(entry) => DeviceToServer::Publish(Publish {
             seq: entry.seq,
@@ -1141,6 +1162,49 @@ mod tests {
         });
         let mut out = [0u8; message_buffer_len(0)];
         assert!(ack.encode(&mut out).is_ok());
+    }
+
+    #[test]
+    fn hello_states_what_the_receive_buffer_holds() {
+        assert_eq!(
+            max_downlink_len(1024),
+            tether_proto::DEFAULT_MAX_DOWNLINK_LEN
+        );
+        assert_eq!(max_downlink_len(1536), 1522);
+        // The smallest buffer a runner takes still states a valid limit.
+        assert!(max_downlink_len(128) >= tether_proto::MIN_DOWNLINK_LEN);
+        let config = ClientConfig::new("ws://relay.local/device", "dev-1", "1.0.0");
+        let mut out = [0u8; message_buffer_len(0)];
+        let hello = Transmit::Hello {
+            boot_id: 7,
+            last_acked_seq: 3,
+        };
+        let Some(Outgoing::Binary(len)) = encode(hello, &config, max_downlink_len(1536), &mut out)
+        else {
+            panic!("Hello encodes");
+        };
+        let decoded = DeviceToServer::decode(&out[..len]).unwrap();
+        assert_eq!(
+            decoded,
+            DeviceToServer::Hello(Hello {
+                device_id: "dev-1",
+                firmware_version: "1.0.0",
+                boot_id: 7,
+                last_acked_seq: 3,
+                max_downlink_len: Some(1522),
+            })
+        );
+        // The largest Hello fits the smallest message buffer.
+        let id = "d".repeat(tether_proto::MAX_DEVICE_ID_LEN);
+        let firmware = "f".repeat(tether_proto::MAX_FIRMWARE_VERSION_LEN);
+        let largest = DeviceToServer::Hello(Hello {
+            device_id: &id,
+            firmware_version: &firmware,
+            boot_id: u64::MAX,
+            last_acked_seq: u32::MAX,
+            max_downlink_len: Some(u32::MAX),
+        });
+        assert!(largest.encoded_len() <= HELLO_LEN);
     }
 
     #[test]

@@ -62,6 +62,7 @@ mod serve;
 mod sessions;
 pub mod store;
 mod tls;
+mod ws_violation;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -12,6 +12,11 @@
 //! A wrong key in 1 or 3 is refused before the upgrade (401). A page served
 //! from another origin is refused (403) unless `allowed_origins` lists it.
 //!
+//! Replies come in request order: `subscribed` (or the refusal) and `pong`
+//! are queued by the loop that reads requests; only a `send_command`'s
+//! answer waits for the device. Refusals carry the request's `request_id`
+//! and, for `subscribe`, its `channel`.
+//!
 //! Subscribing (`subscribe` with `from`): the subscription joins the
 //! channel's live queue **first**, then reads the channel's bounds, replays
 //! stored events from `from` up to them, and then forwards live events,
@@ -25,22 +30,25 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tether_proto::{
     CommandResult, ErrorCode, ErrorMessage, Payload, Pong, ReceiverToServer, ServerToReceiver,
-    Subscribed,
+    Subscribe, Subscribed,
 };
 use tokio::sync::mpsc;
 
-use crate::broker::Received;
-use crate::device_endpoint::{CLOSE_GOING_AWAY, CLOSE_POLICY};
+use crate::broker::{Received, Subscription};
+use crate::device_endpoint::{CLOSE_GOING_AWAY, CLOSE_POLICY, decode_reason};
 use crate::http_api::{check_origin, error_response};
-use crate::store::{KeyIdentity, ReadRange, Revocation, StoredEvent};
+use crate::store::{ChannelBounds, KeyIdentity, ReadRange, Revocation, StoredEvent};
+use crate::ws_violation::{self, ReadFailure};
 use crate::{AppState, auth};
 
 /// The subprotocol the server speaks.
@@ -66,6 +74,7 @@ fn key_from_subprotocols(headers: &HeaderMap) -> Option<&str> {
 
 pub(crate) async fn upgrade(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -109,7 +118,7 @@ pub(crate) async fn upgrade(
         .on_upgrade(move |socket| async move {
             let _permit = permit;
             let _open = state.metrics.connection("receiver");
-            run(state, identity, socket).await;
+            run(state, identity, peer, socket).await;
         })
         .into_response()
 }
@@ -126,10 +135,21 @@ struct AuthBody {
 }
 
 fn error_frame(code: ErrorCode, request_id: Option<u32>, message: &str) -> Message {
+    channel_error_frame(code, request_id, None, message)
+}
+
+/// An `error` about a channel's subscription (`channel` set).
+fn channel_error_frame(
+    code: ErrorCode,
+    request_id: Option<u32>,
+    channel: Option<&str>,
+    message: &str,
+) -> Message {
     let text = ServerToReceiver::Error(ErrorMessage {
         code,
         request_id,
         message,
+        channel,
     })
     .to_json()
     .unwrap_or_default();
@@ -149,10 +169,34 @@ fn error_close(code: ErrorCode, reason: &str) -> Message {
 
 async fn authenticate_first_message(
     state: &AppState,
+    peer: SocketAddr,
     socket: &mut WebSocket,
 ) -> Option<KeyIdentity> {
     let first = tokio::time::timeout(state.config.limits.handshake_timeout, socket.recv()).await;
     let text = match first {
+        Ok(Some(Err(error))) => {
+            if let ReadFailure::Violation {
+                code,
+                reason,
+                metric,
+            } = ws_violation::classify(&error)
+            {
+                ws_violation::record(&state.metrics, "receiver", peer, code, reason, metric);
+                let _ = socket.send(ws_violation::close_message(code, reason)).await;
+            }
+            return None;
+        }
+        Ok(Some(Ok(Message::Close(frame)))) => {
+            if ws_violation::is_invalid_close(frame.as_ref()) {
+                invalid_close(state, peer);
+            }
+            let _ = tokio::time::timeout(
+                crate::device_endpoint::CLOSE_LINGER,
+                futures_util::SinkExt::flush(socket),
+            )
+            .await;
+            return None;
+        }
         Err(_) => {
             state.metrics.rejected("handshake_timeout");
             let _ = socket
@@ -204,10 +248,28 @@ async fn authenticate_first_message(
     identity
 }
 
-async fn run(state: Arc<AppState>, identity: Option<KeyIdentity>, mut socket: WebSocket) {
+/// Counts a close frame with a code that may not be sent (tungstenite
+/// answers it with 1002 itself).
+fn invalid_close(state: &AppState, peer: SocketAddr) {
+    ws_violation::record(
+        &state.metrics,
+        "receiver",
+        peer,
+        ws_violation::CLOSE_PROTOCOL_ERROR,
+        "invalid close code",
+        "websocket_protocol_error",
+    );
+}
+
+async fn run(
+    state: Arc<AppState>,
+    identity: Option<KeyIdentity>,
+    peer: SocketAddr,
+    mut socket: WebSocket,
+) {
     let identity = match identity {
         Some(identity) => identity,
-        None => match authenticate_first_message(&state, &mut socket).await {
+        None => match authenticate_first_message(&state, peer, &mut socket).await {
             Some(identity) => identity,
             None => return,
         },
@@ -251,14 +313,13 @@ async fn run(state: Arc<AppState>, identity: Option<KeyIdentity>, mut socket: We
                 last_heard = Instant::now();
                 let message = match message {
                     None => break None,
-                    Some(Err(error)) => {
-                        let error = error.to_string();
-                        if crate::device_endpoint::is_too_large(&error) {
-                            state.metrics.rejected("too_large");
-                            break Some(close_frame(crate::device_endpoint::CLOSE_TOO_BIG, "message too large"));
+                    Some(Err(error)) => match ws_violation::classify(&error) {
+                        ReadFailure::Violation { code, reason, metric } => {
+                            ws_violation::record(&state.metrics, "receiver", peer, code, reason, metric);
+                            break Some(close_frame(code, reason));
                         }
-                        break None;
-                    }
+                        ReadFailure::Gone => break None,
+                    },
                     Some(Ok(message)) => message,
                 };
                 let text = match message {
@@ -267,7 +328,12 @@ async fn run(state: Arc<AppState>, identity: Option<KeyIdentity>, mut socket: We
                         state.metrics.rejected("binary_frame");
                         break Some(close_frame(1003, "the receiver protocol uses text frames"));
                     }
-                    Message::Close(_) => break None,
+                    Message::Close(frame) => {
+                        if ws_violation::is_invalid_close(frame.as_ref()) {
+                            invalid_close(&state, peer);
+                        }
+                        break None;
+                    }
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
                 let request = match ReceiverToServer::from_json(&text) {
@@ -275,36 +341,41 @@ async fn run(state: Arc<AppState>, identity: Option<KeyIdentity>, mut socket: We
                     Err(error) => {
                         state.metrics.rejected("malformed");
                         let code = error.error_code();
-                        let _ = outbox.send(error_frame(code, None, "undecodable message")).await;
-                        break Some(error_close(code, "undecodable message"));
+                        // 4002 names the versions spoken (protocol.md section 8).
+                        let reason = decode_reason(error);
+                        let _ = outbox.send(error_frame(code, None, reason)).await;
+                        break Some(error_close(code, reason));
                     }
                 };
                 match request {
                     ReceiverToServer::Subscribe(subscribe) => {
-                        if !identity.channels.allows(subscribe.channel) {
-                            let _ = outbox
-                                .send(error_frame(ErrorCode::FORBIDDEN, None, "this key may not read that channel"))
-                                .await;
+                        let refusal = if !identity.channels.allows(subscribe.channel) {
+                            Some((ErrorCode::FORBIDDEN, "this key may not read that channel"))
+                        } else if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains_key(subscribe.channel) {
+                            Some((ErrorCode::RATE_LIMITED, "too many subscriptions on one connection"))
+                        } else {
+                            None
+                        };
+                        if let Some((code, message)) = refusal {
+                            let refused = channel_error_frame(code, subscribe.request_id, Some(subscribe.channel), message);
+                            if outbox.send(refused).await.is_err() {
+                                break None;
+                            }
                             continue;
                         }
-                        if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains_key(subscribe.channel) {
-                            let _ = outbox
-                                .send(error_frame(ErrorCode::RATE_LIMITED, None, "too many subscriptions on one connection"))
-                                .await;
-                            continue;
-                        }
-                        let channel = subscribe.channel.to_owned();
-                        if let Some(old) = subscriptions.remove(&channel) {
+                        if let Some(old) = subscriptions.remove(subscribe.channel) {
                             old.abort();
                         }
-                        let task = tokio::spawn(subscription(
-                            Arc::clone(&state),
-                            identity.tenant_id,
-                            channel.clone(),
-                            subscribe.from,
-                            outbox.clone(),
-                        ));
-                        subscriptions.insert(channel, task);
+                        // `subscribed` goes out from here, before anything
+                        // this loop answers later; the replay and the live
+                        // events follow from the subscription's task.
+                        match subscribe_channel(&state, identity.tenant_id, subscribe, &outbox).await {
+                            Subscribing::Started(task) => {
+                                subscriptions.insert(subscribe.channel.to_owned(), task);
+                            }
+                            Subscribing::Refused => {}
+                            Subscribing::ReceiverGone => break None,
+                        }
                     }
                     ReceiverToServer::Ping(ping) => {
                         let pong = ServerToReceiver::Pong(Pong { id: ping.id }).to_json().unwrap_or_default();
@@ -324,6 +395,13 @@ async fn run(state: Arc<AppState>, identity: Option<KeyIdentity>, mut socket: We
                         let request_id = command.request_id;
                         let device = command.device.to_owned();
                         let channel = command.channel.to_owned();
+                        if let Err(error) = command.payload.check() {
+                            let refused = error_frame(ErrorCode::INVALID_FIELD, Some(request_id), error.reason());
+                            if outbox.send(refused).await.is_err() {
+                                break None;
+                            }
+                            continue;
+                        }
                         let payload = command.payload.as_str().unwrap_or("null").to_owned();
                         tokio::spawn(async move {
                             let frame = match crate::http_api::command(&state, &identity, &device, channel, payload).await {
@@ -368,31 +446,51 @@ async fn run(state: Arc<AppState>, identity: Option<KeyIdentity>, mut socket: We
     }
 }
 
-/// Replays history from `from`, then forwards live events without gap or
-/// duplicate; catches up from the store when the live queue overflowed.
-async fn subscription(
-    state: Arc<AppState>,
+/// What [`subscribe_channel`] did.
+enum Subscribing {
+    /// `subscribed` is queued; the task replays and forwards.
+    Started(tokio::task::JoinHandle<()>),
+    /// The store failed; the receiver got an `error` for the channel.
+    Refused,
+    /// The receiver's outbox is closed.
+    ReceiverGone,
+}
+
+/// Joins the channel's live queue, reads its bounds and queues
+/// `subscribed`, all before the caller reads the next request (so replies
+/// stay in request order); then starts the task that replays from `from`
+/// and forwards live events.
+async fn subscribe_channel(
+    state: &Arc<AppState>,
     tenant_id: i64,
-    channel: String,
-    from: Option<u64>,
-    outbox: mpsc::Sender<Message>,
-) {
+    subscribe: Subscribe<'_>,
+    outbox: &mpsc::Sender<Message>,
+) -> Subscribing {
+    let channel = subscribe.channel;
     // 1. Join the live queue before looking at the store.
-    let mut live = state.broker.subscribe(tenant_id, &channel);
-    let bounds = match state.store.channel_bounds(tenant_id, &channel).await {
+    let live = state.broker.subscribe(tenant_id, channel);
+    let bounds = match state.store.channel_bounds(tenant_id, channel).await {
         Ok(bounds) => bounds,
         Err(error) => {
             tracing::error!(%error, "cannot read channel bounds");
-            let _ = outbox
-                .send(error_frame(ErrorCode::INTERNAL, None, "store unavailable"))
-                .await;
-            return;
+            let refused = channel_error_frame(
+                ErrorCode::INTERNAL,
+                subscribe.request_id,
+                Some(channel),
+                "store unavailable",
+            );
+            return if outbox.send(refused).await.is_ok() {
+                Subscribing::Refused
+            } else {
+                Subscribing::ReceiverGone
+            };
         }
     };
     let subscribed = ServerToReceiver::Subscribed(Subscribed {
-        channel: &channel,
+        channel,
         first_offset: bounds.first_offset,
         next_offset: bounds.next_offset,
+        request_id: subscribe.request_id,
     });
     if outbox
         .send(Message::Text(
@@ -401,8 +499,30 @@ async fn subscription(
         .await
         .is_err()
     {
-        return;
+        return Subscribing::ReceiverGone;
     }
+    Subscribing::Started(tokio::spawn(subscription(
+        Arc::clone(state),
+        tenant_id,
+        channel.to_owned(),
+        subscribe.from,
+        bounds,
+        live,
+        outbox.clone(),
+    )))
+}
+
+/// Replays history from `from`, then forwards live events without gap or
+/// duplicate; catches up from the store when the live queue overflowed.
+async fn subscription(
+    state: Arc<AppState>,
+    tenant_id: i64,
+    channel: String,
+    from: Option<u64>,
+    bounds: ChannelBounds,
+    mut live: Box<dyn Subscription>,
+    outbox: mpsc::Sender<Message>,
+) {
     // `last`: the highest offset sent or deliberately skipped.
     let mut last = bounds.next_offset.saturating_sub(1);
     let forwarder = Forwarder {
@@ -501,7 +621,12 @@ impl Forwarder<'_> {
                     tracing::error!(%error, "cannot replay");
                     let _ = self
                         .outbox
-                        .send(error_frame(ErrorCode::INTERNAL, None, "store unavailable"))
+                        .send(channel_error_frame(
+                            ErrorCode::INTERNAL,
+                            None,
+                            Some(self.channel),
+                            "store unavailable",
+                        ))
                         .await;
                     return None;
                 }

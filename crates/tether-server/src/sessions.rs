@@ -20,11 +20,13 @@ pub struct CommandReply {
 /// What other tasks ask of a device connection.
 #[derive(Debug)]
 pub(crate) enum DeviceControl {
-    /// Send a command; answer on `reply`.
+    /// Send a command; answer on `reply` (the device's answer, or why the
+    /// session refused the command: `too_large` for a message longer than
+    /// the device's `Hello.max_downlink_len`).
     Command {
         channel: String,
         payload: String,
-        reply: oneshot::Sender<CommandReply>,
+        reply: oneshot::Sender<Result<CommandReply, ErrorCode>>,
     },
     /// Close the connection with this error.
     Close(ErrorCode),
@@ -107,7 +109,7 @@ impl DeviceSessions {
             .await
             .map_err(|_| ErrorCode::DEVICE_OFFLINE)?;
         match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(reply)) => Ok(reply),
+            Ok(Ok(reply)) => reply,
             // The connection ended before the device answered.
             Ok(Err(_)) => Err(ErrorCode::DEVICE_OFFLINE),
             Err(_) => Err(ErrorCode::COMMAND_TIMEOUT),
