@@ -519,7 +519,8 @@ impl Session {
                     payload: Payload::from_json_str(&payload),
                 });
                 let Some(frame) = encode(&command, self.encoding) else {
-                    let _ = reply.send(Err(ErrorCode::INVALID_FIELD));
+                    // Checked by the sender's endpoint; never here.
+                    let _ = reply.send(Err(ErrorCode::INTERNAL));
                     return Ok(());
                 };
                 // What the device said its receive buffer holds: a longer

@@ -178,7 +178,8 @@ pub(crate) async fn command(
                     "the command is longer than the device can receive (its Hello.max_downlink_len); it was not sent"
                 }
                 ErrorCode::INVALID_FIELD => "the device's result is not valid JSON",
-                _ => "the device is offline",
+                ErrorCode::DEVICE_OFFLINE => "the device is offline",
+                _ => "the command could not be sent",
             };
             (code, message)
         })
