@@ -17,15 +17,22 @@
 //! are acknowledged without being stored again. A command longer than the
 //! device's `Hello.max_downlink_len` is refused to its sender, never sent.
 //! WebSocket protocol violations are answered with their RFC 6455 close
-//! code (see `ws_violation`).
-
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+//! code (see `websocket::classify`).
+//!
+//! Limits: the token is checked before the connection counts against
+//! `max_connections` / `max_connections_per_tenant` (so nobody without a
+//! token can take a device's place); the publish token bucket belongs to the
+//! device, not the connection (reconnecting does not refill it); every
+//! frame written must be taken by the device within `write_timeout`, else
+//! the connection closes with 4016 (`slow_consumer`); a newer session of
+//! the device fences this one at once, even while it is stuck writing.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -34,50 +41,28 @@ use std::collections::HashMap;
 use tether_proto::{Ack, Command, DeviceToServer, ErrorCode, Payload, ServerToDevice, Welcome};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::http_api::error_response;
+use crate::http_util::{error_response, too_many_connections};
 use crate::limits::RateLimiter;
-use crate::sessions::{CommandReply, DeviceControl};
+use crate::serve::TcpHeld;
+use crate::sessions::{CommandReply, CommandRequest, Fence};
 use crate::store::{AppendOutcome, AppendRequest, DeviceIdentity, Revocation, StoreError};
-use crate::ws_violation::{self, ReadFailure};
+use crate::websocket::{
+    CLOSE_GOING_AWAY, CLOSE_LINGER, CLOSE_POLICY, CLOSE_UNSUPPORTED_DATA, ReadFailure, SendError,
+    classify, close, close_error, decode_reason, error_close_code, is_invalid_close,
+    record_invalid_close, record_violation, send_within,
+};
 use crate::{AppState, auth, now_ms};
 
-/// Close code for a session ended by the server going away.
-pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
-/// Close code for the handshake and idle timeouts (policy violation).
-pub(crate) const CLOSE_POLICY: u16 = 1008;
-/// Close code for a data frame of the kind the session does not speak
-/// (RFC 6455: unsupported data).
-pub(crate) const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
-/// The largest `Publish.time_ms` (and `Event.device_time_ms`): 2^63 − 1,
-/// what the store keeps.
-pub(crate) const MAX_TIME_MS: u64 = i64::MAX as u64;
-
-/// The close reason (and receiver error message) for a decoding failure
-/// (`docs/protocol.md` section 8 asks for the supported versions on 4002).
-pub(crate) fn decode_reason(error: tether_proto::DecodeError) -> &'static str {
-    match error {
-        tether_proto::DecodeError::UnsupportedVersion { .. } => "supported versions: 1",
-        tether_proto::DecodeError::UnknownMessage => "unknown message kind",
-        tether_proto::DecodeError::TooLong { .. } => "a field is too long",
-        tether_proto::DecodeError::InvalidField { .. } => "a field is invalid",
-        _ => "malformed message",
-    }
-}
+/// The largest `Publish.time_ms`: 2^63 − 1, what the store keeps.
+const MAX_TIME_MS: u64 = i64::MAX as u64;
 
 pub(crate) async fn upgrade(
     State(state): State<Arc<AppState>>,
+    Extension(tcp): Extension<TcpHeld>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let Ok(permit) = Arc::clone(&state.connection_permits).try_acquire_owned() else {
-        state.metrics.rejected("max_connections");
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            "the server is at its connection limit; retry later",
-        );
-    };
     let identity = match auth::bearer(&headers) {
         None => None,
         Some(token) => match state.store.authenticate_device(token).await {
@@ -101,9 +86,17 @@ pub(crate) async fn upgrade(
             "missing or wrong device token (Authorization: Bearer td_...)",
         );
     };
+    // Only now, authenticated, does the connection count.
+    let slot = match state.admission.connection(identity.tenant_id) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            state.metrics.rejected(refusal.metric());
+            return too_many_connections();
+        }
+    };
     crate::limits::bounded_upgrade(upgrade, state.config.limits.max_message_bytes)
         .on_upgrade(move |socket| async move {
-            let _permit = permit;
+            let _held = (slot, tcp);
             let _open = state.metrics.connection("device");
             run(state, identity, peer, socket).await;
         })
@@ -129,38 +122,6 @@ fn encode(message: &ServerToDevice<'_>, encoding: Encoding) -> Option<Message> {
     }
 }
 
-/// How long a closing connection waits for the peer's close frame.
-pub(crate) const CLOSE_LINGER: Duration = Duration::from_millis(500);
-
-/// Sends a close frame and waits (briefly) for the peer's answer, so the
-/// close frame is read before the TCP connection goes away: closing a
-/// socket with unread input makes the kernel send a reset, and a reset
-/// makes the peer drop data it has not read yet, close frame included.
-pub(crate) async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    if socket.send(Message::Close(Some(frame))).await.is_err() {
-        return;
-    }
-    let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
-    loop {
-        match tokio::time::timeout_at(deadline, socket.recv()).await {
-            Ok(Some(Ok(Message::Close(_)))) | Err(_) => return,
-            Ok(Some(Ok(_))) => {}
-            Ok(Some(Err(_)) | None) => {
-                tokio::time::sleep_until(deadline).await;
-                return;
-            }
-        }
-    }
-}
-
-pub(crate) async fn close_error(socket: &mut WebSocket, code: ErrorCode, reason: &str) {
-    close(socket, code.close_code().unwrap_or(4013), reason).await;
-}
-
 type PendingCommit =
     futures_util::future::BoxFuture<'static, (u32, Result<AppendOutcome, StoreError>)>;
 
@@ -172,16 +133,16 @@ async fn answer_read_error(
     socket: &mut WebSocket,
     error: &axum::Error,
 ) {
-    if let ReadFailure::Violation {
-        code,
-        reason,
-        metric,
-    } = ws_violation::classify(error)
-    {
-        ws_violation::record(&state.metrics, "device", peer, code, reason, metric);
-        close(socket, code, reason).await;
-    } else {
-        tracing::debug!(%peer, %error, "device socket error");
+    match classify(error) {
+        ReadFailure::Violation {
+            code,
+            reason,
+            metric,
+        } => {
+            record_violation(&state.metrics, "device", peer, code, reason, metric);
+            close(socket, code, reason).await;
+        }
+        ReadFailure::Gone => tracing::debug!(%peer, %error, "device socket error"),
     }
 }
 
@@ -193,15 +154,8 @@ async fn answer_close(
     socket: &mut WebSocket,
     frame: Option<&CloseFrame>,
 ) {
-    if ws_violation::is_invalid_close(frame) {
-        ws_violation::record(
-            &state.metrics,
-            "device",
-            peer,
-            ws_violation::CLOSE_PROTOCOL_ERROR,
-            "invalid close code",
-            "websocket_protocol_error",
-        );
+    if is_invalid_close(frame) {
+        record_invalid_close(&state.metrics, "device", peer);
     }
     let _ = tokio::time::timeout(CLOSE_LINGER, socket.flush()).await;
 }
@@ -284,8 +238,7 @@ async fn run(
     let session_id = state.next_session_id();
     // Register before marking online: an older session of this device that
     // ends now then sees it was replaced and does not mark it offline.
-    let (control_tx, mut control) = mpsc::channel(64);
-    state.devices.register(&device_id, session_id, control_tx);
+    let (mut commands, fence) = state.devices.register(&device_id, session_id);
     let last_stored_seq = match state
         .store
         .open_session(&device_id, &firmware_version, boot_id, now_ms())
@@ -314,21 +267,37 @@ async fn run(
         encoding,
         boot_id,
         socket,
-        rate: RateLimiter::new(limits.publish_rate, limits.publish_burst, Instant::now()),
+        fence,
+        closing: false,
+        rate: state.publish_buckets.bucket(&device_id, Instant::now()),
         pending: FuturesOrdered::new(),
         commands: HashMap::new(),
         next_command_id: 1,
         acked: 0,
     };
     let end = match session.send(&welcome).await {
-        Ok(()) => session.serve(&mut control).await,
+        Ok(()) => session.serve(&mut commands).await,
         Err(end) => end,
     };
-    if let End::Close(code, reason) = end {
-        // Acknowledge what is already queued before closing, so the device
-        // need not re-send it.
-        session.flush_acks().await;
-        close(&mut session.socket, code, reason).await;
+    match end {
+        End::Close(code, reason) => {
+            // Acknowledge what is already queued before closing, so the
+            // device need not re-send it.
+            session.closing = true;
+            session.flush_acks().await;
+            close(&mut session.socket, code, reason).await;
+        }
+        End::Stuck => {
+            state.metrics.rejected("slow_consumer");
+            tracing::warn!(device = %device_id, session_id, "device does not read; closing");
+            close_error(
+                &mut session.socket,
+                ErrorCode::SLOW_CONSUMER,
+                "not reading within the write timeout",
+            )
+            .await;
+        }
+        End::Gone => {}
     }
     if state.devices.unregister(&device_id, session_id)
         && let Err(error) = state.store.close_session(&device_id, now_ms()).await
@@ -341,12 +310,18 @@ async fn run(
 enum End {
     /// The peer closed or the socket failed.
     Gone,
+    /// The peer did not take a frame within the write timeout.
+    Stuck,
     /// Close with this code and reason.
     Close(u16, &'static str),
 }
 
 fn error_end(code: ErrorCode, reason: &'static str) -> End {
-    End::Close(code.close_code().unwrap_or(4013), reason)
+    End::Close(error_close_code(code), reason)
+}
+
+fn fenced_end(code: ErrorCode) -> End {
+    error_end(code, "another session of this device started")
 }
 
 struct Session {
@@ -358,7 +333,13 @@ struct Session {
     encoding: Encoding,
     boot_id: u64,
     socket: WebSocket,
-    rate: RateLimiter,
+    /// Resolves when a newer session of the device starts.
+    fence: Fence,
+    /// Closing: sends no longer watch the fence and get only
+    /// [`CLOSE_LINGER`].
+    closing: bool,
+    /// The device's publish bucket (shared with its later sessions).
+    rate: Arc<Mutex<RateLimiter>>,
     pending: FuturesOrdered<PendingCommit>,
     commands: HashMap<u32, oneshot::Sender<Result<CommandReply, ErrorCode>>>,
     next_command_id: u32,
@@ -380,14 +361,41 @@ async fn moved_away(state: &AppState, identity: &DeviceIdentity) -> bool {
 }
 
 impl Session {
+    /// Sends a frame within the write timeout; a newer session of the
+    /// device or the server shutting down interrupts it.
     async fn send(&mut self, message: &ServerToDevice<'_>) -> Result<(), End> {
         let Some(frame) = encode(message, self.encoding) else {
             return Err(error_end(ErrorCode::INTERNAL, "cannot encode"));
         };
-        self.socket.send(frame).await.map_err(|_| End::Gone)
+        self.send_frame(frame).await
     }
 
-    async fn serve(&mut self, control: &mut mpsc::Receiver<DeviceControl>) -> End {
+    async fn send_frame(&mut self, frame: Message) -> Result<(), End> {
+        let result = if self.closing {
+            send_within(&mut self.socket, frame, CLOSE_LINGER).await
+        } else {
+            let write = send_within(
+                &mut self.socket,
+                frame,
+                self.state.config.limits.write_timeout,
+            );
+            let mut shutdown = self.state.shutdown.clone();
+            let stopping = async move {
+                let _ = shutdown.wait_for(|stopping| *stopping).await;
+            };
+            tokio::select! {
+                result = write => result,
+                code = self.fence.fenced() => return Err(fenced_end(code)),
+                () = stopping => return Err(End::Close(CLOSE_GOING_AWAY, "server shutting down")),
+            }
+        };
+        result.map_err(|error| match error {
+            SendError::TimedOut => End::Stuck,
+            SendError::Gone => End::Gone,
+        })
+    }
+
+    async fn serve(&mut self, commands: &mut mpsc::Receiver<CommandRequest>) -> End {
         let limits = self.state.config.limits.clone();
         let mut shutdown = self.state.shutdown.clone();
         let mut revocations = self.state.revocations.subscribe();
@@ -430,20 +438,18 @@ impl Session {
                     }
                     _ => Ok(()),
                 },
-                Some(control) = control.recv() => self.control(control).await,
+                code = self.fence.fenced() => return fenced_end(code),
+                Some(command) = commands.recv() => self.command(command).await,
                 Some((seq, result)) = self.pending.next(), if !self.pending.is_empty() => {
                     self.acknowledge(seq, result).await
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > limits.idle_timeout {
                         self.state.metrics.rejected("idle_timeout");
-                        return End::Close(crate::device_endpoint::CLOSE_POLICY, "idle timeout");
+                        return End::Close(CLOSE_POLICY, "idle timeout");
                     }
                     self.commands.retain(|_, reply| !reply.is_closed());
-                    self.socket
-                        .send(Message::Ping(Default::default()))
-                        .await
-                        .map_err(|_| End::Gone)
+                    self.send_frame(Message::Ping(Default::default())).await
                 }
                 message = self.socket.recv(), if self.pending.len() < read_limit => {
                     last_heard = Instant::now();
@@ -479,13 +485,13 @@ impl Session {
     }
 
     fn socket_error(&self, error: &axum::Error) -> End {
-        match ws_violation::classify(error) {
+        match classify(error) {
             ReadFailure::Violation {
                 code,
                 reason,
                 metric,
             } => {
-                ws_violation::record(
+                record_violation(
                     &self.state.metrics,
                     "device",
                     self.peer,
@@ -502,50 +508,44 @@ impl Session {
         }
     }
 
-    async fn control(&mut self, control: DeviceControl) -> Result<(), End> {
-        match control {
-            DeviceControl::Close(code) => {
-                Err(error_end(code, "another session of this device started"))
-            }
-            DeviceControl::Command {
-                channel,
-                payload,
-                reply,
-            } => {
-                let id = self.next_command_id;
-                let command = ServerToDevice::Command(Command {
-                    id,
-                    channel: &channel,
-                    payload: Payload::from_json_str(&payload),
-                });
-                let Some(frame) = encode(&command, self.encoding) else {
-                    // Checked by the sender's endpoint; never here.
-                    let _ = reply.send(Err(ErrorCode::INTERNAL));
-                    return Ok(());
-                };
-                // What the device said its receive buffer holds: a longer
-                // message would fail its link (1009) at every reconnect.
-                let len = match &frame {
-                    Message::Binary(bytes) => bytes.len(),
-                    Message::Text(text) => text.len(),
-                    _ => 0,
-                };
-                if u32::try_from(len).map_or(true, |len| len > self.max_downlink) {
-                    self.state.metrics.rejected("command_too_large");
-                    tracing::info!(
-                        device = %self.identity.device_id,
-                        len,
-                        max_downlink_len = self.max_downlink,
-                        "command refused: larger than the device accepts"
-                    );
-                    let _ = reply.send(Err(ErrorCode::TOO_LARGE));
-                    return Ok(());
-                }
-                self.next_command_id = self.next_command_id.wrapping_add(1).max(1);
-                self.commands.insert(id, reply);
-                self.socket.send(frame).await.map_err(|_| End::Gone)
-            }
+    async fn command(&mut self, command: CommandRequest) -> Result<(), End> {
+        let CommandRequest {
+            channel,
+            payload,
+            reply,
+        } = command;
+        let id = self.next_command_id;
+        let command = ServerToDevice::Command(Command {
+            id,
+            channel: &channel,
+            payload: Payload::from_json_str(&payload),
+        });
+        let Some(frame) = encode(&command, self.encoding) else {
+            // Checked by the sender's endpoint; never here.
+            let _ = reply.send(Err(ErrorCode::INTERNAL));
+            return Ok(());
+        };
+        // What the device said its receive buffer holds: a longer message
+        // would fail its link (1009) at every reconnect.
+        let len = match &frame {
+            Message::Binary(bytes) => bytes.len(),
+            Message::Text(text) => text.len(),
+            _ => 0,
+        };
+        if u32::try_from(len).map_or(true, |len| len > self.max_downlink) {
+            self.state.metrics.rejected("command_too_large");
+            tracing::info!(
+                device = %self.identity.device_id,
+                len,
+                max_downlink_len = self.max_downlink,
+                "command refused: longer than the device accepts"
+            );
+            let _ = reply.send(Err(ErrorCode::TOO_LARGE));
+            return Ok(());
         }
+        self.next_command_id = self.next_command_id.wrapping_add(1).max(1);
+        self.commands.insert(id, reply);
+        self.send_frame(frame).await
     }
 
     async fn acknowledge(
@@ -645,7 +645,11 @@ impl Session {
                 Ok(())
             }
             DeviceToServer::Publish(publish) => {
-                if !self.rate.try_take(Instant::now()) {
+                let allowed = self
+                    .rate
+                    .lock()
+                    .is_ok_and(|mut bucket| bucket.try_take(Instant::now()));
+                if !allowed {
                     self.state.metrics.rejected("rate_limited");
                     tracing::warn!(device = %self.identity.device_id, "publish rate limit exceeded");
                     return Err(error_end(

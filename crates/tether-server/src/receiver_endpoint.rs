@@ -12,10 +12,20 @@
 //! A wrong key in 1 or 3 is refused before the upgrade (401). A page served
 //! from another origin is refused (403) unless `allowed_origins` lists it.
 //!
-//! Replies come in request order: `subscribed` (or the refusal) and `pong`
-//! are queued by the loop that reads requests; only a `send_command`'s
-//! answer waits for the device. Refusals carry the request's `request_id`
-//! and, for `subscribe`, its `channel`.
+//! Limits: a connection with a key counts against `max_connections` (and
+//! `max_connections_per_tenant`) only once the key is checked; one without
+//! a key (way 2) waits for its `auth` message in a separate, small budget
+//! (`max_unauthenticated_connections`), so keyless upgrades can never take
+//! the places of devices and authenticated receivers. If the server is at
+//! its limit when the `auth` message arrives, the connection closes with
+//! 1013 (try again later).
+//!
+//! Replies come in request order: the loop that reads requests queues each
+//! answer (`pong`, refusals) behind the ones before it, and a `subscribe`'s
+//! `subscribed`, which its subscription task sends once it read the
+//! channel's bounds, holds the answers queued after it until it is out.
+//! Only a `send_command`'s answer waits for the device. Refusals carry the
+//! request's `request_id` and, for `subscribe`, its `channel`.
 //!
 //! Subscribing (`subscribe` with `from`): the subscription joins the
 //! channel's live queue **first**, then reads the channel's bounds, replays
@@ -25,30 +35,44 @@
 //! below the bounds read (replayed) or arrives live: no gap, no duplicate.
 //! A subscriber that falls behind its bounded live queue is told
 //! `Lagged` and catches up from the store the same way.
+//!
+//! Writing: one writer task per connection takes frames from a bounded
+//! outbox; each frame must be taken by the peer within `write_timeout`,
+//! else the connection closes with 4016 (`slow_consumer`). The connection's
+//! own loop never waits on the outbox (its replies wait in a short queue
+//! and it stops reading requests while that is full), so it always sees
+//! shutdown, revocation and the writer's end; its last frames (the close
+//! frame) go to the writer past the queue, so closing a connection whose
+//! peer stopped reading takes at most about a second.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::net::SocketAddr;
-
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tether_proto::{
     CommandResult, ErrorCode, ErrorMessage, Payload, Pong, ReceiverToServer, ServerToReceiver,
-    Subscribe, Subscribed,
+    Subscribed,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 
+use crate::admission::ConnectionSlot;
 use crate::broker::{Received, Subscription};
-use crate::device_endpoint::{CLOSE_GOING_AWAY, CLOSE_POLICY, decode_reason};
-use crate::http_api::{check_origin, error_response};
-use crate::store::{ChannelBounds, KeyIdentity, ReadRange, Revocation, StoredEvent};
-use crate::ws_violation::{self, ReadFailure};
+use crate::http_util::{check_origin, error_response, too_many_connections};
+use crate::serve::TcpHeld;
+use crate::store::{KeyIdentity, ReadRange, Revocation, StoredEvent};
+use crate::websocket::{
+    CLOSE_GOING_AWAY, CLOSE_LINGER, CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER, CLOSE_UNSUPPORTED_DATA,
+    ReadFailure, SendError, await_close, classify, close, close_frame, decode_reason,
+    error_close_code, is_invalid_close, record_invalid_close, record_violation, send_within,
+};
 use crate::{AppState, auth};
 
 /// The subprotocol the server speaks.
@@ -61,6 +85,9 @@ const PAGE: usize = 256;
 pub(crate) const MAX_SUBSCRIPTIONS: usize = 256;
 /// Frames queued for one receiver's socket.
 const OUTBOX: usize = 256;
+/// The connection's own replies (pongs, errors, pings) waiting for room in
+/// the outbox; while this many wait, requests are not read.
+const REPLIES: usize = 16;
 
 fn key_from_subprotocols(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -72,8 +99,22 @@ fn key_from_subprotocols(headers: &HeaderMap) -> Option<&str> {
         .find_map(|protocol| protocol.strip_prefix(KEY_SUBPROTOCOL_PREFIX))
 }
 
+/// A receiver connection's standing at the upgrade.
+enum Admitted {
+    /// Its key was checked; it holds its place.
+    Authenticated {
+        identity: KeyIdentity,
+        key: String,
+        slot: ConnectionSlot,
+    },
+    /// No key yet: a place in the unauthenticated budget until its `auth`
+    /// message.
+    Pending(OwnedSemaphorePermit),
+}
+
 pub(crate) async fn upgrade(
     State(state): State<Arc<AppState>>,
+    Extension(tcp): Extension<TcpHeld>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
@@ -81,19 +122,20 @@ pub(crate) async fn upgrade(
     if let Err(response) = check_origin(&state, &headers) {
         return response;
     }
-    let Ok(permit) = Arc::clone(&state.connection_permits).try_acquire_owned() else {
-        state.metrics.rejected("max_connections");
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            "the server is at its connection limit; retry later",
-        );
-    };
     let presented = key_from_subprotocols(&headers).or_else(|| auth::bearer(&headers));
-    let identity = match presented {
-        None => None,
+    let admitted = match presented {
         Some(key) => match state.store.authenticate_key(key).await {
-            Ok(Some(identity)) => Some(identity),
+            Ok(Some(identity)) => match state.admission.connection(identity.tenant_id) {
+                Ok(slot) => Admitted::Authenticated {
+                    identity,
+                    key: key.to_owned(),
+                    slot,
+                },
+                Err(refusal) => {
+                    state.metrics.rejected(refusal.metric());
+                    return too_many_connections();
+                }
+            },
             Ok(None) => {
                 state.metrics.auth_failure("receiver");
                 tracing::warn!("receiver refused: wrong key");
@@ -112,13 +154,19 @@ pub(crate) async fn upgrade(
                 );
             }
         },
+        None => match state.admission.unauthenticated() {
+            Some(permit) => Admitted::Pending(permit),
+            None => {
+                state.metrics.rejected("max_unauthenticated_connections");
+                return too_many_connections();
+            }
+        },
     };
     let upgrade = upgrade.protocols([SUBPROTOCOL]);
     crate::limits::bounded_upgrade(upgrade, state.config.limits.max_message_bytes)
         .on_upgrade(move |socket| async move {
-            let _permit = permit;
-            let _open = state.metrics.connection("receiver");
-            run(state, identity, peer, socket).await;
+            let _tcp = tcp;
+            run(state, admitted, peer, socket).await;
         })
         .into_response()
 }
@@ -156,166 +204,306 @@ fn channel_error_frame(
     Message::Text(text.into())
 }
 
-fn close_frame(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }))
+/// An answer the connection owes, in request order.
+enum Reply {
+    /// A frame to send.
+    Frame(Message),
+    /// A subscription task's `subscribed` (or its refusal), which the task
+    /// sends itself when it is its `turn` (the replies before it are out);
+    /// the replies after it wait until it is `sent`.
+    Announced {
+        turn: Option<oneshot::Sender<()>>,
+        sent: oneshot::Receiver<()>,
+    },
+}
+
+/// Moves the first reply on: a frame into the outbox once it has room; a
+/// subscription's announcement by giving its task the turn and waiting
+/// until it sent it. `false` when the outbox is closed.
+async fn forward_reply(replies: &mut VecDeque<Reply>, outbox: &mpsc::Sender<Message>) -> bool {
+    match replies.front_mut() {
+        Some(Reply::Announced { turn, sent }) => {
+            if let Some(turn) = turn.take() {
+                let _ = turn.send(());
+            }
+            // Sent, or the task ended without sending: either way, done.
+            let _ = sent.await;
+            replies.pop_front();
+            true
+        }
+        Some(Reply::Frame(_)) => match outbox.reserve().await {
+            Ok(room) => {
+                if let Some(Reply::Frame(frame)) = replies.pop_front() {
+                    room.send(frame);
+                }
+                true
+            }
+            Err(_) => false,
+        },
+        None => true,
+    }
 }
 
 fn error_close(code: ErrorCode, reason: &str) -> Message {
-    close_frame(code.close_code().unwrap_or(4013), reason)
+    close_frame(error_close_code(code), reason)
 }
 
+/// Refuses an unauthenticated connection: an `unauthorized` error, then
+/// close 4005.
+async fn refuse(state: &AppState, socket: &mut WebSocket, reason: &str) {
+    let refusal = error_frame(ErrorCode::UNAUTHORIZED, None, reason);
+    if send_within(socket, refusal, state.config.limits.write_timeout)
+        .await
+        .is_ok()
+    {
+        close(socket, error_close_code(ErrorCode::UNAUTHORIZED), reason).await;
+    }
+}
+
+/// Waits (within the handshake timeout) for the `auth` message; on a wrong
+/// key sends an `error` and closes.
 async fn authenticate_first_message(
     state: &AppState,
     peer: SocketAddr,
     socket: &mut WebSocket,
-) -> Option<KeyIdentity> {
-    let first = tokio::time::timeout(state.config.limits.handshake_timeout, socket.recv()).await;
+) -> Option<(KeyIdentity, String)> {
+    let mut shutdown = state.shutdown.clone();
+    let first = tokio::select! {
+        first = tokio::time::timeout(state.config.limits.handshake_timeout, socket.recv()) => first,
+        _ = shutdown.changed() => {
+            close(socket, CLOSE_GOING_AWAY, "server shutting down").await;
+            return None;
+        }
+    };
     let text = match first {
+        Err(_) => {
+            state.metrics.rejected("handshake_timeout");
+            close(
+                socket,
+                CLOSE_POLICY,
+                "no auth message within the handshake timeout",
+            )
+            .await;
+            return None;
+        }
+        Ok(Some(Ok(Message::Text(text)))) => text,
         Ok(Some(Err(error))) => {
             if let ReadFailure::Violation {
                 code,
                 reason,
                 metric,
-            } = ws_violation::classify(&error)
+            } = classify(&error)
             {
-                ws_violation::record(&state.metrics, "receiver", peer, code, reason, metric);
-                let _ = socket.send(ws_violation::close_message(code, reason)).await;
+                record_violation(&state.metrics, "receiver", peer, code, reason, metric);
+                close(socket, code, reason).await;
             }
             return None;
         }
         Ok(Some(Ok(Message::Close(frame)))) => {
-            if ws_violation::is_invalid_close(frame.as_ref()) {
-                invalid_close(state, peer);
+            if is_invalid_close(frame.as_ref()) {
+                record_invalid_close(&state.metrics, "receiver", peer);
             }
-            let _ = tokio::time::timeout(
-                crate::device_endpoint::CLOSE_LINGER,
-                futures_util::SinkExt::flush(socket),
-            )
-            .await;
+            let _ = tokio::time::timeout(CLOSE_LINGER, socket.flush()).await;
             return None;
         }
-        Err(_) => {
-            state.metrics.rejected("handshake_timeout");
-            let _ = socket
-                .send(close_frame(
-                    CLOSE_POLICY,
-                    "no auth message within the handshake timeout",
-                ))
-                .await;
-            return None;
-        }
-        Ok(Some(Ok(Message::Text(text)))) => text,
         Ok(_) => {
-            let _ = socket
-                .send(error_frame(
-                    ErrorCode::UNAUTHORIZED,
-                    None,
-                    "authenticate first",
-                ))
-                .await;
-            let _ = socket
-                .send(error_close(ErrorCode::UNAUTHORIZED, "authenticate first"))
-                .await;
+            refuse(state, socket, "authenticate first").await;
             return None;
         }
     };
-    let identity = match serde_json::from_str::<AuthEnvelope>(&text) {
-        Ok(envelope) if envelope.v == tether_proto::PROTOCOL_VERSION => state
-            .store
-            .authenticate_key(&envelope.auth.key)
-            .await
-            .ok()
-            .flatten(),
+    let key = match serde_json::from_str::<AuthEnvelope>(&text) {
+        Ok(envelope) if envelope.v == tether_proto::PROTOCOL_VERSION => Some(envelope.auth.key),
         _ => None,
     };
-    if identity.is_none() {
-        state.metrics.auth_failure("receiver");
-        tracing::warn!("receiver refused: wrong key in auth message");
-        let _ = socket
-            .send(error_frame(
-                ErrorCode::UNAUTHORIZED,
-                None,
-                "wrong receiver key",
-            ))
-            .await;
-        let _ = socket
-            .send(error_close(ErrorCode::UNAUTHORIZED, "wrong receiver key"))
-            .await;
-    }
-    identity
-}
-
-/// Counts a close frame with a code that may not be sent (tungstenite
-/// answers it with 1002 itself).
-fn invalid_close(state: &AppState, peer: SocketAddr) {
-    ws_violation::record(
-        &state.metrics,
-        "receiver",
-        peer,
-        ws_violation::CLOSE_PROTOCOL_ERROR,
-        "invalid close code",
-        "websocket_protocol_error",
-    );
-}
-
-async fn run(
-    state: Arc<AppState>,
-    identity: Option<KeyIdentity>,
-    peer: SocketAddr,
-    mut socket: WebSocket,
-) {
-    let identity = match identity {
-        Some(identity) => identity,
-        None => match authenticate_first_message(&state, peer, &mut socket).await {
-            Some(identity) => identity,
-            None => return,
-        },
+    let identity = match &key {
+        Some(key) => state.store.authenticate_key(key).await.ok().flatten(),
+        None => None,
     };
-    let (mut sink, mut stream) = socket.split();
-    let (outbox, mut outgoing) = mpsc::channel::<Message>(OUTBOX);
-    let writer = tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
-            let closing = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || closing {
-                break;
+    match (identity, key) {
+        (Some(identity), Some(key)) => Some((identity, key)),
+        _ => {
+            state.metrics.auth_failure("receiver");
+            tracing::warn!("receiver refused: wrong key in auth message");
+            refuse(state, socket, "wrong receiver key").await;
+            None
+        }
+    }
+}
+
+async fn run(state: Arc<AppState>, admitted: Admitted, peer: SocketAddr, mut socket: WebSocket) {
+    let (identity, key, _slot) = match admitted {
+        Admitted::Authenticated {
+            identity,
+            key,
+            slot,
+        } => (identity, key, slot),
+        Admitted::Pending(permit) => {
+            let _waiting = state.metrics.connection("unauthenticated");
+            let Some((identity, key)) = authenticate_first_message(&state, peer, &mut socket).await
+            else {
+                return;
+            };
+            drop(permit);
+            match state.admission.connection(identity.tenant_id) {
+                Ok(slot) => (identity, key, slot),
+                Err(refusal) => {
+                    state.metrics.rejected(refusal.metric());
+                    close(
+                        &mut socket,
+                        CLOSE_TRY_AGAIN_LATER,
+                        "the server is at its connection limit; retry later",
+                    )
+                    .await;
+                    return;
+                }
             }
         }
-        let _ = sink.close().await;
-    });
+    };
+    let _open = state.metrics.connection("receiver");
+    serve(state, identity, key, peer, socket).await;
+}
+
+/// Whether the connection's key is still valid (asked of the store after
+/// revocation notices were missed).
+async fn key_still_valid(state: &AppState, key: &str, identity: &KeyIdentity) -> bool {
+    match state.store.authenticate_key(key).await {
+        Ok(Some(current)) => current.key_id == identity.key_id,
+        Ok(None) => false,
+        Err(error) => {
+            tracing::warn!(%error, "cannot check the receiver key; closing");
+            false
+        }
+    }
+}
+
+/// How the writer's queue ended.
+enum Drained {
+    /// The connection is ending: these are its last frames.
+    Farewell(Vec<Message>),
+    /// The outbox closed.
+    Closed,
+    /// A frame could not be written.
+    Failed(SendError),
+}
+
+/// Takes frames from the outbox and writes them, each within the write
+/// timeout (a peer that does not take one is closed with 4016), until the
+/// connection's last frames arrive on `farewell`: those are written at
+/// once, within [`CLOSE_LINGER`], and whatever is still queued is dropped
+/// (a closing connection does not wait for a peer that stopped reading).
+async fn write_frames(
+    state: Arc<AppState>,
+    mut sink: SplitSink<WebSocket, Message>,
+    mut outgoing: mpsc::Receiver<Message>,
+    farewell: oneshot::Receiver<Vec<Message>>,
+) {
+    let write_timeout = state.config.limits.write_timeout;
+    let drain = async {
+        while let Some(message) = outgoing.recv().await {
+            if let Err(error) = send_within(&mut sink, message, write_timeout).await {
+                return Drained::Failed(error);
+            }
+        }
+        Drained::Closed
+    };
+    let drained = tokio::select! {
+        biased;
+        last = farewell => Drained::Farewell(last.unwrap_or_default()),
+        drained = drain => drained,
+    };
+    let last = match drained {
+        Drained::Farewell(frames) => frames,
+        Drained::Closed => Vec::new(),
+        Drained::Failed(SendError::Gone) => return,
+        Drained::Failed(SendError::TimedOut) => {
+            state.metrics.rejected("slow_consumer");
+            tracing::warn!("receiver does not read; closing");
+            vec![error_close(
+                ErrorCode::SLOW_CONSUMER,
+                "not reading within the write timeout",
+            )]
+        }
+    };
+    let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
+    for frame in last {
+        if !matches!(
+            tokio::time::timeout_at(deadline, sink.send(frame)).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+    }
+    let _ = tokio::time::timeout_at(deadline, sink.close()).await;
+}
+
+async fn serve(
+    state: Arc<AppState>,
+    identity: KeyIdentity,
+    key: String,
+    peer: SocketAddr,
+    socket: WebSocket,
+) {
     let limits = state.config.limits.clone();
+    let (sink, mut stream) = socket.split();
+    let (outbox, outgoing) = mpsc::channel::<Message>(OUTBOX);
+    let (farewell, last_frames) = oneshot::channel();
+    let mut writer = tokio::spawn(write_frames(
+        Arc::clone(&state),
+        sink,
+        outgoing,
+        last_frames,
+    ));
+    let mut writer_done = false;
     let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut commands = tokio::task::JoinSet::new();
+    let command_permits = Arc::new(Semaphore::new(limits.max_commands_per_connection));
+    let mut replies: VecDeque<Reply> = VecDeque::new();
     let mut shutdown = state.shutdown.clone();
     let mut revocations = state.revocations.subscribe();
     let mut ping = tokio::time::interval(limits.ping_interval);
     ping.tick().await;
     let mut last_heard = Instant::now();
+    let revoked = || error_close(ErrorCode::UNAUTHORIZED, "receiver key revoked");
     let close = loop {
         tokio::select! {
             _ = shutdown.changed() => break Some(close_frame(CLOSE_GOING_AWAY, "server shutting down")),
-            revocation = revocations.recv() => {
-                if matches!(revocation, Ok(Revocation::Key(id)) if id == identity.key_id) {
-                    break Some(error_close(ErrorCode::UNAUTHORIZED, "receiver key revoked"));
+            revocation = revocations.recv() => match revocation {
+                Ok(Revocation::Key(id)) if id == identity.key_id => break Some(revoked()),
+                // Missed notices: the store is the truth.
+                Err(broadcast::error::RecvError::Lagged(_))
+                    if !key_still_valid(&state, &key, &identity).await =>
+                {
+                    break Some(revoked());
+                }
+                _ => {}
+            },
+            // The writer ended: the peer is gone or did not read.
+            _ = &mut writer, if !writer_done => {
+                writer_done = true;
+                break None;
+            }
+            forwarded = forward_reply(&mut replies, &outbox), if !replies.is_empty() => {
+                if !forwarded {
+                    break None;
                 }
             }
+            Some(_) = commands.join_next(), if !commands.is_empty() => {}
             _ = ping.tick() => {
                 if last_heard.elapsed() > limits.idle_timeout {
                     state.metrics.rejected("idle_timeout");
                     break Some(close_frame(CLOSE_POLICY, "idle timeout"));
                 }
-                if outbox.send(Message::Ping(Default::default())).await.is_err() {
-                    break None;
+                if replies.len() < REPLIES {
+                    replies.push_back(Reply::Frame(Message::Ping(Default::default())));
                 }
             }
-            message = stream.next() => {
+            message = stream.next(), if replies.len() < REPLIES => {
                 last_heard = Instant::now();
                 let message = match message {
                     None => break None,
-                    Some(Err(error)) => match ws_violation::classify(&error) {
+                    Some(Err(error)) => match classify(&error) {
                         ReadFailure::Violation { code, reason, metric } => {
-                            ws_violation::record(&state.metrics, "receiver", peer, code, reason, metric);
+                            record_violation(&state.metrics, "receiver", peer, code, reason, metric);
                             break Some(close_frame(code, reason));
                         }
                         ReadFailure::Gone => break None,
@@ -326,11 +514,11 @@ async fn run(
                     Message::Text(text) => text,
                     Message::Binary(_) => {
                         state.metrics.rejected("binary_frame");
-                        break Some(close_frame(1003, "the receiver protocol uses text frames"));
+                        break Some(close_frame(CLOSE_UNSUPPORTED_DATA, "the receiver protocol uses text frames"));
                     }
                     Message::Close(frame) => {
-                        if ws_violation::is_invalid_close(frame.as_ref()) {
-                            invalid_close(&state, peer);
+                        if is_invalid_close(frame.as_ref()) {
+                            record_invalid_close(&state.metrics, "receiver", peer);
                         }
                         break None;
                     }
@@ -343,45 +531,59 @@ async fn run(
                         let code = error.error_code();
                         // 4002 names the versions spoken (protocol.md section 8).
                         let reason = decode_reason(error);
-                        let _ = outbox.send(error_frame(code, None, reason)).await;
+                        replies.push_back(Reply::Frame(error_frame(code, None, reason)));
                         break Some(error_close(code, reason));
                     }
                 };
                 match request {
                     ReceiverToServer::Subscribe(subscribe) => {
-                        let refusal = if !identity.channels.allows(subscribe.channel) {
-                            Some((ErrorCode::FORBIDDEN, "this key may not read that channel"))
-                        } else if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains_key(subscribe.channel) {
-                            Some((ErrorCode::RATE_LIMITED, "too many subscriptions on one connection"))
-                        } else {
-                            None
+                        let refused = |code, message| {
+                            Reply::Frame(channel_error_frame(code, subscribe.request_id, Some(subscribe.channel), message))
                         };
-                        if let Some((code, message)) = refusal {
-                            let refused = channel_error_frame(code, subscribe.request_id, Some(subscribe.channel), message);
-                            if outbox.send(refused).await.is_err() {
-                                break None;
-                            }
+                        if !identity.channels.allows(subscribe.channel) {
+                            replies.push_back(refused(ErrorCode::FORBIDDEN, "this key may not read that channel"));
                             continue;
                         }
-                        if let Some(old) = subscriptions.remove(subscribe.channel) {
+                        if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains_key(subscribe.channel) {
+                            replies.push_back(refused(ErrorCode::RATE_LIMITED, "too many subscriptions on one connection"));
+                            continue;
+                        }
+                        let channel = subscribe.channel.to_owned();
+                        if let Some(old) = subscriptions.remove(&channel) {
                             old.abort();
                         }
-                        // `subscribed` goes out from here, before anything
-                        // this loop answers later; the replay and the live
-                        // events follow from the subscription's task.
-                        match subscribe_channel(&state, identity.tenant_id, subscribe, &outbox).await {
-                            Subscribing::Started(task) => {
-                                subscriptions.insert(subscribe.channel.to_owned(), task);
+                        // Joined here, so a refusal is answered in order.
+                        let live = match state.broker.subscribe(identity.tenant_id, &channel) {
+                            Ok(live) => live,
+                            Err(error) => {
+                                state.metrics.rejected("channels_per_tenant");
+                                tracing::warn!(%error, tenant = identity.tenant_id, "subscribe refused");
+                                replies.push_back(refused(
+                                    ErrorCode::RATE_LIMITED,
+                                    "the tenant has its maximum of subscribed channels",
+                                ));
+                                continue;
                             }
-                            Subscribing::Refused => {}
-                            Subscribing::ReceiverGone => break None,
-                        }
+                        };
+                        // The task reads the bounds at once, and sends
+                        // `subscribed` in its turn; the replies after this
+                        // one wait for it.
+                        let (turn, my_turn) = oneshot::channel();
+                        let (announced, sent) = oneshot::channel();
+                        replies.push_back(Reply::Announced { turn: Some(turn), sent });
+                        let task = tokio::spawn(subscription(
+                            Arc::clone(&state),
+                            identity.tenant_id,
+                            channel.clone(),
+                            Start { from: subscribe.from, request_id: subscribe.request_id, my_turn, announced },
+                            live,
+                            outbox.clone(),
+                        ));
+                        subscriptions.insert(channel, task);
                     }
                     ReceiverToServer::Ping(ping) => {
                         let pong = ServerToReceiver::Pong(Pong { id: ping.id }).to_json().unwrap_or_default();
-                        if outbox.send(Message::Text(pong.into())).await.is_err() {
-                            break None;
-                        }
+                        replies.push_back(Reply::Frame(Message::Text(pong.into())));
                     }
                     ReceiverToServer::Unsubscribe(unsubscribe) => {
                         if let Some(task) = subscriptions.remove(unsubscribe.channel) {
@@ -389,22 +591,33 @@ async fn run(
                         }
                     }
                     ReceiverToServer::SendCommand(command) => {
+                        let request_id = command.request_id;
+                        let Ok(permit) = Arc::clone(&command_permits).try_acquire_owned() else {
+                            state.metrics.rejected("commands_per_connection");
+                            replies.push_back(Reply::Frame(error_frame(
+                                ErrorCode::RATE_LIMITED,
+                                Some(request_id),
+                                "too many commands waiting for their answers on this connection",
+                            )));
+                            continue;
+                        };
+                        if let Err(error) = command.payload.check() {
+                            replies.push_back(Reply::Frame(error_frame(
+                                ErrorCode::INVALID_FIELD,
+                                Some(request_id),
+                                error.reason(),
+                            )));
+                            continue;
+                        }
                         let state = Arc::clone(&state);
                         let identity = identity.clone();
                         let outbox = outbox.clone();
-                        let request_id = command.request_id;
                         let device = command.device.to_owned();
                         let channel = command.channel.to_owned();
-                        if let Err(error) = command.payload.check() {
-                            let refused = error_frame(ErrorCode::INVALID_FIELD, Some(request_id), error.reason());
-                            if outbox.send(refused).await.is_err() {
-                                break None;
-                            }
-                            continue;
-                        }
                         let payload = command.payload.as_str().unwrap_or("null").to_owned();
-                        tokio::spawn(async move {
-                            let frame = match crate::http_api::command(&state, &identity, &device, channel, payload).await {
+                        commands.spawn(async move {
+                            let _permit = permit;
+                            let frame = match crate::commands::command(&state, &identity, &device, channel, payload).await {
                                 Ok(reply) => Message::Text(
                                     ServerToReceiver::CommandResult(CommandResult {
                                         request_id,
@@ -427,70 +640,79 @@ async fn run(
     for (_, task) in subscriptions {
         task.abort();
     }
-    if let Some(close) = close {
-        let _ = outbox.send(close).await;
-    }
-    drop(outbox);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-    // Wait for the peer's close frame (see `device_endpoint::close`).
-    let deadline = tokio::time::Instant::now() + crate::device_endpoint::CLOSE_LINGER;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(Ok(Message::Close(_)))) | Err(_) => break,
-            Ok(Some(Ok(_))) => {}
-            Ok(Some(Err(_)) | None) => {
-                tokio::time::sleep_until(deadline).await;
-                break;
-            }
+    commands.abort_all();
+    if !writer_done {
+        // The replies still waiting, then the close frame, ahead of any
+        // event still queued: the writer sends them within CLOSE_LINGER.
+        let frames = replies.into_iter().filter_map(|reply| match reply {
+            Reply::Frame(frame) => Some(frame),
+            Reply::Announced { .. } => None,
+        });
+        let _ = farewell.send(frames.chain(close).collect());
+        drop(outbox);
+        if tokio::time::timeout(CLOSE_LINGER.saturating_mul(2), &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
         }
     }
+    // Wait for the peer's close frame (see `websocket::close`).
+    await_close(&mut stream).await;
 }
 
-/// What [`subscribe_channel`] did.
-enum Subscribing {
-    /// `subscribed` is queued; the task replays and forwards.
-    Started(tokio::task::JoinHandle<()>),
-    /// The store failed; the receiver got an `error` for the channel.
-    Refused,
-    /// The receiver's outbox is closed.
-    ReceiverGone,
+/// How a subscription starts: `Subscribe.from` and `.request_id`; when
+/// its `subscribed` (or refusal) may go out (the replies before it are
+/// out), and whom to tell once it is in the outbox.
+struct Start {
+    from: Option<u64>,
+    request_id: Option<u32>,
+    my_turn: oneshot::Receiver<()>,
+    announced: oneshot::Sender<()>,
 }
 
-/// Joins the channel's live queue, reads its bounds and queues
-/// `subscribed`, all before the caller reads the next request (so replies
-/// stay in request order); then starts the task that replays from `from`
-/// and forwards live events.
-async fn subscribe_channel(
-    state: &Arc<AppState>,
+/// Sends `subscribed`, replays history from `from`, then forwards live
+/// events without gap or duplicate; catches up from the store when the
+/// live queue overflowed.
+async fn subscription(
+    state: Arc<AppState>,
     tenant_id: i64,
-    subscribe: Subscribe<'_>,
-    outbox: &mpsc::Sender<Message>,
-) -> Subscribing {
-    let channel = subscribe.channel;
-    // 1. Join the live queue before looking at the store.
-    let live = state.broker.subscribe(tenant_id, channel);
-    let bounds = match state.store.channel_bounds(tenant_id, channel).await {
+    channel: String,
+    start: Start,
+    mut live: Box<dyn Subscription>,
+    outbox: mpsc::Sender<Message>,
+) {
+    let Start {
+        from,
+        request_id,
+        my_turn,
+        announced,
+    } = start;
+    // 1. The live queue was joined (`live`) before looking at the store.
+    let bounds = state.store.channel_bounds(tenant_id, &channel).await;
+    // The answer goes out in request order.
+    if my_turn.await.is_err() {
+        return;
+    }
+    let bounds = match bounds {
         Ok(bounds) => bounds,
         Err(error) => {
             tracing::error!(%error, "cannot read channel bounds");
             let refused = channel_error_frame(
                 ErrorCode::INTERNAL,
-                subscribe.request_id,
-                Some(channel),
+                request_id,
+                Some(&channel),
                 "store unavailable",
             );
-            return if outbox.send(refused).await.is_ok() {
-                Subscribing::Refused
-            } else {
-                Subscribing::ReceiverGone
-            };
+            let _ = outbox.send(refused).await;
+            return;
         }
     };
     let subscribed = ServerToReceiver::Subscribed(Subscribed {
-        channel,
+        channel: &channel,
         first_offset: bounds.first_offset,
         next_offset: bounds.next_offset,
-        request_id: subscribe.request_id,
+        request_id,
     });
     if outbox
         .send(Message::Text(
@@ -499,30 +721,9 @@ async fn subscribe_channel(
         .await
         .is_err()
     {
-        return Subscribing::ReceiverGone;
+        return;
     }
-    Subscribing::Started(tokio::spawn(subscription(
-        Arc::clone(state),
-        tenant_id,
-        channel.to_owned(),
-        subscribe.from,
-        bounds,
-        live,
-        outbox.clone(),
-    )))
-}
-
-/// Replays history from `from`, then forwards live events without gap or
-/// duplicate; catches up from the store when the live queue overflowed.
-async fn subscription(
-    state: Arc<AppState>,
-    tenant_id: i64,
-    channel: String,
-    from: Option<u64>,
-    bounds: ChannelBounds,
-    mut live: Box<dyn Subscription>,
-    outbox: mpsc::Sender<Message>,
-) {
+    let _ = announced.send(());
     // `last`: the highest offset sent or deliberately skipped.
     let mut last = bounds.next_offset.saturating_sub(1);
     let forwarder = Forwarder {

@@ -13,14 +13,9 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use embassy_sync::blocking_mutex::raw::NoopRawMutex;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use serde_json::json;
-use tether_core::client::{Buffers, Client, ClientConfig, CommandResult, Runner};
-use tether_core::outbox::RamOutbox;
-use tether_host::clock::TokioClock;
-use tether_host::connector::TokioConnector;
+use tether_core::client::{self, ClientConfig, CommandResult, Resources};
+use tether_host::board::TokioBoard;
 use tether_proto::{Command, CommandStatus, DEFAULT_MAX_DOWNLINK_LEN};
 
 /// A JSON string payload whose `command` message on channel `led` with
@@ -160,21 +155,11 @@ async fn a_real_client_is_never_sent_more_than_its_buffer_holds() -> TestResult 
     let authorization = format!("Bearer {token}");
     let url = t.url("/v1/device");
     let config = ClientConfig::new(&url, "real", "1.0.0").with_authorization(&authorization);
-    let clock = TokioClock::new();
-    let client: Client<NoopRawMutex, RamOutbox<1024>, StdRng, TokioClock> =
-        Client::new(&config, RamOutbox::new(), StdRng::seed_from_u64(1), clock)
-            .map_err(|e| format!("{e:?}"))?;
-    let mut buffers = Buffers::<1024, 512, 512>::new();
-    let mut runner = Runner::new(
-        &client,
-        config,
-        TokioConnector::new(),
-        clock,
-        StdRng::seed_from_u64(2),
-        &mut buffers,
-    )
-    .map_err(|e| format!("{e:?}"))?;
-    let mut handler = |command: &Command<'_>, result: &mut CommandResult<'_>| {
+    // The default resources: a 1024-byte receive buffer.
+    let mut resources: Resources<TokioBoard> = Resources::new();
+    let (client, mut runner) =
+        client::new(TokioBoard::new(), config, &mut resources).map_err(|e| format!("{e:?}"))?;
+    let handler = |command: &Command<'_>, result: &mut CommandResult<'_>| {
         let _ = result.set(&command.payload.len());
         CommandStatus::Ok
     };
@@ -207,7 +192,7 @@ async fn a_real_client_is_never_sent_more_than_its_buffer_holds() -> TestResult 
         Ok::<(), BoxError>(())
     };
     tokio::select! {
-        _ = runner.run(&mut handler) => unreachable!("the runner never returns"),
+        stopped = runner.run(handler) => return Err(format!("the runner stopped: {}", stopped.0).into()),
         result = scenario => result?,
     }
     let stats = client.stats().session;
