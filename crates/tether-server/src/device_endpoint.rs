@@ -9,15 +9,21 @@
 //! Session: the first message must be `Hello` (binary postcard frame or
 //! JSON text frame; the session keeps that encoding both ways, and a frame
 //! of the other kind is closed with 1003) with the device id the token
-//! belongs to. `Welcome` tells the highest `seq` stored for
-//! `(device, boot_id)`. Each `Publish` is checked (payload rule, time
-//! range), rate-limited, queued to the store's writer (waiting when it is
-//! full: backpressure), and acknowledged with a cumulative `Ack` only once
-//! its transaction committed; duplicates (`seq` at or below the stored one)
-//! are acknowledged without being stored again. A command longer than the
-//! device's `Hello.max_downlink_len` is refused to its sender, never sent.
-//! WebSocket protocol violations are answered with their RFC 6455 close
-//! code (see `websocket::classify`).
+//! belongs to. `Welcome` tells the contiguous stored watermark of
+//! `(device, boot_id)`: every record the device sent in that boot up to it
+//! is stored. Each `Publish` is checked (payload rule, time range),
+//! rate-limited, queued to the store's writer (waiting when it is full:
+//! backpressure), and acknowledged with a cumulative `Ack` only once it and
+//! every record the device sent before it committed; duplicates (records
+//! stored before) are acknowledged without being stored again. A command
+//! longer than the device's `Hello.max_downlink_len` is refused to its
+//! sender, never sent. WebSocket protocol violations are answered with
+//! their RFC 6455 close code (see `websocket::classify`).
+//!
+//! A failed write ends the acknowledgements: the session acknowledges
+//! nothing past the record that failed (appends pipelined behind it may
+//! still commit, unacknowledged), and closes with `write_failed` (4015) so
+//! the device says `Hello` again and resends from `last_stored_seq`.
 //!
 //! Limits: the token is checked before the connection counts against
 //! `max_connections` / `max_connections_per_tenant` (so nobody without a
@@ -274,6 +280,8 @@ async fn run(
         commands: HashMap::new(),
         next_command_id: 1,
         acked: 0,
+        previous_seq: last_stored_seq,
+        write_failed: false,
     };
     let end = match session.send(&welcome).await {
         Ok(()) => session.serve(&mut commands).await,
@@ -344,6 +352,12 @@ struct Session {
     commands: HashMap<u32, oneshot::Sender<Result<CommandReply, ErrorCode>>>,
     next_command_id: u32,
     acked: u32,
+    /// The highest `seq` the device sent on this connection (or
+    /// `Welcome.last_stored_seq` before it sent one): what the next record
+    /// must be stored after, for the watermark to move over it.
+    previous_seq: u32,
+    /// A write failed: nothing more is acknowledged on this connection.
+    write_failed: bool,
 }
 
 /// Whether the device no longer belongs to this session's tenant (it was
@@ -468,20 +482,36 @@ impl Session {
         }
     }
 
+    /// Acknowledges the commits that complete within a moment, in order,
+    /// up to the first failed one.
     async fn flush_acks(&mut self) {
+        if self.write_failed {
+            return;
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let mut highest = None;
-        while let Ok(Some((seq, Ok(outcome)))) =
+        while let Ok(Some((seq, result))) =
             tokio::time::timeout_at(deadline, self.pending.next()).await
         {
-            self.state
-                .metrics
-                .appended(matches!(outcome, AppendOutcome::Stored { .. }));
+            if self.commit_failed(result) {
+                break;
+            }
             highest = Some(seq);
         }
         if let Some(seq) = highest {
             let _ = self.send_ack(seq).await;
         }
+    }
+
+    /// Whether a commit failed (then nothing more is acknowledged).
+    fn commit_failed(&mut self, result: Result<AppendOutcome, StoreError>) -> bool {
+        if let Err(error) = result {
+            self.state.metrics.rejected("write_failed");
+            tracing::error!(%error, device = %self.identity.device_id, acked = self.acked,
+                "store failed; acknowledging nothing past it");
+            self.write_failed = true;
+        }
+        self.write_failed
     }
 
     fn socket_error(&self, error: &axum::Error) -> End {
@@ -553,30 +583,27 @@ impl Session {
         seq: u32,
         result: Result<AppendOutcome, StoreError>,
     ) -> Result<(), End> {
-        let mut highest = seq;
-        let mut result = result;
-        loop {
-            match result {
-                Ok(outcome) => {
-                    self.state
-                        .metrics
-                        .appended(matches!(outcome, AppendOutcome::Stored { .. }));
-                }
-                Err(error) => {
-                    tracing::error!(%error, device = %self.identity.device_id, "store failed; not acknowledged");
-                    return Err(error_end(ErrorCode::INTERNAL, "store failed"));
-                }
+        let mut highest = None;
+        let mut next = Some((seq, result));
+        // Coalesce every commit that is already done into one Ack, up to
+        // the first failed one.
+        while let Some((seq, result)) = next {
+            if self.commit_failed(result) {
+                break;
             }
-            // Coalesce every commit that is already done into one Ack.
-            match self.pending.next().now_or_never() {
-                Some(Some((seq, next))) => {
-                    highest = seq;
-                    result = next;
-                }
-                _ => break,
-            }
+            highest = Some(seq);
+            next = self.pending.next().now_or_never().flatten();
         }
-        self.send_ack(highest).await
+        if let Some(seq) = highest {
+            self.send_ack(seq).await?;
+        }
+        if self.write_failed {
+            return Err(error_end(
+                ErrorCode::WRITE_FAILED,
+                "a record was not stored: resend from last_stored_seq",
+            ));
+        }
+        Ok(())
     }
 
     /// Sends a cumulative ack, never lower than one already sent (a
@@ -681,11 +708,13 @@ impl Session {
                     device_id: self.identity.device_id.clone(),
                     boot_id: self.boot_id,
                     seq: publish.seq,
+                    previous_seq: self.previous_seq,
                     channel: publish.channel.to_owned(),
                     device_time_ms: publish.time_ms,
                     payload,
                 };
                 let seq = publish.seq;
+                self.previous_seq = self.previous_seq.max(seq);
                 // Waits while the writer's queue is full: the device's
                 // acks slow down, nothing is dropped.
                 match self.state.store.append(request).await {

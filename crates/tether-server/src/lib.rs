@@ -90,6 +90,10 @@ use broker::{Broker, InProcessBroker};
 use metrics::Metrics;
 use store::{Admin, ChannelFilter, Revocation, SqliteStore, Store, StoreError, StoreOptions};
 
+/// Wraps the store a server's endpoints use (see
+/// [`Server::start_with_store_layer`]).
+pub type StoreLayer = Box<dyn FnOnce(Arc<dyn Store>) -> Arc<dyn Store> + Send>;
+
 /// Wrong claim codes one receiver key may try per minute before claims
 /// answer `rate_limited` (429): claim codes are short enough to be typed.
 pub const CLAIM_FAILURES_PER_MINUTE: u32 = 10;
@@ -185,6 +189,17 @@ impl Server {
     /// tenant `default` with a read+command receiver key
     /// ([`first_start_key`](Self::first_start_key)).
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        Self::start_with_store_layer(config, Box::new(|store| store)).await
+    }
+
+    /// Like [`start`](Self::start), with the store the endpoints use
+    /// wrapped by `layer` (instrumentation, or a test's fault injection
+    /// around the real store). The server still opens, resets and closes
+    /// the real store itself.
+    pub async fn start_with_store_layer(
+        config: Config,
+        layer: StoreLayer,
+    ) -> Result<Server, StartError> {
         std::fs::create_dir_all(&config.data_dir)?;
         let database_path = config.database_path();
         let first_start_key = {
@@ -212,12 +227,11 @@ impl Server {
                 &database_path,
                 StoreOptions {
                     on_commit: Box::new(move |events| broker.publish(events)),
-                    on_transaction: Box::new(move |operations, duration| {
-                        commit_metrics.transaction(operations, duration);
-                    }),
+                    on_transaction: Box::new(move |stats| commit_metrics.transaction(stats)),
                     queue_capacity: config.write_queue,
                     retention_max_age: config.retention_max_age,
                     retention_max_messages: config.retention_max_messages,
+                    ..StoreOptions::default()
                 },
             )?)
         };
@@ -233,7 +247,7 @@ impl Server {
         let mut config = config;
         config.listen = local_addr;
         let base_url = config.base_url();
-        let store_dyn: Arc<dyn Store> = store.clone();
+        let store_dyn: Arc<dyn Store> = layer(store.clone());
         let state = Arc::new(AppState {
             admission: admission::Admission::new(&config.limits),
             publish_buckets: limits::PublishBuckets::new(

@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::store::TransactionStats;
+
 /// A label set with one label, `kind` (e.g. `device`, `receiver`,
 /// `unauthenticated`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -183,15 +185,6 @@ impl Metrics {
         self.rejected.get_or_create(&kind(reason)).inc();
     }
 
-    /// Records stored / found duplicate.
-    pub fn appended(&self, stored: bool) {
-        if stored {
-            self.messages_in.inc();
-        } else {
-            self.duplicates.inc();
-        }
-    }
-
     /// An event sent to a receiver, `lag` after it was stored.
     pub fn delivered(&self, lag: Duration) {
         self.messages_out.inc();
@@ -203,10 +196,16 @@ impl Metrics {
         self.catch_ups.inc();
     }
 
-    /// A store transaction of `operations` took `duration`.
-    pub fn transaction(&self, operations: usize, duration: Duration) {
-        self.store_transaction.observe(duration.as_secs_f64());
-        self.store_batch.observe(operations as f64);
+    /// A store transaction: its size and duration, and (once committed)
+    /// the records it stored or found stored already. Counted here, at
+    /// commit, whatever becomes of the connections that sent them.
+    pub fn transaction(&self, stats: &TransactionStats) {
+        self.store_transaction.observe(stats.duration.as_secs_f64());
+        self.store_batch.observe(stats.operations as f64);
+        if stats.committed {
+            self.messages_in.inc_by(stats.stored);
+            self.duplicates.inc_by(stats.duplicates);
+        }
     }
 }
 

@@ -133,16 +133,7 @@ async fn history_pages_never_reparse_old_stored_payloads() -> TestResult {
     admin.add_device(Some(tenant), Some("old"), false)?;
     drop(admin);
     // Store the payloads as an old server did: without the check.
-    let store = SqliteStore::open(
-        &database,
-        StoreOptions {
-            on_commit: Box::new(|_| {}),
-            on_transaction: Box::new(|_, _| {}),
-            queue_capacity: 16,
-            retention_max_age: None,
-            retention_max_messages: None,
-        },
-    )?;
+    let store = SqliteStore::open(&database, StoreOptions::default())?;
     let store: Arc<dyn Store> = Arc::new(store);
     for (seq, (_, payload)) in (1..).zip(bad_payloads()) {
         let commit = store
@@ -151,6 +142,7 @@ async fn history_pages_never_reparse_old_stored_payloads() -> TestResult {
                 device_id: "old".into(),
                 boot_id: 1,
                 seq,
+                previous_seq: seq - 1,
                 channel: "legacy".into(),
                 device_time_ms: None,
                 payload,

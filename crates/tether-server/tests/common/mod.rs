@@ -8,6 +8,8 @@
     clippy::std_instead_of_alloc
 )]
 
+pub mod faulty_store;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -100,10 +102,18 @@ impl TestServer {
     pub async fn start_with(
         configure: impl FnOnce(Config) -> Config,
     ) -> Result<TestServer, BoxError> {
+        Self::start_with_store_layer(configure, Box::new(|store| store)).await
+    }
+
+    /// A server whose endpoints use the real store wrapped by `layer`.
+    pub async fn start_with_store_layer(
+        configure: impl FnOnce(Config) -> Config,
+        layer: tether_server::StoreLayer,
+    ) -> Result<TestServer, BoxError> {
         let dir = tempfile::tempdir()?;
         let config =
             Config::new(dir.path().to_owned(), "127.0.0.1:0".parse()?).with_limits(test_limits());
-        let server = Server::start(configure(config)).await?;
+        let server = Server::start_with_store_layer(configure(config), layer).await?;
         let key = server
             .first_start_key()
             .ok_or("no first-start key")?
