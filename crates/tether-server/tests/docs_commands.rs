@@ -19,7 +19,8 @@
 //! `cargo run [--release] -p tether-… [--bin B] -- ARGS`, which runs binary
 //! `B` (default: the package's name) with `ARGS`, built by this test's
 //! build. `export VAR=value` lines set the environment of the document's
-//! later commands.
+//! later commands. (A `cargo run` without `-p` is run in a firmware
+//! example's directory, where it builds and flashes a board: not run.)
 //!
 //! # What is not run, by rule
 //!
@@ -64,6 +65,10 @@ const EXCLUDED: &[(&str, &str)] = &[
          (`cargo run -p tether-…` lines are run)",
     ),
     ("espflash", "writes a device's flash: needs a board on USB"),
+    (
+        "rustup",
+        "installs toolchains and targets (`cargo xtask setup` does)",
+    ),
     ("scp", "copies to a remote host"),
     ("useradd", "changes the host's users (root)"),
     ("groupadd", "changes the host's groups (root)"),
@@ -326,10 +331,13 @@ fn classify(words: &[String]) -> Result<Kind, String> {
         words = &words[1..];
     }
     if words.first().map(String::as_str) == Some("sudo") {
-        match words.get(1).map(String::as_str) {
-            Some("-u") if words.len() > 3 => words = &words[3..],
-            _ => return Err("sudo other than `sudo -u USER COMMAND`".into()),
-        }
+        words = match words.get(1).map(String::as_str) {
+            Some("-u") if words.len() > 3 => &words[3..],
+            Some(option) if option.starts_with('-') => {
+                return Err("sudo other than `sudo [-u USER] COMMAND`".into());
+            }
+            _ => &words[1..],
+        };
     }
     let program = words.first().ok_or("an empty command")?;
     let name = Path::new(program)
@@ -344,6 +352,13 @@ fn classify(words: &[String]) -> Result<Kind, String> {
         }));
     }
     if name == "cargo" && words.get(1).map(String::as_str) == Some("run") {
+        if !words.iter().any(|word| word == "-p" || word == "--package") {
+            // Run in a firmware example's directory: its cargo runner is
+            // espflash.
+            return Ok(Kind::Excluded(
+                "`cargo run` of a firmware example flashes it (runner espflash): needs a board",
+            ));
+        }
         return cargo_run(env, &words[2..]).map(Kind::Tether);
     }
     EXCLUDED
@@ -355,7 +370,8 @@ fn classify(words: &[String]) -> Result<Kind, String> {
         })
 }
 
-/// `cargo run [--release] -p PACKAGE [--bin BINARY] -- ARGS`.
+/// `cargo run [--release] -p PACKAGE [--bin BINARY] -- ARGS` (a `cargo run`
+/// without `-p` runs a firmware example, see [`classify`]).
 fn cargo_run(env: Vec<(String, String)>, words: &[String]) -> Result<Invocation, String> {
     let (mut package, mut bin) = (None, None);
     let mut rest = words.iter();
