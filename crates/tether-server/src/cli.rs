@@ -98,9 +98,9 @@ pub enum KeyCommand {
         /// Its tenant.
         #[arg(long)]
         tenant: String,
-        /// Channels it may use (`name` or `prefix/*`, comma-separated;
-        /// default all).
-        #[arg(long, value_delimiter = ',')]
+        /// Channels it may use, comma-separated: `*`, a channel name, or a
+        /// name followed by `/*` for every channel below it (default all).
+        #[arg(long, value_delimiter = ',', value_parser = channel_pattern)]
         channels: Option<Vec<String>>,
         /// Read only (default: read and send commands).
         #[arg(long)]
@@ -190,7 +190,7 @@ pub async fn run_admin(command: Command, config: &Config) -> Result<String, Stor
             let tenant_id = admin.tenant_id(&tenant).await?;
             let filter = match channels {
                 None => ChannelFilter::ALL,
-                Some(patterns) => ChannelFilter::only(patterns),
+                Some(patterns) => ChannelFilter::parse(patterns)?,
             };
             let key = admin
                 .add_key(tenant_id, &filter, !read_only, name.as_deref())
@@ -207,6 +207,11 @@ pub async fn run_admin(command: Command, config: &Config) -> Result<String, Stor
             format!("key {id} revoked")
         }
     })
+}
+
+/// `--channels` values: [`ChannelFilter::check_pattern`].
+fn channel_pattern(text: &str) -> Result<String, String> {
+    ChannelFilter::check_pattern(text).map(|()| text.to_owned())
 }
 
 /// A duration as typed on the command line: a whole number and a unit,

@@ -26,6 +26,8 @@ async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Some(command) = cli.command {
         return match run_admin(command, &config).await {
@@ -58,6 +60,10 @@ async fn main() -> std::process::ExitCode {
         ));
         return std::process::ExitCode::from(2);
     }
+    // Handle SIGTERM and Ctrl-C from before the "listening on" line, so a
+    // supervisor that stops the server as soon as it printed it gets a
+    // graceful shutdown, not the default action (killed).
+    let signals = Signals::install();
     let server = match Server::start(config).await {
         Ok(server) => server,
         Err(error) => {
@@ -99,7 +105,7 @@ async fn main() -> std::process::ExitCode {
             }
         }
     }
-    match wait_for_signal().await {
+    match signals.wait().await {
         Signal::Terminate => server.drain().await,
         Signal::Interrupt => server.shutdown().await,
     }
@@ -138,25 +144,38 @@ fn complain(line: core::fmt::Arguments<'_>) {
         .and_then(|()| stderr.write_all(b"\n"));
 }
 
-async fn wait_for_signal() -> Signal {
+/// SIGTERM and SIGINT (Ctrl-C), handled from the moment they are installed.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => Signal::Interrupt,
-                    _ = terminate.recv() => Signal::Terminate,
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                Signal::Interrupt
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                unix: signal(SignalKind::terminate())
+                    .and_then(|terminate| Ok((terminate, signal(SignalKind::interrupt())?)))
+                    .ok(),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
     }
-    #[cfg(not(unix))]
-    {
+
+    /// The first signal: SIGTERM drains, SIGINT stops at once.
+    async fn wait(self) -> Signal {
+        #[cfg(unix)]
+        if let Some((mut terminate, mut interrupt)) = self.unix {
+            return tokio::select! {
+                _ = terminate.recv() => Signal::Terminate,
+                _ = interrupt.recv() => Signal::Interrupt,
+            };
+        }
         let _ = tokio::signal::ctrl_c().await;
         Signal::Interrupt
     }

@@ -26,12 +26,15 @@ use crate::store::{BoxFuture, TenantId};
 /// Commands queued for one device connection.
 pub(crate) const COMMAND_QUEUE: usize = 64;
 
-/// A command for a device connection to send; the answer goes to `reply`.
+/// A command for a device connection to send; the answer goes to `reply`:
+/// the device's, or why the session refused the command (`too_large`: its
+/// message would be longer than the device's `Hello.max_downlink_len`;
+/// `invalid_field`: the device's result breaks the payload rule).
 #[derive(Debug)]
 pub(crate) struct CommandRequest {
     pub(crate) channel: String,
     pub(crate) payload: String,
-    pub(crate) reply: oneshot::Sender<CommandReply>,
+    pub(crate) reply: oneshot::Sender<Result<CommandReply, ErrorCode>>,
 }
 
 /// Tells a session it must end, and why (set once, never lost).
@@ -217,7 +220,7 @@ impl DeviceSessions {
             Err(_) => return Err(ErrorCode::COMMAND_TIMEOUT),
         }
         match tokio::time::timeout_at(deadline, answer).await {
-            Ok(Ok(reply)) => Ok(reply),
+            Ok(Ok(reply)) => reply,
             // The connection ended before the device answered.
             Ok(Err(_)) => Err(ErrorCode::DEVICE_OFFLINE),
             Err(_) => Err(ErrorCode::COMMAND_TIMEOUT),
