@@ -58,6 +58,7 @@ where
             endpoint.port,
             if tls { "SSL" } else { "TCP" }
         );
+        let before = self.engine.link(link).unwrap_or_default().generation;
         let keepalive = self.config.tcp_keepalive_secs;
         let timeout = self.config.connect_timeout;
         self.execute(
@@ -80,10 +81,12 @@ where
         )
         .await?;
         let state = self.engine.link(link).unwrap_or_default();
-        if !state.open {
-            // `OK` without `<id>,CONNECT`: the link died at once.
-            return Err(Error::LinkClosed);
+        if state.generation == before {
+            // `OK` without `<id>,CONNECT`.
+            return Err(Error::Protocol);
         }
+        // A `CLOSED` right behind the `CONNECT` is the server hanging up:
+        // the link reads to its end like any other.
         Ok(Link {
             generation: state.generation,
             modem: self,
