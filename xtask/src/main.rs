@@ -21,7 +21,7 @@ pub(crate) const NO_STD_TARGETS: &[&str] = &["riscv32imc-unknown-none-elf", "thu
 
 /// Crates that must stay `#![no_std]` and build for [`NO_STD_TARGETS`] with
 /// no default features.
-pub(crate) const NO_STD_CRATES: &[&str] = &["tether-proto", "tether-core"];
+pub(crate) const NO_STD_CRATES: &[&str] = &["tether-proto", "tether-core", "tether-esp8266"];
 
 /// Firmware examples: standalone crates (own target and `.cargo/config.toml`)
 /// that must build in release on stable Rust.
