@@ -47,9 +47,7 @@ use tokio_rustls::rustls::client::danger::{
 };
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio_rustls::rustls::{
-    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// The socket receive window of an ESP8266 in passive mode.
 pub const WINDOW: usize = 5760;
@@ -266,7 +264,12 @@ where
     let (reader, writer) = tokio::io::split(serial);
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let rng = StdRng::seed_from_u64(config.seed);
-    tokio::spawn(write_chunks(writer, out_rx, config.max_chunk, config.seed ^ 0x5eed));
+    tokio::spawn(write_chunks(
+        writer,
+        out_rx,
+        config.max_chunk,
+        config.seed ^ 0x5eed,
+    ));
     let modem = Modem {
         config,
         rng,
@@ -325,12 +328,30 @@ async fn write_chunks<W: AsyncWrite + Unpin>(
 #[derive(Debug)]
 enum Internal {
     Fault(Fault),
-    Data { id: u8, generation: u64, bytes: Vec<u8> },
-    Datagram { id: u8, generation: u64, bytes: Vec<u8>, from: SocketAddr },
-    RemoteClosed { id: u8, generation: u64 },
+    Data {
+        id: u8,
+        generation: u64,
+        bytes: Vec<u8>,
+    },
+    Datagram {
+        id: u8,
+        generation: u64,
+        bytes: Vec<u8>,
+        from: SocketAddr,
+    },
+    RemoteClosed {
+        id: u8,
+        generation: u64,
+    },
     Accepted(TcpStream, SocketAddr),
-    Connected { id: u8, result: Result<Stream, String>, ssl: Option<Option<String>> },
-    JoinDone { result: Result<(String, String), u8> },
+    Connected {
+        id: u8,
+        result: Result<Stream, String>,
+        ssl: Option<Option<String>>,
+    },
+    JoinDone {
+        result: Result<(String, String), u8>,
+    },
     ScanDone(Vec<u8>),
     ResetDone,
     Rejoin,
@@ -528,7 +549,8 @@ impl Modem {
         while !bytes.is_empty() {
             if let Some(send) = &mut self.sending {
                 let n = (send.len - send.data.len()).min(bytes.len());
-                send.data.extend_from_slice(bytes.get(..n).unwrap_or_default());
+                send.data
+                    .extend_from_slice(bytes.get(..n).unwrap_or_default());
                 bytes = bytes.get(n..).unwrap_or_default();
                 if send.data.len() == send.len
                     && let Some(send) = self.sending.take()
@@ -544,7 +566,8 @@ impl Modem {
                 }
                 return;
             };
-            self.input.extend_from_slice(bytes.get(..=position).unwrap_or_default());
+            self.input
+                .extend_from_slice(bytes.get(..=position).unwrap_or_default());
             bytes = bytes.get(position + 1..).unwrap_or_default();
             let line = std::mem::take(&mut self.input);
             self.command_line(&line);
@@ -784,25 +807,26 @@ impl Modem {
                 let lengths: Vec<String> = self
                     .links
                     .iter()
-                    .map(|l| l.as_ref().map_or(String::new(), |l| l.buffered().to_string()))
+                    .map(|l| {
+                        l.as_ref()
+                            .map_or(String::new(), |l| l.buffered().to_string())
+                    })
                     .collect();
                 self.emit(format!("+CIPRECVLEN:{}\r\n", lengths.join(",")).as_bytes());
                 self.ok();
             }
-            ("AT+CIPSSLCCONF", false) => {
-                match (int(&p, 0), int(&p, 1)) {
-                    (Some(id @ 0..=4), Some(auth @ 0..=3)) => {
-                        if auth >= 2 && self.config.client_ca.is_none() {
-                            self.emit(b"NO CA FOUND\r\n");
-                        }
-                        if let Some(conf) = self.ssl.get_mut(usize::try_from(id).unwrap_or(0)) {
-                            conf.auth = u8::try_from(auth).unwrap_or(0);
-                        }
-                        self.ok();
+            ("AT+CIPSSLCCONF", false) => match (int(&p, 0), int(&p, 1)) {
+                (Some(id @ 0..=4), Some(auth @ 0..=3)) => {
+                    if auth >= 2 && self.config.client_ca.is_none() {
+                        self.emit(b"NO CA FOUND\r\n");
                     }
-                    _ => self.error(0x07),
+                    if let Some(conf) = self.ssl.get_mut(usize::try_from(id).unwrap_or(0)) {
+                        conf.auth = u8::try_from(auth).unwrap_or(0);
+                    }
+                    self.ok();
                 }
-            }
+                _ => self.error(0x07),
+            },
             ("AT+CIPSSLCCN", false) => match (int(&p, 0), string(&p, 1)) {
                 (Some(id @ 0..=4), Some(name)) if name.len() <= 64 => {
                     if let Some(conf) = self.ssl.get_mut(usize::try_from(id).unwrap_or(0)) {
@@ -851,7 +875,11 @@ impl Modem {
     }
 
     fn free_link(&self) -> Option<u8> {
-        (0..5u8).find(|id| self.links.get(usize::from(*id)).is_some_and(Option::is_none))
+        (0..5u8).find(|id| {
+            self.links
+                .get(usize::from(*id))
+                .is_some_and(Option::is_none)
+        })
     }
 
     fn cipserver(&mut self, p: &[Param]) {
@@ -893,7 +921,11 @@ impl Modem {
                 }
                 if int(p, 1) == Some(1) {
                     for id in 0..5u8 {
-                        if self.links.get(usize::from(id)).is_some_and(|l| l.as_ref().is_some_and(|l| !l.udp)) {
+                        if self
+                            .links
+                            .get(usize::from(id))
+                            .is_some_and(|l| l.as_ref().is_some_and(|l| !l.udp))
+                        {
                             self.close(id, true);
                         }
                     }
@@ -1072,7 +1104,15 @@ impl Modem {
                     let mut buf = vec![0u8; 2048];
                     while let Ok((n, from)) = reader.recv_from(&mut buf).await {
                         let bytes = buf.get(..n).unwrap_or_default().to_vec();
-                        if internal.send(Internal::Datagram { id, generation, bytes, from }).is_err() {
+                        if internal
+                            .send(Internal::Datagram {
+                                id,
+                                generation,
+                                bytes,
+                                from,
+                            })
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -1087,12 +1127,24 @@ impl Modem {
             }
             Stream::Tcp(tcp) => {
                 let (read, write) = tcp.into_split();
-                tasks.push(spawn_reader(read, id, generation, Arc::clone(&window), internal));
+                tasks.push(spawn_reader(
+                    read,
+                    id,
+                    generation,
+                    Arc::clone(&window),
+                    internal,
+                ));
                 tasks.push(spawn_writer(write, writer_rx));
             }
             Stream::Tls(tls) => {
                 let (read, write) = tokio::io::split(*tls);
-                tasks.push(spawn_reader(read, id, generation, Arc::clone(&window), internal));
+                tasks.push(spawn_reader(
+                    read,
+                    id,
+                    generation,
+                    Arc::clone(&window),
+                    internal,
+                ));
                 tasks.push(spawn_writer(write, writer_rx));
             }
         }
@@ -1176,7 +1228,11 @@ impl Modem {
             self.emit(b"\r\nSEND FAIL\r\n");
             return;
         }
-        let Some(link) = self.links.get(usize::from(send.id)).and_then(Option::as_ref) else {
+        let Some(link) = self
+            .links
+            .get(usize::from(send.id))
+            .and_then(Option::as_ref)
+        else {
             self.emit(b"\r\nSEND FAIL\r\n");
             return;
         };
@@ -1284,13 +1340,22 @@ impl Modem {
     fn internal_event(&mut self, event: Internal) {
         match event {
             Internal::Fault(fault) => self.fault(fault),
-            Internal::Data { id, generation, bytes } => {
+            Internal::Data {
+                id,
+                generation,
+                bytes,
+            } => {
                 if let Some(link) = self.current_link(id, generation) {
                     link.buffer.extend(bytes);
                     self.report_ipd(id);
                 }
             }
-            Internal::Datagram { id, generation, bytes, from } => {
+            Internal::Datagram {
+                id,
+                generation,
+                bytes,
+                from,
+            } => {
                 if let Some(link) = self.current_link(id, generation) {
                     if link.buffered() + bytes.len() <= WINDOW {
                         link.datagrams.push_back((bytes, from));
@@ -1487,7 +1552,10 @@ fn spawn_reader<R: AsyncRead + Unpin + Send + 'static>(
             };
             permit.forget();
             let room = 1 + window.available_permits().min(1459);
-            let Ok(extra) = window.acquire_many(u32::try_from(room - 1).unwrap_or(0)).await else {
+            let Ok(extra) = window
+                .acquire_many(u32::try_from(room - 1).unwrap_or(0))
+                .await
+            else {
                 return;
             };
             extra.forget();
@@ -1500,7 +1568,14 @@ fn spawn_reader<R: AsyncRead + Unpin + Send + 'static>(
                 Ok(n) => {
                     window.add_permits(room - n);
                     let bytes = buf.get(..n).unwrap_or_default().to_vec();
-                    if internal.send(Internal::Data { id, generation, bytes }).is_err() {
+                    if internal
+                        .send(Internal::Data {
+                            id,
+                            generation,
+                            bytes,
+                        })
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -1624,7 +1699,8 @@ fn param(text: &str, quoted: bool) -> Param {
     if text.is_empty() {
         return Param::Empty;
     }
-    text.parse().map_or_else(|_| Param::Str(text.to_owned()), Param::Int)
+    text.parse()
+        .map_or_else(|_| Param::Str(text.to_owned()), Param::Int)
 }
 
 fn int(params: &[Param], index: usize) -> Option<i64> {
@@ -1660,7 +1736,9 @@ fn asctime(secs: u64) -> String {
     ];
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
-    let weekday = DAYS.get(usize::try_from(days % 7).unwrap_or(0)).unwrap_or(&"Thu");
+    let weekday = DAYS
+        .get(usize::try_from(days % 7).unwrap_or(0))
+        .unwrap_or(&"Thu");
     // H. Hinnant's civil_from_days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -1671,7 +1749,9 @@ fn asctime(secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let month_name = MONTHS.get(usize::try_from(month - 1).unwrap_or(0)).unwrap_or(&"Jan");
+    let month_name = MONTHS
+        .get(usize::try_from(month - 1).unwrap_or(0))
+        .unwrap_or(&"Jan");
     format!(
         "{weekday} {month_name} {day:2} {:02}:{:02}:{:02} {year}",
         rem / 3600,

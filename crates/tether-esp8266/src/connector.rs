@@ -316,7 +316,11 @@ where
                 continue;
             }
             self.modem.wait_report().await?;
-            self.asked_length = self.modem.engine.link(self.link).is_some_and(|s| s.pending == 0);
+            self.asked_length = self
+                .modem
+                .engine
+                .link(self.link)
+                .is_some_and(|s| s.pending == 0);
         }
     }
 }

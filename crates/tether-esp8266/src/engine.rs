@@ -286,7 +286,8 @@ impl<'b> Engine<'b> {
     /// modem prompted for it.
     #[must_use]
     pub fn wants_payload(&self) -> Option<core::ops::Range<usize>> {
-        (self.state.phase == Phase::Payload).then_some(self.state.payload_sent..self.state.payload_len)
+        (self.state.phase == Phase::Payload)
+            .then_some(self.state.payload_sent..self.state.payload_len)
     }
 
     /// `n` payload bytes were written.
@@ -436,7 +437,8 @@ impl<'b> Engine<'b> {
     #[must_use]
     pub fn received(&self, link: u8) -> &[u8] {
         let s = &self.state;
-        if s.recv_link != link || (s.phase != Phase::Idle && matches!(s.kind, Kind::Receive { .. })) {
+        if s.recv_link != link || (s.phase != Phase::Idle && matches!(s.kind, Kind::Receive { .. }))
+        {
             return &[];
         }
         s.recv.get(s.recv_start..s.recv_end).unwrap_or_default()
@@ -506,7 +508,10 @@ impl State<'_> {
             Event::IpdData { link, len, .. } => {
                 // Active receive mode: only a modem that reset itself and
                 // was not set up again sends this. Its data is dropped.
-                warn!("at: active-mode +IPD on link {} ({} bytes) dropped", link, len);
+                warn!(
+                    "at: active-mode +IPD on link {} ({} bytes) dropped",
+                    link, len
+                );
                 self.receiving = false;
             }
             Event::Ipd { link, len } => {
@@ -589,8 +594,10 @@ impl State<'_> {
                 }
             }
             Event::SendFail => {
-                if matches!(self.phase, Phase::SendResult | Phase::Payload | Phase::Awaiting)
-                    && matches!(self.kind, Kind::Send { .. })
+                if matches!(
+                    self.phase,
+                    Phase::SendResult | Phase::Payload | Phase::Awaiting
+                ) && matches!(self.kind, Kind::Send { .. })
                 {
                     self.finish(Err(Error::SendFailed));
                 }
@@ -726,7 +733,13 @@ mod tests {
         let mut recv = [0u8; 16];
         let mut engine = Engine::new(&mut recv);
         let now = Instant::ZERO;
-        start(&mut engine, now, "AT+CIPSEND=0,5\r\n", Kind::Send { len: 5 }, 5);
+        start(
+            &mut engine,
+            now,
+            "AT+CIPSEND=0,5\r\n",
+            Kind::Send { len: 5 },
+            5,
+        );
         engine.feed(now, b"\r\nOK\r\n", &mut |_| {});
         assert_eq!(engine.wants_payload(), None);
         engine.feed(now, b"\r\n>", &mut |_| {});
@@ -737,13 +750,25 @@ mod tests {
         engine.feed(now, b"\r\nRecv 5 bytes\r\n\r\nSEND OK\r\n", &mut |_| {});
         assert_eq!(engine.take_outcome(), Some(Ok(())));
 
-        start(&mut engine, now, "AT+CIPSEND=0,1\r\n", Kind::Send { len: 1 }, 5);
+        start(
+            &mut engine,
+            now,
+            "AT+CIPSEND=0,1\r\n",
+            Kind::Send { len: 1 },
+            5,
+        );
         engine.feed(now, b"OK\r\n>", &mut |_| {});
         engine.payload_transmitted(1);
         engine.feed(now, b"SEND FAIL\r\n", &mut |_| {});
         assert_eq!(engine.take_outcome(), Some(Err(Error::SendFailed)));
 
-        start(&mut engine, now, "AT+CIPSEND=0,1\r\n", Kind::Send { len: 1 }, 5);
+        start(
+            &mut engine,
+            now,
+            "AT+CIPSEND=0,1\r\n",
+            Kind::Send { len: 1 },
+            5,
+        );
         engine.feed(now, b"link is not valid\r\nERROR\r\n", &mut |_| {});
         assert_eq!(engine.take_outcome(), Some(Err(Error::LinkClosed)));
     }
@@ -756,8 +781,18 @@ mod tests {
         engine.initialised();
         engine.feed(now, b"0,CONNECT\r\n+IPD,0,10\r\n", &mut |_| {});
         assert_eq!(engine.link(0).unwrap().pending, 10);
-        start(&mut engine, now, "AT+CIPRECVDATA=0,8\r\n", Kind::Receive { link: 0 }, 5);
-        engine.feed(now, b"+CIPRECVDATA:8,\"1.2.3.4\",443,OK\r\nabcd", &mut |_| {});
+        start(
+            &mut engine,
+            now,
+            "AT+CIPRECVDATA=0,8\r\n",
+            Kind::Receive { link: 0 },
+            5,
+        );
+        engine.feed(
+            now,
+            b"+CIPRECVDATA:8,\"1.2.3.4\",443,OK\r\nabcd",
+            &mut |_| {},
+        );
         assert_eq!(engine.received(0), b"", "nothing handed out mid-answer");
         engine.feed(now, b"\r\nOK\r\n", &mut |_| {});
         assert_eq!(engine.take_outcome(), Some(Ok(())));
@@ -793,7 +828,11 @@ mod tests {
         start(&mut engine, now, "AT+RST\r\n", Kind::Reset, 5);
         engine.feed(now, b"OK\r\n", &mut |_| {});
         assert_eq!(engine.take_outcome(), None);
-        engine.feed(now, b" ets Jan  8 2013,rst cause:2\r\n\r\nready\r\n", &mut |_| {});
+        engine.feed(
+            now,
+            b" ets Jan  8 2013,rst cause:2\r\n\r\nready\r\n",
+            &mut |_| {},
+        );
         assert_eq!(engine.take_outcome(), Some(Ok(())));
     }
 
@@ -805,7 +844,12 @@ mod tests {
         start(&mut engine, now, "AT+FAKE\r\n", Kind::Plain, 5);
         engine.feed(now, b"ERR CODE:0x01090000\r\n\r\nERROR\r\n", &mut |_| {});
         let outcome = engine.take_outcome().unwrap();
-        assert_eq!(outcome, Err(Error::Command { code: Some(0x0109_0000) }));
+        assert_eq!(
+            outcome,
+            Err(Error::Command {
+                code: Some(0x0109_0000)
+            })
+        );
         assert_eq!(outcome.unwrap_err().subcategory(), Some(0x09));
     }
 }

@@ -137,4 +137,6 @@ pub mod portal;
 
 pub use connector::Link;
 pub use error::{Error, JoinError};
-pub use modem::{Buffers as ModemBuffers, Config, Esp8266, NoResetPin, ScannedNetwork, TlsVerification};
+pub use modem::{
+    Buffers as ModemBuffers, Config, Esp8266, NoResetPin, ScannedNetwork, TlsVerification,
+};

@@ -389,13 +389,16 @@ where
                 engine.handle_timeout(now);
                 continue;
             }
-            let pending = engine.poll_transmit().map(|bytes| (bytes, false)).or_else(|| {
-                engine
-                    .wants_payload()
-                    .and_then(|range| send.get(range))
-                    .filter(|bytes| !bytes.is_empty())
-                    .map(|bytes| (bytes, true))
-            });
+            let pending = engine
+                .poll_transmit()
+                .map(|bytes| (bytes, false))
+                .or_else(|| {
+                    engine
+                        .wants_payload()
+                        .and_then(|range| send.get(range))
+                        .filter(|bytes| !bytes.is_empty())
+                        .map(|bytes| (bytes, true))
+                });
             if let Some((bytes, payload)) = pending {
                 match select(serial.write(bytes), clock.sleep_until(deadline)).await {
                     Either::First(Ok(n)) => {
@@ -476,7 +479,12 @@ where
         let mut last = Error::Timeout;
         for _ in 0..3 {
             match self
-                .execute(Kind::Plain, Duration::from_millis(1000), |l| l.push_str("AT"), &mut |_| {})
+                .execute(
+                    Kind::Plain,
+                    Duration::from_millis(1000),
+                    |l| l.push_str("AT"),
+                    &mut |_| {},
+                )
                 .await
             {
                 Ok(()) => {
@@ -505,17 +513,25 @@ where
             info!("esp8266: resetting the modem with its reset pin");
             let _ = pin.set_low();
             let now = self.clock.now();
-            self.clock.sleep_until(now + Duration::from_millis(20)).await;
+            self.clock
+                .sleep_until(now + Duration::from_millis(20))
+                .await;
             let _ = pin.set_high();
             let now = self.clock.now();
-            self.engine.start(now, Kind::WaitReady, Duration::from_secs(5));
+            self.engine
+                .start(now, Kind::WaitReady, Duration::from_secs(5));
             if self.drive(&mut |_| {}).await.is_ok() {
                 return Ok(());
             }
         }
         info!("esp8266: resetting the modem with AT+RST");
         match self
-            .execute(Kind::Reset, Duration::from_secs(5), |l| l.push_str("AT+RST"), &mut |_| {})
+            .execute(
+                Kind::Reset,
+                Duration::from_secs(5),
+                |l| l.push_str("AT+RST"),
+                &mut |_| {},
+            )
             .await
         {
             Ok(()) => Ok(()),
@@ -914,8 +930,14 @@ mod tests {
     #[test]
     fn asctime() {
         assert_eq!(parse_asctime(b"Thu Jan  1 00:00:00 1970"), Some(0));
-        assert_eq!(parse_asctime(b"Mon Dec 12 02:33:32 2016"), Some(1_481_510_012));
-        assert_eq!(parse_asctime(b"Sat Feb 29 12:00:00 2020"), Some(1_582_977_600));
+        assert_eq!(
+            parse_asctime(b"Mon Dec 12 02:33:32 2016"),
+            Some(1_481_510_012)
+        );
+        assert_eq!(
+            parse_asctime(b"Sat Feb 29 12:00:00 2020"),
+            Some(1_582_977_600)
+        );
         assert_eq!(parse_asctime(b"Mon Foo 12 02:33:32 2016"), None);
         assert_eq!(parse_asctime(b"Mon Dec 12 25:33:32 2016"), None);
         assert_eq!(parse_asctime(b""), None);
@@ -923,8 +945,12 @@ mod tests {
 
     #[test]
     fn cwlap_lines() {
-        let home = parse_cwlap(b"+CWLAP:(3,\"Home\",-45,\"aa:bb:cc:dd:ee:ff\",6,-1,-1,4,4,7,0)").unwrap();
-        assert_eq!((home.ssid.as_str(), home.rssi, home.secured), ("Home", -45, true));
+        let home =
+            parse_cwlap(b"+CWLAP:(3,\"Home\",-45,\"aa:bb:cc:dd:ee:ff\",6,-1,-1,4,4,7,0)").unwrap();
+        assert_eq!(
+            (home.ssid.as_str(), home.rssi, home.secured),
+            ("Home", -45, true)
+        );
         let cafe = parse_cwlap(b"+CWLAP:0,\"Caf\\,e\",-70,\"aa:bb:cc:dd:ee:ff\",1").unwrap();
         assert_eq!((cafe.ssid.as_str(), cafe.secured), ("Caf,e", false));
         assert_eq!(parse_cwlap(b"+CWLAP:(3,\"\",-45,\"x\",6)"), None);
@@ -933,7 +959,11 @@ mod tests {
         for (ssid, rssi) in [("a", -80), ("b", -40), ("c", -60), ("b", -90)] {
             insert_by_strength(
                 &mut out,
-                ScannedNetwork { ssid: String::try_from(ssid).unwrap(), rssi, secured: true },
+                ScannedNetwork {
+                    ssid: String::try_from(ssid).unwrap(),
+                    rssi,
+                    secured: true,
+                },
             );
         }
         let names: Vec<&str, 2> = out.iter().map(|n| n.ssid.as_str()).collect();

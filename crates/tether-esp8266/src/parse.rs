@@ -291,8 +291,15 @@ impl<const LINE: usize> Parser<LINE> {
 
 /// The header of a binary payload, complete.
 enum Header {
-    RecvData { len: u32, remote: Option<Remote> },
-    Ipd { link: u8, len: u32, remote: Option<Remote> },
+    RecvData {
+        len: u32,
+        remote: Option<Remote>,
+    },
+    Ipd {
+        link: u8,
+        len: u32,
+        remote: Option<Remote>,
+    },
 }
 
 impl Header {
@@ -507,7 +514,9 @@ fn classify(line: &[u8]) -> Event<'_> {
 /// `<digit>,<rest>` with a link id below [`MAX_LINKS`].
 fn split_link(line: &[u8]) -> Option<(u8, &[u8])> {
     let (&digit, rest) = line.split_first()?;
-    let link = digit.checked_sub(b'0').filter(|d| usize::from(*d) < MAX_LINKS)?;
+    let link = digit
+        .checked_sub(b'0')
+        .filter(|d| usize::from(*d) < MAX_LINKS)?;
     Some((link, rest.strip_prefix(b",")?))
 }
 
@@ -529,6 +538,7 @@ fn parse_hex(bytes: &[u8]) -> Option<u32> {
 }
 
 #[cfg(test)]
+#[allow(clippy::std_instead_of_alloc, reason = "tests run on std")]
 mod tests {
     extern crate std;
 
@@ -657,7 +667,10 @@ mod tests {
         let singles: Vec<&[u8]> = session.chunks(1).collect();
         let split = events(&mut Parser::<64>::new(), &singles);
         assert_eq!(whole, split);
-        assert!(whole.contains(&String::from("data:OK\r\n>\r\r")), "{whole:?}");
+        assert!(
+            whole.contains(&String::from("data:OK\r\n>\r\r")),
+            "{whole:?}"
+        );
     }
 
     #[test]

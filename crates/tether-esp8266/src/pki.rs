@@ -177,7 +177,10 @@ impl<'a> Iterator for Items<'a> {
 
 impl<'a> Items<'a> {
     fn parse_one(&mut self) -> Result<Item<'a>, PkiError> {
-        let header = self.rest.get(..ITEM_HEADER_LEN).ok_or(PkiError::Truncated)?;
+        let header = self
+            .rest
+            .get(..ITEM_HEADER_LEN)
+            .ok_or(PkiError::Truncated)?;
         let kind = match header[0] {
             1 => ItemKind::Ca,
             2 => ItemKind::Certificate,
@@ -227,8 +230,14 @@ mod tests {
             Some(Err(PkiError::UnknownKind(9)))
         );
         let image = [0xf1, 0xf1, 1, 0, 4, 0, 0, 0, 1, 0, 200, 0];
-        assert_eq!(items(&image).unwrap().next(), Some(Err(PkiError::Truncated)));
+        assert_eq!(
+            items(&image).unwrap().next(),
+            Some(Err(PkiError::Truncated))
+        );
         let mut small = [0u8; 10];
-        assert_eq!(encode_ca(b"hello", &mut small), Err(PkiError::BufferTooSmall));
+        assert_eq!(
+            encode_ca(b"hello", &mut small),
+            Err(PkiError::BufferTooSmall)
+        );
     }
 }

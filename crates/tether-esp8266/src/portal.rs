@@ -122,9 +122,17 @@ where
         .with_max_head_len(REQUEST.min(1024))
         .with_max_body_len(REQUEST.saturating_sub(1024).max(256));
     let origin = modem.clock.now();
-    let now_ms = |modem: &Esp8266<'_, S, K, P>| modem.clock.now().saturating_duration_since(origin).as_millis();
-    let mut networks: Vec<ScannedNetwork, { tether_core::provisioning::portal::MAX_LISTED_NETWORKS }> =
-        Vec::new();
+    let now_ms = |modem: &Esp8266<'_, S, K, P>| {
+        modem
+            .clock
+            .now()
+            .saturating_duration_since(origin)
+            .as_millis()
+    };
+    let mut networks: Vec<
+        ScannedNetwork,
+        { tether_core::provisioning::portal::MAX_LISTED_NETWORKS },
+    > = Vec::new();
     let mut guard = PairingGuard::new();
     let loaded = store.load();
     machine.boot(now_ms(modem), loaded);
@@ -178,10 +186,9 @@ where
         }
         if machine.state() == tether_core::provisioning::state::State::Connected
             && !machine.portal_open()
+            && let Ok(Some(record)) = store.load()
         {
-            if let Ok(Some(record)) = store.load() {
-                return Ok(record);
-            }
+            return Ok(record);
         }
         // Serve until the machine's next deadline (at most a second).
         let wake = machine
@@ -192,15 +199,17 @@ where
             .min(Duration::from_secs(1));
         let deadline = modem.clock.now() + wake;
         if machine.portal_open() {
-            let view_networks: Vec<Network<'_>, { tether_core::provisioning::portal::MAX_LISTED_NETWORKS }> =
-                networks
-                    .iter()
-                    .map(|n| Network {
-                        ssid: n.ssid.as_str(),
-                        rssi: n.rssi,
-                        secured: n.secured,
-                    })
-                    .collect();
+            let view_networks: Vec<
+                Network<'_>,
+                { tether_core::provisioning::portal::MAX_LISTED_NETWORKS },
+            > = networks
+                .iter()
+                .map(|n| Network {
+                    ssid: n.ssid.as_str(),
+                    rssi: n.rssi,
+                    secured: n.secured,
+                })
+                .collect();
             let saved = serve_until(
                 modem,
                 store,
@@ -243,7 +252,10 @@ where
     let Some(wifi) = &record.wifi else {
         return Err(Failure::Wifi);
     };
-    if let Err(e) = modem.join(wifi.ssid.as_str(), wifi.passphrase.as_str()).await {
+    if let Err(e) = modem
+        .join(wifi.ssid.as_str(), wifi.passphrase.as_str())
+        .await
+    {
         warn!("portal: joining failed: {:?}", e);
         return Err(Failure::Wifi);
     }
@@ -354,8 +366,13 @@ where
             let answer = dns::respond(query, access_point.address, 60, &mut reply);
             modem.engine.consume_all();
             if let (Ok(answer), Some(remote)) = (answer, remote) {
-                send_bytes(modem, DNS_LINK, reply.get(..answer.len).unwrap_or_default(), Some(remote))
-                    .await?;
+                send_bytes(
+                    modem,
+                    DNS_LINK,
+                    reply.get(..answer.len).unwrap_or_default(),
+                    Some(remote),
+                )
+                .await?;
             }
         }
         for index in 0..HTTP_LINKS {
@@ -379,7 +396,8 @@ where
             let received = modem.engine.received(link);
             let n = received.len().min(room);
             if let Some(request) = buffers.requests.get_mut(index)
-                && let (Some(dst), Some(src)) = (request.get_mut(filled..filled + n), received.get(..n))
+                && let (Some(dst), Some(src)) =
+                    (request.get_mut(filled..filled + n), received.get(..n))
             {
                 dst.copy_from_slice(src);
             }
@@ -393,10 +411,16 @@ where
                 .get(index)
                 .and_then(|r| r.get(..filled))
                 .unwrap_or_default();
-            let now_ms = modem.clock.now().saturating_duration_since(origin).as_millis();
+            let now_ms = modem
+                .clock
+                .now()
+                .saturating_duration_since(origin)
+                .as_millis();
             let handled = match http::parse_request(request, limits) {
                 Ok(Status::Partial) if filled < REQUEST => continue,
-                Ok(Status::Partial) => portal.reject(http::HttpError::HeadersTooLarge, &mut buffers.response),
+                Ok(Status::Partial) => {
+                    portal.reject(http::HttpError::HeadersTooLarge, &mut buffers.response)
+                }
                 Err(error) => portal.reject(error, &mut buffers.response),
                 Ok(Status::Complete(request)) => {
                     let view = PortalView::new(networks, machine.connection_status())

@@ -100,7 +100,10 @@ async fn send_fail_is_typed_and_the_next_connection_works() {
     let mut modem = Esp8266::new(serial, TokioClock::new(), quick(), &mut buffers);
     let endpoint = Endpoint::new("127.0.0.1", port, Security::Plain);
     let big: Vec<u8> = (0..1500u32).map(|i| (i % 251) as u8).collect();
-    assert_eq!(echo_round_trip(&mut modem, endpoint, &big).await.unwrap(), big);
+    assert_eq!(
+        echo_round_trip(&mut modem, endpoint, &big).await.unwrap(),
+        big
+    );
 
     sim.inject(Fault::SendFail);
     let mut link = modem.connect(endpoint).await.unwrap();
@@ -108,7 +111,9 @@ async fn send_fail_is_typed_and_the_next_connection_works() {
     assert_eq!(link.flush().await, Err(Error::SendFailed));
     drop(link);
     assert_eq!(
-        echo_round_trip(&mut modem, endpoint, b"again").await.unwrap(),
+        echo_round_trip(&mut modem, endpoint, b"again")
+            .await
+            .unwrap(),
         b"again"
     );
     assert_eq!(sim.observed().send_failures, 1);
@@ -140,7 +145,10 @@ async fn a_link_closed_mid_frame_ends_the_stream_and_writes_fail() {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.unwrap();
-        stream.write_all(b"\x82\x7e\x01\x00half a fra").await.unwrap();
+        stream
+            .write_all(b"\x82\x7e\x01\x00half a fra")
+            .await
+            .unwrap();
         stream.shutdown().await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
     });
@@ -160,7 +168,10 @@ async fn a_link_closed_mid_frame_ends_the_stream_and_writes_fail() {
         }
         got.extend_from_slice(&buf[..n]);
     }
-    assert_eq!(got, b"\x82\x7e\x01\x00half a fra", "every byte before CLOSED");
+    assert_eq!(
+        got, b"\x82\x7e\x01\x00half a fra",
+        "every byte before CLOSED"
+    );
     assert_eq!(link.read(&mut buf).await, Ok(0));
     link.write_all(b"x").await.err().map_or_else(
         || panic!("a write to a closed link must fail"),
@@ -220,7 +231,10 @@ async fn a_hung_modem_comes_back_through_its_reset_pin() {
     let mut modem = Esp8266::new(serial, TokioClock::new(), quick(), &mut buffers)
         .with_reset_pin(Pin(sim.reset_line()));
     let endpoint = Endpoint::new("127.0.0.1", port, Security::Plain);
-    assert_eq!(echo_round_trip(&mut modem, endpoint, b"one").await.unwrap(), b"one");
+    assert_eq!(
+        echo_round_trip(&mut modem, endpoint, b"one").await.unwrap(),
+        b"one"
+    );
     sim.inject(Fault::Hang);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut link = modem.connect(endpoint).await.err();
@@ -231,7 +245,10 @@ async fn a_hung_modem_comes_back_through_its_reset_pin() {
     assert_eq!(link, Some(Error::Timeout));
     // The next connection probes, pulses the pin, sets the modem up again,
     // rejoins and connects.
-    assert_eq!(echo_round_trip(&mut modem, endpoint, b"two").await.unwrap(), b"two");
+    assert_eq!(
+        echo_round_trip(&mut modem, endpoint, b"two").await.unwrap(),
+        b"two"
+    );
     assert!(sim.observed().resets >= 2);
 }
 
@@ -245,7 +262,11 @@ async fn scan_and_sntp_time() {
     let names: Vec<&str> = networks.iter().map(|n| n.ssid.as_str()).collect();
     assert_eq!(names, [SSID, "Neighbour"], "strongest first");
     modem.configure_sntp("pool.ntp.org").await.unwrap();
-    assert_eq!(modem.sntp_time().await.unwrap(), None, "not on a network yet");
+    assert_eq!(
+        modem.sntp_time().await.unwrap(),
+        None,
+        "not on a network yet"
+    );
     modem.join(SSID, PASSPHRASE).await.unwrap();
     assert_eq!(modem.sntp_time().await.unwrap(), Some(1_764_000_000));
     assert_eq!(
@@ -255,7 +276,12 @@ async fn scan_and_sntp_time() {
 }
 
 /// A CA, and a server certificate for `relay.test` signed by it.
-fn certificates() -> (String, rcgen::Certificate, rcgen::KeyPair, rcgen::Issuer<'static, rcgen::KeyPair>) {
+fn certificates() -> (
+    String,
+    rcgen::Certificate,
+    rcgen::KeyPair,
+    rcgen::Issuer<'static, rcgen::KeyPair>,
+) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -328,7 +354,9 @@ async fn tls_in_the_modem_verifies_against_the_flashed_ca() {
         &mut buffers,
     );
     assert_eq!(
-        echo_round_trip(&mut modem, endpoint, b"secret").await.unwrap(),
+        echo_round_trip(&mut modem, endpoint, b"secret")
+            .await
+            .unwrap(),
         b"secret"
     );
     assert_eq!(sim.observed().ssl_links, [Some("relay.test".to_owned())]);
@@ -342,7 +370,11 @@ async fn tls_in_the_modem_verifies_against_the_flashed_ca() {
     let mut other = vec![0xffu8; 4096];
     let len = tether_esp8266::pki::encode_ca(other_ca.as_bytes(), &mut other).unwrap();
     other.truncate(len);
-    let (serial, _sim) = common::modem(SimConfig::new(20).with_host("relay.test").with_client_ca(other));
+    let (serial, _sim) = common::modem(
+        SimConfig::new(20)
+            .with_host("relay.test")
+            .with_client_ca(other),
+    );
     let mut buffers = ModemBuffers::<64, 512, 512>::new();
     let mut modem = Esp8266::new(serial, TokioClock::new(), quick(), &mut buffers);
     assert!(matches!(
@@ -359,5 +391,10 @@ async fn tls_in_the_modem_verifies_against_the_flashed_ca() {
         quick().with_tls(TlsVerification::Insecure),
         &mut buffers,
     );
-    assert_eq!(echo_round_trip(&mut modem, endpoint, b"open").await.unwrap(), b"open");
+    assert_eq!(
+        echo_round_trip(&mut modem, endpoint, b"open")
+            .await
+            .unwrap(),
+        b"open"
+    );
 }

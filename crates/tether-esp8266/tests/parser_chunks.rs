@@ -42,7 +42,13 @@ fn events(chunks: &[&[u8]]) -> Vec<String> {
     }
     // Data split across chunks prints as several slices: compare bytes.
     out.iter()
-        .map(|e| if e.starts_with("data:") { e.replace("][", ", ") } else { e.clone() })
+        .map(|e| {
+            if e.starts_with("data:") {
+                e.replace("][", ", ")
+            } else {
+                e.clone()
+            }
+        })
         .collect()
 }
 

@@ -49,7 +49,9 @@ fn resolver(port: u16) -> TokioResolver {
 async fn raw(addr: SocketAddr, request: String) -> String {
     tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
         stream.write_all(request.as_bytes()).expect("write");
         let mut response = Vec::new();
         if let Err(e) = stream.read_to_end(&mut response) {
@@ -72,7 +74,12 @@ fn form(passphrase: &str, server: &str) -> String {
         ("token", "td_token"),
     ]
     .iter()
-    .map(|(k, v)| format!("{k}={}", v.replace(' ', "+").replace(':', "%3A").replace('/', "%2F")))
+    .map(|(k, v)| {
+        format!(
+            "{k}={}",
+            v.replace(' ', "+").replace(':', "%3A").replace('/', "%2F")
+        )
+    })
     .collect::<Vec<_>>()
     .join("&");
     format!(
@@ -86,7 +93,10 @@ async fn the_portal_is_served_through_the_soft_ap() {
     // The relay the device must reach (a plain TCP listener is enough to
     // count as "reached").
     let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let relay_url = format!("ws://127.0.0.1:{}/v1/device", relay.local_addr().unwrap().port());
+    let relay_url = format!(
+        "ws://127.0.0.1:{}/v1/device",
+        relay.local_addr().unwrap().port()
+    );
     tokio::spawn(async move { while relay.accept().await.is_ok() {} });
 
     let (serial, sim) = modem(SimConfig::new(31).with_max_chunk(16));
@@ -159,9 +169,16 @@ async fn the_portal_is_served_through_the_soft_ap() {
         assert_eq!(probe, (302, Some("http://192.168.4.1/".to_owned())));
 
         // The form lists the scanned networks.
-        let page = raw(http, "GET / HTTP/1.1\r\nHost: 192.168.4.1\r\nConnection: close\r\n\r\n".into()).await;
+        let page = raw(
+            http,
+            "GET / HTTP/1.1\r\nHost: 192.168.4.1\r\nConnection: close\r\n\r\n".into(),
+        )
+        .await;
         assert!(page.starts_with("HTTP/1.1 200"), "{page}");
-        assert!(page.contains("Home") && page.contains("Neighbour"), "{page}");
+        assert!(
+            page.contains("Home") && page.contains("Neighbour"),
+            "{page}"
+        );
 
         // A wrong passphrase: saved, tried, and the status page says so.
         let saved = raw(http, form("wrong passphrase", &relay_url)).await;
@@ -169,7 +186,11 @@ async fn the_portal_is_served_through_the_soft_ap() {
         let mut failed = false;
         for _ in 0..100 {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let status = raw(http, "GET /status HTTP/1.1\r\nHost: 192.168.4.1\r\nConnection: close\r\n\r\n".into()).await;
+            let status = raw(
+                http,
+                "GET /status HTTP/1.1\r\nHost: 192.168.4.1\r\nConnection: close\r\n\r\n".into(),
+            )
+            .await;
             if status.contains("Could not join") {
                 failed = true;
                 break;
@@ -187,16 +208,25 @@ async fn the_portal_is_served_through_the_soft_ap() {
     .await
     else {
         let commands = sim.observed().commands;
-        panic!("provisioning did not finish: {:?}", &commands[commands.len().saturating_sub(40)..]);
+        panic!(
+            "provisioning did not finish: {:?}",
+            &commands[commands.len().saturating_sub(40)..]
+        );
     };
     let record: ProvisioningRecord = record.expect("provisioned");
     let wifi = record.wifi.as_ref().expect("credentials");
-    assert_eq!((wifi.ssid.as_str(), wifi.passphrase.as_str()), (SSID, PASSPHRASE));
+    assert_eq!(
+        (wifi.ssid.as_str(), wifi.passphrase.as_str()),
+        (SSID, PASSPHRASE)
+    );
     assert_eq!(record.device_id.as_str(), "esp-01");
     assert!(esp.wifi_state().got_ip);
     let observed = sim.observed();
     assert!(observed.commands.iter().any(|c| c == "AT+CWSAP"));
-    assert!(observed.ap_addrs.is_empty() || !observed.ap_addrs.contains_key(&80), "the portal closed");
+    assert!(
+        observed.ap_addrs.is_empty() || !observed.ap_addrs.contains_key(&80),
+        "the portal closed"
+    );
     assert_eq!(observed.joins, ["Home", "Home"]);
     assert_eq!(store.load().unwrap().unwrap().device_id.as_str(), "esp-01");
 }
@@ -204,7 +234,10 @@ async fn the_portal_is_served_through_the_soft_ap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saved_credentials_fall_back_to_the_portal_which_times_out_into_a_retry() {
     let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let relay_url = format!("ws://127.0.0.1:{}/v1/device", relay.local_addr().unwrap().port());
+    let relay_url = format!(
+        "ws://127.0.0.1:{}/v1/device",
+        relay.local_addr().unwrap().port()
+    );
     tokio::spawn(async move { while relay.accept().await.is_ok() {} });
 
     let (serial, sim) = modem(SimConfig::new(32));
@@ -253,5 +286,8 @@ async fn saved_credentials_fall_back_to_the_portal_which_times_out_into_a_retry(
     .expect("finished in time");
     assert_eq!(record.expect("online").device_id.as_str(), "esp-02");
     let joins = sim.observed().joins;
-    assert!(joins.len() >= 3, "two failures, then success after the portal timed out: {joins:?}");
+    assert!(
+        joins.len() >= 3,
+        "two failures, then success after the portal timed out: {joins:?}"
+    );
 }

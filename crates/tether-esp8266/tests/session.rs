@@ -62,8 +62,12 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
         .with_authorization(&authorization)
         .with_session(session)
         .with_send_timeout(CoreDuration::from_secs(5));
-    let client: Client<NoopRawMutex, RamOutbox<4096>, XorShiftRng, TokioClock> =
-        Client::new(&config, RamOutbox::new(), XorShiftRng::seed_from_u64(1), clock)?;
+    let client: Client<NoopRawMutex, RamOutbox<4096>, XorShiftRng, TokioClock> = Client::new(
+        &config,
+        RamOutbox::new(),
+        XorShiftRng::seed_from_u64(1),
+        clock,
+    )?;
     let mut buffers = Buffers::<1024, 512, 512>::new();
     let mut runner = Runner::new(
         &client,
@@ -92,7 +96,9 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
         let publish = |counter: &mut u32, n: u32| {
             for _ in 0..n {
                 *counter += 1;
-                client.publish(CHANNEL, counter).map_err(|e| format!("{e:?}"))?;
+                client
+                    .publish(CHANNEL, counter)
+                    .map_err(|e| format!("{e:?}"))?;
             }
             Ok::<(), BoxError>(())
         };
@@ -100,7 +106,11 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
 
         // Publish and get acknowledged.
         publish(&mut counter, 5)?;
-        assert!(wait_for(wait, || settled(&client)).await, "{:?}", client.stats());
+        assert!(
+            wait_for(wait, || settled(&client)).await,
+            "{:?}",
+            client.stats()
+        );
 
         // A downlink command and its result, through HTTP.
         let answer = server.command("esp-01", "led", json!(true)).await?;
@@ -110,7 +120,11 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
         // the server saw half a frame, then CLOSED.
         sim.inject(Fault::CutNextSend(3));
         publish(&mut counter, 3)?;
-        assert!(wait_for(wait, || settled(&client)).await, "after the cut: {:?}", client.stats());
+        assert!(
+            wait_for(wait, || settled(&client)).await,
+            "after the cut: {:?}",
+            client.stats()
+        );
         let after_cut = client.stats().session.connections;
         assert!(after_cut >= 2, "reconnected after the cut");
 
@@ -118,27 +132,46 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
         sim.inject(Fault::Reset);
         publish(&mut counter, 3)?;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(wait_for(wait, || settled(&client)).await, "after the reset: {:?}", client.stats());
+        assert!(
+            wait_for(wait, || settled(&client)).await,
+            "after the reset: {:?}",
+            client.stats()
+        );
 
         // The access point drops the station.
         sim.inject(Fault::WifiDisconnect);
         publish(&mut counter, 2)?;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(wait_for(wait, || settled(&client)).await, "after WIFI DISCONNECT: {:?}", client.stats());
+        assert!(
+            wait_for(wait, || settled(&client)).await,
+            "after WIFI DISCONNECT: {:?}",
+            client.stats()
+        );
 
         // The server goes away while messages are published, and comes back.
         server.stop().await;
         publish(&mut counter, 3)?;
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(client.stats().outbox_len > 0, "nothing can be acknowledged while it is down");
+        assert!(
+            client.stats().outbox_len > 0,
+            "nothing can be acknowledged while it is down"
+        );
         server.restart().await?;
-        assert!(wait_for(wait, || settled(&client)).await, "after the restart: {:?}", client.stats());
+        assert!(
+            wait_for(wait, || settled(&client)).await,
+            "after the restart: {:?}",
+            client.stats()
+        );
 
         // The peer closes the link (CLOSED out of the blue).
         sim.inject(Fault::CloseLink(0));
         publish(&mut counter, 2)?;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(wait_for(wait, || settled(&client)).await, "after CLOSED: {:?}", client.stats());
+        assert!(
+            wait_for(wait, || settled(&client)).await,
+            "after CLOSED: {:?}",
+            client.stats()
+        );
 
         // A command after all that still works.
         let answer = server.command("esp-01", "led", json!(false)).await?;

@@ -26,9 +26,10 @@ pub const PASSPHRASE: &str = "correct horse battery";
 /// that can see the network `Home`.
 pub fn modem(config: SimConfig) -> (Serial, SimHandle) {
     let (device, modem) = tokio::io::duplex(8 * 1024);
-    let config = config
-        .with_network(SSID, PASSPHRASE, -48)
-        .with_network("Neighbour", "secret-secret", -80);
+    let config =
+        config
+            .with_network(SSID, PASSPHRASE, -48)
+            .with_network("Neighbour", "secret-secret", -80);
     let handle = tether_esp8266_sim::spawn(config, modem);
     (FromTokio::new(device), handle)
 }
