@@ -17,6 +17,10 @@
 //! - passive receive mode: data waits in a per-link window of 5760 bytes
 //!   (TCP backpressure beyond), `+IPD,<id>,<len>` is reported once and not
 //!   again until the host read, `CLOSED` only after the data was read;
+//! - SSL links (TLS 1.2, as the ESP8266's mbedTLS) report encrypted
+//!   lengths in `+IPD` and `AT+CIPRECVLEN?` (the TLS records waiting, 29
+//!   bytes per record more than the data), `AT+CIPRECVDATA` hands out the
+//!   decrypted data and refuses (`ERROR`) once none is left;
 //! - `busy p...` to every command line that arrives while a slow command
 //!   (`AT+CWJAP`, `AT+CIPSTART`, `AT+CWLAP`, `AT+RST`) runs;
 //! - `ERR CODE:0x...` before `ERROR` once `AT+SYSLOG=1`;
@@ -32,6 +36,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -188,6 +193,10 @@ pub struct Observed {
     pub ssl_links: Vec<Option<String>>,
     /// Joins attempted (SSID).
     pub joins: Vec<String>,
+    /// The length of every `+IPD` notice (SSL links: encrypted lengths).
+    pub ipd_lengths: Vec<usize>,
+    /// `AT+CIPRECVDATA` on an SSL link with no data left, refused.
+    pub ssl_reads_refused: u32,
 }
 
 /// The test's side of a running simulator.
@@ -332,6 +341,8 @@ enum Internal {
         id: u8,
         generation: u64,
         bytes: Vec<u8>,
+        /// SSL links: the TLS record bytes they were decrypted from.
+        wire: Option<usize>,
     },
     Datagram {
         id: u8,
@@ -359,7 +370,10 @@ enum Internal {
 
 enum Stream {
     Tcp(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(
+        Box<tokio_rustls::client::TlsStream<Counted>>,
+        Arc<AtomicUsize>,
+    ),
     Udp(UdpSocket),
 }
 
@@ -367,7 +381,7 @@ impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Tcp(_) => "Tcp",
-            Self::Tls(_) => "Tls",
+            Self::Tls(..) => "Tls",
             Self::Udp(_) => "Udp",
         })
     }
@@ -417,8 +431,11 @@ enum WriteOp {
 struct Link {
     generation: u64,
     udp: bool,
+    tls: bool,
     writer: mpsc::UnboundedSender<WriteOp>,
     buffer: VecDeque<u8>,
+    /// SSL links: the TLS records behind `buffer`, oldest first.
+    records: VecDeque<Record>,
     datagrams: VecDeque<(Vec<u8>, SocketAddr)>,
     window: Arc<Semaphore>,
     ipd_reported: bool,
@@ -426,13 +443,66 @@ struct Link {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Data of an SSL link as it came off the wire: `plain` bytes of it are
+/// still unread, decrypted from `wire` bytes of TLS records.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    plain: usize,
+    wire: usize,
+    /// The host read part of it (mbedTLS holds the rest, decrypted).
+    opened: bool,
+}
+
 impl Link {
+    /// Bytes of data buffered (what `AT+CIPRECVDATA` can hand out).
     fn buffered(&self) -> usize {
         if self.udp {
             self.datagrams.iter().map(|(d, _)| d.len()).sum()
         } else {
             self.buffer.len()
         }
+    }
+
+    /// The length `+IPD` and `AT+CIPRECVLEN?` report. ESP-AT counts an SSL
+    /// link's bytes as they wait in its socket, encrypted: 29 bytes more
+    /// per TLS 1.2 AES-GCM record than the data (esp-at issues #589, #655,
+    /// #729); the rest of a record the host already opened counts as data.
+    fn reported(&self) -> usize {
+        if self.records.is_empty() {
+            return self.buffered();
+        }
+        self.records
+            .iter()
+            .map(|r| {
+                if r.opened {
+                    r.plain
+                } else {
+                    r.wire.max(r.plain)
+                }
+            })
+            .sum()
+    }
+
+    /// Takes up to `len` bytes of data off the front.
+    fn take(&mut self, len: usize) -> Vec<u8> {
+        let n = len.min(self.buffer.len());
+        let data: Vec<u8> = self.buffer.drain(..n).collect();
+        self.window.add_permits(n);
+        let mut left = n;
+        while left > 0 {
+            let Some(front) = self.records.front_mut() else {
+                break;
+            };
+            if left >= front.plain {
+                left -= front.plain;
+                self.records.pop_front();
+            } else {
+                front.plain -= left;
+                front.opened = true;
+                left = 0;
+            }
+        }
+        data
     }
 }
 
@@ -809,7 +879,7 @@ impl Modem {
                     .iter()
                     .map(|l| {
                         l.as_ref()
-                            .map_or(String::new(), |l| l.buffered().to_string())
+                            .map_or_else(|| "-1".to_owned(), |l| l.reported().to_string())
                     })
                     .collect();
                 self.emit(format!("+CIPRECVLEN:{}\r\n", lengths.join(",")).as_bytes());
@@ -1026,11 +1096,16 @@ impl Modem {
                         match tls {
                             None => Ok((Stream::Tcp(tcp), None)),
                             Some((config, name, verified)) => {
+                                let wire = Arc::new(AtomicUsize::new(0));
+                                let counted = Counted {
+                                    inner: tcp,
+                                    read: Arc::clone(&wire),
+                                };
                                 let stream = TlsConnector::from(config)
-                                    .connect(name, tcp)
+                                    .connect(name, counted)
                                     .await
                                     .map_err(|e| e.to_string())?;
-                                Ok((Stream::Tls(Box::new(stream)), Some(verified)))
+                                Ok((Stream::Tls(Box::new(stream), wire), Some(verified)))
                             }
                         }
                     })
@@ -1055,8 +1130,9 @@ impl Modem {
     ) -> Result<(Arc<ClientConfig>, ServerName<'static>, Option<String>), ()> {
         let conf = self.ssl.get(usize::from(id)).cloned().unwrap_or_default();
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        // ESP8266_RTOS_SDK's mbedTLS 2.16 speaks TLS 1.2 only.
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(&[&tokio_rustls::rustls::version::TLS12])
             .map_err(|_| ())?;
         let sni = conf.sni.clone().unwrap_or_else(|| host.to_owned());
         let name = ServerName::try_from(sni).map_err(|_| ())?;
@@ -1096,6 +1172,7 @@ impl Modem {
         let internal = self.internal.clone();
         let mut tasks = Vec::new();
         let udp = matches!(stream, Stream::Udp(_));
+        let tls = matches!(stream, Stream::Tls(..));
         match stream {
             Stream::Udp(socket) => {
                 let socket = Arc::new(socket);
@@ -1127,24 +1204,26 @@ impl Modem {
             }
             Stream::Tcp(tcp) => {
                 let (read, write) = tcp.into_split();
-                tasks.push(spawn_reader(
-                    read,
+                let link = ReaderLink {
                     id,
                     generation,
-                    Arc::clone(&window),
-                    internal,
-                ));
+                    window: Arc::clone(&window),
+                    wire: None,
+                };
+                tasks.push(spawn_reader(read, link, internal));
                 tasks.push(spawn_writer(write, writer_rx));
             }
-            Stream::Tls(tls) => {
+            Stream::Tls(tls, wire) => {
+                // The handshake's bytes are not data.
+                wire.store(0, Ordering::SeqCst);
                 let (read, write) = tokio::io::split(*tls);
-                tasks.push(spawn_reader(
-                    read,
+                let link = ReaderLink {
                     id,
                     generation,
-                    Arc::clone(&window),
-                    internal,
-                ));
+                    window: Arc::clone(&window),
+                    wire: Some(wire),
+                };
+                tasks.push(spawn_reader(read, link, internal));
                 tasks.push(spawn_writer(write, writer_rx));
             }
         }
@@ -1152,8 +1231,10 @@ impl Modem {
             *slot = Some(Link {
                 generation,
                 udp,
+                tls,
                 writer: writer_tx,
                 buffer: VecDeque::new(),
+                records: VecDeque::new(),
                 datagrams: VecDeque::new(),
                 window,
                 ipd_reported: false,
@@ -1290,11 +1371,15 @@ impl Modem {
                 }
                 None => (Vec::new(), None),
             }
+        } else if link.tls && link.buffer.is_empty() {
+            // ESP-AT refuses to read an SSL link with no data left, even
+            // when the encrypted length it reported promised more.
+            link.ipd_reported = false;
+            self.observe(|o| o.ssl_reads_refused += 1);
+            self.error(0x0a);
+            return;
         } else {
-            let n = len.min(link.buffer.len());
-            let data: Vec<u8> = link.buffer.drain(..n).collect();
-            link.window.add_permits(n);
-            (data, None)
+            (link.take(len), None)
         };
         link.ipd_reported = false;
         let empty_and_closed = link.remote_closed && link.buffered() == 0;
@@ -1321,14 +1406,14 @@ impl Modem {
         if passive {
             if !link.ipd_reported && link.buffered() > 0 {
                 link.ipd_reported = true;
-                let len = link.buffered();
+                let len = link.reported();
+                self.observe(|o| o.ipd_lengths.push(len));
                 self.emit(format!("+IPD,{id},{len}\r\n").as_bytes());
             }
         } else {
             // Active mode (a reset modem before the host set it up again):
             // push everything out at once.
-            let data: Vec<u8> = link.buffer.drain(..).collect();
-            link.window.add_permits(data.len());
+            let data = link.take(usize::MAX);
             if !data.is_empty() {
                 let mut out = format!("+IPD,{id},{}:", data.len()).into_bytes();
                 out.extend_from_slice(&data);
@@ -1344,8 +1429,16 @@ impl Modem {
                 id,
                 generation,
                 bytes,
+                wire,
             } => {
                 if let Some(link) = self.current_link(id, generation) {
+                    if let Some(wire) = wire {
+                        link.records.push_back(Record {
+                            plain: bytes.len(),
+                            wire,
+                            opened: false,
+                        });
+                    }
                     link.buffer.extend(bytes);
                     self.report_ipd(id);
                 }
@@ -1536,13 +1629,27 @@ impl Modem {
     }
 }
 
-fn spawn_reader<R: AsyncRead + Unpin + Send + 'static>(
-    mut read: R,
+/// Where a link's reader delivers.
+struct ReaderLink {
     id: u8,
     generation: u64,
+    /// Room left in the modem's receive window.
     window: Arc<Semaphore>,
+    /// SSL links: TLS bytes read off the socket, not yet attributed.
+    wire: Option<Arc<AtomicUsize>>,
+}
+
+fn spawn_reader<R: AsyncRead + Unpin + Send + 'static>(
+    mut read: R,
+    link: ReaderLink,
     internal: mpsc::UnboundedSender<Internal>,
 ) -> JoinHandle<()> {
+    let ReaderLink {
+        id,
+        generation,
+        window,
+        wire,
+    } = link;
     tokio::spawn(async move {
         let mut buf = vec![0u8; 1460];
         loop {
@@ -1568,11 +1675,13 @@ fn spawn_reader<R: AsyncRead + Unpin + Send + 'static>(
                 Ok(n) => {
                     window.add_permits(room - n);
                     let bytes = buf.get(..n).unwrap_or_default().to_vec();
+                    let wire = wire.as_ref().map(|w| w.swap(0, Ordering::SeqCst));
                     if internal
                         .send(Internal::Data {
                             id,
                             generation,
                             bytes,
+                            wire,
                         })
                         .is_err()
                     {
@@ -1582,6 +1691,51 @@ fn spawn_reader<R: AsyncRead + Unpin + Send + 'static>(
             }
         }
     })
+}
+
+/// A TCP stream that counts the bytes read through it (an SSL link's TLS
+/// records, for the lengths ESP-AT reports).
+struct Counted {
+    inner: TcpStream,
+    read: Arc<AtomicUsize>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        self.read.fetch_add(n, Ordering::SeqCst);
+        result
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 fn spawn_writer<W: AsyncWrite + Unpin + Send + 'static>(

@@ -46,7 +46,7 @@ use tether_core::time::{Duration, Instant};
 
 use crate::command::CommandLine;
 use crate::error::{Error, JoinError};
-use crate::parse::{Event, MAX_LINKS, Parser, Remote, parse_u32};
+use crate::parse::{Event, Fields, MAX_LINKS, Parser, Remote, parse_i32, parse_u32};
 
 /// Longest command line (a `AT+CWJAP` with a 32-byte SSID and 64-byte
 /// passphrase, every byte escaped, fits).
@@ -382,13 +382,6 @@ impl<'b> Engine<'b> {
         }
     }
 
-    /// Records the modem's count of buffered bytes (`AT+CIPRECVLEN?`).
-    pub fn set_pending(&mut self, link: u8, pending: u32) {
-        if let Some(state) = self.state.links.get_mut(usize::from(link)) {
-            state.pending = pending;
-        }
-    }
-
     /// The station interface.
     #[must_use]
     pub fn wifi(&self) -> WifiState {
@@ -498,7 +491,14 @@ impl State<'_> {
                     self.recv_start = 0;
                     self.recv_end = 0;
                     if let Some(state) = self.links.get_mut(usize::from(self.recv_link)) {
-                        state.pending = state.pending.saturating_sub(len);
+                        // Nothing there (an SSL link reports encrypted
+                        // lengths, larger than what it hands out): nothing
+                        // pending until the modem reports more.
+                        state.pending = if len == 0 {
+                            0
+                        } else {
+                            state.pending.saturating_sub(len)
+                        };
                     }
                 } else {
                     warn!("at: unexpected +CIPRECVDATA ({} bytes)", len);
@@ -573,6 +573,15 @@ impl State<'_> {
                     let error = Error::Join(JoinError::from_code(self.join_code.unwrap_or(0)));
                     self.finish(Err(error));
                 }
+                (Phase::Awaiting, Kind::Receive { link }) => {
+                    // ESP-AT refuses to read an SSL link whose encrypted
+                    // length outran its data: nothing is pending.
+                    if let Some(state) = self.links.get_mut(usize::from(link)) {
+                        state.pending = 0;
+                    }
+                    let error = self.command_error();
+                    self.finish(Err(error));
+                }
                 (Phase::Awaiting, _) => {
                     let error = self.command_error();
                     self.finish(Err(error));
@@ -608,6 +617,17 @@ impl State<'_> {
                     && let Some(code) = parse_u32(code)
                 {
                     self.join_code = Some(u8::try_from(code).unwrap_or(u8::MAX));
+                }
+                if self.phase != Phase::Idle
+                    && let Some(values) = line.strip_prefix(b"+CIPRECVLEN:")
+                {
+                    // Applied here, in stream order: a `+IPD` right behind
+                    // the answer is newer and must win over it.
+                    for (state, field) in self.links.iter_mut().zip(Fields::new(values)) {
+                        state.pending = parse_i32(field)
+                            .and_then(|n| u32::try_from(n).ok())
+                            .unwrap_or(0);
+                    }
                 }
                 if self.phase != Phase::Idle {
                     on_info(line);
@@ -801,6 +821,91 @@ mod tests {
         assert_eq!(engine.link(0).unwrap().pending, 2);
         engine.consume(3);
         assert_eq!(engine.received(0), b"\nabcd");
+    }
+
+    /// The hang seen in the TLS fault test: the answer to
+    /// `AT+CIPRECVLEN?` said 0, a `+IPD` arrived right behind it (in the
+    /// same read), and the count applied after the exchange erased the
+    /// notice, which ESP-AT does not repeat until the host reads.
+    #[test]
+    fn an_ipd_behind_the_recvlen_answer_is_not_lost() {
+        let mut recv = [0u8; 8];
+        let mut engine = Engine::new(&mut recv);
+        let now = Instant::ZERO;
+        engine.initialised();
+        engine.feed(now, b"0,CONNECT\r\n", &mut |_| {});
+        start(&mut engine, now, "AT+CIPRECVLEN?\r\n", Kind::Plain, 5);
+        engine.feed(
+            now,
+            b"+CIPRECVLEN:0,-1,-1,-1,-1\r\n\r\nOK\r\n+IPD,0,6\r\n",
+            &mut |_| {},
+        );
+        assert_eq!(engine.take_outcome(), Some(Ok(())));
+        assert_eq!(engine.link(0).unwrap().pending, 6);
+        // And the other way round: the answer counts what the notice did.
+        engine.feed(now, b"+IPD,1,3\r\n", &mut |_| {});
+        start(&mut engine, now, "AT+CIPRECVLEN?\r\n", Kind::Plain, 5);
+        engine.feed(now, b"+CIPRECVLEN:6,9,-1,-1,-1\r\n\r\nOK\r\n", &mut |_| {});
+        assert_eq!(engine.take_outcome(), Some(Ok(())));
+        assert_eq!(engine.link(1).unwrap().pending, 9);
+        assert_eq!(engine.link(2).unwrap().pending, 0, "-1: not open");
+    }
+
+    /// SSL links report encrypted lengths: the data handed out is shorter,
+    /// and reading the rest is refused or empty. Either clears `pending`
+    /// where it stands in the stream, not over a newer `+IPD`.
+    #[test]
+    fn encrypted_lengths_clear_in_stream_order() {
+        let mut recv = [0u8; 64];
+        let mut engine = Engine::new(&mut recv);
+        let now = Instant::ZERO;
+        engine.initialised();
+        engine.feed(now, b"0,CONNECT\r\n+IPD,0,35\r\n", &mut |_| {});
+        start(
+            &mut engine,
+            now,
+            "AT+CIPRECVDATA=0,35\r\n",
+            Kind::Receive { link: 0 },
+            5,
+        );
+        engine.feed(
+            now,
+            b"+CIPRECVDATA:6,\"1.2.3.4\",443,secret\r\nOK\r\n",
+            &mut |_| {},
+        );
+        assert_eq!(engine.take_outcome(), Some(Ok(())));
+        assert_eq!(engine.received(0), b"secret");
+        assert_eq!(engine.link(0).unwrap().pending, 29, "the record's overhead");
+        engine.consume_all();
+        // ESP-AT answers ERROR to reading the overhead; more data arrives.
+        start(
+            &mut engine,
+            now,
+            "AT+CIPRECVDATA=0,29\r\n",
+            Kind::Receive { link: 0 },
+            5,
+        );
+        engine.feed(now, b"\r\nERROR\r\n+IPD,0,40\r\n", &mut |_| {});
+        assert!(matches!(
+            engine.take_outcome(),
+            Some(Err(Error::Command { .. }))
+        ));
+        assert_eq!(engine.link(0).unwrap().pending, 40);
+        // An empty answer clears it the same way.
+        start(
+            &mut engine,
+            now,
+            "AT+CIPRECVDATA=0,40\r\n",
+            Kind::Receive { link: 0 },
+            5,
+        );
+        engine.feed(
+            now,
+            b"+CIPRECVDATA:0,\"1.2.3.4\",443,\r\nOK\r\n",
+            &mut |_| {},
+        );
+        assert_eq!(engine.take_outcome(), Some(Ok(())));
+        assert_eq!(engine.link(0).unwrap().pending, 0);
     }
 
     #[test]

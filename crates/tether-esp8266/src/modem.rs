@@ -19,7 +19,7 @@ use tether_core::time::{Clock, Duration, Instant};
 use crate::command::{CommandLine, unescape_into};
 use crate::engine::{COMMAND_LEN, Engine, EngineStats, Kind, LinkState, WifiState};
 use crate::error::Error;
-use crate::parse::{Fields, MAX_LINKS, parse_i32, parse_u32, unquote};
+use crate::parse::{Fields, parse_i32, parse_u32, unquote};
 
 /// Longest payload of one `AT+CIPSEND` (ESP-AT's limit).
 pub const MAX_SEND: usize = 2048;
@@ -726,22 +726,10 @@ where
     }
 
     /// Asks the modem how many bytes wait on each link (`AT+CIPRECVLEN?`).
+    /// The engine records the answer where it stands in the stream, so a
+    /// `+IPD` that follows it is not overwritten by the older count.
     pub(crate) async fn refresh_pending(&mut self) -> Result<(), Error> {
-        let mut lengths: [Option<u32>; MAX_LINKS] = [None; MAX_LINKS];
-        self.query("AT+CIPRECVLEN?", &mut |line| {
-            if let Some(values) = line.strip_prefix(b"+CIPRECVLEN:") {
-                for (slot, field) in lengths.iter_mut().zip(Fields::new(values)) {
-                    *slot = Some(parse_u32(field).unwrap_or(0));
-                }
-            }
-        })
-        .await?;
-        for (link, pending) in (0u8..).zip(lengths) {
-            if let Some(pending) = pending {
-                self.engine.set_pending(link, pending);
-            }
-        }
-        Ok(())
+        self.command("AT+CIPRECVLEN?").await
     }
 
     /// Reads up to `len` buffered bytes of `link` into the receive buffer
@@ -763,11 +751,8 @@ where
                 &mut |_| {},
             )
             .await;
-        if result.is_err() || self.engine.received(link).is_empty() {
-            // Nothing was there after all (an SSL link reports encrypted
-            // lengths): do not ask again until the modem says so.
-            self.engine.set_pending(link, 0);
-        }
+        // An empty answer or `ERROR` (an SSL link whose encrypted length
+        // outran its data) cleared `pending` in the engine, in stream order.
         match result {
             Err(Error::Command { .. }) => Ok(()),
             other => other,

@@ -50,6 +50,14 @@ async fn echo_round_trip<P: embedded_hal::digital::OutputPin>(
     message: &[u8],
 ) -> Result<Vec<u8>, Error> {
     let mut link = connector.connect(endpoint).await?;
+    echo_on(&mut link, message).await
+}
+
+/// Writes `message` on `link` and reads as many bytes back.
+async fn echo_on<L: Read + Write<Error = Error>>(
+    link: &mut L,
+    message: &[u8],
+) -> Result<Vec<u8>, Error> {
     link.write_all(message).await?;
     link.flush().await?;
     let mut got = Vec::new();
@@ -66,9 +74,15 @@ async fn echo_round_trip<P: embedded_hal::digital::OutputPin>(
 
 #[tokio::test]
 async fn join_failures_are_typed_and_a_good_join_works() {
+    let _limit = time_limit(
+        "join_failures_are_typed_and_a_good_join_works",
+        Duration::from_secs(60),
+    );
     let (serial, sim) = modem(SimConfig::new(11));
     let mut buffers = ModemBuffers::<64, 256, 256>::new();
-    let mut modem = Esp8266::new(serial, TokioClock::new(), Config::new(), &mut buffers);
+    // No credentials in the config; joins end in well under 2 s here.
+    let config = Config::new().with_join_timeout(CoreDuration::from_secs(2));
+    let mut modem = Esp8266::new(serial, TokioClock::new(), config, &mut buffers);
     assert_eq!(
         modem.join(SSID, "not the password").await,
         Err(Error::Join(JoinError::WrongPassword))
@@ -94,6 +108,10 @@ async fn join_failures_are_typed_and_a_good_join_works() {
 
 #[tokio::test]
 async fn send_fail_is_typed_and_the_next_connection_works() {
+    let _limit = time_limit(
+        "send_fail_is_typed_and_the_next_connection_works",
+        Duration::from_secs(60),
+    );
     let port = echo_server().await;
     let (serial, sim) = modem(SimConfig::new(12).with_max_chunk(3));
     let mut buffers = ModemBuffers::<64, 256, 256>::new();
@@ -117,10 +135,18 @@ async fn send_fail_is_typed_and_the_next_connection_works() {
         b"again"
     );
     assert_eq!(sim.observed().send_failures, 1);
+    // A TCP link reports the data's own length (SSL links do not: see the
+    // TLS test).
+    assert_eq!(sim.observed().ipd_lengths.last(), Some(&b"again".len()));
+    assert_eq!(sim.observed().ssl_reads_refused, 0);
 }
 
 #[tokio::test]
 async fn busy_storms_are_retried_then_typed() {
+    let _limit = time_limit(
+        "busy_storms_are_retried_then_typed",
+        Duration::from_secs(60),
+    );
     let (serial, sim) = modem(SimConfig::new(13));
     let mut buffers = ModemBuffers::<64, 256, 256>::new();
     let mut modem = Esp8266::new(serial, TokioClock::new(), quick(), &mut buffers);
@@ -140,6 +166,10 @@ async fn busy_storms_are_retried_then_typed() {
 
 #[tokio::test]
 async fn a_link_closed_mid_frame_ends_the_stream_and_writes_fail() {
+    let _limit = time_limit(
+        "a_link_closed_mid_frame_ends_the_stream_and_writes_fail",
+        Duration::from_secs(60),
+    );
     // A server that sends half a message and hangs up.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -181,6 +211,10 @@ async fn a_link_closed_mid_frame_ends_the_stream_and_writes_fail() {
 
 #[tokio::test]
 async fn a_silent_modem_times_out_and_is_probed_back() {
+    let _limit = time_limit(
+        "a_silent_modem_times_out_and_is_probed_back",
+        Duration::from_secs(60),
+    );
     let (serial, sim) = modem(SimConfig::new(15));
     let mut buffers = ModemBuffers::<64, 256, 256>::new();
     let mut modem = Esp8266::new(serial, TokioClock::new(), quick(), &mut buffers);
@@ -195,6 +229,10 @@ async fn a_silent_modem_times_out_and_is_probed_back() {
 
 #[tokio::test]
 async fn a_hung_modem_without_reset_pin_is_reported_unresponsive() {
+    let _limit = time_limit(
+        "a_hung_modem_without_reset_pin_is_reported_unresponsive",
+        Duration::from_secs(60),
+    );
     let (serial, sim) = modem(SimConfig::new(16));
     let mut buffers = ModemBuffers::<64, 256, 256>::new();
     let mut modem = Esp8266::new(serial, TokioClock::new(), quick(), &mut buffers);
@@ -225,6 +263,10 @@ impl embedded_hal::digital::OutputPin for Pin {
 
 #[tokio::test]
 async fn a_hung_modem_comes_back_through_its_reset_pin() {
+    let _limit = time_limit(
+        "a_hung_modem_comes_back_through_its_reset_pin",
+        Duration::from_secs(60),
+    );
     let port = echo_server().await;
     let (serial, sim) = modem(SimConfig::new(17));
     let mut buffers = ModemBuffers::<64, 256, 256>::new();
@@ -254,6 +296,7 @@ async fn a_hung_modem_comes_back_through_its_reset_pin() {
 
 #[tokio::test]
 async fn scan_and_sntp_time() {
+    let _limit = time_limit("scan_and_sntp_time", Duration::from_secs(60));
     let (serial, _sim) = modem(SimConfig::new(18));
     let mut buffers = ModemBuffers::<64, 256, 256>::new();
     let mut modem = Esp8266::new(serial, TokioClock::new(), quick(), &mut buffers);
@@ -333,6 +376,10 @@ async fn tls_echo_server(cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> u16
 
 #[tokio::test]
 async fn tls_in_the_modem_verifies_against_the_flashed_ca() {
+    let _limit = time_limit(
+        "tls_in_the_modem_verifies_against_the_flashed_ca",
+        Duration::from_secs(60),
+    );
     let (ca_pem, server_cert, server_key, _issuer) = certificates();
     let port = tls_echo_server(&server_cert, &server_key).await;
     let mut image = vec![0xffu8; tether_esp8266::pki::CLIENT_CA_PARTITION_LEN];
@@ -353,12 +400,29 @@ async fn tls_in_the_modem_verifies_against_the_flashed_ca() {
         quick().with_ssl_buffer_size(4096),
         &mut buffers,
     );
-    assert_eq!(
-        echo_round_trip(&mut modem, endpoint, b"secret")
-            .await
-            .unwrap(),
-        b"secret"
-    );
+    {
+        let mut link = modem.connect(endpoint).await.unwrap();
+        assert_eq!(echo_on(&mut link, b"secret").await.unwrap(), b"secret");
+        // ESP-AT reports an SSL link's encrypted length: the 6 bytes came
+        // as more, and the driver got to the end of the data anyway.
+        let lengths = sim.observed().ipd_lengths;
+        assert!(
+            !lengths.is_empty() && lengths.iter().all(|&n| n > b"secret".len()),
+            "{lengths:?}"
+        );
+        // Reading what the length still promises is refused (nothing is
+        // left); the read waits for more, and a cancelled read loses nothing.
+        let mut buf = [0u8; 64];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), link.read(&mut buf))
+                .await
+                .is_err(),
+            "no data, so no read"
+        );
+        assert_eq!(sim.observed().ssl_reads_refused, 1);
+        let long: Vec<u8> = (0..3000u32).map(|i| (i % 253) as u8).collect();
+        assert_eq!(echo_on(&mut link, &long).await.unwrap(), long);
+    }
     assert_eq!(sim.observed().ssl_links, [Some("relay.test".to_owned())]);
     assert!(
         sim.observed().commands.iter().any(|c| c == "AT+CIPSSLSIZE"),

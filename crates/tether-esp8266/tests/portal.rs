@@ -90,6 +90,10 @@ fn form(passphrase: &str, server: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_portal_is_served_through_the_soft_ap() {
+    let _limit = time_limit(
+        "the_portal_is_served_through_the_soft_ap",
+        Duration::from_secs(120),
+    );
     // The relay the device must reach (a plain TCP listener is enough to
     // count as "reached").
     let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -233,6 +237,10 @@ async fn the_portal_is_served_through_the_soft_ap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saved_credentials_fall_back_to_the_portal_which_times_out_into_a_retry() {
+    let _limit = time_limit(
+        "saved_credentials_fall_back_to_the_portal_which_times_out_into_a_retry",
+        Duration::from_secs(120),
+    );
     let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay_url = format!(
         "ws://127.0.0.1:{}/v1/device",

@@ -34,6 +34,10 @@ struct Led {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(), BoxError> {
+    let _limit = time_limit(
+        "a_whole_session_survives_every_modem_and_server_failure",
+        Duration::from_secs(180),
+    );
     let mut server = TestServer::start().await?;
     let token = server.add_device("esp-01")?;
     let (serial, sim) = modem(SimConfig::new(7).with_max_chunk(5));

@@ -161,3 +161,26 @@ pub async fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> boo
     }
     check()
 }
+
+/// Bounds a test's running time: if the guard is still alive after
+/// `limit`, the whole test binary aborts with the test's name, so a hang
+/// fails `cargo xtask test` in bounded time instead of stalling it. A
+/// thread of its own watches, so a runtime thread that blocks (where a
+/// `tokio::time::timeout` would never fire) is caught too.
+#[must_use = "the limit holds while the guard lives"]
+pub fn time_limit(name: &'static str, limit: Duration) -> TimeLimit {
+    let (disarm, armed) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = armed.recv_timeout(limit) {
+            eprintln!("test {name} still running after {limit:?}: aborting the test binary");
+            std::process::abort();
+        }
+    });
+    TimeLimit { _disarm: disarm }
+}
+
+/// See [`time_limit`]; dropping it (the test ended, passed or panicked)
+/// disarms the watchdog.
+pub struct TimeLimit {
+    _disarm: std::sync::mpsc::Sender<()>,
+}
