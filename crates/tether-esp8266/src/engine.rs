@@ -326,7 +326,15 @@ impl<'b> Engine<'b> {
         if now >= s.deadline {
             warn!("at: {:?} timed out", s.kind);
             s.stats.timeouts = s.stats.timeouts.saturating_add(1);
-            let error = if matches!(s.phase, Phase::BusyWait { .. }) {
+            // A modem that answered `busy p...` to this command is alive:
+            // its deadline passing between a retry and the answer to it
+            // is still "busy", not a hung modem.
+            let busy = match s.phase {
+                Phase::BusyWait { .. } => true,
+                Phase::Writing | Phase::Awaiting => s.busy_count > 0,
+                _ => false,
+            };
+            let error = if busy {
                 Error::Busy
             } else {
                 s.unresponsive = true;
@@ -735,6 +743,24 @@ mod tests {
         assert_eq!(engine.take_outcome(), Some(Err(Error::Busy)));
         assert_eq!(now, Instant::ZERO + Duration::from_secs(1));
         assert!(!engine.unresponsive(), "busy is an answer");
+    }
+
+    #[test]
+    fn a_deadline_between_a_busy_retry_and_its_answer_is_busy() {
+        let mut recv = [0u8; 16];
+        let mut engine = Engine::new(&mut recv);
+        let now = Instant::ZERO;
+        start(&mut engine, now, "AT\r\n", Kind::Plain, 1);
+        engine.feed(now, b"busy p...\r\n", &mut |_| {});
+        let retry = engine.poll_at().unwrap();
+        engine.handle_timeout(retry);
+        engine.transmitted(retry, 4);
+        // The retry is out; the deadline passes before its answer.
+        let deadline = engine.poll_at().unwrap();
+        assert_eq!(deadline, Instant::ZERO + Duration::from_secs(1));
+        engine.handle_timeout(deadline);
+        assert_eq!(engine.take_outcome(), Some(Err(Error::Busy)));
+        assert!(!engine.unresponsive());
     }
 
     #[test]
