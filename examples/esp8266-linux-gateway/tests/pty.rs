@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use common::{PASSPHRASE, SSID, TestServer, time_limit};
+use common::{TestServer, time_limit};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
 use serde_json::{Value, json};
@@ -121,15 +121,104 @@ impl Events {
     }
 }
 
-fn gateway(port: &str, server: &TestServer, token: &str) -> io::Result<Child> {
-    Command::new(env!("CARGO_BIN_EXE_esp8266-linux-gateway"))
-        .args(["--port", port, "--baud", "115200"])
-        .args(["--url", &format!("ws://{}/v1/device", server.addr)])
-        .args(["--device-id", "gw-1", "--channel", "gateway/lines"])
-        .args(["--ssid", SSID])
+/// The command line `docs/esp8266.md` shows, so the docs cannot drift:
+/// its environment and its arguments.
+struct Documented {
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+}
+
+impl Documented {
+    fn read() -> Self {
+        const DOCS: &str = include_str!("../../../docs/esp8266.md");
+        let block = DOCS
+            .split_once("<!-- gateway-command")
+            .and_then(|(_, rest)| rest.split_once("```sh\n"))
+            .and_then(|(_, rest)| rest.split_once("```"))
+            .map(|(block, _)| block.replace("\\\n", " "))
+            .expect("docs/esp8266.md shows the gateway's command line");
+        let words = shell_words(&block);
+        let program = words
+            .iter()
+            .position(|w| w == "esp8266-linux-gateway")
+            .expect("the command runs esp8266-linux-gateway");
+        let env = words[..program]
+            .iter()
+            .map(|w| {
+                let (name, value) = w.split_once('=').expect("NAME=value before the program");
+                (name.to_owned(), value.to_owned())
+            })
+            .collect();
+        Self {
+            env,
+            args: words[program + 1..].to_vec(),
+        }
+    }
+
+    fn arg(&self, flag: &str) -> &str {
+        let at = self.args.iter().position(|a| a == flag);
+        at.and_then(|i| self.args.get(i + 1))
+            .unwrap_or_else(|| panic!("the documented command has no {flag}"))
+    }
+
+    fn env(&self, name: &str) -> &str {
+        self.env
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("the documented command sets no {name}"))
+    }
+
+    /// Its arguments with `flag`'s value replaced.
+    fn replace(&mut self, flag: &str, value: &str) {
+        let at = self.args.iter().position(|a| a == flag);
+        match at.and_then(|i| self.args.get_mut(i + 1)) {
+            Some(slot) => value.clone_into(slot),
+            None => panic!("the documented command has no {flag}"),
+        }
+    }
+}
+
+/// Splits a shell command line into words: blanks separate them, single
+/// quotes keep them together (all the docs use).
+fn shell_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut started = false;
+    for c in text.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                started = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            c => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    words
+}
+
+fn gateway(documented: &Documented, token: &str) -> io::Result<Child> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_esp8266-linux-gateway"));
+    for (name, value) in &documented.env {
+        command.env(name, value);
+    }
+    command
+        .args(&documented.args)
         .env("TETHER_DEVICE_TOKEN", token)
-        .env("TETHER_WIFI_PASSPHRASE", PASSPHRASE)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "warn")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -142,15 +231,22 @@ async fn the_gateway_runs_a_session_through_a_modem_on_a_pty() -> Result<(), com
         "the_gateway_runs_a_session_through_a_modem_on_a_pty",
         Duration::from_secs(120),
     );
+    let mut documented = Documented::read();
+    let device = documented.arg("--device-id").to_owned();
+    let ssid = documented.arg("--ssid").to_owned();
+    let passphrase = documented.env("TETHER_WIFI_PASSPHRASE").to_owned();
     let mut server = TestServer::start().await?;
-    let token = server.add_device("gw-1")?;
+    let token = server.add_device(&device)?;
     let (master, _slave, path) = pty()?;
     let config = SimConfig::new(31)
-        .with_network(SSID, PASSPHRASE, -50)
+        .with_network(&ssid, &passphrase, -50)
         .with_max_chunk(16);
     let sim = tether_esp8266_sim::spawn(config, master);
 
-    let mut child = gateway(&path, &server, &token)?;
+    // The documented command, on this machine's pty and relay.
+    documented.replace("--port", &path);
+    documented.replace("--url", &format!("ws://{}/v1/device", server.addr));
+    let mut child = gateway(&documented, &token)?;
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut events = Events {
@@ -181,15 +277,17 @@ async fn the_gateway_runs_a_session_through_a_modem_on_a_pty() -> Result<(), com
     );
 
     // Commands and their results, through HTTP.
-    let answer = server.command("gw-1", "echo", json!({"x": [1, 2]})).await?;
+    let answer = server
+        .command(&device, "echo", json!({"x": [1, 2]}))
+        .await?;
     assert_eq!(answer, json!({"status": "ok", "result": {"x": [1, 2]}}));
     events
         .until("the echo command", |e| e["channel"] == "echo")
         .await;
-    let answer = server.command("gw-1", "uptime", json!(null)).await?;
+    let answer = server.command(&device, "uptime", json!(null)).await?;
     assert_eq!(answer["status"], "ok", "{answer}");
     assert!(answer["result"]["seconds"].is_u64(), "{answer}");
-    let answer = server.command("gw-1", "reboot", json!(null)).await?;
+    let answer = server.command(&device, "reboot", json!(null)).await?;
     assert_eq!(answer["status"], "unsupported", "{answer}");
 
     // The end of the input: the last message is acknowledged, then it exits.
@@ -205,7 +303,7 @@ async fn the_gateway_runs_a_session_through_a_modem_on_a_pty() -> Result<(), com
 
     // It went through the modem, in passive receive mode.
     let observed = sim.observed();
-    assert_eq!(observed.joins.first().map(String::as_str), Some(SSID));
+    assert_eq!(observed.joins.first(), Some(&ssid));
     assert!(observed.commands.iter().any(|c| c == "AT+CIPRECVDATA"));
     assert!(observed.bytes_sent > 0 && observed.bytes_received > 0);
     server.stop().await;
