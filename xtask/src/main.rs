@@ -23,6 +23,10 @@ pub(crate) const NO_STD_TARGETS: &[&str] = &["riscv32imc-unknown-none-elf", "thu
 /// no default features.
 pub(crate) const NO_STD_CRATES: &[&str] = &["tether-proto", "tether-core", "tether-esp8266"];
 
+/// Optional features of no_std crates that must build for
+/// [`NO_STD_TARGETS`] too: (crate, features).
+const NO_STD_FEATURES: &[(&str, &str)] = &[("tether-core", "flash")];
+
 /// Firmware examples: standalone crates (own target and `.cargo/config.toml`)
 /// that must build in release on stable Rust.
 const FIRMWARE_EXAMPLES: &[&str] = &["examples/esp32c3-minimal"];
@@ -110,6 +114,18 @@ fn no_std_builds() -> Result<(), String> {
                 target,
             ])?;
         }
+        for (krate, features) in NO_STD_FEATURES {
+            cargo(&[
+                "build",
+                "--package",
+                krate,
+                "--no-default-features",
+                "--features",
+                features,
+                "--target",
+                target,
+            ])?;
+        }
     }
     Ok(())
 }
@@ -128,9 +144,7 @@ fn load(args: &[String]) -> Result<(), String> {
         "--example",
         "load",
     ])?;
-    let target = env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace_root().join("target"));
+    let target = target_dir();
     let server = target.join("release").join("tether-server");
     run(
         Command::new(target.join("release").join("examples").join("load"))
@@ -139,6 +153,14 @@ fn load(args: &[String]) -> Result<(), String> {
             .args(args)
             .current_dir(workspace_root()),
     )
+}
+
+/// Where cargo puts build output: `CARGO_TARGET_DIR` if set, else
+/// `<workspace>/target`.
+pub(crate) fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 fn firmware_builds() -> Result<(), String> {

@@ -15,6 +15,11 @@ const TARGET: &str = "riscv32imc-unknown-none-elf";
 
 /// (label, probe directory, binary name)
 const PROBES: &[(&str, &str, &str)] = &[
+    (
+        "tether device client",
+        "tether-client",
+        "size-probe-tether-client",
+    ),
     ("tether", "tether", "size-probe-tether"),
     (
         "embedded-websocket",
@@ -33,7 +38,9 @@ struct Sizes {
 
 pub(crate) fn run() -> Result<(), String> {
     let root = workspace_root();
-    let target_dir = root.join("target").join("size-probes");
+    // The probes are separate workspaces: give them their own directory
+    // under the build's target directory (`CARGO_TARGET_DIR` if set).
+    let target_dir = crate::target_dir().join("size-probes");
     let mut rows = Vec::new();
     for (label, dir, bin) in PROBES {
         let manifest = root
@@ -56,14 +63,14 @@ pub(crate) fn run() -> Result<(), String> {
         rows.push((*label, sizes(&elf)?));
     }
     println!();
-    println!("minimal WebSocket client, {TARGET}, opt-level = \"s\", fat LTO");
+    println!("minimal clients, {TARGET}, opt-level = \"s\", fat LTO");
     println!(
-        "{:<20} {:>8} {:>8} {:>12}",
+        "{:<22} {:>8} {:>8} {:>12}",
         "client", ".text", ".rodata", "static RAM"
     );
     for (label, s) in &rows {
         println!(
-            "{:<20} {:>8} {:>8} {:>12}",
+            "{:<22} {:>8} {:>8} {:>12}",
             label,
             s.text,
             s.rodata,

@@ -394,8 +394,18 @@ impl Backoff {
     /// `millis * multiplier`, growing by at least 1 ms when the multiplier is
     /// above 100 % (so a 1 ms base still grows with a 150 % multiplier).
     fn grow(&self, millis: u64) -> u64 {
-        let percent = u64::from(self.config.multiplier_percent);
-        let grown = millis.saturating_mul(percent) / 100;
+        let percent = self.config.multiplier_percent;
+        // Delays up to 49 days of milliseconds times the multiplier fit 32
+        // bits: 32-bit division is one instruction on the chips, 64-bit
+        // division a kilobyte of library code. Beyond that (where the cap
+        // decides anyway) the multiplier rounds up to a whole factor.
+        let grown = match u32::try_from(millis)
+            .ok()
+            .and_then(|m| m.checked_mul(percent))
+        {
+            Some(product) => u64::from(product / 100),
+            None => millis.saturating_mul(u64::from(percent.div_ceil(100))),
+        };
         if percent > 100 {
             grown.max(millis.saturating_add(1))
         } else {
@@ -405,21 +415,18 @@ impl Backoff {
 }
 
 /// A uniformly distributed integer in `[low, high]` (`low <= high`), without
-/// modulo bias: draws that fall in the incomplete last block are rejected.
+/// bias: draws masked to the span's bit width, and redrawn (less than half
+/// the time) when above it. No division: 64-bit division is a large library
+/// routine on 32-bit chips.
 pub(crate) fn uniform_inclusive<R: RngCore + ?Sized>(rng: &mut R, low: u64, high: u64) -> u64 {
     let Some(span) = high.checked_sub(low) else {
         return low;
     };
-    let Some(range) = span.checked_add(1) else {
-        // The whole u64 range: every draw is fair.
-        return rng.next_u64();
-    };
-    // The largest multiple of `range`, minus one: accept draws up to it.
-    let zone = u64::MAX - (u64::MAX - range + 1) % range;
+    let mask = u64::MAX.checked_shr(span.leading_zeros()).unwrap_or(0);
     loop {
-        let draw = rng.next_u64();
-        if draw <= zone {
-            return low + draw % range;
+        let draw = rng.next_u64() & mask;
+        if draw <= span {
+            return low + draw;
         }
     }
 }

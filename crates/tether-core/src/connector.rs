@@ -71,7 +71,7 @@ impl<'a> Endpoint<'a> {
 ///
 /// ```
 /// use embedded_io_async::{ErrorKind, ErrorType, Read, Write};
-/// use tether_core::connector::{Connector, Endpoint, Security};
+/// use tether_core::connector::{ConnectErrorKind, Connector, Endpoint, Security};
 ///
 /// /// Owns the buffers, like a firmware connector owning socket buffers.
 /// struct CannedConnector {
@@ -158,6 +158,18 @@ impl<'a> Endpoint<'a> {
 ///         self.rx[..rx_len].copy_from_slice(&self.reply[..rx_len]);
 ///         Ok(CannedConnection { rx: &mut self.rx, rx_len, rx_read: 0, tx: &mut self.tx, tx_len: 0 })
 ///     }
+///
+///     // Optional: how an error affects the next attempt (default: transient)...
+///     fn error_kind(_error: &CannedError) -> ConnectErrorKind {
+///         ConnectErrorKind::Transient
+///     }
+///
+///     // ...and a graceful close (default: drop). Name the connection type
+///     // `Self::Connection<'_>` here, as in the trait. On embassy-net:
+///     // `socket.close()`, `flush()` with a timeout, then `socket.abort()`.
+///     async fn close(mut connection: Self::Connection<'_>) {
+///         let _ = connection.flush().await;
+///     }
 /// }
 ///
 /// let mut connector = CannedConnector { reply: b"hello", rx: [0; 64], tx: [0; 64] };
@@ -178,6 +190,14 @@ impl<'a> Endpoint<'a> {
 pub trait Connector {
     /// An open byte stream. It may borrow the connector (its buffers, its
     /// network stack) for as long as it is open.
+    ///
+    /// **Its `read` must be cancel-safe**: the client races a read against
+    /// timers and publishes and drops the read future that loses, so a read
+    /// that has not completed must not have consumed any bytes (they are
+    /// returned by the next read). embassy-net's `TcpSocket::read`, tokio's
+    /// `AsyncReadExt::read` and `embedded-tls`'s read (its record buffer
+    /// keeps partial records) are. Writes are never raced; a write cut short
+    /// by the send timeout drops the connection.
     type Connection<'a>: Read + Write
     where
         Self: 'a;
@@ -190,9 +210,44 @@ pub trait Connector {
     ///
     /// # Errors
     /// Whatever kept the connection from opening; the session backs off and
-    /// tries again.
+    /// tries again, unless [`Connector::error_kind`] says it never will
+    /// work.
     async fn connect(
         &mut self,
         endpoint: Endpoint<'_>,
     ) -> Result<Self::Connection<'_>, Self::Error>;
+
+    /// Whether `error` would repeat on every attempt. The default says
+    /// [`ConnectErrorKind::Transient`] (back off and try again). A TLS
+    /// connector answers [`ConnectErrorKind::Certificate`] when the server's
+    /// certificate fails verification (unknown CA, wrong name, expired
+    /// while the device's clock is known to be right): the client then
+    /// stops in `NeedsProvisioning` instead of retrying for ever. A
+    /// certificate that only looks expired because the clock is not set yet
+    /// is transient.
+    fn error_kind(error: &Self::Error) -> ConnectErrorKind {
+        let _ = error;
+        ConnectErrorKind::Transient
+    }
+
+    /// Closes a connection gracefully once the session is done with it:
+    /// TLS `close_notify`, TCP close (FIN) and a wait for the peer, then an
+    /// abort (RST) if that does not finish. The client bounds the call by
+    /// its send timeout and drops the connection after it. The default just
+    /// drops it (enough where dropping closes, as with tokio).
+    async fn close(connection: Self::Connection<'_>) {
+        drop(connection);
+    }
+}
+
+/// How a [`Connector`] error affects the next attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ConnectErrorKind {
+    /// May work next time (DNS, no route, refused, reset, timeout).
+    Transient,
+    /// The server's certificate was rejected: retrying will not help until
+    /// the device trusts another CA or the server's certificate changes.
+    Certificate,
 }

@@ -8,15 +8,18 @@
 //! tokio socket on a PC).
 //!
 //! ```text
-//!   application: client.publish("temp", &reading) / state() / stats()
+//!   application: client.publish("temp", &reading).await / state() / stats()
 //!        |
 //!   +----v---------------------------------------------------------+
-//!   | client::{Client, Runner}  connect, Hello/Welcome, publish,    |
-//!   |                           acks, commands, reconnect           |
+//!   | client::{new, Client, Runner}  connect, Hello/Welcome,        |
+//!   |                    publish, acks, commands, reconnect         |
 //!   | session::Session (sans-IO) seq numbers, resend, keepalive     |
-//!   | outbox::RamOutbox<N>  backoff::Backoff  url::ServerUrl        |
-//!   | connector::Connector (board: TCP/TLS)   time::Clock (board)   |
-//!   +----v---------------------------------------------------------+
+//!   | backoff::Backoff   url::ServerUrl                             |
+//!   +----v--------------------------------------------------^------+
+//!        |                                                  |
+//!   board::Board (one per backend: tether-esp32, tether-host)
+//!   connector::Connector (TCP/TLS)  time::Clock  RngCore
+//!   outbox::Outbox: RamOutbox<N> | flash::FlashOutbox (survives reboots)
 //!        |  send(Message) / receive() -> Message / close(code, reason)
 //!   +----v---------------------------------------------------------+
 //!   | ws::WebSocket<T, R>   async adapter: pings -> pongs, close    |
@@ -31,9 +34,64 @@
 //!   TCP (embassy-net TcpSocket, or TLS on top, or tokio on a PC)
 //! ```
 //!
-//! # A complete client exchange
+//! Provisioning (Wi-Fi credentials, server, token: captive portal, Improv,
+//! factory records, the power-cut-safe record in flash) is in
+//! [`provisioning`].
 //!
-//! The client connects, sends a text message, reads the echo and closes.
+//! # A device in twenty lines
+//!
+//! A sensor that publishes a reading every five seconds and answers an
+//! `led` command, for any [`Board`](board::Board): the backend crate
+//! (`tether-esp32` on a chip, `tether_host::board::TokioBoard` on a PC)
+//! brings the connector, clock, random source and outbox; the application
+//! brings its settings, its buffers (here `resources`, a `static` on a
+//! chip) and what it does.
+//!
+//! ```no_run
+//! use tether_core::board::Board;
+//! use tether_core::client::{self, ClientConfig, CommandResult, NeedsProvisioning, Resources};
+//! use tether_core::time::Duration;
+//! use tether_proto::{Command, CommandStatus};
+//!
+//! #[derive(serde::Serialize)]
+//! struct Reading {
+//!     millivolts: u16,
+//! }
+//!
+//! async fn sensor<B: Board>(board: B, resources: &mut Resources<B>) -> NeedsProvisioning {
+//!     let config = ClientConfig::new("wss://relay.example.com/v1/device", "kitchen-1", "1.0.0")
+//!         .with_authorization("Bearer td_device-token");
+//!     let (client, mut runner) = client::new(board, config, resources).expect("valid settings");
+//!     let led = |command: &Command<'_>, result: &mut CommandResult<'_>| match command.channel {
+//!         "led" => match result.set(&(command.payload.as_str() == Some("true"))) {
+//!             Ok(()) => CommandStatus::Ok, // the new state goes back as the result
+//!             Err(_) => CommandStatus::Failed,
+//!         },
+//!         _ => CommandStatus::Unsupported,
+//!     };
+//!     let publish = async {
+//!         loop {
+//!             // Returns once the outbox holds it; never waits for the network.
+//!             let _ = client.publish("power/battery", &Reading { millivolts: 3_712 }).await;
+//!             client.sleep(Duration::from_secs(5)).await;
+//!         }
+//!     };
+//!     // The runner returns only when the server refused the device for good
+//!     // (token revoked, unknown device, bad certificate): back to provisioning.
+//!     match embassy_futures::select::select(runner.run(led), publish).await {
+//!         embassy_futures::select::Either::First(stopped) => stopped,
+//!         embassy_futures::select::Either::Second(never) => never,
+//!     }
+//! }
+//! ```
+//!
+//! The same code runs for real in `tether-server --demo` (five simulated
+//! devices over `TokioBoard`) and in `examples/esp32c3-minimal` (embassy-net
+//! on an ESP32-C3).
+//!
+//! # The WebSocket engine on its own
+//!
+//! Below the client, [`ws`] is a complete RFC 6455 implementation. The client connects, sends a text message, reads the echo and closes.
 //! Here the transport is an in-memory pipe and the peer is the crate's own
 //! server role; on a device the transport is a connected `TcpSocket` and
 //! `rng` the hardware RNG.
@@ -119,8 +177,10 @@ extern crate std;
 mod fmt;
 
 pub mod backoff;
+pub mod board;
 pub mod client;
 pub mod connector;
+pub mod flash;
 pub mod outbox;
 pub mod provisioning;
 pub mod session;

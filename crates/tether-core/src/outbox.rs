@@ -1,9 +1,9 @@
 //! Store-and-forward: where published messages wait until the server
 //! acknowledged them.
 //!
-//! [`Outbox`] is the storage interface the session uses; [`RamOutbox`] is the
-//! RAM implementation in this crate, and flash-backed storage (so messages
-//! survive a reboot) implements the same trait.
+//! [`Outbox`] is the storage interface the client uses; [`RamOutbox`] keeps
+//! the messages in RAM, and `flash::FlashOutbox` (feature `flash`) keeps them
+//! in NOR flash so they survive a reboot.
 //!
 //! ```text
 //!  publish() ──► [ seq 4 | seq 5 | seq 6 | seq 7 ] ──► sent, waiting for Ack
@@ -11,13 +11,19 @@
 //!  Ack(5)    ──► ack_through(5) frees 4 and 5; 6 and 7 are resent after a reconnect
 //! ```
 //!
-//! Entries are `(seq, time, channel, payload)`, pushed with strictly increasing
-//! sequence numbers, read back in order, and freed cumulatively with
+//! Entries are `(seq, time, channel, payload)` of one boot id, pushed with
+//! strictly increasing sequence numbers, read back in order
+//! ([`Outbox::read_after`]), and freed cumulatively with
 //! [`Outbox::ack_through`]. When the outbox is full, [`FullPolicy`] decides:
 //! refuse the new message, or drop the oldest ones and count the drops.
 //!
+//! The trait is `async` because storage can be slow (a flash sector erase
+//! takes tens of milliseconds): the client calls it outside any lock that
+//! other tasks or interrupts wait on. [`RamOutbox`] also has the same
+//! operations as plain blocking methods:
+//!
 //! ```
-//! use tether_core::outbox::{Entry, FullPolicy, Outbox, PushError, RamOutbox};
+//! use tether_core::outbox::{Entry, FullPolicy, PushError, RamOutbox};
 //!
 //! // 96 bytes: each entry costs 13 bytes of header plus channel and payload.
 //! let mut outbox = RamOutbox::<96>::new();
@@ -168,6 +174,8 @@ pub enum PushError {
     ChannelTooLong,
     /// The sequence number is not above the newest stored one.
     OutOfOrder,
+    /// The storage failed; the message may or may not be stored.
+    Storage(StorageError),
 }
 
 impl fmt::Display for PushError {
@@ -177,11 +185,61 @@ impl fmt::Display for PushError {
             Self::TooLarge => "message larger than the outbox",
             Self::ChannelTooLong => "channel name too long",
             Self::OutOfOrder => "sequence number not increasing",
+            Self::Storage(_) => "outbox storage failed",
         })
     }
 }
 
 impl core::error::Error for PushError {}
+
+impl From<StorageError> for PushError {
+    fn from(e: StorageError) -> Self {
+        Self::Storage(e)
+    }
+}
+
+/// Why persistent storage failed. Messages stay where they are: an entry
+/// that could not be freed is resent (and de-duplicated by the server), an
+/// entry that could not be read is tried again after the next reconnect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The storage device (the flash driver) reported an error.
+    Device,
+    /// The stored data does not make sense and could not be repaired.
+    Corrupt,
+    /// The storage region is unusable (not whole erase sectors, too small).
+    Region,
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Device => "storage device error",
+            Self::Corrupt => "stored data corrupt",
+            Self::Region => "storage region unusable",
+        })
+    }
+}
+
+impl core::error::Error for StorageError {}
+
+/// What a persistent outbox found at start: messages of an earlier boot
+/// that the server may not have stored yet. The client resumes that boot
+/// (same boot id, numbering after `last_seq`) instead of drawing a new one,
+/// so the server recognises resent messages as the ones it may already have
+/// and stores each exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Restored {
+    /// The boot id the stored messages were published under.
+    pub boot_id: u64,
+    /// Sequence number of the oldest stored message.
+    pub first_seq: u32,
+    /// Sequence number of the newest stored message.
+    pub last_seq: u32,
+}
 
 /// Storage for messages that wait for the server's acknowledgement.
 ///
@@ -189,13 +247,22 @@ impl core::error::Error for PushError {}
 /// do not increase, and never allocate. The provided [`Outbox::push`] applies
 /// a [`FullPolicy`] on top of [`Outbox::try_push`] and [`Outbox::drop_oldest`].
 ///
+/// A persistent implementation also remembers the boot id its entries were
+/// published under ([`Outbox::start_boot`]) and reports what it holds from
+/// before a reboot with [`Outbox::restored`]; entries restored with a
+/// [`Timestamp::Boot`] time read back without a time (the old boot's clock
+/// means nothing now).
+///
+/// The client only calls it from async code outside any blocking lock, so an
+/// implementation may take its time (erase flash, wait for DMA).
+///
 /// # Example implementation
 ///
 /// A tiny outbox holding one message at a time (a flash-backed one would
 /// write a record to a sector instead of copying into an array):
 ///
 /// ```
-/// use tether_core::outbox::{Entry, FullPolicy, Outbox, PushError};
+/// use tether_core::outbox::{Entry, FullPolicy, Outbox, PushError, StorageError};
 ///
 /// #[derive(Default)]
 /// struct OneSlot {
@@ -205,7 +272,10 @@ impl core::error::Error for PushError {}
 /// }
 ///
 /// impl Outbox for OneSlot {
-///     fn try_push(&mut self, entry: Entry<'_>) -> Result<(), PushError> {
+///     fn start_boot(&mut self, _boot_id: u64) {
+///         self.newest = 0;
+///     }
+///     async fn try_push(&mut self, entry: Entry<'_>) -> Result<(), PushError> {
 ///         if entry.seq <= self.newest {
 ///             return Err(PushError::OutOfOrder);
 ///         }
@@ -222,61 +292,83 @@ impl core::error::Error for PushError {}
 ///         self.newest = entry.seq;
 ///         Ok(())
 ///     }
-///     fn drop_oldest(&mut self) -> bool {
+///     async fn drop_oldest(&mut self) -> Result<bool, StorageError> {
 ///         let had = self.stored.take().is_some();
 ///         self.dropped += u32::from(had);
-///         had
+///         Ok(had)
 ///     }
-///     fn restart_sequence(&mut self) {
-///         self.newest = 0;
-///     }
-///     fn ack_through(&mut self, seq: u32) -> usize {
-///         match self.stored {
+///     async fn ack_through(&mut self, seq: u32) -> Result<usize, StorageError> {
+///         Ok(match self.stored {
 ///             Some((stored, ..)) if stored <= seq => { self.stored = None; 1 }
 ///             _ => 0,
-///         }
+///         })
 ///     }
-///     fn first_after(&self, seq: u32) -> Option<Entry<'_>> {
-///         let (stored, channel, channel_len, payload, payload_len) = self.stored.as_ref()?;
-///         let channel = core::str::from_utf8(channel.get(..*channel_len)?).ok()?;
-///         (*stored > seq).then(|| Entry::new(*stored, channel, payload.get(..*payload_len).unwrap_or(&[])))
+///     async fn read_after(&mut self, seq: u32) -> Result<Option<Entry<'_>>, StorageError> {
+///         let Some((stored, channel, channel_len, payload, payload_len)) = self.stored.as_ref() else {
+///             return Ok(None);
+///         };
+///         let channel = core::str::from_utf8(&channel[..*channel_len]).map_err(|_| StorageError::Corrupt)?;
+///         Ok((*stored > seq).then(|| Entry::new(*stored, channel, &payload[..*payload_len])))
 ///     }
 ///     fn len(&self) -> usize { usize::from(self.stored.is_some()) }
-///     fn used_bytes(&self) -> usize { self.first_after(0).map_or(0, |e| e.encoded_len()) }
+///     fn used_bytes(&self) -> usize {
+///         self.stored.as_ref().map_or(0, |s| Entry::HEADER_LEN + s.2 + s.4)
+///     }
 ///     fn capacity_bytes(&self) -> usize { Entry::HEADER_LEN + 8 + 32 }
 ///     fn dropped(&self) -> u32 { self.dropped }
 /// }
 ///
-/// let mut outbox = OneSlot::default();
-/// outbox.push(Entry::new(1, "a", b"1"), FullPolicy::Reject).unwrap();
-/// assert_eq!(outbox.push(Entry::new(2, "a", b"2"), FullPolicy::Reject), Err(PushError::Full));
-/// assert_eq!(outbox.push(Entry::new(2, "a", b"2"), FullPolicy::DropOldest), Ok(1));
-/// assert_eq!(outbox.oldest().map(|e| e.seq), Some(2));
+/// embassy_futures::block_on(async {
+///     let mut outbox = OneSlot::default();
+///     outbox.push(Entry::new(1, "a", b"1"), FullPolicy::Reject).await.unwrap();
+///     let second = Entry::new(2, "a", b"2");
+///     assert_eq!(outbox.push(second, FullPolicy::Reject).await, Err(PushError::Full));
+///     assert_eq!(outbox.push(second, FullPolicy::DropOldest).await, Ok(1));
+///     assert_eq!(outbox.read_after(0).await.unwrap().map(|e| e.seq), Some(2));
+/// });
 /// ```
+#[allow(async_fn_in_trait)] // Like embedded-io-async: no `Send` bound, firmware is single-core.
 pub trait Outbox {
+    /// Entries of an earlier boot found in persistent storage at start, if
+    /// any. The default (RAM outboxes): `None`.
+    fn restored(&self) -> Option<Restored> {
+        None
+    }
+
+    /// Entries pushed from now on belong to boot `boot_id` and are numbered
+    /// from 1 again. The client calls it, with the outbox empty, when it
+    /// draws a boot id: at start (unless it resumes the [`Outbox::restored`]
+    /// boot) and when a boot ran out of sequence numbers.
+    fn start_boot(&mut self, boot_id: u64);
+
     /// Stores `entry` after the newest one if it fits; never evicts.
     ///
     /// # Errors
     /// [`PushError::Full`] if there is not enough free space right now, the
-    /// other variants if the entry can never be stored.
-    fn try_push(&mut self, entry: Entry<'_>) -> Result<(), PushError>;
+    /// other variants if the entry can never be stored or storage failed.
+    async fn try_push(&mut self, entry: Entry<'_>) -> Result<(), PushError>;
 
     /// Removes the oldest entry without it being acknowledged and counts it
     /// in [`Outbox::dropped`]. Returns `false` if the outbox was empty.
-    fn drop_oldest(&mut self) -> bool;
+    ///
+    /// # Errors
+    /// The storage failed.
+    async fn drop_oldest(&mut self) -> Result<bool, StorageError>;
 
     /// Frees every entry with a sequence number up to and including `seq`
     /// (a cumulative acknowledgement). Returns how many were freed.
-    fn ack_through(&mut self, seq: u32) -> usize;
-
-    /// Forgets the newest sequence number, so numbering may start again at
-    /// 1: the session calls it, with the outbox empty, when it starts a new
-    /// boot id after a boot ran out of sequence numbers.
-    fn restart_sequence(&mut self);
+    ///
+    /// # Errors
+    /// The storage failed; entries not freed are resent later, and the
+    /// server drops them as duplicates.
+    async fn ack_through(&mut self, seq: u32) -> Result<usize, StorageError>;
 
     /// The oldest entry whose sequence number is above `seq`: the next one
-    /// to (re)send after `seq`.
-    fn first_after(&self, seq: u32) -> Option<Entry<'_>>;
+    /// to (re)send after `seq`. It may borrow a read buffer of the outbox.
+    ///
+    /// # Errors
+    /// The storage failed.
+    async fn read_after(&mut self, seq: u32) -> Result<Option<Entry<'_>>, StorageError>;
 
     /// Number of stored entries.
     fn len(&self) -> usize;
@@ -295,18 +387,13 @@ pub trait Outbox {
         self.len() == 0
     }
 
-    /// The oldest stored entry.
-    fn oldest(&self) -> Option<Entry<'_>> {
-        self.first_after(0)
-    }
-
     /// Stores `entry`, applying `policy` when it does not fit. Returns how
     /// many old entries were dropped to make room.
     ///
     /// # Errors
     /// [`PushError::Full`] under [`FullPolicy::Reject`]; the other variants
     /// whatever the policy, and then nothing was dropped.
-    fn push(&mut self, entry: Entry<'_>, policy: FullPolicy) -> Result<usize, PushError> {
+    async fn push(&mut self, entry: Entry<'_>, policy: FullPolicy) -> Result<usize, PushError> {
         if entry.channel.len() > Entry::MAX_CHANNEL_LEN {
             return Err(PushError::ChannelTooLong);
         }
@@ -315,9 +402,11 @@ pub trait Outbox {
         }
         let mut dropped = 0;
         loop {
-            match self.try_push(entry) {
+            match self.try_push(entry).await {
                 Ok(()) => return Ok(dropped),
-                Err(PushError::Full) if policy == FullPolicy::DropOldest && self.drop_oldest() => {
+                Err(PushError::Full)
+                    if policy == FullPolicy::DropOldest && self.drop_oldest().await? =>
+                {
                     dropped += 1;
                 }
                 Err(e) => return Err(e),
@@ -388,7 +477,7 @@ impl<const N: usize> RamOutbox<N> {
 
     /// The entry starting at `offset` and its encoded length.
     fn entry_at(&self, offset: usize) -> Option<(Entry<'_>, usize)> {
-        decode(self.buffer.get(offset..self.tail)?)
+        decode_entry(self.buffer.get(offset..self.tail)?)
     }
 
     /// Removes the oldest entry.
@@ -406,8 +495,12 @@ impl<const N: usize> RamOutbox<N> {
     }
 }
 
-impl<const N: usize> Outbox for RamOutbox<N> {
-    fn try_push(&mut self, entry: Entry<'_>) -> Result<(), PushError> {
+impl<const N: usize> RamOutbox<N> {
+    /// Stores `entry` after the newest one if it fits; never evicts.
+    ///
+    /// # Errors
+    /// See [`Outbox::try_push`].
+    pub fn try_push(&mut self, entry: Entry<'_>) -> Result<(), PushError> {
         if entry.channel.len() > Entry::MAX_CHANNEL_LEN {
             return Err(PushError::ChannelTooLong);
         }
@@ -436,21 +529,34 @@ impl<const N: usize> Outbox for RamOutbox<N> {
         let Some(slot) = self.buffer.get_mut(self.tail..end) else {
             return Err(PushError::Full);
         };
-        let (header, rest) = slot.split_at_mut(Entry::HEADER_LEN);
-        let (channel, payload) = rest.split_at_mut(entry.channel.len());
-        header[..4].copy_from_slice(&entry.seq.to_le_bytes());
-        header[4..10].copy_from_slice(&Timestamp::encode(entry.time));
-        header[10] = channel_len;
-        header[11..].copy_from_slice(&payload_len.to_le_bytes());
-        channel.copy_from_slice(entry.channel.as_bytes());
-        payload.copy_from_slice(entry.payload);
+        encode_into(slot, &entry, channel_len, payload_len);
         self.tail = end;
         self.len += 1;
         self.newest = Some(entry.seq);
         Ok(())
     }
 
-    fn drop_oldest(&mut self) -> bool {
+    /// Stores `entry`, applying `policy` when it does not fit; see
+    /// [`Outbox::push`].
+    ///
+    /// # Errors
+    /// See [`Outbox::push`].
+    pub fn push(&mut self, entry: Entry<'_>, policy: FullPolicy) -> Result<usize, PushError> {
+        let mut dropped = 0;
+        loop {
+            match self.try_push(entry) {
+                Ok(()) => return Ok(dropped),
+                Err(PushError::Full) if policy == FullPolicy::DropOldest && self.drop_oldest() => {
+                    dropped += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Removes the oldest entry unacknowledged and counts it; `false` if
+    /// the outbox was empty.
+    pub fn drop_oldest(&mut self) -> bool {
         let removed = self.remove_oldest();
         if removed {
             self.dropped = self.dropped.saturating_add(1);
@@ -458,7 +564,8 @@ impl<const N: usize> Outbox for RamOutbox<N> {
         removed
     }
 
-    fn ack_through(&mut self, seq: u32) -> usize {
+    /// Frees every entry up to and including `seq`; returns how many.
+    pub fn ack_through(&mut self, seq: u32) -> usize {
         let mut freed = 0;
         while self.oldest().is_some_and(|e| e.seq <= seq) && self.remove_oldest() {
             freed += 1;
@@ -466,12 +573,68 @@ impl<const N: usize> Outbox for RamOutbox<N> {
         freed
     }
 
-    fn restart_sequence(&mut self) {
+    /// Forgets the newest sequence number, so numbering may start again at 1
+    /// (a new boot id).
+    pub fn start_boot(&mut self, _boot_id: u64) {
         self.newest = None;
     }
 
-    fn first_after(&self, seq: u32) -> Option<Entry<'_>> {
+    /// The oldest entry numbered above `seq`.
+    #[must_use]
+    pub fn first_after(&self, seq: u32) -> Option<Entry<'_>> {
         self.iter().find(|e| e.seq > seq)
+    }
+
+    /// The oldest entry.
+    #[must_use]
+    pub fn oldest(&self) -> Option<Entry<'_>> {
+        self.entry_at(self.head).map(|(entry, _)| entry)
+    }
+
+    /// Number of stored entries.
+    #[must_use]
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no entry is stored.
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes in use, bookkeeping included.
+    #[must_use]
+    pub const fn used_bytes(&self) -> usize {
+        self.tail - self.head
+    }
+
+    /// Entries dropped unacknowledged (saturating).
+    #[must_use]
+    pub const fn dropped(&self) -> u32 {
+        self.dropped
+    }
+}
+
+impl<const N: usize> Outbox for RamOutbox<N> {
+    fn start_boot(&mut self, boot_id: u64) {
+        RamOutbox::start_boot(self, boot_id);
+    }
+
+    async fn try_push(&mut self, entry: Entry<'_>) -> Result<(), PushError> {
+        RamOutbox::try_push(self, entry)
+    }
+
+    async fn drop_oldest(&mut self) -> Result<bool, StorageError> {
+        Ok(RamOutbox::drop_oldest(self))
+    }
+
+    async fn ack_through(&mut self, seq: u32) -> Result<usize, StorageError> {
+        Ok(RamOutbox::ack_through(self, seq))
+    }
+
+    async fn read_after(&mut self, seq: u32) -> Result<Option<Entry<'_>>, StorageError> {
+        Ok(self.first_after(seq))
     }
 
     fn len(&self) -> usize {
@@ -479,7 +642,7 @@ impl<const N: usize> Outbox for RamOutbox<N> {
     }
 
     fn used_bytes(&self) -> usize {
-        self.tail - self.head
+        RamOutbox::used_bytes(self)
     }
 
     fn capacity_bytes(&self) -> usize {
@@ -491,8 +654,29 @@ impl<const N: usize> Outbox for RamOutbox<N> {
     }
 }
 
+/// Writes `entry` into `slot` (exactly [`Entry::encoded_len`] bytes): the
+/// 13-byte header, the channel, the payload. The lengths are checked by the
+/// caller.
+pub(crate) fn encode_into(slot: &mut [u8], entry: &Entry<'_>, channel_len: u8, payload_len: u16) {
+    let (header, rest) = slot.split_at_mut(Entry::HEADER_LEN.min(slot.len()));
+    let (channel, payload) = rest.split_at_mut(entry.channel.len().min(rest.len()));
+    if let Some(h) = header.get_mut(..Entry::HEADER_LEN) {
+        h[..4].copy_from_slice(&entry.seq.to_le_bytes());
+        h[4..10].copy_from_slice(&Timestamp::encode(entry.time));
+        h[10] = channel_len;
+        h[11..].copy_from_slice(&payload_len.to_le_bytes());
+    }
+    if let (Some(c), Some(p)) = (
+        channel.get_mut(..entry.channel.len()),
+        payload.get_mut(..entry.payload.len()),
+    ) {
+        c.copy_from_slice(entry.channel.as_bytes());
+        p.copy_from_slice(entry.payload);
+    }
+}
+
 /// Decodes the entry at the start of `bytes`, with its encoded length.
-fn decode(bytes: &[u8]) -> Option<(Entry<'_>, usize)> {
+pub(crate) fn decode_entry(bytes: &[u8]) -> Option<(Entry<'_>, usize)> {
     let header = bytes.get(..Entry::HEADER_LEN)?;
     let seq = u32::from_le_bytes(header.get(..4)?.try_into().ok()?);
     let time = Timestamp::decode(header.get(4..10)?.try_into().ok()?);
@@ -517,7 +701,7 @@ impl<'a> Iterator for Entries<'a> {
     type Item = Entry<'a>;
 
     fn next(&mut self) -> Option<Entry<'a>> {
-        let (entry, length) = decode(self.bytes)?;
+        let (entry, length) = decode_entry(self.bytes)?;
         self.bytes = self.bytes.get(length..).unwrap_or(&[]);
         Some(entry)
     }
@@ -626,7 +810,7 @@ mod tests {
             Err(PushError::OutOfOrder)
         );
         // ...until the numbering restarts (a new boot id).
-        outbox.restart_sequence();
+        outbox.start_boot(2);
         outbox.try_push(Entry::new(1, "c", b"")).unwrap();
     }
 

@@ -1,12 +1,13 @@
 //! The device session as a sans-IO state machine: sequence numbers,
-//! store-and-forward, acknowledgements, keepalive and reconnect backoff.
+//! acknowledgements, keepalive, reconnect backoff.
 //!
-//! [`Session`] never touches a socket or a clock. A driver (the async client,
-//! or a test) feeds it what happened (`on_link_up`, `on_welcome`, `on_ack`,
-//! `on_pong`, `on_link_lost`, ...) with the current time, takes what to send
-//! from [`Session::poll_transmit`], sleeps until [`Session::poll_at`], and
-//! calls [`Session::handle_timeout`]. Everything is therefore testable on
-//! virtual time, deterministically.
+//! [`Session`] never touches a socket, a clock or storage. A driver (the
+//! async [`client`](crate::client), or a test) feeds it what happened
+//! (`on_link_up`, `on_welcome`, `on_ack`, `on_pong`, `on_link_lost`, ...)
+//! with the current time, takes what to send from
+//! [`Session::poll_transmit`], sleeps until [`Session::poll_at`], and calls
+//! [`Session::handle_timeout`]. Everything is therefore testable on virtual
+//! time, deterministically.
 //!
 //! ```text
 //!            link up             Welcome(stored)
@@ -15,27 +16,54 @@
 //!     │   │ connect failed   │ close, error         │ error, bad message
 //!     │   ▼                  ▼                      ▼
 //!     └── BackingOff{until} ◄───────────────────────┘
-//!              │ backoff gave up
-//!              ▼
-//!            GaveUp
+//!              │ backoff gave up         │ 401 / revoked / bad certificate
+//!              ▼                         ▼
+//!            GaveUp              NeedsProvisioning
 //! ```
+//!
+//! # Messages and the outbox
+//!
+//! The messages themselves live in an [`Outbox`](crate::outbox::Outbox),
+//! which the driver owns and calls outside the session (storage may be
+//! flash, and slow). The session only numbers them and says when to send
+//! which:
+//!
+//! 1. [`Session::begin_publish`] hands out the next sequence number and the
+//!    time stamp; the driver stores the message under that number and
+//!    reports [`Session::on_stored`] (or [`Session::cancel_publish`] if the
+//!    outbox refused it).
+//! 2. [`Session::poll_transmit`] answers [`Transmit::Publish`]` { after }`:
+//!    the driver reads the outbox's oldest message numbered above `after`,
+//!    sends it with its time converted by [`Session::timestamp`], and reports
+//!    [`Session::on_sent`] (or [`Session::on_nothing_after`]).
+//! 3. Acknowledgements move [`Session::acked_seq`]; [`Session::release_due`]
+//!    says up to which number the driver should free the outbox
+//!    ([`Outbox::ack_through`](crate::outbox::Outbox::ack_through)), and
+//!    [`Session::on_released`] records that it did.
 //!
 //! # Delivery guarantees
 //!
-//! Every message accepted by [`Session::publish`] gets the next sequence
-//! number of this boot and waits in the [`Outbox`] until the server
-//! acknowledges it (cumulative `Ack`). After every reconnect the session says
-//! `Hello { boot_id, last_acked_seq }`, the server answers
-//! `Welcome { stored_through }` (the highest sequence number it already
-//! stored for this boot), and the session resends every message above that,
-//! in order. Delivery is at-least-once; the server drops duplicates by
-//! `(device, boot_id, seq)`, so storage is exactly-once.
+//! Every message stored gets the next sequence number of this boot and
+//! waits in the outbox until the server acknowledges it (cumulative `Ack`).
+//! After every reconnect the session says `Hello { boot_id, last_acked_seq }`,
+//! the server answers `Welcome { stored_through }` (the highest sequence
+//! number it already stored for this boot), and the session resends every
+//! message above that, in order. Delivery is at-least-once; the server drops
+//! duplicates by `(device, boot_id, seq)`, so storage is exactly-once.
 //!
-//! A reboot loses the RAM outbox and the counter. The session then draws a
-//! fresh random 64-bit `boot_id` and starts again at sequence number 1: the
-//! server keys its de-duplication on the boot id, so fresh messages are never
-//! mistaken for duplicates of the previous boot, and numbers are never reused
-//! with another meaning.
+//! A reboot with a RAM outbox loses the messages and the counter. The
+//! session then draws a fresh random 64-bit `boot_id` ([`Session::new`]) and
+//! starts again at sequence number 1: the server keys its de-duplication on
+//! the boot id, so fresh messages are never mistaken for duplicates of the
+//! previous boot, and numbers are never reused with another meaning.
+//!
+//! A persistent outbox that still holds messages after a reboot reports
+//! their boot id and numbers ([`Restored`]); [`Session::resume`] continues
+//! that boot: same boot id, numbering after the newest stored message, so the
+//! messages the server already stored before the power cut are recognised
+//! as duplicates and the others are stored once. Only messages the outbox
+//! reported stored are ever sent, so the server can never hold a number the
+//! outbox lost.
 //!
 //! Messages dropped by [`FullPolicy::DropOldest`] leave gaps in the sequence
 //! numbers; the server must accept gaps.
@@ -45,7 +73,18 @@
 //! next publish draws a new random boot id, numbering restarts at 1, and a
 //! link that is up is closed (code 1000, [`LinkError::NewBoot`]) so that the
 //! next `Hello` announces the new boot. Until everything is acknowledged,
-//! [`Session::publish`] answers [`PublishError::SequenceExhausted`].
+//! [`Session::begin_publish`] answers [`PublishError::SequenceExhausted`].
+//!
+//! # Permanent failures
+//!
+//! Some failures repeat on every attempt until someone changes the device's
+//! settings: the server refused the token (HTTP 401 or 403 on the upgrade,
+//! close codes 4005, 4006 and 4009 for a revoked, forbidden or unknown
+//! device) or the connector rejected the server's certificate
+//! ([`LinkError::is_permanent`]). Instead of retrying for ever the session
+//! stops in [`ConnectionState::NeedsProvisioning`]; the firmware goes back to
+//! provisioning and calls [`Session::retry_now`] (or starts a new client)
+//! with the new settings.
 //!
 //! # Timestamps
 //!
@@ -61,19 +100,25 @@
 //!
 //! # Example
 //!
-//! A whole connection, driven by hand:
+//! A whole connection, driven by hand, with a [`RamOutbox`](crate::outbox::RamOutbox):
 //!
 //! ```
 //! use rand_core::SeedableRng;
-//! use tether_core::outbox::{Outbox, RamOutbox, Timestamp};
+//! use tether_core::outbox::{Entry, FullPolicy, RamOutbox, Timestamp};
 //! use tether_core::session::{ConnectionState, Session, SessionConfig, Transmit};
 //! use tether_core::time::{Duration, Instant};
 //!
 //! let rng = rand_xorshift::XorShiftRng::seed_from_u64(1);
 //! let mut now = Instant::ZERO;
-//! let mut session = Session::new(SessionConfig::default(), RamOutbox::<1024>::new(), rng, now)?;
+//! let mut session = Session::new(SessionConfig::default(), rng, now)?;
+//! let mut outbox = RamOutbox::<1024>::new();
+//! outbox.start_boot(session.boot_id());
+//!
 //! // Store-and-forward: publishing works while offline.
-//! assert_eq!(session.publish(now, "temp", b"21.5"), Ok(1));
+//! let pending = session.begin_publish(now, outbox.is_empty()).unwrap();
+//! outbox.push(Entry::new(pending.seq, "temp", b"21.5").with_time(pending.time), FullPolicy::Reject).unwrap();
+//! session.on_stored(pending.seq);
+//! assert_eq!(pending.seq, 1);
 //! assert_eq!(session.state(), ConnectionState::Connecting);
 //!
 //! // The driver opened the transport and did the WebSocket handshake.
@@ -85,12 +130,17 @@
 //! assert_eq!(session.state(), ConnectionState::Connected);
 //!
 //! // The stored message goes out, and is freed by the server's Ack.
-//! let Some(Transmit::Publish(entry)) = session.poll_transmit(now) else { panic!() };
+//! assert_eq!(session.poll_transmit(now), Some(Transmit::Publish { after: 0 }));
+//! let entry = outbox.first_after(0).unwrap();
 //! assert_eq!((entry.seq, entry.channel, entry.payload), (1, "temp", &b"21.5"[..]));
 //! // Published before the server's time was known: stamped at send time.
-//! assert_eq!(entry.time, Some(Timestamp::Unix(1_764_000_000_000)));
+//! assert_eq!(session.timestamp(entry.time), Some(1_764_000_000_000));
+//! session.on_sent(entry.seq);
 //! session.on_ack(now, 1).unwrap();
-//! assert!(session.outbox().is_empty());
+//! assert_eq!(session.release_due(), Some(1));
+//! outbox.ack_through(1);
+//! session.on_released(1);
+//! assert!(outbox.is_empty());
 //!
 //! // Nothing to do until the keepalive ping is due.
 //! assert_eq!(session.poll_transmit(now), None);
@@ -106,7 +156,7 @@ use rand_core::RngCore;
 use tether_proto::CommandStatus;
 
 use crate::backoff::{Backoff, BackoffConfig, BackoffConfigError, GaveUp};
-use crate::outbox::{Entry, FullPolicy, Outbox, PushError, Timestamp};
+use crate::outbox::{FullPolicy, PushError, Restored, StorageError, Timestamp};
 use crate::time::{Duration, Instant};
 
 /// Longest ping payload a WebSocket peer may send (RFC 6455 5.5).
@@ -189,7 +239,8 @@ impl SessionConfig {
         self
     }
 
-    /// What [`Session::publish`] does when the outbox is full.
+    /// What the outbox does when it is full (the client applies it on every
+    /// publish).
     #[must_use]
     pub const fn with_full_policy(mut self, policy: FullPolicy) -> Self {
         self.full_policy = policy;
@@ -303,6 +354,12 @@ pub enum ConnectionState {
     },
     /// The backoff gave up; [`Session::retry_now`] starts over.
     GaveUp(GaveUp),
+    /// The server or the connector refused this device's settings for good
+    /// ([`LinkError::is_permanent`]): a revoked or wrong token, an unknown
+    /// device, a server certificate that does not verify. Retrying would
+    /// fail the same way; the device needs new settings (provisioning), then
+    /// [`Session::retry_now`].
+    NeedsProvisioning(LinkError),
 }
 
 impl ConnectionState {
@@ -321,7 +378,19 @@ impl ConnectionState {
 pub enum LinkError {
     /// The connector could not open the transport (DNS, refused, TLS, ...).
     ConnectFailed,
-    /// The WebSocket upgrade was refused or answered wrongly.
+    /// The connector rejected the server's certificate (unknown CA, wrong
+    /// name, expired): permanent, see
+    /// [`Connector::error_kind`](crate::connector::Connector::error_kind).
+    Certificate,
+    /// The server answered the WebSocket upgrade with this HTTP status
+    /// instead of `101`; 401 and 403 (wrong or revoked token) are
+    /// permanent.
+    Refused {
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// The WebSocket upgrade was answered wrongly (a malformed reply, a
+    /// bad `Sec-WebSocket-Accept`, ...).
     HandshakeFailed,
     /// Connecting, or waiting for `Welcome`, took longer than
     /// [`SessionConfig::connect_timeout`].
@@ -350,6 +419,22 @@ pub enum LinkError {
 }
 
 impl LinkError {
+    /// Whether the failure repeats on every attempt until the device's
+    /// settings change: the upgrade answered 401 or 403, the server closed
+    /// with 4005 (unauthorized: token revoked, device moved), 4006
+    /// (forbidden) or 4009 (unknown device), or the server's certificate
+    /// was rejected. The session stops in
+    /// [`ConnectionState::NeedsProvisioning`] instead of backing off.
+    #[must_use]
+    pub const fn is_permanent(&self) -> bool {
+        match self {
+            Self::Certificate => true,
+            Self::Refused { status } => matches!(*status, 401 | 403),
+            Self::Closed { code } => matches!(*code, 4005 | 4006 | 4009),
+            _ => false,
+        }
+    }
+
     /// The WebSocket close code the device should send before closing, if
     /// the link is still writable: the way rustls maps errors to alerts.
     #[must_use]
@@ -372,6 +457,8 @@ impl fmt::Display for LinkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::ConnectFailed => f.write_str("could not connect"),
+            Self::Certificate => f.write_str("server certificate rejected"),
+            Self::Refused { status } => write!(f, "upgrade refused with HTTP status {status}"),
             Self::HandshakeFailed => f.write_str("WebSocket handshake failed"),
             Self::ConnectTimeout => f.write_str("timed out connecting"),
             Self::PongTimeout => f.write_str("no pong: link dead"),
@@ -388,8 +475,8 @@ impl fmt::Display for LinkError {
 
 impl core::error::Error for LinkError {}
 
-/// Why [`Session::publish`] refused a message. The payload was only
-/// borrowed, so the caller still has it.
+/// Why a message was not published. The payload was only borrowed, so the
+/// caller still has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -411,6 +498,8 @@ pub enum PublishError {
     SequenceExhausted,
     /// The value could not be serialized into the payload buffer.
     Encode,
+    /// The outbox's storage failed.
+    Storage(StorageError),
 }
 
 impl fmt::Display for PublishError {
@@ -422,6 +511,7 @@ impl fmt::Display for PublishError {
             Self::InvalidChannel => "invalid channel name",
             Self::SequenceExhausted => "sequence numbers of this boot exhausted",
             Self::Encode => "could not encode the message",
+            Self::Storage(_) => "outbox storage failed",
         })
     }
 }
@@ -433,8 +523,10 @@ impl From<PushError> for PublishError {
         match e {
             PushError::Full => Self::Full,
             PushError::ChannelTooLong => Self::ChannelTooLong,
+            PushError::Storage(e) => Self::Storage(e),
             // Sequence numbers come from the session, so `OutOfOrder` can only
-            // come from a foreign outbox that was not empty at start.
+            // come from an outbox whose content the session was not told
+            // about (a resumed boot is told).
             PushError::TooLarge | PushError::OutOfOrder => Self::TooLarge,
         }
     }
@@ -482,17 +574,44 @@ pub enum Transmit<'a> {
         /// Its JSON result; empty when there is none (send `null`).
         result: &'a [u8],
     },
-    /// A stored message, sent for the first time or resent.
-    Publish(Entry<'a>),
+    /// The oldest stored message numbered above `after`, sent for the
+    /// first time or resent: read it from the outbox
+    /// ([`Outbox::read_after`](crate::outbox::Outbox::read_after)), send it
+    /// (its time through [`Session::timestamp`]) and report
+    /// [`Session::on_sent`]; if the outbox has none, report
+    /// [`Session::on_nothing_after`].
+    Publish {
+        /// Highest sequence number already sent on this link.
+        after: u32,
+    },
+}
+
+/// A sequence number handed out by [`Session::begin_publish`]: store the
+/// message under it, then report [`Session::on_stored`] (or
+/// [`Session::cancel_publish`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub struct Pending {
+    /// The message's sequence number.
+    pub seq: u32,
+    /// Its time stamp: Unix time if the server's clock is known, else the
+    /// local instant (converted when sent).
+    pub time: Timestamp,
+    /// A new boot id started with this message (the old one ran out of
+    /// numbers): call [`Outbox::start_boot`](crate::outbox::Outbox::start_boot)
+    /// with it before storing the message.
+    pub new_boot: Option<u64>,
 }
 
 /// Counters for the application and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct SessionStats {
-    /// Messages accepted by [`Session::publish`].
+    /// Messages the outbox stored ([`Session::on_stored`]).
     pub published: u32,
-    /// Messages the server acknowledged.
+    /// Sequence numbers the server acknowledged (numbers of messages
+    /// dropped unsent by [`FullPolicy::DropOldest`] included).
     pub acknowledged: u32,
     /// `Publish` transmissions, resends included.
     pub transmitted: u32,
@@ -510,16 +629,16 @@ enum Phase {
     Connected,
     BackingOff { until: Instant },
     GaveUp(GaveUp),
+    NeedsProvisioning(LinkError),
 }
 
 /// The device session state machine. See the [module docs](self).
 ///
-/// `O` stores unacknowledged messages, `R` provides the boot id and the
-/// backoff jitter. The size is fixed at compile time: the outbox capacity is
-/// a const generic, nothing grows.
-pub struct Session<O, R> {
+/// `R` provides the boot id and the backoff jitter (and, through
+/// [`Session::rng_mut`], anything else of the device that needs randomness).
+/// The size is fixed at compile time; nothing grows.
+pub struct Session<R> {
     config: SessionConfig,
-    outbox: O,
     rng: R,
     backoff: Backoff,
     phase: Phase,
@@ -530,6 +649,10 @@ pub struct Session<O, R> {
     acked: u32,
     /// Highest sequence number sent on the current link.
     sent: u32,
+    /// Highest sequence number the outbox reported stored.
+    stored: u32,
+    /// Highest sequence number the outbox was told to free.
+    released: u32,
     /// Messages allowed in flight on the current link.
     window: u32,
     /// When the next keepalive ping is due (connected, no ping outstanding).
@@ -556,7 +679,7 @@ pub struct Session<O, R> {
     server_clock: Option<(u64, Instant)>,
 }
 
-impl<O: Outbox, R> fmt::Debug for Session<O, R> {
+impl<R> fmt::Debug for Session<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
             .field("phase", &self.phase)
@@ -564,44 +687,75 @@ impl<O: Outbox, R> fmt::Debug for Session<O, R> {
             .field("next_seq", &self.next_seq)
             .field("acked", &self.acked)
             .field("sent", &self.sent)
-            .field("outbox_len", &self.outbox.len())
+            .field("stored", &self.stored)
             .field("last_error", &self.last_error)
             .finish_non_exhaustive()
     }
 }
 
-impl<O: Outbox, R: RngCore> Session<O, R> {
-    /// A session that starts connecting at `now`. The boot id is drawn from
-    /// `rng`, which must be seeded from real entropy on a device (the ESP32
-    /// hardware RNG) so every boot gets a different one.
-    ///
-    /// `outbox` should be empty; entries it already holds are resent under
-    /// the new boot id only if their numbers are fresh, so start empty.
+impl<R: RngCore> Session<R> {
+    /// A session of a new boot that starts connecting at `now`. The boot id
+    /// is drawn from `rng`, which must be seeded from real entropy on a
+    /// device (the ESP32 hardware RNG) so every boot gets a different one.
+    /// Numbering starts at 1; start the outbox's boot with
+    /// [`Session::boot_id`].
     ///
     /// # Errors
     /// The configuration is invalid.
     pub fn new(
         config: SessionConfig,
-        outbox: O,
         mut rng: R,
         now: Instant,
     ) -> Result<Self, SessionConfigError> {
-        config.validate()?;
-        let backoff = Backoff::new(*config.backoff()).map_err(SessionConfigError::Backoff)?;
         let boot_id = rng.next_u64();
         info!("session: boot id {}", boot_id);
+        Self::with_boot(config, rng, now, boot_id, 0, 0)
+    }
+
+    /// A session that continues the boot a persistent outbox still holds
+    /// messages of (after a reboot): same boot id, numbering after
+    /// `restored.last_seq`, `last_acked_seq` just below the oldest stored
+    /// message. The server recognises the messages it already stored.
+    ///
+    /// # Errors
+    /// The configuration is invalid.
+    pub fn resume(
+        config: SessionConfig,
+        rng: R,
+        now: Instant,
+        restored: Restored,
+    ) -> Result<Self, SessionConfigError> {
+        info!(
+            "session: resuming boot id {} after seq {}",
+            restored.boot_id, restored.last_seq
+        );
+        let acked = restored.first_seq.saturating_sub(1).min(restored.last_seq);
+        Self::with_boot(config, rng, now, restored.boot_id, acked, restored.last_seq)
+    }
+
+    fn with_boot(
+        config: SessionConfig,
+        rng: R,
+        now: Instant,
+        boot_id: u64,
+        acked: u32,
+        stored: u32,
+    ) -> Result<Self, SessionConfigError> {
+        config.validate()?;
+        let backoff = Backoff::new(*config.backoff()).map_err(SessionConfigError::Backoff)?;
         Ok(Self {
             config,
-            outbox,
             rng,
             backoff,
             phase: Phase::Connecting {
                 deadline: now + config.connect_timeout,
             },
             boot_id,
-            next_seq: 1,
-            acked: 0,
-            sent: 0,
+            next_seq: stored.saturating_add(1),
+            acked,
+            sent: acked,
+            stored,
+            released: acked,
             window: config.max_in_flight,
             ping_due: now,
             ping_outstanding: None,
@@ -616,6 +770,12 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
             stats: SessionStats::default(),
             server_clock: None,
         })
+    }
+
+    /// The random source, for other consumers of the device's randomness
+    /// (the client draws WebSocket masking keys from it).
+    pub fn rng_mut(&mut self) -> &mut R {
+        &mut self.rng
     }
 
     /// The settings.
@@ -633,6 +793,7 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
             Phase::Connected => ConnectionState::Connected,
             Phase::BackingOff { until } => ConnectionState::BackingOff { until },
             Phase::GaveUp(reason) => ConnectionState::GaveUp(reason),
+            Phase::NeedsProvisioning(error) => ConnectionState::NeedsProvisioning(error),
         }
     }
 
@@ -654,11 +815,10 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
         self.acked
     }
 
-    /// The outbox, to observe its depth ([`Outbox::len`],
-    /// [`Outbox::used_bytes`]) and drops ([`Outbox::dropped`]).
+    /// Highest sequence number the outbox reported stored (0: none yet).
     #[must_use]
-    pub const fn outbox(&self) -> &O {
-        &self.outbox
+    pub const fn stored_seq(&self) -> u32 {
+        self.stored
     }
 
     /// Counters.
@@ -667,37 +827,107 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
         self.stats
     }
 
-    /// Accepts a message published at `now` for delivery and returns its
-    /// sequence number. Works in every state: messages wait in the outbox
-    /// until a link is up. Never blocks: a full outbox applies
-    /// [`SessionConfig::full_policy`]. The message is stamped with Unix time
-    /// if the server's clock is known, else with `now` (converted when sent;
-    /// see [Timestamps](self#timestamps)).
+    /// Hands out the sequence number and time stamp of a message published
+    /// at `now`. Works in every state: messages wait in the outbox until a
+    /// link is up. The time is Unix time if the server's clock is known,
+    /// else `now` (converted when sent; see [Timestamps](self#timestamps)).
+    ///
+    /// `outbox_empty` tells whether the outbox holds nothing: a boot that
+    /// ran out of sequence numbers starts a new one only then
+    /// ([`Pending::new_boot`]).
+    ///
+    /// The number is taken at once (so a driver cancelled while storing
+    /// never hands it out twice); give it back with
+    /// [`Session::cancel_publish`] if the outbox refused the message.
     ///
     /// # Errors
-    /// See [`PublishError`].
-    pub fn publish(
+    /// [`PublishError::SequenceExhausted`].
+    pub fn begin_publish(
         &mut self,
         now: Instant,
-        channel: &str,
-        payload: &[u8],
-    ) -> Result<u32, PublishError> {
+        outbox_empty: bool,
+    ) -> Result<Pending, PublishError> {
+        let mut new_boot = None;
         if self.next_seq == u32::MAX {
-            if !self.outbox.is_empty() {
+            if !outbox_empty {
                 return Err(PublishError::SequenceExhausted);
             }
             self.start_new_boot(now);
+            new_boot = Some(self.boot_id);
         }
         let seq = self.next_seq;
-        let time = unix_time(self.server_clock, Timestamp::Boot(now));
-        let entry = Entry::new(seq, channel, payload).with_time(time);
-        let dropped = self.outbox.push(entry, self.config.full_policy)?;
-        if dropped > 0 {
-            warn!("session: outbox full, dropped {} oldest messages", dropped);
-        }
         self.next_seq = seq + 1;
+        Ok(Pending {
+            seq,
+            time: unix_time(self.server_clock, Timestamp::Boot(now)),
+            new_boot,
+        })
+    }
+
+    /// The outbox refused the message numbered `seq`: its number is free
+    /// again (if no later one was handed out since).
+    pub fn cancel_publish(&mut self, seq: u32) {
+        if self.next_seq == seq.wrapping_add(1) {
+            self.next_seq = seq;
+        }
+    }
+
+    /// The outbox stored the message numbered `seq`: it may be sent.
+    pub fn on_stored(&mut self, seq: u32) {
+        if seq > self.stored {
+            self.stored = seq;
+        }
+        self.next_seq = self.next_seq.max(seq.saturating_add(1));
         self.stats.published = self.stats.published.saturating_add(1);
-        Ok(seq)
+    }
+
+    /// The message numbered `seq` was handed to the link (after a
+    /// [`Transmit::Publish`]).
+    pub fn on_sent(&mut self, seq: u32) {
+        if seq > self.sent {
+            self.sent = seq.min(self.stored);
+            self.stats.transmitted = self.stats.transmitted.saturating_add(1);
+        }
+    }
+
+    /// The outbox holds nothing above `after` (dropped, or unreadable): skip
+    /// to the newest stored number. Messages not sent are sent again after
+    /// the next reconnect if they reappear.
+    pub fn on_nothing_after(&mut self, after: u32) {
+        if after >= self.sent {
+            self.sent = self.stored;
+        }
+    }
+
+    /// `time` as Unix milliseconds for a `Publish`: converted with the
+    /// server's clock if it was stored as a boot-relative instant, `None` if
+    /// unknown.
+    #[must_use]
+    pub fn timestamp(&self, time: Option<Timestamp>) -> Option<u64> {
+        match time.map(|time| unix_time(self.server_clock, time)) {
+            Some(Timestamp::Unix(millis)) => Some(millis),
+            _ => None,
+        }
+    }
+
+    /// The server acknowledged messages the outbox still holds: free them
+    /// through the returned number
+    /// ([`Outbox::ack_through`](crate::outbox::Outbox::ack_through)), then
+    /// report [`Session::on_released`].
+    #[must_use]
+    pub const fn release_due(&self) -> Option<u32> {
+        if self.acked > self.released {
+            Some(self.acked)
+        } else {
+            None
+        }
+    }
+
+    /// The outbox freed every message through `seq`.
+    pub fn on_released(&mut self, seq: u32) {
+        if seq > self.released && seq <= self.acked {
+            self.released = seq;
+        }
     }
 
     /// The driver starts a connection attempt at `now`: the connect
@@ -752,7 +982,7 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
                 ..
             }
         );
-        if !expected || stored_through >= self.next_seq || max_in_flight == 0 {
+        if !expected || stored_through > self.stored || max_in_flight == 0 {
             return Err(self.fail(now, LinkError::Protocol));
         }
         self.acknowledge(stored_through);
@@ -766,9 +996,8 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
         self.ping_due = now + self.config.keepalive_interval;
         self.stats.connections = self.stats.connections.saturating_add(1);
         info!(
-            "session: connected, server stored through {}, {} to resend",
-            stored_through,
-            self.outbox.len()
+            "session: connected, server stored through {}, stored through {} here",
+            stored_through, self.stored
         );
         Ok(())
     }
@@ -893,7 +1122,10 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
     /// Leaves [`ConnectionState::GaveUp`] or [`ConnectionState::BackingOff`]
     /// and connects right away, with a fresh backoff.
     pub fn retry_now(&mut self, now: Instant) {
-        if matches!(self.phase, Phase::GaveUp(_) | Phase::BackingOff { .. }) {
+        if matches!(
+            self.phase,
+            Phase::GaveUp(_) | Phase::BackingOff { .. } | Phase::NeedsProvisioning(_)
+        ) {
             self.backoff.reset();
             self.phase = Phase::Connecting {
                 deadline: now + self.config.connect_timeout,
@@ -912,7 +1144,7 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
                 Some((_, deadline)) => deadline,
                 None => self.ping_due,
             }),
-            Phase::GaveUp(_) => None,
+            Phase::GaveUp(_) | Phase::NeedsProvisioning(_) => None,
         }
     }
 
@@ -991,15 +1223,10 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
                 .unwrap_or_default();
             return Some(Transmit::CommandAck { id, status, result });
         }
-        if self.sent.saturating_sub(self.acked) >= self.window {
+        if self.sent >= self.stored || self.sent.saturating_sub(self.acked) >= self.window {
             return None;
         }
-        let server_clock = self.server_clock;
-        let mut entry = self.outbox.first_after(self.sent)?;
-        entry.time = entry.time.map(|time| unix_time(server_clock, time));
-        self.sent = entry.seq;
-        self.stats.transmitted = self.stats.transmitted.saturating_add(1);
-        Some(Transmit::Publish(entry))
+        Some(Transmit::Publish { after: self.sent })
     }
 
     /// Every sequence number of this boot is used and acknowledged: draw a
@@ -1016,10 +1243,11 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
             "session: sequence numbers exhausted, new boot id {}",
             self.boot_id
         );
-        self.outbox.restart_sequence();
         self.next_seq = 1;
         self.acked = 0;
         self.sent = 0;
+        self.stored = 0;
+        self.released = 0;
         if self.phase_is_link_up() {
             self.last_error = Some(LinkError::NewBoot);
             self.ping_outstanding = None;
@@ -1041,11 +1269,7 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
 
     fn acknowledge(&mut self, seq: u32) {
         if seq > self.acked {
-            let freed = self.outbox.ack_through(seq);
-            self.stats.acknowledged = self
-                .stats
-                .acknowledged
-                .saturating_add(u32::try_from(freed).unwrap_or(u32::MAX));
+            self.stats.acknowledged = self.stats.acknowledged.saturating_add(seq - self.acked);
             self.acked = seq;
         }
     }
@@ -1065,6 +1289,14 @@ impl<O: Outbox, R: RngCore> Session<O, R> {
         self.sent = self.acked;
         self.ping_outstanding = None;
         self.pong_len = None;
+        if error.is_permanent() {
+            error!(
+                "session: {:?} is permanent: the device needs provisioning",
+                error
+            );
+            self.phase = Phase::NeedsProvisioning(error);
+            return error;
+        }
         self.phase = match self.backoff.on_failure(now, &mut self.rng) {
             Ok(delay) => Phase::BackingOff { until: now + delay },
             Err(reason) => {
@@ -1103,9 +1335,96 @@ mod tests {
 
     use super::*;
     use crate::backoff::Jitter;
-    use crate::outbox::RamOutbox;
+    use crate::outbox::{Entry, RamOutbox, Restored};
 
-    type TestSession = Session<RamOutbox<256>, XorShiftRng>;
+    /// The session and a 256-byte RAM outbox, driven the way the client
+    /// drives them (`Deref` reaches the session's own methods).
+    struct TestSession {
+        session: Session<XorShiftRng>,
+        outbox: RamOutbox<256>,
+    }
+
+    impl core::ops::Deref for TestSession {
+        type Target = Session<XorShiftRng>;
+        fn deref(&self) -> &Self::Target {
+            &self.session
+        }
+    }
+
+    impl core::ops::DerefMut for TestSession {
+        fn deref_mut(&mut self) -> &mut Self::Target {
+            &mut self.session
+        }
+    }
+
+    impl TestSession {
+        fn new(config: SessionConfig, seed: u64) -> Self {
+            let session = Session::new(config, XorShiftRng::seed_from_u64(seed), at(0)).unwrap();
+            let mut outbox = RamOutbox::new();
+            outbox.start_boot(session.boot_id());
+            Self { session, outbox }
+        }
+
+        /// Publishes as the client does: number, store, report.
+        fn publish(
+            &mut self,
+            now: Instant,
+            channel: &str,
+            payload: &[u8],
+        ) -> Result<u32, PublishError> {
+            let pending = self.session.begin_publish(now, self.outbox.is_empty())?;
+            if let Some(boot_id) = pending.new_boot {
+                self.outbox.start_boot(boot_id);
+            }
+            let entry = Entry::new(pending.seq, channel, payload).with_time(pending.time);
+            match self.outbox.push(entry, self.session.config().full_policy()) {
+                Ok(_) => {
+                    self.session.on_stored(pending.seq);
+                    Ok(pending.seq)
+                }
+                Err(e) => {
+                    self.session.cancel_publish(pending.seq);
+                    Err(e.into())
+                }
+            }
+        }
+
+        /// Frees what the server acknowledged.
+        fn release(&mut self) {
+            if let Some(seq) = self.session.release_due() {
+                self.outbox.ack_through(seq);
+                self.session.on_released(seq);
+            }
+        }
+
+        /// The outbox, with acknowledged messages freed.
+        fn outbox(&mut self) -> &RamOutbox<256> {
+            self.release();
+            &self.outbox
+        }
+
+        /// The next transmission, a `Publish` read from the outbox, with
+        /// its time as sent.
+        fn transmit(&mut self, now: Instant) -> Option<(Sent, Option<u64>)> {
+            self.release();
+            loop {
+                let after = match self.session.poll_transmit(now)? {
+                    Transmit::Publish { after } => after,
+                    other => return Some((to_sent(other), None)),
+                };
+                match self.outbox.first_after(after) {
+                    Some(e) => {
+                        self.session.on_sent(e.seq);
+                        let time = self.session.timestamp(e.time);
+                        let sent =
+                            Sent::Publish(e.seq, String::from(e.channel), e.payload.to_vec());
+                        return Some((sent, time));
+                    }
+                    None => self.session.on_nothing_after(after),
+                }
+            }
+        }
+    }
 
     /// An owned copy of a [`Transmit`], for assertions.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1136,35 +1455,13 @@ mod tests {
     }
 
     fn session(config: SessionConfig) -> TestSession {
-        Session::new(
-            config,
-            RamOutbox::new(),
-            XorShiftRng::seed_from_u64(42),
-            at(0),
-        )
-        .unwrap()
+        TestSession::new(config, 42)
     }
 
     fn drain(session: &mut TestSession, now: Instant) -> Vec<Sent> {
         let mut sent = Vec::new();
-        while let Some(transmit) = session.poll_transmit(now) {
-            sent.push(match transmit {
-                Transmit::Hello {
-                    boot_id,
-                    last_acked_seq,
-                } => Sent::Hello {
-                    boot_id,
-                    last_acked_seq,
-                },
-                Transmit::Pong(payload) => Sent::Pong(payload.to_vec()),
-                Transmit::Ping { nonce } => Sent::Ping(nonce),
-                Transmit::CommandAck { id, status, result } => {
-                    Sent::CommandAck(id, status, result.to_vec())
-                }
-                Transmit::Publish(e) => {
-                    Sent::Publish(e.seq, String::from(e.channel), e.payload.to_vec())
-                }
-            });
+        while let Some((transmit, _)) = session.transmit(now) {
+            sent.push(transmit);
         }
         sent
     }
@@ -1199,14 +1496,14 @@ mod tests {
     /// these numbers (`cargo test -p tether-core session_memory -- --nocapture`).
     #[test]
     fn session_memory() {
-        let state = size_of::<Session<RamOutbox<0>, ()>>();
-        let with_outbox = size_of::<Session<RamOutbox<4096>, XorShiftRng>>();
-        std::println!("Session state without outbox and RNG: {state} bytes");
-        std::println!("Session with RamOutbox<4096> and XorShiftRng: {with_outbox} bytes");
+        let state = size_of::<Session<()>>();
+        let with_rng = size_of::<Session<XorShiftRng>>();
+        std::println!("Session state without RNG: {state} bytes");
+        std::println!("Session with XorShiftRng: {with_rng} bytes");
         // 125 of them are the buffer for a pong owed to the server, 128 the
         // results of queued command acknowledgements.
         assert!(state <= 720, "session state grew to {state} bytes");
-        assert!(with_outbox <= 4096 + 720 + 16);
+        assert!(with_rng <= 720 + 16);
     }
 
     #[test]
@@ -1226,7 +1523,6 @@ mod tests {
             Session::new(
                 SessionConfig::default()
                     .with_backoff(BackoffConfig::default().with_base(Duration::ZERO)),
-                RamOutbox::<64>::new(),
                 XorShiftRng::seed_from_u64(1),
                 at(0)
             )
@@ -1438,12 +1734,12 @@ mod tests {
         );
     }
 
-    /// The times of the `Publish` transmissions in `sent`.
-    fn publish_times(s: &mut TestSession, now: Instant) -> Vec<(u32, Option<Timestamp>)> {
+    /// The sequence numbers and Unix times of the `Publish` transmissions.
+    fn publish_times(s: &mut TestSession, now: Instant) -> Vec<(u32, Option<u64>)> {
         let mut times = Vec::new();
-        while let Some(transmit) = s.poll_transmit(now) {
-            if let Transmit::Publish(entry) = transmit {
-                times.push((entry.seq, entry.time));
+        while let Some((transmit, time)) = s.transmit(now) {
+            if let Sent::Publish(seq, ..) = transmit {
+                times.push((seq, time));
             }
         }
         times
@@ -1468,10 +1764,7 @@ mod tests {
         s.on_welcome(at(10_000), 0, 64, SERVER).unwrap();
         assert_eq!(
             publish_times(&mut s, at(10_000)),
-            [
-                (1, Some(Timestamp::Unix(SERVER - 9_000))),
-                (2, Some(Timestamp::Unix(SERVER - 6_000)))
-            ]
+            [(1, Some(SERVER - 9_000)), (2, Some(SERVER - 6_000))]
         );
         // Known now: stamped at publish time, stored as Unix time.
         s.publish(at(12_500), "c", b"3").unwrap();
@@ -1481,7 +1774,7 @@ mod tests {
         );
         assert_eq!(
             publish_times(&mut s, at(13_000)),
-            [(3, Some(Timestamp::Unix(SERVER + 2_500)))]
+            [(3, Some(SERVER + 2_500))]
         );
         // A reconnect re-synchronizes: the server clock moved 100 ms more
         // than ours meanwhile. Messages stamped in Unix time keep it;
@@ -1496,11 +1789,11 @@ mod tests {
         assert_eq!(
             publish_times(&mut s, at(22_000)),
             [
-                (1, Some(Timestamp::Unix(SERVER - 9_000 + 100))),
-                (2, Some(Timestamp::Unix(SERVER - 6_000 + 100))),
-                (3, Some(Timestamp::Unix(SERVER + 2_500))),
-                (4, Some(Timestamp::Unix(SERVER + 10_000))),
-                (5, Some(Timestamp::Unix(SERVER + 12_100))),
+                (1, Some(SERVER - 9_000 + 100)),
+                (2, Some(SERVER - 6_000 + 100)),
+                (3, Some(SERVER + 2_500)),
+                (4, Some(SERVER + 10_000)),
+                (5, Some(SERVER + 12_100)),
             ]
         );
     }
@@ -1512,10 +1805,7 @@ mod tests {
         s.on_link_up(at(2_000));
         drain(&mut s, at(2_000));
         s.on_welcome(at(2_000), 0, 64, 0).unwrap();
-        assert_eq!(
-            publish_times(&mut s, at(2_000)),
-            [(1, Some(Timestamp::Boot(at(1_000))))]
-        );
+        assert_eq!(publish_times(&mut s, at(2_000)), [(1, None)]);
     }
 
     #[test]
@@ -1526,6 +1816,9 @@ mod tests {
         // As if 4 294 967 290 messages had been published and acknowledged.
         s.next_seq = u32::MAX - 2;
         s.acked = u32::MAX - 3;
+        s.sent = u32::MAX - 3;
+        s.stored = u32::MAX - 3;
+        s.released = u32::MAX - 3;
         s.on_link_up(at(0));
         let welcome = server.receive(&drain(&mut s, at(0))).unwrap();
         s.on_welcome(at(0), welcome, 64, 0).unwrap();
@@ -1594,6 +1887,117 @@ mod tests {
                 last_acked_seq: 0
             }]
         );
+    }
+
+    #[test]
+    fn permanent_failures_stop_in_needs_provisioning_until_retry_now() {
+        for (error, permanent) in [
+            (LinkError::Refused { status: 401 }, true),
+            (LinkError::Refused { status: 403 }, true),
+            (LinkError::Refused { status: 503 }, false),
+            (LinkError::Closed { code: 4005 }, true),
+            (LinkError::Closed { code: 4006 }, true),
+            (LinkError::Closed { code: 4009 }, true),
+            (LinkError::Closed { code: 4013 }, false),
+            (LinkError::Closed { code: 1001 }, false),
+            (LinkError::Certificate, true),
+            (LinkError::ConnectFailed, false),
+            (LinkError::HandshakeFailed, false),
+        ] {
+            assert_eq!(error.is_permanent(), permanent, "{error:?}");
+            let mut s = session(config());
+            s.publish(at(0), "c", b"x").unwrap();
+            s.on_link_lost(at(100), error);
+            if permanent {
+                assert_eq!(s.state(), ConnectionState::NeedsProvisioning(error));
+                assert_eq!(s.poll_at(), None, "no retry timer");
+                s.handle_timeout(at(3_600_000));
+                assert_eq!(s.state(), ConnectionState::NeedsProvisioning(error));
+                // New settings: connect again, and the message is still there.
+                s.retry_now(at(3_600_000));
+                assert_eq!(s.state(), ConnectionState::Connecting);
+                assert_eq!(published_seqs(&connect(&mut s, at(3_600_000), 0)), [1]);
+            } else {
+                assert_eq!(s.state(), ConnectionState::BackingOff { until: at(1_100) });
+            }
+        }
+    }
+
+    #[test]
+    fn a_resumed_boot_keeps_its_id_and_numbering_and_the_server_drops_what_it_has() {
+        // A persistent outbox held 5..=9 of boot 77 when the power came back.
+        let restored = Restored {
+            boot_id: 77,
+            first_seq: 5,
+            last_seq: 9,
+        };
+        let session =
+            Session::resume(config(), XorShiftRng::seed_from_u64(3), at(0), restored).unwrap();
+        let mut outbox = RamOutbox::new();
+        outbox.start_boot(77);
+        for seq in 5..=9 {
+            outbox
+                .try_push(Entry::new(seq, "c", &[u8::try_from(seq).unwrap()]))
+                .unwrap();
+        }
+        let mut s = TestSession { session, outbox };
+        assert_eq!(s.boot_id(), 77);
+        assert_eq!(s.acked_seq(), 4);
+        assert_eq!(s.stored_seq(), 9);
+        // New readings continue the numbering.
+        assert_eq!(s.publish(at(0), "c", b"new"), Ok(10));
+        s.on_link_up(at(0));
+        assert_eq!(
+            drain(&mut s, at(0)),
+            [Sent::Hello {
+                boot_id: 77,
+                last_acked_seq: 4
+            }]
+        );
+        // The server stored through 7 before the power cut: 8 on goes out.
+        s.on_welcome(at(0), 7, 64, 0).unwrap();
+        assert_eq!(published_seqs(&drain(&mut s, at(0))), [8, 9, 10]);
+        assert_eq!(s.outbox().len(), 3);
+
+        // A server claiming more than the outbox ever stored is refused.
+        let mut s = TestSession {
+            session: Session::resume(config(), XorShiftRng::seed_from_u64(3), at(0), restored)
+                .unwrap(),
+            outbox: RamOutbox::new(),
+        };
+        s.on_link_up(at(0));
+        drain(&mut s, at(0));
+        assert_eq!(s.on_welcome(at(0), 10, 64, 0), Err(LinkError::Protocol));
+    }
+
+    #[test]
+    fn a_refused_store_gives_its_number_back_and_a_lost_message_is_skipped() {
+        let mut s = session(config());
+        let first = s.begin_publish(at(0), true).unwrap();
+        assert_eq!(first.seq, 1);
+        s.cancel_publish(first.seq);
+        let again = s.begin_publish(at(0), true).unwrap();
+        assert_eq!(again.seq, 1, "the number is free again");
+        // A driver cancelled while storing: the number stays taken.
+        let next = s.begin_publish(at(0), true).unwrap();
+        assert_eq!(next.seq, 2);
+        s.on_stored(2);
+        s.on_link_up(at(0));
+        let boot_id = s.boot_id();
+        assert_eq!(
+            s.poll_transmit(at(0)),
+            Some(Transmit::Hello {
+                boot_id,
+                last_acked_seq: 0
+            })
+        );
+        s.on_welcome(at(0), 0, 64, 0).unwrap();
+        // The outbox has nothing above 0 (1 was never stored; say 2 was
+        // lost): the session skips to what it knows is stored.
+        assert_eq!(s.poll_transmit(at(0)), Some(Transmit::Publish { after: 0 }));
+        s.on_nothing_after(0);
+        assert_eq!(s.poll_transmit(at(0)), None);
+        assert_eq!(s.timestamp(None), None);
     }
 
     #[test]
@@ -1871,13 +2275,7 @@ mod tests {
 
         // Power cycle: RAM, counter and outbox are gone. Another seed, as a
         // hardware RNG would give.
-        let mut second: TestSession = Session::new(
-            config(),
-            RamOutbox::new(),
-            XorShiftRng::seed_from_u64(43),
-            at(0),
-        )
-        .unwrap();
+        let mut second = TestSession::new(config(), 43);
         assert_ne!(second.boot_id(), first.boot_id());
         assert_eq!(second.publish(at(0), "c", b"new"), Ok(1));
         second.on_link_up(at(0));
@@ -1925,6 +2323,8 @@ mod tests {
         LinkError::HandshakeFailed,
     ];
 
+    /// An owned copy of a transmission other than `Publish` (which the
+    /// harness reads from the outbox).
     fn to_sent(transmit: Transmit<'_>) -> Sent {
         match transmit {
             Transmit::Hello {
@@ -1934,13 +2334,13 @@ mod tests {
                 boot_id,
                 last_acked_seq,
             },
-            Transmit::Publish(e) => {
-                Sent::Publish(e.seq, String::from(e.channel), e.payload.to_vec())
-            }
             Transmit::Ping { nonce } => Sent::Ping(nonce),
             Transmit::Pong(p) => Sent::Pong(p.to_vec()),
             Transmit::CommandAck { id, status, result } => {
                 Sent::CommandAck(id, status, result.to_vec())
+            }
+            Transmit::Publish { after } => {
+                unreachable!("publish after {after} is read from the outbox")
             }
         }
     }
@@ -1958,10 +2358,10 @@ mod tests {
                 s.on_link_up(now);
             }
             for _ in 0..budget {
-                let Some(transmit) = s.poll_transmit(now) else {
+                let Some((transmit, _)) = s.transmit(now) else {
                     break;
                 };
-                self.wire.push_back(to_sent(transmit));
+                self.wire.push_back(transmit);
             }
         }
 
@@ -2006,9 +2406,7 @@ mod tests {
                         .with_base(Duration::from_millis(100))
                         .with_cap(secs(5)),
                 );
-            let mut s: TestSession =
-                Session::new(config, RamOutbox::new(), XorShiftRng::seed_from_u64(seed), at(0))
-                    .unwrap();
+            let mut s = TestSession::new(config, seed);
             let mut link = Link { server: ServerModel::default(), wire: VecDeque::new() };
             let mut accepted = Vec::new();
             let mut now = at(0);

@@ -95,6 +95,19 @@ where
             closed: false,
         })
     }
+
+    /// `AT+CIPCLOSE` at once, so the server sees the connection end now
+    /// and not when the next one opens. ESP-AT cannot tell a rejected
+    /// certificate from other `AT+CIPSTART` failures (both are `ERROR`), so
+    /// every connect error stays transient (the default `error_kind`).
+    async fn close(connection: Self::Connection<'_>) {
+        if let Err(e) = connection.close().await {
+            debug!(
+                "esp8266: AT+CIPCLOSE failed ({:?}); closed before the next connect",
+                e
+            );
+        }
+    }
 }
 
 impl<S, K, P> Esp8266<'_, S, K, P>
@@ -187,8 +200,10 @@ where
 /// Reads are cancel-safe (the runner races them against its timers): a
 /// read cancelled in the middle of `AT+CIPRECVDATA` leaves the exchange in
 /// the driver, and the next operation finishes it and keeps the bytes.
-/// Dropping the link leaves it open in the modem until the next
-/// [`Connector::connect`] closes it.
+/// [`Connector::close`] (what the runner calls when it is done with a
+/// connection) and [`Link::close`] close it in the modem at once; a link
+/// merely dropped (or whose close was cut short) stays open there until
+/// the next [`Connector::connect`] closes it.
 pub struct Link<'a, 'b, S, K, P>
 where
     S: Read + Write,
@@ -236,8 +251,10 @@ where
     /// Timeouts and serial errors.
     pub async fn close(mut self) -> Result<(), Error> {
         self.modem.send_len = 0;
-        self.closed = true;
-        self.modem.close_link(self.link).await
+        let result = self.modem.close_link(self.link).await;
+        // Cancelled or failed: `Drop` leaves it for the next connect.
+        self.closed = result.is_ok();
+        result
     }
 
     fn current(&self) -> bool {

@@ -81,15 +81,15 @@
 //! connects, and again after it lost the network or reset.
 //!
 //! ```no_run
-//! use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 //! use rand_core::RngCore;
-//! use tether_core::client::{Buffers, Client, ClientConfig, NoCommands, Runner};
+//! use tether_core::board::Parts;
+//! use tether_core::client::{self, ClientConfig, NoCommands, Resources};
 //! use tether_core::outbox::RamOutbox;
 //! use tether_core::session::SessionConfig;
 //! use tether_core::time::{Clock, Duration};
 //! use tether_esp8266::{Config, Esp8266, ModemBuffers};
 //!
-//! async fn device<S, K, R>(serial: S, clock: K, rng: R, mask_rng: R)
+//! async fn device<S, K, R>(serial: S, clock: K, rng: R)
 //! where
 //!     S: embedded_io_async::Read + embedded_io_async::Write,
 //!     K: Clock,
@@ -102,21 +102,21 @@
 //!         Config::new().with_wifi("Home", "correct horse battery"),
 //!         &mut modem_buffers,
 //!     );
+//!     // The modem is the board's connector; the MCU brings the rest.
+//!     let board = Parts { connector: modem, clock: &clock, rng, outbox: RamOutbox::<2048>::new() };
 //!     // TLS handshakes in the modem take seconds: allow for them.
 //!     let session = SessionConfig::new().with_connect_timeout(Duration::from_secs(40));
 //!     let config = ClientConfig::new("wss://relay.example.com/v1/device", "esp-01", "1.0.0")
 //!         .with_authorization("Bearer td_device_token")
 //!         .with_session(session);
-//!     let client: Client<NoopRawMutex, RamOutbox<2048>, R, &K> =
-//!         Client::new(&config, RamOutbox::new(), rng, &clock).unwrap();
-//!     let mut buffers = Buffers::<1024, 512, 512>::new();
-//!     let mut runner = Runner::new(&client, config, modem, &clock, mask_rng, &mut buffers).unwrap();
+//!     let mut resources: Resources<_> = Resources::new();
+//!     let (client, mut runner) = client::new(board, config, &mut resources).unwrap();
 //!     let publish = async {
-//!         let _ = client.publish("sensors/temperature", &21);
+//!         let _ = client.publish("sensors/temperature", &21).await;
 //!     };
-//!     embassy_futures::join::join(runner.run(&mut NoCommands), publish).await;
+//!     embassy_futures::join::join(runner.run(NoCommands), publish).await;
 //! }
-//! ```
+//! //! ```
 #![no_std]
 
 #[cfg(test)]

@@ -718,10 +718,16 @@ where
             )
             .await;
         self.engine.forget_link(link);
-        self.stale_links &= !(1u8 << link);
         match result {
-            Ok(()) | Err(Error::Command { .. }) => Ok(()),
-            Err(e) => Err(e),
+            Ok(()) | Err(Error::Command { .. }) => {
+                self.stale_links &= !(1u8 << link);
+                Ok(())
+            }
+            Err(e) => {
+                // It may still be open: the next connect closes it first.
+                self.stale_links |= 1u8 << link;
+                Err(e)
+            }
         }
     }
 

@@ -143,6 +143,68 @@ async fn send_fail_is_typed_and_the_next_connection_works() {
     assert_eq!(sim.observed().ssl_reads_refused, 0);
 }
 
+/// The runner's close hook (`Connector::close`) sends `AT+CIPCLOSE` at
+/// once: the server sees the end of the connection now, not when the next
+/// one opens; and the next connect does not close it again.
+#[tokio::test]
+async fn a_closed_connection_ends_in_the_modem_at_once() {
+    let _limit = time_limit(
+        "a_closed_connection_ends_in_the_modem_at_once",
+        Duration::from_secs(60),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let ended_tx = ended_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 256];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = ended_tx.send(());
+            });
+        }
+    });
+    let (serial, sim) = modem(SimConfig::new(22));
+    let mut buffers = ModemBuffers::<64, 256, 256>::new();
+    let mut modem = Esp8266::new(serial, TokioClock::new(), quick(), &mut buffers);
+    let endpoint = Endpoint::new("127.0.0.1", port, Security::Plain);
+
+    let mut link = modem.connect(endpoint).await.unwrap();
+    assert_eq!(echo_on(&mut link, b"ping").await.unwrap(), b"ping");
+    <Esp8266<'_, Serial, TokioClock> as Connector>::close(link).await;
+    tokio::time::timeout(Duration::from_secs(5), ended.recv())
+        .await
+        .expect("the server saw the connection end at once");
+    let closes = |sim: &tether_esp8266_sim::SimHandle| {
+        let observed = sim.observed();
+        observed
+            .commands
+            .iter()
+            .filter(|c| *c == "AT+CIPCLOSE")
+            .count()
+    };
+    assert_eq!(closes(&sim), 1);
+
+    // The next connection needs no clean-up; a merely dropped one does.
+    let link = modem.connect(endpoint).await.unwrap();
+    assert_eq!(closes(&sim), 1);
+    drop(link);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), ended.recv())
+            .await
+            .is_err(),
+        "a dropped link stays open in the modem"
+    );
+    let mut link = modem.connect(endpoint).await.unwrap();
+    assert_eq!(closes(&sim), 2, "closed before the id was used again");
+    assert_eq!(echo_on(&mut link, b"again").await.unwrap(), b"again");
+}
+
 #[tokio::test]
 async fn busy_storms_are_retried_then_typed() {
     let _limit = time_limit(

@@ -16,7 +16,10 @@ use rand_core::SeedableRng;
 use rand_xorshift::XorShiftRng;
 use serde_json::json;
 use tether_core::backoff::BackoffConfig;
-use tether_core::client::{Buffers, Client, ClientConfig, CommandResult, Runner};
+use tether_core::board::Parts;
+use tether_core::client::{
+    self, Client, ClientConfig, CommandResult, DEFAULT_PAYLOAD_CAPACITY, Resources,
+};
 use tether_core::outbox::RamOutbox;
 use tether_core::session::{ConnectionState, SessionConfig};
 use tether_core::time::Duration as CoreDuration;
@@ -26,6 +29,25 @@ use tether_host::clock::TokioClock;
 use tether_proto::{Command, CommandStatus};
 
 const CHANNEL: &str = "esp/counter";
+
+/// The device: the simulated ESP8266 as the connector, tokio's clock.
+type Board<'b> = Parts<Esp8266<'b, Serial, TokioClock>, TokioClock, XorShiftRng, RamOutbox<4096>>;
+
+/// Publishes the next `n` numbers of `counter`.
+async fn publish(
+    client: &Client<Board<'_>, NoopRawMutex>,
+    counter: &mut u32,
+    n: u32,
+) -> Result<(), BoxError> {
+    for _ in 0..n {
+        *counter += 1;
+        client
+            .publish(CHANNEL, counter)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+    }
+    Ok(())
+}
 
 #[derive(serde::Serialize)]
 struct Led {
@@ -66,22 +88,22 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
         .with_authorization(&authorization)
         .with_session(session)
         .with_send_timeout(CoreDuration::from_secs(5));
-    let client: Client<NoopRawMutex, RamOutbox<4096>, XorShiftRng, TokioClock> = Client::new(
-        &config,
-        RamOutbox::new(),
-        XorShiftRng::seed_from_u64(1),
+    let board = Parts {
+        connector: modem,
         clock,
-    )?;
-    let mut buffers = Buffers::<1024, 512, 512>::new();
-    let mut runner = Runner::new(
-        &client,
-        config,
-        modem,
-        clock,
-        XorShiftRng::seed_from_u64(2),
-        &mut buffers,
-    )?;
-    let mut handler = |command: &Command<'_>, result: &mut CommandResult<'_>| {
+        rng: XorShiftRng::seed_from_u64(1),
+        outbox: RamOutbox::<4096>::new(),
+    };
+    let mut resources: Resources<
+        Board<'_>,
+        NoopRawMutex,
+        DEFAULT_PAYLOAD_CAPACITY,
+        1024,
+        512,
+        512,
+    > = Resources::new();
+    let (client, mut runner) = client::new(board, config, &mut resources)?;
+    let handler = |command: &Command<'_>, result: &mut CommandResult<'_>| {
         if command.channel != "led" {
             return CommandStatus::Unsupported;
         }
@@ -92,24 +114,15 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
         }
     };
 
-    let settled = |client: &Client<NoopRawMutex, RamOutbox<4096>, XorShiftRng, TokioClock>| {
+    let settled = |client: &Client<Board<'_>, NoopRawMutex>| {
         client.stats().outbox_len == 0 && client.state() == ConnectionState::Connected
     };
     let mut counter = 0u32;
     let scenario = async {
-        let publish = |counter: &mut u32, n: u32| {
-            for _ in 0..n {
-                *counter += 1;
-                client
-                    .publish(CHANNEL, counter)
-                    .map_err(|e| format!("{e:?}"))?;
-            }
-            Ok::<(), BoxError>(())
-        };
         let wait = Duration::from_secs(30);
 
         // Publish and get acknowledged.
-        publish(&mut counter, 5)?;
+        publish(client, &mut counter, 5).await?;
         assert!(
             wait_for(wait, || settled(&client)).await,
             "{:?}",
@@ -123,7 +136,7 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
         // The link is cut in the middle of a frame: the modem said SEND OK,
         // the server saw half a frame, then CLOSED.
         sim.inject(Fault::CutNextSend(3));
-        publish(&mut counter, 3)?;
+        publish(client, &mut counter, 3).await?;
         assert!(
             wait_for(wait, || settled(&client)).await,
             "after the cut: {:?}",
@@ -134,7 +147,7 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
 
         // The modem resets itself mid-session.
         sim.inject(Fault::Reset);
-        publish(&mut counter, 3)?;
+        publish(client, &mut counter, 3).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
             wait_for(wait, || settled(&client)).await,
@@ -144,7 +157,7 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
 
         // The access point drops the station.
         sim.inject(Fault::WifiDisconnect);
-        publish(&mut counter, 2)?;
+        publish(client, &mut counter, 2).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
             wait_for(wait, || settled(&client)).await,
@@ -154,7 +167,7 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
 
         // The server goes away while messages are published, and comes back.
         server.stop().await;
-        publish(&mut counter, 3)?;
+        publish(client, &mut counter, 3).await?;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(
             client.stats().outbox_len > 0,
@@ -169,7 +182,7 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
 
         // The peer closes the link (CLOSED out of the blue).
         sim.inject(Fault::CloseLink(0));
-        publish(&mut counter, 2)?;
+        publish(client, &mut counter, 2).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
             wait_for(wait, || settled(&client)).await,
@@ -184,7 +197,7 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
     };
     let outcome = tokio::time::timeout(Duration::from_secs(240), async {
         tokio::select! {
-            _ = runner.run(&mut handler) => unreachable!("the runner never returns"),
+            stopped = runner.run(handler) => unreachable!("the runner stopped: {stopped:?}"),
             outcome = scenario => outcome,
         }
     })
@@ -206,6 +219,10 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
     assert!(
         observed.commands.iter().any(|c| c == "AT+CIPRECVDATA"),
         "passive receive mode"
+    );
+    assert!(
+        observed.commands.iter().any(|c| c == "AT+CIPCLOSE"),
+        "the runner closes finished links in the modem (Connector::close)"
     );
     server.stop().await;
     Ok(())

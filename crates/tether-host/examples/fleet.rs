@@ -21,15 +21,11 @@ use core::time::Duration;
 use std::io::Write as _;
 
 use clap::Parser;
-use embassy_sync::blocking_mutex::raw::NoopRawMutex;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use serde::Serialize;
+use tether_core::board::Board;
 use tether_core::client::{Buffers, Client, ClientConfig, NoCommands, Runner};
-use tether_core::outbox::RamOutbox;
 use tether_core::session::ConnectionState;
-use tether_host::clock::TokioClock;
-use tether_host::connector::TokioConnector;
+use tether_host::board::TokioBoard;
 
 /// Simulated tether devices publishing readings to a relay.
 #[derive(Parser, Debug, Clone)]
@@ -120,7 +116,7 @@ struct Reading {
     rssi: i8,
 }
 
-type DeviceClient = Client<NoopRawMutex, RamOutbox<4096>, StdRng, TokioClock>;
+type DeviceClient = Client<TokioBoard>;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -209,22 +205,17 @@ async fn device(
     if let Some(authorization) = &authorization {
         config = config.with_authorization(authorization);
     }
-    let clock = TokioClock::new();
+    // The client is shared with the statistics printer, so it is placed
+    // by hand instead of in `client::Resources`.
+    let parts = TokioBoard::new().into_parts();
     let client = Rc::new(
-        DeviceClient::new(&config, RamOutbox::new(), StdRng::from_os_rng(), clock)
+        DeviceClient::from_parts(&config, parts.clock, parts.rng, parts.outbox)
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     clients.borrow_mut().push(Rc::clone(&client));
     let mut buffers = Buffers::<1024, 512, 512>::new();
-    let mut runner = Runner::new(
-        &client,
-        config,
-        TokioConnector::new(),
-        clock,
-        StdRng::from_os_rng(),
-        &mut buffers,
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut runner = Runner::new(&client, config, parts.connector, &mut buffers)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let period = Duration::from_secs_f64(1.0 / args.rate);
     let publish = async {
@@ -242,12 +233,11 @@ async fn device(
                 rssi: -40 - i8::try_from((number + counter) % 40).unwrap_or(0),
             };
             // A full outbox refuses: the reading is skipped, never blocked on.
-            let _ = client.publish("fleet/readings", &reading);
+            let _ = client.publish("fleet/readings", &reading).await;
         }
     };
-    let mut handler = NoCommands;
     tokio::select! {
-        _ = runner.run(&mut handler) => {}
+        _ = runner.run(NoCommands) => {}
         () = publish => {}
     }
     Ok(())

@@ -28,6 +28,7 @@
 
 extern crate alloc;
 
+pub mod board;
 pub mod clock;
 pub mod connector;
 pub mod portal;

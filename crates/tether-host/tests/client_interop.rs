@@ -5,16 +5,11 @@ mod support;
 
 use core::time::Duration;
 
-use embassy_sync::blocking_mutex::raw::NoopRawMutex;
-use rand_core::SeedableRng;
-use rand_xorshift::XorShiftRng;
 use support::{Behaviour, Relay};
 use tether_core::backoff::BackoffConfig;
-use tether_core::client::{Buffers, Client, ClientConfig, NoCommands, Runner};
-use tether_core::outbox::RamOutbox;
+use tether_core::client::{self, ClientConfig, NoCommands, Resources};
 use tether_core::session::{ConnectionState, LinkError, SessionConfig};
-use tether_host::clock::TokioClock;
-use tether_host::connector::TokioConnector;
+use tether_host::board::TokioBoard;
 use tokio::net::TcpListener;
 
 #[tokio::test]
@@ -40,28 +35,12 @@ async fn publishes_over_real_tcp_and_resumes_after_a_drop() {
                 .with_cap(tether_core::time::Duration::from_millis(200)),
         ),
     );
-    let clock = TokioClock::new();
-    let client: Client<NoopRawMutex, RamOutbox<4096>, XorShiftRng, TokioClock> = Client::new(
-        &config,
-        RamOutbox::new(),
-        XorShiftRng::seed_from_u64(11),
-        clock,
-    )
-    .unwrap();
-    let mut buffers = Buffers::<1024, 512, 512>::new();
-    let mut runner = Runner::new(
-        &client,
-        config,
-        TokioConnector::new(),
-        clock,
-        XorShiftRng::seed_from_u64(12),
-        &mut buffers,
-    )
-    .unwrap();
+    let mut resources: Resources<TokioBoard> = Resources::new();
+    let (client, mut runner) = client::new(TokioBoard::new(), config, &mut resources).unwrap();
 
     let scenario = async {
         for counter in 1..=10u32 {
-            client.publish("bench/counter", &counter).unwrap();
+            client.publish("bench/counter", &counter).await.unwrap();
         }
         for _ in 0..500 {
             if client.stats().outbox_len == 0 && client.state() == ConnectionState::Connected {
@@ -70,9 +49,8 @@ async fn publishes_over_real_tcp_and_resumes_after_a_drop() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    let mut handler = NoCommands;
     tokio::select! {
-        _ = runner.run(&mut handler) => unreachable!(),
+        stopped = runner.run(NoCommands) => panic!("runner stopped: {stopped:?}"),
         () = scenario => {}
     }
 

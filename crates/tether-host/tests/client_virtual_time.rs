@@ -10,13 +10,16 @@ use alloc::collections::VecDeque;
 use core::time::Duration;
 use std::io;
 
-use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embedded_io_async::{ErrorType, Read, Write};
 use rand_core::SeedableRng;
 use rand_xorshift::XorShiftRng;
 use serde::Serialize;
 use support::{Behaviour, Relay, Shared, UNIX_AT_START};
-use tether_core::client::{Buffers, Client, ClientConfig, CommandHandler, CommandResult, Runner};
+use tether_core::board::Parts;
+use tether_core::client::{
+    self, Client, ClientConfig, CommandHandler, CommandResult, NeedsProvisioning, NoCommands,
+    Resources,
+};
 use tether_core::connector::{Connector, Endpoint};
 use tether_core::outbox::{FullPolicy, RamOutbox};
 use tether_core::session::{ConnectionState, LinkError, PublishError, SessionConfig};
@@ -24,7 +27,8 @@ use tether_host::clock::TokioClock;
 use tether_proto::{Command, CommandStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-type TestClient = Client<NoopRawMutex, RamOutbox<2048>, XorShiftRng, TokioClock>;
+type TestBoard = Parts<PeerConnector, TokioClock, XorShiftRng, RamOutbox<2048>>;
+type TestClient = Client<TestBoard>;
 
 /// Opens in-memory streams to the scripted peer. Can refuse connections and
 /// cut the byte stream after a budget (a link dying mid-frame).
@@ -151,28 +155,20 @@ async fn with_client(
     connector: PeerConnector,
     scenario: impl AsyncFnOnce(&TestClient),
 ) -> Vec<(u32, String)> {
-    let clock = TokioClock::new();
-    let client = TestClient::new(
-        &config,
-        RamOutbox::new(),
-        XorShiftRng::seed_from_u64(1),
-        clock,
-    )
-    .unwrap();
-    let mut buffers = Buffers::<1024, 512, 512>::new();
-    let mut runner = Runner::new(
-        &client,
-        config,
+    let board = Parts {
         connector,
-        clock,
-        XorShiftRng::seed_from_u64(2),
-        &mut buffers,
-    )
-    .unwrap();
+        clock: TokioClock::new(),
+        rng: XorShiftRng::seed_from_u64(1),
+        outbox: RamOutbox::new(),
+    };
+    let mut resources: Resources<TestBoard> = Resources::new();
+    let (client, mut runner) = client::new(board, config, &mut resources).unwrap();
     let mut handler = Led { seen: Vec::new() };
+    let led =
+        |command: &Command<'_>, result: &mut CommandResult<'_>| handler.handle(command, result);
     tokio::select! {
-        _ = runner.run(&mut handler) => unreachable!(),
-        () = scenario(&client) => {}
+        stopped = runner.run(led) => panic!("runner stopped: {stopped:?}"),
+        () = scenario(client) => {}
     }
     handler.seen
 }
@@ -216,6 +212,7 @@ async fn normal_flow_publishes_typed_readings_and_gets_acks() {
                         label: "kitchen",
                     },
                 )
+                .await
                 .unwrap();
             assert_eq!(seq, counter);
         }
@@ -252,7 +249,7 @@ async fn drop_after_publish_before_ack_resends_only_what_is_missing() {
     with_client(config(), connector, async |client| {
         // Queued while offline, sent in one burst after Welcome.
         for counter in 1..=5 {
-            client.publish("c", &counter).unwrap();
+            client.publish("c", &counter).await.unwrap();
         }
         eventually("all stored", || client.stats().outbox_len == 0).await;
         assert_eq!(records(&relay, client.boot_id()), [1, 2, 3, 4, 5]);
@@ -286,6 +283,7 @@ async fn link_dying_mid_frame_loses_nothing() {
                         label: &long,
                     },
                 )
+                .await
                 .unwrap();
         }
         eventually("all stored", || client.stats().outbox_len == 0).await;
@@ -308,7 +306,10 @@ async fn server_that_never_acks_fills_window_then_outbox_reject() {
         eventually("connected", || client.state() == ConnectionState::Connected).await;
         let mut accepted = 0;
         let error = loop {
-            match client.publish("c", &"0123456789012345678901234567890123456789") {
+            match client
+                .publish("c", &"0123456789012345678901234567890123456789")
+                .await
+            {
                 Ok(_) => accepted += 1,
                 Err(e) => break e,
             }
@@ -341,6 +342,7 @@ async fn server_that_never_acks_with_drop_oldest_counts_drops() {
         for _ in 0..100 {
             client
                 .publish("c", &"0123456789012345678901234567890123456789")
+                .await
                 .unwrap();
         }
         let stats = client.stats();
@@ -397,21 +399,59 @@ async fn pings_keep_a_quiet_link_up() {
 #[tokio::test(start_paused = true)]
 async fn server_close_code_is_reported_and_the_client_reconnects() {
     let relay = Relay::shared([Behaviour {
-        close_with: Some(4005),
+        close_with: Some(4013),
         ..Behaviour::default()
     }]);
     let connector = PeerConnector::new(&relay);
     with_client(config(), connector, async |client| {
-        client.publish("c", &1).unwrap();
+        client.publish("c", &1).await.unwrap();
         eventually("second connection", || {
             relay.lock().unwrap().connections == 2
         })
         .await;
-        assert_eq!(client.last_error(), Some(LinkError::Closed { code: 4005 }));
+        assert_eq!(client.last_error(), Some(LinkError::Closed { code: 4013 }));
         eventually("stored", || client.stats().outbox_len == 0).await;
         assert_eq!(records(&relay, client.boot_id()), [1]);
     })
     .await;
+}
+
+/// 4005 (unauthorized: token revoked, device moved) will not change by
+/// retrying: the runner stops and says the device needs provisioning, and
+/// runs again once told to retry.
+#[tokio::test(start_paused = true)]
+async fn revoked_device_stops_in_needs_provisioning_instead_of_retrying() {
+    let relay = Relay::shared([Behaviour {
+        close_with: Some(4005),
+        ..Behaviour::default()
+    }]);
+    let board = Parts {
+        connector: PeerConnector::new(&relay),
+        clock: TokioClock::new(),
+        rng: XorShiftRng::seed_from_u64(1),
+        outbox: RamOutbox::new(),
+    };
+    let mut resources: Resources<TestBoard> = Resources::new();
+    let (client, mut runner) = client::new(board, config(), &mut resources).unwrap();
+    client.publish("c", &1).await.unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(600), runner.run(NoCommands))
+        .await
+        .expect("the runner returns");
+    let reason = LinkError::Closed { code: 4005 };
+    assert_eq!(stopped, NeedsProvisioning(reason));
+    assert!(reason.is_permanent());
+    assert_eq!(client.state(), ConnectionState::NeedsProvisioning(reason));
+    // No retry storm: one connection in ten virtual minutes.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(relay.lock().unwrap().connections, 1);
+    // New settings (here: the relay lets it in again): retry, and the
+    // message still in the outbox goes out.
+    client.retry_now();
+    tokio::select! {
+        stopped = runner.run(NoCommands) => panic!("runner stopped: {stopped:?}"),
+        () = eventually("stored", || client.stats().outbox_len == 0) => {}
+    }
+    assert_eq!(records(&relay, client.boot_id()), [1]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -424,7 +464,7 @@ async fn malformed_server_message_drops_the_link_and_loses_nothing() {
     let connector = PeerConnector::new(&relay);
     with_client(config(), connector, async |client| {
         for counter in 1..=3 {
-            client.publish("c", &counter).unwrap();
+            client.publish("c", &counter).await.unwrap();
         }
         eventually("all stored and acked", || client.stats().outbox_len == 0).await;
         assert_eq!(records(&relay, client.boot_id()), [1, 2, 3]);
@@ -459,7 +499,7 @@ async fn refused_connections_back_off_then_connect() {
     let mut connector = PeerConnector::new(&relay);
     connector.refusals = 3;
     with_client(config(), connector, async |client| {
-        client.publish("c", &1).unwrap();
+        client.publish("c", &1).await.unwrap();
         eventually("stored", || client.stats().outbox_len == 0).await;
         assert_eq!(client.stats().session.link_failures, 3);
         assert_eq!(client.last_error(), Some(LinkError::ConnectFailed));
@@ -509,6 +549,7 @@ async fn any_mix_of_link_failures_stores_every_message_once_in_order() {
             for counter in 1..=30u32 {
                 client
                     .publish(["a", "b/c", "d.e"][counter as usize % 3], &counter)
+                    .await
                     .unwrap();
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
@@ -549,7 +590,7 @@ async fn a_timer_never_cuts_a_pong_short() {
         eventually("the pong", || !relay.lock().unwrap().pongs.is_empty()).await;
         // The stall ended 23 s after Welcome, past the 20 s keepalive
         // deadline that used to cancel the pong.
-        client.publish("c", &1).unwrap();
+        client.publish("c", &1).await.unwrap();
         eventually("stored", || client.stats().outbox_len == 0).await;
         tokio::time::sleep(Duration::from_secs(120)).await;
         let relay = relay.lock().unwrap();
@@ -574,16 +615,16 @@ async fn publishes_carry_unix_time_even_when_published_offline() {
     with_client(config(), connector, async |client| {
         let start = tokio::time::Instant::now();
         let millis = || start.elapsed().as_millis() as u64;
-        client.publish("c", &1).unwrap();
+        client.publish("c", &1).await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        client.publish("c", &2).unwrap();
+        client.publish("c", &2).await.unwrap();
         assert_ne!(client.state(), ConnectionState::Connected);
         eventually("connected", || client.state() == ConnectionState::Connected).await;
         let connected_at = millis();
         assert!(connected_at > 500, "{connected_at}");
         tokio::time::sleep(Duration::from_millis(1_234)).await;
         let third = millis();
-        client.publish("c", &3).unwrap();
+        client.publish("c", &3).await.unwrap();
         eventually("stored", || client.stats().outbox_len == 0).await;
         let relay = relay.lock().unwrap();
         assert_eq!(

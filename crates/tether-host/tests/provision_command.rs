@@ -7,11 +7,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use tether_core::flash::RamFlash;
 use tether_core::provisioning::record::{DecodeError, ProvisioningRecord};
 use tether_core::provisioning::state::{
     Action, PortalReason, Provisioning, ProvisioningConfig, State,
 };
-use tether_core::provisioning::store::{ConfigStore, StoreError};
+use tether_core::provisioning::store::{ConfigStore, NorFlashStore, StoreError};
 use tether_host::portal::{ESP32_PARTITION_OFFSET, ESP32_PARTITION_SIZE, FileStore};
 
 fn scratch(name: &str) -> PathBuf {
@@ -65,7 +66,7 @@ fn record_round_trips_through_the_command_and_the_core() {
 }
 
 #[test]
-fn esp32_partition_image_is_one_erased_sector_with_the_record_first() {
+fn esp32_partition_image_holds_the_record_where_the_firmware_store_finds_it() {
     let out = scratch("record.img");
     let result = provision(&[ARGS, &["--esp32-partition"]].concat(), &out);
     assert!(result.status.success(), "{result:?}");
@@ -82,6 +83,28 @@ fn esp32_partition_image_is_one_erased_sector_with_the_record_first() {
         image[used..].iter().all(|b| *b == 0xff),
         "rest is erased flash"
     );
+    // The firmware's store, over a flash with the image at the partition
+    // offset (as `espflash write-bin` puts it), finds the record.
+    const FLASH: usize = 0x10000;
+    let mut flash = Box::new(RamFlash::<FLASH>::new());
+    let offset = usize::try_from(ESP32_PARTITION_OFFSET).unwrap();
+    assert!(offset + NorFlashStore::<RamFlash<FLASH>>::region_len() <= FLASH);
+    assert_eq!(
+        NorFlashStore::<RamFlash<FLASH>>::region_len(),
+        ESP32_PARTITION_SIZE
+    );
+    flash.as_bytes_mut()[offset..offset + image.len()].copy_from_slice(&image);
+    let mut store = NorFlashStore::new(&mut *flash, ESP32_PARTITION_OFFSET);
+    assert_eq!(store.load(), Ok(Some(record.clone())));
+    // A token rotation on the device keeps it findable, in the other slot.
+    let rotated = ProvisioningRecord::new(
+        record.server_url.as_str(),
+        record.device_id.as_str(),
+        "rotated-token",
+    )
+    .expect("valid");
+    store.save(&rotated).expect("saved");
+    assert_eq!(store.load(), Ok(Some(rotated)));
 }
 
 #[test]

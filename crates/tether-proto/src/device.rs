@@ -81,9 +81,11 @@ pub struct Welcome {
     pub session_id: u64,
     /// The server's clock (unix ms) when it sent `Welcome`.
     pub server_time_ms: u64,
-    /// The highest `seq` the server has stored for this `(device_id,
-    /// boot_id)`, 0 for a boot it has not seen. The device drops queued
-    /// records up to it and sends the rest.
+    /// The server's contiguous stored watermark of this `(device_id,
+    /// boot_id)`: every record the device sent in that boot with a `seq` up
+    /// to it is stored (0 for a boot the server has not seen). Never below
+    /// an `Ack` the server sent. The device drops queued records up to it
+    /// and sends the rest.
     pub last_stored_seq: u32,
     /// How many `Publish` the device may have sent but not seen acknowledged
     /// at any time (at least 1).
@@ -91,12 +93,14 @@ pub struct Welcome {
 }
 
 /// Server → device: every `Publish` with `seq` up to this one (of the
-/// current boot) is stored durably. Cumulative: a later `Ack` covers earlier
-/// ones.
+/// current boot) that the device sent is stored durably. Cumulative: a
+/// later `Ack` covers earlier ones. Never sent past a record whose write
+/// failed (the server closes with
+/// [`ErrorCode::WRITE_FAILED`](crate::ErrorCode::WRITE_FAILED) instead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Ack {
-    /// The highest stored `seq`.
+    /// Everything the device sent up to this `seq` is stored.
     pub seq: u32,
 }
 

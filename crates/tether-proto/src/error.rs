@@ -245,6 +245,13 @@ impl ErrorCode {
     pub const INTERNAL: ErrorCode = ErrorCode(13);
     /// The same device connected again; this older session is closed.
     pub const SESSION_REPLACED: ErrorCode = ErrorCode(14);
+    /// The server could not store one of the device's records. Nothing
+    /// after it was acknowledged and the server refuses the rest of the
+    /// connection: reconnect, and resend from `Welcome.last_stored_seq`.
+    pub const WRITE_FAILED: ErrorCode = ErrorCode(15);
+    /// The peer did not take what the server sent within the server's write
+    /// timeout (it stopped reading); the server closed the connection.
+    pub const SLOW_CONSUMER: ErrorCode = ErrorCode(16);
 
     /// First WebSocket close code of the private-use range tether maps codes
     /// into: close code = `CLOSE_CODE_BASE + code`.
@@ -287,12 +294,14 @@ impl ErrorCode {
             ErrorCode::RATE_LIMITED => "rate_limited",
             ErrorCode::INTERNAL => "internal",
             ErrorCode::SESSION_REPLACED => "session_replaced",
+            ErrorCode::WRITE_FAILED => "write_failed",
+            ErrorCode::SLOW_CONSUMER => "slow_consumer",
             _ => return None,
         })
     }
 
     /// Every code this version defines, in numeric order.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::MALFORMED,
         ErrorCode::UNSUPPORTED_VERSION,
         ErrorCode::UNKNOWN_MESSAGE,
@@ -307,6 +316,8 @@ impl ErrorCode {
         ErrorCode::RATE_LIMITED,
         ErrorCode::INTERNAL,
         ErrorCode::SESSION_REPLACED,
+        ErrorCode::WRITE_FAILED,
+        ErrorCode::SLOW_CONSUMER,
     ];
 }
 

@@ -110,6 +110,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
             "warn",
             "--max-connections",
             &connections,
+            // Every simulated client comes from 127.0.0.1.
+            "--max-connections-per-ip",
+            "0",
         ])
         .args([
             "--publish-rate",

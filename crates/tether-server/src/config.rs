@@ -14,6 +14,7 @@
 //! tls_key = "/etc/tether/privkey.pem"
 //! allowed_origins = ["https://dashboard.example.com"]
 //! publish_rate = 20
+//! max_connections_per_ip = 100
 //! retention_max_age_days = 30
 //! ```
 
@@ -51,13 +52,33 @@ pub struct Settings {
     /// Maximum open WebSocket connections (devices + receivers).
     #[arg(long, env = "TETHER_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Maximum WebSocket message (and frame) size in bytes.
+    /// Maximum open TCP connections (HTTP and WebSocket) from one IP
+    /// address; more are closed at once. 0: no limit (behind a reverse
+    /// proxy every connection has the proxy's address).
+    #[arg(long, env = "TETHER_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Maximum open WebSocket connections (devices + receivers) of one
+    /// tenant. 0: no limit besides `max_connections`.
+    #[arg(long, env = "TETHER_MAX_CONNECTIONS_PER_TENANT")]
+    pub max_connections_per_tenant: Option<usize>,
+    /// Receiver WebSockets opened without a key that have not sent their
+    /// `auth` message yet; they never count against `max_connections`.
+    #[arg(long, env = "TETHER_MAX_UNAUTHENTICATED_CONNECTIONS")]
+    pub max_unauthenticated_connections: Option<usize>,
+    /// Maximum WebSocket message (and frame) size in bytes; also the
+    /// largest HTTP request body.
     #[arg(long, env = "TETHER_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
-    /// Time a client has for the TLS and HTTP handshake and the first
-    /// message (`Hello`, or a receiver's `auth`), in milliseconds.
+    /// Time a client has for the TLS and HTTP handshake, an HTTP request
+    /// body, and the first message (`Hello`, or a receiver's `auth`), in
+    /// milliseconds.
     #[arg(long, env = "TETHER_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
+    /// Time a peer has to take each WebSocket frame the server writes, in
+    /// milliseconds; a peer that does not read is closed with 4016
+    /// (`slow_consumer`).
+    #[arg(long, env = "TETHER_WRITE_TIMEOUT_MS")]
+    pub write_timeout_ms: Option<u64>,
     /// Interval of WebSocket pings, in milliseconds.
     #[arg(long, env = "TETHER_PING_INTERVAL_MS")]
     pub ping_interval_ms: Option<u64>,
@@ -80,9 +101,21 @@ pub struct Settings {
     /// Writes the database queue holds before devices are slowed down.
     #[arg(long, env = "TETHER_WRITE_QUEUE")]
     pub write_queue: Option<usize>,
-    /// How long a command waits for the device's answer, in milliseconds.
+    /// Channels of one tenant with live subscribers at once; a subscribe
+    /// that would open one more gets `rate_limited`.
+    #[arg(long, env = "TETHER_MAX_CHANNELS_PER_TENANT")]
+    pub max_channels_per_tenant: Option<usize>,
+    /// How long a command waits to be queued to the device and for its
+    /// answer, in milliseconds.
     #[arg(long, env = "TETHER_COMMAND_TIMEOUT_MS")]
     pub command_timeout_ms: Option<u64>,
+    /// Commands one receiver connection may have waiting for their answer.
+    #[arg(long, env = "TETHER_MAX_COMMANDS_PER_CONNECTION")]
+    pub max_commands_per_connection: Option<usize>,
+    /// Commands one tenant may have waiting for their answer (HTTP and
+    /// WebSocket together).
+    #[arg(long, env = "TETHER_MAX_COMMANDS_PER_TENANT")]
+    pub max_commands_per_tenant: Option<usize>,
     /// Default retention: delete events older than this many days.
     #[arg(long, env = "TETHER_RETENTION_MAX_AGE_DAYS")]
     pub retention_max_age_days: Option<u64>,
@@ -115,8 +148,12 @@ impl Settings {
                 tls_key,
                 allowed_origins,
                 max_connections,
+                max_connections_per_ip,
+                max_connections_per_tenant,
+                max_unauthenticated_connections,
                 max_message_bytes,
                 handshake_timeout_ms,
+                write_timeout_ms,
                 ping_interval_ms,
                 idle_timeout_ms,
                 publish_rate,
@@ -124,7 +161,10 @@ impl Settings {
                 max_in_flight,
                 live_queue,
                 write_queue,
+                max_channels_per_tenant,
                 command_timeout_ms,
+                max_commands_per_connection,
+                max_commands_per_tenant,
                 retention_max_age_days,
                 retention_max_messages,
                 log,
@@ -204,10 +244,19 @@ pub struct Config {
 pub struct Limits {
     /// Maximum open WebSocket connections.
     pub max_connections: usize,
-    /// Maximum message and frame size in bytes.
+    /// Maximum open TCP connections from one IP address (`None`: no limit).
+    pub max_connections_per_ip: Option<usize>,
+    /// Maximum open WebSocket connections of one tenant (`None`: only
+    /// `max_connections`).
+    pub max_connections_per_tenant: Option<usize>,
+    /// Receiver WebSockets waiting for their `auth` message.
+    pub max_unauthenticated_connections: usize,
+    /// Maximum message and frame size in bytes, and HTTP request body size.
     pub max_message_bytes: usize,
-    /// Handshake (TLS, HTTP, first message) timeout.
+    /// Handshake (TLS, HTTP headers and body, first message) timeout.
     pub handshake_timeout: Duration,
+    /// Time a peer has to take each frame the server writes.
+    pub write_timeout: Duration,
     /// Ping interval.
     pub ping_interval: Duration,
     /// Idle timeout.
@@ -220,23 +269,36 @@ pub struct Limits {
     pub max_in_flight: u16,
     /// Live queue per channel.
     pub live_queue: usize,
-    /// Command answer timeout.
+    /// Channels with live subscribers per tenant.
+    pub max_channels_per_tenant: usize,
+    /// Command queueing and answer timeout.
     pub command_timeout: Duration,
+    /// Commands waiting for their answer per receiver connection.
+    pub max_commands_per_connection: usize,
+    /// Commands waiting for their answer per tenant.
+    pub max_commands_per_tenant: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 10_000,
+            max_connections_per_ip: Some(1_000),
+            max_connections_per_tenant: None,
+            max_unauthenticated_connections: 256,
             max_message_bytes: 16 * 1024,
             handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             publish_rate: 50,
             publish_burst: 500,
             max_in_flight: 32,
             live_queue: 1024,
+            max_channels_per_tenant: 1024,
             command_timeout: Duration::from_secs(10),
+            max_commands_per_connection: 16,
+            max_commands_per_tenant: 256,
         }
     }
 }
@@ -273,20 +335,50 @@ impl Config {
         let defaults = Limits::default();
         let ms =
             |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_millis);
+        // 0 turns an optional limit off.
+        let optional = |value: Option<usize>, default: Option<usize>| match value {
+            Some(0) => None,
+            Some(limit) => Some(limit),
+            None => default,
+        };
         let limits = Limits {
             max_connections: settings.max_connections.unwrap_or(defaults.max_connections),
+            max_connections_per_ip: optional(
+                settings.max_connections_per_ip,
+                defaults.max_connections_per_ip,
+            ),
+            max_connections_per_tenant: optional(
+                settings.max_connections_per_tenant,
+                defaults.max_connections_per_tenant,
+            ),
+            max_unauthenticated_connections: settings
+                .max_unauthenticated_connections
+                .unwrap_or(defaults.max_unauthenticated_connections),
             max_message_bytes: settings
                 .max_message_bytes
                 .unwrap_or(defaults.max_message_bytes),
             handshake_timeout: ms(settings.handshake_timeout_ms, defaults.handshake_timeout),
+            write_timeout: ms(settings.write_timeout_ms, defaults.write_timeout),
             ping_interval: ms(settings.ping_interval_ms, defaults.ping_interval),
             idle_timeout: ms(settings.idle_timeout_ms, defaults.idle_timeout),
             publish_rate: settings.publish_rate.unwrap_or(defaults.publish_rate),
             publish_burst: settings.publish_burst.unwrap_or(defaults.publish_burst),
             max_in_flight: settings.max_in_flight.unwrap_or(defaults.max_in_flight),
             live_queue: settings.live_queue.unwrap_or(defaults.live_queue),
+            max_channels_per_tenant: settings
+                .max_channels_per_tenant
+                .unwrap_or(defaults.max_channels_per_tenant),
             command_timeout: ms(settings.command_timeout_ms, defaults.command_timeout),
+            max_commands_per_connection: settings
+                .max_commands_per_connection
+                .unwrap_or(defaults.max_commands_per_connection),
+            max_commands_per_tenant: settings
+                .max_commands_per_tenant
+                .unwrap_or(defaults.max_commands_per_tenant),
         };
+        if limits.write_timeout.is_zero() {
+            return Err(ConfigError::Invalid("write_timeout_ms must be at least 1"));
+        }
         if limits.max_in_flight == 0 {
             return Err(ConfigError::Invalid("max_in_flight must be at least 1"));
         }
@@ -401,6 +493,32 @@ mod tests {
         assert_eq!(config.allowed_origins, ["https://a"]);
         assert_eq!(config.limits.publish_burst, Limits::default().publish_burst);
         assert_eq!(config.base_url(), "http://127.0.0.1:9000");
+        Ok(())
+    }
+
+    #[test]
+    fn zero_turns_optional_limits_off() -> Result<(), ConfigError> {
+        let defaults = Config::resolve(Settings::default())?;
+        assert_eq!(defaults.limits.max_connections_per_ip, Some(1000));
+        assert_eq!(defaults.limits.max_connections_per_tenant, None);
+        let settings = Settings {
+            max_connections_per_ip: Some(0),
+            max_connections_per_tenant: Some(50),
+            write_timeout_ms: Some(250),
+            ..Settings::default()
+        };
+        let config = Config::resolve(settings)?;
+        assert_eq!(config.limits.max_connections_per_ip, None);
+        assert_eq!(config.limits.max_connections_per_tenant, Some(50));
+        assert_eq!(config.limits.write_timeout, Duration::from_millis(250));
+        let zero_write = Settings {
+            write_timeout_ms: Some(0),
+            ..Settings::default()
+        };
+        assert!(matches!(
+            Config::resolve(zero_write),
+            Err(ConfigError::Invalid(_))
+        ));
         Ok(())
     }
 

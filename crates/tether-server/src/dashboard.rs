@@ -27,7 +27,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
-use crate::http_api::error_response;
+use crate::http_util::error_response;
 
 /// One embedded file.
 struct Asset {

@@ -6,14 +6,9 @@
 use core::time::Duration;
 use std::path::Path;
 
-use embassy_sync::blocking_mutex::raw::NoopRawMutex;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use serde::Serialize;
-use tether_core::client::{Buffers, Client, ClientConfig, CommandResult, Runner};
-use tether_core::outbox::RamOutbox;
-use tether_host::clock::TokioClock;
-use tether_host::connector::TokioConnector;
+use tether_core::client::{self, ClientConfig, CommandResult, Resources};
+use tether_host::board::TokioBoard;
 use tether_proto::{Command, CommandStatus};
 
 use crate::store::{Admin, StoreError};
@@ -33,8 +28,6 @@ struct Reading {
     humidity: u8,
     led: bool,
 }
-
-type DemoClient = Client<NoopRawMutex, RamOutbox<4096>, StdRng, TokioClock>;
 
 /// Registers `demo-1` … `demo-N` in tenant `default` (creating it if
 /// needed), or gives existing ones fresh tokens, and returns `(id, token)`.
@@ -95,19 +88,9 @@ pub fn spawn(url: String, devices: Vec<(String, String)>) -> std::io::Result<()>
 async fn device(number: usize, url: &str, id: &str, token: &str) -> Result<(), String> {
     let authorization = format!("Bearer {token}");
     let config = ClientConfig::new(url, id, "demo-1.0.0").with_authorization(&authorization);
-    let clock = TokioClock::new();
-    let client = DemoClient::new(&config, RamOutbox::new(), StdRng::from_os_rng(), clock)
+    let mut resources: Resources<TokioBoard> = Resources::new();
+    let (client, mut runner) = client::new(TokioBoard::new(), config, &mut resources)
         .map_err(|error| error.to_string())?;
-    let mut buffers = Buffers::<1024, 512, 512>::new();
-    let mut runner = Runner::new(
-        &client,
-        config,
-        TokioConnector::new(),
-        clock,
-        StdRng::from_os_rng(),
-        &mut buffers,
-    )
-    .map_err(|error| error.to_string())?;
     let led = core::cell::Cell::new(false);
     let seed = u32::try_from(number).unwrap_or(0);
     let publish = async {
@@ -126,10 +109,10 @@ async fn device(number: usize, url: &str, id: &str, token: &str) -> Result<(), S
                 led: led.get(),
             };
             // A full outbox (server away) drops the oldest, never blocks.
-            let _ = client.publish(DEMO_CHANNEL, &reading);
+            let _ = client.publish(DEMO_CHANNEL, &reading).await;
         }
     };
-    let mut handler = |command: &Command<'_>, _result: &mut CommandResult<'_>| -> CommandStatus {
+    let handler = |command: &Command<'_>, _result: &mut CommandResult<'_>| -> CommandStatus {
         if command.channel != "led" {
             return CommandStatus::Unsupported;
         }
@@ -146,7 +129,9 @@ async fn device(number: usize, url: &str, id: &str, token: &str) -> Result<(), S
         }
     };
     tokio::select! {
-        _ = runner.run(&mut handler) => {}
+        stopped = runner.run(handler) => {
+            return Err(format!("the server refused the device: {}", stopped.0));
+        }
         () = publish => {}
     }
     Ok(())

@@ -9,17 +9,31 @@
 //! Session: the first message must be `Hello` (binary postcard frame or
 //! JSON text frame; the server answers in the same encoding for the whole
 //! session) with the device id the token belongs to. `Welcome` tells the
-//! highest `seq` stored for `(device, boot_id)`. Each `Publish` is checked,
+//! contiguous stored watermark of `(device, boot_id)`: every record the
+//! device sent in that boot up to it is stored. Each `Publish` is checked,
 //! rate-limited, queued to the store's writer (waiting when it is full:
-//! backpressure), and acknowledged with a cumulative `Ack` only once its
-//! transaction committed; duplicates (`seq` at or below the stored one) are
-//! acknowledged without being stored again.
+//! backpressure), and acknowledged with a cumulative `Ack` only once it and
+//! every record the device sent before it committed; duplicates (records
+//! stored before) are acknowledged without being stored again.
+//!
+//! A failed write ends the acknowledgements: the session acknowledges
+//! nothing past the record that failed (appends pipelined behind it may
+//! still commit, unacknowledged), and closes with `write_failed` (4015) so
+//! the device says `Hello` again and resends from `last_stored_seq`.
+//!
+//! Limits: the token is checked before the connection counts against
+//! `max_connections` / `max_connections_per_tenant` (so nobody without a
+//! token can take a device's place); the publish token bucket belongs to the
+//! device, not the connection (reconnecting does not refill it); every
+//! frame written must be taken by the device within `write_timeout`, else
+//! the connection closes with 4016 (`slow_consumer`); a newer session of
+//! the device fences this one at once, even while it is stuck writing.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
@@ -28,18 +42,16 @@ use std::collections::HashMap;
 use tether_proto::{Ack, Command, DeviceToServer, ErrorCode, Payload, ServerToDevice, Welcome};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::http_api::error_response;
+use crate::http_util::{error_response, too_many_connections};
 use crate::limits::RateLimiter;
-use crate::sessions::{CommandReply, DeviceControl};
+use crate::serve::TcpHeld;
+use crate::sessions::{CommandReply, CommandRequest, Fence};
 use crate::store::{AppendOutcome, AppendRequest, DeviceIdentity, Revocation, StoreError};
+use crate::websocket::{
+    CLOSE_GOING_AWAY, CLOSE_LINGER, CLOSE_POLICY, CLOSE_TOO_BIG, SendError, close, close_error,
+    error_close_code, is_too_large, send_within,
+};
 use crate::{AppState, auth, now_ms};
-
-/// Close code for a session ended by the server going away.
-pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
-/// Close code for the handshake and idle timeouts (policy violation).
-pub(crate) const CLOSE_POLICY: u16 = 1008;
-/// Close code for a frame or message over the size limit.
-pub(crate) const CLOSE_TOO_BIG: u16 = 1009;
 
 /// The close reason for a decoding failure (`docs/protocol.md` section 8
 /// asks for the supported versions on 4002).
@@ -53,25 +65,12 @@ fn decode_reason(error: tether_proto::DecodeError) -> &'static str {
     }
 }
 
-/// Whether a WebSocket read error is tungstenite's size limit
-/// (`Error::Capacity`; axum hides the type, not the text).
-pub(crate) fn is_too_large(error: &str) -> bool {
-    error.contains("Space limit exceeded")
-}
-
 pub(crate) async fn upgrade(
     State(state): State<Arc<AppState>>,
+    Extension(tcp): Extension<TcpHeld>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let Ok(permit) = Arc::clone(&state.connection_permits).try_acquire_owned() else {
-        state.metrics.rejected("max_connections");
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            "the server is at its connection limit; retry later",
-        );
-    };
     let identity = match auth::bearer(&headers) {
         None => None,
         Some(token) => match state.store.authenticate_device(token).await {
@@ -95,9 +94,17 @@ pub(crate) async fn upgrade(
             "missing or wrong device token (Authorization: Bearer td_...)",
         );
     };
+    // Only now, authenticated, does the connection count.
+    let slot = match state.admission.connection(identity.tenant_id) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            state.metrics.rejected(refusal.metric());
+            return too_many_connections();
+        }
+    };
     crate::limits::bounded_upgrade(upgrade, state.config.limits.max_message_bytes)
         .on_upgrade(move |socket| async move {
-            let _permit = permit;
+            let _held = (slot, tcp);
             let _open = state.metrics.connection("device");
             run(state, identity, socket).await;
         })
@@ -121,38 +128,6 @@ fn encode(message: &ServerToDevice<'_>, encoding: Encoding) -> Option<Message> {
             .ok()
             .map(|text| Message::Text(text.into())),
     }
-}
-
-/// How long a closing connection waits for the peer's close frame.
-pub(crate) const CLOSE_LINGER: Duration = Duration::from_millis(500);
-
-/// Sends a close frame and waits (briefly) for the peer's answer, so the
-/// close frame is read before the TCP connection goes away: closing a
-/// socket with unread input makes the kernel send a reset, and a reset
-/// makes the peer drop data it has not read yet, close frame included.
-pub(crate) async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    if socket.send(Message::Close(Some(frame))).await.is_err() {
-        return;
-    }
-    let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
-    loop {
-        match tokio::time::timeout_at(deadline, socket.recv()).await {
-            Ok(Some(Ok(Message::Close(_)))) | Err(_) => return,
-            Ok(Some(Ok(_))) => {}
-            Ok(Some(Err(_)) | None) => {
-                tokio::time::sleep_until(deadline).await;
-                return;
-            }
-        }
-    }
-}
-
-pub(crate) async fn close_error(socket: &mut WebSocket, code: ErrorCode, reason: &str) {
-    close(socket, code.close_code().unwrap_or(4013), reason).await;
 }
 
 type PendingCommit =
@@ -225,8 +200,7 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
     let session_id = state.next_session_id();
     // Register before marking online: an older session of this device that
     // ends now then sees it was replaced and does not mark it offline.
-    let (control_tx, mut control) = mpsc::channel(64);
-    state.devices.register(&device_id, session_id, control_tx);
+    let (mut commands, fence) = state.devices.register(&device_id, session_id);
     let last_stored_seq = match state
         .store
         .open_session(&device_id, &firmware_version, boot_id, now_ms())
@@ -253,21 +227,39 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
         encoding,
         boot_id,
         socket,
-        rate: RateLimiter::new(limits.publish_rate, limits.publish_burst, Instant::now()),
+        fence,
+        closing: false,
+        rate: state.publish_buckets.bucket(&device_id, Instant::now()),
         pending: FuturesOrdered::new(),
         commands: HashMap::new(),
         next_command_id: 1,
         acked: 0,
+        previous_seq: last_stored_seq,
+        write_failed: false,
     };
     let end = match session.send(&welcome).await {
-        Ok(()) => session.serve(&mut control).await,
+        Ok(()) => session.serve(&mut commands).await,
         Err(end) => end,
     };
-    if let End::Close(code, reason) = end {
-        // Acknowledge what is already queued before closing, so the device
-        // need not re-send it.
-        session.flush_acks().await;
-        close(&mut session.socket, code, reason).await;
+    match end {
+        End::Close(code, reason) => {
+            // Acknowledge what is already queued before closing, so the
+            // device need not re-send it.
+            session.closing = true;
+            session.flush_acks().await;
+            close(&mut session.socket, code, reason).await;
+        }
+        End::Stuck => {
+            state.metrics.rejected("slow_consumer");
+            tracing::warn!(device = %device_id, session_id, "device does not read; closing");
+            close_error(
+                &mut session.socket,
+                ErrorCode::SLOW_CONSUMER,
+                "not reading within the write timeout",
+            )
+            .await;
+        }
+        End::Gone => {}
     }
     if state.devices.unregister(&device_id, session_id)
         && let Err(error) = state.store.close_session(&device_id, now_ms()).await
@@ -280,12 +272,18 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
 enum End {
     /// The peer closed or the socket failed.
     Gone,
+    /// The peer did not take a frame within the write timeout.
+    Stuck,
     /// Close with this code and reason.
     Close(u16, &'static str),
 }
 
 fn error_end(code: ErrorCode, reason: &'static str) -> End {
-    End::Close(code.close_code().unwrap_or(4013), reason)
+    End::Close(error_close_code(code), reason)
+}
+
+fn fenced_end(code: ErrorCode) -> End {
+    error_end(code, "another session of this device started")
 }
 
 struct Session {
@@ -294,11 +292,23 @@ struct Session {
     encoding: Encoding,
     boot_id: u64,
     socket: WebSocket,
-    rate: RateLimiter,
+    /// Resolves when a newer session of the device starts.
+    fence: Fence,
+    /// Closing: sends no longer watch the fence and get only
+    /// [`CLOSE_LINGER`].
+    closing: bool,
+    /// The device's publish bucket (shared with its later sessions).
+    rate: Arc<Mutex<RateLimiter>>,
     pending: FuturesOrdered<PendingCommit>,
     commands: HashMap<u32, oneshot::Sender<CommandReply>>,
     next_command_id: u32,
     acked: u32,
+    /// The highest `seq` the device sent on this connection (or
+    /// `Welcome.last_stored_seq` before it sent one): what the next record
+    /// must be stored after, for the watermark to move over it.
+    previous_seq: u32,
+    /// A write failed: nothing more is acknowledged on this connection.
+    write_failed: bool,
 }
 
 /// Whether the device no longer belongs to this session's tenant (it was
@@ -316,14 +326,41 @@ async fn moved_away(state: &AppState, identity: &DeviceIdentity) -> bool {
 }
 
 impl Session {
+    /// Sends a frame within the write timeout; a newer session of the
+    /// device or the server shutting down interrupts it.
     async fn send(&mut self, message: &ServerToDevice<'_>) -> Result<(), End> {
         let Some(frame) = encode(message, self.encoding) else {
             return Err(error_end(ErrorCode::INTERNAL, "cannot encode"));
         };
-        self.socket.send(frame).await.map_err(|_| End::Gone)
+        self.send_frame(frame).await
     }
 
-    async fn serve(&mut self, control: &mut mpsc::Receiver<DeviceControl>) -> End {
+    async fn send_frame(&mut self, frame: Message) -> Result<(), End> {
+        let result = if self.closing {
+            send_within(&mut self.socket, frame, CLOSE_LINGER).await
+        } else {
+            let write = send_within(
+                &mut self.socket,
+                frame,
+                self.state.config.limits.write_timeout,
+            );
+            let mut shutdown = self.state.shutdown.clone();
+            let stopping = async move {
+                let _ = shutdown.wait_for(|stopping| *stopping).await;
+            };
+            tokio::select! {
+                result = write => result,
+                code = self.fence.fenced() => return Err(fenced_end(code)),
+                () = stopping => return Err(End::Close(CLOSE_GOING_AWAY, "server shutting down")),
+            }
+        };
+        result.map_err(|error| match error {
+            SendError::TimedOut => End::Stuck,
+            SendError::Gone => End::Gone,
+        })
+    }
+
+    async fn serve(&mut self, commands: &mut mpsc::Receiver<CommandRequest>) -> End {
         let limits = self.state.config.limits.clone();
         let mut shutdown = self.state.shutdown.clone();
         let mut revocations = self.state.revocations.subscribe();
@@ -366,20 +403,18 @@ impl Session {
                     }
                     _ => Ok(()),
                 },
-                Some(control) = control.recv() => self.control(control).await,
+                code = self.fence.fenced() => return fenced_end(code),
+                Some(command) = commands.recv() => self.command(command).await,
                 Some((seq, result)) = self.pending.next(), if !self.pending.is_empty() => {
                     self.acknowledge(seq, result).await
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > limits.idle_timeout {
                         self.state.metrics.rejected("idle_timeout");
-                        return End::Close(crate::device_endpoint::CLOSE_POLICY, "idle timeout");
+                        return End::Close(CLOSE_POLICY, "idle timeout");
                     }
                     self.commands.retain(|_, reply| !reply.is_closed());
-                    self.socket
-                        .send(Message::Ping(Default::default()))
-                        .await
-                        .map_err(|_| End::Gone)
+                    self.send_frame(Message::Ping(Default::default())).await
                 }
                 message = self.socket.recv(), if self.pending.len() < read_limit => {
                     last_heard = Instant::now();
@@ -398,20 +433,36 @@ impl Session {
         }
     }
 
+    /// Acknowledges the commits that complete within a moment, in order,
+    /// up to the first failed one.
     async fn flush_acks(&mut self) {
+        if self.write_failed {
+            return;
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let mut highest = None;
-        while let Ok(Some((seq, Ok(outcome)))) =
+        while let Ok(Some((seq, result))) =
             tokio::time::timeout_at(deadline, self.pending.next()).await
         {
-            self.state
-                .metrics
-                .appended(matches!(outcome, AppendOutcome::Stored { .. }));
+            if self.commit_failed(result) {
+                break;
+            }
             highest = Some(seq);
         }
         if let Some(seq) = highest {
             let _ = self.send_ack(seq).await;
         }
+    }
+
+    /// Whether a commit failed (then nothing more is acknowledged).
+    fn commit_failed(&mut self, result: Result<AppendOutcome, StoreError>) -> bool {
+        if let Err(error) = result {
+            self.state.metrics.rejected("write_failed");
+            tracing::error!(%error, device = %self.identity.device_id, acked = self.acked,
+                "store failed; acknowledging nothing past it");
+            self.write_failed = true;
+        }
+        self.write_failed
     }
 
     fn socket_error(&self, error: &str) -> End {
@@ -425,27 +476,21 @@ impl Session {
         }
     }
 
-    async fn control(&mut self, control: DeviceControl) -> Result<(), End> {
-        match control {
-            DeviceControl::Close(code) => {
-                Err(error_end(code, "another session of this device started"))
-            }
-            DeviceControl::Command {
-                channel,
-                payload,
-                reply,
-            } => {
-                let id = self.next_command_id;
-                self.next_command_id = self.next_command_id.wrapping_add(1).max(1);
-                self.commands.insert(id, reply);
-                let command = ServerToDevice::Command(Command {
-                    id,
-                    channel: &channel,
-                    payload: Payload::from_json_str(&payload),
-                });
-                self.send(&command).await
-            }
-        }
+    async fn command(&mut self, command: CommandRequest) -> Result<(), End> {
+        let CommandRequest {
+            channel,
+            payload,
+            reply,
+        } = command;
+        let id = self.next_command_id;
+        self.next_command_id = self.next_command_id.wrapping_add(1).max(1);
+        self.commands.insert(id, reply);
+        let command = ServerToDevice::Command(Command {
+            id,
+            channel: &channel,
+            payload: Payload::from_json_str(&payload),
+        });
+        self.send(&command).await
     }
 
     async fn acknowledge(
@@ -453,30 +498,27 @@ impl Session {
         seq: u32,
         result: Result<AppendOutcome, StoreError>,
     ) -> Result<(), End> {
-        let mut highest = seq;
-        let mut result = result;
-        loop {
-            match result {
-                Ok(outcome) => {
-                    self.state
-                        .metrics
-                        .appended(matches!(outcome, AppendOutcome::Stored { .. }));
-                }
-                Err(error) => {
-                    tracing::error!(%error, device = %self.identity.device_id, "store failed; not acknowledged");
-                    return Err(error_end(ErrorCode::INTERNAL, "store failed"));
-                }
+        let mut highest = None;
+        let mut next = Some((seq, result));
+        // Coalesce every commit that is already done into one Ack, up to
+        // the first failed one.
+        while let Some((seq, result)) = next {
+            if self.commit_failed(result) {
+                break;
             }
-            // Coalesce every commit that is already done into one Ack.
-            match self.pending.next().now_or_never() {
-                Some(Some((seq, next))) => {
-                    highest = seq;
-                    result = next;
-                }
-                _ => break,
-            }
+            highest = Some(seq);
+            next = self.pending.next().now_or_never().flatten();
         }
-        self.send_ack(highest).await
+        if let Some(seq) = highest {
+            self.send_ack(seq).await?;
+        }
+        if self.write_failed {
+            return Err(error_end(
+                ErrorCode::WRITE_FAILED,
+                "a record was not stored: resend from last_stored_seq",
+            ));
+        }
+        Ok(())
     }
 
     /// Sends a cumulative ack, never lower than one already sent (a
@@ -521,7 +563,11 @@ impl Session {
                 Ok(())
             }
             DeviceToServer::Publish(publish) => {
-                if !self.rate.try_take(Instant::now()) {
+                let allowed = self
+                    .rate
+                    .lock()
+                    .is_ok_and(|mut bucket| bucket.try_take(Instant::now()));
+                if !allowed {
                     self.state.metrics.rejected("rate_limited");
                     tracing::warn!(device = %self.identity.device_id, "publish rate limit exceeded");
                     return Err(error_end(
@@ -544,11 +590,13 @@ impl Session {
                     device_id: self.identity.device_id.clone(),
                     boot_id: self.boot_id,
                     seq: publish.seq,
+                    previous_seq: self.previous_seq,
                     channel: publish.channel.to_owned(),
                     device_time_ms: publish.time_ms,
                     payload,
                 };
                 let seq = publish.seq;
+                self.previous_seq = self.previous_seq.max(seq);
                 // Waits while the writer's queue is full: the device's
                 // acks slow down, nothing is dropped.
                 match self.state.store.append(request).await {

@@ -1,10 +1,8 @@
-//! The HTTP side: the router, the JSON API for receiver keys, the status
-//! page, `/healthz` and `/metrics`.
+//! The HTTP JSON API for receiver keys, the status page, `/healthz` and
+//! `/metrics` (the routes are in `router`).
 //!
 //! | method and path | what |
 //! | --- | --- |
-//! | `GET /v1/device` | device WebSocket (see `device_endpoint`) |
-//! | `GET /v1/receiver` | receiver WebSocket (see `receiver_endpoint`) |
 //! | `GET /v1/me` | what the key may do: `{"tenant_id","can_command","channels"}` |
 //! | `GET /v1/devices` | the key's tenant's devices with presence |
 //! | `GET /v1/channels` | its channels with their offsets |
@@ -13,9 +11,10 @@
 //! | `POST /v1/devices/{id}/commands` `{"channel":…,"payload":…}` | send a command, wait for its answer |
 //! | `POST /v1/claim` `{"claim_code":"…"}` | move a device with that claim code into the key's tenant |
 //! | `GET /healthz`, `GET /metrics`, `GET /status` | health, Prometheus, status page |
-//! | `GET /`, `GET /assets/…` | the dashboard (see `dashboard`) |
 //!
-//! API requests carry `Authorization: Bearer tk_…`. Errors are
+//! API requests carry `Authorization: Bearer tk_…`; a request body is read
+//! only after the key is checked, at most `max_message_bytes` of it, within
+//! the handshake timeout (408 `request_timeout` otherwise). Errors are
 //! `{"error":{"code":"<stable name>","message":"…"}}`; the names are the
 //! protocol's error names (`unauthorized`, `forbidden`, `unknown_device`,
 //! `device_offline`, `command_timeout`, `invalid_field`, `internal`, …) plus
@@ -26,160 +25,22 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::Router;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 use tether_proto::{ErrorCode, validate_channel, validate_device_id};
 
-use crate::store::{KeyIdentity, ReadRange, Revocation, StoreError, UNCLAIMED_TENANT};
-use crate::{AppState, CommandReply, auth, now_ms};
+use crate::http_util::{authenticate, error_response, read_json, store_error, wire_error};
+use crate::store::{ReadRange, Revocation, StoreError, UNCLAIMED_TENANT};
+use crate::{AppState, now_ms};
 
 /// Events per page at most.
 const MAX_PAGE: usize = 1000;
 
-pub(crate) fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", get(crate::dashboard::page))
-        .route("/assets/{*path}", get(crate::dashboard::asset))
-        .route("/status", get(status_page))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/v1/device", get(crate::device_endpoint::upgrade))
-        .route("/v1/receiver", get(crate::receiver_endpoint::upgrade))
-        .route("/v1/me", get(whoami))
-        .route("/v1/devices", get(list_devices))
-        .route("/v1/channels", get(list_channels))
-        .route("/v1/messages", get(read_messages))
-        .route("/v1/devices/{device}/commands", post(post_command))
-        .route("/v1/claim", post(claim))
-        .fallback(|| async {
-            error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-        })
-        .with_state(state)
-}
-
-/// A JSON error response with a stable code.
-pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({ "error": { "code": code, "message": message } })),
-    )
-        .into_response()
-}
-
-fn wire_error(code: ErrorCode, message: &str) -> Response {
-    let status = match code {
-        ErrorCode::UNAUTHORIZED => StatusCode::UNAUTHORIZED,
-        ErrorCode::FORBIDDEN => StatusCode::FORBIDDEN,
-        ErrorCode::UNKNOWN_DEVICE => StatusCode::NOT_FOUND,
-        ErrorCode::DEVICE_OFFLINE => StatusCode::CONFLICT,
-        ErrorCode::COMMAND_TIMEOUT => StatusCode::GATEWAY_TIMEOUT,
-        ErrorCode::RATE_LIMITED => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::INTERNAL => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    error_response(status, code.name().unwrap_or("internal"), message)
-}
-
-fn store_error(error: &StoreError) -> Response {
-    tracing::error!(%error, "store error");
-    wire_error(ErrorCode::INTERNAL, "store unavailable")
-}
-
-/// Refuses browsers (requests with `Origin`) from origins other than the
-/// server's own and the configured ones.
-pub(crate) fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let origin = origin.to_str().unwrap_or("");
-    let host = headers
-        .get(header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .unwrap_or("");
-    let same_host = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .is_some_and(|rest| !host.is_empty() && rest == host);
-    let listed = state
-        .config
-        .allowed_origins
-        .iter()
-        .any(|allowed| allowed == "*" || allowed == origin);
-    if same_host || listed {
-        Ok(())
-    } else {
-        state.metrics.rejected("origin");
-        tracing::warn!(origin, "refused browser origin");
-        Err(wire_error(ErrorCode::FORBIDDEN, "origin not allowed"))
-    }
-}
-
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<KeyIdentity, Response> {
-    check_origin(state, headers)?;
-    let Some(key) = auth::bearer(headers) else {
-        state.metrics.auth_failure("http");
-        return Err(wire_error(
-            ErrorCode::UNAUTHORIZED,
-            "missing receiver key (Authorization: Bearer tk_...)",
-        ));
-    };
-    match state.store.authenticate_key(key).await {
-        Ok(Some(identity)) => Ok(identity),
-        Ok(None) => {
-            state.metrics.auth_failure("http");
-            tracing::warn!("HTTP API refused: wrong key");
-            Err(wire_error(ErrorCode::UNAUTHORIZED, "wrong receiver key"))
-        }
-        Err(error) => Err(store_error(&error)),
-    }
-}
-
-/// Sends a command for a receiver key: checks what the key may do, that
-/// the device is the key's tenant's, and that it is online.
-pub(crate) async fn command(
-    state: &AppState,
-    identity: &KeyIdentity,
-    device: &str,
-    channel: String,
-    payload: String,
-) -> Result<CommandReply, (ErrorCode, &'static str)> {
-    if !identity.can_command {
-        return Err((ErrorCode::FORBIDDEN, "this key is read-only"));
-    }
-    if !identity.channels.allows(&channel) {
-        return Err((ErrorCode::FORBIDDEN, "this key may not use that channel"));
-    }
-    match state.store.device_tenant(device).await {
-        Ok(Some(tenant)) if tenant == identity.tenant_id => {}
-        // Another tenant's device looks exactly like a missing one.
-        Ok(_) => return Err((ErrorCode::UNKNOWN_DEVICE, "no such device")),
-        Err(_) => return Err((ErrorCode::INTERNAL, "store unavailable")),
-    }
-    state
-        .devices
-        .send_command(
-            device,
-            channel,
-            payload,
-            state.config.limits.command_timeout,
-        )
-        .await
-        .map_err(|code| {
-            let message = match code {
-                ErrorCode::COMMAND_TIMEOUT => "the device did not answer in time",
-                _ => "the device is offline",
-            };
-            (code, message)
-        })
-}
-
-async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     match state
         .store
         .channel_bounds(UNCLAIMED_TENANT, "healthz")
@@ -197,7 +58,8 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state.metrics.live_channels(state.broker.live_channels());
     (
         [(
             header::CONTENT_TYPE,
@@ -208,7 +70,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-async fn status_page(State(state): State<Arc<AppState>>) -> Html<String> {
+pub(crate) async fn status_page(State(state): State<Arc<AppState>>) -> Html<String> {
     let devices = state.metrics.open_connections("device");
     let receivers = state.metrics.open_connections("receiver");
     Html(format!(
@@ -229,7 +91,7 @@ async fn status_page(State(state): State<Arc<AppState>>) -> Html<String> {
 
 /// `GET /v1/me`: what the presented key may do (the dashboard hides the
 /// command form of read-only keys).
-async fn whoami(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+pub(crate) async fn whoami(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     match authenticate(&state, &headers).await {
         Ok(identity) => Json(json!({
             "tenant_id": identity.tenant_id,
@@ -241,7 +103,10 @@ async fn whoami(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
     }
 }
 
-async fn list_devices(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+pub(crate) async fn list_devices(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Response {
     let identity = match authenticate(&state, &headers).await {
         Ok(identity) => identity,
         Err(response) => return response,
@@ -252,7 +117,10 @@ async fn list_devices(State(state): State<Arc<AppState>>, headers: HeaderMap) ->
     }
 }
 
-async fn list_channels(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+pub(crate) async fn list_channels(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Response {
     let identity = match authenticate(&state, &headers).await {
         Ok(identity) => identity,
         Err(response) => return response,
@@ -270,7 +138,7 @@ async fn list_channels(State(state): State<Arc<AppState>>, headers: HeaderMap) -
 }
 
 #[derive(Debug, Deserialize)]
-struct MessagesQuery {
+pub(crate) struct MessagesQuery {
     channel: String,
     from: Option<u64>,
     limit: Option<usize>,
@@ -278,7 +146,7 @@ struct MessagesQuery {
     until_ms: Option<u64>,
 }
 
-async fn read_messages(
+pub(crate) async fn read_messages(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     query: Result<Query<MessagesQuery>, axum::extract::rejection::QueryRejection>,
@@ -350,21 +218,25 @@ struct CommandBody {
     payload: Option<Box<serde_json::value::RawValue>>,
 }
 
-async fn post_command(
+pub(crate) async fn post_command(
     State(state): State<Arc<AppState>>,
     Path(device): Path<String>,
     headers: HeaderMap,
-    body: Result<Json<CommandBody>, axum::extract::rejection::JsonRejection>,
+    body: Body,
 ) -> Response {
     let identity = match authenticate(&state, &headers).await {
         Ok(identity) => identity,
         Err(response) => return response,
     };
-    let Ok(Json(body)) = body else {
-        return wire_error(
-            ErrorCode::MALFORMED,
-            "body: {\"channel\": \"<name>\", \"payload\": <JSON>}",
-        );
+    let body: CommandBody = match read_json(
+        &state,
+        body,
+        "body: {\"channel\": \"<name>\", \"payload\": <JSON>}",
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(response) => return response,
     };
     if validate_device_id(&device).is_err() {
         return wire_error(ErrorCode::UNKNOWN_DEVICE, "no such device");
@@ -378,7 +250,7 @@ async fn post_command(
     if payload.len() > tether_proto::MAX_PAYLOAD_LEN {
         return wire_error(ErrorCode::TOO_LARGE, "payload too large");
     }
-    match command(&state, &identity, &device, body.channel, payload).await {
+    match crate::commands::command(&state, &identity, &device, body.channel, payload).await {
         Ok(reply) => {
             let result: serde_json::Value =
                 serde_json::from_str(&reply.result).unwrap_or(serde_json::Value::Null);
@@ -393,10 +265,10 @@ struct ClaimBody {
     claim_code: String,
 }
 
-async fn claim(
+pub(crate) async fn claim(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Json<ClaimBody>, axum::extract::rejection::JsonRejection>,
+    body: Body,
 ) -> Response {
     let identity = match authenticate(&state, &headers).await {
         Ok(identity) => identity,
@@ -405,25 +277,32 @@ async fn claim(
     if !identity.can_command {
         return wire_error(ErrorCode::FORBIDDEN, "claiming needs a read+command key");
     }
-    let Ok(Json(body)) = body else {
-        return wire_error(
-            ErrorCode::MALFORMED,
-            "body: {\"claim_code\": \"XXXX-XXXX-XXXX\"}",
-        );
-    };
-    let now = std::time::Instant::now();
-    if !state.claim_guard.allowed(identity.key_id, now) {
+    let body: ClaimBody =
+        match read_json(&state, body, "body: {\"claim_code\": \"XXXX-XXXX-XXXX\"}").await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+    // Counted before the store is asked, in one step with the check:
+    // concurrent guesses cannot slip past the limit.
+    let Some(attempt) = state
+        .claim_guard
+        .try_begin(identity.key_id, std::time::Instant::now())
+    else {
         state.metrics.rejected("claim_guessing");
         return wire_error(
             ErrorCode::RATE_LIMITED,
             "too many wrong claim codes; try again in a minute",
         );
-    }
-    match state
+    };
+    let result = state
         .store
         .claim(identity.tenant_id, &body.claim_code, crate::now_ms())
-        .await
-    {
+        .await;
+    // Only a wrong code counts against the key.
+    if !matches!(result, Err(StoreError::NotFound)) {
+        attempt.refund();
+    }
+    match result {
         Ok(device) => {
             // Close the device's connections of the old tenant now, not when
             // the revocation poller next runs; a connection made after the
@@ -432,14 +311,11 @@ async fn claim(
             let _ = state.revocations.send(Revocation::Moved(device.clone()));
             Json(json!({ "device": device })).into_response()
         }
-        Err(StoreError::NotFound) => {
-            state.claim_guard.failed(identity.key_id, now);
-            error_response(
-                StatusCode::NOT_FOUND,
-                "unknown_claim_code",
-                "no unclaimed device has that claim code",
-            )
-        }
+        Err(StoreError::NotFound) => error_response(
+            StatusCode::NOT_FOUND,
+            "unknown_claim_code",
+            "no unclaimed device has that claim code",
+        ),
         // A real code (not a guess): not counted against the key.
         Err(StoreError::Expired) => error_response(
             StatusCode::GONE,

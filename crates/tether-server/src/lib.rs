@@ -12,6 +12,12 @@
 //!  scripts ◀──── HTTP /v1/… ───── http_api (devices, channels, messages, commands, claim)
 //! ```
 //!
+//! Modules, top down: `serve` (accept loop, per-address limit) → `router`
+//! → the endpoints (`device_endpoint`, `receiver_endpoint`, `http_api`,
+//! `dashboard`) → what they share (`commands`, `http_util`, `websocket`,
+//! `admission`, `sessions`, [`limits`], [`auth`]) → [`store`], [`broker`],
+//! [`metrics`], [`config`].
+//!
 //! # Example
 //!
 //! Start a server on an ephemeral loopback port with its database in a
@@ -47,28 +53,35 @@
 // axum handlers return `Response` as their error; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
+// The layers, top down, are in the crate docs above: no module imports
+// from one above it.
+mod admission;
 pub mod auth;
 pub mod broker;
 pub mod cli;
+mod commands;
 pub mod config;
 mod dashboard;
 pub mod demo;
 mod device_endpoint;
 mod http_api;
+mod http_util;
 pub mod limits;
 pub mod metrics;
 mod receiver_endpoint;
+mod router;
 mod serve;
 mod sessions;
 pub mod store;
 mod tls;
+mod websocket;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::sync::{broadcast, watch};
 
 pub use config::{Config, Limits, Settings, TlsFiles};
 pub use sessions::{CommandReply, DeviceSessions};
@@ -76,6 +89,10 @@ pub use sessions::{CommandReply, DeviceSessions};
 use broker::{Broker, InProcessBroker};
 use metrics::Metrics;
 use store::{Admin, ChannelFilter, Revocation, SqliteStore, Store, StoreError, StoreOptions};
+
+/// Wraps the store a server's endpoints use (see
+/// [`Server::start_with_store_layer`]).
+pub type StoreLayer = Box<dyn FnOnce(Arc<dyn Store>) -> Arc<dyn Store> + Send>;
 
 /// Wrong claim codes one receiver key may try per minute before claims
 /// answer `rate_limited` (429): claim codes are short enough to be typed.
@@ -99,7 +116,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) revocations: broadcast::Sender<Revocation>,
     pub(crate) shutdown: watch::Receiver<bool>,
-    pub(crate) connection_permits: Arc<Semaphore>,
+    pub(crate) admission: admission::Admission,
+    pub(crate) publish_buckets: limits::PublishBuckets,
     pub(crate) claim_guard: limits::AttemptGuard,
     next_session: AtomicU64,
 }
@@ -171,6 +189,17 @@ impl Server {
     /// tenant `default` with a read+command receiver key
     /// ([`first_start_key`](Self::first_start_key)).
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        Self::start_with_store_layer(config, Box::new(|store| store)).await
+    }
+
+    /// Like [`start`](Self::start), with the store the endpoints use
+    /// wrapped by `layer` (instrumentation, or a test's fault injection
+    /// around the real store). The server still opens, resets and closes
+    /// the real store itself.
+    pub async fn start_with_store_layer(
+        config: Config,
+        layer: StoreLayer,
+    ) -> Result<Server, StartError> {
         std::fs::create_dir_all(&config.data_dir)?;
         let database_path = config.database_path();
         let first_start_key = {
@@ -187,7 +216,10 @@ impl Server {
             }
         };
         let metrics = Arc::new(Metrics::new());
-        let broker: Arc<dyn Broker> = Arc::new(InProcessBroker::new(config.limits.live_queue));
+        let broker: Arc<dyn Broker> = Arc::new(InProcessBroker::new(
+            config.limits.live_queue,
+            config.limits.max_channels_per_tenant,
+        ));
         let store = {
             let broker = Arc::clone(&broker);
             let commit_metrics = Arc::clone(&metrics);
@@ -195,12 +227,11 @@ impl Server {
                 &database_path,
                 StoreOptions {
                     on_commit: Box::new(move |events| broker.publish(events)),
-                    on_transaction: Box::new(move |operations, duration| {
-                        commit_metrics.transaction(operations, duration);
-                    }),
+                    on_transaction: Box::new(move |stats| commit_metrics.transaction(stats)),
                     queue_capacity: config.write_queue,
                     retention_max_age: config.retention_max_age,
                     retention_max_messages: config.retention_max_messages,
+                    ..StoreOptions::default()
                 },
             )?)
         };
@@ -216,9 +247,14 @@ impl Server {
         let mut config = config;
         config.listen = local_addr;
         let base_url = config.base_url();
-        let store_dyn: Arc<dyn Store> = store.clone();
+        let store_dyn: Arc<dyn Store> = layer(store.clone());
         let state = Arc::new(AppState {
-            connection_permits: Arc::new(Semaphore::new(config.limits.max_connections)),
+            admission: admission::Admission::new(&config.limits),
+            publish_buckets: limits::PublishBuckets::new(
+                config.limits.publish_rate,
+                config.limits.publish_burst,
+            ),
+            devices: DeviceSessions::new(config.limits.max_commands_per_tenant),
             claim_guard: limits::AttemptGuard::new(
                 CLAIM_FAILURES_PER_MINUTE,
                 Duration::from_secs(60),
@@ -226,7 +262,6 @@ impl Server {
             config,
             store: store_dyn,
             broker,
-            devices: DeviceSessions::default(),
             metrics,
             revocations,
             shutdown: shutdown_rx,
@@ -277,13 +312,9 @@ impl Server {
         self.first_start_key.as_deref()
     }
 
-    /// Open device and receiver connections.
+    /// Open (authenticated) device and receiver connections.
     pub fn open_connections(&self) -> usize {
-        self.state
-            .config
-            .limits
-            .max_connections
-            .saturating_sub(self.state.connection_permits.available_permits())
+        self.state.admission.open()
     }
 
     /// Resolves when a shutdown is requested through another handle

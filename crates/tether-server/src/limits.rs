@@ -1,7 +1,12 @@
-//! Per-connection limits: the WebSocket size limits of every endpoint and the
-//! publish rate limiter (a token bucket, time passed in so it is testable
-//! without sleeping).
+//! Limits as plain data structures, time passed in so they are testable
+//! without sleeping: the WebSocket size limits of every endpoint, the
+//! publish token bucket (kept per device across reconnects), counters of
+//! open things per key (connections per address and per tenant, commands
+//! per tenant) and the claim-code attempt guard.
 
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -44,6 +49,12 @@ impl RateLimiter {
         }
     }
 
+    /// Whether the bucket has refilled to its burst by `now`.
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.tokens + elapsed.as_secs_f64() * self.rate_per_second >= self.burst
+    }
+
     /// Takes one token; `false` when the bucket is empty (over the limit).
     pub fn try_take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last);
@@ -58,43 +69,201 @@ impl RateLimiter {
     }
 }
 
-/// Counts failed attempts per subject (e.g. wrong claim codes per receiver
-/// key) in fixed windows; over the limit, attempts are refused until the
-/// window ends.
+/// Counts attempts per subject (e.g. claim codes tried per receiver key) in
+/// fixed windows. An attempt is counted **before** it is made
+/// ([`try_begin`](Self::try_begin), one lock for check and count), so
+/// concurrent attempts cannot slip past the limit; an attempt that turns out
+/// not to be a guess (a valid code) is given back with [`Attempt::refund`].
 #[derive(Debug)]
 pub struct AttemptGuard {
     limit: u32,
     window: Duration,
-    failures: std::sync::Mutex<std::collections::HashMap<i64, (Instant, u32)>>,
+    attempts: Mutex<HashMap<i64, (Instant, u32)>>,
+}
+
+/// One counted attempt of an [`AttemptGuard`].
+#[derive(Debug)]
+#[must_use = "an attempt counts unless it is refunded"]
+pub struct Attempt<'a> {
+    guard: &'a AttemptGuard,
+    subject: i64,
+    window_start: Instant,
 }
 
 impl AttemptGuard {
-    /// At most `limit` failures per `window` per subject.
+    /// At most `limit` attempts per `window` per subject.
     pub fn new(limit: u32, window: Duration) -> Self {
         AttemptGuard {
             limit,
             window,
-            failures: std::sync::Mutex::new(std::collections::HashMap::new()),
+            attempts: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Whether `subject` may try now.
-    pub fn allowed(&self, subject: i64, now: Instant) -> bool {
-        let Ok(mut failures) = self.failures.lock() else {
-            return false;
+    /// Counts an attempt of `subject` at `now`, or `None` (not counted)
+    /// when `subject` used up its attempts of the current window.
+    pub fn try_begin(&self, subject: i64, now: Instant) -> Option<Attempt<'_>> {
+        let mut attempts = self.attempts.lock().ok()?;
+        attempts.retain(|_, (start, _)| now.saturating_duration_since(*start) < self.window);
+        let entry = attempts.entry(subject).or_insert((now, 0));
+        if entry.1 >= self.limit {
+            return None;
+        }
+        entry.1 += 1;
+        Some(Attempt {
+            guard: self,
+            subject,
+            window_start: entry.0,
+        })
+    }
+}
+
+impl Attempt<'_> {
+    /// Gives the attempt back (it was not a failure): it no longer counts.
+    pub fn refund(self) {
+        if let Ok(mut attempts) = self.guard.attempts.lock()
+            && let Some(entry) = attempts.get_mut(&self.subject)
+            && entry.0 == self.window_start
+        {
+            entry.1 = entry.1.saturating_sub(1);
+        }
+    }
+}
+
+/// Open things (connections, commands) per key, each at most `limit`: a
+/// [`KeyedGuard`] is one of them and gives its place back when dropped.
+/// Keys with nothing open take no memory.
+#[derive(Debug)]
+pub struct KeyedCounter<K> {
+    counts: Arc<Mutex<HashMap<K, usize>>>,
+}
+
+impl<K> Default for KeyedCounter<K> {
+    fn default() -> Self {
+        KeyedCounter {
+            counts: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+/// One counted thing of a [`KeyedCounter`].
+#[derive(Debug)]
+pub struct KeyedGuard<K: Hash + Eq> {
+    counts: Arc<Mutex<HashMap<K, usize>>>,
+    key: K,
+}
+
+impl<K: Hash + Eq + Clone> KeyedCounter<K> {
+    /// Counts one more for `key`, or `None` if it has `limit` already
+    /// (`None` as the limit: no limit).
+    pub fn try_acquire(&self, key: K, limit: Option<usize>) -> Option<KeyedGuard<K>> {
+        let mut counts = self.counts.lock().ok()?;
+        let count = counts.entry(key.clone()).or_insert(0);
+        if limit.is_some_and(|limit| *count >= limit) {
+            return None;
+        }
+        *count += 1;
+        Some(KeyedGuard {
+            counts: Arc::clone(&self.counts),
+            key,
+        })
+    }
+
+    /// How many `key` has open.
+    pub fn count(&self, key: &K) -> usize {
+        self.counts
+            .lock()
+            .map_or(0, |counts| counts.get(key).copied().unwrap_or(0))
+    }
+
+    /// Keys with something open.
+    pub fn keys(&self) -> usize {
+        self.counts.lock().map_or(0, |counts| counts.len())
+    }
+}
+
+impl<K: Hash + Eq> Drop for KeyedGuard<K> {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.counts.lock()
+            && let Some(count) = counts.get_mut(&self.key)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The publish token buckets of every device, kept across reconnects: a
+/// device that reconnects gets its own bucket back, not a full one. A
+/// bucket nobody holds that has refilled completely is the same as a new
+/// one, so it is dropped (swept when the map has doubled since the last
+/// sweep): memory is bounded by the devices connected or recently active.
+#[derive(Debug)]
+pub struct PublishBuckets {
+    rate_per_second: u32,
+    burst: u32,
+    buckets: Mutex<BucketMap>,
+}
+
+#[derive(Debug, Default)]
+struct BucketMap {
+    buckets: HashMap<String, Arc<Mutex<RateLimiter>>>,
+    sweep_at: usize,
+}
+
+/// Entries below which the bucket map is not swept.
+const MIN_SWEEP: usize = 64;
+
+impl PublishBuckets {
+    /// Buckets of `rate_per_second`, at most `burst` saved up.
+    pub fn new(rate_per_second: u32, burst: u32) -> Self {
+        PublishBuckets {
+            rate_per_second,
+            burst,
+            buckets: Mutex::new(BucketMap {
+                buckets: HashMap::new(),
+                sweep_at: MIN_SWEEP,
+            }),
+        }
+    }
+
+    /// `device`'s bucket (a full one if it has none).
+    pub fn bucket(&self, device: &str, now: Instant) -> Arc<Mutex<RateLimiter>> {
+        let fresh = || {
+            Arc::new(Mutex::new(RateLimiter::new(
+                self.rate_per_second,
+                self.burst,
+                now,
+            )))
         };
-        failures.retain(|_, (start, _)| now.saturating_duration_since(*start) < self.window);
-        failures
-            .get(&subject)
-            .is_none_or(|(_, count)| *count < self.limit)
+        let Ok(mut map) = self.buckets.lock() else {
+            return fresh();
+        };
+        if let Some(bucket) = map.buckets.get(device) {
+            return Arc::clone(bucket);
+        }
+        if map.buckets.len() >= map.sweep_at {
+            map.buckets.retain(|_, bucket| {
+                Arc::strong_count(bucket) > 1
+                    || bucket.lock().is_ok_and(|bucket| !bucket.is_full(now))
+            });
+            map.sweep_at = map.buckets.len().saturating_mul(2).max(MIN_SWEEP);
+        }
+        let bucket = fresh();
+        map.buckets.insert(device.to_owned(), Arc::clone(&bucket));
+        bucket
     }
 
-    /// Records a failed attempt of `subject`.
-    pub fn failed(&self, subject: i64, now: Instant) {
-        if let Ok(mut failures) = self.failures.lock() {
-            let entry = failures.entry(subject).or_insert((now, 0));
-            entry.1 = entry.1.saturating_add(1);
-        }
+    /// Devices with a bucket kept.
+    pub fn len(&self) -> usize {
+        self.buckets.lock().map_or(0, |map| map.buckets.len())
+    }
+
+    /// Whether no bucket is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -108,15 +277,79 @@ mod tests {
     use super::*;
 
     #[test]
-    fn attempt_guard_blocks_after_the_limit_until_the_window_ends() {
+    fn attempt_guard_counts_before_the_attempt_until_the_window_ends() {
         let start = Instant::now();
         let guard = AttemptGuard::new(2, Duration::from_secs(60));
-        assert!(guard.allowed(7, start));
-        guard.failed(7, start);
-        guard.failed(7, start);
-        assert!(!guard.allowed(7, start));
-        assert!(guard.allowed(8, start));
-        assert!(guard.allowed(7, start + Duration::from_secs(61)));
+        let first = guard.try_begin(7, start);
+        let second = guard.try_begin(7, start);
+        // Both are counted before either finished: a third is refused.
+        assert!(first.is_some() && second.is_some());
+        assert!(guard.try_begin(7, start).is_none());
+        assert!(guard.try_begin(8, start).is_some());
+        // A refunded attempt (not a guess) frees its place.
+        if let Some(second) = second {
+            second.refund();
+        }
+        assert!(guard.try_begin(7, start).is_some());
+        assert!(guard.try_begin(7, start).is_none());
+        assert!(
+            guard
+                .try_begin(7, start + Duration::from_secs(61))
+                .is_some()
+        );
+        // A refund from an old window does not count in the new one.
+        let late = start + Duration::from_secs(61);
+        assert!(guard.try_begin(7, late).is_some());
+        assert!(guard.try_begin(7, late).is_none());
+        if let Some(first) = first {
+            first.refund();
+        }
+        assert!(guard.try_begin(7, late).is_none());
+    }
+
+    #[test]
+    fn keyed_counter_limits_per_key_and_forgets_idle_keys() {
+        let counter = KeyedCounter::default();
+        let a1 = counter.try_acquire("a", Some(2));
+        let a2 = counter.try_acquire("a", Some(2));
+        assert!(a1.is_some() && a2.is_some());
+        assert!(counter.try_acquire("a", Some(2)).is_none());
+        let b = counter.try_acquire("b", Some(2));
+        assert!(b.is_some());
+        assert_eq!(counter.count(&"a"), 2);
+        drop(a1);
+        assert_eq!(counter.count(&"a"), 1);
+        assert!(counter.try_acquire("a", None).is_some());
+        drop((a2, b));
+        assert_eq!(counter.keys(), 0);
+    }
+
+    #[test]
+    fn publish_buckets_survive_reconnects_and_idle_ones_are_swept() {
+        let start = Instant::now();
+        let buckets = PublishBuckets::new(10, 3);
+        let bucket = buckets.bucket("d", start);
+        let take = |bucket: &Arc<Mutex<RateLimiter>>, at| {
+            bucket.lock().is_ok_and(|mut bucket| bucket.try_take(at))
+        };
+        assert!((0..3).all(|_| take(&bucket, start)));
+        drop(bucket);
+        // Reconnecting: the same, empty bucket.
+        let again = buckets.bucket("d", start);
+        assert!(!take(&again, start));
+        drop(again);
+        // Many other devices come and go; "d" is not full yet and stays.
+        for index in 0..200 {
+            drop(buckets.bucket(&format!("other-{index}"), start));
+        }
+        assert!(!take(&buckets.bucket("d", start), start));
+        // Later, every bucket has refilled: a sweep drops them all.
+        let later = start + Duration::from_secs(1);
+        for index in 0..400 {
+            drop(buckets.bucket(&format!("new-{index}"), later));
+        }
+        assert!(buckets.len() <= 2 * 200, "{}", buckets.len());
+        assert!(take(&buckets.bucket("d", later), later));
     }
 
     #[test]

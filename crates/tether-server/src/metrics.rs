@@ -9,7 +9,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// A label set with one label, `kind` (e.g. `device`, `receiver`).
+use crate::store::TransactionStats;
+
+/// A label set with one label, `kind` (e.g. `device`, `receiver`,
+/// `unauthenticated`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     /// The label's value.
@@ -25,6 +28,8 @@ fn kind(kind: &str) -> KindLabel {
 pub struct Metrics {
     registry: Registry,
     connections: Family<KindLabel, Gauge>,
+    tcp_connections: Gauge,
+    live_channels: Gauge,
     auth_failures: Family<KindLabel, Counter>,
     rejected: Family<KindLabel, Counter>,
     messages_in: Counter,
@@ -52,6 +57,18 @@ impl Metrics {
             "Open WebSocket connections by kind",
             connections.clone(),
         );
+        let tcp_connections = Gauge::default();
+        registry.register(
+            "tcp_connections",
+            "Open TCP connections (HTTP and WebSocket), limited per address by max_connections_per_ip",
+            tcp_connections.clone(),
+        );
+        let live_channels = Gauge::default();
+        registry.register(
+            "live_channels",
+            "Channels with live subscribers (one bounded live queue each)",
+            live_channels.clone(),
+        );
         let auth_failures = Family::<KindLabel, Counter>::default();
         registry.register(
             "auth_failures",
@@ -61,7 +78,7 @@ impl Metrics {
         let rejected = Family::<KindLabel, Counter>::default();
         registry.register(
             "rejected",
-            "Connections closed or refused by a limit or a protocol error, by reason",
+            "Connections closed or refused, and requests refused, by a limit or a protocol error, by reason",
             rejected.clone(),
         );
         let messages_in = Counter::default();
@@ -109,6 +126,8 @@ impl Metrics {
         Metrics {
             registry,
             connections,
+            tcp_connections,
+            live_channels,
             auth_failures,
             rejected,
             messages_in,
@@ -137,6 +156,20 @@ impl Metrics {
         ConnectionGuard { gauge }
     }
 
+    /// A TCP connection opened; the guard counts it closed on drop.
+    pub fn tcp_connection(&self) -> ConnectionGuard {
+        self.tcp_connections.inc();
+        ConnectionGuard {
+            gauge: self.tcp_connections.clone(),
+        }
+    }
+
+    /// Sets the number of channels with live subscribers.
+    pub fn live_channels(&self, channels: usize) {
+        self.live_channels
+            .set(i64::try_from(channels).unwrap_or(i64::MAX));
+    }
+
     /// Open connections of `kind`.
     pub fn open_connections(&self, kind_name: &str) -> i64 {
         self.connections.get_or_create(&kind(kind_name)).get()
@@ -152,15 +185,6 @@ impl Metrics {
         self.rejected.get_or_create(&kind(reason)).inc();
     }
 
-    /// Records stored / found duplicate.
-    pub fn appended(&self, stored: bool) {
-        if stored {
-            self.messages_in.inc();
-        } else {
-            self.duplicates.inc();
-        }
-    }
-
     /// An event sent to a receiver, `lag` after it was stored.
     pub fn delivered(&self, lag: Duration) {
         self.messages_out.inc();
@@ -172,10 +196,16 @@ impl Metrics {
         self.catch_ups.inc();
     }
 
-    /// A store transaction of `operations` took `duration`.
-    pub fn transaction(&self, operations: usize, duration: Duration) {
-        self.store_transaction.observe(duration.as_secs_f64());
-        self.store_batch.observe(operations as f64);
+    /// A store transaction: its size and duration, and (once committed)
+    /// the records it stored or found stored already. Counted here, at
+    /// commit, whatever becomes of the connections that sent them.
+    pub fn transaction(&self, stats: &TransactionStats) {
+        self.store_transaction.observe(stats.duration.as_secs_f64());
+        self.store_batch.observe(stats.operations as f64);
+        if stats.committed {
+            self.messages_in.inc_by(stats.stored);
+            self.duplicates.inc_by(stats.duplicates);
+        }
     }
 }
 

@@ -12,6 +12,14 @@
 //! A wrong key in 1 or 3 is refused before the upgrade (401). A page served
 //! from another origin is refused (403) unless `allowed_origins` lists it.
 //!
+//! Limits: a connection with a key counts against `max_connections` (and
+//! `max_connections_per_tenant`) only once the key is checked; one without
+//! a key (way 2) waits for its `auth` message in a separate, small budget
+//! (`max_unauthenticated_connections`), so keyless upgrades can never take
+//! the places of devices and authenticated receivers. If the server is at
+//! its limit when the `auth` message arrives, the connection closes with
+//! 1013 (try again later).
+//!
 //! Subscribing (`subscribe` with `from`): the subscription joins the
 //! channel's live queue **first**, then reads the channel's bounds, replays
 //! stored events from `from` up to them, and then forwards live events,
@@ -20,27 +28,42 @@
 //! below the bounds read (replayed) or arrives live: no gap, no duplicate.
 //! A subscriber that falls behind its bounded live queue is told
 //! `Lagged` and catches up from the store the same way.
+//!
+//! Writing: one writer task per connection takes frames from a bounded
+//! outbox; each frame must be taken by the peer within `write_timeout`,
+//! else the connection closes with 4016 (`slow_consumer`). The connection's
+//! own loop never waits on the outbox (its replies wait in a short queue
+//! and it stops reading requests while that is full), so it always sees
+//! shutdown, revocation and the writer's end; its last frames (the close
+//! frame) go to the writer past the queue, so closing a connection whose
+//! peer stopped reading takes at most about a second.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tether_proto::{
     CommandResult, ErrorCode, ErrorMessage, Payload, Pong, ReceiverToServer, ServerToReceiver,
     Subscribed,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 
-use crate::broker::Received;
-use crate::device_endpoint::{CLOSE_GOING_AWAY, CLOSE_POLICY};
-use crate::http_api::{check_origin, error_response};
+use crate::admission::ConnectionSlot;
+use crate::broker::{Received, Subscription};
+use crate::http_util::{check_origin, error_response, too_many_connections};
+use crate::serve::TcpHeld;
 use crate::store::{KeyIdentity, ReadRange, Revocation, StoredEvent};
+use crate::websocket::{
+    CLOSE_GOING_AWAY, CLOSE_LINGER, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN_LATER, SendError,
+    await_close, close, close_frame, error_close_code, is_too_large, send_within,
+};
 use crate::{AppState, auth};
 
 /// The subprotocol the server speaks.
@@ -53,6 +76,9 @@ const PAGE: usize = 256;
 pub(crate) const MAX_SUBSCRIPTIONS: usize = 256;
 /// Frames queued for one receiver's socket.
 const OUTBOX: usize = 256;
+/// The connection's own replies (pongs, errors, pings) waiting for room in
+/// the outbox; while this many wait, requests are not read.
+const REPLIES: usize = 16;
 
 fn key_from_subprotocols(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -64,27 +90,42 @@ fn key_from_subprotocols(headers: &HeaderMap) -> Option<&str> {
         .find_map(|protocol| protocol.strip_prefix(KEY_SUBPROTOCOL_PREFIX))
 }
 
+/// A receiver connection's standing at the upgrade.
+enum Admitted {
+    /// Its key was checked; it holds its place.
+    Authenticated {
+        identity: KeyIdentity,
+        key: String,
+        slot: ConnectionSlot,
+    },
+    /// No key yet: a place in the unauthenticated budget until its `auth`
+    /// message.
+    Pending(OwnedSemaphorePermit),
+}
+
 pub(crate) async fn upgrade(
     State(state): State<Arc<AppState>>,
+    Extension(tcp): Extension<TcpHeld>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if let Err(response) = check_origin(&state, &headers) {
         return response;
     }
-    let Ok(permit) = Arc::clone(&state.connection_permits).try_acquire_owned() else {
-        state.metrics.rejected("max_connections");
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            "the server is at its connection limit; retry later",
-        );
-    };
     let presented = key_from_subprotocols(&headers).or_else(|| auth::bearer(&headers));
-    let identity = match presented {
-        None => None,
+    let admitted = match presented {
         Some(key) => match state.store.authenticate_key(key).await {
-            Ok(Some(identity)) => Some(identity),
+            Ok(Some(identity)) => match state.admission.connection(identity.tenant_id) {
+                Ok(slot) => Admitted::Authenticated {
+                    identity,
+                    key: key.to_owned(),
+                    slot,
+                },
+                Err(refusal) => {
+                    state.metrics.rejected(refusal.metric());
+                    return too_many_connections();
+                }
+            },
             Ok(None) => {
                 state.metrics.auth_failure("receiver");
                 tracing::warn!("receiver refused: wrong key");
@@ -103,13 +144,19 @@ pub(crate) async fn upgrade(
                 );
             }
         },
+        None => match state.admission.unauthenticated() {
+            Some(permit) => Admitted::Pending(permit),
+            None => {
+                state.metrics.rejected("max_unauthenticated_connections");
+                return too_many_connections();
+            }
+        },
     };
     let upgrade = upgrade.protocols([SUBPROTOCOL]);
     crate::limits::bounded_upgrade(upgrade, state.config.limits.max_message_bytes)
         .on_upgrade(move |socket| async move {
-            let _permit = permit;
-            let _open = state.metrics.connection("receiver");
-            run(state, identity, socket).await;
+            let _tcp = tcp;
+            run(state, admitted, socket).await;
         })
         .into_response()
 }
@@ -136,126 +183,241 @@ fn error_frame(code: ErrorCode, request_id: Option<u32>, message: &str) -> Messa
     Message::Text(text.into())
 }
 
-fn close_frame(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }))
-}
-
 fn error_close(code: ErrorCode, reason: &str) -> Message {
-    close_frame(code.close_code().unwrap_or(4013), reason)
+    close_frame(error_close_code(code), reason)
 }
 
+/// Refuses an unauthenticated connection: an `unauthorized` error, then
+/// close 4005.
+async fn refuse(state: &AppState, socket: &mut WebSocket, reason: &str) {
+    let refusal = error_frame(ErrorCode::UNAUTHORIZED, None, reason);
+    if send_within(socket, refusal, state.config.limits.write_timeout)
+        .await
+        .is_ok()
+    {
+        close(socket, error_close_code(ErrorCode::UNAUTHORIZED), reason).await;
+    }
+}
+
+/// Waits (within the handshake timeout) for the `auth` message; on a wrong
+/// key sends an `error` and closes.
 async fn authenticate_first_message(
     state: &AppState,
     socket: &mut WebSocket,
-) -> Option<KeyIdentity> {
-    let first = tokio::time::timeout(state.config.limits.handshake_timeout, socket.recv()).await;
+) -> Option<(KeyIdentity, String)> {
+    let mut shutdown = state.shutdown.clone();
+    let first = tokio::select! {
+        first = tokio::time::timeout(state.config.limits.handshake_timeout, socket.recv()) => first,
+        _ = shutdown.changed() => {
+            close(socket, CLOSE_GOING_AWAY, "server shutting down").await;
+            return None;
+        }
+    };
     let text = match first {
         Err(_) => {
             state.metrics.rejected("handshake_timeout");
-            let _ = socket
-                .send(close_frame(
-                    CLOSE_POLICY,
-                    "no auth message within the handshake timeout",
-                ))
-                .await;
+            close(
+                socket,
+                CLOSE_POLICY,
+                "no auth message within the handshake timeout",
+            )
+            .await;
             return None;
         }
         Ok(Some(Ok(Message::Text(text)))) => text,
         Ok(_) => {
-            let _ = socket
-                .send(error_frame(
-                    ErrorCode::UNAUTHORIZED,
-                    None,
-                    "authenticate first",
-                ))
-                .await;
-            let _ = socket
-                .send(error_close(ErrorCode::UNAUTHORIZED, "authenticate first"))
-                .await;
+            refuse(state, socket, "authenticate first").await;
             return None;
         }
     };
-    let identity = match serde_json::from_str::<AuthEnvelope>(&text) {
-        Ok(envelope) if envelope.v == tether_proto::PROTOCOL_VERSION => state
-            .store
-            .authenticate_key(&envelope.auth.key)
-            .await
-            .ok()
-            .flatten(),
+    let key = match serde_json::from_str::<AuthEnvelope>(&text) {
+        Ok(envelope) if envelope.v == tether_proto::PROTOCOL_VERSION => Some(envelope.auth.key),
         _ => None,
     };
-    if identity.is_none() {
-        state.metrics.auth_failure("receiver");
-        tracing::warn!("receiver refused: wrong key in auth message");
-        let _ = socket
-            .send(error_frame(
-                ErrorCode::UNAUTHORIZED,
-                None,
-                "wrong receiver key",
-            ))
-            .await;
-        let _ = socket
-            .send(error_close(ErrorCode::UNAUTHORIZED, "wrong receiver key"))
-            .await;
+    let identity = match &key {
+        Some(key) => state.store.authenticate_key(key).await.ok().flatten(),
+        None => None,
+    };
+    match (identity, key) {
+        (Some(identity), Some(key)) => Some((identity, key)),
+        _ => {
+            state.metrics.auth_failure("receiver");
+            tracing::warn!("receiver refused: wrong key in auth message");
+            refuse(state, socket, "wrong receiver key").await;
+            None
+        }
     }
-    identity
 }
 
-async fn run(state: Arc<AppState>, identity: Option<KeyIdentity>, mut socket: WebSocket) {
-    let identity = match identity {
-        Some(identity) => identity,
-        None => match authenticate_first_message(&state, &mut socket).await {
-            Some(identity) => identity,
-            None => return,
-        },
-    };
-    let (mut sink, mut stream) = socket.split();
-    let (outbox, mut outgoing) = mpsc::channel::<Message>(OUTBOX);
-    let writer = tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
-            let closing = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || closing {
-                break;
+async fn run(state: Arc<AppState>, admitted: Admitted, mut socket: WebSocket) {
+    let (identity, key, _slot) = match admitted {
+        Admitted::Authenticated {
+            identity,
+            key,
+            slot,
+        } => (identity, key, slot),
+        Admitted::Pending(permit) => {
+            let _waiting = state.metrics.connection("unauthenticated");
+            let Some((identity, key)) = authenticate_first_message(&state, &mut socket).await
+            else {
+                return;
+            };
+            drop(permit);
+            match state.admission.connection(identity.tenant_id) {
+                Ok(slot) => (identity, key, slot),
+                Err(refusal) => {
+                    state.metrics.rejected(refusal.metric());
+                    close(
+                        &mut socket,
+                        CLOSE_TRY_AGAIN_LATER,
+                        "the server is at its connection limit; retry later",
+                    )
+                    .await;
+                    return;
+                }
             }
         }
-        let _ = sink.close().await;
-    });
+    };
+    let _open = state.metrics.connection("receiver");
+    serve(state, identity, key, socket).await;
+}
+
+/// Whether the connection's key is still valid (asked of the store after
+/// revocation notices were missed).
+async fn key_still_valid(state: &AppState, key: &str, identity: &KeyIdentity) -> bool {
+    match state.store.authenticate_key(key).await {
+        Ok(Some(current)) => current.key_id == identity.key_id,
+        Ok(None) => false,
+        Err(error) => {
+            tracing::warn!(%error, "cannot check the receiver key; closing");
+            false
+        }
+    }
+}
+
+/// How the writer's queue ended.
+enum Drained {
+    /// The connection is ending: these are its last frames.
+    Farewell(Vec<Message>),
+    /// The outbox closed.
+    Closed,
+    /// A frame could not be written.
+    Failed(SendError),
+}
+
+/// Takes frames from the outbox and writes them, each within the write
+/// timeout (a peer that does not take one is closed with 4016), until the
+/// connection's last frames arrive on `farewell`: those are written at
+/// once, within [`CLOSE_LINGER`], and whatever is still queued is dropped
+/// (a closing connection does not wait for a peer that stopped reading).
+async fn write_frames(
+    state: Arc<AppState>,
+    mut sink: SplitSink<WebSocket, Message>,
+    mut outgoing: mpsc::Receiver<Message>,
+    farewell: oneshot::Receiver<Vec<Message>>,
+) {
+    let write_timeout = state.config.limits.write_timeout;
+    let drain = async {
+        while let Some(message) = outgoing.recv().await {
+            if let Err(error) = send_within(&mut sink, message, write_timeout).await {
+                return Drained::Failed(error);
+            }
+        }
+        Drained::Closed
+    };
+    let drained = tokio::select! {
+        biased;
+        last = farewell => Drained::Farewell(last.unwrap_or_default()),
+        drained = drain => drained,
+    };
+    let last = match drained {
+        Drained::Farewell(frames) => frames,
+        Drained::Closed => Vec::new(),
+        Drained::Failed(SendError::Gone) => return,
+        Drained::Failed(SendError::TimedOut) => {
+            state.metrics.rejected("slow_consumer");
+            tracing::warn!("receiver does not read; closing");
+            vec![error_close(
+                ErrorCode::SLOW_CONSUMER,
+                "not reading within the write timeout",
+            )]
+        }
+    };
+    let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
+    for frame in last {
+        if !matches!(
+            tokio::time::timeout_at(deadline, sink.send(frame)).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+    }
+    let _ = tokio::time::timeout_at(deadline, sink.close()).await;
+}
+
+async fn serve(state: Arc<AppState>, identity: KeyIdentity, key: String, socket: WebSocket) {
     let limits = state.config.limits.clone();
+    let (sink, mut stream) = socket.split();
+    let (outbox, outgoing) = mpsc::channel::<Message>(OUTBOX);
+    let (farewell, last_frames) = oneshot::channel();
+    let mut writer = tokio::spawn(write_frames(
+        Arc::clone(&state),
+        sink,
+        outgoing,
+        last_frames,
+    ));
+    let mut writer_done = false;
     let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut commands = tokio::task::JoinSet::new();
+    let command_permits = Arc::new(Semaphore::new(limits.max_commands_per_connection));
+    let mut replies: VecDeque<Message> = VecDeque::new();
     let mut shutdown = state.shutdown.clone();
     let mut revocations = state.revocations.subscribe();
     let mut ping = tokio::time::interval(limits.ping_interval);
     ping.tick().await;
     let mut last_heard = Instant::now();
+    let revoked = || error_close(ErrorCode::UNAUTHORIZED, "receiver key revoked");
     let close = loop {
         tokio::select! {
             _ = shutdown.changed() => break Some(close_frame(CLOSE_GOING_AWAY, "server shutting down")),
-            revocation = revocations.recv() => {
-                if matches!(revocation, Ok(Revocation::Key(id)) if id == identity.key_id) {
-                    break Some(error_close(ErrorCode::UNAUTHORIZED, "receiver key revoked"));
+            revocation = revocations.recv() => match revocation {
+                Ok(Revocation::Key(id)) if id == identity.key_id => break Some(revoked()),
+                // Missed notices: the store is the truth.
+                Err(broadcast::error::RecvError::Lagged(_))
+                    if !key_still_valid(&state, &key, &identity).await =>
+                {
+                    break Some(revoked());
                 }
+                _ => {}
+            },
+            // The writer ended: the peer is gone or did not read.
+            _ = &mut writer, if !writer_done => {
+                writer_done = true;
+                break None;
             }
+            room = outbox.reserve(), if !replies.is_empty() => match (room, replies.pop_front()) {
+                (Ok(room), Some(reply)) => room.send(reply),
+                _ => break None,
+            },
+            Some(_) = commands.join_next(), if !commands.is_empty() => {}
             _ = ping.tick() => {
                 if last_heard.elapsed() > limits.idle_timeout {
                     state.metrics.rejected("idle_timeout");
                     break Some(close_frame(CLOSE_POLICY, "idle timeout"));
                 }
-                if outbox.send(Message::Ping(Default::default())).await.is_err() {
-                    break None;
+                if replies.len() < REPLIES {
+                    replies.push_back(Message::Ping(Default::default()));
                 }
             }
-            message = stream.next() => {
+            message = stream.next(), if replies.len() < REPLIES => {
                 last_heard = Instant::now();
                 let message = match message {
                     None => break None,
                     Some(Err(error)) => {
                         let error = error.to_string();
-                        if crate::device_endpoint::is_too_large(&error) {
+                        if is_too_large(&error) {
                             state.metrics.rejected("too_large");
-                            break Some(close_frame(crate::device_endpoint::CLOSE_TOO_BIG, "message too large"));
+                            break Some(close_frame(CLOSE_TOO_BIG, "message too large"));
                         }
                         break None;
                     }
@@ -275,42 +437,51 @@ async fn run(state: Arc<AppState>, identity: Option<KeyIdentity>, mut socket: We
                     Err(error) => {
                         state.metrics.rejected("malformed");
                         let code = error.error_code();
-                        let _ = outbox.send(error_frame(code, None, "undecodable message")).await;
+                        replies.push_back(error_frame(code, None, "undecodable message"));
                         break Some(error_close(code, "undecodable message"));
                     }
                 };
                 match request {
                     ReceiverToServer::Subscribe(subscribe) => {
                         if !identity.channels.allows(subscribe.channel) {
-                            let _ = outbox
-                                .send(error_frame(ErrorCode::FORBIDDEN, None, "this key may not read that channel"))
-                                .await;
+                            replies.push_back(error_frame(ErrorCode::FORBIDDEN, None, "this key may not read that channel"));
                             continue;
                         }
                         if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains_key(subscribe.channel) {
-                            let _ = outbox
-                                .send(error_frame(ErrorCode::RATE_LIMITED, None, "too many subscriptions on one connection"))
-                                .await;
+                            replies.push_back(error_frame(ErrorCode::RATE_LIMITED, None, "too many subscriptions on one connection"));
                             continue;
                         }
                         let channel = subscribe.channel.to_owned();
                         if let Some(old) = subscriptions.remove(&channel) {
                             old.abort();
                         }
+                        // Joined here, so a refusal is answered in order.
+                        let live = match state.broker.subscribe(identity.tenant_id, &channel) {
+                            Ok(live) => live,
+                            Err(error) => {
+                                state.metrics.rejected("channels_per_tenant");
+                                tracing::warn!(%error, tenant = identity.tenant_id, "subscribe refused");
+                                replies.push_back(error_frame(
+                                    ErrorCode::RATE_LIMITED,
+                                    None,
+                                    "the tenant has its maximum of subscribed channels",
+                                ));
+                                continue;
+                            }
+                        };
                         let task = tokio::spawn(subscription(
                             Arc::clone(&state),
                             identity.tenant_id,
                             channel.clone(),
                             subscribe.from,
+                            live,
                             outbox.clone(),
                         ));
                         subscriptions.insert(channel, task);
                     }
                     ReceiverToServer::Ping(ping) => {
                         let pong = ServerToReceiver::Pong(Pong { id: ping.id }).to_json().unwrap_or_default();
-                        if outbox.send(Message::Text(pong.into())).await.is_err() {
-                            break None;
-                        }
+                        replies.push_back(Message::Text(pong.into()));
                     }
                     ReceiverToServer::Unsubscribe(unsubscribe) => {
                         if let Some(task) = subscriptions.remove(unsubscribe.channel) {
@@ -318,15 +489,25 @@ async fn run(state: Arc<AppState>, identity: Option<KeyIdentity>, mut socket: We
                         }
                     }
                     ReceiverToServer::SendCommand(command) => {
+                        let request_id = command.request_id;
+                        let Ok(permit) = Arc::clone(&command_permits).try_acquire_owned() else {
+                            state.metrics.rejected("commands_per_connection");
+                            replies.push_back(error_frame(
+                                ErrorCode::RATE_LIMITED,
+                                Some(request_id),
+                                "too many commands waiting for their answers on this connection",
+                            ));
+                            continue;
+                        };
                         let state = Arc::clone(&state);
                         let identity = identity.clone();
                         let outbox = outbox.clone();
-                        let request_id = command.request_id;
                         let device = command.device.to_owned();
                         let channel = command.channel.to_owned();
                         let payload = command.payload.as_str().unwrap_or("null").to_owned();
-                        tokio::spawn(async move {
-                            let frame = match crate::http_api::command(&state, &identity, &device, channel, payload).await {
+                        commands.spawn(async move {
+                            let _permit = permit;
+                            let frame = match crate::commands::command(&state, &identity, &device, channel, payload).await {
                                 Ok(reply) => Message::Text(
                                     ServerToReceiver::CommandResult(CommandResult {
                                         request_id,
@@ -349,23 +530,21 @@ async fn run(state: Arc<AppState>, identity: Option<KeyIdentity>, mut socket: We
     for (_, task) in subscriptions {
         task.abort();
     }
-    if let Some(close) = close {
-        let _ = outbox.send(close).await;
-    }
-    drop(outbox);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-    // Wait for the peer's close frame (see `device_endpoint::close`).
-    let deadline = tokio::time::Instant::now() + crate::device_endpoint::CLOSE_LINGER;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(Ok(Message::Close(_)))) | Err(_) => break,
-            Ok(Some(Ok(_))) => {}
-            Ok(Some(Err(_)) | None) => {
-                tokio::time::sleep_until(deadline).await;
-                break;
-            }
+    commands.abort_all();
+    if !writer_done {
+        // The replies still waiting, then the close frame, ahead of any
+        // event still queued: the writer sends them within CLOSE_LINGER.
+        let _ = farewell.send(replies.into_iter().chain(close).collect());
+        drop(outbox);
+        if tokio::time::timeout(CLOSE_LINGER.saturating_mul(2), &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
         }
     }
+    // Wait for the peer's close frame (see `websocket::close`).
+    await_close(&mut stream).await;
 }
 
 /// Replays history from `from`, then forwards live events without gap or
@@ -375,10 +554,10 @@ async fn subscription(
     tenant_id: i64,
     channel: String,
     from: Option<u64>,
+    mut live: Box<dyn Subscription>,
     outbox: mpsc::Sender<Message>,
 ) {
-    // 1. Join the live queue before looking at the store.
-    let mut live = state.broker.subscribe(tenant_id, &channel);
+    // 1. The live queue was joined (`live`) before looking at the store.
     let bounds = match state.store.channel_bounds(tenant_id, &channel).await {
         Ok(bounds) => bounds,
         Err(error) => {

@@ -1,12 +1,28 @@
 //! The connected devices of this server node, for commands and for closing
 //! a session when the same device connects again.
+//!
+//! Each session registers a bounded command queue and gets a [`Fence`]. A
+//! newer session of the same device fences the older one: the fence is a
+//! `watch` value, not a message in a queue, so it cannot be lost when the
+//! old session's queue is full or the old session is stuck writing.
+//!
+//! Commands are bounded three ways: each tenant has at most
+//! `max_commands_per_tenant` waiting for their answers (more get
+//! `rate_limited`), each device's queue holds [`COMMAND_QUEUE`] of them,
+//! and one deadline covers queueing and answer (`command_timeout`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tether_proto::{CommandStatus, ErrorCode};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::limits::KeyedCounter;
+use crate::store::TenantId;
+
+/// Commands queued for one device connection.
+pub(crate) const COMMAND_QUEUE: usize = 64;
 
 /// A device's answer to a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,44 +33,93 @@ pub struct CommandReply {
     pub result: String,
 }
 
-/// What other tasks ask of a device connection.
+/// A command for a device connection to send; the answer goes to `reply`.
 #[derive(Debug)]
-pub(crate) enum DeviceControl {
-    /// Send a command; answer on `reply`.
-    Command {
-        channel: String,
-        payload: String,
-        reply: oneshot::Sender<CommandReply>,
-    },
-    /// Close the connection with this error.
-    Close(ErrorCode),
+pub(crate) struct CommandRequest {
+    pub(crate) channel: String,
+    pub(crate) payload: String,
+    pub(crate) reply: oneshot::Sender<CommandReply>,
+}
+
+/// Tells a session it must end, and why (set once, never lost).
+#[derive(Debug)]
+pub(crate) struct Fence(watch::Receiver<Option<ErrorCode>>);
+
+impl Fence {
+    /// Resolves (with the reason) once the session is fenced; never if it
+    /// is not.
+    pub(crate) async fn fenced(&mut self) -> ErrorCode {
+        let fenced = self
+            .0
+            .wait_for(Option::is_some)
+            .await
+            .map(|code| code.unwrap_or(ErrorCode::SESSION_REPLACED));
+        match fenced {
+            Ok(code) => code,
+            // The registry forgot the session without fencing it (it
+            // unregistered itself): nothing will come.
+            Err(_) => std::future::pending().await,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Session {
     id: u64,
-    control: mpsc::Sender<DeviceControl>,
+    commands: mpsc::Sender<CommandRequest>,
+    fence: watch::Sender<Option<ErrorCode>>,
 }
 
 /// Connected devices by id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DeviceSessions {
     sessions: Mutex<HashMap<String, Session>>,
+    commands_in_flight: KeyedCounter<TenantId>,
+    max_commands_per_tenant: usize,
+}
+
+impl Default for DeviceSessions {
+    fn default() -> Self {
+        DeviceSessions::new(crate::Limits::default().max_commands_per_tenant)
+    }
 }
 
 impl DeviceSessions {
-    /// Registers a session; an older session of the same device is told to
-    /// close with `session_replaced`.
-    pub(crate) fn register(&self, device_id: &str, id: u64, control: mpsc::Sender<DeviceControl>) {
+    /// No devices; each tenant may have `max_commands_per_tenant` commands
+    /// waiting for their answers.
+    pub fn new(max_commands_per_tenant: usize) -> Self {
+        DeviceSessions {
+            sessions: Mutex::new(HashMap::new()),
+            commands_in_flight: KeyedCounter::default(),
+            max_commands_per_tenant,
+        }
+    }
+
+    /// Registers a session: its commands arrive on the returned receiver,
+    /// and the [`Fence`] resolves when a newer session of the device
+    /// registers. An older session of the device is fenced now.
+    pub(crate) fn register(
+        &self,
+        device_id: &str,
+        id: u64,
+    ) -> (mpsc::Receiver<CommandRequest>, Fence) {
+        let (commands, queue) = mpsc::channel(COMMAND_QUEUE);
+        let (fence, fenced) = watch::channel(None);
         let old = match self.sessions.lock() {
-            Ok(mut sessions) => sessions.insert(device_id.to_owned(), Session { id, control }),
+            Ok(mut sessions) => sessions.insert(
+                device_id.to_owned(),
+                Session {
+                    id,
+                    commands,
+                    fence,
+                },
+            ),
             Err(_) => None,
         };
         if let Some(old) = old {
-            let _ = old
-                .control
-                .try_send(DeviceControl::Close(ErrorCode::SESSION_REPLACED));
+            old.fence.send_replace(Some(ErrorCode::SESSION_REPLACED));
         }
+        (queue, Fence(fenced))
     }
 
     /// Removes the session if it is still the registered one; `true` if it
@@ -83,34 +148,133 @@ impl DeviceSessions {
             .is_ok_and(|sessions| sessions.contains_key(device_id))
     }
 
-    /// Sends a command and waits up to `timeout` for the answer.
+    /// Commands of `tenant` waiting for their answers now.
+    pub fn commands_in_flight(&self, tenant: TenantId) -> usize {
+        self.commands_in_flight.count(&tenant)
+    }
+
+    /// Sends a command of `tenant` and waits up to `timeout` (queueing
+    /// included) for the answer: `rate_limited` when the tenant has its
+    /// maximum waiting, `device_offline`, or `command_timeout`.
     pub(crate) async fn send_command(
         &self,
+        tenant: TenantId,
         device_id: &str,
         channel: String,
         payload: String,
         timeout: Duration,
     ) -> Result<CommandReply, ErrorCode> {
-        let control = self
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _in_flight = self
+            .commands_in_flight
+            .try_acquire(tenant, Some(self.max_commands_per_tenant))
+            .ok_or(ErrorCode::RATE_LIMITED)?;
+        let commands = self
             .sessions
             .lock()
             .ok()
-            .and_then(|sessions| sessions.get(device_id).map(|s| s.control.clone()))
+            .and_then(|sessions| sessions.get(device_id).map(|s| s.commands.clone()))
             .ok_or(ErrorCode::DEVICE_OFFLINE)?;
         let (reply, answer) = oneshot::channel();
-        control
-            .send(DeviceControl::Command {
-                channel,
-                payload,
-                reply,
-            })
-            .await
-            .map_err(|_| ErrorCode::DEVICE_OFFLINE)?;
-        match tokio::time::timeout(timeout, answer).await {
+        let request = CommandRequest {
+            channel,
+            payload,
+            reply,
+        };
+        match tokio::time::timeout_at(deadline, commands.send(request)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(ErrorCode::DEVICE_OFFLINE),
+            // The device's queue stayed full: it is not taking commands.
+            Err(_) => return Err(ErrorCode::COMMAND_TIMEOUT),
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(reply)) => Ok(reply),
             // The connection ended before the device answered.
             Ok(Err(_)) => Err(ErrorCode::DEVICE_OFFLINE),
             Err(_) => Err(ErrorCode::COMMAND_TIMEOUT),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_newer_session_fences_the_older_even_with_a_full_queue() {
+        let sessions = DeviceSessions::new(1000);
+        let (_old_queue, mut old_fence) = sessions.register("d", 1);
+        // Fill the old session's queue: nobody reads it.
+        let mut waiting = Vec::new();
+        for _ in 0..COMMAND_QUEUE {
+            let (reply, answer) = oneshot::channel();
+            let commands = sessions
+                .sessions
+                .lock()
+                .ok()
+                .and_then(|s| s.get("d").map(|s| s.commands.clone()));
+            if let Some(commands) = commands {
+                assert!(
+                    commands
+                        .try_send(CommandRequest {
+                            channel: "c".into(),
+                            payload: "1".into(),
+                            reply,
+                        })
+                        .is_ok()
+                );
+            }
+            waiting.push(answer);
+        }
+        let (_new_queue, mut new_fence) = sessions.register("d", 2);
+        let fenced = tokio::time::timeout(Duration::from_millis(100), old_fence.fenced()).await;
+        assert_eq!(fenced.ok(), Some(ErrorCode::SESSION_REPLACED));
+        // The old session's exit does not take the device offline.
+        assert!(!sessions.unregister("d", 1));
+        assert!(sessions.is_online("d"));
+        // The newer one is not fenced.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), new_fence.fenced())
+                .await
+                .is_err()
+        );
+        assert!(sessions.unregister("d", 2));
+        assert!(!sessions.is_online("d"));
+    }
+
+    #[tokio::test]
+    async fn queueing_times_out_and_tenants_are_bounded() {
+        let sessions = std::sync::Arc::new(DeviceSessions::new(COMMAND_QUEUE + 1));
+        let (_queue, _fence) = sessions.register("d", 1);
+        // Nobody reads the queue: the first COMMAND_QUEUE commands are
+        // queued, the next one waits for room; all time out.
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..=COMMAND_QUEUE {
+            let sessions = std::sync::Arc::clone(&sessions);
+            tasks.spawn(async move {
+                sessions
+                    .send_command(7, "d", "c".into(), "1".into(), Duration::from_millis(300))
+                    .await
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(sessions.commands_in_flight(7), COMMAND_QUEUE + 1);
+        // The tenant is at its limit; another tenant is not.
+        assert_eq!(
+            sessions
+                .send_command(7, "d", "c".into(), "1".into(), Duration::from_millis(300))
+                .await,
+            Err(ErrorCode::RATE_LIMITED)
+        );
+        assert_eq!(
+            sessions
+                .send_command(8, "x", "c".into(), "1".into(), Duration::from_millis(300))
+                .await,
+            Err(ErrorCode::DEVICE_OFFLINE)
+        );
+        while let Some(result) = tasks.join_next().await {
+            assert_eq!(result.ok(), Some(Err(ErrorCode::COMMAND_TIMEOUT)));
+        }
+        assert_eq!(sessions.commands_in_flight(7), 0);
     }
 }

@@ -16,31 +16,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::Message;
 
-fn limits(
-    change: impl FnOnce(&mut tether_server::Limits),
-) -> impl FnOnce(tether_server::Config) -> tether_server::Config {
-    move |config| {
-        let mut limits = test_limits();
-        change(&mut limits);
-        config.with_limits(limits)
-    }
-}
-
-fn http_status(error: &tokio_tungstenite::tungstenite::Error) -> Option<u16> {
-    match error {
-        tokio_tungstenite::tungstenite::Error::Http(response) => Some(response.status().as_u16()),
-        _ => None,
-    }
-}
-
-async fn metric(t: &TestServer, name: &str) -> Result<String, BoxError> {
-    let (_, text) = http_raw(t.addr, "GET", "/metrics", None, None).await?;
-    Ok(text
-        .lines()
-        .find_map(|line| line.strip_prefix(name).map(|rest| rest.trim().to_owned()))
-        .unwrap_or_default())
-}
-
 #[tokio::test]
 async fn wrong_or_missing_token_is_refused_before_the_upgrade() -> TestResult {
     let t = TestServer::start().await?;

@@ -1,13 +1,51 @@
-//! The two traits tether-core needs from a board, implemented for
-//! embassy-net and embassy-time.
+//! The tether-core `Board` of this firmware: a connector over embassy-net,
+//! a clock over embassy-time, the hardware RNG and a RAM outbox.
+//! (`tether-esp32` will provide a complete one, with TLS and a flash
+//! outbox.)
 
 use core::net::Ipv4Addr;
 
 use embassy_net::dns::DnsQueryType;
 use embassy_net::tcp::{ConnectError, TcpSocket};
 use embassy_net::{IpAddress, Stack};
+use esp_hal::rng::Rng;
+use tether_core::board::{Board, Parts};
 use tether_core::connector::{Connector, Endpoint, Security};
+use tether_core::outbox::RamOutbox;
 use tether_core::time::{Clock, Instant};
+
+/// Everything the tether client needs from this board.
+pub struct EspBoard {
+    connector: EmbassyConnector,
+}
+
+impl EspBoard {
+    pub fn new(
+        stack: Stack<'static>,
+        rx: &'static mut [u8; SOCKET_BUFFER],
+        tx: &'static mut [u8; SOCKET_BUFFER],
+    ) -> Self {
+        Self {
+            connector: EmbassyConnector::new(stack, rx, tx),
+        }
+    }
+}
+
+impl Board for EspBoard {
+    type Connector = EmbassyConnector;
+    type Clock = EmbassyClock;
+    type Rng = Rng;
+    type Outbox = RamOutbox<4096>;
+
+    fn into_parts(self) -> Parts<EmbassyConnector, EmbassyClock, Rng, RamOutbox<4096>> {
+        Parts {
+            connector: self.connector,
+            clock: EmbassyClock,
+            rng: Rng::new(),
+            outbox: RamOutbox::new(),
+        }
+    }
+}
 
 /// Socket buffer sizes: one WebSocket frame of a few hundred bytes fits
 /// many times over.
@@ -76,6 +114,26 @@ impl Connector for EmbassyConnector {
             .await
             .map_err(EmbassyConnectError::Tcp)?;
         Ok(socket)
+    }
+
+    /// TCP close (FIN), then an abort (RST) if the peer does not finish
+    /// within a second.
+    async fn close(mut socket: Self::Connection<'_>) {
+        use embassy_futures::select::select;
+        socket.close();
+        let flushed = select(
+            socket.flush(),
+            embassy_time::Timer::after(embassy_time::Duration::from_secs(1)),
+        )
+        .await;
+        if !matches!(flushed, embassy_futures::select::Either::First(Ok(()))) {
+            socket.abort();
+            let _ = select(
+                socket.flush(),
+                embassy_time::Timer::after(embassy_time::Duration::from_millis(100)),
+            )
+            .await;
+        }
     }
 }
 

@@ -17,7 +17,6 @@ mod board;
 
 use embassy_executor::Spawner;
 use embassy_net::{Runner as NetRunner, StackResources};
-use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_time::{Duration, Timer};
 use esp_backtrace as _;
 use esp_hal::clock::CpuClock;
@@ -26,12 +25,11 @@ use esp_hal::timer::timg::TimerGroup;
 use esp_println::println;
 use esp_radio::wifi::sta::StationConfig;
 use esp_radio::wifi::{AuthenticationMethodConfig, Config, Interface, WifiController};
-use static_cell::StaticCell;
-use tether_core::client::{Buffers, Client, ClientConfig, CommandResult, Runner};
-use tether_core::outbox::RamOutbox;
+use static_cell::{ConstStaticCell, StaticCell};
+use tether_core::client::{self, ClientConfig, CommandResult, Resources};
 use tether_proto::{Command, CommandStatus};
 
-use crate::board::{EmbassyClock, EmbassyConnector, SOCKET_BUFFER};
+use crate::board::{EspBoard, SOCKET_BUFFER};
 
 esp_bootloader_esp_idf::esp_app_desc!();
 
@@ -54,8 +52,6 @@ const DEVICE_ID: &str = match option_env!("DEVICE_ID") {
 /// The upgrade's `Authorization` header, e.g. `Bearer td_…` (the token
 /// `tether-server device add` printed for `DEVICE_ID`).
 const AUTHORIZATION: Option<&str> = option_env!("TETHER_AUTHORIZATION");
-
-type FirmwareClient = Client<NoopRawMutex, RamOutbox<4096>, Rng, EmbassyClock>;
 
 #[esp_rtos::main]
 async fn main(spawner: Spawner) -> ! {
@@ -92,65 +88,53 @@ async fn main(spawner: Spawner) -> ! {
     // The tether client: statics, sizes fixed at compile time.
     static SOCKET_RX: StaticCell<[u8; SOCKET_BUFFER]> = StaticCell::new();
     static SOCKET_TX: StaticCell<[u8; SOCKET_BUFFER]> = StaticCell::new();
-    static CLIENT: StaticCell<FirmwareClient> = StaticCell::new();
-    static BUFFERS: StaticCell<Buffers<1536, 512, 512>> = StaticCell::new();
-    let mut config = ClientConfig::new(URL, DEVICE_ID, env!("CARGO_PKG_VERSION"));
-    if let Some(authorization) = AUTHORIZATION {
-        config = config.with_authorization(authorization);
-    }
-    let clock = EmbassyClock;
-    let client: &'static FirmwareClient = CLIENT
-        .init(Client::new(&config, RamOutbox::new(), rng, clock).expect("valid tether config"));
-    let connector = EmbassyConnector::new(
+    // Built in place at compile time (no 7 KB copy through the stack).
+    static TETHER: ConstStaticCell<Resources<EspBoard>> = ConstStaticCell::new(Resources::new());
+    let board = EspBoard::new(
         stack,
         SOCKET_RX.init([0; SOCKET_BUFFER]),
         SOCKET_TX.init([0; SOCKET_BUFFER]),
     );
-    let mut runner = Runner::new(
-        client,
-        config,
-        connector,
-        EmbassyClock,
-        Rng::new(),
-        BUFFERS.init(Buffers::new()),
-    )
-    .expect("valid tether buffers");
+    let mut config = ClientConfig::new(URL, DEVICE_ID, env!("CARGO_PKG_VERSION"));
+    if let Some(authorization) = AUTHORIZATION {
+        config = config.with_authorization(authorization);
+    }
+    let (client, mut runner) =
+        client::new(board, config, TETHER.take()).expect("valid tether config");
 
     stack.wait_config_up().await;
     println!("network up: {:?}", stack.config_v4());
 
     // Answers `led` with the state it would switch to, as the JSON result.
-    let mut on_command = |command: &Command<'_>, result: &mut CommandResult<'_>| {
+    let on_command = |command: &Command<'_>, result: &mut CommandResult<'_>| {
         println!("command {} on {}", command.id, command.channel);
         match command.channel {
-            "led" => {
-                let on = command.payload.as_str() == Some("true");
-                match result.set(&on) {
-                    Ok(()) => CommandStatus::Ok,
-                    Err(_) => CommandStatus::Failed,
-                }
-            }
+            "led" => match result.set(&(command.payload.as_str() == Some("true"))) {
+                Ok(()) => CommandStatus::Ok,
+                Err(_) => CommandStatus::Failed,
+            },
             _ => CommandStatus::Unsupported,
         }
     };
     let publish_counter = async {
-        let mut counter = 0u32;
-        loop {
-            counter = counter.wrapping_add(1);
-            match client.publish("counter", &counter) {
-                Ok(seq) => println!(
-                    "counter {counter} queued as seq {seq}, {:?}",
-                    client.state()
-                ),
-                Err(e) => println!("counter {counter} not queued: {e}"),
+        for counter in 1u32.. {
+            match client.publish("counter", &counter).await {
+                Ok(seq) => println!("counter {counter} stored as seq {seq}, {:?}", client.state()),
+                Err(e) => println!("counter {counter} not stored: {e}"),
             }
             Timer::after(Duration::from_secs(1)).await;
         }
     };
-    embassy_futures::join::join(runner.run(&mut on_command), publish_counter).await;
-    unreachable!("the runner and the publisher never return")
+    if let embassy_futures::select::Either::First(stopped) =
+        embassy_futures::select::select(runner.run(on_command), publish_counter).await
+    {
+        // A revoked token or an unknown device: only new settings help.
+        println!("the server refused this device: {}", stopped.0);
+    }
+    loop {
+        Timer::after(Duration::from_secs(60)).await;
+    }
 }
-
 #[embassy_executor::task]
 async fn wifi_task(mut controller: WifiController<'static>) {
     loop {

@@ -39,12 +39,16 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Parser;
-use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+use embassy_sync::blocking_mutex::raw::{NoopRawMutex, RawMutex};
 use embedded_io_adapters::tokio_1::FromTokio;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
-use tether_core::client::{Buffers, Client, ClientConfig, CommandResult, Runner};
+use tether_core::board::{Board, Parts};
+use tether_core::client::{
+    self, Client, ClientConfig, CommandResult, DEFAULT_PAYLOAD_CAPACITY, NeedsProvisioning,
+    Resources,
+};
 use tether_core::outbox::RamOutbox;
 use tether_core::session::{ConnectionState, SessionConfig};
 use tether_core::time::Duration;
@@ -143,6 +147,14 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         modem_config,
         &mut modem_buffers,
     );
+    // The ESP8266 is the connector; the PC brings the clock, the random
+    // source and the outbox.
+    let board = Parts {
+        connector: modem,
+        clock,
+        rng: StdRng::from_os_rng(),
+        outbox: RamOutbox::<OUTBOX_BYTES>::new(),
+    };
 
     let authorization = format!("Bearer {}", args.token);
     // A TLS handshake in the modem takes seconds.
@@ -150,46 +162,33 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let config = ClientConfig::new(&args.url, &args.device_id, env!("CARGO_PKG_VERSION"))
         .with_authorization(&authorization)
         .with_session(session);
-    let client: Client<NoopRawMutex, RamOutbox<OUTBOX_BYTES>, StdRng, TokioClock> =
-        Client::new(&config, RamOutbox::new(), StdRng::from_os_rng(), clock)
-            .map_err(|e| anyhow!("invalid settings: {e}"))?;
-    let mut buffers = Buffers::<2048, 1024, 1024>::new();
-    let mut runner = Runner::new(
-        &client,
-        config,
-        modem,
-        clock,
-        StdRng::from_os_rng(),
-        &mut buffers,
-    )
-    .map_err(|e| anyhow!("invalid settings: {e}"))?;
-    let mut handler = handle_command;
+    let mut resources: Resources<_, NoopRawMutex, DEFAULT_PAYLOAD_CAPACITY, 2048, 1024, 1024> =
+        Resources::new();
+    let (client, mut runner) =
+        client::new(board, config, &mut resources).map_err(|e| anyhow!("invalid settings: {e}"))?;
 
     tokio::select! {
-        _ = runner.run(&mut handler) => unreachable!("the runner never returns"),
-        () = report(&client) => unreachable!("reporting never ends"),
-        result = publish_input(&client, args) => result,
+        NeedsProvisioning(reason) = runner.run(handle_command) => {
+            bail!("the relay refused this device for good ({reason:?}): check the token and device id")
+        }
+        () = report(client) => unreachable!("reporting never ends"),
+        result = publish_input(client, args) => result,
     }
 }
 
 /// Publishes every line of standard input, then waits for the last
 /// acknowledgement.
-async fn publish_input<M, O, R>(
-    client: &Client<M, O, R, TokioClock>,
+async fn publish_input<B: Board, M: RawMutex, const PAYLOAD: usize>(
+    client: &Client<B, M, PAYLOAD>,
     args: &Args,
-) -> anyhow::Result<()>
-where
-    M: embassy_sync::blocking_mutex::raw::RawMutex,
-    O: tether_core::outbox::Outbox,
-    R: rand::RngCore,
-{
+) -> anyhow::Result<()> {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await.context("reading stdin")? {
         if line.trim().is_empty() {
             continue;
         }
         let value = serde_json::from_str::<Value>(&line).unwrap_or(Value::String(line));
-        match client.publish(&args.channel, &value) {
+        match client.publish(&args.channel, &value).await {
             Ok(seq) => event(&json!({"event": "queued", "seq": seq})),
             Err(e) => event(&json!({"event": "refused", "error": format!("{e:?}")})),
         }
@@ -210,12 +209,7 @@ where
 }
 
 /// Prints state changes, acknowledgements and link errors as they happen.
-async fn report<M, O, R>(client: &Client<M, O, R, TokioClock>)
-where
-    M: embassy_sync::blocking_mutex::raw::RawMutex,
-    O: tether_core::outbox::Outbox,
-    R: rand::RngCore,
-{
+async fn report<B: Board, M: RawMutex, const PAYLOAD: usize>(client: &Client<B, M, PAYLOAD>) {
     let mut state = None;
     let mut acknowledged = 0;
     let mut failures = 0;
@@ -246,6 +240,7 @@ fn state_name(state: ConnectionState) -> &'static str {
         ConnectionState::Connected => "connected",
         ConnectionState::BackingOff { .. } => "backing_off",
         ConnectionState::GaveUp(_) => "gave_up",
+        ConnectionState::NeedsProvisioning(_) => "needs_provisioning",
         _ => "unknown",
     }
 }

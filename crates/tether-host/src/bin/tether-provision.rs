@@ -49,7 +49,7 @@ struct Arguments {
     #[arg(long)]
     out: PathBuf,
     /// Write a whole ESP32 `tether` partition image (record padded with
-    /// 0xFF to 4 KiB) for `espflash write-bin 0xe000 FILE`.
+    /// 0xFF to 8 KiB, both slots) for `espflash write-bin 0xe000 FILE`.
     #[arg(long)]
     esp32_partition: bool,
 }

@@ -1,10 +1,28 @@
 //! The durable store behind a small trait: tenants, devices, receiver keys,
 //! channels and their messages.
 //!
-//! [`SqliteStore`] is the embedded default. A store hands every committed
+//! [`SqliteStore`] is the embedded default; the [`Store`] trait is the seam
+//! another database plugs into (the behaviour every store must have is one
+//! shared test suite, `tests/store_suite/`). A store hands every committed
 //! event to the hook given at construction **in commit (offset) order**, and
 //! resolves an append only after its transaction committed, so the device
 //! endpoint acknowledges nothing it could still lose.
+//!
+//! # What "stored" means for a device's records
+//!
+//! A record is named by `(device, boot_id, seq)` and stored at most once:
+//! de-duplication looks at what is stored, never at a maximum. Per
+//! `(device, boot_id)` the store keeps the **contiguous stored watermark**
+//! (`stored_seq`): every record the device sent with a `seq` up to it is
+//! stored. Each append says which record the device sent before it
+//! ([`AppendRequest::previous_seq`]); the watermark moves over a record only
+//! when it already covers that one. A record stored after a gap (its
+//! predecessor's write failed) is stored and remembered, but the watermark
+//! stays below the gap until the predecessor is stored too, so
+//! [`Store::open_session`] (which the server sends as
+//! `Welcome.last_stored_seq`) never tells a device to drop a record the
+//! store does not have. Gaps the device made itself (records it dropped and
+//! never sent) do not hold the watermark back.
 
 mod sqlite;
 
@@ -12,11 +30,12 @@ use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use serde::Serialize;
 use tether_proto::{Event, Payload, ServerToReceiver};
 
-pub use sqlite::{Admin, NewDevice, NewKey, SqliteStore, StoreOptions};
+pub use sqlite::{Admin, NewDevice, NewKey, SqliteStore};
 
 /// A boxed, sendable future (the store and broker traits are object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -144,6 +163,11 @@ pub struct AppendRequest {
     pub boot_id: u64,
     /// `Publish.seq`.
     pub seq: u32,
+    /// The `seq` of the record the device sent before this one on the same
+    /// connection, or `Welcome.last_stored_seq` for the first one: the
+    /// stored watermark moves over this record only if it already covers
+    /// `previous_seq` (see the [module docs](self)).
+    pub previous_seq: u32,
     /// `Publish.channel`.
     pub channel: String,
     /// `Publish.time_ms`.
@@ -313,6 +337,67 @@ pub enum Revocation {
     Key(i64),
 }
 
+/// What one write transaction did, handed to [`StoreOptions::on_transaction`]
+/// (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TransactionStats {
+    /// Operations the transaction held.
+    pub operations: usize,
+    /// Whether it committed (when not, nothing in it happened).
+    pub committed: bool,
+    /// Records it stored (0 unless committed).
+    pub stored: u64,
+    /// Appends of records that were stored before (0 unless committed).
+    pub duplicates: u64,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// How to open a store: the hooks and limits every store implementation
+/// takes.
+pub struct StoreOptions {
+    /// Called by the writer after each commit with the events it stored, in
+    /// offset order (the server hands them to the broker).
+    pub on_commit: Box<dyn Fn(Vec<Arc<StoredEvent>>) + Send>,
+    /// Called by the writer after each transaction, committed or not (the
+    /// server counts stored and duplicate records here, at commit, whatever
+    /// becomes of the connection that sent them).
+    pub on_transaction: Box<dyn Fn(&TransactionStats) + Send>,
+    /// Operations the write queue holds before `append` waits.
+    pub queue_capacity: usize,
+    /// Database connections readers may hold at once; more concurrent
+    /// reads wait for one to be free.
+    pub read_connections: usize,
+    /// Default retention of tenants without their own: maximum age.
+    pub retention_max_age: Option<Duration>,
+    /// Default retention of tenants without their own: events per channel.
+    pub retention_max_messages: Option<u64>,
+}
+
+impl fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("queue_capacity", &self.queue_capacity)
+            .field("read_connections", &self.read_connections)
+            .field("retention_max_age", &self.retention_max_age)
+            .field("retention_max_messages", &self.retention_max_messages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            on_commit: Box::new(|_| {}),
+            on_transaction: Box::new(|_| {}),
+            queue_capacity: 4096,
+            read_connections: 8,
+            retention_max_age: None,
+            retention_max_messages: None,
+        }
+    }
+}
+
 /// The durable store. Object safe; every method is async.
 pub trait Store: Send + Sync + 'static {
     /// The device a token belongs to, if it is valid and not revoked.
@@ -323,8 +408,9 @@ pub trait Store: Send + Sync + 'static {
     /// The receiver key, if it is valid and not revoked.
     fn authenticate_key(&self, key: &str)
     -> BoxFuture<'_, Result<Option<KeyIdentity>, StoreError>>;
-    /// Marks the device online and returns the highest stored `seq` of
-    /// `(device, boot_id)` (0 if none).
+    /// Marks the device online and returns the contiguous stored watermark
+    /// of `(device, boot_id)` (0 if none): every record the device sent in
+    /// that boot up to it is stored (`Welcome.last_stored_seq`).
     fn open_session(
         &self,
         device_id: &str,
@@ -335,7 +421,10 @@ pub trait Store: Send + Sync + 'static {
     /// Marks the device offline, last seen now.
     fn close_session(&self, device_id: &str, now_ms: u64) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Enqueues an append (waiting while the writer is full: backpressure)
-    /// and returns its commit.
+    /// and returns its commit. A commit that resolves `Ok` means the record
+    /// is stored (now, or before: [`AppendOutcome::Duplicate`]); an `Err`
+    /// means nothing of it was acknowledged, whatever happened to the
+    /// appends enqueued after it.
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Commit, StoreError>>;
     /// A channel's bounds (`1, 1` for a channel never published to).
     fn channel_bounds(
@@ -376,7 +465,10 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> BoxFuture<'_, Result<String, StoreError>>;
     /// Deletes what each tenant's retention no longer keeps; returns how
-    /// many events went.
+    /// many events went. Deletes in bounded chunks, each its own
+    /// transaction, between the writer's batches: appends keep committing
+    /// (and a failing chunk fails no append) while a large table is
+    /// trimmed.
     fn enforce_retention(&self, now_ms: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
     /// Revocations recorded after `after` (by any process), with the id to
     /// pass next time.

@@ -8,6 +8,8 @@
     clippy::std_instead_of_alloc
 )]
 
+pub mod faulty_store;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -50,6 +52,48 @@ pub fn test_limits() -> Limits {
     }
 }
 
+/// A configuration change: the test limits, changed by `change`.
+pub fn limits(change: impl FnOnce(&mut Limits)) -> impl FnOnce(Config) -> Config {
+    move |config| {
+        let mut limits = test_limits();
+        change(&mut limits);
+        config.with_limits(limits)
+    }
+}
+
+/// The HTTP status of a refused WebSocket upgrade.
+pub fn http_status(error: &tokio_tungstenite::tungstenite::Error) -> Option<u16> {
+    match error {
+        tokio_tungstenite::tungstenite::Error::Http(response) => Some(response.status().as_u16()),
+        _ => None,
+    }
+}
+
+/// The value of one line of `/metrics` (`name` with its labels), or ""
+/// if the server has not exported it yet.
+pub async fn metric(t: &TestServer, name: &str) -> Result<String, BoxError> {
+    let (_, text) = http_raw(t.addr, "GET", "/metrics", None, None).await?;
+    Ok(text
+        .lines()
+        .find_map(|line| line.strip_prefix(name).map(|rest| rest.trim().to_owned()))
+        .unwrap_or_default())
+}
+
+/// Polls `/metrics` until `name` has `value` (fails after [`WAIT`]).
+pub async fn wait_metric(t: &TestServer, name: &str, value: &str) -> TestResult {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = metric(t, name).await?;
+        if now == value {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("{name} is {now:?}, expected {value}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl TestServer {
     pub async fn start() -> Result<TestServer, BoxError> {
         Self::start_with(|config| config).await
@@ -58,10 +102,18 @@ impl TestServer {
     pub async fn start_with(
         configure: impl FnOnce(Config) -> Config,
     ) -> Result<TestServer, BoxError> {
+        Self::start_with_store_layer(configure, Box::new(|store| store)).await
+    }
+
+    /// A server whose endpoints use the real store wrapped by `layer`.
+    pub async fn start_with_store_layer(
+        configure: impl FnOnce(Config) -> Config,
+        layer: tether_server::StoreLayer,
+    ) -> Result<TestServer, BoxError> {
         let dir = tempfile::tempdir()?;
         let config =
             Config::new(dir.path().to_owned(), "127.0.0.1:0".parse()?).with_limits(test_limits());
-        let server = Server::start(configure(config)).await?;
+        let server = Server::start_with_store_layer(configure(config), layer).await?;
         let key = server
             .first_start_key()
             .ok_or("no first-start key")?
@@ -224,6 +276,40 @@ impl Device {
     }
 }
 
+/// A TCP connection to `server` from the loopback address `local`
+/// (127.0.0.0/8 is all this host's), with a receive buffer of
+/// `receive_buffer` bytes if given (a client that stops reading then
+/// fills up sooner).
+pub async fn tcp_from(
+    local: std::net::Ipv4Addr,
+    server: SocketAddr,
+    receive_buffer: Option<u32>,
+) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    if let Some(size) = receive_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
+    socket.bind(SocketAddr::from((local, 0)))?;
+    socket.connect(server).await
+}
+
+/// A WebSocket to `path` over `stream`, with `Authorization: Bearer
+/// <secret>`.
+pub async fn ws_over(
+    stream: TcpStream,
+    server: SocketAddr,
+    path: &str,
+    secret: &str,
+) -> Result<Ws, BoxError> {
+    let mut request = format!("ws://{server}{path}").into_client_request()?;
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {secret}"))?,
+    );
+    let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await?;
+    Ok(ws)
+}
+
 /// Waits for the close frame (skipping other messages) and returns its code.
 pub async fn close_code(ws: &mut Ws) -> Result<u16, BoxError> {
     loop {
@@ -252,7 +338,9 @@ impl Receiver {
             "authorization",
             HeaderValue::from_str(&format!("Bearer {key}"))?,
         );
-        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        // No Nagle: a request written right after another is not held
+        // back waiting for the server's delayed ack.
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true).await?;
         Ok(Receiver { ws })
     }
 

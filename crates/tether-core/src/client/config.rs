@@ -1,0 +1,227 @@
+//! [`ClientConfig`]: what a device client connects to and says about
+//! itself, and the buffer sizes that follow from it.
+
+use core::fmt;
+
+use tether_proto::{MAX_CHANNEL_LEN, validate_device_id};
+
+use crate::session::{MAX_COMMAND_RESULT_LEN, SessionConfig, SessionConfigError};
+use crate::time::Duration;
+use crate::url::{ServerUrl, UrlError};
+
+/// Largest JSON payload [`Client::publish`](super::Client::publish) serializes by default.
+pub const DEFAULT_PAYLOAD_CAPACITY: usize = 256;
+
+/// Bytes of a `Publish` message around its payload, at most: version and
+/// kind, seq, channel, time, payload length (postcard varints).
+const PUBLISH_OVERHEAD: usize = 2 + 5 + 1 + MAX_CHANNEL_LEN + 1 + 10 + 3;
+
+/// Bytes of the largest `Hello`.
+const HELLO_LEN: usize = 2 + 1 + tether_proto::MAX_DEVICE_ID_LEN + 1 + 32 + 10 + 5;
+
+/// Bytes of the largest `CommandAck`: version and kind, id, status, result
+/// length and result.
+const COMMAND_ACK_LEN: usize = 2 + 5 + 1 + 2 + MAX_COMMAND_RESULT_LEN;
+
+/// The smallest message buffer a [`Runner`](super::Runner) needs for payloads of up to
+/// `payload` bytes.
+#[must_use]
+pub const fn message_buffer_len(payload: usize) -> usize {
+    let publish = PUBLISH_OVERHEAD + payload;
+    let control = if COMMAND_ACK_LEN > HELLO_LEN {
+        COMMAND_ACK_LEN
+    } else {
+        HELLO_LEN
+    };
+    if publish > control { publish } else { control }
+}
+
+/// Settings of a device client. Builder-lite: [`ClientConfig::new`] takes
+/// what has no default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ClientConfig<'a> {
+    pub(super) url: &'a str,
+    pub(super) device_id: &'a str,
+    pub(super) firmware_version: &'a str,
+    pub(super) authorization: Option<&'a str>,
+    pub(super) session: SessionConfig,
+    pub(super) send_timeout: Duration,
+}
+
+impl<'a> ClientConfig<'a> {
+    /// Connect to `url` (`ws://` or `wss://`) as `device_id`, reporting
+    /// `firmware_version`. Defaults: no `Authorization` header, the default
+    /// [`SessionConfig`], 10 s to send a message.
+    #[must_use]
+    pub const fn new(url: &'a str, device_id: &'a str, firmware_version: &'a str) -> Self {
+        Self {
+            url,
+            device_id,
+            firmware_version,
+            authorization: None,
+            session: SessionConfig::new(),
+            send_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The `Authorization` header of the WebSocket upgrade, e.g.
+    /// `Bearer <device token>`.
+    #[must_use]
+    pub const fn with_authorization(mut self, value: &'a str) -> Self {
+        self.authorization = Some(value);
+        self
+    }
+
+    /// Session settings: backoff, keepalive, in-flight window, full policy.
+    #[must_use]
+    pub const fn with_session(mut self, session: SessionConfig) -> Self {
+        self.session = session;
+        self
+    }
+
+    /// Longest time one message may take to go out before the link counts
+    /// as dead.
+    #[must_use]
+    pub const fn with_send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// The server URL.
+    #[must_use]
+    pub const fn url(&self) -> &'a str {
+        self.url
+    }
+
+    /// The device id sent in `Hello`.
+    #[must_use]
+    pub const fn device_id(&self) -> &'a str {
+        self.device_id
+    }
+
+    /// The firmware version sent in `Hello`.
+    #[must_use]
+    pub const fn firmware_version(&self) -> &'a str {
+        self.firmware_version
+    }
+
+    /// Session settings.
+    #[must_use]
+    pub const fn session(&self) -> &SessionConfig {
+        &self.session
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// The first rule the settings break.
+    pub fn validate(&self) -> Result<ServerUrl<'a>, ClientConfigError> {
+        let url = ServerUrl::parse(self.url).map_err(ClientConfigError::Url)?;
+        validate_device_id(self.device_id).map_err(|_| ClientConfigError::DeviceId)?;
+        let version = self.firmware_version;
+        if version.is_empty()
+            || version.len() > tether_proto::MAX_FIRMWARE_VERSION_LEN
+            || !version
+                .bytes()
+                .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+        {
+            return Err(ClientConfigError::FirmwareVersion);
+        }
+        self.session
+            .validate()
+            .map_err(ClientConfigError::Session)?;
+        if self.send_timeout.as_millis() == 0 {
+            return Err(ClientConfigError::ZeroSendTimeout);
+        }
+        Ok(url)
+    }
+}
+
+/// A [`ClientConfig`] (or buffer) that cannot work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ClientConfigError {
+    /// The URL is not a usable `ws://` or `wss://` URL.
+    Url(UrlError),
+    /// The device id breaks the protocol's rules (1 to 64 of `A-Z a-z 0-9 _ - . :`).
+    DeviceId,
+    /// The firmware version is not 1 to 32 printable ASCII characters
+    /// without `"` and `\`.
+    FirmwareVersion,
+    /// The session settings are invalid.
+    Session(SessionConfigError),
+    /// The send timeout is zero.
+    ZeroSendTimeout,
+    /// The message buffer is smaller than [`message_buffer_len`] of the
+    /// client's payload capacity.
+    MessageBufferTooSmall,
+    /// The receive or transmit buffer is too small for a WebSocket frame
+    /// (at least 128 bytes each).
+    FrameBufferTooSmall,
+}
+
+impl fmt::Display for ClientConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Url(e) => write!(f, "invalid server URL: {e}"),
+            Self::DeviceId => f.write_str("invalid device id"),
+            Self::FirmwareVersion => f.write_str("invalid firmware version"),
+            Self::Session(e) => write!(f, "invalid session settings: {e}"),
+            Self::ZeroSendTimeout => f.write_str("send timeout must not be zero"),
+            Self::MessageBufferTooSmall => f.write_str("message buffer too small"),
+            Self::FrameBufferTooSmall => f.write_str("frame buffers too small"),
+        }
+    }
+}
+
+impl core::error::Error for ClientConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation() {
+        let ok = ClientConfig::new("ws://relay.local:8080/device", "dev-1", "1.0.0");
+        assert!(ok.validate().is_ok());
+        let cases = [
+            (
+                ClientConfig::new("http://x", "dev-1", "1"),
+                ClientConfigError::Url(UrlError::UnsupportedScheme),
+            ),
+            (
+                ClientConfig::new("ws://x", "dev 1", "1"),
+                ClientConfigError::DeviceId,
+            ),
+            (
+                ClientConfig::new("ws://x", "", "1"),
+                ClientConfigError::DeviceId,
+            ),
+            (
+                ClientConfig::new("ws://x", "d", ""),
+                ClientConfigError::FirmwareVersion,
+            ),
+            (
+                ClientConfig::new("ws://x", "d", "1\\"),
+                ClientConfigError::FirmwareVersion,
+            ),
+            (
+                ClientConfig::new("ws://x", "d", "123456789012345678901234567890123"),
+                ClientConfigError::FirmwareVersion,
+            ),
+            (
+                ok.with_send_timeout(Duration::ZERO),
+                ClientConfigError::ZeroSendTimeout,
+            ),
+            (
+                ok.with_session(SessionConfig::new().with_max_in_flight(0)),
+                ClientConfigError::Session(SessionConfigError::ZeroInFlight),
+            ),
+        ];
+        for (config, error) in cases {
+            assert_eq!(config.validate().err(), Some(error), "{config:?}");
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! A receiver key's command to a device, the same for the HTTP API and the
+//! receiver WebSocket: what the key may do, whether the device is the
+//! key's tenant's, then [`DeviceSessions::send_command`](crate::DeviceSessions)
+//! (bounded per tenant, one deadline for queueing and answer).
+
+use tether_proto::ErrorCode;
+
+use crate::store::KeyIdentity;
+use crate::{AppState, CommandReply};
+
+/// Sends a command for a receiver key: checks what the key may do, that
+/// the device is the key's tenant's, and that it is online.
+pub(crate) async fn command(
+    state: &AppState,
+    identity: &KeyIdentity,
+    device: &str,
+    channel: String,
+    payload: String,
+) -> Result<CommandReply, (ErrorCode, &'static str)> {
+    if !identity.can_command {
+        return Err((ErrorCode::FORBIDDEN, "this key is read-only"));
+    }
+    if !identity.channels.allows(&channel) {
+        return Err((ErrorCode::FORBIDDEN, "this key may not use that channel"));
+    }
+    match state.store.device_tenant(device).await {
+        Ok(Some(tenant)) if tenant == identity.tenant_id => {}
+        // Another tenant's device looks exactly like a missing one.
+        Ok(_) => return Err((ErrorCode::UNKNOWN_DEVICE, "no such device")),
+        Err(_) => return Err((ErrorCode::INTERNAL, "store unavailable")),
+    }
+    state
+        .devices
+        .send_command(
+            identity.tenant_id,
+            device,
+            channel,
+            payload,
+            state.config.limits.command_timeout,
+        )
+        .await
+        .map_err(|code| {
+            let message = match code {
+                ErrorCode::COMMAND_TIMEOUT => "the device did not answer in time",
+                ErrorCode::RATE_LIMITED => {
+                    state.metrics.rejected("commands_per_tenant");
+                    "too many commands of this tenant are waiting for their answers"
+                }
+                _ => "the device is offline",
+            };
+            (code, message)
+        })
+}

@@ -1,0 +1,231 @@
+//! The database schema, its migrations, and opening connections.
+//!
+//! A database records how far it is migrated in `PRAGMA user_version`.
+//! [`BASE`] is the schema every database had before versions were counted
+//! (version 0); each entry of [`MIGRATIONS`] takes a database one version
+//! further. A new database is made the same way (base, then every
+//! migration), so new and upgraded databases cannot differ.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::store::StoreError;
+
+/// The schema of version 0 (as the first releases created it).
+pub(super) const BASE: &str = "
+CREATE TABLE IF NOT EXISTS tenants(
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL,
+    retention_max_age_ms INTEGER,
+    retention_max_messages INTEGER
+);
+INSERT OR IGNORE INTO tenants(id, name, created_ms) VALUES (0, '_unclaimed', 0);
+CREATE TABLE IF NOT EXISTS devices(
+    id TEXT PRIMARY KEY,
+    tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+    token_lookup TEXT NOT NULL UNIQUE,
+    token_hash BLOB NOT NULL,
+    claim_hash BLOB UNIQUE,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    online INTEGER NOT NULL DEFAULT 0,
+    last_seen_ms INTEGER,
+    firmware_version TEXT,
+    day_start_ms INTEGER NOT NULL DEFAULT 0,
+    day_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS keys(
+    id INTEGER PRIMARY KEY,
+    tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+    lookup TEXT NOT NULL UNIQUE,
+    hash BLOB NOT NULL,
+    channels TEXT,
+    can_command INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    name TEXT
+);
+CREATE TABLE IF NOT EXISTS boots(
+    device_id TEXT NOT NULL,
+    boot_id INTEGER NOT NULL,
+    max_seq INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL,
+    PRIMARY KEY(device_id, boot_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS channels(
+    id INTEGER PRIMARY KEY,
+    tenant_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    next_offset INTEGER NOT NULL,
+    UNIQUE(tenant_id, name)
+);
+CREATE TABLE IF NOT EXISTS messages(
+    channel_id INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    device_time_ms INTEGER,
+    server_time_ms INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY(channel_id, offset)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_by_time ON messages(channel_id, server_time_ms);
+CREATE TABLE IF NOT EXISTS revocations(
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL
+);
+";
+
+/// One step from version `n` to `n + 1`; runs inside the migrating
+/// transaction.
+type Migration = fn(&Connection) -> Result<(), StoreError>;
+
+/// Version `n + 1` is what `MIGRATIONS[n]` makes of version `n`.
+const MIGRATIONS: [Migration; 2] = [claim_codes_expire, contiguous_watermark];
+
+/// The schema version this code reads and writes.
+pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// 1: claim codes can expire. (Databases made before versions were
+/// counted may already have the column.)
+fn claim_codes_expire(conn: &Connection) -> Result<(), StoreError> {
+    let exists = conn
+        .prepare("SELECT 1 FROM pragma_table_info('devices') WHERE name = 'claim_expires_ms'")?
+        .exists([])?;
+    if !exists {
+        // When a claim code stops working (Unix ms); NULL: never.
+        conn.execute_batch("ALTER TABLE devices ADD COLUMN claim_expires_ms INTEGER")?;
+    }
+    Ok(())
+}
+
+/// 2: de-duplicate on what is stored and acknowledge only what is stored
+/// without a gap. `boots.stored_seq` is the contiguous stored watermark of a
+/// `(device, boot)`; `stored_seqs` names the records stored above it (after
+/// a failed write left a gap), so re-sending them stores nothing twice.
+/// The old `max_seq` was the highest stored `seq`, the best watermark an
+/// old database can give.
+fn contiguous_watermark(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "ALTER TABLE boots RENAME COLUMN max_seq TO stored_seq;
+         CREATE TABLE stored_seqs(
+             device_id TEXT NOT NULL,
+             boot_id INTEGER NOT NULL,
+             seq INTEGER NOT NULL,
+             PRIMARY KEY(device_id, boot_id, seq)
+         ) WITHOUT ROWID;",
+    )?;
+    Ok(())
+}
+
+/// Brings a database up to [`VERSION`]. Safe when several processes open
+/// the database at once (the server and the admin CLI): the check and the
+/// changes run in one immediate transaction.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(BASE)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > VERSION {
+        return Err(StoreError::Invalid(format!(
+            "the database has schema version {version}, newer than this server's {VERSION}: \
+             run a newer tether-server"
+        )));
+    }
+    let done = usize::try_from(version).unwrap_or(0);
+    for migration in MIGRATIONS.iter().skip(done) {
+        migration(&tx)?;
+    }
+    if version != VERSION {
+        tx.pragma_update(None, "user_version", VERSION)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// How long a connection waits for another one's write lock before its
+/// statement fails with "database is locked".
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens (creating and migrating if needed) a database file with the
+/// pragmas tether uses.
+pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit is on disk when it returns (acks mean durable).
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// A read-only connection for the reader pool.
+pub(super) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+pub(crate) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// `boot_id` keeps its 64 bits in SQLite's signed integer.
+pub(super) fn boot_to_i64(boot_id: u64) -> i64 {
+    i64::from_ne_bytes(boot_id.to_ne_bytes())
+}
+
+/// A duration in ms as SQLite stores it.
+pub(super) fn duration_ms(duration: Duration) -> i64 {
+    to_i64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns(conn: &Connection, table: &str) -> Result<Vec<String>, StoreError> {
+        Ok(conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    #[test]
+    fn new_databases_get_every_migration_and_reopening_changes_nothing() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|error| StoreError::Database(error.to_string()))?;
+        let path = dir.path().join("new.db");
+        let conn = open_connection(&path)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        assert_eq!(version, VERSION);
+        assert!(columns(&conn, "boots")?.contains(&"stored_seq".to_owned()));
+        assert!(columns(&conn, "devices")?.contains(&"claim_expires_ms".to_owned()));
+        drop(conn);
+        let again = open_connection(&path)?;
+        assert!(columns(&again, "boots")?.contains(&"stored_seq".to_owned()));
+        Ok(())
+    }
+
+    #[test]
+    fn a_database_of_a_newer_server_is_refused() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|error| StoreError::Database(error.to_string()))?;
+        let path = dir.path().join("future.db");
+        drop(open_connection(&path)?);
+        Connection::open(&path)?.pragma_update(None, "user_version", VERSION + 1)?;
+        match open_connection(&path) {
+            Err(StoreError::Invalid(text)) => assert!(text.contains("newer"), "{text}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        Ok(())
+    }
+}

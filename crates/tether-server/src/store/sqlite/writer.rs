@@ -1,0 +1,441 @@
+//! The single writer: one thread owns the read-write connection, takes
+//! operations off a bounded queue, and commits them in batches.
+//!
+//! ```text
+//!  append / open_session / claim … ──▶ bounded queue ──▶ BEGIN IMMEDIATE … ops … COMMIT
+//!   (wait when full = backpressure)                      ─▶ replies, on_commit
+//!                                   an op failed: ROLLBACK, again with each op
+//!                                   in a SAVEPOINT (a failing op fails alone)
+//!  enforce_retention ──▶ retention job: one bounded chunk per turn, each its
+//!                        own transaction, between batches
+//! ```
+//!
+//! Every reply waits for the commit of its transaction; when the commit
+//! fails, every operation in it fails. An append's reply says what is
+//! stored, and the contiguous watermark it maintains (see the
+//! [store docs](crate::store)) never covers a record that is not.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::claim::claim;
+use super::read::DAY_MS;
+use super::retention::RetentionJob;
+use super::schema::{boot_to_i64, to_i64, to_u64};
+use crate::store::{
+    AppendOutcome, AppendRequest, StoreError, StoreOptions, StoredEvent, TenantId, TransactionStats,
+};
+
+/// Operations per write transaction, at most.
+const MAX_BATCH: usize = 512;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// What the writer is asked to do.
+pub(super) enum WriteOp {
+    Append(AppendRequest, Reply<AppendOutcome>),
+    OpenSession {
+        device_id: String,
+        firmware_version: String,
+        boot_id: u64,
+        now_ms: u64,
+        reply: Reply<u32>,
+    },
+    CloseSession {
+        device_id: String,
+        now_ms: u64,
+        reply: Reply<()>,
+    },
+    Claim {
+        tenant_id: TenantId,
+        claim_code: String,
+        now_ms: u64,
+        reply: Reply<String>,
+    },
+    Retention {
+        now_ms: u64,
+        reply: Reply<u64>,
+    },
+    ResetPresence(Reply<()>),
+}
+
+/// What an operation did, before its transaction committed.
+enum Done {
+    Append(AppendOutcome, Option<StoredEvent>),
+    Seq(u32),
+    Unit,
+    /// A claim's answer (an unknown or expired code commits nothing).
+    Claim(Result<String, StoreError>),
+}
+
+impl WriteOp {
+    /// Applies the operation (without answering it).
+    fn execute(&self, tx: &Connection, now_ms: u64) -> Result<Done, StoreError> {
+        match self {
+            WriteOp::Append(request, _) => {
+                let (outcome, event) = append(tx, request, now_ms)?;
+                Ok(Done::Append(outcome, event))
+            }
+            WriteOp::OpenSession {
+                device_id,
+                firmware_version,
+                boot_id,
+                now_ms,
+                ..
+            } => open_session(tx, device_id, firmware_version, *boot_id, *now_ms).map(Done::Seq),
+            WriteOp::CloseSession {
+                device_id, now_ms, ..
+            } => {
+                tx.execute(
+                    "UPDATE devices SET online = 0, last_seen_ms = ?2 WHERE id = ?1",
+                    params![device_id, to_i64(*now_ms)],
+                )?;
+                Ok(Done::Unit)
+            }
+            WriteOp::ResetPresence(_) => {
+                tx.execute("UPDATE devices SET online = 0 WHERE online = 1", [])?;
+                Ok(Done::Unit)
+            }
+            WriteOp::Claim {
+                tenant_id,
+                claim_code,
+                now_ms,
+                ..
+            } => claim(tx, *tenant_id, claim_code, *now_ms).map(Done::Claim),
+            // The writer loop takes these out of every batch.
+            WriteOp::Retention { .. } => Err(StoreError::Invalid("retention in a batch".into())),
+        }
+    }
+
+    /// Answers with what it did (its transaction committed) or why not.
+    fn answer(self, result: Result<Done, StoreError>) {
+        // A dropped receiver (the connection went away) is not an error.
+        match (self, result) {
+            (WriteOp::Append(_, reply), Ok(Done::Append(outcome, _))) => {
+                drop(reply.send(Ok(outcome)));
+            }
+            (WriteOp::OpenSession { reply, .. }, Ok(Done::Seq(seq))) => drop(reply.send(Ok(seq))),
+            (
+                WriteOp::CloseSession { reply, .. } | WriteOp::ResetPresence(reply),
+                Ok(Done::Unit),
+            ) => drop(reply.send(Ok(()))),
+            (WriteOp::Claim { reply, .. }, Ok(Done::Claim(answer))) => drop(reply.send(answer)),
+            (op, Ok(_)) => op.fail(&StoreError::Invalid("mismatched reply".into())),
+            (op, Err(error)) => op.fail(&error),
+        }
+    }
+
+    /// Answers with `error` (the operation did not happen).
+    fn fail(self, error: &StoreError) {
+        let error = error.clone();
+        match self {
+            WriteOp::Append(_, reply) => drop(reply.send(Err(error))),
+            WriteOp::OpenSession { reply, .. } => drop(reply.send(Err(error))),
+            WriteOp::CloseSession { reply, .. } | WriteOp::ResetPresence(reply) => {
+                drop(reply.send(Err(error)));
+            }
+            WriteOp::Claim { reply, .. } => drop(reply.send(Err(error))),
+            WriteOp::Retention { reply, .. } => drop(reply.send(Err(error))),
+        }
+    }
+}
+
+/// The writer thread's body: runs until every sender is gone and the
+/// queue is drained.
+pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, options: StoreOptions) {
+    let mut retention: Option<RetentionJob> = None;
+    loop {
+        // Appends first; retention works only while nothing waits.
+        let first = if retention.is_some() {
+            match queue.try_recv() {
+                Ok(op) => Some(op),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match queue.blocking_recv() {
+                Some(op) => Some(op),
+                None => break,
+            }
+        };
+        if let Some(first) = first {
+            let mut batch = Vec::with_capacity(16);
+            for op in core::iter::once(first).chain(core::iter::from_fn(|| queue.try_recv().ok())) {
+                match op {
+                    WriteOp::Retention { now_ms, reply } => match &mut retention {
+                        Some(job) => job.join(reply),
+                        None => retention = Some(RetentionJob::new(now_ms, reply)),
+                    },
+                    op => batch.push(op),
+                }
+                if batch.len() >= MAX_BATCH {
+                    break;
+                }
+            }
+            if !batch.is_empty() {
+                commit_batch(&mut conn, batch, &options);
+            }
+        }
+        if let Some(job) = &mut retention
+            && job.step(&mut conn, &options)
+        {
+            retention = None;
+        }
+    }
+    if let Some(mut job) = retention {
+        job.finish(Err(StoreError::Closed));
+    }
+}
+
+/// Why an attempt at a batch did not commit.
+enum Failed {
+    /// One operation failed and the transaction was rolled back: try
+    /// again with each operation in a savepoint.
+    Operation,
+    /// The transaction itself failed (the write lock, a full disk, I/O):
+    /// every operation in it fails.
+    Transaction(StoreError),
+}
+
+impl From<rusqlite::Error> for Failed {
+    fn from(error: rusqlite::Error) -> Self {
+        Failed::Transaction(error.into())
+    }
+}
+
+/// Commits one batch, then answers every operation in it. The first
+/// attempt runs the operations straight (the common case costs nothing
+/// extra); if one fails, the batch runs again with each operation in a
+/// savepoint, so only the failing one fails.
+fn commit_batch(conn: &mut Connection, batch: Vec<WriteOp>, options: &StoreOptions) {
+    let started = Instant::now();
+    let operations = batch.len();
+    let result = match attempt(conn, &batch, false) {
+        Err(Failed::Operation) => attempt(conn, &batch, true),
+        result => result,
+    };
+    let mut stats = TransactionStats {
+        operations,
+        committed: result.is_ok(),
+        duration: started.elapsed(),
+        ..TransactionStats::default()
+    };
+    match result {
+        Ok(results) => {
+            let mut events = Vec::new();
+            for (op, mut result) in batch.into_iter().zip(results) {
+                if let Ok(Done::Append(outcome, event)) = &mut result {
+                    match event.take() {
+                        Some(event) => {
+                            stats.stored += 1;
+                            events.push(Arc::new(event));
+                        }
+                        None if *outcome == AppendOutcome::Duplicate => stats.duplicates += 1,
+                        None => {}
+                    }
+                }
+                op.answer(result);
+            }
+            (options.on_transaction)(&stats);
+            if !events.is_empty() {
+                (options.on_commit)(events);
+            }
+        }
+        Err(Failed::Operation) => {
+            // Unreachable: an isolated attempt reports failing operations
+            // one by one.
+            let error = StoreError::Database("a batch failed twice".into());
+            (options.on_transaction)(&stats);
+            for op in batch {
+                op.fail(&error);
+            }
+        }
+        Err(Failed::Transaction(error)) => {
+            (options.on_transaction)(&stats);
+            tracing::error!(%error, operations, "store transaction failed; nothing in it is acknowledged");
+            for op in batch {
+                op.fail(&error);
+            }
+        }
+    }
+}
+
+/// One transaction over the batch. `isolate`: each operation in its own
+/// savepoint, its failure its own result; otherwise the first failing
+/// operation rolls the whole attempt back.
+fn attempt(
+    conn: &mut Connection,
+    batch: &[WriteOp],
+    isolate: bool,
+) -> Result<Vec<Result<Done, StoreError>>, Failed> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now_ms = crate::now_ms();
+    let today = now_ms - now_ms % DAY_MS;
+    let mut results = Vec::with_capacity(batch.len());
+    let mut published: HashMap<&str, i64> = HashMap::new();
+    for op in batch {
+        let result = if isolate {
+            let savepoint = tx.savepoint()?;
+            let result = op.execute(&savepoint, now_ms);
+            match result {
+                Ok(_) => savepoint.commit()?,
+                // Dropping the savepoint rolls it back.
+                Err(_) => drop(savepoint),
+            }
+            result
+        } else {
+            op.execute(&tx, now_ms)
+        };
+        if let Err(error) = &result {
+            if tx.is_autocommit() {
+                // SQLite rolled the whole transaction back by itself (a
+                // full disk, an I/O error, …).
+                return Err(Failed::Transaction(error.clone()));
+            }
+            if !isolate {
+                return Err(Failed::Operation);
+            }
+            tracing::error!(%error, "store operation failed; the rest of its transaction goes on");
+        }
+        if let (WriteOp::Append(request, _), Ok(Done::Append(_, Some(_)))) = (op, &result) {
+            *published.entry(request.device_id.as_str()).or_default() += 1;
+        }
+        results.push(result);
+    }
+    for (device_id, count) in published {
+        tx.execute(
+            "UPDATE devices SET
+                day_count = CASE WHEN day_start_ms = ?2 THEN day_count + ?3 ELSE ?3 END,
+                day_start_ms = ?2, last_seen_ms = ?4
+             WHERE id = ?1",
+            params![device_id, to_i64(today), count, to_i64(now_ms)],
+        )?;
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+fn open_session(
+    tx: &Connection,
+    device_id: &str,
+    firmware_version: &str,
+    boot_id: u64,
+    now_ms: u64,
+) -> Result<u32, StoreError> {
+    tx.execute(
+        "UPDATE devices SET online = 1, last_seen_ms = ?2, firmware_version = ?3 WHERE id = ?1",
+        params![device_id, to_i64(now_ms), firmware_version],
+    )?;
+    let stored_seq: Option<i64> = tx
+        .query_row(
+            "SELECT stored_seq FROM boots WHERE device_id = ?1 AND boot_id = ?2",
+            params![device_id, boot_to_i64(boot_id)],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(stored_seq.map_or(0, |seq| u32::try_from(seq).unwrap_or(u32::MAX)))
+}
+
+/// Stores one record unless it is stored already, and moves the
+/// contiguous watermark over it when its predecessor is covered.
+fn append(
+    tx: &Connection,
+    request: &AppendRequest,
+    now_ms: u64,
+) -> Result<(AppendOutcome, Option<StoredEvent>), StoreError> {
+    let boot = boot_to_i64(request.boot_id);
+    let seq = i64::from(request.seq);
+    let stored_seq: i64 = tx
+        .prepare_cached("SELECT stored_seq FROM boots WHERE device_id = ?1 AND boot_id = ?2")?
+        .query_row(params![request.device_id, boot], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let stored_above = seq > stored_seq
+        && tx
+            .prepare_cached(
+                "SELECT 1 FROM stored_seqs WHERE device_id = ?1 AND boot_id = ?2 AND seq = ?3",
+            )?
+            .exists(params![request.device_id, boot, seq])?;
+    let duplicate = seq <= stored_seq || stored_above;
+    let event = if duplicate {
+        None
+    } else {
+        Some(insert_message(tx, request, now_ms)?)
+    };
+    let covered = i64::from(request.previous_seq) <= stored_seq;
+    if covered && seq > stored_seq {
+        tx.prepare_cached(
+            "INSERT INTO boots(device_id, boot_id, stored_seq, last_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(device_id, boot_id) DO UPDATE SET stored_seq = excluded.stored_seq,
+             last_ms = excluded.last_ms",
+        )?
+        .execute(params![request.device_id, boot, seq, to_i64(now_ms)])?;
+        if stored_above {
+            // The watermark covers it now: its entry has done its job.
+            tx.prepare_cached(
+                "DELETE FROM stored_seqs WHERE device_id = ?1 AND boot_id = ?2 AND seq <= ?3",
+            )?
+            .execute(params![request.device_id, boot, seq])?;
+        }
+    } else if !duplicate {
+        // Stored after a gap: remembered, not covered.
+        tx.prepare_cached("INSERT INTO stored_seqs(device_id, boot_id, seq) VALUES (?1, ?2, ?3)")?
+            .execute(params![request.device_id, boot, seq])?;
+        tx.prepare_cached(
+            "INSERT INTO boots(device_id, boot_id, stored_seq, last_ms) VALUES (?1, ?2, 0, ?3)
+             ON CONFLICT(device_id, boot_id) DO UPDATE SET last_ms = excluded.last_ms",
+        )?
+        .execute(params![request.device_id, boot, to_i64(now_ms)])?;
+    }
+    let outcome = match &event {
+        Some(event) => AppendOutcome::Stored {
+            offset: event.offset,
+        },
+        None => AppendOutcome::Duplicate,
+    };
+    Ok((outcome, event))
+}
+
+fn insert_message(
+    tx: &Connection,
+    request: &AppendRequest,
+    now_ms: u64,
+) -> Result<StoredEvent, StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO channels(tenant_id, name, next_offset) VALUES (?1, ?2, 1)
+         ON CONFLICT(tenant_id, name) DO NOTHING",
+    )?
+    .execute(params![request.tenant_id, request.channel])?;
+    let (channel_id, offset): (i64, i64) = tx
+        .prepare_cached("SELECT id, next_offset FROM channels WHERE tenant_id = ?1 AND name = ?2")?
+        .query_row(params![request.tenant_id, request.channel], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+    tx.prepare_cached(
+        "INSERT INTO messages(channel_id, offset, device_id, device_time_ms, server_time_ms, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        channel_id,
+        offset,
+        request.device_id,
+        request.device_time_ms.map(to_i64),
+        to_i64(now_ms),
+        request.payload
+    ])?;
+    tx.prepare_cached("UPDATE channels SET next_offset = ?2 WHERE id = ?1")?
+        .execute(params![channel_id, offset.saturating_add(1)])?;
+    Ok(StoredEvent::new(
+        request.tenant_id,
+        request.channel.clone(),
+        to_u64(offset),
+        request.device_id.clone(),
+        request.device_time_ms,
+        now_ms,
+        request.payload.clone(),
+    ))
+}

@@ -1,0 +1,316 @@
+//! The shared store suite (`tests/store_suite/`) against `SqliteStore`, and
+//! what only SQLite has: its migrations, its reader pool, its savepoints.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
+mod store_suite;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+use store_suite::{BoxError, StoreFixture, TestResult, record};
+use tether_server::store::{
+    Admin, AppendOutcome, SqliteStore, Store, StoreError, StoreOptions, TenantId, TransactionStats,
+};
+
+/// A database file in a temporary directory.
+struct Sqlite {
+    dir: tempfile::TempDir,
+}
+
+impl Sqlite {
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("tether.db")
+    }
+
+    fn admin(&self) -> Result<Admin, BoxError> {
+        Ok(Admin::open(&self.path())?)
+    }
+}
+
+impl StoreFixture for Sqlite {
+    type Store = SqliteStore;
+
+    fn new() -> Result<Self, BoxError> {
+        Ok(Sqlite {
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    fn open(&self, options: StoreOptions) -> Result<SqliteStore, BoxError> {
+        Ok(SqliteStore::open(&self.path(), options)?)
+    }
+
+    fn add_tenant(&self, name: &str) -> Result<TenantId, BoxError> {
+        Ok(self.admin()?.add_tenant(name)?)
+    }
+
+    fn add_device(&self, tenant: TenantId, device_id: &str) -> Result<String, BoxError> {
+        Ok(self
+            .admin()?
+            .add_device(Some(tenant), Some(device_id), false)?
+            .token)
+    }
+
+    fn add_claimable_device(
+        &self,
+        tenant: Option<TenantId>,
+        device_id: &str,
+        expires_ms: Option<u64>,
+    ) -> Result<String, BoxError> {
+        self.admin()?
+            .add_claimable_device(tenant, Some(device_id), expires_ms)?
+            .claim_code
+            .ok_or_else(|| "no claim code".into())
+    }
+
+    fn set_retention(
+        &self,
+        tenant: TenantId,
+        max_age: Option<Duration>,
+        max_messages: Option<u64>,
+    ) -> Result<(), BoxError> {
+        Ok(self.admin()?.set_retention(tenant, max_age, max_messages)?)
+    }
+
+    fn fill_channel(
+        &self,
+        tenant: TenantId,
+        channel: &str,
+        device_id: &str,
+        count: u64,
+        server_time_ms: u64,
+    ) -> Result<(), BoxError> {
+        drop(self.admin()?);
+        let mut conn = Connection::open(self.path())?;
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO channels(tenant_id, name, next_offset) VALUES (?1, ?2, ?3)",
+            params![tenant, channel, i64::try_from(count)? + 1],
+        )?;
+        let channel_id = tx.last_insert_rowid();
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO messages(channel_id, offset, device_id, device_time_ms,
+                                      server_time_ms, payload) VALUES (?1, ?2, ?3, NULL, ?4, ?5)",
+            )?;
+            for offset in 1..=i64::try_from(count)? {
+                insert.execute(params![
+                    channel_id,
+                    offset,
+                    device_id,
+                    i64::try_from(server_time_ms)?,
+                    format!("{{\"n\":{offset}}}")
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+store_conformance_tests!(Sqlite);
+
+/// One operation failing inside a batch (here a claim, made to fail by a
+/// trigger: a real SQLite error) fails alone: the appends committed with
+/// it are stored and acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_operation_fails_alone_in_its_batch() -> TestResult {
+    let fixture = Sqlite::new()?;
+    let tenant = fixture.add_tenant("acme")?;
+    fixture.add_device(tenant, "d1")?;
+    let code = fixture.add_claimable_device(None, "doomed", None)?;
+    Connection::open(fixture.path())?.execute_batch(
+        "CREATE TRIGGER fail_claim BEFORE UPDATE OF tenant_id ON devices
+         WHEN NEW.id = 'doomed' BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+    )?;
+    let committed = Arc::new(Mutex::new(Vec::<TransactionStats>::new()));
+    let seen = Arc::clone(&committed);
+    let store = Arc::new(fixture.open(StoreOptions {
+        on_transaction: Box::new(move |stats| {
+            if let Ok(mut committed) = seen.lock()
+                && stats.committed
+            {
+                committed.push(*stats);
+            }
+        }),
+        ..StoreOptions::default()
+    })?);
+    // Another connection holds the write lock for a moment, so everything
+    // below queues up and shares one transaction.
+    let holder = Connection::open(fixture.path())?;
+    holder.busy_timeout(Duration::from_secs(5))?;
+    holder.execute_batch("BEGIN IMMEDIATE")?;
+    let mut commits = Vec::new();
+    for seq in 1..=3 {
+        commits.push(store.append(record(tenant, seq, seq - 1, "t")).await?);
+    }
+    let claim = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.claim(tenant, &code, tether_server::now_ms()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for seq in 4..=6 {
+        commits.push(store.append(record(tenant, seq, seq - 1, "t")).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    holder.execute_batch("ROLLBACK")?;
+    match claim.await? {
+        Err(StoreError::Database(text)) => assert!(text.contains("injected failure"), "{text}"),
+        other => panic!("the claim should fail, got {other:?}"),
+    }
+    for commit in commits {
+        assert!(matches!(commit.await?, AppendOutcome::Stored { .. }));
+    }
+    // Only appends and the claim were queued: a transaction with one
+    // operation more than it stored held the claim.
+    let committed = committed.lock().map_err(|_| "poisoned")?.clone();
+    assert!(
+        committed
+            .iter()
+            .any(|stats| stats.stored >= 1 && stats.operations == stats.stored as usize + 1),
+        "the claim did not share a transaction with appends: {committed:?}"
+    );
+    assert_eq!(
+        store.open_session("d1", "1", store_suite::BOOT, 1).await?,
+        6
+    );
+    store.close().await;
+    Ok(())
+}
+
+/// File descriptors of this process open on `path`.
+fn open_descriptors(path: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| std::fs::read_link(entry.path()).is_ok_and(|target| target == path))
+        .count()
+}
+
+/// A burst of concurrent reads never opens more reader connections than
+/// `read_connections` (each connection holds the database file open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reader_pool_is_bounded_under_load() -> TestResult {
+    let fixture = Sqlite::new()?;
+    let tenant = fixture.add_tenant("acme")?;
+    fixture.fill_channel(tenant, "t", "d1", 20_000, 1)?;
+    let store = Arc::new(fixture.open(StoreOptions {
+        read_connections: 4,
+        ..StoreOptions::default()
+    })?);
+    let path = fixture.path().canonicalize()?;
+    let baseline = open_descriptors(&path);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = std::sync::Arc::clone(&done);
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(open_descriptors(&path));
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            most
+        })
+    };
+    let reads = (0..128).map(|_| {
+        let store = std::sync::Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .read(
+                    tenant,
+                    "t",
+                    tether_server::store::ReadRange::Offsets {
+                        from: 1,
+                        until: None,
+                    },
+                    2_000,
+                )
+                .await
+                .map(|events| events.len())
+        })
+    });
+    for read in futures_util::future::join_all(reads).await {
+        assert_eq!(read??, 2_000);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = sampler.join().map_err(|_| "sampler panicked")?;
+    assert!(
+        most <= baseline + 4,
+        "{most} descriptors on the database during the burst, {baseline} before: \
+         more than 4 reader connections"
+    );
+    assert!(most > baseline, "the sampler saw no reader at all");
+    store.close().await;
+    Ok(())
+}
+
+/// A database file made by the previous release's binary (schema version
+/// 0: `tether-server --demo` of commit c3ff921 ran for five seconds, then
+/// its WAL was checkpointed) opens, migrates, and keeps its data,
+/// de-duplication and watermark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_the_previous_release_migrates_on_open() -> TestResult {
+    let fixture = Sqlite::new()?;
+    std::fs::write(
+        fixture.path(),
+        include_bytes!("data/tether-0.1-schema-v0.db"),
+    )?;
+    let before = Connection::open(fixture.path())?;
+    let version: i64 = before.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    assert_eq!(version, 0);
+    let (boot, max_seq): (i64, i64) = before.query_row(
+        "SELECT boot_id, max_seq FROM boots WHERE device_id = 'demo-1'",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    let next_offset: i64 = before.query_row(
+        "SELECT next_offset FROM channels WHERE name = 'demo/readings'",
+        [],
+        |row| row.get(0),
+    )?;
+    drop(before);
+    let boot = u64::from_ne_bytes(boot.to_ne_bytes());
+    let seq = u32::try_from(max_seq)?;
+    let store = fixture.open(StoreOptions::default())?;
+    let tenant = Admin::open(&fixture.path())?.tenant_id("default")?;
+    // The old highest stored seq is the new watermark.
+    assert_eq!(store.open_session("demo-1", "1", boot, 1).await?, seq);
+    let mut request = record(tenant, seq, seq - 1, "demo/readings");
+    request.device_id = "demo-1".into();
+    request.boot_id = boot;
+    assert_eq!(
+        store.append(request.clone()).await?.await?,
+        AppendOutcome::Duplicate
+    );
+    request.seq = seq + 1;
+    request.previous_seq = seq;
+    assert_eq!(
+        store.append(request).await?.await?,
+        AppendOutcome::Stored {
+            offset: u64::try_from(next_offset)?
+        }
+    );
+    assert_eq!(store.open_session("demo-1", "1", boot, 2).await?, seq + 1);
+    let events = store
+        .read(
+            tenant,
+            "demo/readings",
+            tether_server::store::ReadRange::Offsets {
+                from: 1,
+                until: None,
+            },
+            1_000,
+        )
+        .await?;
+    assert_eq!(events.len(), usize::try_from(next_offset)?);
+    store.close().await;
+    let after = Connection::open(fixture.path())?;
+    let version: i64 = after.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    assert_eq!(version, 2);
+    Ok(())
+}

@@ -1,0 +1,421 @@
+//! The behaviour every [`Store`] must have, as one suite generic over a
+//! [`StoreFixture`]: `tests/store_conformance.rs` runs it against
+//! `SqliteStore`; another store (PostgreSQL) runs the same suite by
+//! implementing the fixture for its database and invoking
+//! [`store_conformance_tests!`] with it.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::std_instead_of_core,
+    clippy::std_instead_of_alloc
+)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tether_server::store::{
+    AppendOutcome, AppendRequest, ChannelBounds, DeviceIdentity, ReadRange, Revocation, Store,
+    StoreError, StoreOptions, TenantId, TransactionStats, UNCLAIMED_TENANT,
+};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type TestResult = Result<(), BoxError>;
+
+/// A fresh database for a store under test, and what the admin tools do
+/// to it (the store trait has no admin operations: the CLI writes the
+/// database directly).
+pub trait StoreFixture: Sized {
+    /// The store under test.
+    type Store: Store;
+    /// A new, empty database.
+    fn new() -> Result<Self, BoxError>;
+    /// Opens the store under test on this database (again: a restart).
+    fn open(&self, options: StoreOptions) -> Result<Self::Store, BoxError>;
+    /// Adds a tenant.
+    fn add_tenant(&self, name: &str) -> Result<TenantId, BoxError>;
+    /// Registers a device; returns its token.
+    fn add_device(&self, tenant: TenantId, device_id: &str) -> Result<String, BoxError>;
+    /// Registers a device with a claim code (in `tenant` or unclaimed)
+    /// that expires at `expires_ms` (never: `None`); returns the code.
+    fn add_claimable_device(
+        &self,
+        tenant: Option<TenantId>,
+        device_id: &str,
+        expires_ms: Option<u64>,
+    ) -> Result<String, BoxError>;
+    /// Sets a tenant's retention.
+    fn set_retention(
+        &self,
+        tenant: TenantId,
+        max_age: Option<Duration>,
+        max_messages: Option<u64>,
+    ) -> Result<(), BoxError>;
+    /// Puts `count` events on a channel directly, as fast as the database
+    /// can (a large table to start from), stored at `server_time_ms`.
+    fn fill_channel(
+        &self,
+        tenant: TenantId,
+        channel: &str,
+        device_id: &str,
+        count: u64,
+        server_time_ms: u64,
+    ) -> Result<(), BoxError>;
+}
+
+/// Invokes every test of the suite for one fixture type.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($fixture:ty) => {
+        $crate::store_conformance_tests!(@tests $fixture;
+            append_dedup_and_read_back,
+            a_record_after_a_failed_one_is_stored_but_not_covered,
+            gaps_the_device_made_do_not_hold_the_watermark,
+            commits_are_counted_whatever_becomes_of_the_connection,
+            claim_codes_expire,
+            retention_and_claim,
+            retention_of_a_large_table_lets_appends_commit_between_chunks,
+        );
+    };
+    (@tests $fixture:ty; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() -> store_suite::TestResult {
+                store_suite::$name::<$fixture>().await
+            }
+        )*
+    };
+}
+
+pub const BOOT: u64 = u64::MAX - 3;
+
+/// An append of record `seq` of device `d1`, sent after `previous_seq`.
+pub fn record(tenant: TenantId, seq: u32, previous_seq: u32, channel: &str) -> AppendRequest {
+    AppendRequest {
+        tenant_id: tenant,
+        device_id: "d1".into(),
+        boot_id: BOOT,
+        seq,
+        previous_seq,
+        channel: channel.into(),
+        device_time_ms: Some(5),
+        payload: format!("{{\"n\":{seq}}}"),
+    }
+}
+
+async fn append<S: Store>(store: &S, request: AppendRequest) -> Result<AppendOutcome, BoxError> {
+    Ok(store.append(request).await?.await?)
+}
+
+/// The `n` of every stored event of `channel`, in offset order.
+async fn stored_numbers<S: Store>(
+    store: &S,
+    tenant: TenantId,
+    channel: &str,
+) -> Result<Vec<u64>, BoxError> {
+    let events = store
+        .read(
+            tenant,
+            channel,
+            ReadRange::Offsets {
+                from: 0,
+                until: None,
+            },
+            100_000,
+        )
+        .await?;
+    events
+        .iter()
+        .map(|event| {
+            let value: serde_json::Value = serde_json::from_str(&event.payload)?;
+            value["n"].as_u64().ok_or_else(|| "no n".into())
+        })
+        .collect()
+}
+
+/// Appends, de-duplication, reads, bounds and presence.
+pub async fn append_dedup_and_read_back<F: StoreFixture>() -> TestResult {
+    let fixture = F::new()?;
+    let tenant = fixture.add_tenant("acme")?;
+    let token = fixture.add_device(tenant, "d1")?;
+    let store = fixture.open(StoreOptions::default())?;
+    assert_eq!(
+        store.authenticate_device(&token).await?,
+        Some(DeviceIdentity {
+            device_id: "d1".into(),
+            tenant_id: tenant
+        })
+    );
+    assert_eq!(store.authenticate_device("td_nope").await?, None);
+    assert_eq!(store.open_session("d1", "1.0", BOOT, 1).await?, 0);
+    let first = append(&store, record(tenant, 1, 0, "temp")).await?;
+    let second = append(&store, record(tenant, 2, 1, "temp")).await?;
+    let again = append(&store, record(tenant, 2, 2, "temp")).await?;
+    let other = append(&store, record(tenant, 3, 2, "hum")).await?;
+    assert_eq!(first, AppendOutcome::Stored { offset: 1 });
+    assert_eq!(second, AppendOutcome::Stored { offset: 2 });
+    assert_eq!(again, AppendOutcome::Duplicate);
+    assert_eq!(other, AppendOutcome::Stored { offset: 1 });
+    assert_eq!(store.open_session("d1", "1.0", BOOT, 2).await?, 3);
+    let events = store
+        .read(
+            tenant,
+            "temp",
+            ReadRange::Offsets {
+                from: 0,
+                until: None,
+            },
+            10,
+        )
+        .await?;
+    let offsets: Vec<u64> = events.iter().map(|e| e.offset).collect();
+    assert_eq!(offsets, [1, 2]);
+    assert_eq!(events[1].payload, "{\"n\":2}");
+    assert!(events[1].json_frame().contains("\"offset\":2"));
+    assert_eq!(
+        store.channel_bounds(tenant, "temp").await?,
+        ChannelBounds {
+            first_offset: 1,
+            next_offset: 3
+        }
+    );
+    assert_eq!(
+        store.channel_bounds(tenant + 1, "temp").await?,
+        ChannelBounds {
+            first_offset: 1,
+            next_offset: 1
+        }
+    );
+    let devices = store.list_devices(tenant, tether_server::now_ms()).await?;
+    assert_eq!(devices.len(), 1);
+    assert!(devices[0].online);
+    assert_eq!(devices[0].messages_today, 3);
+    store.close().await;
+    Ok(())
+}
+
+/// Record 2's write failed and record 3, pipelined behind it, committed:
+/// 3 is stored, the watermark stays at 1 (so a reconnecting device resends
+/// 2), and resending 2 and 3 stores 2 and nothing twice. (A store that
+/// de-duplicated on the highest stored `seq` would call 2 a duplicate and
+/// lose it.)
+pub async fn a_record_after_a_failed_one_is_stored_but_not_covered<F: StoreFixture>() -> TestResult
+{
+    let fixture = F::new()?;
+    let tenant = fixture.add_tenant("acme")?;
+    fixture.add_device(tenant, "d1")?;
+    let store = fixture.open(StoreOptions::default())?;
+    assert_eq!(store.open_session("d1", "1", BOOT, 1).await?, 0);
+    append(&store, record(tenant, 1, 0, "t")).await?;
+    // Record 2 never reached the database; 3 was sent after it.
+    assert!(matches!(
+        append(&store, record(tenant, 3, 2, "t")).await?,
+        AppendOutcome::Stored { .. }
+    ));
+    assert_eq!(
+        store.open_session("d1", "1", BOOT, 2).await?,
+        1,
+        "the watermark must not pass the record that was not stored"
+    );
+    // The device resends from 2.
+    assert!(matches!(
+        append(&store, record(tenant, 2, 1, "t")).await?,
+        AppendOutcome::Stored { .. }
+    ));
+    assert_eq!(store.open_session("d1", "1", BOOT, 3).await?, 2);
+    assert_eq!(
+        append(&store, record(tenant, 3, 2, "t")).await?,
+        AppendOutcome::Duplicate
+    );
+    assert_eq!(store.open_session("d1", "1", BOOT, 4).await?, 3);
+    append(&store, record(tenant, 4, 3, "t")).await?;
+    assert_eq!(store.open_session("d1", "1", BOOT, 5).await?, 4);
+    // After a restart too.
+    store.close().await;
+    let store = fixture.open(StoreOptions::default())?;
+    assert_eq!(store.open_session("d1", "1", BOOT, 6).await?, 4);
+    assert_eq!(
+        append(&store, record(tenant, 3, 2, "t")).await?,
+        AppendOutcome::Duplicate
+    );
+    let mut numbers = stored_numbers(&store, tenant, "t").await?;
+    numbers.sort_unstable();
+    assert_eq!(numbers, [1, 2, 3, 4], "each record exactly once");
+    store.close().await;
+    Ok(())
+}
+
+/// Records the device dropped itself (its outbox overflowed) were never
+/// sent: the watermark moves over the gap.
+pub async fn gaps_the_device_made_do_not_hold_the_watermark<F: StoreFixture>() -> TestResult {
+    let fixture = F::new()?;
+    let tenant = fixture.add_tenant("acme")?;
+    fixture.add_device(tenant, "d1")?;
+    let store = fixture.open(StoreOptions::default())?;
+    assert_eq!(store.open_session("d1", "1", BOOT, 1).await?, 0);
+    append(&store, record(tenant, 1, 0, "t")).await?;
+    append(&store, record(tenant, 2, 1, "t")).await?;
+    append(&store, record(tenant, 7, 2, "t")).await?;
+    assert_eq!(store.open_session("d1", "1", BOOT, 2).await?, 7);
+    // A new connection's first record follows the Welcome's watermark.
+    append(&store, record(tenant, 9, 7, "t")).await?;
+    assert_eq!(store.open_session("d1", "1", BOOT, 3).await?, 9);
+    // Another boot is another sequence space.
+    assert_eq!(store.open_session("d1", "1", BOOT - 1, 4).await?, 0);
+    store.close().await;
+    Ok(())
+}
+
+/// The store reports what it stored and de-duplicated at commit, also for
+/// commits nobody waits for any more (the device's connection is gone).
+pub async fn commits_are_counted_whatever_becomes_of_the_connection<F: StoreFixture>() -> TestResult
+{
+    let fixture = F::new()?;
+    let tenant = fixture.add_tenant("acme")?;
+    fixture.add_device(tenant, "d1")?;
+    let totals = Arc::new(Mutex::new(TransactionStats::default()));
+    let seen = Arc::clone(&totals);
+    let store = fixture.open(StoreOptions {
+        on_transaction: Box::new(move |stats| {
+            if let Ok(mut totals) = seen.lock() {
+                totals.operations += stats.operations;
+                totals.stored += stats.stored;
+                totals.duplicates += stats.duplicates;
+            }
+        }),
+        ..StoreOptions::default()
+    })?;
+    append(&store, record(tenant, 1, 0, "t")).await?;
+    // Enqueued, then the connection went away: nobody awaits the commit.
+    for seq in 2..=5 {
+        drop(store.append(record(tenant, seq, seq - 1, "t")).await?);
+    }
+    drop(store.append(record(tenant, 1, 5, "t")).await?);
+    store.close().await;
+    let totals = *totals.lock().map_err(|_| "poisoned")?;
+    assert_eq!((totals.stored, totals.duplicates), (5, 1));
+    Ok(())
+}
+
+pub async fn claim_codes_expire<F: StoreFixture>() -> TestResult {
+    let fixture = F::new()?;
+    let store = fixture.open(StoreOptions::default())?;
+    let tenant = fixture.add_tenant("acme")?;
+    let never = fixture.add_claimable_device(None, "never-1", None)?;
+    let soon = fixture.add_claimable_device(None, "soon-1", Some(10_000))?;
+    assert_eq!(
+        store.claim(tenant, &soon, 10_000).await,
+        Err(StoreError::Expired)
+    );
+    assert_eq!(store.claim(tenant, &soon, 9_999).await?, "soon-1");
+    assert_eq!(store.claim(tenant, &never, u64::MAX).await?, "never-1");
+    store.close().await;
+    Ok(())
+}
+
+pub async fn retention_and_claim<F: StoreFixture>() -> TestResult {
+    let fixture = F::new()?;
+    let tenant = fixture.add_tenant("acme")?;
+    fixture.add_device(tenant, "d1")?;
+    let code = fixture.add_claimable_device(None, "label-1", None)?;
+    fixture.set_retention(tenant, None, Some(2))?;
+    let store = fixture.open(StoreOptions::default())?;
+    for seq in 1..=5 {
+        append(&store, record(tenant, seq, seq - 1, "temp")).await?;
+    }
+    assert_eq!(store.enforce_retention(tether_server::now_ms()).await?, 3);
+    let bounds = store.channel_bounds(tenant, "temp").await?;
+    assert_eq!((bounds.first_offset, bounds.next_offset), (4, 6));
+    // Retention removes events, not what de-duplication knows.
+    assert_eq!(
+        append(&store, record(tenant, 1, 0, "temp")).await?,
+        AppendOutcome::Duplicate
+    );
+    assert_eq!(
+        store.device_tenant("label-1").await?,
+        Some(UNCLAIMED_TENANT)
+    );
+    assert_eq!(
+        store
+            .claim(tenant, "WRONGCODE000", tether_server::now_ms())
+            .await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        store
+            .claim(tenant, &code.to_lowercase(), tether_server::now_ms())
+            .await?,
+        "label-1"
+    );
+    assert_eq!(store.device_tenant("label-1").await?, Some(tenant));
+    assert_eq!(
+        store.claim(tenant, &code, tether_server::now_ms()).await,
+        Err(StoreError::NotFound)
+    );
+    let (revocations, _) = store.revocations_since(0).await?;
+    assert_eq!(revocations, [Revocation::Moved("label-1".into())]);
+    store.close().await;
+    Ok(())
+}
+
+/// Rows of the large table.
+pub const LARGE_TABLE: u64 = 200_000;
+/// The longest an append may wait for its commit while retention runs.
+pub const APPEND_BOUND: Duration = Duration::from_secs(2);
+
+/// Turning retention on for a large table: appends keep committing while
+/// it deletes (each within [`APPEND_BOUND`], many before it is done), and
+/// it deletes what it should.
+pub async fn retention_of_a_large_table_lets_appends_commit_between_chunks<F: StoreFixture>()
+-> TestResult {
+    let fixture = F::new()?;
+    let tenant = fixture.add_tenant("acme")?;
+    fixture.add_device(tenant, "d1")?;
+    let old_ms = tether_server::now_ms() - 10 * 86_400_000;
+    fixture.fill_channel(tenant, "old", "d1", LARGE_TABLE, old_ms)?;
+    fixture.set_retention(tenant, Some(Duration::from_secs(86_400)), None)?;
+    let store = Arc::new(fixture.open(StoreOptions::default())?);
+    let retention = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.enforce_retention(tether_server::now_ms()).await })
+    };
+    let started = Instant::now();
+    let mut during = 0u32;
+    let mut slowest = Duration::ZERO;
+    let mut seq = 0u32;
+    while !retention.is_finished() {
+        seq += 1;
+        let begun = Instant::now();
+        let outcome = append(&*store, record(tenant, seq, seq - 1, "new")).await?;
+        assert!(matches!(outcome, AppendOutcome::Stored { .. }));
+        slowest = slowest.max(begun.elapsed());
+        if !retention.is_finished() {
+            during += 1;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "retention did not finish"
+        );
+    }
+    let removed = retention.await??;
+    assert_eq!(removed, LARGE_TABLE);
+    assert!(
+        during >= 5,
+        "only {during} appends committed while retention ran for {:?}: it holds the writer",
+        started.elapsed()
+    );
+    assert!(
+        slowest < APPEND_BOUND,
+        "an append waited {slowest:?} for its commit while retention ran"
+    );
+    let bounds = store.channel_bounds(tenant, "old").await?;
+    assert_eq!(
+        bounds.first_offset, bounds.next_offset,
+        "all old events gone"
+    );
+    assert_eq!(
+        stored_numbers(&*store, tenant, "new").await?.len(),
+        usize::try_from(seq)?
+    );
+    store.close().await;
+    Ok(())
+}
