@@ -124,7 +124,7 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
         // Publish and get acknowledged.
         publish(client, &mut counter, 5).await?;
         assert!(
-            wait_for(wait, || settled(&client)).await,
+            wait_for(wait, || settled(client)).await,
             "{:?}",
             client.stats()
         );
@@ -138,7 +138,7 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
         sim.inject(Fault::CutNextSend(3));
         publish(client, &mut counter, 3).await?;
         assert!(
-            wait_for(wait, || settled(&client)).await,
+            wait_for(wait, || settled(client)).await,
             "after the cut: {:?}",
             client.stats()
         );
@@ -150,7 +150,7 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
         publish(client, &mut counter, 3).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
-            wait_for(wait, || settled(&client)).await,
+            wait_for(wait, || settled(client)).await,
             "after the reset: {:?}",
             client.stats()
         );
@@ -160,7 +160,7 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
         publish(client, &mut counter, 2).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
-            wait_for(wait, || settled(&client)).await,
+            wait_for(wait, || settled(client)).await,
             "after WIFI DISCONNECT: {:?}",
             client.stats()
         );
@@ -175,7 +175,7 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
         );
         server.restart().await?;
         assert!(
-            wait_for(wait, || settled(&client)).await,
+            wait_for(wait, || settled(client)).await,
             "after the restart: {:?}",
             client.stats()
         );
@@ -185,7 +185,7 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
         publish(client, &mut counter, 2).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
-            wait_for(wait, || settled(&client)).await,
+            wait_for(wait, || settled(client)).await,
             "after CLOSED: {:?}",
             client.stats()
         );
