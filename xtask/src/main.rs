@@ -28,8 +28,9 @@ pub(crate) const NO_STD_CRATES: &[&str] = &["tether-proto", "tether-core", "teth
 const NO_STD_FEATURES: &[(&str, &str)] = &[("tether-core", "flash")];
 
 /// Firmware examples: standalone crates (own target and `.cargo/config.toml`)
-/// that must build in release on stable Rust.
-const FIRMWARE_EXAMPLES: &[&str] = &["examples/esp32c3-minimal"];
+/// that must build in release on stable Rust (`examples/rp2040-esp8266`
+/// denies warnings in its `.cargo/config.toml`).
+const FIRMWARE_EXAMPLES: &[&str] = &["examples/esp32c3-minimal", "examples/rp2040-esp8266"];
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
