@@ -68,14 +68,24 @@ pub enum Kind {
     Plain,
     /// `AT+CWJAP`: `+CWJAP:<code>` before `ERROR` says why.
     Join,
-    /// `AT+CIPSEND` of `len` bytes: `OK`, `>`, the payload, `SEND OK`.
+    /// `AT+CIPSEND` of `len` bytes on `link`: `OK`, `>`, the payload,
+    /// `SEND OK`.
     Send {
+        /// The link sent on.
+        link: u8,
         /// Payload bytes.
         len: usize,
     },
     /// `AT+CIPRECVDATA` for `link`: the payload lands in the receive buffer.
     Receive {
         /// The link read.
+        link: u8,
+    },
+    /// `AT+CIPCLOSE` of `link`: its `OK` (or `ERROR`: it was not open)
+    /// forgets the link where it stands in the stream, so a `CONNECT` and
+    /// `+IPD` of a new connection on the same id right behind it count.
+    Close {
+        /// The link closed.
         link: u8,
     },
     /// `AT+RST`: `OK`, then `ready`.
@@ -152,6 +162,10 @@ struct State<'b> {
     busy_count: u16,
     err_code: Option<u32>,
     join_code: Option<u8>,
+    /// `link is not valid` came before the `ERROR` of `AT+CIPSEND`.
+    link_invalid: bool,
+    /// A `CONNECT` on the link of `AT+CIPSEND` came before its prompt.
+    link_reused: bool,
     outcome: Option<Result<(), Error>>,
     payload_len: usize,
     payload_sent: usize,
@@ -196,6 +210,8 @@ impl<'b> Engine<'b> {
                 busy_count: 0,
                 err_code: None,
                 join_code: None,
+                link_invalid: false,
+                link_reused: false,
                 outcome: None,
                 payload_len: 0,
                 payload_sent: 0,
@@ -237,11 +253,13 @@ impl<'b> Engine<'b> {
         s.busy_count = 0;
         s.err_code = None;
         s.join_code = None;
+        s.link_invalid = false;
+        s.link_reused = false;
         s.outcome = None;
         s.receiving = false;
         s.payload_sent = 0;
         s.payload_len = match kind {
-            Kind::Send { len } => len,
+            Kind::Send { len, .. } => len,
             _ => 0,
         };
         s.phase = match kind {
@@ -377,17 +395,10 @@ impl<'b> Engine<'b> {
         self.state.links.get(usize::from(link)).copied()
     }
 
-    /// Marks `link` closed (after `AT+CIPCLOSE`, or when abandoning it).
+    /// Marks `link` closed (when abandoning it; [`Kind::Close`] does it
+    /// for `AT+CIPCLOSE`).
     pub fn forget_link(&mut self, link: u8) {
-        if let Some(state) = self.state.links.get_mut(usize::from(link)) {
-            state.open = false;
-            state.closed = true;
-            state.pending = 0;
-        }
-        if self.state.recv_link == link {
-            self.state.recv_start = 0;
-            self.state.recv_end = 0;
-        }
+        self.state.forget_link(link);
     }
 
     /// The station interface.
@@ -470,6 +481,18 @@ impl<'b> Engine<'b> {
 }
 
 impl State<'_> {
+    fn forget_link(&mut self, link: u8) {
+        if let Some(state) = self.links.get_mut(usize::from(link)) {
+            state.open = false;
+            state.closed = true;
+            state.pending = 0;
+        }
+        if self.recv_link == link {
+            self.recv_start = 0;
+            self.recv_end = 0;
+        }
+    }
+
     fn finish(&mut self, outcome: Result<(), Error>) {
         trace!("at: {:?} done: {:?}", self.kind, outcome);
         self.phase = Phase::Idle;
@@ -528,6 +551,14 @@ impl State<'_> {
                 }
             }
             Event::Connect(link) => {
+                if let Kind::Send { link: sending, .. } = self.kind
+                    && sending == link
+                    && self.awaiting()
+                {
+                    // The modem took the command after this accept: the
+                    // payload goes to the new connection.
+                    self.link_reused = true;
+                }
                 if let Some(state) = self.links.get_mut(usize::from(link)) {
                     state.open = true;
                     state.closed = false;
@@ -565,12 +596,18 @@ impl State<'_> {
             Event::Ok => match (self.phase, self.kind) {
                 (Phase::Awaiting, Kind::Send { .. }) => {} // `>` follows.
                 (Phase::Awaiting, Kind::Reset) => self.phase = Phase::WaitReady,
+                (Phase::Awaiting, Kind::Close { link }) => {
+                    self.forget_link(link);
+                    self.finish(Ok(()));
+                }
                 (Phase::Awaiting, _) => self.finish(Ok(())),
                 _ => {}
             },
             Event::Error => match (self.phase, self.kind) {
                 (Phase::Awaiting | Phase::SendResult | Phase::Payload, Kind::Send { .. }) => {
-                    let error = if self.err_code.is_some() {
+                    // With `AT+SYSLOG=1` a closed link's `ERROR` comes with an
+                    // error code too; the text says what it is.
+                    let error = if self.err_code.is_some() && !self.link_invalid {
                         self.command_error()
                     } else {
                         Error::LinkClosed
@@ -579,6 +616,12 @@ impl State<'_> {
                 }
                 (Phase::Awaiting, Kind::Join) => {
                     let error = Error::Join(JoinError::from_code(self.join_code.unwrap_or(0)));
+                    self.finish(Err(error));
+                }
+                (Phase::Awaiting, Kind::Close { link }) => {
+                    // Not open (already closed by the peer): forgotten too.
+                    self.forget_link(link);
+                    let error = self.command_error();
                     self.finish(Err(error));
                 }
                 (Phase::Awaiting, Kind::Receive { link }) => {
@@ -607,7 +650,12 @@ impl State<'_> {
             }
             Event::SendOk => {
                 if matches!(self.phase, Phase::SendResult | Phase::Payload) {
-                    self.finish(Ok(()));
+                    let outcome = if self.link_reused {
+                        Err(Error::LinkReused)
+                    } else {
+                        Ok(())
+                    };
+                    self.finish(outcome);
                 }
             }
             Event::SendFail => {
@@ -644,7 +692,12 @@ impl State<'_> {
             Event::LineTooLong => {
                 self.stats.long_lines = self.stats.long_lines.saturating_add(1);
             }
-            Event::Received(_) | Event::Echo(_) | Event::Other(_) => {}
+            Event::Other(line) => {
+                if line == b"link is not valid" && matches!(self.kind, Kind::Send { .. }) {
+                    self.link_invalid = true;
+                }
+            }
+            Event::Received(_) | Event::Echo(_) => {}
         }
     }
 
@@ -783,7 +836,7 @@ mod tests {
             &mut engine,
             now,
             "AT+CIPSEND=0,5\r\n",
-            Kind::Send { len: 5 },
+            Kind::Send { link: 0, len: 5 },
             5,
         );
         engine.feed(now, b"\r\nOK\r\n", &mut |_| {});
@@ -800,7 +853,7 @@ mod tests {
             &mut engine,
             now,
             "AT+CIPSEND=0,1\r\n",
-            Kind::Send { len: 1 },
+            Kind::Send { link: 0, len: 1 },
             5,
         );
         engine.feed(now, b"OK\r\n>", &mut |_| {});
@@ -812,11 +865,65 @@ mod tests {
             &mut engine,
             now,
             "AT+CIPSEND=0,1\r\n",
-            Kind::Send { len: 1 },
+            Kind::Send { link: 0, len: 1 },
             5,
         );
         engine.feed(now, b"link is not valid\r\nERROR\r\n", &mut |_| {});
         assert_eq!(engine.take_outcome(), Some(Err(Error::LinkClosed)));
+        // The same with error codes on (`AT+SYSLOG=1`, as the driver sets).
+        start(
+            &mut engine,
+            now,
+            "AT+CIPSEND=0,1\r\n",
+            Kind::Send { link: 0, len: 1 },
+            5,
+        );
+        engine.feed(
+            now,
+            b"link is not valid\r\nERR CODE:0x010a0000\r\n\r\nERROR\r\n",
+            &mut |_| {},
+        );
+        assert_eq!(engine.take_outcome(), Some(Err(Error::LinkClosed)));
+    }
+
+    /// A server's client hung up and a new one took the id before the
+    /// modem read `AT+CIPSEND`: the payload went to the new connection, and
+    /// the caller must know.
+    #[test]
+    fn a_send_taken_by_a_new_connection_on_its_id_is_reported() {
+        let mut recv = [0u8; 8];
+        let mut engine = Engine::new(&mut recv);
+        let now = Instant::ZERO;
+        engine.initialised();
+        engine.feed(now, b"0,CONNECT\r\n", &mut |_| {});
+        start(
+            &mut engine,
+            now,
+            "AT+CIPSEND=0,3\r\n",
+            Kind::Send { link: 0, len: 3 },
+            5,
+        );
+        engine.feed(
+            now,
+            b"0,CLOSED\r\n0,CONNECT\r\n+IPD,0,9\r\n\r\nOK\r\n>",
+            &mut |_| {},
+        );
+        engine.payload_transmitted(3);
+        engine.feed(now, b"\r\nRecv 3 bytes\r\n\r\nSEND OK\r\n", &mut |_| {});
+        assert_eq!(engine.take_outcome(), Some(Err(Error::LinkReused)));
+        assert_eq!(engine.link(0).unwrap().pending, 9);
+        // A CONNECT on another link, or after the prompt, is not that.
+        start(
+            &mut engine,
+            now,
+            "AT+CIPSEND=0,3\r\n",
+            Kind::Send { link: 0, len: 3 },
+            5,
+        );
+        engine.feed(now, b"1,CONNECT\r\nOK\r\n>", &mut |_| {});
+        engine.payload_transmitted(3);
+        engine.feed(now, b"SEND OK\r\n", &mut |_| {});
+        assert_eq!(engine.take_outcome(), Some(Ok(())));
     }
 
     #[test]
@@ -932,6 +1039,52 @@ mod tests {
         );
         assert_eq!(engine.take_outcome(), Some(Ok(())));
         assert_eq!(engine.link(0).unwrap().pending, 0);
+    }
+
+    /// The portal's flake: a phone's new connection took the id just
+    /// closed, and its `CONNECT` and `+IPD` came in the same read as the
+    /// `OK` of `AT+CIPCLOSE`; forgetting the link after the exchange erased
+    /// them and the request was never answered.
+    #[test]
+    fn a_new_connection_on_a_closed_id_right_behind_the_close_counts() {
+        let mut recv = [0u8; 8];
+        let mut engine = Engine::new(&mut recv);
+        let now = Instant::ZERO;
+        engine.initialised();
+        engine.feed(now, b"0,CONNECT\r\n+IPD,0,3\r\n", &mut |_| {});
+        let first = engine.link(0).unwrap().generation;
+        start(
+            &mut engine,
+            now,
+            "AT+CIPCLOSE=0\r\n",
+            Kind::Close { link: 0 },
+            5,
+        );
+        engine.feed(
+            now,
+            b"0,CLOSED\r\n\r\nOK\r\n0,CONNECT\r\n+IPD,0,77\r\n",
+            &mut |_| {},
+        );
+        assert_eq!(engine.take_outcome(), Some(Ok(())));
+        let link = engine.link(0).unwrap();
+        assert!(link.open && !link.closed, "{link:?}");
+        assert_eq!(link.pending, 77);
+        assert_ne!(link.generation, first);
+        // `ERROR` (it was not open) forgets it the same way.
+        start(
+            &mut engine,
+            now,
+            "AT+CIPCLOSE=0\r\n",
+            Kind::Close { link: 0 },
+            5,
+        );
+        engine.feed(now, b"ERROR\r\n", &mut |_| {});
+        assert!(matches!(
+            engine.take_outcome(),
+            Some(Err(Error::Command { .. }))
+        ));
+        let link = engine.link(0).unwrap();
+        assert!(!link.open && link.pending == 0);
     }
 
     #[test]

@@ -85,6 +85,11 @@ pub enum Error {
     SendFailed,
     /// The link is closed (`<link>,CLOSED`, or `ERROR` to `AT+CIPSEND`).
     LinkClosed,
+    /// The link's id went to a new connection (`<link>,CONNECT` of an
+    /// accepted one) before the modem took this `AT+CIPSEND`: the bytes went
+    /// to that connection. ESP-AT gives a closed id to the next connection at
+    /// once, so a server whose client hangs up mid-response can meet this.
+    LinkReused,
     /// The modem restarted (`ready`) in the middle of the operation; every
     /// link is gone.
     ModemReset,
@@ -126,6 +131,7 @@ impl fmt::Display for Error {
             Self::WifiDown => f.write_str("not connected to a Wi-Fi network"),
             Self::SendFailed => f.write_str("the modem could not send (SEND FAIL)"),
             Self::LinkClosed => f.write_str("the connection is closed"),
+            Self::LinkReused => f.write_str("the connection's id went to a new connection"),
             Self::ModemReset => f.write_str("the modem restarted"),
             Self::Unresponsive => f.write_str("the modem answers neither a probe nor a reset"),
             Self::Serial => f.write_str("the serial port failed"),
@@ -149,7 +155,7 @@ impl embedded_io::Error for Error {
         use embedded_io::ErrorKind;
         match self {
             Self::Timeout => ErrorKind::TimedOut,
-            Self::LinkClosed | Self::ModemReset => ErrorKind::ConnectionReset,
+            Self::LinkClosed | Self::LinkReused | Self::ModemReset => ErrorKind::ConnectionReset,
             Self::Join(_) | Self::WifiDown => ErrorKind::NotConnected,
             Self::Command { .. } => ErrorKind::ConnectionRefused,
             Self::SendFailed => ErrorKind::BrokenPipe,

@@ -457,6 +457,21 @@ where
         }
     }
 
+    /// Takes in what the modem has already said, without waiting for
+    /// more, so link states are as fresh as they can be before a command
+    /// that depends on them (a server's link id may have been closed and
+    /// given to a new connection meanwhile).
+    pub(crate) async fn drain_reports(&mut self) -> Result<(), Error> {
+        // Bounded: a modem that never stops talking cannot hold us here.
+        for _ in 0..16 {
+            let now = self.clock.now();
+            if !self.wait_report_until(now).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes sure the modem answers and is set up: probes it if it went
     /// silent, resets it if it does not answer (reset pin, else `AT+RST`),
     /// and sets it up after a reset.
@@ -708,7 +723,7 @@ where
         let timeout = self.config.command_timeout;
         let result = self
             .execute(
-                Kind::Plain,
+                Kind::Close { link },
                 timeout,
                 |l| {
                     l.push_str("AT+CIPCLOSE=")?;
@@ -717,14 +732,17 @@ where
                 &mut |_| {},
             )
             .await;
-        self.engine.forget_link(link);
+        // `OK` and `ERROR` forgot the link in the engine, in stream order
+        // (a new connection may already have taken the id).
         match result {
             Ok(()) | Err(Error::Command { .. }) => {
                 self.stale_links &= !(1u8 << link);
                 Ok(())
             }
             Err(e) => {
-                // It may still be open: the next connect closes it first.
+                // No answer: it may still be open; the next connect closes
+                // it first.
+                self.engine.forget_link(link);
                 self.stale_links |= 1u8 << link;
                 Err(e)
             }
@@ -783,7 +801,7 @@ where
             .saturating_add(Duration::from_millis(u64::try_from(len).unwrap_or(0)));
         let result = self
             .execute(
-                Kind::Send { len },
+                Kind::Send { link, len },
                 timeout,
                 |l| {
                     l.push_str("AT+CIPSEND=")?;

@@ -371,6 +371,7 @@ where
                     DNS_LINK,
                     reply.get(..answer.len).unwrap_or_default(),
                     Some(remote),
+                    None,
                 )
                 .await?;
             }
@@ -389,6 +390,9 @@ where
             if state.pending == 0 {
                 continue;
             }
+            // The connection this request belongs to: ESP-AT gives a closed
+            // id to the next connection at once.
+            let generation = state.generation;
             worked = true;
             let filled = buffers.lengths.get(index).copied().unwrap_or(0);
             let room = REQUEST.saturating_sub(filled);
@@ -440,14 +444,29 @@ where
                 Ok(handled) => {
                     debug!("portal: answered {} on link {}", handled.status, link);
                     let response = buffers.response.get(..handled.len).unwrap_or_default();
-                    match send_bytes(modem, link, response, None).await {
+                    match send_bytes(modem, link, response, None, Some(generation)).await {
                         Ok(()) | Err(Error::LinkClosed | Error::SendFailed) => {}
+                        Err(Error::LinkReused) => {
+                            // Part of this response reached the next phone's
+                            // connection: close that one too; it will retry.
+                            warn!("portal: link {} reused mid-response", link);
+                            modem.close_link(link).await?;
+                        }
                         Err(e) => return Err(e),
                     }
                 }
                 Err(e) => warn!("portal: no response: {:?}", e),
             }
-            modem.close_link(link).await?;
+            // Close it, unless the phone did already (and a new connection
+            // may have the id by now).
+            modem.drain_reports().await?;
+            if modem
+                .engine
+                .link(link)
+                .is_some_and(|l| l.open && l.generation == generation)
+            {
+                modem.close_link(link).await?;
+            }
         }
         if saved {
             return Ok(true);
@@ -461,12 +480,15 @@ where
     }
 }
 
-/// Sends `bytes` on `link` in `AT+CIPSEND`-sized pieces.
+/// Sends `bytes` on `link` in `AT+CIPSEND`-sized pieces; for a TCP link,
+/// only while it is still the connection `generation` (the phone may hang
+/// up half-way, and its id go to the next connection).
 async fn send_bytes<S, K, P>(
     modem: &mut Esp8266<'_, S, K, P>,
     link: u8,
     mut bytes: &[u8],
     remote: Option<Remote>,
+    generation: Option<u16>,
 ) -> Result<(), Error>
 where
     S: Read + Write,
@@ -475,6 +497,17 @@ where
 {
     while !bytes.is_empty() {
         modem.settle().await?;
+        if let Some(generation) = generation {
+            modem.drain_reports().await?;
+            let same = modem
+                .engine
+                .link(link)
+                .is_some_and(|l| l.open && l.generation == generation);
+            if !same {
+                debug!("portal: link {} closed mid-response", link);
+                return Err(Error::LinkClosed);
+            }
+        }
         let n = bytes.len().min(modem.send.len());
         if let (Some(dst), Some(src)) = (modem.send.get_mut(..n), bytes.get(..n)) {
             dst.copy_from_slice(src);

@@ -46,7 +46,26 @@ fn resolver(port: u16) -> TokioResolver {
 }
 
 /// One request with the portal's `Host`, as a phone on the AP sends it.
+///
+/// Like a phone, it tries again when the answer is not HTTP: ESP-AT gives
+/// the id of a connection that just closed to the next one at once, so the
+/// rest of a response the portal was sending to a phone that hung up (the
+/// connectivity probe does, after the headers) can reach the next
+/// connection first; the driver notices (`Error::LinkReused`) and closes
+/// that connection, and the phone asks again.
 async fn raw(addr: SocketAddr, request: String) -> String {
+    let mut response = String::new();
+    for _ in 0..3 {
+        response = raw_once(addr, request.clone()).await;
+        if response.starts_with("HTTP/1.1 ") {
+            break;
+        }
+        eprintln!("not an HTTP response, asking again: {response:?}");
+    }
+    response
+}
+
+async fn raw_once(addr: SocketAddr, request: String) -> String {
     tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(addr).expect("connect");
         stream
