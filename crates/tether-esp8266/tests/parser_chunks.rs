@@ -94,7 +94,7 @@ proptest! {
         let kind = match kind {
             0 => Kind::Plain,
             1 => Kind::Join,
-            2 => Kind::Send { len: 10 },
+            2 => Kind::Send { link: 0, len: 10 },
             _ => Kind::Receive { link: 0 },
         };
         engine.start(Instant::ZERO, kind, Duration::from_secs(1));
