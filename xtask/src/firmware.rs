@@ -125,13 +125,19 @@ struct Footprint {
     static_ram: u64,
 }
 
-pub(crate) fn run() -> Result<(), String> {
+/// Builds every firmware, or with `only`, those whose image name contains
+/// one of the words (and their baselines).
+pub(crate) fn run(only: &[String]) -> Result<(), String> {
     let root = workspace_root();
     let target_dir = target_dir().join("firmware");
     let images = target_dir.join("images");
     fs::create_dir_all(&images).map_err(|e| format!("{}: {e}", images.display()))?;
+    let wanted = |image: &str| only.is_empty() || only.iter().any(|w| image.contains(w.as_str()));
+    let selected = FIRMWARE.iter().filter(|f| {
+        wanted(f.image) || FIRMWARE.iter().any(|o| o.baseline == f.image && wanted(o.image))
+    });
     let mut rows = Vec::new();
-    for firmware in FIRMWARE {
+    for firmware in selected {
         crate::run(
             Command::new(cargo_bin())
                 .args(["build", "--release", "--target", firmware.target])

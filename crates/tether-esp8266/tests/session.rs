@@ -3,7 +3,8 @@
 //! link cut mid-frame, the modem resetting itself, the station losing
 //! Wi-Fi, the peer closing, a server restart. Nothing acknowledged is
 //! lost, nothing is stored twice, and the client reconnects with backoff
-//! every time.
+//! every time (while the server is down, the attempts the modem sees are
+//! spaced by the growing backoff delays).
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
 mod common;
@@ -15,7 +16,7 @@ use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use rand_core::SeedableRng;
 use rand_xorshift::XorShiftRng;
 use serde_json::json;
-use tether_core::backoff::BackoffConfig;
+use tether_core::backoff::{BackoffConfig, Jitter};
 use tether_core::board::Parts;
 use tether_core::client::{
     self, Client, ClientConfig, CommandResult, DEFAULT_PAYLOAD_CAPACITY, Resources,
@@ -82,7 +83,11 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
         .with_backoff(
             BackoffConfig::new()
                 .with_base(CoreDuration::from_millis(100))
-                .with_cap(CoreDuration::from_millis(800)),
+                .with_cap(CoreDuration::from_millis(800))
+                .with_healthy_after(CoreDuration::from_millis(500))
+                // The plain exponential delays (100, 200, 400, 800 ms), so
+                // the attempts while the server is down can be counted.
+                .with_jitter(Jitter::None),
         );
     let config = ClientConfig::new(&url, "esp-01", "1.0.0")
         .with_authorization(&authorization)
@@ -166,12 +171,45 @@ async fn a_whole_session_survives_every_modem_and_server_failure() -> Result<(),
         );
 
         // The server goes away while messages are published, and comes back.
+        let starts = || {
+            sim.observed()
+                .commands
+                .iter()
+                .filter(|c| *c == "AT+CIPSTART")
+                .count()
+        };
+        // A healthy link first (500 ms), so the backoff starts over.
+        tokio::time::sleep(Duration::from_millis(700)).await;
         server.stop().await;
+        let mut seen = starts();
         publish(client, &mut counter, 3).await?;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Refused at once on loopback, so only the backoff spaces the
+        // attempts: 100, 200, 400, 800 ms apart (the counter restarted
+        // after the healthy link), each plus its own exchange with the
+        // modem. Without it, hundreds of attempts.
+        let mut attempts = Vec::new();
+        let down = tokio::time::Instant::now();
+        while down.elapsed() < Duration::from_millis(2000) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let now = starts();
+            if now != seen {
+                attempts.push((now - seen, down.elapsed()));
+                seen = now;
+            }
+        }
         assert!(
             client.stats().outbox_len > 0,
             "nothing can be acknowledged while it is down"
+        );
+        let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1].1 - w[0].1).collect();
+        assert!(
+            attempts.len() >= 3 && attempts.iter().all(|(n, _)| *n == 1),
+            "attempts while the server is down (how many, when): {attempts:?}"
+        );
+        assert!(
+            gaps.iter().all(|g| *g >= Duration::from_millis(150))
+                && gaps.windows(2).all(|w| w[1] > w[0]),
+            "the delays between attempts grow from the base: {gaps:?}"
         );
         server.restart().await?;
         assert!(
