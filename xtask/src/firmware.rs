@@ -134,7 +134,10 @@ pub(crate) fn run(only: &[String]) -> Result<(), String> {
     fs::create_dir_all(&images).map_err(|e| format!("{}: {e}", images.display()))?;
     let wanted = |image: &str| only.is_empty() || only.iter().any(|w| image.contains(w.as_str()));
     let selected = FIRMWARE.iter().filter(|f| {
-        wanted(f.image) || FIRMWARE.iter().any(|o| o.baseline == f.image && wanted(o.image))
+        wanted(f.image)
+            || FIRMWARE
+                .iter()
+                .any(|o| o.baseline == f.image && wanted(o.image))
     });
     let mut rows = Vec::new();
     for firmware in selected {
