@@ -170,6 +170,10 @@ pub enum Fault {
     HardwareReset,
     /// A network appears or disappears.
     SetNetworkPresent(String, bool),
+    /// A network's access point stays in the scan but stops answering
+    /// (`false`) or answers again (`true`): a join times out
+    /// (`+CWJAP:1`).
+    SetNetworkAnswering(String, bool),
 }
 
 /// What the simulator observed, for assertions.
@@ -304,6 +308,7 @@ where
         silent_until: None,
         hung: false,
         absent: Vec::new(),
+        mute: Vec::new(),
     };
     tokio::spawn(modem.run(reader, internal));
     SimHandle { control, observed }
@@ -546,6 +551,8 @@ struct Modem {
     silent_until: Option<tokio::time::Instant>,
     hung: bool,
     absent: Vec<String>,
+    /// Networks in range whose access point does not answer a join.
+    mute: Vec<String>,
 }
 
 impl Modem {
@@ -771,6 +778,7 @@ impl Modem {
                 }
                 self.processing = true;
                 let network = self.visible(&ssid).cloned();
+                let mute = self.mute.contains(&ssid);
                 let delay = self.config.join_delay;
                 let internal = self.internal.clone();
                 tokio::spawn(async move {
@@ -778,6 +786,12 @@ impl Modem {
                         None => {
                             tokio::time::sleep(delay * 3).await;
                             Err(3)
+                        }
+                        Some(_) if mute => {
+                            // The station gives up on an access point
+                            // that does not answer its authentication.
+                            tokio::time::sleep(delay * 4).await;
+                            Err(1)
                         }
                         Some(n) if n.password != password => {
                             tokio::time::sleep(delay * 2).await;
@@ -1623,6 +1637,12 @@ impl Modem {
                 self.absent.retain(|s| *s != ssid);
                 if !present {
                     self.absent.push(ssid);
+                }
+            }
+            Fault::SetNetworkAnswering(ssid, answering) => {
+                self.mute.retain(|s| *s != ssid);
+                if !answering {
+                    self.mute.push(ssid);
                 }
             }
         }

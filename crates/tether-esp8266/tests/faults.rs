@@ -96,6 +96,17 @@ async fn join_failures_are_typed_and_a_good_join_works() {
     assert!(!modem.wifi_state().got_ip);
     modem.join(SSID, PASSPHRASE).await.unwrap();
     assert!(modem.wifi_state().got_ip);
+    // The access point stays in range but stops answering: a timeout.
+    sim.inject(Fault::SetNetworkAnswering(SSID.into(), false));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        modem.join(SSID, PASSPHRASE).await,
+        Err(Error::Join(JoinError::Timeout))
+    );
+    assert!(!modem.wifi_state().got_ip);
+    sim.inject(Fault::SetNetworkAnswering(SSID.into(), true));
+    modem.join(SSID, PASSPHRASE).await.unwrap();
+    assert!(modem.wifi_state().got_ip);
     // The access point vanishes: joining it again says so.
     sim.inject(Fault::SetNetworkPresent(SSID.into(), false));
     tokio::time::sleep(Duration::from_millis(50)).await;
