@@ -166,6 +166,10 @@ pub enum Fault {
     Silent(Duration),
     /// The modem ignores everything until its reset pin is pulsed.
     Hang,
+    /// The next `n` command lines never reach the modem (a loose or noisy
+    /// RX wire): no answer, no echo, no `busy p...`; what follows is
+    /// heard again.
+    LoseLines(u32),
     /// The reset pin was pulsed.
     HardwareReset,
     /// A network appears or disappears.
@@ -309,6 +313,7 @@ where
         hung: false,
         absent: Vec::new(),
         mute: Vec::new(),
+        lose_lines: 0,
     };
     tokio::spawn(modem.run(reader, internal));
     SimHandle { control, observed }
@@ -553,6 +558,8 @@ struct Modem {
     absent: Vec<String>,
     /// Networks in range whose access point does not answer a join.
     mute: Vec<String>,
+    /// Command lines still to lose ([`Fault::LoseLines`]).
+    lose_lines: u32,
 }
 
 impl Modem {
@@ -652,6 +659,10 @@ impl Modem {
     }
 
     fn command_line(&mut self, raw: &[u8]) {
+        if self.lose_lines > 0 {
+            self.lose_lines -= 1;
+            return;
+        }
         if self.settings.echo {
             self.emit(raw);
         }
@@ -1639,6 +1650,7 @@ impl Modem {
                     self.absent.push(ssid);
                 }
             }
+            Fault::LoseLines(n) => self.lose_lines = n,
             Fault::SetNetworkAnswering(ssid, answering) => {
                 self.mute.retain(|s| *s != ssid);
                 if !answering {

@@ -309,6 +309,55 @@ async fn a_silent_modem_times_out_and_is_probed_back() {
     assert_eq!(sim.observed().resets, 1, "probed back, not reset");
 }
 
+/// The modem stops answering (its RX line loses the command and every
+/// probe) and no reset pin is wired: `AT+RST` brings it back, and the
+/// driver sets it up again.
+#[tokio::test]
+async fn a_modem_that_stops_answering_is_reset_by_at_rst() {
+    let _limit = time_limit(
+        "a_modem_that_stops_answering_is_reset_by_at_rst",
+        Duration::from_secs(60),
+    );
+    let port = echo_server().await;
+    let (serial, sim) = modem(SimConfig::new(19));
+    let mut buffers = ModemBuffers::<64, 256, 256>::new();
+    let mut modem = Esp8266::new(serial, TokioClock::new(), quick(), &mut buffers);
+    modem.ensure_ready().await.unwrap();
+    // The command and the three probes are lost; the fifth line is heard.
+    sim.inject(Fault::LoseLines(4));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(modem.command("AT").await, Err(Error::Timeout));
+    modem.ensure_ready().await.unwrap();
+    let observed = sim.observed();
+    assert_eq!(observed.resets, 2, "power-on and AT+RST");
+    assert_eq!(
+        observed.commands.iter().filter(|c| *c == "AT+RST").count(),
+        1,
+        "{:?}",
+        observed.commands
+    );
+    // Set up again after the reset: passive receive mode, and a working link.
+    let after_reset = observed
+        .commands
+        .iter()
+        .rposition(|c| c == "AT+RST")
+        .unwrap();
+    assert!(
+        observed.commands[after_reset..]
+            .iter()
+            .any(|c| c == "AT+CIPRECVMODE"),
+        "{:?}",
+        observed.commands
+    );
+    let endpoint = Endpoint::new("127.0.0.1", port, Security::Plain);
+    assert_eq!(
+        echo_round_trip(&mut modem, endpoint, b"after the reset")
+            .await
+            .unwrap(),
+        b"after the reset"
+    );
+}
+
 #[tokio::test]
 async fn a_hung_modem_without_reset_pin_is_reported_unresponsive() {
     let _limit = time_limit(
