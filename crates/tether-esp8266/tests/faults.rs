@@ -1,7 +1,8 @@
 //! Every modem failure the simulator can inject ends in a typed error, and
 //! the driver recovers from it: join failures, `SEND FAIL`, busy storms, a
-//! link closed mid-frame, a silent modem (probe), a hung one (reset pin or
-//! `AT+RST`); plus TLS verification against the flashed CA, scans and SNTP.
+//! link closed mid-frame, a silent modem (probe), one that stops answering
+//! (`AT+RST`), a hung one (reset pin; unresponsive without one); plus TLS
+//! verification against the flashed CA, scans and SNTP.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
 mod common;
