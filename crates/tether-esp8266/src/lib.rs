@@ -116,7 +116,7 @@
 //!     };
 //!     embassy_futures::join::join(runner.run(NoCommands), publish).await;
 //! }
-//! //! ```
+//! ```
 #![no_std]
 
 #[cfg(test)]

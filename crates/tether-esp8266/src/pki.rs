@@ -124,7 +124,7 @@ pub fn encode_ca(pem: &[u8], out: &mut [u8]) -> Result<usize, PkiError> {
         .ok_or(PkiError::BufferTooSmall)?
         .copy_from_slice(&header);
     image
-        .get_mut(header.len()..header.len() + pem.len())
+        .get_mut(header.len()..header.len().saturating_add(pem.len()))
         .ok_or(PkiError::BufferTooSmall)?
         .copy_from_slice(pem);
     Ok(total)
@@ -136,12 +136,14 @@ pub fn encode_ca(pem: &[u8], out: &mut [u8]) -> Result<usize, PkiError> {
 /// [`PkiError::BadMagic`] or [`PkiError::Truncated`] for the header; each
 /// item can still fail on its own.
 pub fn items(image: &[u8]) -> Result<Items<'_>, PkiError> {
-    let header = image.get(..HEADER_LEN).ok_or(PkiError::Truncated)?;
-    let word = |i: usize| u16::from_le_bytes([header[i], header[i + 1]]);
-    if word(0) != MAGIC {
+    let header: &[u8; HEADER_LEN] = image
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(PkiError::Truncated)?;
+    if u16::from_le_bytes([header[0], header[1]]) != MAGIC {
         return Err(PkiError::BadMagic);
     }
-    let count = word(2);
+    let count = u16::from_le_bytes([header[2], header[3]]);
     let length = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     let length = usize::try_from(length).map_err(|_| PkiError::Truncated)?;
     let end = HEADER_LEN.checked_add(length).ok_or(PkiError::Truncated)?;
@@ -177,9 +179,10 @@ impl<'a> Iterator for Items<'a> {
 
 impl<'a> Items<'a> {
     fn parse_one(&mut self) -> Result<Item<'a>, PkiError> {
-        let header = self
+        let header: &[u8; ITEM_HEADER_LEN] = self
             .rest
             .get(..ITEM_HEADER_LEN)
+            .and_then(|h| h.try_into().ok())
             .ok_or(PkiError::Truncated)?;
         let kind = match header[0] {
             1 => ItemKind::Ca,
@@ -191,7 +194,7 @@ impl<'a> Items<'a> {
         let len = usize::from(u16::from_le_bytes([header[2], header[3]]));
         let data = self
             .rest
-            .get(ITEM_HEADER_LEN..ITEM_HEADER_LEN + len)
+            .get(ITEM_HEADER_LEN..ITEM_HEADER_LEN.saturating_add(len))
             .ok_or(PkiError::Truncated)?;
         let next = padded(len)
             .and_then(|p| p.checked_add(ITEM_HEADER_LEN))
