@@ -215,9 +215,19 @@ pub struct SimHandle {
 }
 
 impl SimHandle {
-    /// Injects `fault`.
+    /// Injects `fault`. It takes effect soon, in no fixed order with
+    /// bytes the driver is sending; [`apply`](Self::apply) waits for it.
     pub fn inject(&self, fault: Fault) {
         let _ = self.control.send(Internal::Fault(fault));
+    }
+
+    /// Injects `fault` and returns once the modem has taken it in: every
+    /// byte the driver sends afterwards meets the fault.
+    pub async fn apply(&self, fault: Fault) {
+        let (done, applied) = tokio::sync::oneshot::channel();
+        if self.control.send(Internal::Applied(fault, done)).is_ok() {
+            let _ = applied.await;
+        }
     }
 
     /// A copy of what was observed so far.
@@ -347,6 +357,8 @@ async fn write_chunks<W: AsyncWrite + Unpin>(
 #[derive(Debug)]
 enum Internal {
     Fault(Fault),
+    /// A fault and who waits for it to take effect.
+    Applied(Fault, tokio::sync::oneshot::Sender<()>),
     Data {
         id: u8,
         generation: u64,
@@ -1450,6 +1462,10 @@ impl Modem {
     fn internal_event(&mut self, event: Internal) {
         match event {
             Internal::Fault(fault) => self.fault(fault),
+            Internal::Applied(fault, done) => {
+                self.fault(fault);
+                let _ = done.send(());
+            }
             Internal::Data {
                 id,
                 generation,

@@ -98,19 +98,20 @@ async fn join_failures_are_typed_and_a_good_join_works() {
     modem.join(SSID, PASSPHRASE).await.unwrap();
     assert!(modem.wifi_state().got_ip);
     // The access point stays in range but stops answering: a timeout.
-    sim.inject(Fault::SetNetworkAnswering(SSID.into(), false));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    sim.apply(Fault::SetNetworkAnswering(SSID.into(), false))
+        .await;
     assert_eq!(
         modem.join(SSID, PASSPHRASE).await,
         Err(Error::Join(JoinError::Timeout))
     );
     assert!(!modem.wifi_state().got_ip);
-    sim.inject(Fault::SetNetworkAnswering(SSID.into(), true));
+    sim.apply(Fault::SetNetworkAnswering(SSID.into(), true))
+        .await;
     modem.join(SSID, PASSPHRASE).await.unwrap();
     assert!(modem.wifi_state().got_ip);
     // The access point vanishes: joining it again says so.
-    sim.inject(Fault::SetNetworkPresent(SSID.into(), false));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    sim.apply(Fault::SetNetworkPresent(SSID.into(), false))
+        .await;
     assert_eq!(
         modem.join(SSID, PASSPHRASE).await,
         Err(Error::Join(JoinError::NoAccessPoint))
@@ -137,7 +138,7 @@ async fn send_fail_is_typed_and_the_next_connection_works() {
         big
     );
 
-    sim.inject(Fault::SendFail);
+    sim.apply(Fault::SendFail).await;
     let mut link = modem.connect(endpoint).await.unwrap();
     link.write_all(b"lost").await.unwrap();
     assert_eq!(link.flush().await, Err(Error::SendFailed));
@@ -227,16 +228,13 @@ async fn busy_storms_are_retried_then_typed() {
     let mut buffers = ModemBuffers::<64, 256, 256>::new();
     let mut modem = Esp8266::new(serial, TokioClock::new(), quick(), &mut buffers);
     modem.ensure_ready().await.unwrap();
-    sim.inject(Fault::BusyStorm(4));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    sim.apply(Fault::BusyStorm(4)).await;
     modem.command("AT").await.unwrap();
     assert!(modem.stats().busy >= 4, "{:?}", modem.stats());
 
-    sim.inject(Fault::BusyStorm(10_000));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    sim.apply(Fault::BusyStorm(10_000)).await;
     assert_eq!(modem.command("AT").await, Err(Error::Busy));
-    sim.inject(Fault::BusyStorm(0));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    sim.apply(Fault::BusyStorm(0)).await;
     modem.command("AT").await.unwrap();
 }
 
@@ -297,8 +295,7 @@ async fn a_silent_modem_times_out_and_is_probed_back() {
     modem.ensure_ready().await.unwrap();
     // Silent past the command's 2 s and the first 1 s probe's start, not
     // past the second probe's.
-    sim.inject(Fault::Silent(Duration::from_millis(2500)));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    sim.apply(Fault::Silent(Duration::from_millis(2500))).await;
     assert_eq!(modem.command("AT").await, Err(Error::Timeout));
     modem.ensure_ready().await.unwrap();
     modem.command("AT").await.unwrap();
@@ -325,8 +322,7 @@ async fn a_modem_that_stops_answering_is_reset_by_at_rst() {
     let mut modem = Esp8266::new(serial, TokioClock::new(), quick(), &mut buffers);
     modem.ensure_ready().await.unwrap();
     // The command and the three probes are lost; the fifth line is heard.
-    sim.inject(Fault::LoseLines(4));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    sim.apply(Fault::LoseLines(4)).await;
     assert_eq!(modem.command("AT").await, Err(Error::Timeout));
     modem.ensure_ready().await.unwrap();
     let observed = sim.observed();
@@ -369,8 +365,7 @@ async fn a_hung_modem_without_reset_pin_is_reported_unresponsive() {
     let mut buffers = ModemBuffers::<64, 256, 256>::new();
     let mut modem = Esp8266::new(serial, TokioClock::new(), quick(), &mut buffers);
     modem.ensure_ready().await.unwrap();
-    sim.inject(Fault::Hang);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    sim.apply(Fault::Hang).await;
     assert_eq!(modem.command("AT").await, Err(Error::Timeout));
     assert_eq!(modem.ensure_ready().await, Err(Error::Unresponsive));
 }
@@ -409,8 +404,7 @@ async fn a_hung_modem_comes_back_through_its_reset_pin() {
         echo_round_trip(&mut modem, endpoint, b"one").await.unwrap(),
         b"one"
     );
-    sim.inject(Fault::Hang);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    sim.apply(Fault::Hang).await;
     let mut link = modem.connect(endpoint).await.err();
     if link.is_none() {
         // The connect may have raced the hang; the next command cannot.
