@@ -94,6 +94,7 @@
 extern crate alloc;
 
 mod codec;
+mod compact;
 mod device;
 mod error;
 mod limits;
