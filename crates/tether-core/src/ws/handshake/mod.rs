@@ -2,7 +2,7 @@
 //! websocket`, answered by `101 Switching Protocols`. Sans-IO: requests and
 //! responses are written to and parsed from caller buffers. HTTP syntax is
 //! parsed by `httparse`; the key proof uses a compact SHA-1 and base64
-//! encoder of this crate's own (code size on the device, see [`sha1`]), the
+//! encoder of this crate's own (code size on the device, see `sha1.rs`), the
 //! server's key check the `base64` crate's decoder.
 
 mod base64;
