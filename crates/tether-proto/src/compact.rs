@@ -89,6 +89,11 @@ impl Hello<'_> {
         w.bytes(self.firmware_version.as_bytes())?;
         w.varint(self.boot_id)?;
         w.varint(u64::from(self.last_acked_seq))?;
+        // An extension field (`docs/protocol.md` section 8): a bare varint,
+        // nothing when absent.
+        if let Some(len) = self.max_downlink_len {
+            w.varint(u64::from(len))?;
+        }
         Ok(w.finish())
     }
 }
@@ -387,6 +392,7 @@ mod tests {
             (a, b) in (number(), number()),
             (first, second) in (text(), text()),
             time in proptest::option::of(number()),
+            downlink in proptest::option::of(prop_oneof![0..100u32, any::<u32>()]),
             payload in collection::vec(any::<u8>(), 0..24),
             status in 0u8..4,
             room in 0usize..120,
@@ -406,6 +412,7 @@ mod tests {
                         firmware_version: &second,
                         boot_id: a,
                         last_acked_seq: b as u32,
+                        max_downlink_len: downlink,
                     };
                     (hello.encode(&mut ours), DeviceToServer::Hello(hello).encode(&mut theirs))
                 }
