@@ -26,7 +26,12 @@ pub(crate) const FIRMWARE_TARGETS: &[&str] = &["riscv32imac-unknown-none-elf"];
 
 /// Crates that must stay `#![no_std]` and build for [`NO_STD_TARGETS`] with
 /// no default features.
-pub(crate) const NO_STD_CRATES: &[&str] = &["tether-proto", "tether-core", "tether-esp32"];
+pub(crate) const NO_STD_CRATES: &[&str] = &[
+    "tether-proto",
+    "tether-core",
+    "tether-esp32",
+    "tether-esp8266",
+];
 
 /// Optional features of no_std crates that must build for
 /// [`NO_STD_TARGETS`] too: (crate, features).
@@ -44,7 +49,8 @@ commands:
   no-std            build the no_std crates for the bare-metal targets
   fuzz [SECONDS]    replay the committed corpora, then fuzz each target for SECONDS (default 20)
   size              code size of a minimal WebSocket client (riscv32imc): tether vs embedded-websocket
-  firmware          build the firmware examples, save their images (espflash), print flash and RAM
+  firmware [NAME..] build the firmware examples (those whose image name contains a NAME, and
+                    their baselines), save their images (espflash), print flash and RAM
   bench-report      Markdown tables from the last `cargo bench --bench frame_throughput` run
   load [ARGS]       load-test the relay server on loopback (release build):
                     --devices N --rate R --receivers M --seconds S
@@ -61,7 +67,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::run(),
         Some("no-std") => no_std_builds(),
         Some("size") => size::run(),
-        Some("firmware") => firmware::run(),
+        Some("firmware") => firmware::run(&args[1..]),
         Some("bench-report") => bench_report::run(),
         Some("fuzz") => {
             let seconds = match args.get(1).map(|s| s.parse::<u64>()) {
@@ -106,7 +112,7 @@ fn test() -> Result<(), String> {
         ]),
     )?;
     step("no_std builds", no_std_builds())?;
-    step("firmware examples", firmware::run())?;
+    step("firmware examples", firmware::run(&[]))?;
     step("tests", cargo(&["test", "--workspace", "--all-targets"]))?;
     step("doc tests", cargo(&["test", "--workspace", "--doc"]))?;
     step("fuzz smoke", fuzz::run(fuzz::DEFAULT_SECONDS))?;
