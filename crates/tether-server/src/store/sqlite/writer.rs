@@ -30,8 +30,11 @@ use crate::store::{
     AppendOutcome, AppendRequest, StoreError, StoreOptions, StoredEvent, TenantId, TransactionStats,
 };
 
-/// Operations per write transaction, at most.
-const MAX_BATCH: usize = 512;
+/// Operations per write transaction, at most. A commit costs about the
+/// same whether it holds 100 appends or 4000 (one WAL fsync, and the pages
+/// of the small tables each written once), so under load the batch grows
+/// with the queue; the bound keeps one transaction's pages in the cache.
+const MAX_BATCH: usize = 4096;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
