@@ -414,8 +414,10 @@ impl Backoff {
         };
         let delay = Duration::from_millis(delay.min(cap));
         self.previous = delay;
-        self.ceiling =
-            Duration::from_millis(self.grow(self.ceiling.as_millis()).min(self.config.cap.as_millis()));
+        self.ceiling = Duration::from_millis(
+            self.grow(self.ceiling.as_millis())
+                .min(self.config.cap.as_millis()),
+        );
         self.attempts = self.attempts.saturating_add(1);
         debug!(
             "backoff: attempt {} waits {} ms",
@@ -763,7 +765,10 @@ mod tests {
                 }
             }
             let absence = (now - down).as_millis();
-            assert!(absence <= 2 * outage + 1_000, "seed {seed}: back after {absence} ms");
+            assert!(
+                absence <= 2 * outage + 1_000,
+                "seed {seed}: back after {absence} ms"
+            );
             worst = worst.max(absence);
         }
         // The bound is reached, not just respected: the check has teeth.
