@@ -1584,7 +1584,10 @@ mod tests {
         let spread = timeouts(25);
         // With jitter: 25 to 30 s, no second with more than a quarter of
         // the fleet (a fifth on average).
-        assert!(spread[..25].iter().chain(&spread[31..]).all(|&n| n == 0), "{spread:?}");
+        assert!(
+            spread[..25].iter().chain(&spread[31..]).all(|&n| n == 0),
+            "{spread:?}"
+        );
         assert!(
             spread.iter().all(|&n| u64::from(n) * 4 <= DEVICES),
             "{spread:?}"

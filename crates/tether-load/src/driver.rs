@@ -19,7 +19,7 @@ use rand::Rng;
 use rand::rngs::SmallRng;
 use tokio::sync::Semaphore;
 
-use crate::workload::{Phase, SeqSet, Shared, payload, parse_payload};
+use crate::workload::{Phase, SeqSet, Shared, parse_payload, payload};
 
 /// What an acknowledgement covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

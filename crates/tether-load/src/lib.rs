@@ -421,8 +421,7 @@ where
         .map(|index| spawn_device(Arc::clone(&shared), index, Arc::clone(&permits)))
         .collect();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while shared.connected.load(Ordering::Relaxed) < workload.devices && Instant::now() < deadline
-    {
+    while shared.connected.load(Ordering::Relaxed) < workload.devices && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     outcome.connect_seconds = (shared.micros() - fleet_start) as f64 / 1e6;
@@ -445,8 +444,7 @@ where
     let deadline = Instant::now() + workload.drain;
     loop {
         let drained = shared.drained.load(Ordering::Relaxed) >= connected;
-        let expected =
-            shared.acked.load(Ordering::Relaxed) * workload.receivers_per_tenant as u64;
+        let expected = shared.acked.load(Ordering::Relaxed) * workload.receivers_per_tenant as u64;
         let delivered = shared.delivered.load(Ordering::Relaxed) >= expected;
         if drained && delivered {
             outcome.drained = true;

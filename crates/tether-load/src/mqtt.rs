@@ -72,7 +72,9 @@ impl Mosquitto {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| {
-                format!("start {binary}: {e} (install it with `cargo xtask setup`: Debian's mosquitto)")
+                format!(
+                    "start {binary}: {e} (install it with `cargo xtask setup`: Debian's mosquitto)"
+                )
             })?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -246,7 +248,14 @@ pub async fn device(
         &permits,
         &mut rng,
         &mut report.failed_attempts,
-        || Link::connect(server, source_address(false, index), client_id.clone(), true),
+        || {
+            Link::connect(
+                server,
+                source_address(false, index),
+                client_id.clone(),
+                true,
+            )
+        },
     )
     .await;
     let Some(link) = connected else {
@@ -279,7 +288,8 @@ impl ReceiverLink for MqttReceiver {
             if let Packet::Publish(publish) = packet {
                 deliver(&publish.payload);
                 if publish.qos != QoS::AtMostOnce {
-                    self.link.queue(&Packet::PubAck(PubAck::new(publish.pkid)))?;
+                    self.link
+                        .queue(&Packet::PubAck(PubAck::new(publish.pkid)))?;
                 }
             }
         }

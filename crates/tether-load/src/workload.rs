@@ -165,11 +165,7 @@ pub fn parse_payload(text: &[u8]) -> Option<(u64, usize, u32)> {
     let d = number(&mut rest)?;
     rest = rest.strip_prefix(b",\"s\":")?;
     let s = number(&mut rest)?;
-    Some((
-        t,
-        usize::try_from(d).ok()?,
-        u32::try_from(s).ok()?,
-    ))
+    Some((t, usize::try_from(d).ok()?, u32::try_from(s).ok()?))
 }
 
 fn number(rest: &mut &[u8]) -> Option<u64> {

@@ -103,7 +103,9 @@ impl WsClient {
         let start = self.tx.len();
         self.tx.resize(start + frame.encoded_len(true), 0);
         let key = self.rng.next_u32().to_ne_bytes();
-        let written = frame.encode(Some(key), &mut self.tx[start..]).map_err(other)?;
+        let written = frame
+            .encode(Some(key), &mut self.tx[start..])
+            .map_err(other)?;
         self.tx.truncate(start + written);
         Ok(())
     }

@@ -47,10 +47,22 @@ fn check(outcome: &Outcome) {
         outcome.peer,
         outcome.offered
     );
-    assert_eq!(outcome.refused, 0, "{}: nothing is refused at 5 msg/s", outcome.peer);
-    assert_eq!(outcome.acked, outcome.sent, "{}: everything sent is acked", outcome.peer);
+    assert_eq!(
+        outcome.refused, 0,
+        "{}: nothing is refused at 5 msg/s",
+        outcome.peer
+    );
+    assert_eq!(
+        outcome.acked, outcome.sent,
+        "{}: everything sent is acked",
+        outcome.peer
+    );
     assert_eq!(outcome.sent, outcome.offered, "{}", outcome.peer);
-    assert_eq!(outcome.errors, 0, "{}: {:?}", outcome.peer, outcome.first_error);
+    assert_eq!(
+        outcome.errors, 0,
+        "{}: {:?}",
+        outcome.peer, outcome.first_error
+    );
     assert_eq!(outcome.lost_in_delivery, 0, "{}", outcome.peer);
     assert_eq!(outcome.delivered_duplicates, 0, "{}", outcome.peer);
     assert_eq!(
