@@ -294,6 +294,10 @@ impl Percentiles {
     }
 }
 
+/// `--publish-rate` and `--publish-burst` of a workload that publishes
+/// faster than the default on purpose.
+const UNLIMITED_PUBLISH_RATE: u32 = 1_000_000;
+
 /// The server side of a run, for [`drive`].
 struct Target {
     pid: u32,
@@ -309,6 +313,18 @@ async fn run_tether(args: &Args, workload: &Workload) -> Result<Outcome, String>
     if connections > 10_000 && !server_args.iter().any(|a| a == "--max-connections") {
         server_args.push("--max-connections".into());
         server_args.push((connections + 16).to_string());
+    }
+    // The per-device publish limit (`Limits::default()`) protects the
+    // server from one runaway device; a workload that publishes faster on
+    // purpose (`ingest`: as fast as the window allows) lifts it, shown in
+    // the table. Mosquitto has no such limit.
+    if (workload.rate == 0.0 || workload.rate > f64::from(tether_server::Limits::default().publish_rate))
+        && !server_args.iter().any(|a| a == "--publish-rate")
+    {
+        for flag in ["--publish-rate", "--publish-burst"] {
+            server_args.push(flag.into());
+            server_args.push(UNLIMITED_PUBLISH_RATE.to_string());
+        }
     }
     let server = if args.server.as_os_str() == "in-process" {
         tether::Server::in_process(dir.path(), &server_args).await?
