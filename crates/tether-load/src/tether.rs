@@ -212,6 +212,7 @@ async fn connect_device(
         firmware_version: "load",
         boot_id: rand::Rng::random(rng),
         last_acked_seq: 0,
+        max_downlink_len: None,
     });
     let bytes = hello
         .encode_to_vec()

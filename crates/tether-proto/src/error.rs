@@ -24,6 +24,9 @@ pub enum Field {
     Seq,
     /// `Welcome.max_in_flight` (must be at least 1).
     MaxInFlight,
+    /// `Hello.max_downlink_len` (must be at least
+    /// [`MIN_DOWNLINK_LEN`](crate::MIN_DOWNLINK_LEN)).
+    MaxDownlinkLen,
 }
 
 impl Field {
@@ -37,6 +40,7 @@ impl Field {
             Field::Message => "message",
             Field::Seq => "seq",
             Field::MaxInFlight => "max_in_flight",
+            Field::MaxDownlinkLen => "max_downlink_len",
         }
     }
 }
