@@ -318,7 +318,8 @@ async fn run_tether(args: &Args, workload: &Workload) -> Result<Outcome, String>
     // server from one runaway device; a workload that publishes faster on
     // purpose (`ingest`: as fast as the window allows) lifts it, shown in
     // the table. Mosquitto has no such limit.
-    if (workload.rate == 0.0 || workload.rate > f64::from(tether_server::Limits::default().publish_rate))
+    if (workload.rate == 0.0
+        || workload.rate > f64::from(tether_server::Limits::default().publish_rate))
         && !server_args.iter().any(|a| a == "--publish-rate")
     {
         for flag in ["--publish-rate", "--publish-burst"] {

@@ -349,6 +349,7 @@ async fn subscribe(
         let subscribe = ReceiverToServer::Subscribe(Subscribe {
             channel,
             from: None,
+            request_id: None,
         })
         .to_json()
         .map_err(|e| io::Error::other(format!("{e:?}")))?;
