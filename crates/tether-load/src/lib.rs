@@ -298,6 +298,9 @@ impl Percentiles {
 /// faster than the default on purpose.
 const UNLIMITED_PUBLISH_RATE: u32 = 1_000_000;
 
+/// How one cell of the table is written from a peer's outcome.
+type Cell<'a> = Box<dyn Fn(&Outcome) -> String + 'a>;
+
 /// The server side of a run, for [`drive`].
 struct Target {
     pid: u32,
@@ -580,7 +583,7 @@ fn table(workload: &Workload, columns: &[Outcome]) -> String {
             rss / 1024
         )
     };
-    let rows: Vec<(&str, Box<dyn Fn(&Outcome) -> String>)> = vec![
+    let rows: Vec<(&str, Cell<'_>)> = vec![
         ("server settings", Box::new(|o| o.settings.clone())),
         (
             "fleet connected in",
