@@ -52,8 +52,13 @@ commands:
   firmware [NAME..] build the firmware examples (those whose image name contains a NAME, and
                     their baselines), save their images (espflash), print flash and RAM
   bench-report      Markdown tables from the last `cargo bench --bench frame_throughput` run
-  load [ARGS]       load-test the relay server on loopback (release build):
-                    --devices N --rate R --receivers M --seconds S
+  load [ARGS]       load-test the relay server on loopback (release build), with
+                    Mosquitto side by side with --peer mosquitto; workloads:
+                    --workload customer|fanout|ingest|overload|smoke, then
+                    --devices N --rate R[,R...] --tenants T --receivers-per-tenant M
+                    --seconds S --server-arg FLAG ... (`cargo xtask load --help`)
+  storm [ARGS]      reconnect storm: the fleet cut at once by a server restart,
+                    with and without the SDK's jitter (--devices N)
   faults [ARGS]     the fault proof (fleet behind a fault proxy, kill -9 loop) for longer:
                     --minutes N (default 10) --seed S (default random)
   cluster [ARGS]    the cluster proof (3 nodes on PostgreSQL + NATS behind HAProxy; kill -9,
@@ -149,9 +154,21 @@ fn no_std_builds() -> Result<(), String> {
 }
 
 /// `cargo xtask load`: builds the release server and the load generator
-/// (`crates/tether-server/examples/load.rs`) and runs it against a server
-/// process on loopback.
+/// (`crates/tether-load`) and runs the generator against server processes
+/// on loopback.
 fn load(args: &[String]) -> Result<(), String> {
+    let generator = build_load_generator()?;
+    let server = target_dir().join("release").join("tether-server");
+    run(Command::new(generator)
+        .arg("--server")
+        .arg(server)
+        .args(args)
+        .current_dir(workspace_root()))
+}
+
+/// Builds `tether-server` and `tether-load` in release; returns the
+/// generator's path.
+fn build_load_generator() -> Result<PathBuf, String> {
     cargo(&[
         "build",
         "--release",
@@ -159,18 +176,12 @@ fn load(args: &[String]) -> Result<(), String> {
         "tether-server",
         "--bin",
         "tether-server",
-        "--example",
-        "load",
+        "-p",
+        "tether-load",
+        "--bin",
+        "tether-load",
     ])?;
-    let target = target_dir();
-    let server = target.join("release").join("tether-server");
-    run(
-        Command::new(target.join("release").join("examples").join("load"))
-            .arg("--server")
-            .arg(server)
-            .args(args)
-            .current_dir(workspace_root()),
-    )
+    Ok(target_dir().join("release").join("tether-load"))
 }
 
 /// `cargo xtask faults`: the fault test of the test command

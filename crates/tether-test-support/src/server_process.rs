@@ -80,6 +80,11 @@ impl ServerProcess {
         self.addr
     }
 
+    /// Its process id (for memory and CPU readings in `/proc`).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The receiver key printed on the first start of a data directory.
     pub fn first_start_key(&self) -> Option<&str> {
         self.first_start_key.as_deref()
