@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tether_proto::{CommandStatus, ErrorCode};
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::Notify;
 
 use crate::store::{BoxFuture, StoredEvent, TenantId};
 
