@@ -11,10 +11,51 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use tether_proto::{CommandStatus, ErrorCode};
 use tokio::sync::Notify;
 
 use crate::store::{BoxFuture, StoredEvent, TenantId};
+
+/// A device's answer to a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandReply {
+    /// What the device did.
+    pub status: CommandStatus,
+    /// Its result, JSON text (`null` for none).
+    pub result: String,
+}
+
+/// A command for a device, as one node hands it to another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCommand {
+    /// The tenant of the receiver key that sends it (checked to be the
+    /// device's).
+    pub tenant_id: TenantId,
+    /// The device.
+    pub device_id: String,
+    /// The command's channel.
+    pub channel: String,
+    /// Its payload, JSON text.
+    pub payload: String,
+    /// How long queueing and answer may take together.
+    pub timeout: Duration,
+}
+
+/// The device sessions of this node, as a multi-node broker reaches them:
+/// another node's newer session fences a local one, and another node's
+/// receivers command a device connected here. (The server's
+/// `DeviceSessions` implements it.)
+pub trait LocalDevices: Send + Sync + 'static {
+    /// A session of `device_id` with fencing token `fence` opened on
+    /// another node: a local session of the device with an older token
+    /// closes with `session_replaced`.
+    fn fence_older(&self, device_id: &str, fence: u64);
+    /// Sends a command to a device connected to this node and waits for
+    /// its answer (`device_offline` if it is not connected here).
+    fn command(&self, command: DeviceCommand) -> BoxFuture<'_, Result<CommandReply, ErrorCode>>;
+}
 
 /// What a subscription yields next.
 #[derive(Debug, Clone)]
@@ -56,8 +97,10 @@ impl core::fmt::Display for SubscribeError {
 
 impl std::error::Error for SubscribeError {}
 
-/// Fan-out of committed events to subscribers (in-process now; a
-/// multi-node broker implements the same methods).
+/// Fan-out of committed events to subscribers, and what crosses between
+/// server nodes: session fencing and commands. The in-process broker has
+/// one node, so the cross-node methods keep their defaults; the NATS
+/// broker (`cluster::NatsBroker`) implements them.
 pub trait Broker: Send + Sync + 'static {
     /// Publishes committed events (in offset order per channel).
     fn publish(&self, events: Vec<Arc<StoredEvent>>);
@@ -70,6 +113,24 @@ pub trait Broker: Send + Sync + 'static {
     ) -> Result<Box<dyn Subscription>, SubscribeError>;
     /// Channels with live subscribers now (each holds a live queue).
     fn live_channels(&self) -> usize;
+    /// A device session opened on this node with fencing token `fence`:
+    /// other nodes close their older sessions of the device, and commands
+    /// for it come here.
+    fn session_opened(&self, _tenant_id: TenantId, _device_id: &str, _fence: u64) {}
+    /// The session of `device_id` with token `fence` on this node ended.
+    fn session_closed(&self, _device_id: &str, _fence: u64) {}
+    /// Sends a command to a device connected to **another** node and waits
+    /// for its answer: `device_offline` when no node has the device.
+    fn remote_command(
+        &self,
+        _command: DeviceCommand,
+    ) -> BoxFuture<'_, Result<CommandReply, ErrorCode>> {
+        Box::pin(core::future::ready(Err(ErrorCode::DEVICE_OFFLINE)))
+    }
+    /// What crossed NATS (`None`: a single node).
+    fn cluster_stats(&self) -> Option<crate::cluster::NatsStats> {
+        None
+    }
 }
 
 type ChannelKey = (TenantId, String);

@@ -33,11 +33,12 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-pub use admin::{Admin, NewDevice, NewKey};
+pub use admin::Admin;
 
 use super::{
     AppendRequest, BoxFuture, ChannelBounds, ChannelInfo, Commit, DeviceIdentity, DeviceInfo,
-    KeyIdentity, ReadRange, Revocation, Store, StoreError, StoreOptions, StoredEvent, TenantId,
+    KeyIdentity, OpenedSession, ReadRange, Revocation, Store, StoreError, StoreOptions,
+    StoredEvent, TenantId,
 };
 use writer::WriteOp;
 
@@ -188,7 +189,7 @@ impl Store for SqliteStore {
         firmware_version: &str,
         boot_id: u64,
         now_ms: u64,
-    ) -> BoxFuture<'_, Result<u32, StoreError>> {
+    ) -> BoxFuture<'_, Result<OpenedSession, StoreError>> {
         let device_id = device_id.to_owned();
         let firmware_version = firmware_version.to_owned();
         boxed(self.write(move |reply| WriteOp::OpenSession {
@@ -200,10 +201,16 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn close_session(&self, device_id: &str, now_ms: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn close_session(
+        &self,
+        device_id: &str,
+        fence: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
         let device_id = device_id.to_owned();
         boxed(self.write(move |reply| WriteOp::CloseSession {
             device_id,
+            fence,
             now_ms,
             reply,
         }))

@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS revocations(
 type Migration = fn(&Connection) -> Result<(), StoreError>;
 
 /// Version `n + 1` is what `MIGRATIONS[n]` makes of version `n`.
-const MIGRATIONS: [Migration; 2] = [claim_codes_expire, contiguous_watermark];
+const MIGRATIONS: [Migration; 3] = [claim_codes_expire, contiguous_watermark, session_fences];
 
 /// The schema version this code reads and writes.
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -118,6 +118,13 @@ fn contiguous_watermark(conn: &Connection) -> Result<(), StoreError> {
              PRIMARY KEY(device_id, boot_id, seq)
          ) WITHOUT ROWID;",
     )?;
+    Ok(())
+}
+
+/// 3: each device's current session fencing token (see the
+/// [store docs](crate::store)): appends of older sessions are refused.
+fn session_fences(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("ALTER TABLE devices ADD COLUMN session_fence INTEGER NOT NULL DEFAULT 0")?;
     Ok(())
 }
 
