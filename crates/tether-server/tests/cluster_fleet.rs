@@ -23,7 +23,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::Receiver;
-use fleet::{DRAIN, account, print, spawn_fleet};
+use fleet::{account, assert_nothing_lost, print, spawn_fleet};
 use tether_cluster_test::{Haproxy, Nats, Postgres, free_port};
 use tether_server::store::PgAdmin;
 use tether_test_support::server_process::ServerProcess;
@@ -365,27 +365,7 @@ async fn nothing_acknowledged_is_lost_across_three_nodes_under_kill_drain_and_na
             log.gaps
         ));
     }
-    for log in &logs {
-        assert!(log.error.is_none(), "{}: {:?}", log.id, log.error);
-    }
-    assert!(
-        a.lost_acked.is_empty(),
-        "acknowledged but not stored: {:?}",
-        a.lost_acked
-    );
-    assert!(a.duplicates.is_empty(), "stored twice: {:?}", a.duplicates);
-    assert!(
-        a.out_of_order.is_empty(),
-        "stored out of order: {:?}",
-        a.out_of_order
-    );
-    assert!(a.never_published.is_empty(), "{:?}", a.never_published);
-    assert_eq!(a.dropped, 0, "the outbox dropped unacknowledged readings");
-    assert_eq!(
-        a.unacked, 0,
-        "not every reading was acknowledged within {DRAIN:?}"
-    );
-    assert_eq!(a.stored, a.published);
+    assert_nothing_lost(&logs, &a);
     // Every receiver: every stored event, once, in offset order.
     for log in &receiver_logs {
         assert!(log.gaps.is_empty(), "{}: gaps {:?}", log.name, log.gaps);

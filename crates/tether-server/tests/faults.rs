@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fleet::{DRAIN, DeviceLog, account, print, spawn_fleet};
+use fleet::{DeviceLog, account, assert_nothing_lost, print, spawn_fleet};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tether_server::store::Admin;
@@ -136,27 +136,7 @@ fn nothing_acknowledged_is_lost_under_faults_and_kill_9() {
         proxy_stats.bytes_to_upstream,
         proxy_stats.bytes_to_client,
     ));
-    for log in &logs {
-        assert!(log.error.is_none(), "{}: {:?}", log.id, log.error);
-    }
-    assert!(
-        a.lost_acked.is_empty(),
-        "acknowledged but not stored: {:?}",
-        a.lost_acked
-    );
-    assert!(a.duplicates.is_empty(), "stored twice: {:?}", a.duplicates);
-    assert!(
-        a.out_of_order.is_empty(),
-        "stored out of order: {:?}",
-        a.out_of_order
-    );
-    assert!(a.never_published.is_empty(), "{:?}", a.never_published);
-    assert_eq!(a.dropped, 0, "the outbox dropped unacknowledged readings");
-    assert_eq!(
-        a.unacked, 0,
-        "not every reading was acknowledged within {DRAIN:?}"
-    );
-    assert_eq!(a.stored, a.published);
+    assert_nothing_lost(&logs, &a);
     // The faults really happened.
     assert!(chaos.kills >= 3, "{chaos:?}");
     // (About 1 connection in 10 stalls and 1 in 5 is cut; a short run on a

@@ -223,6 +223,33 @@ pub fn account(logs: &[DeviceLog], stored: &BTreeMap<String, Vec<u32>>) -> Accou
     a
 }
 
+/// The fleet's promise: no device failed, everything acknowledged was
+/// stored once and in order, and every reading was published, kept and
+/// acknowledged within [`DRAIN`].
+pub fn assert_nothing_lost(logs: &[DeviceLog], a: &Accounting) {
+    for log in logs {
+        assert!(log.error.is_none(), "{}: {:?}", log.id, log.error);
+    }
+    assert!(
+        a.lost_acked.is_empty(),
+        "acknowledged but not stored: {:?}",
+        a.lost_acked
+    );
+    assert!(a.duplicates.is_empty(), "stored twice: {:?}", a.duplicates);
+    assert!(
+        a.out_of_order.is_empty(),
+        "stored out of order: {:?}",
+        a.out_of_order
+    );
+    assert!(a.never_published.is_empty(), "{:?}", a.never_published);
+    assert_eq!(a.dropped, 0, "the outbox dropped unacknowledged readings");
+    assert_eq!(
+        a.unacked, 0,
+        "not every reading was acknowledged within {DRAIN:?}"
+    );
+    assert_eq!(a.stored, a.published);
+}
+
 /// Prints past the test harness's capture, so the accounting is in the log
 /// of a passing run too.
 pub fn print(line: &str) {
