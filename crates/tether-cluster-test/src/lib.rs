@@ -5,6 +5,7 @@
 //! ```text
 //!  test ──▶ Postgres   initdb + postgres  (postgresql)     127.0.0.1:<free port>
 //!       ──▶ Nats       nats-server        (nats-server)    127.0.0.1:<free port>
+//!                      (or a routed cluster of them: Nats::start_cluster)
 //!       ──▶ Haproxy    haproxy -db        (haproxy)        127.0.0.1:<free port> → nodes
 //!       ──▶ Supervised any other process (tether-server nodes)
 //! ```
@@ -303,6 +304,9 @@ pub struct Postgres {
     bin: PathBuf,
     data: PathBuf,
     user: Option<String>,
+    /// The watchdog removes `dir` once the server stopped (for a server
+    /// kept in a `static`, never dropped); otherwise `dir` goes on drop.
+    remove_with_process: bool,
     // Last: removed after the server stopped.
     dir: tempfile::TempDir,
 }
@@ -335,6 +339,17 @@ impl Postgres {
     /// Initializes a database cluster and starts its server (`fsync` on:
     /// a commit is on disk when it returns, as in production).
     pub fn start() -> Result<Postgres, Error> {
+        Self::init(true)
+    }
+
+    /// [`start`](Self::start), for a test that owns the server and stops
+    /// and resumes it ([`stop`](Self::stop)); it must be dropped (its
+    /// directory goes then).
+    pub fn start_restartable() -> Result<Postgres, Error> {
+        Self::init(false)
+    }
+
+    fn init(remove_with_process: bool) -> Result<Postgres, Error> {
         let bin = postgres_bin()?;
         let dir = tempfile::Builder::new().prefix("tether-pg-").tempdir()?;
         let data = dir.path().join("data");
@@ -400,6 +415,7 @@ impl Postgres {
             bin,
             data,
             user,
+            remove_with_process,
             dir,
         };
         postgres.run()?;
@@ -429,7 +445,7 @@ impl Postgres {
             self.user.as_deref(),
             &[],
             &log,
-            Some(self.dir.path()),
+            self.remove_with_process.then(|| self.dir.path()),
         )?;
         self.process = Some(process);
         self.wait_ready()
@@ -469,6 +485,32 @@ impl Postgres {
     /// Its port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Stops the server as a crash would (immediate shutdown, SIGQUIT:
+    /// connections drop, transactions in flight roll back, what committed
+    /// is recovered from the WAL on [`resume`](Self::resume)). Only for a
+    /// server from [`start_restartable`](Self::start_restartable).
+    pub fn stop(&mut self) -> Result<(), Error> {
+        if self.remove_with_process {
+            return Err("Postgres::stop needs Postgres::start_restartable".into());
+        }
+        if let Some(mut process) = self.process.take() {
+            process.signal("QUIT")?;
+            if !process.wait_exit(Duration::from_secs(30)) {
+                return Err("PostgreSQL did not stop".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the server again after [`stop`](Self::stop), on the same
+    /// port and data.
+    pub fn resume(&mut self) -> Result<(), Error> {
+        if self.process.is_some() {
+            return Ok(());
+        }
+        self.run()
     }
 
     /// The URL of `database` on this server.
@@ -525,6 +567,11 @@ impl Drop for Postgres {
 pub struct Nats {
     process: Option<Supervised>,
     port: u16,
+    /// In a NATS cluster: this server's route port and its peers' route
+    /// ports.
+    cluster: Option<(u16, Vec<u16>)>,
+    /// Its monitoring port (`-m`: `/connz` lists the clients).
+    monitor: u16,
     program: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -532,23 +579,75 @@ pub struct Nats {
 impl Nats {
     /// Starts a server.
     pub fn start() -> Result<Nats, Error> {
+        let mut nats = Nats::new(None)?;
+        nats.resume()?;
+        Ok(nats)
+    }
+
+    /// Starts a NATS cluster of `size` servers on loopback, routed to each
+    /// other (`--cluster`, `--routes`); a client given several of their
+    /// URLs moves to another when its server goes away.
+    pub fn start_cluster(size: usize) -> Result<Vec<Nats>, Error> {
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect::<Result<_, _>>()?;
+        let mut servers = Vec::new();
+        for &route in &routes {
+            let peers = routes.iter().copied().filter(|&p| p != route).collect();
+            servers.push(Nats::new(Some((route, peers)))?);
+        }
+        for server in &mut servers {
+            server.resume()?;
+        }
+        // Messages cross servers only once the routes are up.
+        let expected = format!("\"num_routes\": {}", size.saturating_sub(1));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for server in &servers {
+            while !server.monitor("/routez")?.contains(&expected) {
+                if Instant::now() > deadline {
+                    return Err("the NATS servers did not route to each other".into());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(servers)
+    }
+
+    fn new(cluster: Option<(u16, Vec<u16>)>) -> Result<Nats, Error> {
         let candidates: Vec<PathBuf> = [PathBuf::from("/usr/sbin/nats-server")]
             .into_iter()
             .chain(in_path("nats-server"))
             .collect();
-        let mut nats = Nats {
+        Ok(Nats {
             process: None,
             port: free_port()?,
+            cluster,
+            monitor: free_port()?,
             program: program("nats-server", "nats-server", &candidates)?,
             dir: tempfile::Builder::new().prefix("tether-nats-").tempdir()?,
-        };
-        nats.resume()?;
-        Ok(nats)
+        })
     }
 
     /// `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether a client that connected with `name` (async-nats
+    /// `ConnectOptions::name`) is connected to this server (its `/connz`).
+    pub fn has_client(&self, name: &str) -> Result<bool, Error> {
+        Ok(self
+            .monitor("/connz")?
+            .contains(&format!("\"name\": \"{name}\"")))
+    }
+
+    /// A page of its monitoring endpoint (`/connz`, `/routez`, …).
+    fn monitor(&self, path: &str) -> Result<String, Error> {
+        wait_for_port(self.monitor, Duration::from_secs(20))?;
+        let mut stream = TcpStream::connect(("127.0.0.1", self.monitor))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())?;
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut body)?;
+        Ok(body)
     }
 
     /// Stops the server at once (SIGKILL: clients see the connection drop).
@@ -567,7 +666,24 @@ impl Nats {
             "127.0.0.1".into(),
             "-p".into(),
             self.port.to_string(),
+            "-m".into(),
+            self.monitor.to_string(),
         ];
+        let mut command = command;
+        if let Some((route, peers)) = &self.cluster {
+            let routes: Vec<String> = peers
+                .iter()
+                .map(|peer| format!("nats://127.0.0.1:{peer}"))
+                .collect();
+            command.extend([
+                "--cluster_name".into(),
+                "tether".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{route}"),
+                "--routes".into(),
+                routes.join(","),
+            ]);
+        }
         let log = self.dir.path().join("nats.log");
         self.process = Some(Supervised::spawn(&command, None, &[], &log)?);
         wait_for_port(self.port, Duration::from_secs(20))

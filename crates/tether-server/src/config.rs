@@ -453,6 +453,13 @@ impl Config {
             ));
         }
         let nats_url = settings.nats.filter(|url| !url.is_empty());
+        if let Some(urls) = &nats_url
+            && crate::cluster::server_addrs(urls).is_err()
+        {
+            return Err(ConfigError::Invalid(
+                "nats must be nats://host:port, or several separated by commas",
+            ));
+        }
         if nats_url.is_some() && database_url.is_none() {
             return Err(ConfigError::Invalid(
                 "nats needs database = \"postgres://…\": the nodes of a cluster share one database",
@@ -627,6 +634,15 @@ mod tests {
         };
         assert!(matches!(
             Config::resolve(not_postgres),
+            Err(ConfigError::Invalid(_))
+        ));
+        let bad_nats = Settings {
+            database: Some("postgres://tether@127.0.0.1/tether".into()),
+            nats: Some("nats://127.0.0.1:4222,nats://bad host:x".into()),
+            ..Settings::default()
+        };
+        assert!(matches!(
+            Config::resolve(bad_nats),
             Err(ConfigError::Invalid(_))
         ));
         let cluster = Settings {

@@ -102,6 +102,17 @@ pub type StoreLayer = Box<dyn FnOnce(Arc<dyn Store>) -> Arc<dyn Store> + Send>;
 /// answer `rate_limited` (429): claim codes are short enough to be typed.
 pub const CLAIM_FAILURES_PER_MINUTE: u32 = 10;
 
+/// How often every node reads the database's revocation log.
+pub const REVOCATION_POLL: Duration = Duration::from_millis(250);
+
+/// The promise of revocation (`docs/deploy.md`): once `key revoke` or
+/// `device revoke` has committed — on any host, to the one database of a
+/// cluster — new connections with that key or token are refused at once
+/// (authentication reads the database), and every node closes the
+/// connections already open within this bound: one [`REVOCATION_POLL`],
+/// the read, and the close frame. It does not depend on NATS.
+pub const REVOCATION_BOUND: Duration = Duration::from_secs(1);
+
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -474,7 +485,7 @@ async fn revocation_poller(state: Arc<AppState>) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = tokio::time::sleep(REVOCATION_POLL) => {}
         }
         match state.store.revocations_since(last).await {
             Ok((revocations, next)) => {

@@ -43,4 +43,4 @@
 mod nats;
 pub(crate) mod sequencer;
 
-pub use nats::{NatsBroker, NatsStats};
+pub use nats::{NatsBroker, NatsStats, server_addrs};

@@ -57,6 +57,25 @@ fn command_subject(device_id: &str) -> String {
     format!("tether.cmd.{}", hex::encode(device_id))
 }
 
+/// The servers of `urls`: one `nats://host:port`, or several separated
+/// by commas (the servers of one NATS cluster; the client connects to
+/// one and moves to another when it goes away).
+pub fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, async_nats::ConnectError> {
+    let addrs: Vec<async_nats::ServerAddr> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(str::parse)
+        .collect::<Result<_, std::io::Error>>()
+        .map_err(|error| {
+            async_nats::ConnectError::with_source(async_nats::ConnectErrorKind::ServerParse, error)
+        })?;
+    if addrs.is_empty() {
+        return Err(async_nats::ConnectErrorKind::ServerParse.into());
+    }
+    Ok(addrs)
+}
+
 /// An event as it crosses nodes.
 #[derive(Serialize, Deserialize)]
 struct WireEvent<'a> {
@@ -166,11 +185,14 @@ impl Interest {
 }
 
 impl NatsBroker {
-    /// Connects to `url` as node `node` (retrying in the background while
-    /// NATS is unreachable: the node stores and serves its own receivers
-    /// meanwhile). `devices` are this node's device sessions.
+    /// Connects to `urls` (one server or a comma-separated list of the
+    /// servers of a NATS cluster, see [`server_addrs`]) as node `node`
+    /// (retrying in the background while NATS is unreachable: the node
+    /// stores and serves its own receivers meanwhile; when its server goes
+    /// away the client moves to another of the list). `devices` are this
+    /// node's device sessions.
     pub async fn connect(
-        url: &str,
+        urls: &str,
         node: &str,
         live_queue: usize,
         max_channels_per_tenant: usize,
@@ -192,7 +214,7 @@ impl NatsBroker {
                     let _ = events.send(event);
                 }
             })
-            .connect(url)
+            .connect(server_addrs(urls)?)
             .await?;
         let (outbox, outgoing) = mpsc::channel(OUTBOX);
         let shared = Arc::new(Shared {
