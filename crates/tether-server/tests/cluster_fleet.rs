@@ -17,13 +17,16 @@
 mod common;
 mod fleet;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::Receiver;
-use fleet::{account, assert_nothing_lost, print, spawn_fleet};
+use fleet::{
+    CommandLog, account, account_commands, assert_commands_kept, assert_nothing_lost, print,
+    spawn_fleet,
+};
 use tether_cluster_test::{Haproxy, Nats, Postgres, free_port};
 use tether_server::store::PgAdmin;
 use tether_test_support::server_process::ServerProcess;
@@ -38,6 +41,10 @@ const CHANNEL: &str = "cluster/readings";
 const DEFAULT_SECONDS: u64 = 30;
 /// A draining node waits this long for its clients to leave.
 const DRAIN_TIMEOUT_MS: u64 = 5_000;
+/// The nodes' command timeout (`tether.toml`).
+const COMMAND_TIMEOUT_MS: u64 = 3_000;
+/// The commander sends one command this often.
+const COMMAND_EVERY: Duration = Duration::from_millis(250);
 
 fn seconds() -> u64 {
     std::env::var("TETHER_CLUSTER_SECONDS")
@@ -63,6 +70,11 @@ impl Node {
         );
         let (database, nats) = (database.to_owned(), nats.to_owned());
         let drain = DRAIN_TIMEOUT_MS.to_string();
+        std::fs::write(
+            self.dir.path().join("tether.toml"),
+            format!("command_timeout_ms = {COMMAND_TIMEOUT_MS}\n"),
+        )
+        .map_err(|error| error.to_string())?;
         let process = tokio::task::spawn_blocking(move || {
             ServerProcess::start_on(
                 Path::new(BINARY),
@@ -169,6 +181,108 @@ async fn receiver(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Sends a command every [`COMMAND_EVERY`] to the fleet's devices in turn
+/// (`{"k": k}`, request id `k`): first from `first` (its node), after a
+/// disconnection through HAProxy at `front`; a connection's unanswered
+/// requests are `cut` when it drops. Ends when `commanding` turns false,
+/// after the last answers came (or the command timeout passed).
+async fn commander(
+    first: SocketAddr,
+    front: SocketAddr,
+    key: String,
+    devices: Vec<String>,
+    mut commanding: watch::Receiver<bool>,
+) -> CommandLog {
+    let mut log = CommandLog::default();
+    let mut k = 0u32;
+    let mut addr = first;
+    while *commanding.borrow() {
+        let connected = Receiver::connect(addr, &key).await;
+        addr = front;
+        let Ok(mut receiver) = connected else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let mut pending = BTreeSet::new();
+        let mut tick = tokio::time::interval(COMMAND_EVERY);
+        let mut stopping: Option<tokio::time::Instant> = None;
+        let dropped = loop {
+            if stopping.is_some_and(|at| pending.is_empty() || tokio::time::Instant::now() > at) {
+                break false;
+            }
+            tokio::select! {
+                _ = tick.tick(), if stopping.is_none() => {
+                    k += 1;
+                    let device = &devices[k as usize % devices.len()];
+                    log.sent.insert(k, device.clone());
+                    pending.insert(k);
+                    let request = serde_json::json!({"v": 1, "send_command": {
+                        "request_id": k, "device": device, "channel": "cmd", "payload": {"k": k}}});
+                    if receiver.send_json(&request).await.is_err() {
+                        break true;
+                    }
+                }
+                message = receiver.recv() => match message {
+                    Ok(message) => log.answer(&message, &mut pending),
+                    Err(_) => break true,
+                },
+                _ = commanding.changed(), if stopping.is_none() => {
+                    stopping = Some(tokio::time::Instant::now()
+                        + Duration::from_millis(COMMAND_TIMEOUT_MS) + Duration::from_secs(2));
+                }
+            }
+        };
+        if dropped {
+            log.cut.extend(std::mem::take(&mut pending));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        } else {
+            // Left waiting: unanswered (the accounting says so).
+            return log;
+        }
+    }
+    log
+}
+
+/// After the faults: one command to every device from `addr` (node B),
+/// each repeated (with a new request id) until its device answers `ok`.
+async fn command_every_device(
+    addr: SocketAddr,
+    key: &str,
+    devices: &[String],
+    log: &mut CommandLog,
+) -> common::TestResult {
+    let mut receiver = Receiver::connect(addr, key).await?;
+    let mut k = log.sent.keys().next_back().copied().unwrap_or(0);
+    for device in devices {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            k += 1;
+            log.sent.insert(k, device.clone());
+            let mut pending = BTreeSet::from([k]);
+            receiver
+                .send_json(&serde_json::json!({"v": 1, "send_command": {
+                    "request_id": k, "device": device, "channel": "cmd", "payload": {"k": k}}}))
+                .await?;
+            while !pending.is_empty() {
+                let message = receiver.recv().await?;
+                log.answer(&message, &mut pending);
+            }
+            if log.ok.contains_key(&k) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{device} answers no command after the faults: {:?}",
+                    log.failed.get(&k)
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    Ok(())
 }
 
 /// What PostgreSQL holds on `CHANNEL`.
@@ -279,12 +393,23 @@ async fn nothing_acknowledged_is_lost_across_three_nodes_under_kill_drain_and_na
         }
     }
     let (publishing, publishing_rx) = watch::channel(true);
+    let device_ids: Vec<String> = devices.iter().map(|(id, _)| id.clone()).collect();
     let fleet = spawn_fleet(
         format!("ws://{front}/v1/device"),
         devices,
         CHANNEL,
         publishing_rx,
     );
+    // A receiver on node 1 commands the fleet (its devices are on every
+    // node) through the faults.
+    let (commanding, commanding_rx) = watch::channel(true);
+    let commands = tokio::spawn(commander(
+        nodes[1].addr()?,
+        front,
+        key.clone(),
+        device_ids.clone(),
+        commanding_rx,
+    ));
 
     // Chaos: kill -9 a node and restart it, drain another and restart it,
     // stop NATS for 3 s; over and over, each to the next node.
@@ -321,7 +446,12 @@ async fn nothing_acknowledged_is_lost_across_three_nodes_under_kill_drain_and_na
         step += 1;
     }
 
-    // Calm: the fleet stops publishing and drains its outboxes.
+    // Calm: the commander stops; every device, wherever it is now, still
+    // answers a command from node 1; the fleet stops publishing and drains
+    // its outboxes.
+    commanding.send_replace(false);
+    let mut command_log = commands.await?;
+    command_every_device(nodes[1].addr()?, &key, &device_ids, &mut command_log).await?;
     publishing.send_replace(false);
     let logs = tokio::task::spawn_blocking(move || fleet.join())
         .await?
@@ -365,7 +495,18 @@ async fn nothing_acknowledged_is_lost_across_three_nodes_under_kill_drain_and_na
             log.gaps
         ));
     }
+    let c = account_commands(&logs, &command_log);
+    print(&format!(
+        "cluster: commands sent {}, answered ok {}, failed {} (offline, timeout, …), \
+         cut by a dropped connection {}, run by devices {}",
+        c.sent, c.ok, c.failed, c.cut, c.executed
+    ));
     assert_nothing_lost(&logs, &a);
+    assert_commands_kept(&c);
+    assert!(
+        c.ok * 2 > c.sent,
+        "fewer than half the commands came back: {c:?}"
+    );
     // Every receiver: every stored event, once, in offset order.
     for log in &receiver_logs {
         assert!(log.gaps.is_empty(), "{}: gaps {:?}", log.name, log.gaps);

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tether_core::backoff::BackoffConfig;
-use tether_core::client::{self, ClientConfig, NoCommands, Resources};
+use tether_core::client::{self, ClientConfig, CommandResult, Resources};
 use tether_core::outbox::RamOutbox;
 use tether_core::session::SessionConfig;
 use tether_core::time::Duration as CoreDuration;
 use tether_host::board::TokioBoard;
+use tether_proto::{Command, CommandStatus};
 use tokio::sync::watch;
 
 /// Each device publishes one reading per tick.
@@ -51,6 +52,8 @@ pub struct DeviceLog {
     pub connections: u32,
     pub link_failures: u32,
     pub error: Option<String>,
+    /// Numbers (`{"k": n}`) of the commands it executed, in order.
+    pub commands: Vec<u32>,
 }
 
 impl DeviceLog {
@@ -122,8 +125,27 @@ pub async fn device(
         log.connections = stats.session.connections;
         log.link_failures = stats.session.link_failures;
     };
+    // Commands (`{"k": n}`, from `cluster_fleet.rs`'s commander) are
+    // logged as executed and answered with the same number.
+    let executed = Rc::clone(&log);
+    let handler = move |command: &Command<'_>, result: &mut CommandResult<'_>| {
+        let k = command
+            .payload
+            .as_str()
+            .and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok())
+            .and_then(|value| value["k"].as_u64())
+            .and_then(|k| u32::try_from(k).ok());
+        let Some(k) = k else {
+            return CommandStatus::Rejected;
+        };
+        executed.borrow_mut().commands.push(k);
+        match result.set(&Reading { n: k }) {
+            Ok(()) => CommandStatus::Ok,
+            Err(_) => CommandStatus::Failed,
+        }
+    };
     tokio::select! {
-        stopped = runner.run(NoCommands) => {
+        stopped = runner.run(handler) => {
             log.borrow_mut().error = Some(format!("the server refused the device: {}", stopped.0));
         }
         () = publish => {}
@@ -254,4 +276,163 @@ pub fn assert_nothing_lost(logs: &[DeviceLog], a: &Accounting) {
 /// of a passing run too.
 pub fn print(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// A commander's side of the command accounting: each request `k` sends
+/// `{"k": k}` to one device, which answers `{"n": k}`.
+#[derive(Debug, Default)]
+pub struct CommandLog {
+    /// Request id → the device it went to.
+    pub sent: BTreeMap<u32, String>,
+    /// Request id → the number in the device's answer (status `ok`).
+    pub ok: BTreeMap<u32, u64>,
+    /// Request id → an error (`device_offline`, `command_timeout`, …) or
+    /// a status other than `ok`.
+    pub failed: BTreeMap<u32, String>,
+    /// Requests whose connection dropped before their answer: outcome
+    /// unknown (the device may or may not have run them).
+    pub cut: BTreeSet<u32>,
+    /// Requests answered more than once.
+    pub answered_twice: Vec<u32>,
+    /// Answers to no request of this commander.
+    pub unexpected: Vec<String>,
+}
+
+impl CommandLog {
+    /// Records one message from the server; `pending` holds the requests
+    /// of the current connection still waiting for an answer.
+    pub fn answer(&mut self, message: &serde_json::Value, pending: &mut BTreeSet<u32>) {
+        let (id, outcome) = if let Some(result) = message.get("command_result") {
+            let status = result["status"].as_str().unwrap_or_default();
+            let n = result["result"]["n"].as_u64();
+            let outcome = match (status, n) {
+                ("ok", Some(n)) => Ok(n),
+                _ => Err(format!("{status}: {}", result["result"])),
+            };
+            (result["request_id"].as_u64(), outcome)
+        } else if let Some(error) = message.get("error") {
+            (error["request_id"].as_u64(), Err(error["code"].to_string()))
+        } else {
+            return;
+        };
+        let Some(id) = id.and_then(|id| u32::try_from(id).ok()) else {
+            self.unexpected.push(message.to_string());
+            return;
+        };
+        if !self.sent.contains_key(&id) {
+            self.unexpected.push(message.to_string());
+            return;
+        }
+        if !pending.remove(&id) {
+            self.answered_twice.push(id);
+            return;
+        }
+        match outcome {
+            Ok(n) => {
+                self.ok.insert(id, n);
+            }
+            Err(why) => {
+                self.failed.insert(id, why);
+            }
+        }
+    }
+}
+
+/// The commands' accounting against what the devices ran.
+#[derive(Debug, Default)]
+pub struct CommandAccounting {
+    pub sent: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub cut: usize,
+    pub executed: usize,
+    /// Sent on a connection that stayed, and never answered.
+    pub unanswered: Vec<u32>,
+    /// Answered `ok` but not run by the device it was sent to, or with
+    /// another number.
+    pub ok_not_executed: Vec<u32>,
+    /// Run twice by a device.
+    pub executed_twice: Vec<(String, u32)>,
+    /// Run by a device it was not sent to.
+    pub executed_not_sent: Vec<(String, u32)>,
+    pub answered_twice: Vec<u32>,
+    pub unexpected: Vec<String>,
+}
+
+pub fn account_commands(logs: &[DeviceLog], commands: &CommandLog) -> CommandAccounting {
+    let mut a = CommandAccounting {
+        sent: commands.sent.len(),
+        ok: commands.ok.len(),
+        failed: commands.failed.len(),
+        cut: commands.cut.len(),
+        answered_twice: commands.answered_twice.clone(),
+        unexpected: commands.unexpected.clone(),
+        ..CommandAccounting::default()
+    };
+    let mut executed: BTreeMap<u32, &str> = BTreeMap::new();
+    for log in logs {
+        a.executed += log.commands.len();
+        for &k in &log.commands {
+            if executed.insert(k, &log.id).is_some() {
+                a.executed_twice.push((log.id.clone(), k));
+            }
+            if commands.sent.get(&k).map(String::as_str) != Some(log.id.as_str()) {
+                a.executed_not_sent.push((log.id.clone(), k));
+            }
+        }
+    }
+    for (&k, &n) in &commands.ok {
+        if u64::from(k) != n
+            || executed.get(&k) != commands.sent.get(&k).map(String::as_str).as_ref()
+        {
+            a.ok_not_executed.push(k);
+        }
+    }
+    a.unanswered = commands
+        .sent
+        .keys()
+        .copied()
+        .filter(|k| {
+            !commands.ok.contains_key(k)
+                && !commands.failed.contains_key(k)
+                && !commands.cut.contains(k)
+        })
+        .collect();
+    a
+}
+
+/// Commands' promise: every answer `ok` is the device's (it ran the
+/// command, once); no command ran twice or on another device; every
+/// command sent on a connection that stayed got exactly one answer.
+pub fn assert_commands_kept(a: &CommandAccounting) {
+    assert!(
+        a.unanswered.is_empty(),
+        "never answered: {:?}",
+        a.unanswered
+    );
+    assert!(
+        a.ok_not_executed.is_empty(),
+        "answered ok but not run by its device: {:?}",
+        a.ok_not_executed
+    );
+    assert!(
+        a.executed_twice.is_empty(),
+        "run twice: {:?}",
+        a.executed_twice
+    );
+    assert!(
+        a.executed_not_sent.is_empty(),
+        "run by another device: {:?}",
+        a.executed_not_sent
+    );
+    assert!(
+        a.answered_twice.is_empty(),
+        "answered twice: {:?}",
+        a.answered_twice
+    );
+    assert!(
+        a.unexpected.is_empty(),
+        "unexpected answers: {:?}",
+        a.unexpected
+    );
 }
