@@ -523,3 +523,129 @@ async fn nothing_acknowledged_is_lost_across_three_nodes_under_kill_drain_and_na
     drop(haproxy);
     Ok(())
 }
+
+/// Records stored by the nodes so far (`tether_messages_stored_total` of
+/// each; a stored record is the only kind a node acknowledges).
+async fn stored_total(nodes: &[Node]) -> Result<u64, common::BoxError> {
+    let mut total = 0;
+    for node in nodes {
+        let (_, text) = common::http_raw(node.addr()?, "GET", "/metrics", None, None).await?;
+        total += text
+            .lines()
+            .find_map(|line| line.strip_prefix("tether_messages_stored_total "))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .ok_or_else(|| format!("no tether_messages_stored_total in\n{text}"))?;
+    }
+    Ok(total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_acknowledged_is_lost_while_postgresql_is_down() -> common::TestResult {
+    const DEVICES: usize = 6;
+    print("postgres outage: 2 nodes, 6 devices, PostgreSQL stopped for 4 s");
+    // This test's own PostgreSQL: it stops it.
+    let mut postgres = tokio::task::block_in_place(Postgres::start_restartable)?;
+    let database = "outage";
+    let url = tokio::task::block_in_place(|| postgres.create_database(database))?;
+    let nats = tokio::task::block_in_place(Nats::start)?;
+    let mut nodes = Vec::new();
+    for index in 0..2 {
+        nodes.push(Node {
+            name: format!("outage-{index}"),
+            listen: format!("127.0.0.1:{}", free_port()?),
+            dir: tempfile::tempdir()?,
+            process: None,
+        });
+    }
+    let mut key = None;
+    for node in &mut nodes {
+        if let Some(first) = node.start(&url, &nats.url()).await? {
+            key = Some(first);
+        }
+    }
+    let key = key.ok_or("no node printed the first-start key")?;
+    let admin = PgAdmin::connect(&url).await?;
+    let tenant = admin.tenant_id("default").await?;
+    let ids: Vec<String> = (1..=DEVICES).map(|i| format!("outage-{i:02}")).collect();
+    let tokens: Vec<String> = admin
+        .add_devices(tenant, &ids)
+        .await?
+        .into_iter()
+        .map(|device| device.token)
+        .collect();
+    drop(admin);
+
+    // A receiver on node 1; half the fleet on each node.
+    let (until, until_rx) = watch::channel(None);
+    let follower = tokio::spawn(receiver(
+        "outage-1/r0".into(),
+        nodes[1].addr()?,
+        nodes[1].addr()?,
+        key.clone(),
+        until_rx,
+    ));
+    let (publishing, publishing_rx) = watch::channel(true);
+    let mut fleets = Vec::new();
+    let devices: Vec<(String, String)> = ids.into_iter().zip(tokens).collect();
+    for (index, half) in devices.chunks(DEVICES / 2).enumerate() {
+        fleets.push(spawn_fleet(
+            format!("ws://{}/v1/device", nodes[index % 2].addr()?),
+            half.to_vec(),
+            CHANNEL,
+            publishing_rx.clone(),
+        ));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // PostgreSQL goes away as in a crash. Once the commits in flight
+    // settled, no node stores (so none acknowledges) anything.
+    tokio::task::block_in_place(|| postgres.stop())?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = stored_total(&nodes).await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let during = stored_total(&nodes).await?;
+    assert_eq!(before, during, "a node stored while PostgreSQL was down");
+    tokio::task::block_in_place(|| postgres.resume())?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    publishing.send_replace(false);
+    let mut logs = Vec::new();
+    for fleet in fleets {
+        logs.extend(
+            tokio::task::spawn_blocking(move || fleet.join())
+                .await?
+                .map_err(|_| "the fleet thread panicked")?,
+        );
+    }
+    let Stored { by_device, all } = tokio::task::block_in_place(|| stored(&postgres, database))?;
+    let last_offset = u64::try_from(all.len())?;
+    until.send_replace(Some(last_offset));
+    let log = tokio::time::timeout(Duration::from_secs(60), follower).await??;
+    let a = account(&logs, &by_device);
+    let after = stored_total(&nodes).await?;
+    print(&format!(
+        "postgres outage: published {}, acked {}, stored {} ({before} before the outage, \
+         {} after it), lost acked {}, duplicates {}, unacked at end {}, dropped {}; \
+         device connections {}; receiver: {} events, gaps {:?}",
+        a.published,
+        a.acked,
+        a.stored,
+        after - during,
+        a.lost_acked.len(),
+        a.duplicates.len(),
+        a.unacked,
+        a.dropped,
+        a.connections,
+        log.offsets.len(),
+        log.gaps
+    ));
+    assert_nothing_lost(&logs, &a);
+    assert!(
+        after > during,
+        "nothing was stored after PostgreSQL came back"
+    );
+    assert!(log.gaps.is_empty(), "gaps {:?}", log.gaps);
+    assert_eq!(log.offsets, (1..=last_offset).collect::<Vec<u64>>());
+    assert_eq!(log.readings, all);
+    Ok(())
+}
