@@ -31,6 +31,7 @@
 pub mod driver;
 pub mod mqtt;
 pub mod procstat;
+pub mod setups;
 pub mod tether;
 pub mod workload;
 pub mod ws_client;
@@ -134,6 +135,11 @@ pub struct Args {
     /// one twice (for the test command).
     #[arg(long)]
     pub check: bool,
+    /// Instead of the peers: tether-server on each of these deployments
+    /// (`sqlite`, `postgres`, `cluster`; comma-separated), one after the
+    /// other (see the `setups` module).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub setups: Vec<setups::Setup>,
 }
 
 impl Args {
@@ -171,6 +177,9 @@ impl Args {
 /// # Errors
 /// A server could not be started or its database not read.
 pub async fn run(args: &Args) -> Result<Vec<Vec<Outcome>>, String> {
+    if !args.setups.is_empty() {
+        return setups::run(args, &args.setups).await;
+    }
     let mut curve = Vec::new();
     for workload in args.workloads() {
         let mut columns = vec![run_tether(args, &workload).await?];
@@ -306,9 +315,9 @@ struct Target {
     pid: u32,
 }
 
-async fn run_tether(args: &Args, workload: &Workload) -> Result<Outcome, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let fleet = tether::register(dir.path(), workload)?;
+/// The server's flags for a workload: `--server-arg`s, and limits the
+/// workload needs lifted (shown in the table).
+fn server_args(args: &Args, workload: &Workload) -> Vec<String> {
     let mut server_args = args.server_args.clone();
     let connections = workload.devices + workload.receivers();
     // The default limit (10,000) is below a fleet of 10,000 plus its
@@ -330,6 +339,13 @@ async fn run_tether(args: &Args, workload: &Workload) -> Result<Outcome, String>
             server_args.push(UNLIMITED_PUBLISH_RATE.to_string());
         }
     }
+    server_args
+}
+
+async fn run_tether(args: &Args, workload: &Workload) -> Result<Outcome, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let fleet = tether::register(dir.path(), workload)?;
+    let server_args = server_args(args, workload);
     let server = if args.server.as_os_str() == "in-process" {
         tether::Server::in_process(dir.path(), &server_args).await?
     } else {
