@@ -43,6 +43,14 @@
 //! 0. A command that starts the server must print its `listening on`
 //! line, answer `GET /healthz` with 200 (and with `--demo`, start its
 //! devices), then stop cleanly on SIGTERM.
+//!
+//! A cluster's command lines run against real engines: the first
+//! `--database postgres://…` of a document gets a fresh database on a
+//! PostgreSQL this test starts on loopback, and `--nats URL,…` a NATS
+//! cluster of as many servers as it names (both from `tether-cluster-test`,
+//! the Debian packages `cargo xtask setup` installs); every later line of
+//! the document uses the same ones, so a node started by one line sees the
+//! tenants and devices an administration line added.
 
 // Tests are std code; the no_std import lints do not apply.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
@@ -52,7 +60,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -480,20 +489,76 @@ fn binaries() -> Result<BTreeMap<&'static str, PathBuf>, BoxError> {
     Ok(map)
 }
 
+/// One PostgreSQL for every document (a database each).
+fn postgres() -> Result<&'static tether_cluster_test::Postgres, BoxError> {
+    static SERVER: OnceLock<Result<tether_cluster_test::Postgres, String>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| tether_cluster_test::Postgres::start().map_err(|error| error.to_string()))
+        .as_ref()
+        .map_err(|error| error.clone().into())
+}
+
 /// Runs one document's commands in order.
 struct Runner {
     root: tempfile::TempDir,
     binaries: BTreeMap<&'static str, PathBuf>,
     exports: Vec<(String, String)>,
+    /// The document's database, once a line named one.
+    database: Option<String>,
+    /// The document's NATS servers, once a line named some.
+    nats: Vec<tether_cluster_test::Nats>,
 }
 
 impl Runner {
+    /// Starts what the invocation's `--database` and `--nats` need (see
+    /// the module docs).
+    fn engines(&mut self, invocation: &Invocation) -> Result<(), BoxError> {
+        let mut args = invocation.args.iter();
+        while let Some(arg) = args.next() {
+            match (arg.as_str(), args.clone().next()) {
+                ("--database", Some(url)) if self.database.is_none() => {
+                    if !url.starts_with("postgres://") {
+                        return Err(format!("--database {url}: not a postgres:// URL").into());
+                    }
+                    static NEXT: AtomicU32 = AtomicU32::new(1);
+                    let name = format!(
+                        "docs_{}_{}",
+                        std::process::id(),
+                        NEXT.fetch_add(1, Ordering::Relaxed)
+                    );
+                    self.database = Some(postgres()?.create_database(&name)?);
+                }
+                ("--nats", Some(urls)) if self.nats.is_empty() => {
+                    let servers = urls.split(',').count();
+                    self.nats = if servers == 1 {
+                        vec![tether_cluster_test::Nats::start()?]
+                    } else {
+                        tether_cluster_test::Nats::start_cluster(servers)?
+                    };
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn command(&self, invocation: &Invocation) -> Command {
         let mut command = Command::new(&self.binaries[invocation.binary]);
         let root = self.root.path();
         let mut args = invocation.args.iter().peekable();
         while let Some(arg) = args.next() {
-            if arg == "--listen"
+            if arg == "--database"
+                && let (Some(_), Some(database)) = (args.next(), &self.database)
+            {
+                command.arg(arg).arg(database);
+            } else if arg == "--nats" && args.next().is_some() {
+                let urls: Vec<String> = self
+                    .nats
+                    .iter()
+                    .map(tether_cluster_test::Nats::url)
+                    .collect();
+                command.arg(arg).arg(urls.join(","));
+            } else if arg == "--listen"
                 && let Some(address) = args.next()
             {
                 let host = address
@@ -518,6 +583,7 @@ impl Runner {
     }
 
     fn run(&mut self, invocation: &Invocation) -> Result<String, BoxError> {
+        self.engines(invocation)?;
         let is_server = invocation.binary == "tether-server"
             && !invocation.args.iter().any(|arg| {
                 matches!(
@@ -656,6 +722,8 @@ fn every_command_line_in_the_docs_runs() -> Result<(), BoxError> {
             root: tempfile::tempdir()?,
             binaries: binaries.clone(),
             exports: Vec::new(),
+            database: None,
+            nats: Vec::new(),
         };
         for line in command_lines(&markdown) {
             let place = format!("{name}:{}: `{}`", line.number, line.text);

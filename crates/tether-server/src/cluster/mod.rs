@@ -33,9 +33,12 @@
 //! - **Commands.** The node that holds a device's session answers
 //!   requests on `tether.cmd.<device>`; a receiver on another node sends
 //!   its command there (NATS request/reply). No responder: `device_offline`.
-//! - **Revocations.** Every node polls the database's revocation log
-//!   twice a second, so a revoked key or device token is refused
-//!   everywhere within one poll (plus the time to close the connection).
+//! - **Revocations.** New connections are authenticated against the
+//!   database, so a revoked key or device token is refused at once; every
+//!   node reads the database's revocation log every
+//!   [`REVOCATION_POLL`](crate::REVOCATION_POLL) and closes the matching
+//!   connections, within [`REVOCATION_BOUND`](crate::REVOCATION_BOUND)
+//!   of the commit. Not over NATS: it holds while NATS is down.
 //! - **Presence.** `devices.online` is set by the session's node and
 //!   cleared only with that session's token; a node that restarts clears
 //!   its own devices (`session_node`).
