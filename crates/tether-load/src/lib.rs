@@ -344,7 +344,11 @@ fn server_args(args: &Args, workload: &Workload) -> Vec<String> {
 
 async fn run_tether(args: &Args, workload: &Workload) -> Result<Outcome, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let fleet = tether::register(dir.path(), workload)?;
+    let fleet = {
+        let admin = tether_server::store::Admin::open(&dir.path().join("tether.db"))
+            .map_err(|e| format!("open the database: {e}"))?;
+        tether::register(&admin, workload).await?
+    };
     let server_args = server_args(args, workload);
     let server = if args.server.as_os_str() == "in-process" {
         tether::Server::in_process(dir.path(), &server_args).await?
@@ -546,16 +550,15 @@ fn account(
     outcome.ack = Percentiles::of(ack_latencies);
 }
 
-fn table(workload: &Workload, columns: &[Outcome]) -> String {
+/// The line above a workload's table.
+fn heading(workload: &Workload) -> String {
     let rate = if workload.rate > 0.0 {
         format!("{} msg/s", workload.rate)
     } else {
         "as fast as the window allows".into()
     };
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\n{} devices × {rate}, {} tenant(s), {} receiver(s) per tenant ({} channels), {:.0} s, window {}, outbox {}",
+    format!(
+        "\n{} devices × {rate}, {} tenant(s), {} receiver(s) per tenant ({} channels), {:.0} s, window {}, outbox {}\n",
         workload.devices,
         workload.tenants,
         workload.receivers_per_tenant,
@@ -567,7 +570,11 @@ fn table(workload: &Workload, columns: &[Outcome]) -> String {
         workload.seconds,
         workload.window,
         workload.outbox,
-    );
+    )
+}
+
+fn table(workload: &Workload, columns: &[Outcome]) -> String {
+    let mut out = heading(workload);
     let _ = write!(out, "\n| |");
     for column in columns {
         let _ = write!(out, " {} |", column.peer);

@@ -28,9 +28,9 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use tether_cluster_test::{Haproxy, Nats, Postgres};
-use tether_server::store::{ChannelFilter, PgAdmin};
+use tether_server::store::PgAdmin;
 
-use crate::tether::{Fleet, Server, Stored};
+use crate::tether::{Server, Stored};
 use crate::workload::{SeqSet, Workload, parse_payload};
 use crate::{Args, Outcome, Target, account, drive, run_tether};
 
@@ -95,38 +95,6 @@ pub async fn run(args: &Args, setups: &[Setup]) -> Result<Vec<Vec<Outcome>>, Str
     Ok(all)
 }
 
-/// Registers the workload's tenants, devices and keys (as
-/// [`tether::register`](crate::tether::register) does in a SQLite file).
-async fn register(admin: &PgAdmin, workload: &Workload) -> Result<Fleet, String> {
-    let mut devices = Vec::with_capacity(workload.devices);
-    let mut keys = Vec::with_capacity(workload.tenants);
-    for tenant in 0..workload.tenants {
-        let id = admin
-            .add_tenant(&format!("load-{tenant}"))
-            .await
-            .map_err(|e| format!("add tenant: {e}"))?;
-        keys.push(
-            admin
-                .add_key(id, &ChannelFilter::ALL, false, None)
-                .await
-                .map_err(|e| format!("add key: {e}"))?
-                .key,
-        );
-        let ids: Vec<String> = workload
-            .devices_of(tenant)
-            .map(|d| format!("load-{d:05}"))
-            .collect();
-        for device in admin
-            .add_devices(id, &ids)
-            .await
-            .map_err(|e| format!("add devices: {e}"))?
-        {
-            devices.push((device.device_id, device.token));
-        }
-    }
-    Ok(Fleet { devices, keys })
-}
-
 /// One node on PostgreSQL, or three on PostgreSQL and NATS behind
 /// HAProxy.
 async fn run_on_postgres(
@@ -140,7 +108,7 @@ async fn run_on_postgres(
         .map_err(|e| e.to_string())?;
     let fleet = {
         let admin = PgAdmin::connect(&url).await.map_err(|e| e.to_string())?;
-        register(&admin, workload).await?
+        crate::tether::register(&admin, workload).await?
     };
     let nats = if setup == Setup::Cluster {
         Some(tokio::task::block_in_place(Nats::start).map_err(|e| e.to_string())?)
@@ -261,21 +229,7 @@ fn read_back(postgres: &Postgres, database: &str, devices: usize) -> Result<Stor
 
 /// The figures of one workload on each setup.
 fn table(workload: &Workload, columns: &[Outcome]) -> String {
-    let rate = if workload.rate > 0.0 {
-        format!("{} msg/s", workload.rate)
-    } else {
-        "as fast as the window allows".into()
-    };
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\n{} devices × {rate}, {} tenant(s), {} receiver(s) per tenant, {:.0} s, window {}",
-        workload.devices,
-        workload.tenants,
-        workload.receivers_per_tenant,
-        workload.seconds,
-        workload.window,
-    );
+    let mut out = crate::heading(workload);
     out.push_str(
         "\n| setup | durable ingest (acked) | delivered / expected | publish→receiver p50 / p99 | publish→ack p50 / p99 | stored (twice) | lost acked (store / delivery) | drained, errors |\n|---|---:|---:|---:|---:|---:|---:|---|",
     );

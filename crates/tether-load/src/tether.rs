@@ -14,7 +14,7 @@ use tether_core::ws::{Message, OpCode};
 use tether_proto::{
     DeviceToServer, Hello, Payload, Publish, ReceiverToServer, ServerToDevice, Subscribe,
 };
-use tether_server::store::{Admin, ChannelFilter};
+use tether_server::store::{AdminStore, ChannelFilter};
 use tether_test_support::server_process::ServerProcess;
 use tokio::sync::Semaphore;
 
@@ -34,19 +34,20 @@ pub struct Fleet {
     pub keys: Vec<String>,
 }
 
-/// Registers the workload's tenants, devices and keys in `data_dir`.
-pub fn register(data_dir: &Path, workload: &Workload) -> Result<Fleet, String> {
-    let admin =
-        Admin::open(&data_dir.join("tether.db")).map_err(|e| format!("open the database: {e}"))?;
+/// Registers the workload's tenants, devices and keys (in a server's
+/// SQLite file or its PostgreSQL database).
+pub async fn register(admin: &dyn AdminStore, workload: &Workload) -> Result<Fleet, String> {
     let mut devices = Vec::with_capacity(workload.devices);
     let mut keys = Vec::with_capacity(workload.tenants);
     for tenant in 0..workload.tenants {
         let id = admin
             .add_tenant(&format!("load-{tenant}"))
+            .await
             .map_err(|e| format!("add tenant: {e}"))?;
         keys.push(
             admin
                 .add_key(id, &ChannelFilter::ALL, false, None)
+                .await
                 .map_err(|e| format!("add key: {e}"))?
                 .key,
         );
@@ -56,6 +57,7 @@ pub fn register(data_dir: &Path, workload: &Workload) -> Result<Fleet, String> {
             .collect();
         for device in admin
             .add_devices(id, &ids)
+            .await
             .map_err(|e| format!("add devices: {e}"))?
         {
             devices.push((device.device_id, device.token));

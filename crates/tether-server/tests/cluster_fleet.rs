@@ -107,6 +107,31 @@ impl Node {
     }
 }
 
+/// Starts `n` nodes (`<prefix>-<i>`) on fixed free ports; returns them
+/// and the first-start key one of them printed.
+async fn start_nodes(
+    prefix: &str,
+    n: usize,
+    database: &str,
+    nats: &str,
+) -> Result<(Vec<Node>, String), common::BoxError> {
+    let mut nodes = Vec::new();
+    let mut key = None;
+    for index in 0..n {
+        let mut node = Node {
+            name: format!("{prefix}-{index}"),
+            listen: format!("127.0.0.1:{}", free_port()?),
+            dir: tempfile::tempdir()?,
+            process: None,
+        };
+        if let Some(first) = node.start(database, nats).await? {
+            key = Some(first);
+        }
+        nodes.push(node);
+    }
+    Ok((nodes, key.ok_or("no node printed the first-start key")?))
+}
+
 /// One receiver's side of the accounting.
 #[derive(Debug, Default)]
 struct ReceiverLog {
@@ -340,22 +365,7 @@ async fn nothing_acknowledged_is_lost_across_three_nodes_under_kill_drain_and_na
     let database = format!("fleet_{}", std::process::id());
     let url = tokio::task::block_in_place(|| postgres.create_database(&database))?;
     let mut nats = tokio::task::block_in_place(Nats::start)?;
-    let mut nodes = Vec::new();
-    for index in 0..NODES {
-        nodes.push(Node {
-            name: format!("node-{index}"),
-            listen: format!("127.0.0.1:{}", free_port()?),
-            dir: tempfile::tempdir()?,
-            process: None,
-        });
-    }
-    let mut key = None;
-    for node in &mut nodes {
-        if let Some(first) = node.start(&url, &nats.url()).await? {
-            key = Some(first);
-        }
-    }
-    let key = key.ok_or("no node printed the first-start key")?;
+    let (mut nodes, key) = start_nodes("node", NODES, &url, &nats.url()).await?;
     let ports: Vec<u16> = nodes
         .iter()
         .map(|node| node.addr().map(|addr| addr.port()))
@@ -548,22 +558,7 @@ async fn nothing_acknowledged_is_lost_while_postgresql_is_down() -> common::Test
     let database = "outage";
     let url = tokio::task::block_in_place(|| postgres.create_database(database))?;
     let nats = tokio::task::block_in_place(Nats::start)?;
-    let mut nodes = Vec::new();
-    for index in 0..2 {
-        nodes.push(Node {
-            name: format!("outage-{index}"),
-            listen: format!("127.0.0.1:{}", free_port()?),
-            dir: tempfile::tempdir()?,
-            process: None,
-        });
-    }
-    let mut key = None;
-    for node in &mut nodes {
-        if let Some(first) = node.start(&url, &nats.url()).await? {
-            key = Some(first);
-        }
-    }
-    let key = key.ok_or("no node printed the first-start key")?;
+    let (nodes, key) = start_nodes("outage", 2, &url, &nats.url()).await?;
     let admin = PgAdmin::connect(&url).await?;
     let tenant = admin.tenant_id("default").await?;
     let ids: Vec<String> = (1..=DEVICES).map(|i| format!("outage-{i:02}")).collect();
