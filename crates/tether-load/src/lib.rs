@@ -355,13 +355,39 @@ async fn run_tether(args: &Args, workload: &Workload) -> Result<Outcome, String>
     } else {
         tether::Server::process(&args.server, dir.path(), &server_args)?
     };
-    let addr = server.addr();
     let target = Target { pid: server.id() };
-    let keys = fleet.keys.clone();
+    let (mut outcome, device_reports, receiver_reports) =
+        drive_tether(workload, &target, server.addr(), fleet).await;
+    // Every acknowledged record is committed: a SIGKILL loses none of
+    // them, and the database is read as a restarted server would.
+    server.stop().await?;
+    let stored = tether::read_database(&dir.path().join("tether.db"), workload.devices)?;
+    outcome.stored = Some(stored.rows);
+    outcome.stored_duplicates = Some(stored.duplicates);
+    outcome.lost_in_store = Some(stored.missing(&device_reports));
+    outcome.peer = "tether-server".into();
+    outcome.settings = if server_args.is_empty() {
+        "defaults".into()
+    } else {
+        server_args.join(" ")
+    };
+    account(workload, &mut outcome, &device_reports, &receiver_reports);
+    Ok(outcome)
+}
+
+/// Drives a workload against tether-server at `addr` (a node, or a load
+/// balancer in front of nodes) with its registered `fleet`.
+async fn drive_tether(
+    workload: &Workload,
+    target: &Target,
+    addr: std::net::SocketAddr,
+    fleet: tether::Fleet,
+) -> (Outcome, Vec<DeviceReport>, Vec<ReceiverReport>) {
+    let keys = fleet.keys;
     let devices = fleet.devices;
-    let (mut outcome, device_reports, receiver_reports) = drive(
+    drive(
         workload,
-        &target,
+        target,
         |shared, index| {
             let key = keys
                 .get(shared.workload.tenant_of_receiver(index))
@@ -374,33 +400,7 @@ async fn run_tether(args: &Args, workload: &Workload) -> Result<Outcome, String>
             tokio::spawn(tether::device(shared, addr, index, id, token, permits))
         },
     )
-    .await;
-    // Every acknowledged record is committed: a SIGKILL loses none of
-    // them, and the database is read as a restarted server would.
-    server.stop().await?;
-    let stored = tether::read_database(&dir.path().join("tether.db"), workload.devices)?;
-    let lost_in_store: u64 = device_reports
-        .iter()
-        .enumerate()
-        .map(|(index, report)| {
-            report
-                .acked
-                .iter()
-                .filter(|seq| !stored.records[index].contains(*seq))
-                .count() as u64
-        })
-        .sum();
-    outcome.stored = Some(stored.rows);
-    outcome.stored_duplicates = Some(stored.duplicates);
-    outcome.lost_in_store = Some(lost_in_store);
-    outcome.peer = "tether-server".into();
-    outcome.settings = if server_args.is_empty() {
-        "defaults".into()
-    } else {
-        server_args.join(" ")
-    };
-    account(workload, &mut outcome, &device_reports, &receiver_reports);
-    Ok(outcome)
+    .await
 }
 
 async fn run_mosquitto(args: &Args, workload: &Workload) -> Result<Outcome, String> {

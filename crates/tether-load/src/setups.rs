@@ -31,8 +31,8 @@ use tether_cluster_test::{Haproxy, Nats, Postgres};
 use tether_server::store::PgAdmin;
 
 use crate::tether::{Server, Stored};
-use crate::workload::{SeqSet, Workload, parse_payload};
-use crate::{Args, Outcome, Target, account, drive, run_tether};
+use crate::workload::Workload;
+use crate::{Args, Outcome, Target, account, drive_tether, run_tether};
 
 /// A deployment of tether-server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -159,44 +159,14 @@ async fn run_on_postgres(
     let target = Target {
         pid: nodes.first().ok_or("no node")?.id(),
     };
-    let keys = fleet.keys.clone();
-    let devices = fleet.devices;
-    let (mut outcome, device_reports, receiver_reports) = drive(
-        workload,
-        &target,
-        |shared, index| {
-            let key = keys
-                .get(shared.workload.tenant_of_receiver(index))
-                .cloned()
-                .unwrap_or_default();
-            tokio::spawn(crate::tether::receiver(shared, front, index, key))
-        },
-        |shared, index, permits| {
-            let (id, token) = devices.get(index).cloned().unwrap_or_default();
-            tokio::spawn(crate::tether::device(
-                shared, front, index, id, token, permits,
-            ))
-        },
-    )
-    .await;
+    let (mut outcome, device_reports, receiver_reports) =
+        drive_tether(workload, &target, front, fleet).await;
     drop(haproxy);
     for node in nodes {
         node.stop().await?;
     }
     let stored = tokio::task::block_in_place(|| read_back(postgres, database, workload.devices))?;
-    outcome.lost_in_store = Some(
-        device_reports
-            .iter()
-            .zip(&stored.records)
-            .map(|(report, stored)| {
-                report
-                    .acked
-                    .iter()
-                    .filter(|seq| !stored.contains(*seq))
-                    .count() as u64
-            })
-            .sum(),
-    );
+    outcome.lost_in_store = Some(stored.missing(&device_reports));
     outcome.stored = Some(stored.rows);
     outcome.stored_duplicates = Some(stored.duplicates);
     outcome.settings = format!("{} node(s)", setup.nodes());
@@ -211,18 +181,9 @@ fn read_back(postgres: &Postgres, database: &str, devices: usize) -> Result<Stor
     let text = postgres
         .psql(database, "SELECT payload FROM messages")
         .map_err(|e| e.to_string())?;
-    let mut stored = Stored {
-        records: vec![SeqSet::default(); devices],
-        ..Stored::default()
-    };
+    let mut stored = Stored::new(devices);
     for line in text.lines().filter(|line| !line.is_empty()) {
-        stored.rows += 1;
-        if let Some((_, device, seq)) = parse_payload(line.as_bytes())
-            && let Some(set) = stored.records.get_mut(device)
-            && !set.insert(seq)
-        {
-            stored.duplicates += 1;
-        }
+        stored.add(line.as_bytes());
     }
     Ok(stored)
 }

@@ -390,6 +390,42 @@ pub struct Stored {
     pub duplicates: u64,
 }
 
+impl Stored {
+    /// Nothing stored yet, for `devices` devices.
+    pub fn new(devices: usize) -> Stored {
+        Stored {
+            records: vec![SeqSet::default(); devices],
+            ..Stored::default()
+        }
+    }
+
+    /// Counts one stored record (its payload).
+    pub fn add(&mut self, payload: &[u8]) {
+        self.rows += 1;
+        if let Some((_, device, seq)) = parse_payload(payload)
+            && let Some(set) = self.records.get_mut(device)
+            && !set.insert(seq)
+        {
+            self.duplicates += 1;
+        }
+    }
+
+    /// Acknowledged records (per device index) that are not stored.
+    pub fn missing(&self, devices: &[DeviceReport]) -> u64 {
+        devices
+            .iter()
+            .zip(&self.records)
+            .map(|(report, stored)| {
+                report
+                    .acked
+                    .iter()
+                    .filter(|seq| !stored.contains(*seq))
+                    .count() as u64
+            })
+            .sum()
+    }
+}
+
 /// Reads every stored record back (after the server stopped).
 pub fn read_database(path: &PathBuf, devices: usize) -> Result<Stored, String> {
     let conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
@@ -397,19 +433,10 @@ pub fn read_database(path: &PathBuf, devices: usize) -> Result<Stored, String> {
         .prepare("SELECT payload FROM messages")
         .map_err(|e| e.to_string())?;
     let mut rows = statement.query([]).map_err(|e| e.to_string())?;
-    let mut stored = Stored {
-        records: vec![SeqSet::default(); devices],
-        ..Stored::default()
-    };
+    let mut stored = Stored::new(devices);
     while let Some(row) = rows.next().map_err(|e| e.to_string())? {
         let payload: String = row.get(0).map_err(|e| e.to_string())?;
-        stored.rows += 1;
-        if let Some((_, device, seq)) = parse_payload(payload.as_bytes())
-            && let Some(set) = stored.records.get_mut(device)
-            && !set.insert(seq)
-        {
-            stored.duplicates += 1;
-        }
+        stored.add(payload.as_bytes());
     }
     Ok(stored)
 }
