@@ -230,6 +230,7 @@ async fn commander(
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
+        log.connections += 1;
         let mut pending = BTreeSet::new();
         let mut tick = tokio::time::interval(COMMAND_EVERY);
         let mut stopping: Option<tokio::time::Instant> = None;
@@ -508,8 +509,8 @@ async fn nothing_acknowledged_is_lost_across_three_nodes_under_kill_drain_and_na
     let c = account_commands(&logs, &command_log);
     print(&format!(
         "cluster: commands sent {}, answered ok {}, failed {} (offline, timeout, …), \
-         cut by a dropped connection {}, run by devices {}",
-        c.sent, c.ok, c.failed, c.cut, c.executed
+         cut by a dropped connection {}, run by devices {}; commander connections {}",
+        c.sent, c.ok, c.failed, c.cut, c.executed, command_log.connections
     ));
     assert_nothing_lost(&logs, &a);
     assert_commands_kept(&c);

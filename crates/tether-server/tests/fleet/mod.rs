@@ -296,6 +296,8 @@ pub struct CommandLog {
     pub answered_twice: Vec<u32>,
     /// Answers to no request of this commander.
     pub unexpected: Vec<String>,
+    /// The commander's connections.
+    pub connections: u32,
 }
 
 impl CommandLog {
