@@ -210,6 +210,9 @@ pub struct Outcome {
     pub failed_attempts: u64,
     /// The measured window, in seconds.
     pub window_seconds: f64,
+    /// From the window's end until everything was acknowledged and
+    /// delivered (or the drain timed out), in seconds.
+    pub drain_seconds: f64,
     /// Ticks while the run lasted.
     pub offered: u64,
     /// Ticks refused by a full outbox.
@@ -481,7 +484,8 @@ where
     outcome.generator_cpu = (procstat::cpu_seconds(None) - generator_cpu) / outcome.window_seconds;
 
     let connected = shared.connected.load(Ordering::Relaxed);
-    let deadline = Instant::now() + workload.drain;
+    let drain_start = Instant::now();
+    let deadline = drain_start + workload.drain;
     loop {
         let drained = shared.drained.load(Ordering::Relaxed) >= connected;
         let expected = shared.acked.load(Ordering::Relaxed) * workload.receivers_per_tenant as u64;
@@ -495,6 +499,7 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    outcome.drain_seconds = drain_start.elapsed().as_secs_f64();
     let _ = phase.send(Phase::Stop);
     let mut device_reports = Vec::with_capacity(devices.len());
     for task in devices {
