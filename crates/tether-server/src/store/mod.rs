@@ -24,6 +24,7 @@
 //! store does not have. Gaps the device made itself (records it dropped and
 //! never sent) do not hold the watermark back.
 
+pub mod accounts;
 mod sqlite;
 
 use core::fmt;
@@ -35,6 +36,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tether_proto::{Event, Payload, ServerToReceiver};
 
+pub use accounts::{AccountStore, Role, SessionIdentity};
 pub use sqlite::{Admin, NewDevice, NewKey, SqliteStore};
 
 /// A boxed, sendable future (the store and broker traits are object safe).
@@ -139,10 +141,11 @@ impl ChannelFilter {
     }
 }
 
-/// An authenticated receiver key.
+/// An authenticated receiver: a receiver key, or a signed-in person's
+/// session (then `session` is set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyIdentity {
-    /// The key's id (for revocation).
+    /// The key's id (for revocation); 0 for a session.
     pub key_id: i64,
     /// Its tenant.
     pub tenant_id: TenantId,
@@ -150,6 +153,23 @@ pub struct KeyIdentity {
     pub channels: ChannelFilter,
     /// Whether it may send commands (read+command) or only read.
     pub can_command: bool,
+    /// The signed-in person, when a session cookie (not a key) is behind
+    /// it.
+    pub session: Option<SessionIdentity>,
+}
+
+impl KeyIdentity {
+    /// What a signed-in member may do: every channel of their tenant,
+    /// commands and claims unless read-only.
+    pub fn of_session(session: SessionIdentity) -> KeyIdentity {
+        KeyIdentity {
+            key_id: 0,
+            tenant_id: session.tenant_id,
+            channels: ChannelFilter::ALL,
+            can_command: session.role.can_command(),
+            session: Some(session),
+        }
+    }
 }
 
 /// One record a device published, to append.
@@ -335,6 +355,11 @@ pub enum Revocation {
     Moved(String),
     /// A receiver key was revoked.
     Key(i64),
+    /// A sign-in session ended (sign-out): its connections close.
+    Session(i64),
+    /// A member's rights changed or they were removed: every connection
+    /// of the account closes (a browser reconnects with its new rights).
+    Account(i64),
 }
 
 /// What one write transaction did, handed to [`StoreOptions::on_transaction`]
@@ -478,6 +503,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(Vec<Revocation>, i64), StoreError>>;
     /// Marks every device offline (at start-up, after an unclean stop).
     fn reset_presence(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// The accounts part: people who sign in, their sessions, memberships
+    /// and invitations.
+    fn accounts(&self) -> &dyn AccountStore;
     /// Waits until everything enqueued is committed and stops the writer.
     fn close(&self) -> BoxFuture<'_, ()>;
 }

@@ -14,8 +14,10 @@
 //! The files follow the store's concerns: `schema.rs` (tables, migrations,
 //! connections), `writer.rs` (the batched writer: appends with their
 //! de-duplication and watermark, sessions), `read.rs`, `claim.rs`,
-//! `retention.rs`, and `admin.rs` (the CLI's direct operations).
+//! `retention.rs`, `accounts.rs` (people who sign in: accounts, sessions,
+//! memberships, invitations), and `admin.rs` (the CLI's direct operations).
 
+mod accounts;
 mod admin;
 mod claim;
 mod read;
@@ -32,7 +34,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 pub use admin::{Admin, NewDevice, NewKey};
 
 use super::{
-    AppendRequest, BoxFuture, ChannelBounds, ChannelInfo, Commit, DeviceIdentity, DeviceInfo,
+    AccountStore, AppendRequest, BoxFuture, ChannelBounds, ChannelInfo, Commit, DeviceIdentity, DeviceInfo,
     KeyIdentity, ReadRange, Revocation, Store, StoreError, StoreOptions, StoredEvent, TenantId,
 };
 use writer::WriteOp;
@@ -273,6 +275,10 @@ impl Store for SqliteStore {
 
     fn reset_presence(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         boxed(self.write(WriteOp::ResetPresence))
+    }
+
+    fn accounts(&self) -> &dyn AccountStore {
+        self
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

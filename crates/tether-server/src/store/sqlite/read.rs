@@ -83,6 +83,7 @@ pub(super) fn authenticate_key(
         tenant_id,
         channels,
         can_command,
+        session: None,
     }))
 }
 
@@ -265,6 +266,16 @@ pub(super) fn revocations_since(
             "key" => {
                 if let Ok(key_id) = subject.parse() {
                     revocations.push(Revocation::Key(key_id));
+                }
+            }
+            "session" => {
+                if let Ok(session_id) = subject.parse() {
+                    revocations.push(Revocation::Session(session_id));
+                }
+            }
+            "account" => {
+                if let Ok(account_id) = subject.parse() {
+                    revocations.push(Revocation::Account(account_id));
                 }
             }
             _ => {}

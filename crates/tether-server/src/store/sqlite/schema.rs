@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS revocations(
 type Migration = fn(&Connection) -> Result<(), StoreError>;
 
 /// Version `n + 1` is what `MIGRATIONS[n]` makes of version `n`.
-const MIGRATIONS: [Migration; 2] = [claim_codes_expire, contiguous_watermark];
+const MIGRATIONS: [Migration; 3] = [claim_codes_expire, contiguous_watermark, accounts];
 
 /// The schema version this code reads and writes.
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -117,6 +117,50 @@ fn contiguous_watermark(conn: &Connection) -> Result<(), StoreError> {
              seq INTEGER NOT NULL,
              PRIMARY KEY(device_id, boot_id, seq)
          ) WITHOUT ROWID;",
+    )?;
+    Ok(())
+}
+
+/// 3: people sign in (see `store::accounts`): accounts with an Argon2id
+/// password hash, their membership of one tenant with a role, sign-in
+/// sessions and invitations (secrets as a lookup prefix and a SHA-256,
+/// like receiver keys).
+fn accounts(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE accounts(
+             id INTEGER PRIMARY KEY,
+             email TEXT NOT NULL UNIQUE,
+             password_hash TEXT NOT NULL,
+             created_ms INTEGER NOT NULL
+         );
+         CREATE TABLE memberships(
+             account_id INTEGER PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+             tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+             role TEXT NOT NULL CHECK (role IN ('owner', 'member', 'read_only')),
+             created_ms INTEGER NOT NULL
+         );
+         CREATE INDEX memberships_by_tenant ON memberships(tenant_id);
+         CREATE TABLE web_sessions(
+             id INTEGER PRIMARY KEY,
+             lookup TEXT NOT NULL UNIQUE,
+             hash BLOB NOT NULL,
+             account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+             created_ms INTEGER NOT NULL,
+             expires_ms INTEGER NOT NULL
+         );
+         CREATE INDEX web_sessions_by_account ON web_sessions(account_id);
+         CREATE TABLE invitations(
+             id INTEGER PRIMARY KEY,
+             tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+             lookup TEXT NOT NULL UNIQUE,
+             hash BLOB NOT NULL,
+             role TEXT NOT NULL CHECK (role IN ('member', 'read_only')),
+             invited_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+             created_ms INTEGER NOT NULL,
+             expires_ms INTEGER NOT NULL,
+             used_ms INTEGER
+         );
+         CREATE INDEX invitations_by_tenant ON invitations(tenant_id);",
     )?;
     Ok(())
 }
@@ -210,6 +254,9 @@ mod tests {
         assert_eq!(version, VERSION);
         assert!(columns(&conn, "boots")?.contains(&"stored_seq".to_owned()));
         assert!(columns(&conn, "devices")?.contains(&"claim_expires_ms".to_owned()));
+        for table in ["accounts", "memberships", "web_sessions", "invitations"] {
+            assert!(!columns(&conn, table)?.is_empty(), "{table} missing");
+        }
         drop(conn);
         let again = open_connection(&path)?;
         assert!(columns(&again, "boots")?.contains(&"stored_seq".to_owned()));

@@ -22,6 +22,7 @@ use std::time::Instant;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::accounts::{AccountDone, AccountOp};
 use super::claim::claim;
 use super::read::DAY_MS;
 use super::retention::RetentionJob;
@@ -61,6 +62,8 @@ pub(super) enum WriteOp {
         reply: Reply<u64>,
     },
     ResetPresence(Reply<()>),
+    /// Accounts, sessions, memberships, invitations (`accounts.rs`).
+    Account(AccountOp),
 }
 
 /// What an operation did, before its transaction committed.
@@ -70,6 +73,8 @@ enum Done {
     Unit,
     /// A claim's answer (an unknown or expired code commits nothing).
     Claim(Result<String, StoreError>),
+    /// An account operation's answer.
+    Account(AccountDone),
 }
 
 impl WriteOp {
@@ -106,6 +111,7 @@ impl WriteOp {
                 now_ms,
                 ..
             } => claim(tx, *tenant_id, claim_code, *now_ms).map(Done::Claim),
+            WriteOp::Account(op) => op.execute(tx).map(Done::Account),
             // The writer loop takes these out of every batch.
             WriteOp::Retention { .. } => Err(StoreError::Invalid("retention in a batch".into())),
         }
@@ -124,6 +130,7 @@ impl WriteOp {
                 Ok(Done::Unit),
             ) => drop(reply.send(Ok(()))),
             (WriteOp::Claim { reply, .. }, Ok(Done::Claim(answer))) => drop(reply.send(answer)),
+            (WriteOp::Account(op), Ok(Done::Account(done))) => op.answer(done),
             (op, Ok(_)) => op.fail(&StoreError::Invalid("mismatched reply".into())),
             (op, Err(error)) => op.fail(&error),
         }
@@ -140,6 +147,7 @@ impl WriteOp {
             }
             WriteOp::Claim { reply, .. } => drop(reply.send(Err(error))),
             WriteOp::Retention { reply, .. } => drop(reply.send(Err(error))),
+            WriteOp::Account(op) => op.fail(&error),
         }
     }
 }
