@@ -33,7 +33,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tether_proto::{ErrorCode, validate_channel, validate_device_id};
 
-use crate::http_util::{authenticate, error_response, read_json, store_error, wire_error};
+use crate::http_util::{
+    authenticate, authenticate_to_change, error_response, read_json, store_error, wire_error,
+};
+use crate::limits::ClaimSubject;
 use crate::store::{ReadRange, Revocation, StoreError, UNCLAIMED_TENANT};
 use crate::{AppState, now_ms};
 
@@ -224,7 +227,7 @@ pub(crate) async fn post_command(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let identity = match authenticate(&state, &headers).await {
+    let identity = match authenticate_to_change(&state, &headers).await {
         Ok(identity) => identity,
         Err(response) => return response,
     };
@@ -270,7 +273,7 @@ pub(crate) async fn claim(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let identity = match authenticate(&state, &headers).await {
+    let identity = match authenticate_to_change(&state, &headers).await {
         Ok(identity) => identity,
         Err(response) => return response,
     };
@@ -284,9 +287,13 @@ pub(crate) async fn claim(
         };
     // Counted before the store is asked, in one step with the check:
     // concurrent guesses cannot slip past the limit.
+    let subject = match &identity.session {
+        Some(session) => ClaimSubject::Account(session.account_id),
+        None => ClaimSubject::Key(identity.key_id),
+    };
     let Some(attempt) = state
         .claim_guard
-        .try_begin(identity.key_id, std::time::Instant::now())
+        .try_begin(subject, std::time::Instant::now())
     else {
         state.metrics.rejected("claim_guessing");
         return wire_error(

@@ -14,9 +14,10 @@
 //!
 //! Modules, top down: `serve` (accept loop, per-address limit) → `router`
 //! → the endpoints (`device_endpoint`, `receiver_endpoint`, `http_api`,
-//! `dashboard`) → what they share (`commands`, `http_util`, `websocket`,
-//! `admission`, `sessions`, [`limits`], [`auth`]) → [`store`], [`broker`],
-//! [`metrics`], [`config`].
+//! `accounts` (sign-in, accounts, people), `dashboard`) → what they share
+//! (`commands`, `http_util`, `accounts::session` (the session cookie and
+//! CSRF), `websocket`, `admission`, `sessions`, [`limits`], [`auth`]) →
+//! [`store`], [`broker`], [`metrics`], [`config`].
 //!
 //! # Example
 //!
@@ -55,6 +56,7 @@
 
 // The layers, top down, are in the crate docs above: no module imports
 // from one above it.
+pub mod accounts;
 mod admission;
 pub mod auth;
 pub mod broker;
@@ -118,7 +120,8 @@ pub(crate) struct AppState {
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) admission: admission::Admission,
     pub(crate) publish_buckets: limits::PublishBuckets,
-    pub(crate) claim_guard: limits::AttemptGuard,
+    pub(crate) claim_guard: limits::AttemptGuard<limits::ClaimSubject>,
+    pub(crate) accounts: accounts::Accounts,
     next_session: AtomicU64,
 }
 
@@ -259,6 +262,7 @@ impl Server {
                 CLAIM_FAILURES_PER_MINUTE,
                 Duration::from_secs(60),
             ),
+            accounts: accounts::Accounts::default(),
             config,
             store: store_dyn,
             broker,

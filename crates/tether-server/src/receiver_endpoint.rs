@@ -7,7 +7,10 @@
 //! 2. a first text message `{"v":1,"auth":{"key":"tk_…"}}` within the
 //!    handshake timeout (a wrong key gets an `error` message with code
 //!    `unauthorized`, then close code 4005);
-//! 3. `Authorization: Bearer tk_…` (scripts).
+//! 3. `Authorization: Bearer tk_…` (scripts);
+//! 4. a signed-in person's session cookie (the dashboard), with the page's
+//!    own `Origin` and the CSRF token as subprotocol `tether-csrf.<token>`
+//!    (see `accounts::session`); the member's role decides command rights.
 //!
 //! A wrong key in 1 or 3 is refused before the upgrade (401). A page served
 //! from another origin is refused (403) unless `allowed_origins` lists it.
@@ -55,11 +58,12 @@ use tether_proto::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 
+use crate::accounts::session;
 use crate::admission::ConnectionSlot;
 use crate::broker::{Received, Subscription};
 use crate::http_util::{check_origin, error_response, too_many_connections};
 use crate::serve::TcpHeld;
-use crate::store::{KeyIdentity, ReadRange, Revocation, StoredEvent};
+use crate::store::{KeyIdentity, ReadRange, StoredEvent};
 use crate::websocket::{
     CLOSE_GOING_AWAY, CLOSE_LINGER, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN_LATER, SendError,
     await_close, close, close_frame, error_close_code, is_too_large, send_within,
@@ -113,6 +117,34 @@ pub(crate) async fn upgrade(
         return response;
     }
     let presented = key_from_subprotocols(&headers).or_else(|| auth::bearer(&headers));
+    // No key, and the CSRF subprotocol offered: the session cookie.
+    if presented.is_none() && session::csrf_subprotocol(&headers).is_some() {
+        let (identity, token) =
+            match session::identity(&state, &headers, session::Guard::Upgrade).await {
+                Ok(Some(found)) => found,
+                Ok(None) => {
+                    state.metrics.auth_failure("receiver");
+                    return error_response(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "no session cookie: sign in again",
+                    );
+                }
+                Err(response) => return response,
+            };
+        let admitted = match state.admission.connection(identity.tenant_id) {
+            Ok(slot) => Admitted::Authenticated {
+                identity,
+                key: token,
+                slot,
+            },
+            Err(refusal) => {
+                state.metrics.rejected(refusal.metric());
+                return too_many_connections();
+            }
+        };
+        return accept(state, tcp, upgrade, admitted);
+    }
     let admitted = match presented {
         Some(key) => match state.store.authenticate_key(key).await {
             Ok(Some(identity)) => match state.admission.connection(identity.tenant_id) {
@@ -152,6 +184,15 @@ pub(crate) async fn upgrade(
             }
         },
     };
+    accept(state, tcp, upgrade, admitted)
+}
+
+fn accept(
+    state: Arc<AppState>,
+    tcp: TcpHeld,
+    upgrade: WebSocketUpgrade,
+    admitted: Admitted,
+) -> Response {
     let upgrade = upgrade.protocols([SUBPROTOCOL]);
     crate::limits::bounded_upgrade(upgrade, state.config.limits.max_message_bytes)
         .on_upgrade(move |socket| async move {
@@ -282,9 +323,24 @@ async fn run(state: Arc<AppState>, admitted: Admitted, mut socket: WebSocket) {
     serve(state, identity, key, socket).await;
 }
 
-/// Whether the connection's key is still valid (asked of the store after
-/// revocation notices were missed).
+/// Whether the connection's key (or session) is still valid (asked of the
+/// store after revocation notices were missed).
 async fn key_still_valid(state: &AppState, key: &str, identity: &KeyIdentity) -> bool {
+    if let Some(session) = &identity.session {
+        return match state
+            .store
+            .accounts()
+            .authenticate_session(key, crate::now_ms())
+            .await
+        {
+            Ok(Some(current)) => current == *session,
+            Ok(None) => false,
+            Err(error) => {
+                tracing::warn!(%error, "cannot check the session; closing");
+                false
+            }
+        };
+    }
     match state.store.authenticate_key(key).await {
         Ok(Some(current)) => current.key_id == identity.key_id,
         Ok(None) => false,
@@ -381,7 +437,7 @@ async fn serve(state: Arc<AppState>, identity: KeyIdentity, key: String, socket:
         tokio::select! {
             _ = shutdown.changed() => break Some(close_frame(CLOSE_GOING_AWAY, "server shutting down")),
             revocation = revocations.recv() => match revocation {
-                Ok(Revocation::Key(id)) if id == identity.key_id => break Some(revoked()),
+                Ok(revocation) if identity.revoked_by(&revocation) => break Some(revoked()),
                 // Missed notices: the store is the truth.
                 Err(broadcast::error::RecvError::Lagged(_))
                     if !key_still_valid(&state, &key, &identity).await =>

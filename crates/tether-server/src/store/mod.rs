@@ -170,6 +170,16 @@ impl KeyIdentity {
             session: Some(session),
         }
     }
+
+    /// Whether `revocation` ends this receiver's connections.
+    pub fn revoked_by(&self, revocation: &Revocation) -> bool {
+        match (revocation, &self.session) {
+            (Revocation::Key(id), None) => *id == self.key_id,
+            (Revocation::Session(id), Some(session)) => *id == session.session_id,
+            (Revocation::Account(id), Some(session)) => *id == session.account_id,
+            _ => false,
+        }
+    }
 }
 
 /// One record a device published, to append.

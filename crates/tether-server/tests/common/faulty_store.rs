@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tether_server::store::{
+    AccountStore,
     AppendOutcome, AppendRequest, BoxFuture, ChannelBounds, ChannelInfo, Commit, DeviceIdentity,
     DeviceInfo, KeyIdentity, ReadRange, Revocation, Store, StoreError, StoredEvent, TenantId,
 };
@@ -194,6 +195,10 @@ impl Store for FaultyStore {
 
     fn reset_presence(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.inner.reset_presence()
+    }
+
+    fn accounts(&self) -> &dyn AccountStore {
+        self.inner.accounts()
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

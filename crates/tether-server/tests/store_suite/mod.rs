@@ -10,6 +10,14 @@
     clippy::std_instead_of_alloc
 )]
 
+mod accounts;
+
+pub use accounts::{
+    an_account_made_with_a_claim_code_owns_the_device,
+    invitations_work_once_expire_and_give_their_role,
+    members_change_and_go_only_within_their_tenant, sessions_end_on_sign_out_and_are_bounded,
+};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,6 +82,10 @@ macro_rules! store_conformance_tests {
             claim_codes_expire,
             retention_and_claim,
             retention_of_a_large_table_lets_appends_commit_between_chunks,
+            an_account_made_with_a_claim_code_owns_the_device,
+            sessions_end_on_sign_out_and_are_bounded,
+            invitations_work_once_expire_and_give_their_role,
+            members_change_and_go_only_within_their_tenant,
         );
     };
     (@tests $fixture:ty; $($name:ident),* $(,)?) => {
