@@ -1,10 +1,13 @@
 // tether dashboard: the customer's browser as a receiver.
 //
-// Plain ES module, no build step. Talks to the server it was served from:
-//   GET  /v1/me, /v1/devices, /v1/channels      (Authorization: Bearer <key>)
+// Plain ES module, no build step. Talks to the server it was served from,
+// signed in with an account (session cookie, see session.js) or a key:
+//   GET  /v1/me, /v1/devices, /v1/channels      (Authorization: Bearer <key>, or the cookie)
 //   POST /v1/claim, /v1/devices/{id}/commands
 //   WS   /v1/receiver  (key in the subprotocol "tether-key.<key>"), JSON frames
 //        subscribe with a resume offset; ping/pong to notice dead connections.
+
+import { ACCOUNT_MESSAGES, accountMessage, currentSession, roleText, signIn as passwordSignIn, signOut as endSession } from "./session.js";
 
 const KEY_STORAGE = "tether.receiverKey";
 /** Events replayed when a channel is opened. */
@@ -23,6 +26,8 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   key: null,
+  /** The signed-in account's session (GET /v1/session), when not a key. */
+  session: null,
   access: null,
   devices: [],
   channels: [],
@@ -39,11 +44,16 @@ const MESSAGES = {
   expiredClaimCode: "That claim code has expired. Ask the seller or installer of the device for a new claim code.",
 };
 
+/** Why the server refused us now: the key, or the session. */
+function refused() {
+  return state.session ? ACCOUNT_MESSAGES.session_ended : MESSAGES.wrongKey;
+}
+
 function describeError(error, context = {}) {
   if (error.kind === "unreachable") return MESSAGES.unreachable;
   const device = context.device ? `Device ${context.device}` : "The device";
   switch (error.code) {
-    case "unauthorized": return MESSAGES.wrongKey;
+    case "unauthorized": return refused();
     case "unknown_claim_code": return MESSAGES.badClaimCode;
     case "claim_code_expired": return MESSAGES.expiredClaimCode;
     case "device_offline":
@@ -68,7 +78,10 @@ class ApiError extends Error {
 }
 
 async function api(method, path, body, key = state.key) {
-  const headers = { Authorization: `Bearer ${key}` };
+  // A key, or else the session cookie (sent by the browser) with the CSRF
+  // token on requests that change something.
+  const headers = key ? { Authorization: `Bearer ${key}` } : {};
+  if (!key && state.session && method !== "GET") headers["X-CSRF-Token"] = state.session.csrf_token;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
@@ -155,8 +168,43 @@ function showSignIn(message, kind) {
   $("session").hidden = true;
   $("app-view").hidden = true;
   $("sign-in-view").hidden = false;
-  setMessage($("sign-in-message"), message ?? "", kind);
-  $("key").focus();
+  const withKey = $("key-sign-in").open;
+  setMessage($(withKey ? "sign-in-message" : "password-message"), message ?? "", kind);
+  setMessage($(withKey ? "password-message" : "sign-in-message"), "");
+  $(withKey ? "key" : "email").focus();
+}
+
+async function signInWithPassword(event) {
+  event.preventDefault();
+  const message = $("password-message");
+  const email = $("email").value.trim();
+  const password = $("password").value;
+  $("email").removeAttribute("aria-invalid");
+  $("password").removeAttribute("aria-invalid");
+  if (!email) {
+    setMessage(message, "Enter your email address.", "error");
+    $("email").setAttribute("aria-invalid", "true");
+    return;
+  }
+  if (!password) {
+    setMessage(message, "Enter your password.", "error");
+    $("password").setAttribute("aria-invalid", "true");
+    return;
+  }
+  $("sign-in-password").disabled = true;
+  setMessage(message, "Signing in…");
+  try {
+    const session = await passwordSignIn(email, password);
+    $("password").value = "";
+    setMessage(message, "");
+    enterSession(session);
+  } catch (error) {
+    if (error.code === "wrong_password") $("password").setAttribute("aria-invalid", "true");
+    if (error.code === "invalid_field") $("email").setAttribute("aria-invalid", "true");
+    setMessage(message, accountMessage(error), "error");
+  } finally {
+    $("sign-in-password").disabled = false;
+  }
 }
 
 async function signIn(event) {
@@ -189,6 +237,10 @@ function signOut(message, kind) {
   localStorage.removeItem(KEY_STORAGE);
   closeChannel();
   clearTimeout(state.refreshTimer);
+  const session = state.session;
+  // Ends the session on the server too (if it still exists).
+  if (session) endSession(session);
+  state.session = null;
   state.key = null;
   state.access = null;
   state.devices = [];
@@ -198,11 +250,23 @@ function signOut(message, kind) {
   showBanner("");
   setMessage($("claim-message"), "");
   setMessage($("command-message"), "");
-  showSignIn(message ?? "Signed out. This browser no longer keeps your key.", kind ?? "ok");
+  const done = session ? "Signed out." : "Signed out. This browser no longer keeps your key.";
+  showSignIn(message ?? done, kind ?? "ok");
+}
+
+/** The access a signed-in member has (what /v1/me says for a key). */
+function sessionAccess(session) {
+  return { tenant_id: session.tenant_id, can_command: session.can_command, channels: null };
+}
+
+function enterSession(session) {
+  state.session = session;
+  enterApp(null, sessionAccess(session));
 }
 
 function enterApp(key, access) {
   state.key = key;
+  if (key) state.session = null;
   state.access = access;
   $("sign-in-view").hidden = true;
   $("app-view").hidden = false;
@@ -211,7 +275,7 @@ function enterApp(key, access) {
   const fromHash = channelFromHash();
   // The channel list (fetched by the first refresh) tells where history starts.
   refresh().then(() => {
-    if (fromHash && state.key && !state.channel) openChannel(fromHash);
+    if (fromHash && signedIn() && !state.channel) openChannel(fromHash);
   });
 }
 
@@ -223,36 +287,46 @@ function applyAccess() {
   }
   const what = access.can_command ? "read and command" : "read only";
   const channels = access.channels === null ? "all channels" : access.channels.join(", ");
-  $("access").textContent = `Signed in (${what}, ${channels})`;
+  const session = state.session;
+  $("access").textContent = session ? `Signed in as ${session.email} (${roleText(session.role)})` : `Signed in (${what}, ${channels})`;
+  $("people-link").hidden = !session;
+  $("command-disabled").textContent = session
+    ? "Your account is read only: it cannot send commands. The account owner can give you full access."
+    : "This key is read-only: it cannot send commands.";
   $("command-form").hidden = !access.can_command;
   $("command-disabled").hidden = access.can_command;
 }
 
 // ------------------------------------------------------ devices, channels
 
+/** Who is signed in (a key or a session); a new sign-in is a new value. */
+function signedIn() {
+  return state.key ?? state.session;
+}
+
 async function refresh() {
   clearTimeout(state.refreshTimer);
-  const key = state.key;
+  const key = signedIn();
   if (!key) return;
   try {
     if (!state.access) {
       const access = await api("GET", "/v1/me");
-      if (state.key !== key) return;
+      if (signedIn() !== key) return;
       state.access = access;
       applyAccess();
     }
     const [devices, channels] = await Promise.all([api("GET", "/v1/devices"), api("GET", "/v1/channels")]);
     // Signed out (or in with another key) meanwhile: this answer is stale.
-    if (state.key !== key) return;
+    if (signedIn() !== key) return;
     state.devices = devices.devices;
     state.channels = channels.channels;
     renderDevices();
     renderChannels();
     showBanner("");
   } catch (error) {
-    if (state.key !== key) return;
+    if (signedIn() !== key) return;
     if (error.code === "unauthorized") {
-      signOut(MESSAGES.wrongKey, "error");
+      signOut(refused(), "error");
       return;
     }
     showBanner(error.kind === "unreachable" ? MESSAGES.unreachable : describeError(error));
@@ -345,14 +419,18 @@ async function claim(event) {
     refresh();
   } catch (error) {
     if (error.code === "unauthorized") {
-      signOut(MESSAGES.wrongKey, "error");
+      signOut(refused(), "error");
       return;
     }
     if (error.code === "unknown_claim_code" || error.code === "claim_code_expired" || error.code === "malformed") {
       input.setAttribute("aria-invalid", "true");
     }
     const text =
-      error.code === "forbidden" ? "This key is read-only; claiming a device needs a read and command key." : describeError(error);
+      error.code !== "forbidden"
+        ? describeError(error)
+        : state.session
+          ? "Your account is read only: it cannot add devices. Ask the account owner to add it, or to give you full access."
+          : "This key is read-only; claiming a device needs a read and command key.";
     setMessage(message, text, "error");
   } finally {
     $("claim").disabled = false;
@@ -400,7 +478,7 @@ async function sendCommand(event) {
     setMessage(message, `Acknowledged by ${device}: ${status}. Result: ${JSON.stringify(answer.result)}`, kind);
   } catch (error) {
     if (error.code === "unauthorized") {
-      signOut(MESSAGES.wrongKey, "error");
+      signOut(refused(), "error");
       return;
     }
     setMessage(message, describeError(error, { device }), "error");
@@ -570,9 +648,11 @@ class LiveChannel {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     let socket;
     try {
-      socket = new WebSocket(`${scheme}://${location.host}/v1/receiver`, ["tether.v1", `tether-key.${state.key}`]);
+      // A key in its subprotocol, or the session cookie with its CSRF token.
+      const credential = state.key ? `tether-key.${state.key}` : `tether-csrf.${state.session?.csrf_token}`;
+      socket = new WebSocket(`${scheme}://${location.host}/v1/receiver`, ["tether.v1", credential]);
     } catch {
-      signOut(MESSAGES.wrongKey, "error");
+      signOut(refused(), "error");
       return;
     }
     this.socket = socket;
@@ -621,7 +701,7 @@ class LiveChannel {
         this.setStatus(`This key may not read channel ${this.name}.`, "error");
         this.close();
       } else if (code === 5) {
-        signOut(MESSAGES.wrongKey, "error");
+        signOut(refused(), "error");
       } else {
         this.setStatus(`The server reported an error: ${message.error.message}`, "error");
       }
@@ -673,8 +753,24 @@ class LiveChannel {
 
   async dropped(code) {
     if (this.closed) return;
-    if (code === 4005) {
-      signOut(MESSAGES.wrongKey, "error");
+    if (code === 4005 && state.session) {
+      // The session ended, or the member's rights changed: ask which.
+      let session = null;
+      try {
+        session = await currentSession();
+      } catch {
+        session = state.session;
+      }
+      if (this.closed) return;
+      if (!session) {
+        signOut(refused(), "error");
+        return;
+      }
+      state.session = session;
+      state.access = sessionAccess(session);
+      applyAccess();
+    } else if (code === 4005) {
+      signOut(refused(), "error");
       return;
     }
     const base = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt);
@@ -687,7 +783,7 @@ class LiveChannel {
       await api("GET", "/v1/me");
     } catch (error) {
       if (error.code === "unauthorized") {
-        signOut(MESSAGES.wrongKey, "error");
+        signOut(refused(), "error");
         return;
       }
       if (error.kind === "unreachable") {
@@ -750,6 +846,7 @@ function closeChannel() {
 
 function start() {
   $("sign-in-form").addEventListener("submit", signIn);
+  $("password-form").addEventListener("submit", signInWithPassword);
   $("sign-out").addEventListener("click", () => signOut());
   $("claim-form").addEventListener("submit", claim);
   $("command-form").addEventListener("submit", sendCommand);
@@ -758,12 +855,15 @@ function start() {
     openChannel($("open-channel").value);
   });
   $("close-channel").addEventListener("click", closeChannel);
+  if (location.hash === "#key") $("key-sign-in").open = true;
   const key = localStorage.getItem(KEY_STORAGE);
   if (key) {
     // Checked by the first refresh: a refused key signs out with a message.
     enterApp(key, null);
   } else {
-    showSignIn();
+    currentSession()
+      .then((session) => (session ? enterSession(session) : showSignIn()))
+      .catch((error) => showSignIn(accountMessage(error), "error"));
   }
 }
 
