@@ -755,3 +755,56 @@ async fn an_account_of_tenant_a_reaches_nothing_of_tenant_b() -> TestResult {
     assert_eq!(status, 401);
     Ok(())
 }
+
+/// Behind TLS (here: a `public_url` of `https://…`, as behind a
+/// TLS-terminating proxy) the cookie is `Secure` with the `__Host-` name
+/// prefix, and is read under that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_tls_the_cookie_is_secure_and_host_only() -> TestResult {
+    let t = TestServer::start_with(|mut config| {
+        config.public_url = Some("https://relay.example.com".to_owned());
+        config
+    })
+    .await?;
+    let code = t
+        .admin()?
+        .add_device(None, Some("kitchen-1"), true)?
+        .claim_code
+        .ok_or("no claim code")?;
+    let answer = send(
+        t.addr,
+        "POST",
+        "/v1/accounts",
+        &[("Origin", origin(t.addr))],
+        Some(&json!({"email": "ada@example.com", "password": PASSWORD, "claim_code": code})),
+    )
+    .await?;
+    let set_cookie = answer.header("set-cookie").ok_or("no cookie")?;
+    assert!(
+        set_cookie.starts_with("__Host-tether_session=ts_"),
+        "{set_cookie}"
+    );
+    for attribute in ["; Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(attribute), "{attribute}: {set_cookie}");
+    }
+    assert!(!set_cookie.contains("Domain"), "{set_cookie}");
+    let ada = Person::from_answer(t.addr, &answer).await?;
+    assert_eq!(device_ids(&ada.get("/v1/devices").await?), ["kitchen-1"]);
+    // The plain name is not read over HTTPS (it could be set by another
+    // host of the domain).
+    let token = ada
+        .cookie
+        .split_once('=')
+        .map(|(_, token)| token.to_owned())
+        .ok_or("cookie value")?;
+    let plain = send(
+        t.addr,
+        "GET",
+        "/v1/session",
+        &[("Cookie", format!("tether_session={token}"))],
+        None,
+    )
+    .await?;
+    assert_eq!(plain.status, 401);
+    Ok(())
+}
