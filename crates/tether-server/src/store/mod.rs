@@ -37,7 +37,7 @@ use serde::Serialize;
 use tether_proto::{Event, Payload, ServerToReceiver};
 
 pub use accounts::{AccountStore, Role, SessionIdentity};
-pub use sqlite::{Admin, NewDevice, NewKey, SqliteStore};
+pub use sqlite::{Admin, NewDevice, NewInvitationLink, NewKey, SqliteStore};
 
 /// A boxed, sendable future (the store and broker traits are object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

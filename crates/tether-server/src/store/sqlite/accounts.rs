@@ -422,7 +422,7 @@ fn set_role(
     }
     if role == Role::Owner {
         return Ok(Err(StoreError::Invalid(
-            "a customer has one owner".into(),
+            "the owner role is given by an invitation of the administrator only".into(),
         )));
     }
     tx.execute(

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::schema::{duration_ms, open_connection, to_i64};
 use crate::auth;
 use crate::now_ms as now_unix_ms;
-use crate::store::{ChannelFilter, StoreError, TenantId, UNCLAIMED_TENANT};
+use crate::store::{ChannelFilter, Role, StoreError, TenantId, UNCLAIMED_TENANT};
 
 /// What `device add` created.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,17 @@ pub struct NewDevice {
     pub token: String,
     /// Its claim code, if registered for claiming.
     pub claim_code: Option<String>,
+}
+
+/// What `invite` created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInvitationLink {
+    /// The invitation's id.
+    pub id: i64,
+    /// Its secret token (shown once): the link is `<dashboard>/invite#token=<token>`.
+    pub token: String,
+    /// When it stops working (Unix ms).
+    pub expires_ms: u64,
 }
 
 /// What `key add` created.
@@ -279,6 +290,42 @@ impl Admin {
         Ok(NewKey {
             key_id: self.conn.last_insert_rowid(),
             key,
+        })
+    }
+
+    /// An invitation to `tenant_id` with `role` (an owner too: how a tenant
+    /// made by `tenant add`, or before accounts existed, gets its first
+    /// account), single use, until `expires_ms`.
+    pub fn add_invitation(
+        &self,
+        tenant_id: TenantId,
+        role: Role,
+        expires_ms: u64,
+    ) -> Result<NewInvitationLink, StoreError> {
+        if tenant_id == UNCLAIMED_TENANT {
+            return Err(StoreError::Invalid(
+                "no invitations to the unclaimed devices".into(),
+            ));
+        }
+        let token = auth::generate_secret(auth::INVITATION_TOKEN_PREFIX);
+        let lookup = auth::lookup_part(&token, auth::INVITATION_TOKEN_PREFIX)
+            .ok_or_else(|| StoreError::Invalid("token".into()))?;
+        self.conn.execute(
+            "INSERT INTO invitations(tenant_id, lookup, hash, role, created_ms, expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                tenant_id,
+                lookup,
+                auth::hash_secret(&token).as_slice(),
+                role.as_str(),
+                to_i64(now_unix_ms()),
+                to_i64(expires_ms)
+            ],
+        )?;
+        Ok(NewInvitationLink {
+            id: self.conn.last_insert_rowid(),
+            token,
+            expires_ms,
         })
     }
 

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-pub use admin::{Admin, NewDevice, NewKey};
+pub use admin::{Admin, NewDevice, NewInvitationLink, NewKey};
 
 use super::{
     AccountStore, AppendRequest, BoxFuture, ChannelBounds, ChannelInfo, Commit, DeviceIdentity, DeviceInfo,

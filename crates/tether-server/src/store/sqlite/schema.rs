@@ -154,7 +154,7 @@ fn accounts(conn: &Connection) -> Result<(), StoreError> {
              tenant_id INTEGER NOT NULL REFERENCES tenants(id),
              lookup TEXT NOT NULL UNIQUE,
              hash BLOB NOT NULL,
-             role TEXT NOT NULL CHECK (role IN ('member', 'read_only')),
+             role TEXT NOT NULL CHECK (role IN ('owner', 'member', 'read_only')),
              invited_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
              created_ms INTEGER NOT NULL,
              expires_ms INTEGER NOT NULL,
