@@ -95,8 +95,8 @@ fn escape(text: &str) -> String {
 /// The QR code of `data` as an SVG path of its dark modules (one unit per
 /// module) and its width in modules.
 pub fn qr_path(data: &str) -> Result<(String, usize), LabelError> {
-    let code = QrCode::with_error_correction_level(data, EcLevel::M)
-        .map_err(|_| LabelError::TooLong)?;
+    let code =
+        QrCode::with_error_correction_level(data, EcLevel::M).map_err(|_| LabelError::TooLong)?;
     let width = code.width();
     let mut path = String::new();
     for (index, color) in code.to_colors().into_iter().enumerate() {
@@ -179,8 +179,8 @@ mod tests {
         assert_eq!(modules, 33);
         assert!(path.starts_with("M0 0h1v1h-1z"));
         // Another URL draws another code.
-        let (other, _) = qr_path("https://relay.example.com/claim#code=AAAA-AAAA-AAAA")
-            .expect("a QR code");
+        let (other, _) =
+            qr_path("https://relay.example.com/claim#code=AAAA-AAAA-AAAA").expect("a QR code");
         assert_ne!(path, other);
     }
 

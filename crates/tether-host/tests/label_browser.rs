@@ -10,11 +10,13 @@
 
 use std::process::Command;
 
+type BoxError = Box<dyn core::error::Error + Send + Sync>;
+
 use tether_browser_test::fantoccini::Locator;
 use tether_browser_test::{Browser, BrowserOptions, save_docs_image};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_label_renders_with_its_qr_code_and_text() -> Result<(), Box<dyn std::error::Error>> {
+async fn the_label_renders_with_its_qr_code_and_text() -> Result<(), BoxError> {
     let dir = tempfile::tempdir()?;
     let label = dir.path().join("sensor-7-label.svg");
     let result = Command::new(env!("CARGO_BIN_EXE_tether-provision"))
@@ -54,7 +56,11 @@ async fn the_label_renders_with_its_qr_code_and_text() -> Result<(), Box<dyn std
         .await?;
     let ratio = size[0].as_f64().unwrap_or(0.0) / size[1].as_f64().unwrap_or(1.0);
     assert!((ratio - 62.0 / 29.0).abs() < 0.05, "label size {size}");
-    let png = client.find(Locator::Id("label")).await?.screenshot().await?;
+    let png = client
+        .find(Locator::Id("label"))
+        .await?
+        .screenshot()
+        .await?;
     let saved = save_docs_image("label", &png)?;
     assert!(std::fs::metadata(&saved.artifact)?.len() > 1000);
     browser.close().await;

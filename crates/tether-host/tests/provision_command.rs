@@ -257,27 +257,56 @@ fn the_label_carries_the_claim_url_as_a_qr_code_and_the_code_in_text() {
     assert!(ProvisioningRecord::decode(&std::fs::read(&out).expect("record")).is_ok());
     let (qr, _) = tether_host::label::qr_path("https://dash.example.com/claim#code=AAAA-BBBB-CCCC")
         .expect("a QR code");
-    assert!(std::fs::read_to_string(&label).expect("label").contains(&qr));
+    assert!(
+        std::fs::read_to_string(&label)
+            .expect("label")
+            .contains(&qr)
+    );
 
     // Refused, with the rule: a label needs its code; a record its token;
     // one of the two is needed.
     for (args, needle) in [
         (
-            vec!["--server-url", "wss://r.example/v1/device", "--device-id", "d", "--label", "x.svg"],
+            vec![
+                "--server-url",
+                "wss://r.example/v1/device",
+                "--device-id",
+                "d",
+                "--label",
+                "x.svg",
+            ],
             "--claim-code",
         ),
         (
-            vec!["--server-url", "wss://r.example/v1/device", "--device-id", "d", "--out", "x.img"],
+            vec![
+                "--server-url",
+                "wss://r.example/v1/device",
+                "--device-id",
+                "d",
+                "--out",
+                "x.img",
+            ],
             "--token",
         ),
         (
-            vec!["--server-url", "wss://r.example/v1/device", "--device-id", "d"],
+            vec![
+                "--server-url",
+                "wss://r.example/v1/device",
+                "--device-id",
+                "d",
+            ],
             "--out",
         ),
         (
             vec![
-                "--server-url", "https://r.example", "--device-id", "d",
-                "--claim-code", "AAAA-BBBB-CCCC", "--label", "x.svg",
+                "--server-url",
+                "https://r.example",
+                "--device-id",
+                "d",
+                "--claim-code",
+                "AAAA-BBBB-CCCC",
+                "--label",
+                "x.svg",
             ],
             "ws:// or wss://",
         ),

@@ -311,8 +311,14 @@ mod tests {
             ),
             "owner by default"
         );
-        let refused =
-            Cli::try_parse_from(["tether-server", "invite", "--tenant", "acme", "--role", "admin"]);
+        let refused = Cli::try_parse_from([
+            "tether-server",
+            "invite",
+            "--tenant",
+            "acme",
+            "--role",
+            "admin",
+        ]);
         assert!(refused.is_err());
     }
 

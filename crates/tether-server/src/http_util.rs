@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tether_proto::ErrorCode;
 
-use crate::store::{KeyIdentity, StoreError};
 use crate::accounts::session::{self, Guard};
+use crate::store::{KeyIdentity, StoreError};
 use crate::{AppState, auth};
 
 /// A JSON error response with a stable code.

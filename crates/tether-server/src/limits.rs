@@ -400,7 +400,10 @@ mod tests {
             address_subject(parse("2001:db8:1:2::1")),
             address_subject(parse("2001:db8:1:2:ffff::9"))
         );
-        assert_eq!(address_subject(parse("::ffff:192.0.2.7")), parse("192.0.2.7"));
+        assert_eq!(
+            address_subject(parse("::ffff:192.0.2.7")),
+            parse("192.0.2.7")
+        );
     }
 
     #[test]

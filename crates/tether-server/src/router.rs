@@ -17,8 +17,8 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, patch, post};
 
-use crate::http_util::error_response;
 use crate::accounts::http as accounts;
+use crate::http_util::error_response;
 use crate::{AppState, dashboard, device_endpoint, http_api, receiver_endpoint};
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -57,7 +57,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             patch(accounts::change_member).delete(accounts::remove_member),
         )
         .route("/v1/invitations", post(accounts::invite))
-        .route("/v1/invitations/inspect", post(accounts::inspect_invitation))
+        .route(
+            "/v1/invitations/inspect",
+            post(accounts::inspect_invitation),
+        )
         .route(
             "/v1/invitations/{invitation}",
             delete(accounts::withdraw_invitation),

@@ -121,7 +121,14 @@ impl Person {
             return Err(format!("not signed in: {answer:?}").into());
         }
         let cookie = session_cookie(answer)?;
-        let me = send(addr, "GET", "/v1/members", &[("Cookie", cookie.clone())], None).await?;
+        let me = send(
+            addr,
+            "GET",
+            "/v1/members",
+            &[("Cookie", cookie.clone())],
+            None,
+        )
+        .await?;
         Ok(Person {
             addr,
             csrf: answer.body["csrf_token"]
@@ -189,10 +196,7 @@ impl Person {
         if answer.status != 200 {
             return Err(format!("no invitation: {answer:?}").into());
         }
-        Ok(answer.body["token"]
-            .as_str()
-            .ok_or("no token")?
-            .to_owned())
+        Ok(answer.body["token"].as_str().ok_or("no token")?.to_owned())
     }
 
     /// The receiver WebSocket as the dashboard opens it: the cookie, the
@@ -362,7 +366,10 @@ async fn an_account_from_a_label_signs_in_with_a_cookie_and_csrf() -> TestResult
 
     // The WebSocket: cookie + own origin + CSRF subprotocol, or refused.
     for (origin_header, csrf) in [
-        (Some("http://evil.example".to_owned()), Some(ada.csrf.clone())),
+        (
+            Some("http://evil.example".to_owned()),
+            Some(ada.csrf.clone()),
+        ),
         (None, Some(ada.csrf.clone())),
         (Some(origin(addr)), Some("0".repeat(64))),
     ] {
@@ -435,7 +442,14 @@ async fn account_creation_refuses_what_it_cannot_use() -> TestResult {
         .claim_code
         .ok_or("no claim code")?;
     let create = |body: Value| async move {
-        send(addr, "POST", "/v1/accounts", &[("Origin", origin(addr))], Some(&body)).await
+        send(
+            addr,
+            "POST",
+            "/v1/accounts",
+            &[("Origin", origin(addr))],
+            Some(&body),
+        )
+        .await
     };
     for (body, status, code_name) in [
         (
@@ -497,15 +511,23 @@ async fn wrong_passwords_are_limited_per_account_with_metrics() -> TestResult {
     assert_eq!(locked.status, 429, "{locked:?}");
     assert_eq!(locked.code(), "rate_limited");
     assert_eq!(locked.header("retry-after"), Some("900"));
-    assert!(locked.body["error"]["message"]
-        .as_str()
-        .is_some_and(|text| text.contains("this account") && text.contains("15 minutes")));
+    assert!(
+        locked.body["error"]["message"]
+            .as_str()
+            .is_some_and(|text| text.contains("this account") && text.contains("15 minutes"))
+    );
     // An email without an account is counted the same way (the limit does
     // not tell which emails exist).
     for _ in 0..SIGN_IN_FAILURES_PER_ACCOUNT {
-        assert_eq!(sign_in(addr, "nobody@example.com", PASSWORD).await?.status, 401);
+        assert_eq!(
+            sign_in(addr, "nobody@example.com", PASSWORD).await?.status,
+            401
+        );
     }
-    assert_eq!(sign_in(addr, "nobody@example.com", PASSWORD).await?.status, 429);
+    assert_eq!(
+        sign_in(addr, "nobody@example.com", PASSWORD).await?.status,
+        429
+    );
     let failures = u64::from(SIGN_IN_FAILURES_PER_ACCOUNT) * 2;
     wait_metric(
         &t,
@@ -513,7 +535,12 @@ async fn wrong_passwords_are_limited_per_account_with_metrics() -> TestResult {
         &failures.to_string(),
     )
     .await?;
-    wait_metric(&t, "tether_sign_ins_total{outcome=\"rate_limited_account\"}", "2").await?;
+    wait_metric(
+        &t,
+        "tether_sign_ins_total{outcome=\"rate_limited_account\"}",
+        "2",
+    )
+    .await?;
     wait_metric(&t, "tether_rejected_total{kind=\"sign_in_account\"}", "2").await?;
     wait_metric(
         &t,
@@ -541,10 +568,17 @@ async fn wrong_passwords_are_limited_per_address_with_metrics() -> TestResult {
     }
     let limited = sign_in(addr, "ada@example.com", PASSWORD).await?;
     assert_eq!(limited.status, 429, "{limited:?}");
-    assert!(limited.body["error"]["message"]
-        .as_str()
-        .is_some_and(|text| text.contains("your network")));
-    wait_metric(&t, "tether_sign_ins_total{outcome=\"rate_limited_address\"}", "1").await?;
+    assert!(
+        limited.body["error"]["message"]
+            .as_str()
+            .is_some_and(|text| text.contains("your network"))
+    );
+    wait_metric(
+        &t,
+        "tether_sign_ins_total{outcome=\"rate_limited_address\"}",
+        "1",
+    )
+    .await?;
     wait_metric(&t, "tether_rejected_total{kind=\"sign_in_address\"}", "1").await?;
     Ok(())
 }
@@ -657,16 +691,24 @@ async fn read_only_members_cannot_command_and_removed_members_are_signed_out() -
     assert_eq!(answer.status, 400, "{answer:?}");
 
     // Removed: every session of the member ends, and its sockets close.
-    let second = Person::from_answer(addr, &sign_in(addr, "max@example.com", PASSWORD).await?).await?;
+    let second =
+        Person::from_answer(addr, &sign_in(addr, "max@example.com", PASSWORD).await?).await?;
     let answer = owner
-        .change("DELETE", &format!("/v1/members/{}", member.account_id), None)
+        .change(
+            "DELETE",
+            &format!("/v1/members/{}", member.account_id),
+            None,
+        )
         .await?;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(close_code(&mut member_ws.ws).await?, 4005);
     for session in [&member, &second] {
         assert_eq!(session.get("/v1/devices").await?.status, 401);
     }
-    assert_eq!(sign_in(addr, "max@example.com", PASSWORD).await?.status, 401);
+    assert_eq!(
+        sign_in(addr, "max@example.com", PASSWORD).await?.status,
+        401
+    );
     let members = owner.get("/v1/members").await?;
     let emails: Vec<&str> = members.body["members"]
         .as_array()
@@ -694,7 +736,11 @@ async fn an_account_of_tenant_a_reaches_nothing_of_tenant_b() -> TestResult {
     .await?;
     let invitations = bea.get("/v1/members").await?;
     let b_invitation = bea
-        .change("POST", "/v1/invitations", Some(&json!({"role": "read_only"})))
+        .change(
+            "POST",
+            "/v1/invitations",
+            Some(&json!({"role": "read_only"})),
+        )
         .await?
         .body["id"]
         .as_i64()
@@ -727,9 +773,24 @@ async fn an_account_of_tenant_a_reaches_nothing_of_tenant_b() -> TestResult {
             Some(json!({"role": "read_only"})),
             404,
         ),
-        ("DELETE", format!("/v1/members/{}", mia.account_id), None, 404),
-        ("DELETE", format!("/v1/members/{}", bea.account_id), None, 404),
-        ("DELETE", format!("/v1/invitations/{b_invitation}"), None, 404),
+        (
+            "DELETE",
+            format!("/v1/members/{}", mia.account_id),
+            None,
+            404,
+        ),
+        (
+            "DELETE",
+            format!("/v1/members/{}", bea.account_id),
+            None,
+            404,
+        ),
+        (
+            "DELETE",
+            format!("/v1/invitations/{b_invitation}"),
+            None,
+            404,
+        ),
         (
             "POST",
             "/v1/devices/b-1/commands".to_owned(),
@@ -747,9 +808,15 @@ async fn an_account_of_tenant_a_reaches_nothing_of_tenant_b() -> TestResult {
     // B is untouched.
     assert_eq!(mia.get("/v1/session").await?.body["role"], "member");
     let b_members = bea.get("/v1/members").await?;
-    assert_eq!(b_members.body["invitations"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        b_members.body["invitations"].as_array().map(Vec::len),
+        Some(1)
+    );
     let b_messages = mia.get("/v1/messages?channel=secret/b&from=1").await?;
-    assert_eq!(b_messages.body["messages"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        b_messages.body["messages"].as_array().map(Vec::len),
+        Some(1)
+    );
     // A receiver key is not a person: the people endpoints want a sign-in.
     let (status, _) = http(addr, "GET", "/v1/members", Some(&t.key), None).await?;
     assert_eq!(status, 401);

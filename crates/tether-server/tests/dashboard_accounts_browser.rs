@@ -71,8 +71,9 @@ async fn account(addr: SocketAddr, email: &str, claim_code: &str) -> Result<(), 
 /// The status of `GET path` with a `Cookie` header.
 async fn status_with_cookie(addr: SocketAddr, path: &str, cookie: &str) -> Result<u16, BoxError> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nCookie: {cookie}\r\n\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nCookie: {cookie}\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
@@ -93,7 +94,10 @@ async fn session_cookie(client: &Client) -> Result<String, BoxError> {
 
 async fn assert_fits_the_phone(client: &Client, what: &str) -> TestResult {
     let overflow = horizontal_overflow(client).await?;
-    assert!(overflow <= 0, "{what}: wider than the phone by {overflow} px");
+    assert!(
+        overflow <= 0,
+        "{what}: wider than the phone by {overflow} px"
+    );
     assert_eq!(unlabelled_controls(client).await?, json!([]), "{what}");
     Ok(())
 }
@@ -138,7 +142,10 @@ async fn a_first_time_customer_claims_from_the_label_in_under_a_minute() -> Test
     wait_visible(client, "#app-view").await?;
     wait_for_text(client, "#devices tbody", "kitchen-1").await?;
     let elapsed = started.elapsed();
-    println!("label URL to device visible: {:.1} s", elapsed.as_secs_f64());
+    println!(
+        "label URL to device visible: {:.1} s",
+        elapsed.as_secs_f64()
+    );
     assert!(elapsed < UNDER, "the label flow took {elapsed:?}");
     wait_for_text(client, "#access", "Signed in as ada@example.com (owner)").await?;
     assert!(is_visible(client, "#people-link").await?);
@@ -146,7 +153,10 @@ async fn a_first_time_customer_claims_from_the_label_in_under_a_minute() -> Test
     // The session cookie is HttpOnly: page scripts cannot see it.
     let visible = js(client, "return document.cookie;", vec![]).await?;
     assert!(
-        !visible.as_str().unwrap_or_default().contains("tether_session"),
+        !visible
+            .as_str()
+            .unwrap_or_default()
+            .contains("tether_session"),
         "{visible}"
     );
     session_cookie(client).await?;
@@ -176,7 +186,12 @@ async fn a_first_time_customer_claims_from_the_label_in_under_a_minute() -> Test
     wait_visible(client, "#signed-in-view").await?;
     wait_for_text(client, "#signed-in-as", "ada@example.com").await?;
     click(client, "#claim-signed-in").await?;
-    wait_for_text(client, "#claim-message", "Check the code on the device's label").await?;
+    wait_for_text(
+        client,
+        "#claim-message",
+        "Check the code on the device's label",
+    )
+    .await?;
 
     // The app's name and icons.
     let icons = client
@@ -217,7 +232,11 @@ async fn password_sign_in_wrong_password_rate_limit_and_sign_out() -> TestResult
         vec![],
     )
     .await?;
-    assert_eq!(key_shown, json!(false), "the key form waits behind its summary");
+    assert_eq!(
+        key_shown,
+        json!(false),
+        "the key form waits behind its summary"
+    );
     assert_fits_the_phone(client, "sign-in").await?;
     save_screenshot("sign-in-phone", &client.screenshot().await?)?;
 
@@ -263,7 +282,10 @@ async fn password_sign_in_wrong_password_rate_limit_and_sign_out() -> TestResult
     wait_for_text(client, "#devices tbody", "shed-1").await?;
     assert!(!text(client, "#devices tbody").await?.contains("porch-1"));
     let cookie = session_cookie(client).await?;
-    assert_eq!(status_with_cookie(server.addr, "/v1/devices", &cookie).await?, 200);
+    assert_eq!(
+        status_with_cookie(server.addr, "/v1/devices", &cookie).await?,
+        200
+    );
     // A reload keeps the sign-in (the cookie, not local storage).
     client.refresh().await?;
     wait_for_text(client, "#access", "Signed in as bob@example.com").await?;
@@ -281,7 +303,10 @@ async fn password_sign_in_wrong_password_rate_limit_and_sign_out() -> TestResult
         if status == 401 {
             break;
         }
-        assert!(Instant::now() < deadline, "the session still works: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "the session still works: {status}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(client.get_named_cookie("tether_session").await.is_err());
@@ -303,7 +328,9 @@ async fn an_invited_person_joins_read_only_and_is_removed() -> TestResult {
     account(server.addr, "ada@example.com", &code).await?;
     let mut device = Device::connect(server.addr, &token).await?;
     device.hello("kitchen-1", 1).await?;
-    device.publish(1, "sensors/kitchen", "{\"celsius\":20}").await?;
+    device
+        .publish(1, "sensors/kitchen", "{\"celsius\":20}")
+        .await?;
     device.wait_ack(1).await?;
 
     // The owner, on a phone too.
@@ -332,7 +359,10 @@ async fn an_invited_person_joins_read_only_and_is_removed() -> TestResult {
     )
     .await?;
     let link = link.as_str().ok_or("no link")?.to_owned();
-    assert!(link.starts_with(&format!("{base}/invite#token=ti_")), "{link}");
+    assert!(
+        link.starts_with(&format!("{base}/invite#token=ti_")),
+        "{link}"
+    );
     wait_for_text(owner, "#invitations", "read only").await?;
     assert_fits_the_phone(owner, "people page").await?;
     save_screenshot("people-phone", &owner.screenshot().await?)?;
@@ -353,7 +383,12 @@ async fn an_invited_person_joins_read_only_and_is_removed() -> TestResult {
     fill(viewer, "#join-password", PASSWORD).await?;
     click(viewer, "#join").await?;
     wait_visible(viewer, "#app-view").await?;
-    wait_for_text(viewer, "#access", "Signed in as vic@example.com (read only)").await?;
+    wait_for_text(
+        viewer,
+        "#access",
+        "Signed in as vic@example.com (read only)",
+    )
+    .await?;
     wait_for_text(viewer, "#devices tbody", "kitchen-1").await?;
     // Read only: no command form, and the server refuses anyway.
     wait_visible(viewer, "#command-disabled").await?;
@@ -379,7 +414,12 @@ async fn an_invited_person_joins_read_only_and_is_removed() -> TestResult {
     // The used link does not work twice.
     let used_browser = phone().await?;
     used_browser.client().goto(&link).await?;
-    wait_for_text(used_browser.client(), "#invitation", "was used already or withdrawn").await?;
+    wait_for_text(
+        used_browser.client(),
+        "#invitation",
+        "was used already or withdrawn",
+    )
+    .await?;
     used_browser.close().await;
 
     // The viewer watches a channel live.

@@ -74,7 +74,12 @@ fn session_json(session: &SessionIdentity, token: &str) -> serde_json::Value {
 }
 
 /// A response that signs in: the session's JSON and its cookie.
-fn signed_in(state: &AppState, session: &SessionIdentity, token: &str, extra: serde_json::Value) -> Response {
+fn signed_in(
+    state: &AppState,
+    session: &SessionIdentity,
+    token: &str,
+    extra: serde_json::Value,
+) -> Response {
     let mut body = session_json(session, token);
     if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
         body.extend(extra);

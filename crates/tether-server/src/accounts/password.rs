@@ -88,14 +88,10 @@ pub fn normalize_email(email: &str) -> Result<String, Unacceptable> {
 pub fn check_new_password(password: &str) -> Result<(), Unacceptable> {
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
-        return Err(Unacceptable(
-            "Choose a password of at least 8 characters.",
-        ));
+        return Err(Unacceptable("Choose a password of at least 8 characters."));
     }
     if chars > MAX_PASSWORD_CHARS {
-        return Err(Unacceptable(
-            "Choose a password of at most 128 characters.",
-        ));
+        return Err(Unacceptable("Choose a password of at most 128 characters."));
     }
     Ok(())
 }

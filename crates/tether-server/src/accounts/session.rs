@@ -144,12 +144,17 @@ pub(crate) async fn authenticate(
     if guard != Guard::Read {
         let presented = match guard {
             Guard::Upgrade => csrf_subprotocol(headers),
-            _ => headers.get(CSRF_HEADER).and_then(|value| value.to_str().ok()),
+            _ => headers
+                .get(CSRF_HEADER)
+                .and_then(|value| value.to_str().ok()),
         };
         let same_origin = is_same_origin(headers);
         if !same_origin || !presented.is_some_and(|presented| csrf_matches(token, presented)) {
             state.metrics.rejected("csrf");
-            tracing::warn!(same_origin, "refused: session request without its CSRF token");
+            tracing::warn!(
+                same_origin,
+                "refused: session request without its CSRF token"
+            );
             return Err(wire_error(
                 ErrorCode::FORBIDDEN,
                 "a signed-in request that changes something needs the page's own origin \

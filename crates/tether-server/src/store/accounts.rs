@@ -243,8 +243,7 @@ pub trait AccountStore: Send + Sync {
     /// connections close.
     fn end_web_session(&self, session_id: i64) -> BoxFuture<'_, Result<(), StoreError>>;
     /// The members of a tenant, owner first, then by email.
-    fn members(&self, tenant_id: TenantId)
-    -> BoxFuture<'_, Result<Vec<MemberInfo>, StoreError>>;
+    fn members(&self, tenant_id: TenantId) -> BoxFuture<'_, Result<Vec<MemberInfo>, StoreError>>;
     /// Changes a member's role ([`Role::Member`] or [`Role::ReadOnly`]);
     /// records an account revocation, so connections made with the old
     /// rights close. [`StoreError::NotFound`]: not a member of this tenant;

@@ -179,7 +179,6 @@ pub async fn click(client: &Client, css: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
-
 /// How many CSS pixels the page is wider than the window (0 or less: no
 /// horizontal scrolling).
 pub async fn horizontal_overflow(client: &Client) -> Result<i64, BoxError> {

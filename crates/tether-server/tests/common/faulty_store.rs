@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tether_server::store::{
-    AccountStore,
-    AppendOutcome, AppendRequest, BoxFuture, ChannelBounds, ChannelInfo, Commit, DeviceIdentity,
-    DeviceInfo, KeyIdentity, ReadRange, Revocation, Store, StoreError, StoredEvent, TenantId,
+    AccountStore, AppendOutcome, AppendRequest, BoxFuture, ChannelBounds, ChannelInfo, Commit,
+    DeviceIdentity, DeviceInfo, KeyIdentity, ReadRange, Revocation, Store, StoreError, StoredEvent,
+    TenantId,
 };
 
 /// How one append fails.

@@ -94,8 +94,13 @@ pub async fn an_account_made_with_a_claim_code_owns_the_device<F: StoreFixture>(
     let accounts = store.accounts();
     let now = 10_000;
 
-    let (created, token) =
-        create(accounts, "ada@example.com", with_code(&code, "customer-ada"), now).await?;
+    let (created, token) = create(
+        accounts,
+        "ada@example.com",
+        with_code(&code, "customer-ada"),
+        now,
+    )
+    .await?;
     assert_eq!(created.role, Role::Owner);
     assert_eq!(created.device.as_deref(), Some("label-1"));
     assert_ne!(created.tenant_id, acme);
@@ -136,9 +141,7 @@ pub async fn an_account_made_with_a_claim_code_owns_the_device<F: StoreFixture>(
         None
     );
     assert_eq!(
-        accounts
-            .authenticate_session(&session_token(), now)
-            .await?,
+        accounts.authenticate_session(&session_token(), now).await?,
         None
     );
     assert_eq!(accounts.authenticate_session("ts_short", now).await?, None);
@@ -193,8 +196,13 @@ pub async fn sessions_end_on_sign_out_and_are_bounded<F: StoreFixture>() -> Test
     let store = fixture.open(StoreOptions::default())?;
     let accounts = store.accounts();
     let now = 50_000;
-    let (created, first) =
-        create(accounts, "ada@example.com", with_code(&code, "customer-ada"), now).await?;
+    let (created, first) = create(
+        accounts,
+        "ada@example.com",
+        with_code(&code, "customer-ada"),
+        now,
+    )
+    .await?;
 
     let token = session_token();
     let id = accounts
@@ -208,7 +216,11 @@ pub async fn sessions_end_on_sign_out_and_are_bounded<F: StoreFixture>() -> Test
     assert_eq!(session.session_id, id);
     accounts.end_web_session(id).await?;
     assert_eq!(accounts.authenticate_session(&token, now).await?, None);
-    assert!(revocations(&store).await?.contains(&Revocation::Session(id)));
+    assert!(
+        revocations(&store)
+            .await?
+            .contains(&Revocation::Session(id))
+    );
     // Ending it again changes nothing.
     accounts.end_web_session(id).await?;
     assert!(accounts.authenticate_session(&first, now).await?.is_some());
@@ -243,8 +255,13 @@ pub async fn invitations_work_once_expire_and_give_their_role<F: StoreFixture>()
     let store = fixture.open(StoreOptions::default())?;
     let accounts = store.accounts();
     let now = 100_000;
-    let (owner, _) =
-        create(accounts, "ada@example.com", with_code(&code, "customer-ada"), now).await?;
+    let (owner, _) = create(
+        accounts,
+        "ada@example.com",
+        with_code(&code, "customer-ada"),
+        now,
+    )
+    .await?;
     let tenant = owner.tenant_id;
 
     let (id, token) = invite(
@@ -302,9 +319,14 @@ pub async fn invitations_work_once_expire_and_give_their_role<F: StoreFixture>()
         Err(StoreError::Expired)
     );
     assert_eq!(
-        create(accounts, "eve@example.com", with_invitation(&late), now + 10)
-            .await
-            .map(|(created, _)| created),
+        create(
+            accounts,
+            "eve@example.com",
+            with_invitation(&late),
+            now + 10
+        )
+        .await
+        .map(|(created, _)| created),
         Err(StoreError::Expired)
     );
     assert_eq!(accounts.invitations(tenant, now + 10).await?, vec![]);
@@ -366,15 +388,52 @@ pub async fn members_change_and_go_only_within_their_tenant<F: StoreFixture>() -
     let store = fixture.open(StoreOptions::default())?;
     let accounts = store.accounts();
     let now = 200_000;
-    let (owner_a, _) = create(accounts, "ada@a.example", with_code(&code_a, "tenant-a"), now).await?;
-    let (owner_b, _) = create(accounts, "bea@b.example", with_code(&code_b, "tenant-b"), now).await?;
+    let (owner_a, _) = create(
+        accounts,
+        "ada@a.example",
+        with_code(&code_a, "tenant-a"),
+        now,
+    )
+    .await?;
+    let (owner_b, _) = create(
+        accounts,
+        "bea@b.example",
+        with_code(&code_b, "tenant-b"),
+        now,
+    )
+    .await?;
     let (a, b) = (owner_a.tenant_id, owner_b.tenant_id);
-    let (_, invite_a) = invite(accounts, a, owner_a.account_id, Role::Member, now + HOUR_MS, now).await?;
-    let (invitation_b, invite_b) =
-        invite(accounts, b, owner_b.account_id, Role::Member, now + HOUR_MS, now).await?;
-    let (member_a, token_a) = create(accounts, "max@a.example", with_invitation(&invite_a), now).await?;
-    let (member_b, token_b) = create(accounts, "mia@b.example", with_invitation(&invite_b), now).await?;
-    let (_, pending_b) = invite(accounts, b, owner_b.account_id, Role::ReadOnly, now + HOUR_MS, now).await?;
+    let (_, invite_a) = invite(
+        accounts,
+        a,
+        owner_a.account_id,
+        Role::Member,
+        now + HOUR_MS,
+        now,
+    )
+    .await?;
+    let (invitation_b, invite_b) = invite(
+        accounts,
+        b,
+        owner_b.account_id,
+        Role::Member,
+        now + HOUR_MS,
+        now,
+    )
+    .await?;
+    let (member_a, token_a) =
+        create(accounts, "max@a.example", with_invitation(&invite_a), now).await?;
+    let (member_b, token_b) =
+        create(accounts, "mia@b.example", with_invitation(&invite_b), now).await?;
+    let (_, pending_b) = invite(
+        accounts,
+        b,
+        owner_b.account_id,
+        Role::ReadOnly,
+        now + HOUR_MS,
+        now,
+    )
+    .await?;
 
     // Each tenant sees its own people and invitations only.
     let emails = |members: Vec<tether_server::store::accounts::MemberInfo>| {
@@ -420,11 +479,18 @@ pub async fn members_change_and_go_only_within_their_tenant<F: StoreFixture>() -
         accounts.revoke_invitation(a, invitation_b).await,
         Err(StoreError::NotFound)
     );
-    assert!(accounts.authenticate_session(&token_b, now).await?.is_some());
+    assert!(
+        accounts
+            .authenticate_session(&token_b, now)
+            .await?
+            .is_some()
+    );
 
     // The owner stays the owner.
     assert!(matches!(
-        accounts.set_role(a, owner_a.account_id, Role::ReadOnly).await,
+        accounts
+            .set_role(a, owner_a.account_id, Role::ReadOnly)
+            .await,
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
@@ -467,7 +533,15 @@ pub async fn members_change_and_go_only_within_their_tenant<F: StoreFixture>() -
         Err(StoreError::NotFound)
     );
     // The email can be invited again.
-    let (_, again) = invite(accounts, a, owner_a.account_id, Role::ReadOnly, now + HOUR_MS, now).await?;
+    let (_, again) = invite(
+        accounts,
+        a,
+        owner_a.account_id,
+        Role::ReadOnly,
+        now + HOUR_MS,
+        now,
+    )
+    .await?;
     let (rejoined, _) = create(accounts, "max@a.example", with_invitation(&again), now).await?;
     assert_eq!(rejoined.role, Role::ReadOnly);
     assert_ne!(rejoined.account_id, member_a.account_id);

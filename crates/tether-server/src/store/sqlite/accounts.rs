@@ -241,8 +241,15 @@ fn create(
         return Ok(Err(StoreError::AlreadyExists));
     }
     enum Join<'a> {
-        Claim { device_id: String, tenant_name: &'a str },
-        Invitation { id: i64, tenant_id: TenantId, role: Role },
+        Claim {
+            device_id: String,
+            tenant_name: &'a str,
+        },
+        Invitation {
+            id: i64,
+            tenant_id: TenantId,
+            role: Role,
+        },
     }
     let join = match &account.joining {
         Joining::ClaimCode {
@@ -441,7 +448,9 @@ fn remove(
     match role_in(tx, tenant_id, account_id)? {
         None => return Ok(Err(StoreError::NotFound)),
         Some(Role::Owner) => {
-            return Ok(Err(StoreError::Invalid("the owner cannot be removed".into())));
+            return Ok(Err(StoreError::Invalid(
+                "the owner cannot be removed".into(),
+            )));
         }
         Some(_) => {}
     }
@@ -693,10 +702,7 @@ impl AccountStore for SqliteStore {
         boxed(self.account_write(move |reply| AccountOp::EndSession { session_id, reply }))
     }
 
-    fn members(
-        &self,
-        tenant_id: TenantId,
-    ) -> BoxFuture<'_, Result<Vec<MemberInfo>, StoreError>> {
+    fn members(&self, tenant_id: TenantId) -> BoxFuture<'_, Result<Vec<MemberInfo>, StoreError>> {
         boxed(self.read_with(move |conn| members(conn, tenant_id)))
     }
 
@@ -751,11 +757,13 @@ impl AccountStore for SqliteStore {
         tenant_id: TenantId,
         invitation_id: i64,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
-        boxed(self.account_write(move |reply| AccountOp::RevokeInvitation {
-            tenant_id,
-            invitation_id,
-            reply,
-        }))
+        boxed(
+            self.account_write(move |reply| AccountOp::RevokeInvitation {
+                tenant_id,
+                invitation_id,
+                reply,
+            }),
+        )
     }
 
     fn inspect_invitation(

@@ -34,8 +34,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 pub use admin::{Admin, NewDevice, NewInvitationLink, NewKey};
 
 use super::{
-    AccountStore, AppendRequest, BoxFuture, ChannelBounds, ChannelInfo, Commit, DeviceIdentity, DeviceInfo,
-    KeyIdentity, ReadRange, Revocation, Store, StoreError, StoreOptions, StoredEvent, TenantId,
+    AccountStore, AppendRequest, BoxFuture, ChannelBounds, ChannelInfo, Commit, DeviceIdentity,
+    DeviceInfo, KeyIdentity, ReadRange, Revocation, Store, StoreError, StoreOptions, StoredEvent,
+    TenantId,
 };
 use writer::WriteOp;
 
