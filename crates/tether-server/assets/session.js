@@ -36,16 +36,19 @@ export function accountMessage(error) {
   if (error.kind === "unreachable") return ACCOUNT_MESSAGES.unreachable;
   switch (error.code) {
     case "rate_limited":
-      return /password/.test(error.message)
-        ? `Too many wrong passwords. Wait 15 minutes, then try again.`
-        : "Too many attempts. Wait a minute, then try again.";
+      if (/password/.test(error.message)) return "Too many wrong passwords. Wait 15 minutes, then try again.";
+      if (/pending/.test(error.message)) return "Too many invitations are pending: withdraw some below, then try again.";
+      return "Too many attempts. Wait a minute, then try again.";
     case "invalid_field":
       // The server says what is wrong and what to do.
       return error.message.charAt(0).toUpperCase() + error.message.slice(1);
     case "unauthorized":
       return ACCOUNT_MESSAGES.session_ended;
     case "forbidden":
-      return `Not allowed: ${error.message}.`;
+      // The server's reason; where it names no next step, the owner decides.
+      return /reload/.test(error.message)
+        ? `Not allowed: ${error.message}.`
+        : `Not allowed: ${error.message}. Ask the account owner if you need to do this.`;
     default:
       return ACCOUNT_MESSAGES[error.code] ?? `The request failed (${error.code}). Reload the page and try again.`;
   }
