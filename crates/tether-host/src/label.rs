@@ -190,6 +190,19 @@ mod tests {
         assert!(svg.contains(">a&lt;b</text>") && svg.contains(">&amp;</text>"));
     }
 
+    proptest::proptest! {
+        // Each case encodes a QR code: fewer cases keep the debug build quick.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        #[test]
+        fn any_text_makes_a_url_or_a_clear_error(text in ".{0,120}") {
+            let _ = dashboard_url(&text);
+            let _ = claim_url(&text, "7M2K-9QXD-4HBT");
+            if let Ok(url) = claim_url("https://x.example", &text) {
+                let _ = label_svg(&text, &text, &url);
+            }
+        }
+    }
+
     #[test]
     fn data_too_long_for_a_qr_code_is_refused() {
         let url = format!("https://x.example/claim#code={}", "A".repeat(4000));

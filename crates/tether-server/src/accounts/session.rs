@@ -60,15 +60,19 @@ fn cookie_name(state: &AppState) -> &'static str {
 
 /// The session token in the request's `Cookie` headers, if any.
 pub(crate) fn token<'a>(state: &AppState, headers: &'a HeaderMap) -> Option<&'a str> {
-    let name = cookie_name(state);
+    cookie(headers, cookie_name(state)).filter(|value| value.starts_with(SESSION_TOKEN_PREFIX))
+}
+
+/// The first value of cookie `name` in the request's `Cookie` headers
+/// (`a=1; b=2`, RFC 6265 §5.4).
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find_map(|(key, value)| (key == name).then_some(value.trim()))
-        .filter(|value| value.starts_with(SESSION_TOKEN_PREFIX))
+        .find_map(|(key, value)| (key.trim() == name).then_some(value.trim()))
 }
 
 /// `Set-Cookie` for a new session that lasts `max_age_seconds`.
@@ -206,6 +210,48 @@ mod tests {
         assert!(!csrf_matches(&other, &token));
         assert!(!csrf_matches(&session, ""));
         assert!(!csrf_matches(&session, &token[..63]));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn cookie_headers_of_any_text_are_read_without_panic(
+            before in "[ -~]{0,60}",
+            after in "[ -~]{0,60}",
+            token in "[0-9a-f]{64}",
+        ) {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_str(&before) {
+                headers.insert(header::COOKIE, value.clone());
+                headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+                let _ = cookie(&headers, COOKIE);
+                let _ = csrf_subprotocol(&headers);
+            }
+            // A well-formed pair among others is found, whatever is
+            // around it (other cookies, stray separators).
+            let junk = |text: &str| text.replace([';', '='], " ").replace(COOKIE, "x");
+            let line = format!("{}=1; {COOKIE}=ts_{token}; {}=2", junk(&before).trim(), junk(&after).trim());
+            if let Ok(value) = HeaderValue::from_str(&line) {
+                headers.insert(header::COOKIE, value);
+                let expected = format!("ts_{token}");
+                proptest::prop_assert_eq!(cookie(&headers, COOKIE), Some(expected.as_str()));
+            }
+        }
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; tether_sessionx=no"),
+        );
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-tether_session=ts_s; tether_session=ts_p"),
+        );
+        assert_eq!(cookie(&headers, COOKIE), Some("ts_p"));
+        assert_eq!(cookie(&headers, SECURE_COOKIE), Some("ts_s"));
+        assert_eq!(cookie(&headers, "missing"), None);
     }
 
     #[test]
