@@ -142,10 +142,12 @@
 //! session.on_released(1);
 //! assert!(outbox.is_empty());
 //!
-//! // Nothing to do until the keepalive ping is due.
+//! // Nothing to do until the keepalive ping is due: after 15 to 20 s of
+//! // silence, drawn per connection so a fleet does not ping in step.
 //! assert_eq!(session.poll_transmit(now), None);
 //! now = session.poll_at().unwrap();
-//! assert_eq!(now, Instant::ZERO + Duration::from_secs(20));
+//! assert!(now >= Instant::ZERO + Duration::from_secs(15));
+//! assert!(now <= Instant::ZERO + Duration::from_secs(20));
 //! assert!(matches!(session.poll_transmit(now), Some(Transmit::Ping { .. })));
 //! # Ok::<(), tether_core::session::SessionConfigError>(())
 //! ```
@@ -176,6 +178,7 @@ pub struct SessionConfig {
     backoff: BackoffConfig,
     connect_timeout: Duration,
     keepalive_interval: Duration,
+    keepalive_jitter_percent: u8,
     pong_timeout: Duration,
     max_in_flight: u32,
     full_policy: FullPolicy,
@@ -188,15 +191,16 @@ impl Default for SessionConfig {
 }
 
 impl SessionConfig {
-    /// Default backoff, 10 s to connect and get `Welcome`, a ping after 20 s
-    /// of silence, 10 s for its pong, 32 unacknowledged messages in flight,
-    /// reject when the outbox is full.
+    /// Default backoff, 10 s to connect and get `Welcome`, a ping after 15
+    /// to 20 s of silence (drawn per connection), 10 s for its pong, 32
+    /// unacknowledged messages in flight, reject when the outbox is full.
     #[must_use]
     pub const fn new() -> Self {
         Self {
             backoff: BackoffConfig::new(),
             connect_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(20),
+            keepalive_jitter_percent: 25,
             pong_timeout: Duration::from_secs(10),
             max_in_flight: 32,
             full_policy: FullPolicy::Reject,
@@ -222,6 +226,17 @@ impl SessionConfig {
     #[must_use]
     pub const fn with_keepalive_interval(mut self, interval: Duration) -> Self {
         self.keepalive_interval = interval;
+        self
+    }
+
+    /// Spread of the keepalive: each connection pings after a silence
+    /// drawn once, uniformly, from the last `percent` of the interval (25:
+    /// between 75 % and 100 % of it; 0: exactly the interval; at most
+    /// 100). Devices that connected together (after a server restart)
+    /// then neither ping nor time out in the same second.
+    #[must_use]
+    pub const fn with_keepalive_jitter_percent(mut self, percent: u8) -> Self {
+        self.keepalive_jitter_percent = if percent > 100 { 100 } else { percent };
         self
     }
 
@@ -263,6 +278,12 @@ impl SessionConfig {
     #[must_use]
     pub const fn keepalive_interval(&self) -> Duration {
         self.keepalive_interval
+    }
+
+    /// Spread of the keepalive, in percent of the interval.
+    #[must_use]
+    pub const fn keepalive_jitter_percent(&self) -> u8 {
+        self.keepalive_jitter_percent
     }
 
     /// Time allowed for a pong.
@@ -416,6 +437,14 @@ pub enum LinkError {
     /// Not a failure: the session closed the link to announce a new boot id
     /// after the old one ran out of sequence numbers.
     NewBoot,
+    /// The server is draining (close code 4017, `draining`): reconnect
+    /// after the delay it suggested in the close reason (capped by the
+    /// backoff's cap) instead of the backoff's own delay.
+    Draining {
+        /// The suggested delay in milliseconds
+        /// ([`tether_proto::reconnect_hint_ms`]).
+        retry_after_ms: u32,
+    },
 }
 
 impl LinkError {
@@ -448,6 +477,8 @@ impl LinkError {
             Self::Closed { code } => Some(*code),
             // 1000: normal closure.
             Self::NewBoot => Some(1000),
+            // Echo the server's code.
+            Self::Draining { .. } => Some(4017),
             _ => None,
         }
     }
@@ -469,6 +500,9 @@ impl fmt::Display for LinkError {
             Self::Malformed => f.write_str("malformed server message"),
             Self::Protocol => f.write_str("server broke the session protocol"),
             Self::NewBoot => f.write_str("closed to start a new boot id"),
+            Self::Draining { retry_after_ms } => {
+                write!(f, "server draining: reconnect in {retry_after_ms} ms")
+            }
         }
     }
 }
@@ -657,6 +691,9 @@ pub struct Session<R> {
     window: u32,
     /// When the next keepalive ping is due (connected, no ping outstanding).
     ping_due: Instant,
+    /// The silence before a ping on this connection (the interval less a
+    /// jitter drawn at `Welcome`).
+    keepalive: Duration,
     /// The nonce and deadline of the outstanding ping.
     ping_outstanding: Option<(u32, Instant)>,
     ping_nonce: u32,
@@ -758,6 +795,7 @@ impl<R: RngCore> Session<R> {
             released: acked,
             window: config.max_in_flight,
             ping_due: now,
+            keepalive: config.keepalive_interval,
             ping_outstanding: None,
             ping_nonce: 0,
             pong_payload: [0; MAX_PING_PAYLOAD],
@@ -993,7 +1031,8 @@ impl<R: RngCore> Session<R> {
         self.window = self.config.max_in_flight.min(u32::from(max_in_flight));
         self.phase = Phase::Connected;
         self.backoff.on_connected(now);
-        self.ping_due = now + self.config.keepalive_interval;
+        self.keepalive = self.draw_keepalive();
+        self.ping_due = now + self.keepalive;
         self.stats.connections = self.stats.connections.saturating_add(1);
         info!(
             "session: connected, server stored through {}, stored through {} here",
@@ -1264,7 +1303,21 @@ impl<R: RngCore> Session<R> {
 
     /// The server is alive: push the keepalive ping back.
     fn heard(&mut self, now: Instant) {
-        self.ping_due = now + self.config.keepalive_interval;
+        self.ping_due = now + self.keepalive;
+    }
+
+    /// The keepalive of a new connection: the interval less a uniform
+    /// draw from its last `keepalive_jitter_percent`.
+    fn draw_keepalive(&mut self) -> Duration {
+        let interval = self.config.keepalive_interval.as_millis();
+        let percent = u64::from(self.config.keepalive_jitter_percent.min(100));
+        // `interval * percent / 100` without 64-bit division.
+        let spread = match u32::try_from(interval.saturating_mul(percent)) {
+            Ok(product) => u64::from(product / 100),
+            Err(_) => (interval / 128).saturating_mul(percent),
+        };
+        let spread = crate::backoff::uniform_inclusive(&mut self.rng, 0, spread.min(interval));
+        Duration::from_millis(interval.saturating_sub(spread).max(1))
     }
 
     fn acknowledge(&mut self, seq: u32) {
@@ -1295,6 +1348,14 @@ impl<R: RngCore> Session<R> {
                 error
             );
             self.phase = Phase::NeedsProvisioning(error);
+            return error;
+        }
+        if let LinkError::Draining { retry_after_ms } = error {
+            // Not the device's failure: come back when the server said,
+            // and leave the backoff's count as it is.
+            let delay =
+                Duration::from_millis(u64::from(retry_after_ms)).min(self.backoff.config().cap());
+            self.phase = Phase::BackingOff { until: now + delay };
             return error;
         }
         self.phase = match self.backoff.on_failure(now, &mut self.rng) {
@@ -1444,14 +1505,17 @@ mod tests {
         Duration::from_secs(secs)
     }
 
+    /// Deterministic timers: no backoff or keepalive jitter.
     fn config() -> SessionConfig {
-        SessionConfig::default().with_backoff(
-            BackoffConfig::default()
-                .with_base(secs(1))
-                .with_cap(secs(60))
-                .with_jitter(Jitter::None)
-                .with_healthy_after(secs(30)),
-        )
+        SessionConfig::default()
+            .with_backoff(
+                BackoffConfig::default()
+                    .with_base(secs(1))
+                    .with_cap(secs(60))
+                    .with_jitter(Jitter::None)
+                    .with_healthy_after(secs(30)),
+            )
+            .with_keepalive_jitter_percent(0)
     }
 
     fn session(config: SessionConfig) -> TestSession {
@@ -1504,6 +1568,53 @@ mod tests {
         // results of queued command acknowledgements.
         assert!(state <= 720, "session state grew to {state} bytes");
         assert!(with_rng <= 720 + 16);
+    }
+
+    /// Issue 13: a fleet that connected in the same second (after a server
+    /// restart) and then lost its link half-open (no FIN, no pongs) must not
+    /// time out in the same second. Each session draws its keepalive once
+    /// per connection from the last quarter of the interval, so the pings,
+    /// and the pong timeouts after them, spread over five seconds.
+    #[test]
+    fn keepalive_jitter_spreads_a_fleet_that_connected_together() {
+        const DEVICES: u64 = 2_000;
+        let timeouts = |jitter_percent| {
+            let mut per_second = [0u32; 40];
+            for seed in 0..DEVICES {
+                let config = config().with_keepalive_jitter_percent(jitter_percent);
+                let mut session = TestSession::new(config, seed.wrapping_mul(0x9E37_79B9));
+                let now = at(0);
+                session.session.on_link_up(now);
+                drain(&mut session, now);
+                session.session.on_welcome(now, 0, 32, 0).unwrap();
+                // The link stalls: nothing is heard any more. Ping when due,
+                // then time out when the pong does not come.
+                let mut now = now;
+                while session.session.state() == ConnectionState::Connected {
+                    now = session.session.poll_at().unwrap();
+                    session.session.handle_timeout(now);
+                    drain(&mut session, now);
+                }
+                per_second[(now.as_millis() / 1_000) as usize] += 1;
+            }
+            per_second
+        };
+        let aligned = timeouts(0);
+        // Without jitter: all in one second (20 s ping + 10 s pong timeout).
+        assert_eq!(aligned[30], DEVICES as u32, "{aligned:?}");
+        let spread = timeouts(25);
+        // With jitter: 25 to 30 s, no second with more than a quarter of
+        // the fleet (a fifth on average).
+        assert!(
+            spread[..25].iter().chain(&spread[31..]).all(|&n| n == 0),
+            "{spread:?}"
+        );
+        assert!(
+            spread.iter().all(|&n| u64::from(n) * 4 <= DEVICES),
+            "{spread:?}"
+        );
+        std::println!("timeouts per second, no jitter: {:?}", &aligned[24..31]);
+        std::println!("timeouts per second, 25 % jitter: {:?}", &spread[24..31]);
     }
 
     #[test]
@@ -2037,6 +2148,37 @@ mod tests {
         // A ping payload above 125 bytes breaks RFC 6455.
         assert_eq!(s.on_ping(at(2), &[0; 126]), Err(LinkError::Protocol));
         assert!(matches!(s.state(), ConnectionState::BackingOff { .. }));
+    }
+
+    #[test]
+    fn a_draining_server_is_left_for_the_delay_it_suggests() {
+        let mut s = session(config());
+        connect(&mut s, at(0), 0);
+        let hint = LinkError::Draining {
+            retry_after_ms: 350,
+        };
+        s.on_link_lost(at(1_000), hint);
+        assert!(matches!(s.state(), ConnectionState::BackingOff { .. }));
+        assert_eq!(s.poll_at(), Some(at(1_350)));
+        assert_eq!(hint.close_code(), Some(4017));
+        assert!(!hint.is_permanent());
+        s.handle_timeout(at(1_349));
+        assert!(matches!(s.state(), ConnectionState::BackingOff { .. }));
+        s.handle_timeout(at(1_350));
+        assert_eq!(s.state(), ConnectionState::Connecting);
+        // A hint longer than the backoff's cap waits the cap, and a real
+        // failure afterwards starts the backoff from its base.
+        connect(&mut s, at(2_000), 0);
+        s.on_link_lost(
+            at(3_000),
+            LinkError::Draining {
+                retry_after_ms: u32::MAX,
+            },
+        );
+        assert_eq!(s.poll_at(), Some(at(3_000) + secs(60)));
+        s.handle_timeout(at(63_000));
+        s.on_link_lost(at(63_000), LinkError::ConnectFailed);
+        assert_eq!(s.poll_at(), Some(at(64_000)));
     }
 
     #[test]

@@ -26,9 +26,11 @@ async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Some(command) = cli.command {
-        return match run_admin(command, &config) {
+        return match run_admin(command, &config).await {
             // Printing is this command's whole purpose: a closed stdout
             // is a clean failure, not a panic.
             Ok(text) => match writeln!(std::io::stdout().lock(), "{text}")
@@ -46,12 +48,22 @@ async fn main() -> std::process::ExitCode {
             }
         };
     }
+    if cli.demo && config.database_url.is_some() {
+        complain(format_args!(
+            "error: --demo provisions its devices in the SQLite file; start it without --database"
+        ));
+        return std::process::ExitCode::from(2);
+    }
     if cli.demo && config.tls.is_some() {
         complain(format_args!(
             "error: --demo runs its devices over plain ws://; start it without TLS"
         ));
         return std::process::ExitCode::from(2);
     }
+    // Handle SIGTERM and Ctrl-C from before the "listening on" line, so a
+    // supervisor that stops the server as soon as it printed it gets a
+    // graceful shutdown, not the default action (killed).
+    let signals = Signals::install();
     let server = match Server::start(config).await {
         Ok(server) => server,
         Err(error) => {
@@ -93,9 +105,20 @@ async fn main() -> std::process::ExitCode {
             }
         }
     }
-    wait_for_signal().await;
-    server.shutdown().await;
+    match signals.wait().await {
+        Signal::Terminate => server.drain().await,
+        Signal::Interrupt => server.shutdown().await,
+    }
     std::process::ExitCode::SUCCESS
+}
+
+/// How the server was asked to stop.
+enum Signal {
+    /// SIGTERM (systemd, a container runtime, an orchestrator): drain, so
+    /// clients move to other nodes.
+    Terminate,
+    /// Ctrl-C: stop now.
+    Interrupt,
 }
 
 /// Prints a line for the operator while the server runs. `println!` would
@@ -121,24 +144,39 @@ fn complain(line: core::fmt::Arguments<'_>) {
         .and_then(|()| stderr.write_all(b"\n"));
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT (Ctrl-C), handled from the moment they are installed.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                unix: signal(SignalKind::terminate())
+                    .and_then(|terminate| Ok((terminate, signal(SignalKind::interrupt())?)))
+                    .ok(),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
     }
-    #[cfg(not(unix))]
-    {
+
+    /// The first signal: SIGTERM drains, SIGINT stops at once.
+    async fn wait(self) -> Signal {
+        #[cfg(unix)]
+        if let Some((mut terminate, mut interrupt)) = self.unix {
+            return tokio::select! {
+                _ = terminate.recv() => Signal::Terminate,
+                _ = interrupt.recv() => Signal::Interrupt,
+            };
+        }
         let _ = tokio::signal::ctrl_c().await;
+        Signal::Interrupt
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
-use store_suite::{BoxError, StoreFixture, TestResult, record};
+use store_suite::{BoxError, StoreFixture, TestResult, record, record_in};
 use tether_server::store::{
     Admin, AppendOutcome, SqliteStore, Store, StoreError, StoreOptions, TenantId, TransactionStats,
 };
@@ -173,7 +173,10 @@ async fn a_failing_operation_fails_alone_in_its_batch() -> TestResult {
         "the claim did not share a transaction with appends: {committed:?}"
     );
     assert_eq!(
-        store.open_session("d1", "1", store_suite::BOOT, 1).await?,
+        store
+            .open_session("d1", "1", store_suite::BOOT, 1)
+            .await?
+            .last_stored_seq,
         6
     );
     store.close().await;
@@ -279,8 +282,9 @@ async fn a_database_of_the_previous_release_migrates_on_open() -> TestResult {
     let store = fixture.open(StoreOptions::default())?;
     let tenant = Admin::open(&fixture.path())?.tenant_id("default")?;
     // The old highest stored seq is the new watermark.
-    assert_eq!(store.open_session("demo-1", "1", boot, 1).await?, seq);
-    let mut request = record(tenant, seq, seq - 1, "demo/readings");
+    let opened = store.open_session("demo-1", "1", boot, 1).await?;
+    assert_eq!(opened.last_stored_seq, seq);
+    let mut request = record_in(opened, tenant, seq, seq - 1, "demo/readings");
     request.device_id = "demo-1".into();
     request.boot_id = boot;
     assert_eq!(
@@ -295,7 +299,13 @@ async fn a_database_of_the_previous_release_migrates_on_open() -> TestResult {
             offset: u64::try_from(next_offset)?
         }
     );
-    assert_eq!(store.open_session("demo-1", "1", boot, 2).await?, seq + 1);
+    assert_eq!(
+        store
+            .open_session("demo-1", "1", boot, 2)
+            .await?
+            .last_stored_seq,
+        seq + 1
+    );
     let events = store
         .read(
             tenant,
@@ -316,13 +326,13 @@ async fn a_database_of_the_previous_release_migrates_on_open() -> TestResult {
 }
 
 /// The schema version this server writes.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 5;
 
 /// A database made by the release before accounts (schema version 2: the
 /// `tether-server` of commit 1381935 ran `tenant add acme`, `device add
 /// --tenant acme --id porch-1`, `device add --claimable --id shed-1` and
 /// `--demo` for eight seconds, then its WAL was checkpointed) migrates to
-/// version 3: its data stays, and a customer can make an account with the
+/// version 5: its data stays, and a customer can make an account with the
 /// claim code printed for `shed-1` then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_before_accounts_migrates_and_takes_accounts() -> TestResult {

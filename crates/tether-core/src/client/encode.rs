@@ -1,7 +1,7 @@
 //! Protocol messages in and out of the runner's message buffer, and the
 //! mapping of WebSocket errors to [`LinkError`]s.
 
-use tether_proto::{CommandAck, DeviceToServer, Hello, Payload, Publish};
+use tether_proto::{CommandAck, Hello, Payload, Publish};
 
 use super::ClientConfig;
 use crate::outbox::Entry;
@@ -20,23 +20,26 @@ pub(super) enum Outgoing {
 
 /// Encodes one transmission other than a `Publish` into `out`; `None` if it
 /// does not fit (the buffers are checked against the limits, so it always
-/// fits).
+/// fits). `max_downlink` goes in `Hello` (what the receive buffer holds).
 pub(super) fn control(
     transmit: Transmit<'_>,
     config: &ClientConfig<'_>,
+    max_downlink: u32,
     out: &mut [u8],
 ) -> Option<Outgoing> {
-    let message = match transmit {
+    let encoded = match transmit {
         Transmit::Hello {
             boot_id,
             last_acked_seq,
-        } => DeviceToServer::Hello(Hello {
+        } => Hello {
             device_id: config.device_id,
             firmware_version: config.firmware_version,
             boot_id,
             last_acked_seq,
-        }),
-        Transmit::CommandAck { id, status, result } => DeviceToServer::CommandAck(CommandAck {
+            max_downlink_len: Some(max_downlink),
+        }
+        .encode(out),
+        Transmit::CommandAck { id, status, result } => CommandAck {
             id,
             status,
             result: if result.is_empty() {
@@ -44,7 +47,8 @@ pub(super) fn control(
             } else {
                 Payload(result)
             },
-        }),
+        }
+        .encode(out),
         Transmit::Ping { nonce } => return Some(Outgoing::Ping(nonce)),
         Transmit::Pong(payload) => {
             out.get_mut(..payload.len())?.copy_from_slice(payload);
@@ -53,27 +57,28 @@ pub(super) fn control(
         // Read from the outbox by the runner, then `publish`.
         Transmit::Publish { .. } => return None,
     };
-    binary(&message, out)
+    binary(encoded)
 }
 
 /// Encodes a stored message as a `Publish` with its send-time stamp
 /// `time_ms`; `None` if it does not fit `out` (an entry stored by a
 /// firmware with a larger payload capacity).
 pub(super) fn publish(entry: &Entry<'_>, time_ms: Option<u64>, out: &mut [u8]) -> Option<Outgoing> {
-    let message = DeviceToServer::Publish(Publish {
+    let encoded = Publish {
         seq: entry.seq,
         channel: entry.channel,
         time_ms,
         payload: Payload(entry.payload),
-    });
-    binary(&message, out)
+    }
+    .encode(out);
+    binary(encoded)
 }
 
-fn binary(message: &DeviceToServer<'_>, out: &mut [u8]) -> Option<Outgoing> {
-    message
-        .encode(out)
-        .ok()
-        .map(|bytes| Outgoing::Binary(bytes.len()))
+/// The device messages are encoded by tether-proto's compact encoders
+/// (`Hello::encode` and friends: the same bytes as
+/// `DeviceToServer::encode`, without the serde machinery on the device).
+fn binary(encoded: Result<&[u8], tether_proto::EncodeError>) -> Option<Outgoing> {
+    encoded.ok().map(|bytes| Outgoing::Binary(bytes.len()))
 }
 
 /// Why a link failed, from the WebSocket error that failed it.

@@ -66,7 +66,7 @@ use tether_proto::{MAX_PAYLOAD_LEN, validate_channel};
 
 pub use self::command::{CommandHandler, CommandResult, NoCommands, ResultTooLarge};
 pub use self::config::{
-    ClientConfig, ClientConfigError, DEFAULT_PAYLOAD_CAPACITY, message_buffer_len,
+    ClientConfig, ClientConfigError, DEFAULT_PAYLOAD_CAPACITY, max_downlink_len, message_buffer_len,
 };
 pub use self::runner::{Buffers, NeedsProvisioning, Runner};
 use crate::board::Board;

@@ -213,6 +213,7 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
                 }
             };
 
+        let max_downlink = super::max_downlink_len(rx.len());
         let mut request = ws::ClientRequest::new(url.authority, url.path);
         if let Some(authorization) = config.authorization {
             request = request.with_authorization(authorization);
@@ -237,7 +238,15 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
             }
         };
         client.with_session(|s| s.on_link_up(clock.now()));
-        serve(client, config, handler, message, &mut websocket).await;
+        serve(
+            client,
+            config,
+            max_downlink,
+            handler,
+            message,
+            &mut websocket,
+        )
+        .await;
         // Close the transport gracefully (TCP FIN, TLS close_notify), within
         // the send timeout; the connector aborts what does not finish.
         let _ = select(
@@ -253,6 +262,7 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
 async fn serve<B, M, H, T, const PAYLOAD: usize>(
     client: &Client<B, M, PAYLOAD>,
     config: &ClientConfig<'_>,
+    max_downlink: u32,
     handler: &mut H,
     message: &mut [u8],
     websocket: &mut ws::WebSocket<'_, T, SessionRng<'_, B, M, PAYLOAD>>,
@@ -272,7 +282,9 @@ async fn serve<B, M, H, T, const PAYLOAD: usize>(
             let next = client.with_session(|s| match s.poll_transmit(now) {
                 None => Next::Idle,
                 Some(Transmit::Publish { after }) => Next::Publish { after },
-                Some(transmit) => Next::Send(encode::control(transmit, config, message)),
+                Some(transmit) => {
+                    Next::Send(encode::control(transmit, config, max_downlink, message))
+                }
             });
             let outgoing = match next {
                 Next::Idle => break,
@@ -473,9 +485,25 @@ where
             client.with_session(|s| s.on_pong(now, payload));
             None
         }
-        ws::Message::Close(frame) => Some(LinkError::Closed {
-            code: frame.map_or(1005, |f| f.code.as_u16()),
-        }),
+        ws::Message::Close(frame) => Some(closed(frame)),
+    }
+}
+
+/// Why the server closed: its close code, or for 4017 (`draining`) the
+/// reconnect delay its reason suggests (1 s if it suggests none).
+fn closed(frame: Option<ws::CloseFrame<'_>>) -> LinkError {
+    match frame {
+        Some(frame)
+            if Some(frame.code.as_u16()) == tether_proto::ErrorCode::DRAINING.close_code() =>
+        {
+            LinkError::Draining {
+                retry_after_ms: tether_proto::reconnect_hint_ms(frame.reason).unwrap_or(1_000),
+            }
+        }
+        Some(frame) => LinkError::Closed {
+            code: frame.code.as_u16(),
+        },
+        None => LinkError::Closed { code: 1005 },
     }
 }
 
@@ -494,5 +522,35 @@ impl<B: Board, M: RawMutex, const PAYLOAD: usize> RngCore for SessionRng<'_, B, 
 
     fn fill_bytes(&mut self, dst: &mut [u8]) {
         self.0.with_session(|s| s.rng_mut().fill_bytes(dst));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(code: u16, reason: &str) -> Option<ws::CloseFrame<'_>> {
+        Some(ws::CloseFrame {
+            code: ws::CloseCode::new(code),
+            reason,
+        })
+    }
+
+    #[test]
+    fn a_draining_close_carries_its_reconnect_hint() {
+        assert_eq!(
+            closed(frame(4017, "250 draining")),
+            LinkError::Draining {
+                retry_after_ms: 250
+            }
+        );
+        assert_eq!(
+            closed(frame(4017, "draining")),
+            LinkError::Draining {
+                retry_after_ms: 1_000
+            }
+        );
+        assert_eq!(closed(frame(1001, "250")), LinkError::Closed { code: 1001 });
+        assert_eq!(closed(None), LinkError::Closed { code: 1005 });
     }
 }

@@ -21,6 +21,8 @@ use core::fmt;
 
 use serde::Serialize;
 
+use tokio::sync::oneshot;
+
 use super::{BoxFuture, StoreError, TenantId};
 
 /// An account's id.
@@ -291,6 +293,156 @@ pub trait AccountStore: Send + Sync {
         token: &str,
         now_ms: u64,
     ) -> BoxFuture<'_, Result<InvitationInfo, StoreError>>;
+}
+
+// ------------------------------------------------- the writers' operations
+
+/// What both stores' writers do with an account write: the operation, its
+/// answer, and the checks made before anything is written (so a refusal
+/// commits nothing, on either database).
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// An account operation for the writer.
+pub(crate) enum AccountOp {
+    Create {
+        account: NewAccount,
+        now_ms: u64,
+        reply: Reply<CreatedAccount>,
+    },
+    OpenSession {
+        account_id: AccountId,
+        token: String,
+        expires_ms: u64,
+        now_ms: u64,
+        reply: Reply<i64>,
+    },
+    EndSession {
+        session_id: i64,
+        reply: Reply<()>,
+    },
+    SetRole {
+        tenant_id: TenantId,
+        account_id: AccountId,
+        role: Role,
+        reply: Reply<()>,
+    },
+    Remove {
+        tenant_id: TenantId,
+        account_id: AccountId,
+        reply: Reply<()>,
+    },
+    Invite {
+        invitation: NewInvitation,
+        now_ms: u64,
+        reply: Reply<i64>,
+    },
+    RevokeInvitation {
+        tenant_id: TenantId,
+        invitation_id: i64,
+        reply: Reply<()>,
+    },
+}
+
+/// What an account operation answers (its inner error is a refusal that
+/// wrote nothing).
+pub(crate) enum AccountDone {
+    Created(Result<CreatedAccount, StoreError>),
+    Id(Result<i64, StoreError>),
+    Unit(Result<(), StoreError>),
+}
+
+impl AccountOp {
+    /// Answers with what the committed operation did.
+    pub(crate) fn answer(self, done: AccountDone) {
+        // A dropped receiver (the request went away) is not an error.
+        match (self, done) {
+            (AccountOp::Create { reply, .. }, AccountDone::Created(answer)) => {
+                drop(reply.send(answer));
+            }
+            (
+                AccountOp::OpenSession { reply, .. } | AccountOp::Invite { reply, .. },
+                AccountDone::Id(answer),
+            ) => drop(reply.send(answer)),
+            (
+                AccountOp::EndSession { reply, .. }
+                | AccountOp::SetRole { reply, .. }
+                | AccountOp::Remove { reply, .. }
+                | AccountOp::RevokeInvitation { reply, .. },
+                AccountDone::Unit(answer),
+            ) => drop(reply.send(answer)),
+            (op, _) => op.fail(&StoreError::Invalid("mismatched reply".into())),
+        }
+    }
+
+    /// Answers with `error` (the operation did not happen).
+    pub(crate) fn fail(self, error: &StoreError) {
+        let error = error.clone();
+        match self {
+            AccountOp::Create { reply, .. } => drop(reply.send(Err(error))),
+            AccountOp::OpenSession { reply, .. } | AccountOp::Invite { reply, .. } => {
+                drop(reply.send(Err(error)));
+            }
+            AccountOp::EndSession { reply, .. }
+            | AccountOp::SetRole { reply, .. }
+            | AccountOp::Remove { reply, .. }
+            | AccountOp::RevokeInvitation { reply, .. } => drop(reply.send(Err(error))),
+        }
+    }
+}
+
+/// The refusal of changing a member whose current role is `current`
+/// (`None`: not a member of the tenant) to `role`, if it is refused.
+pub(crate) fn refuse_role_change(current: Option<Role>, role: Role) -> Option<StoreError> {
+    match current {
+        None => Some(StoreError::NotFound),
+        Some(Role::Owner) => Some(StoreError::Invalid("the owner's role cannot change".into())),
+        Some(_) if role == Role::Owner => Some(StoreError::Invalid(
+            "the owner role is given by an invitation of the administrator only".into(),
+        )),
+        Some(_) => None,
+    }
+}
+
+/// The refusal of removing a member whose role is `current`, if refused.
+pub(crate) fn refuse_removal(current: Option<Role>) -> Option<StoreError> {
+    match current {
+        None => Some(StoreError::NotFound),
+        Some(Role::Owner) => Some(StoreError::Invalid("the owner cannot be removed".into())),
+        Some(_) => None,
+    }
+}
+
+/// The refusal of a new invitation with `role` while the tenant has
+/// `pending` ones, if refused.
+pub(crate) fn refuse_invitation(role: Role, pending: i64) -> Option<StoreError> {
+    if role == Role::Owner {
+        return Some(StoreError::Invalid(
+            "an invitation cannot make an owner".into(),
+        ));
+    }
+    if usize::try_from(pending).unwrap_or(usize::MAX) >= MAX_PENDING_INVITATIONS {
+        return Some(StoreError::Invalid(format!(
+            "{MAX_PENDING_INVITATIONS} invitations are pending; withdraw some first"
+        )));
+    }
+    None
+}
+
+/// A role as stored; an unknown name is a damaged database.
+pub(crate) fn stored_role(name: &str) -> Result<Role, StoreError> {
+    Role::parse(name).ok_or_else(|| StoreError::Database(format!("unknown role {name:?}")))
+}
+
+/// The stored lookup part and hash of a secret token with `prefix`, or
+/// `None` if `token` is not one.
+pub(crate) fn lookup_and_hash<'a>(token: &'a str, prefix: &str) -> Option<(&'a str, [u8; 32])> {
+    crate::auth::lookup_part(token, prefix).map(|lookup| (lookup, crate::auth::hash_secret(token)))
+}
+
+/// The sessions an account keeps besides a new one: the oldest beyond this
+/// end when it opens.
+pub(crate) fn sessions_kept_besides_new() -> i64 {
+    i64::try_from(MAX_SESSIONS_PER_ACCOUNT.saturating_sub(1)).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -23,8 +23,23 @@
 //! `Welcome.last_stored_seq`) never tells a device to drop a record the
 //! store does not have. Gaps the device made itself (records it dropped and
 //! never sent) do not hold the watermark back.
+//!
+//! # Fencing: one session of a device writes at a time
+//!
+//! [`Store::open_session`] hands out a **fencing token**
+//! ([`OpenedSession::fence`]), larger than every token the device had
+//! before, and records it as the device's current one. Each append carries
+//! its session's token ([`AppendRequest::fence`]); the append's transaction
+//! refuses ([`StoreError::Fenced`]) a token older than the device's current
+//! one. So when a device reconnects (to this node or, with a shared
+//! database, to another one) while its old session still has appends in
+//! flight, those late appends are refused by the database itself: nothing
+//! of the old session is stored after the new session read its watermark,
+//! and no record is acknowledged twice or out of order.
 
 pub mod accounts;
+mod admin;
+mod postgres;
 mod sqlite;
 
 use core::fmt;
@@ -37,7 +52,9 @@ use serde::Serialize;
 use tether_proto::{Event, Payload, ServerToReceiver};
 
 pub use accounts::{AccountStore, Role, SessionIdentity};
-pub use sqlite::{Admin, NewDevice, NewInvitationLink, NewKey, SqliteStore};
+pub use admin::{AdminStore, NewDevice, NewInvitationLink, NewKey};
+pub use postgres::{PgAdmin, PgStore};
+pub use sqlite::{Admin, SqliteStore};
 
 /// A boxed, sendable future (the store and broker traits are object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -65,6 +82,10 @@ pub enum StoreError {
     Expired,
     /// A value is not acceptable (the text says which).
     Invalid(String),
+    /// The append's session was replaced by a newer session of the device
+    /// (its fencing token is older than the device's current one): nothing
+    /// was written.
+    Fenced,
 }
 
 impl fmt::Display for StoreError {
@@ -76,6 +97,7 @@ impl fmt::Display for StoreError {
             StoreError::NotFound => f.write_str("not found"),
             StoreError::Expired => f.write_str("expired"),
             StoreError::Invalid(text) => write!(f, "invalid: {text}"),
+            StoreError::Fenced => f.write_str("a newer session of the device replaced this one"),
         }
     }
 }
@@ -110,11 +132,44 @@ impl ChannelFilter {
     /// Every channel.
     pub const ALL: ChannelFilter = ChannelFilter { patterns: None };
 
-    /// Only the listed channels (`name` or `prefix/*`).
+    /// Only the listed channels (`name` or `prefix/*`), unchecked (e.g. as
+    /// stored); [`ChannelFilter::parse`] checks them.
     pub fn only(patterns: Vec<String>) -> Self {
         ChannelFilter {
             patterns: Some(patterns),
         }
+    }
+
+    /// Only the listed channels, each checked with
+    /// [`ChannelFilter::check_pattern`]; at least one.
+    pub fn parse(patterns: Vec<String>) -> Result<Self, StoreError> {
+        if patterns.is_empty() {
+            return Err(StoreError::Invalid(
+                "channel patterns: give at least one".into(),
+            ));
+        }
+        for pattern in &patterns {
+            Self::check_pattern(pattern).map_err(StoreError::Invalid)?;
+        }
+        Ok(Self::only(patterns))
+    }
+
+    /// The one rule for a channel pattern, wherever one is accepted: `*`
+    /// (every channel), a channel name (that channel), or a channel name
+    /// followed by `/*` (every channel below it). Anything else could never
+    /// match a channel (`''`, `**`, `/x/`, `a*`) and is refused.
+    pub fn check_pattern(pattern: &str) -> Result<(), String> {
+        let name = match pattern {
+            "*" => return Ok(()),
+            _ => pattern.strip_suffix("/*").unwrap_or(pattern),
+        };
+        tether_proto::validate_channel(name).map_err(|_| {
+            format!(
+                "channel pattern {pattern:?}: use `*`, a channel name (letters, digits, _ - . and / between \
+                 non-empty segments, at most {} bytes) or a name followed by `/*`",
+                tether_proto::MAX_CHANNEL_LEN
+            )
+        })
     }
 
     /// The patterns, `None` for every channel.
@@ -204,6 +259,22 @@ pub struct AppendRequest {
     pub device_time_ms: Option<u64>,
     /// `Publish.payload`, checked to be one JSON value.
     pub payload: String,
+    /// The fencing token of the session that sent it
+    /// ([`OpenedSession::fence`]); 0 for a device that never opened a
+    /// session. Refused ([`StoreError::Fenced`]) when older than the
+    /// device's current token.
+    pub fence: u64,
+}
+
+/// What [`Store::open_session`] gives a new device session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenedSession {
+    /// The contiguous stored watermark of `(device, boot_id)`
+    /// (`Welcome.last_stored_seq`).
+    pub last_stored_seq: u32,
+    /// The session's fencing token: larger than any the device had before.
+    /// Its appends carry it ([`AppendRequest::fence`]).
+    pub fence: u64,
 }
 
 /// What an append did.
@@ -241,7 +312,7 @@ pub struct StoredEvent {
     #[serde(serialize_with = "raw_json")]
     pub payload: String,
     #[serde(skip)]
-    json: OnceLock<String>,
+    json: OnceLock<bytes::Bytes>,
 }
 
 fn raw_json<S: serde::Serializer>(payload: &str, serializer: S) -> Result<S::Ok, S::Error> {
@@ -275,8 +346,18 @@ impl StoredEvent {
     }
 
     /// The receiver-protocol text frame (`{"v":1,"event":{…}}`), encoded
-    /// once and shared by every subscriber.
+    /// once.
     pub fn json_frame(&self) -> &str {
+        core::str::from_utf8(self.json_bytes_ref()).unwrap_or_default()
+    }
+
+    /// [`json_frame`](Self::json_frame) as shared bytes: every subscriber
+    /// gets the same buffer (a reference count), not a copy.
+    pub fn json_bytes(&self) -> bytes::Bytes {
+        self.json_bytes_ref().clone()
+    }
+
+    fn json_bytes_ref(&self) -> &bytes::Bytes {
         self.json.get_or_init(|| {
             let event = ServerToReceiver::Event(Event {
                 channel: &self.channel,
@@ -287,7 +368,7 @@ impl StoredEvent {
                 payload: Payload::from_json_str(&self.payload),
             });
             // Every stored field passed validation when it was published.
-            event.to_json().unwrap_or_default()
+            bytes::Bytes::from(event.to_json().unwrap_or_default())
         })
     }
 }
@@ -372,6 +453,21 @@ pub enum Revocation {
     Account(i64),
 }
 
+impl Revocation {
+    /// The revocation a `revocations` row records (`kind`, `subject`), if
+    /// it is one this server knows (a newer server's kinds are skipped).
+    pub(crate) fn from_row(kind: &str, subject: String) -> Option<Revocation> {
+        match kind {
+            "device" => Some(Revocation::Device(subject)),
+            "moved" => Some(Revocation::Moved(subject)),
+            "key" => subject.parse().ok().map(Revocation::Key),
+            "session" => subject.parse().ok().map(Revocation::Session),
+            "account" => subject.parse().ok().map(Revocation::Account),
+            _ => None,
+        }
+    }
+}
+
 /// What one write transaction did, handed to [`StoreOptions::on_transaction`]
 /// (for metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -443,23 +539,33 @@ pub trait Store: Send + Sync + 'static {
     /// The receiver key, if it is valid and not revoked.
     fn authenticate_key(&self, key: &str)
     -> BoxFuture<'_, Result<Option<KeyIdentity>, StoreError>>;
-    /// Marks the device online and returns the contiguous stored watermark
-    /// of `(device, boot_id)` (0 if none): every record the device sent in
-    /// that boot up to it is stored (`Welcome.last_stored_seq`).
+    /// Marks the device online, gives the session a new fencing token (so
+    /// appends of older sessions are refused from now on) and returns it
+    /// with the contiguous stored watermark of `(device, boot_id)` (0 if
+    /// none): every record the device sent in that boot up to it is stored
+    /// (`Welcome.last_stored_seq`).
     fn open_session(
         &self,
         device_id: &str,
         firmware_version: &str,
         boot_id: u64,
         now_ms: u64,
-    ) -> BoxFuture<'_, Result<u32, StoreError>>;
-    /// Marks the device offline, last seen now.
-    fn close_session(&self, device_id: &str, now_ms: u64) -> BoxFuture<'_, Result<(), StoreError>>;
+    ) -> BoxFuture<'_, Result<OpenedSession, StoreError>>;
+    /// Marks the device offline, last seen now, if the session with token
+    /// `fence` is still its current one (a session that was replaced
+    /// leaves the device as its newer session has it).
+    fn close_session(
+        &self,
+        device_id: &str,
+        fence: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Enqueues an append (waiting while the writer is full: backpressure)
     /// and returns its commit. A commit that resolves `Ok` means the record
     /// is stored (now, or before: [`AppendOutcome::Duplicate`]); an `Err`
     /// means nothing of it was acknowledged, whatever happened to the
-    /// appends enqueued after it.
+    /// appends enqueued after it ([`StoreError::Fenced`]: its session was
+    /// replaced).
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Commit, StoreError>>;
     /// A channel's bounds (`1, 1` for a channel never published to).
     fn channel_bounds(

@@ -4,7 +4,6 @@
 //! [`AccountStore`] for [`SqliteStore`].
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::oneshot;
 
 use super::claim::{claimable, move_device};
 use super::schema::{to_i64, to_u64};
@@ -12,165 +11,66 @@ use super::writer::WriteOp;
 use super::{SqliteStore, boxed};
 use crate::auth;
 use crate::store::accounts::{
-    AccountId, AccountStore, CreatedAccount, InvitationInfo, Joining, MAX_PENDING_INVITATIONS,
-    MAX_SESSIONS_PER_ACCOUNT, MemberInfo, NewAccount, NewInvitation, PasswordRecord, Role,
-    SessionIdentity,
+    AccountDone, AccountId, AccountOp, AccountStore, CreatedAccount, InvitationInfo, Joining,
+    MemberInfo, NewAccount, NewInvitation, PasswordRecord, Reply, Role, SessionIdentity,
+    lookup_and_hash, refuse_invitation, refuse_removal, refuse_role_change,
+    sessions_kept_besides_new, stored_role,
 };
 use crate::store::{BoxFuture, StoreError, TenantId};
 
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-/// An account operation for the writer.
-pub(super) enum AccountOp {
-    Create {
-        account: NewAccount,
-        now_ms: u64,
-        reply: Reply<CreatedAccount>,
-    },
-    OpenSession {
-        account_id: AccountId,
-        token: String,
-        expires_ms: u64,
-        now_ms: u64,
-        reply: Reply<i64>,
-    },
-    EndSession {
-        session_id: i64,
-        reply: Reply<()>,
-    },
-    SetRole {
-        tenant_id: TenantId,
-        account_id: AccountId,
-        role: Role,
-        reply: Reply<()>,
-    },
-    Remove {
-        tenant_id: TenantId,
-        account_id: AccountId,
-        reply: Reply<()>,
-    },
-    Invite {
-        invitation: NewInvitation,
-        now_ms: u64,
-        reply: Reply<i64>,
-    },
-    RevokeInvitation {
-        tenant_id: TenantId,
-        invitation_id: i64,
-        reply: Reply<()>,
-    },
-}
-
-/// What an account operation answers (its inner error is a refusal that
-/// wrote nothing).
-pub(super) enum AccountDone {
-    Created(Result<CreatedAccount, StoreError>),
-    Id(Result<i64, StoreError>),
-    Unit(Result<(), StoreError>),
-}
-
-impl AccountOp {
-    /// Applies the operation; a database failure is the outer error.
-    pub(super) fn execute(&self, tx: &Connection) -> Result<AccountDone, StoreError> {
-        Ok(match self {
-            AccountOp::Create {
-                account, now_ms, ..
-            } => AccountDone::Created(create(tx, account, *now_ms)?),
-            AccountOp::OpenSession {
-                account_id,
-                token,
-                expires_ms,
-                now_ms,
-                ..
-            } => AccountDone::Id(Ok(open_session(
-                tx,
-                *account_id,
-                token,
-                *expires_ms,
-                *now_ms,
-            )?)),
-            AccountOp::EndSession { session_id, .. } => {
-                end_session(tx, *session_id)?;
-                AccountDone::Unit(Ok(()))
-            }
-            AccountOp::SetRole {
-                tenant_id,
-                account_id,
-                role,
-                ..
-            } => AccountDone::Unit(set_role(tx, *tenant_id, *account_id, *role)?),
-            AccountOp::Remove {
-                tenant_id,
-                account_id,
-                ..
-            } => AccountDone::Unit(remove(tx, *tenant_id, *account_id)?),
-            AccountOp::Invite {
-                invitation, now_ms, ..
-            } => AccountDone::Id(invite(tx, invitation, *now_ms)?),
-            AccountOp::RevokeInvitation {
-                tenant_id,
-                invitation_id,
-                ..
-            } => {
-                let changed = tx.execute(
-                    "DELETE FROM invitations WHERE id = ?1 AND tenant_id = ?2 AND used_ms IS NULL",
-                    params![invitation_id, tenant_id],
-                )?;
-                AccountDone::Unit(if changed == 0 {
-                    Err(StoreError::NotFound)
-                } else {
-                    Ok(())
-                })
-            }
-        })
-    }
-
-    /// Answers with what the committed operation did.
-    pub(super) fn answer(self, done: AccountDone) {
-        // A dropped receiver (the request went away) is not an error.
-        match (self, done) {
-            (AccountOp::Create { reply, .. }, AccountDone::Created(answer)) => {
-                drop(reply.send(answer));
-            }
-            (
-                AccountOp::OpenSession { reply, .. } | AccountOp::Invite { reply, .. },
-                AccountDone::Id(answer),
-            ) => drop(reply.send(answer)),
-            (
-                AccountOp::EndSession { reply, .. }
-                | AccountOp::SetRole { reply, .. }
-                | AccountOp::Remove { reply, .. }
-                | AccountOp::RevokeInvitation { reply, .. },
-                AccountDone::Unit(answer),
-            ) => drop(reply.send(answer)),
-            (op, _) => op.fail(&StoreError::Invalid("mismatched reply".into())),
+/// Applies an account operation; a database failure is the outer error.
+pub(super) fn execute(op: &AccountOp, tx: &Connection) -> Result<AccountDone, StoreError> {
+    Ok(match op {
+        AccountOp::Create {
+            account, now_ms, ..
+        } => AccountDone::Created(create(tx, account, *now_ms)?),
+        AccountOp::OpenSession {
+            account_id,
+            token,
+            expires_ms,
+            now_ms,
+            ..
+        } => AccountDone::Id(Ok(open_session(
+            tx,
+            *account_id,
+            token,
+            *expires_ms,
+            *now_ms,
+        )?)),
+        AccountOp::EndSession { session_id, .. } => {
+            end_session(tx, *session_id)?;
+            AccountDone::Unit(Ok(()))
         }
-    }
-
-    /// Answers with `error` (the operation did not happen).
-    pub(super) fn fail(self, error: &StoreError) {
-        let error = error.clone();
-        match self {
-            AccountOp::Create { reply, .. } => drop(reply.send(Err(error))),
-            AccountOp::OpenSession { reply, .. } | AccountOp::Invite { reply, .. } => {
-                drop(reply.send(Err(error)));
-            }
-            AccountOp::EndSession { reply, .. }
-            | AccountOp::SetRole { reply, .. }
-            | AccountOp::Remove { reply, .. }
-            | AccountOp::RevokeInvitation { reply, .. } => drop(reply.send(Err(error))),
+        AccountOp::SetRole {
+            tenant_id,
+            account_id,
+            role,
+            ..
+        } => AccountDone::Unit(set_role(tx, *tenant_id, *account_id, *role)?),
+        AccountOp::Remove {
+            tenant_id,
+            account_id,
+            ..
+        } => AccountDone::Unit(remove(tx, *tenant_id, *account_id)?),
+        AccountOp::Invite {
+            invitation, now_ms, ..
+        } => AccountDone::Id(invite(tx, invitation, *now_ms)?),
+        AccountOp::RevokeInvitation {
+            tenant_id,
+            invitation_id,
+            ..
+        } => {
+            let changed = tx.execute(
+                "DELETE FROM invitations WHERE id = ?1 AND tenant_id = ?2 AND used_ms IS NULL",
+                params![invitation_id, tenant_id],
+            )?;
+            AccountDone::Unit(if changed == 0 {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            })
         }
-    }
-}
-
-/// The stored lookup part and hash of a secret token with `prefix`, or
-/// `None` if `token` is not one.
-fn lookup_and_hash<'a>(token: &'a str, prefix: &str) -> Option<(&'a str, [u8; 32])> {
-    auth::lookup_part(token, prefix).map(|lookup| (lookup, auth::hash_secret(token)))
-}
-
-fn stored_role(name: &str) -> Result<Role, StoreError> {
-    Role::parse(name).ok_or_else(|| StoreError::Database(format!("unknown role {name:?}")))
+    })
 }
 
 /// The tenant and what the pending invitation named by `token` offers;
@@ -350,7 +250,7 @@ fn open_session(
         params![account_id, to_i64(now_ms)],
     )?;
     // Room for the new one: the oldest sessions beyond the limit end.
-    let keep = i64::try_from(MAX_SESSIONS_PER_ACCOUNT.saturating_sub(1)).unwrap_or(0);
+    let keep = sessions_kept_besides_new();
     let mut oldest = tx.prepare_cached(
         "SELECT id FROM web_sessions WHERE account_id = ?1 ORDER BY id DESC LIMIT -1 OFFSET ?2",
     )?;
@@ -418,19 +318,8 @@ fn set_role(
     account_id: AccountId,
     role: Role,
 ) -> Result<Result<(), StoreError>, StoreError> {
-    match role_in(tx, tenant_id, account_id)? {
-        None => return Ok(Err(StoreError::NotFound)),
-        Some(Role::Owner) => {
-            return Ok(Err(StoreError::Invalid(
-                "the owner's role cannot change".into(),
-            )));
-        }
-        Some(_) => {}
-    }
-    if role == Role::Owner {
-        return Ok(Err(StoreError::Invalid(
-            "the owner role is given by an invitation of the administrator only".into(),
-        )));
+    if let Some(refusal) = refuse_role_change(role_in(tx, tenant_id, account_id)?, role) {
+        return Ok(Err(refusal));
     }
     tx.execute(
         "UPDATE memberships SET role = ?2 WHERE account_id = ?1",
@@ -445,14 +334,8 @@ fn remove(
     tenant_id: TenantId,
     account_id: AccountId,
 ) -> Result<Result<(), StoreError>, StoreError> {
-    match role_in(tx, tenant_id, account_id)? {
-        None => return Ok(Err(StoreError::NotFound)),
-        Some(Role::Owner) => {
-            return Ok(Err(StoreError::Invalid(
-                "the owner cannot be removed".into(),
-            )));
-        }
-        Some(_) => {}
+    if let Some(refusal) = refuse_removal(role_in(tx, tenant_id, account_id)?) {
+        return Ok(Err(refusal));
     }
     // Memberships and sessions go with the account (ON DELETE CASCADE);
     // invitations it made stay, without their author.
@@ -466,11 +349,6 @@ fn invite(
     invitation: &NewInvitation,
     now_ms: u64,
 ) -> Result<Result<i64, StoreError>, StoreError> {
-    if invitation.role == Role::Owner {
-        return Ok(Err(StoreError::Invalid(
-            "an invitation cannot make an owner".into(),
-        )));
-    }
     let Some((lookup, hash)) = lookup_and_hash(&invitation.token, auth::INVITATION_TOKEN_PREFIX)
     else {
         return Ok(Err(StoreError::Invalid("invitation token".into())));
@@ -485,10 +363,8 @@ fn invite(
         params![invitation.tenant_id],
         |row| row.get(0),
     )?;
-    if usize::try_from(pending).unwrap_or(usize::MAX) >= MAX_PENDING_INVITATIONS {
-        return Ok(Err(StoreError::Invalid(format!(
-            "{MAX_PENDING_INVITATIONS} invitations are pending; withdraw some first"
-        ))));
+    if let Some(refusal) = refuse_invitation(invitation.role, pending) {
+        return Ok(Err(refusal));
     }
     tx.execute(
         "INSERT INTO invitations(tenant_id, lookup, hash, role, invited_by, created_ms, expires_ms)

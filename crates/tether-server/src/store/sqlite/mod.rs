@@ -7,18 +7,22 @@
 //!    backpressure)                              │ reply to each op
 //!                                               └▶ on_commit(events, in offset order)
 //!                                              retention.rs: bounded chunks between batches
+//!                                              checkpoint.rs: WAL → database file on its
+//!                                                own thread, never inside a commit
 //!  readers ──▶ permit (read_connections) ──▶ spawn_blocking on a pooled
 //!              read-only connection (read.rs; WAL: readers never block)
 //! ```
 //!
 //! The files follow the store's concerns: `schema.rs` (tables, migrations,
 //! connections), `writer.rs` (the batched writer: appends with their
-//! de-duplication and watermark, sessions), `read.rs`, `claim.rs`,
-//! `retention.rs`, `accounts.rs` (people who sign in: accounts, sessions,
-//! memberships, invitations), and `admin.rs` (the CLI's direct operations).
+//! de-duplication and watermark, sessions), `checkpoint.rs`, `read.rs`,
+//! `claim.rs`, `retention.rs`, `accounts.rs` (people who sign in: accounts,
+//! sessions, memberships, invitations), and `admin.rs` (the CLI's direct
+//! operations).
 
 mod accounts;
 mod admin;
+mod checkpoint;
 mod claim;
 mod read;
 mod retention;
@@ -31,14 +35,17 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-pub use admin::{Admin, NewDevice, NewInvitationLink, NewKey};
+pub use admin::Admin;
 
 use super::{
     AccountStore, AppendRequest, BoxFuture, ChannelBounds, ChannelInfo, Commit, DeviceIdentity,
-    DeviceInfo, KeyIdentity, ReadRange, Revocation, Store, StoreError, StoreOptions, StoredEvent,
-    TenantId,
+    DeviceInfo, KeyIdentity, OpenedSession, ReadRange, Revocation, Store, StoreError, StoreOptions,
+    StoredEvent, TenantId,
 };
 use writer::WriteOp;
+
+/// The writer connection's page cache, KiB.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 /// The SQLite store: a database file in WAL mode.
 #[derive(Debug, Clone)]
@@ -70,11 +77,24 @@ impl SqliteStore {
     /// older version) and starts its writer thread.
     pub fn open(path: &Path, options: StoreOptions) -> Result<SqliteStore, StoreError> {
         let conn = schema::open_connection(path)?;
+        // The writer's page cache holds the pages a batch touches (one leaf
+        // of `messages`, `boots`, `channels` and `devices` per device in
+        // it): with the default 2 MB, thousands of devices meant reading
+        // pages back from the file in every batch.
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB.saturating_neg())?;
+        // Checkpoints run on their own thread (see `checkpoint.rs`).
+        let checkpointer = checkpoint::Checkpointer::start(path);
+        if checkpointer.is_some() {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        }
         let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
         let read_connections = options.read_connections.max(1);
         let thread = std::thread::Builder::new()
             .name("tether-store-writer".into())
-            .spawn(move || writer::run(conn, receiver, options))
+            .spawn(move || {
+                writer::run(conn, receiver, options);
+                drop(checkpointer);
+            })
             .map_err(|error| StoreError::Database(error.to_string()))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -171,7 +191,7 @@ impl Store for SqliteStore {
         firmware_version: &str,
         boot_id: u64,
         now_ms: u64,
-    ) -> BoxFuture<'_, Result<u32, StoreError>> {
+    ) -> BoxFuture<'_, Result<OpenedSession, StoreError>> {
         let device_id = device_id.to_owned();
         let firmware_version = firmware_version.to_owned();
         boxed(self.write(move |reply| WriteOp::OpenSession {
@@ -183,10 +203,16 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn close_session(&self, device_id: &str, now_ms: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn close_session(
+        &self,
+        device_id: &str,
+        fence: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
         let device_id = device_id.to_owned();
         boxed(self.write(move |reply| WriteOp::CloseSession {
             device_id,
+            fence,
             now_ms,
             reply,
         }))

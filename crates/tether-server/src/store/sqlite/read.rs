@@ -260,26 +260,7 @@ pub(super) fn revocations_since(
     for row in rows {
         let (id, kind, subject) = row?;
         last = id;
-        match kind.as_str() {
-            "device" => revocations.push(Revocation::Device(subject)),
-            "moved" => revocations.push(Revocation::Moved(subject)),
-            "key" => {
-                if let Ok(key_id) = subject.parse() {
-                    revocations.push(Revocation::Key(key_id));
-                }
-            }
-            "session" => {
-                if let Ok(session_id) = subject.parse() {
-                    revocations.push(Revocation::Session(session_id));
-                }
-            }
-            "account" => {
-                if let Ok(account_id) = subject.parse() {
-                    revocations.push(Revocation::Account(account_id));
-                }
-            }
-            _ => {}
-        }
+        revocations.extend(Revocation::from_row(&kind, subject));
     }
     Ok((revocations, last))
 }

@@ -84,7 +84,13 @@ CREATE TABLE IF NOT EXISTS revocations(
 type Migration = fn(&Connection) -> Result<(), StoreError>;
 
 /// Version `n + 1` is what `MIGRATIONS[n]` makes of version `n`.
-const MIGRATIONS: [Migration; 3] = [claim_codes_expire, contiguous_watermark, accounts];
+const MIGRATIONS: [Migration; 5] = [
+    claim_codes_expire,
+    contiguous_watermark,
+    session_fences,
+    readings_reserved,
+    accounts,
+];
 
 /// The schema version this code reads and writes.
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -121,7 +127,20 @@ fn contiguous_watermark(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// 3: people sign in (see `store::accounts`): accounts with an Argon2id
+/// 3: each device's current session fencing token (see the
+/// [store docs](crate::store)): appends of older sessions are refused.
+fn session_fences(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("ALTER TABLE devices ADD COLUMN session_fence INTEGER NOT NULL DEFAULT 0")?;
+    Ok(())
+}
+
+/// 4: reserved for the described readings (branch `customer-data`), which
+/// take this number when the two branches are merged; nothing until then.
+fn readings_reserved(_conn: &Connection) -> Result<(), StoreError> {
+    Ok(())
+}
+
+/// 5: people sign in (see `store::accounts`): accounts with an Argon2id
 /// password hash, their membership of one tenant with a role, sign-in
 /// sessions and invitations (secrets as a lookup prefix and a SHA-256,
 /// like receiver keys).
@@ -189,6 +208,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The page size of new databases, bytes.
+pub(super) const PAGE_SIZE: i64 = 1024;
+
 /// How long a connection waits for another one's write lock before its
 /// statement fails with "database is locked".
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -198,6 +220,12 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Only takes effect on a new, empty database (before WAL): small
+    // pages, because every append updates rows scattered over several
+    // tables (its channel's newest `messages` leaf and time index, the
+    // device's `boots` row, the channel's `next_offset`), and each
+    // touched page is written whole to the WAL at commit.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a commit is on disk when it returns (acks mean durable).
     conn.pragma_update(None, "synchronous", "FULL")?;
