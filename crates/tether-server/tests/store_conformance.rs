@@ -108,6 +108,50 @@ impl StoreFixture for Sqlite {
         tx.commit()?;
         Ok(())
     }
+
+    fn insert_events(
+        &self,
+        tenant: TenantId,
+        channel: &str,
+        events: &[store_suite::TestEvent],
+    ) -> Result<(), BoxError> {
+        drop(self.admin()?);
+        let mut conn = Connection::open(self.path())?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO channels(tenant_id, name, next_offset) VALUES (?1, ?2, 1)
+             ON CONFLICT(tenant_id, name) DO NOTHING",
+            params![tenant, channel],
+        )?;
+        let (channel_id, mut offset): (i64, i64) = tx.query_row(
+            "SELECT id, next_offset FROM channels WHERE tenant_id = ?1 AND name = ?2",
+            params![tenant, channel],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO messages(channel_id, offset, device_id, device_time_ms,
+                                      server_time_ms, payload) VALUES (?1, ?2, ?3, NULL, ?4, ?5)",
+            )?;
+            for event in events {
+                insert.execute(params![
+                    channel_id,
+                    offset,
+                    event.device,
+                    i64::try_from(event.server_time_ms)?,
+                    event.payload
+                ])?;
+                offset += 1;
+            }
+        }
+        tx.execute(
+            "UPDATE channels SET next_offset = ?2 WHERE id = ?1",
+            params![channel_id, offset],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 store_conformance_tests!(Sqlite);
@@ -308,9 +352,24 @@ async fn a_database_of_the_previous_release_migrates_on_open() -> TestResult {
         )
         .await?;
     assert_eq!(events.len(), usize::try_from(next_offset)?);
+    // The old events roll up into series like new ones.
+    assert_eq!(store.roll_up().await?, u64::try_from(next_offset)?);
+    let series = store
+        .series(
+            tenant,
+            "demo/readings",
+            tether_server::store::SeriesQuery {
+                since_ms: 0,
+                until_ms: None,
+                bucket_ms: 3_600_000,
+                devices: None,
+            },
+        )
+        .await?;
+    assert!(series.points.iter().any(|p| p.key == "centi_celsius"));
     store.close().await;
     let after = Connection::open(fixture.path())?;
     let version: i64 = after.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     Ok(())
 }
