@@ -1,65 +1,69 @@
 //! WebSocket frame throughput: tether vs tungstenite vs embedded-websocket,
-//! with a memcpy baseline, on the same payloads and the same masking keys.
+//! with a memcpy baseline, on the same payload buffers.
 //!
 //! - `encode_masked/<size>`: build one masked client binary frame (header +
-//!   masked payload) into a preallocated output buffer.
-//! - `decode_server/<size>`: decode one unmasked server binary frame. The
-//!   plain names use each library's fastest public API (tether and
-//!   tungstenite's header parser hand out the payload in place;
-//!   embedded-websocket always copies it into a caller buffer); the `_copy`
-//!   variants copy the payload into a caller buffer too, for a like-for-like
-//!   comparison with embedded-websocket.
+//!   masked payload) into a preallocated output buffer. Every library draws
+//!   a fresh masking key per frame, inside the timed loop, from a real RNG
+//!   (`StdRng`, ChaCha12 seeded from the OS; tungstenite's `WebSocket` uses
+//!   its own thread-local RNG): the key is never a constant the compiler can
+//!   fold into the masking loop.
+//! - `decode_server/<size>`: decode one unmasked server binary frame. Every
+//!   library reads the very same wire buffer. The plain names use each
+//!   library's fastest public API (tether and tungstenite's header parser
+//!   hand out the payload in place; embedded-websocket always copies it into
+//!   a caller buffer); the `_copy` variants copy the payload into the same
+//!   caller buffer too, for a like-for-like comparison with
+//!   embedded-websocket.
 //!
 //! Each library is used through its fastest public API with no allocation in
 //! the timed loop where the library permits it (tungstenite's `Frame::format`
 //! allocates a copy of a masked payload; its `WebSocket::write` path does
 //! not, and is measured too). Run: `cargo bench -p tether-benches --bench
-//! frame_throughput`.
+//! frame_throughput`, then `cargo xtask bench-report` for the tables
+//! (medians with their spread). The run records the load average before and
+//! after in `<target>/criterion/frame_throughput-load.txt`, which the report
+//! prints.
 #![allow(missing_docs)]
+// Benchmark code is std code; the no_std import lints do not apply.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
 use core::hint::black_box;
 use std::io::{Cursor, Read, Write};
+use std::path::PathBuf;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use embedded_websocket as ews;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_core::RngCore;
 use tether_core::ws::{Config, Frame, OpCode, Status};
 use tungstenite::Bytes;
 use tungstenite::protocol::frame::coding::{Data, OpCode as TOpCode};
 use tungstenite::protocol::frame::{Frame as TFrame, FrameHeader as THeader};
 
 const SIZES: [usize; 5] = [16, 125, 1024, 16 * 1024, 64 * 1024];
-const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
-/// An RNG that always yields `KEY`: every library masks with the same key,
-/// and drawing it costs the same small call for each.
-struct FixedKey;
-
-impl rand_core::RngCore for FixedKey {
-    fn next_u32(&mut self) -> u32 {
-        u32::from_ne_bytes(KEY)
-    }
-    fn next_u64(&mut self) -> u64 {
-        u64::from(self.next_u32())
-    }
-    fn fill_bytes(&mut self, dst: &mut [u8]) {
-        for (d, k) in dst.iter_mut().zip(KEY.iter().cycle()) {
-            *d = *k;
-        }
-    }
+/// The RNG every library draws its masking keys from.
+fn key_rng() -> StdRng {
+    StdRng::from_os_rng()
 }
 
-impl rand_core_06::RngCore for FixedKey {
+/// `StdRng` (rand_core 0.9) behind embedded-websocket's RNG trait
+/// (rand_core 0.6).
+struct Rng06(StdRng);
+
+impl rand_core_06::RngCore for Rng06 {
     fn next_u32(&mut self) -> u32 {
-        u32::from_ne_bytes(KEY)
+        self.0.next_u32()
     }
     fn next_u64(&mut self) -> u64 {
-        u64::from(rand_core_06::RngCore::next_u32(self))
+        self.0.next_u64()
     }
     fn fill_bytes(&mut self, dst: &mut [u8]) {
-        rand_core::RngCore::fill_bytes(self, dst);
+        self.0.fill_bytes(dst);
     }
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), rand_core_06::Error> {
-        rand_core::RngCore::fill_bytes(self, dst);
+        self.0.fill_bytes(dst);
         Ok(())
     }
 }
@@ -103,9 +107,9 @@ fn encode(c: &mut Criterion) {
         });
 
         group.bench_with_input(BenchmarkId::new("tether", size), &data, |b, data| {
-            let mut rng = FixedKey;
+            let mut rng = key_rng();
             b.iter(|| {
-                let key = rand_core::RngCore::next_u32(&mut rng).to_ne_bytes();
+                let key = rng.next_u32().to_ne_bytes();
                 let n = Frame::new(OpCode::Binary, black_box(data))
                     .encode(Some(key), &mut out)
                     .unwrap();
@@ -117,7 +121,7 @@ fn encode(c: &mut Criterion) {
             BenchmarkId::new("embedded_websocket", size),
             &data,
             |b, data| {
-                let mut ws = ews::WebSocketClient::new_client(FixedKey);
+                let mut ws = ews::WebSocketClient::new_client(Rng06(key_rng()));
                 ws.state = ews::WebSocketState::Open;
                 b.iter(|| {
                     let n = ws
@@ -138,11 +142,12 @@ fn encode(c: &mut Criterion) {
             &bytes,
             |b, bytes| {
                 let mut sink = Vec::with_capacity(size + 14);
+                let mut rng = key_rng();
                 b.iter(|| {
                     sink.clear();
                     let mut frame =
                         TFrame::message(bytes.clone(), TOpCode::Data(Data::Binary), true);
-                    frame.header_mut().mask = Some(KEY);
+                    frame.header_mut().mask = Some(rng.next_u32().to_ne_bytes());
                     frame.format(&mut sink).unwrap();
                     black_box(&sink);
                 })
@@ -185,9 +190,14 @@ fn decode(c: &mut Criterion) {
         let mut to = vec![0u8; size];
         group.throughput(Throughput::Bytes(size as u64));
 
-        group.bench_with_input(BenchmarkId::new("memcpy", size), &data, |b, data| {
+        // Every function below reads `wire` itself (tether through `&mut`,
+        // because it unmasks in place; an unmasked frame is left as it is)
+        // and copies into `to`: no function gets a buffer of its own whose
+        // placement could make it look faster.
+        group.bench_function(BenchmarkId::new("memcpy", size), |b| {
             b.iter(|| {
-                to.copy_from_slice(black_box(data));
+                let payload = &black_box(&wire[..])[wire.len() - size..];
+                to.copy_from_slice(payload);
                 black_box(&to);
             })
         });
@@ -195,10 +205,9 @@ fn decode(c: &mut Criterion) {
         // Each library's fastest public API: tether and tungstenite hand out
         // the payload where it lies; embedded-websocket always copies it.
         group.bench_function(BenchmarkId::new("tether", size), |b| {
-            let mut input = wire.clone();
             b.iter(|| {
                 let Ok(Status::Complete((frame, used))) =
-                    Frame::decode(black_box(&mut input), &config)
+                    Frame::decode(black_box(&mut wire[..]), &config)
                 else {
                     unreachable!()
                 };
@@ -219,7 +228,7 @@ fn decode(c: &mut Criterion) {
         });
 
         group.bench_function(BenchmarkId::new("embedded_websocket", size), |b| {
-            let mut ws = ews::WebSocketClient::new_client(FixedKey);
+            let mut ws = ews::WebSocketClient::new_client(Rng06(key_rng()));
             ws.state = ews::WebSocketState::Open;
             b.iter(|| {
                 let result = ws.read(black_box(&wire), &mut to).unwrap();
@@ -231,10 +240,9 @@ fn decode(c: &mut Criterion) {
         // The same, with the payload copied into a caller buffer, like
         // embedded-websocket does.
         group.bench_function(BenchmarkId::new("tether_copy", size), |b| {
-            let mut input = wire.clone();
             b.iter(|| {
                 let Ok(Status::Complete((frame, used))) =
-                    Frame::decode(black_box(&mut input), &config)
+                    Frame::decode(black_box(&mut wire[..]), &config)
                 else {
                     unreachable!()
                 };
@@ -269,4 +277,52 @@ criterion_group! {
     config = config();
     targets = encode, decode
 }
-criterion_main!(benches);
+
+/// `criterion_main!`, with the load average recorded during the run: the
+/// report says how busy the machine was.
+fn main() {
+    let start = load_average();
+    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sampler = {
+        let samples = std::sync::Arc::clone(&samples);
+        std::thread::spawn(move || {
+            loop {
+                if let Some(one_minute) = load_average().split_whitespace().next()
+                    && let Ok(value) = one_minute.parse::<f64>()
+                    && let Ok(mut samples) = samples.lock()
+                {
+                    samples.push(value);
+                }
+                std::thread::sleep(core::time::Duration::from_secs(5));
+            }
+        })
+    };
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    drop(sampler);
+    // `cargo test --all-targets` runs each benchmark once, without
+    // `--bench`: that run measures nothing and must not replace the record.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        return;
+    }
+    let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    let min = samples.iter().copied().reduce(f64::min).unwrap_or(f64::NAN);
+    let max = samples.iter().copied().reduce(f64::max).unwrap_or(f64::NAN);
+    let record = format!(
+        "start {start}\nend {}\n1-minute load average every 5 s during the run: min {min:.2}, max {max:.2}\n",
+        load_average()
+    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("criterion");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("frame_throughput-load.txt"), record);
+}
+
+/// The first three fields of `/proc/loadavg` (1, 5 and 15 minutes).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}

@@ -43,6 +43,8 @@ commands:
   bench-report      Markdown tables from the last `cargo bench --bench frame_throughput` run
   load [ARGS]       load-test the relay server on loopback (release build):
                     --devices N --rate R --receivers M --seconds S
+  faults [ARGS]     the fault proof (fleet behind a fault proxy, kill -9 loop) for longer:
+                    --minutes N (default 10) --seed S (default random)
 ";
 
 fn main() -> ExitCode {
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
             seconds.and_then(fuzz::run)
         }
         Some("load") => load(&args[1..]),
+        Some("faults") => faults(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())
@@ -153,6 +156,50 @@ fn load(args: &[String]) -> Result<(), String> {
             .args(args)
             .current_dir(workspace_root()),
     )
+}
+
+/// `cargo xtask faults`: the fault test of the test command
+/// (`crates/tether-server/tests/faults.rs`), run for longer.
+fn faults(args: &[String]) -> Result<(), String> {
+    let mut minutes = 10u64;
+    let mut seed = None;
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let value = rest
+            .next()
+            .ok_or_else(|| format!("faults: {flag} needs a value"))?;
+        match flag.as_str() {
+            "--minutes" => {
+                minutes = value
+                    .parse()
+                    .map_err(|e| format!("faults: --minutes {value}: {e}"))?;
+            }
+            "--seed" => {
+                value
+                    .parse::<u64>()
+                    .map_err(|e| format!("faults: --seed {value}: {e}"))?;
+                seed = Some(value.clone());
+            }
+            other => return Err(format!("faults: unknown flag {other}\n\n{USAGE}")),
+        }
+    }
+    let mut command = Command::new(cargo_bin());
+    command
+        .args([
+            "test",
+            "-p",
+            "tether-server",
+            "--test",
+            "faults",
+            "--",
+            "--nocapture",
+        ])
+        .env("TETHER_FAULT_SECONDS", (minutes * 60).to_string())
+        .current_dir(workspace_root());
+    if let Some(seed) = seed {
+        command.env("TETHER_FAULT_SEED", seed);
+    }
+    run(&mut command)
 }
 
 /// Where cargo puts build output: `CARGO_TARGET_DIR` if set, else

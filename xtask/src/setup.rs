@@ -3,7 +3,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::{NO_STD_TARGETS, cargo_bin};
+use crate::{NO_STD_TARGETS, cargo_bin, target_dir};
 
 /// Debian packages the test suite needs (browsers for the end-to-end tests,
 /// database servers, ...). Each later feature adds its own here.
@@ -18,10 +18,16 @@ const DEBIAN_PACKAGES: &[&str] = &[
 /// Cargo subcommands the test suite needs, with the crate that provides them.
 const CARGO_TOOLS: &[(&str, &str)] = &[("fuzz", "cargo-fuzz")];
 
+/// The Autobahn|Testsuite runner (Python 3, PyPI), pinned; the conformance
+/// test (`crates/tether-test-support/tests/autobahn.rs`) reads the same
+/// version and finds it at `<target>/autobahn-venv/bin/kosoku`.
+const KOSOKU: (&str, &str) = ("kosoku", "0.1.0");
+
 pub(crate) fn run() -> Result<(), String> {
     rustup_targets()?;
     cargo_tools()?;
-    debian_packages(DEBIAN_PACKAGES)
+    debian_packages(DEBIAN_PACKAGES)?;
+    python_tools()
 }
 
 fn rustup_targets() -> Result<(), String> {
@@ -54,6 +60,48 @@ fn cargo_tools() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Installs kosoku into a virtual environment under the target directory
+/// (Debian's `python3-venv` first if `python3` cannot make one). Skipped
+/// when the pinned version is already there.
+fn python_tools() -> Result<(), String> {
+    let venv = target_dir().join("autobahn-venv");
+    let python = venv.join("bin").join("python3");
+    let (package, version) = KOSOKU;
+    let installed = python.to_str().and_then(|python| {
+        output(
+            python,
+            &[
+                "-c",
+                &format!("import importlib.metadata as m; print(m.version('{package}'))"),
+            ],
+        )
+    });
+    if installed.as_deref().map(str::trim) == Some(version) {
+        return Ok(());
+    }
+    // Debian's python3 has the `venv` module but not the `ensurepip` a
+    // virtual environment needs: that comes with `python3-venv`.
+    if output("python3", &["-c", "import ensurepip, venv"]).is_none() {
+        debian_packages(&["python3", "python3-venv"])?;
+    }
+    crate::run(
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv),
+    )?;
+    crate::run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg(format!("{package}=={version}")),
+    )
 }
 
 /// Installs the Debian packages that are not installed yet, with one
