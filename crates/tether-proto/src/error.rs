@@ -24,6 +24,15 @@ pub enum Field {
     Seq,
     /// `Welcome.max_in_flight` (must be at least 1).
     MaxInFlight,
+    /// The field descriptions of `DescribeChannel` or `Description` (see
+    /// [`Fields`](crate::Fields)).
+    Fields,
+    /// `DescribeCommand.label`.
+    Label,
+    /// `DescribeCommand.example`.
+    Example,
+    /// `Status.rssi_dbm` (from -150 to 0).
+    RssiDbm,
 }
 
 impl Field {
@@ -37,6 +46,10 @@ impl Field {
             Field::Message => "message",
             Field::Seq => "seq",
             Field::MaxInFlight => "max_in_flight",
+            Field::Fields => "fields",
+            Field::Label => "label",
+            Field::Example => "example",
+            Field::RssiDbm => "rssi_dbm",
         }
     }
 }
