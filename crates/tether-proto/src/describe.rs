@@ -271,7 +271,9 @@ impl<'a> Fields<'a> {
                 }
                 out.write_char(']')
             }
-            Repr::Json(bytes) => out.write_str(core::str::from_utf8(bytes).map_err(|_| fmt::Error)?),
+            Repr::Json(bytes) => {
+                out.write_str(core::str::from_utf8(bytes).map_err(|_| fmt::Error)?)
+            }
         }
     }
 
@@ -318,8 +320,9 @@ impl<'a> Fields<'a> {
         self.validate()?;
         let fields: alloc::vec::Vec<FieldDescription<'a>> = match self.0 {
             Repr::Described(fields) => fields.to_vec(),
-            Repr::Json(bytes) => serde_json::from_slice(bytes)
-                .map_err(|_| FieldError::Invalid(Field::Fields))?,
+            Repr::Json(bytes) => {
+                serde_json::from_slice(bytes).map_err(|_| FieldError::Invalid(Field::Fields))?
+            }
         };
         check_list(&fields)?;
         Ok(fields)
@@ -506,10 +509,9 @@ impl Serialize for Fields<'_> {
 #[cfg(feature = "std")]
 fn serialize_json<S: Serializer>(fields: &Fields<'_>, serializer: S) -> Result<S::Ok, S::Error> {
     let text = match fields.0 {
-        Repr::Json(bytes) => {
-            core::str::from_utf8(bytes).map_err(serde::ser::Error::custom)?
-                .into()
-        }
+        Repr::Json(bytes) => core::str::from_utf8(bytes)
+            .map_err(serde::ser::Error::custom)?
+            .into(),
         Repr::Described(_) => fields.to_json_string(),
     };
     let raw = serde_json::value::RawValue::from_string(text)
@@ -601,8 +603,7 @@ mod tests {
         changed[last] = b'9';
         assert_ne!(described, Fields::from_json(&changed));
         // Texts longer than the comparison's 64-byte chunks.
-        let long: std::vec::Vec<FieldDescription<'_>> =
-            (0..10).map(|_| CLIMATE[0]).collect();
+        let long: std::vec::Vec<FieldDescription<'_>> = (0..10).map(|_| CLIMATE[0]).collect();
         let text = json(&Fields::new(&long));
         assert!(text.len() > 500);
         assert_eq!(Fields::new(&long), Fields::from_json(text.as_bytes()));
@@ -637,8 +638,20 @@ mod tests {
             (ok.with_decimals(10), invalid),
             (ok.with_range(5.0, 5.0), invalid),
             (ok.with_range(0.0, 1e16), invalid),
-            (FieldDescription { min: Some(f64::NAN), ..ok }, invalid),
-            (FieldDescription { max: Some(3.0), ..ok }, Ok(())),
+            (
+                FieldDescription {
+                    min: Some(f64::NAN),
+                    ..ok
+                },
+                invalid,
+            ),
+            (
+                FieldDescription {
+                    max: Some(3.0),
+                    ..ok
+                },
+                Ok(()),
+            ),
         ] {
             assert_eq!(field.validate(), expected, "{field:?}");
         }

@@ -103,8 +103,8 @@ mod receiver;
 
 pub use codec::PROTOCOL_VERSION;
 pub use describe::{
-    FieldDescription, Fields, MAX_DECIMALS, MAX_FIELDS, MAX_FIELDS_LEN, MAX_KEY_LEN,
-    MAX_LABEL_LEN, MAX_MAGNITUDE, MAX_UNIT_LEN, MIN_SCALE,
+    FieldDescription, Fields, MAX_DECIMALS, MAX_FIELDS, MAX_FIELDS_LEN, MAX_KEY_LEN, MAX_LABEL_LEN,
+    MAX_MAGNITUDE, MAX_UNIT_LEN, MIN_SCALE,
 };
 pub use device::{
     Ack, Command, CommandAck, CommandStatus, DeviceToServer, Hello, Publish, ServerToDevice,

@@ -90,7 +90,10 @@ async fn check(
                 .filter(|device| !device.is_empty())
                 .map(str::to_owned)
                 .collect();
-            if devices.iter().any(|device| validate_device_id(device).is_err()) {
+            if devices
+                .iter()
+                .any(|device| validate_device_id(device).is_err())
+            {
                 return Err(wire_error(
                     ErrorCode::INVALID_FIELD,
                     "devices: a comma-separated list of device ids",
@@ -116,8 +119,7 @@ pub(crate) async fn descriptions(
     headers: HeaderMap,
     query: Result<Query<ChannelQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let (identity, query, _) = match check(&state, &headers, query, "query: channel=<name>").await
-    {
+    let (identity, query, _) = match check(&state, &headers, query, "query: channel=<name>").await {
         Ok(checked) => checked,
         Err(response) => return response,
     };
@@ -270,7 +272,11 @@ fn columns(descriptions: &[ChannelDescription]) -> Vec<Column> {
 
 fn header_of(field: &FieldDescription<'_>) -> String {
     let name = if field.label.is_empty() {
-        if field.key.is_empty() { "value" } else { field.key }
+        if field.key.is_empty() {
+            "value"
+        } else {
+            field.key
+        }
     } else {
         field.label
     };
@@ -349,7 +355,11 @@ fn csv_rows(events: &[Arc<StoredEvent>], columns: &[Column]) -> Result<Vec<u8>, 
                 .get(&event.device)
                 .copied()
                 .unwrap_or((1.0, None));
-            record.push(value.map(|value| scaled(value, scale, decimals)).unwrap_or_default());
+            record.push(
+                value
+                    .map(|value| scaled(value, scale, decimals))
+                    .unwrap_or_default(),
+            );
         }
         record.push(event.payload.clone());
         writer.write_record(&record)?;
@@ -522,8 +532,7 @@ pub(crate) async fn export(
     let mut response = (StatusCode::OK, Body::from_stream(stream)).into_response();
     let response_headers = response.headers_mut();
     response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(disposition) =
-        HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\""))
+    if let Ok(disposition) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\""))
     {
         response_headers.insert(header::CONTENT_DISPOSITION, disposition);
     }
@@ -564,8 +573,9 @@ mod tests {
             },
             ChannelDescription {
                 device: "b".into(),
-                fields: r#"[{"key":"c","label":"Temperature","unit":"°C","scale":0.1},{"key":"h"}]"#
-                    .into(),
+                fields:
+                    r#"[{"key":"c","label":"Temperature","unit":"°C","scale":0.1},{"key":"h"}]"#
+                        .into(),
                 updated_ms: 1,
             },
             ChannelDescription {

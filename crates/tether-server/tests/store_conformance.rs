@@ -11,7 +11,8 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 use store_suite::{BoxError, StoreFixture, TestResult, record};
 use tether_server::store::{
-    Admin, AppendOutcome, SqliteStore, Store, StoreError, StoreOptions, TenantId, TransactionStats,
+    Admin, AppendOutcome, ImportEvent, SqliteStore, Store, StoreError, StoreOptions, TenantId,
+    TransactionStats,
 };
 
 /// A database file in a temporary directory.
@@ -115,41 +116,16 @@ impl StoreFixture for Sqlite {
         channel: &str,
         events: &[store_suite::TestEvent],
     ) -> Result<(), BoxError> {
-        drop(self.admin()?);
-        let mut conn = Connection::open(self.path())?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO channels(tenant_id, name, next_offset) VALUES (?1, ?2, 1)
-             ON CONFLICT(tenant_id, name) DO NOTHING",
-            params![tenant, channel],
-        )?;
-        let (channel_id, mut offset): (i64, i64) = tx.query_row(
-            "SELECT id, next_offset FROM channels WHERE tenant_id = ?1 AND name = ?2",
-            params![tenant, channel],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
-        {
-            let mut insert = tx.prepare(
-                "INSERT INTO messages(channel_id, offset, device_id, device_time_ms,
-                                      server_time_ms, payload) VALUES (?1, ?2, ?3, NULL, ?4, ?5)",
-            )?;
-            for event in events {
-                insert.execute(params![
-                    channel_id,
-                    offset,
-                    event.device,
-                    i64::try_from(event.server_time_ms)?,
-                    event.payload
-                ])?;
-                offset += 1;
-            }
-        }
-        tx.execute(
-            "UPDATE channels SET next_offset = ?2 WHERE id = ?1",
-            params![channel_id, offset],
-        )?;
-        tx.commit()?;
+        let events: Vec<ImportEvent> = events
+            .iter()
+            .map(|event| ImportEvent {
+                device: event.device.clone(),
+                device_time_ms: None,
+                server_time_ms: event.server_time_ms,
+                payload: event.payload.clone(),
+            })
+            .collect();
+        self.admin()?.import_events(tenant, channel, &events)?;
         Ok(())
     }
 }

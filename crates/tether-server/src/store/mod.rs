@@ -40,7 +40,7 @@ pub use readings::{
     BUCKET_WIDTHS_MS, ChannelDescription, DeclaredCommand, ROLLUP_WIDTHS_MS, Series, SeriesPoint,
     SeriesQuery, bucket_width, rollup_width,
 };
-pub use sqlite::{Admin, NewDevice, NewKey, SqliteStore};
+pub use sqlite::{Admin, ImportEvent, NewDevice, NewKey, SqliteStore};
 
 /// A boxed, sendable future (the store and broker traits are object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -57,7 +57,9 @@ fn reference(events: &[TestEvent], since: u64, until: Option<u64>, width: u64) -
         let bucket = event.server_time_ms / width * width;
         let value: serde_json::Value = serde_json::from_str(&event.payload).unwrap_or_default();
         let numbers: Vec<(String, f64)> = match &value {
-            serde_json::Value::Number(n) => n.as_f64().map(|n| (String::new(), n)).into_iter().collect(),
+            serde_json::Value::Number(n) => {
+                n.as_f64().map(|n| (String::new(), n)).into_iter().collect()
+            }
             serde_json::Value::Object(members) => members
                 .iter()
                 .filter_map(|(key, value)| value.as_f64().map(|n| (key.clone(), n)))
@@ -65,9 +67,12 @@ fn reference(events: &[TestEvent], since: u64, until: Option<u64>, width: u64) -
             _ => Vec::new(),
         };
         for (key, n) in numbers {
-            let entry = sums
-                .entry((event.device.clone(), key, bucket))
-                .or_insert((0, f64::INFINITY, f64::NEG_INFINITY, 0.0));
+            let entry = sums.entry((event.device.clone(), key, bucket)).or_insert((
+                0,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                0.0,
+            ));
             entry.0 += 1;
             entry.1 = entry.1.min(n);
             entry.2 = entry.2.max(n);
@@ -182,7 +187,11 @@ pub async fn series_match_the_events_at_every_width<F: StoreFixture>() -> TestRe
         .series(tenant, "climate", query(T0, None, 900_000))
         .await?;
     assert_eq!(series.next_offset, 3_001);
-    assert_same(&series, &reference(&all, T0, None, 900_000), "after restart")?;
+    assert_same(
+        &series,
+        &reference(&all, T0, None, 900_000),
+        "after restart",
+    )?;
     let none = store
         .series(tenant, "nothing-here", query(T0, None, 60_000))
         .await?;
@@ -282,7 +291,9 @@ pub async fn series_are_scoped_to_tenant_and_devices<F: StoreFixture>() -> TestR
             store.roll_up().await?;
         }
         for width in [1_000, 60_000] {
-            let series = store.series(acme, "climate", query(T0, None, width)).await?;
+            let series = store
+                .series(acme, "climate", query(T0, None, width))
+                .await?;
             assert_same(&series, &reference(&ours, T0, None, width), "acme")?;
             assert_eq!(series.next_offset, 401);
             let series = store
@@ -315,7 +326,9 @@ pub async fn series_are_scoped_to_tenant_and_devices<F: StoreFixture>() -> TestR
         }
     }
     let third = fixture.add_tenant("third")?;
-    let empty = store.series(third, "climate", query(0, None, 60_000)).await?;
+    let empty = store
+        .series(third, "climate", query(0, None, 60_000))
+        .await?;
     assert!(empty.points.is_empty());
     store.close().await;
     Ok(())
@@ -338,13 +351,21 @@ pub async fn retention_prunes_rolled_up_buckets<F: StoreFixture>() -> TestResult
     store.roll_up().await?;
     let both: Vec<TestEvent> = old.iter().chain(&new).cloned().collect();
     for width in [60_000, 3_600_000] {
-        let series = store.series(tenant, "climate", query(0, None, width)).await?;
-        assert_same(&series, &reference(&both, 0, None, width), "before retention")?;
+        let series = store
+            .series(tenant, "climate", query(0, None, width))
+            .await?;
+        assert_same(
+            &series,
+            &reference(&both, 0, None, width),
+            "before retention",
+        )?;
     }
     fixture.set_retention(tenant, None, Some(10))?;
     assert_eq!(store.enforce_retention(T0 + 7_300_000).await?, 10);
     for width in [60_000, 900_000, 3_600_000] {
-        let series = store.series(tenant, "climate", query(0, None, width)).await?;
+        let series = store
+            .series(tenant, "climate", query(0, None, width))
+            .await?;
         assert_same(&series, &reference(&new, 0, None, width), "after retention")?;
     }
     store.close().await;
@@ -363,9 +384,14 @@ pub async fn descriptions_commands_and_signal_strength<F: StoreFixture>() -> Tes
     fixture.add_device(other, "o1")?;
     let store = fixture.open(StoreOptions::default())?;
     let first = r#"[{"key":"centi_celsius","label":"Temperature","unit":"°C","scale":0.01}]"#;
-    let second = r#"[{"key":"centi_celsius","label":"Temperature","unit":"°C","scale":0.01,"decimals":1}]"#;
-    store.describe_channel(acme, "d1", "climate", first, 5).await?;
-    store.describe_channel(acme, "d1", "climate", second, 6).await?;
+    let second =
+        r#"[{"key":"centi_celsius","label":"Temperature","unit":"°C","scale":0.01,"decimals":1}]"#;
+    store
+        .describe_channel(acme, "d1", "climate", first, 5)
+        .await?;
+    store
+        .describe_channel(acme, "d1", "climate", second, 6)
+        .await?;
     store
         .describe_channel(acme, "d2", "climate", r#"[{"key":"h","unit":"%"}]"#, 7)
         .await?;
@@ -388,14 +414,18 @@ pub async fn descriptions_commands_and_signal_strength<F: StoreFixture>() -> Tes
         .await?;
     store.set_rssi("d1", -67, 9).await?;
     store.set_rssi("d1", -71, 10).await?;
-    store.set_commands("o1", vec![command("secret", "", "1")]).await?;
+    store
+        .set_commands("o1", vec![command("secret", "", "1")])
+        .await?;
     check_readings(&store, acme, other, second).await?;
     store.close().await;
     // After a restart.
     let store = fixture.open(StoreOptions::default())?;
     check_readings(&store, acme, other, second).await?;
     // A later session's declarations replace the set.
-    store.set_commands("d1", vec![command("led", "", "null")]).await?;
+    store
+        .set_commands("d1", vec![command("led", "", "null")])
+        .await?;
     let devices = store.list_devices(acme, 12).await?;
     let d1 = devices.iter().find(|d| d.id == "d1").ok_or("no d1")?;
     assert_eq!(d1.commands, [command("led", "", "null")]);
@@ -437,6 +467,9 @@ async fn check_readings<S: Store>(
     assert_eq!((d1.rssi_dbm, d1.rssi_ms), (Some(-71), Some(10)));
     assert_eq!((d2.rssi_dbm, d2.rssi_ms), (None, None));
     assert!(d2.commands.is_empty());
-    assert!(devices.iter().all(|d| d.id != "o1"), "another tenant's device");
+    assert!(
+        devices.iter().all(|d| d.id != "o1"),
+        "another tenant's device"
+    );
     Ok(())
 }

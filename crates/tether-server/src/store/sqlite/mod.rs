@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-pub use admin::{Admin, NewDevice, NewKey};
+pub use admin::{Admin, ImportEvent, NewDevice, NewKey};
 
 use super::{
     AppendRequest, BoxFuture, ChannelBounds, ChannelDescription, ChannelInfo, Commit,
@@ -306,9 +306,7 @@ impl Store for SqliteStore {
         channel: &str,
     ) -> BoxFuture<'_, Result<Vec<ChannelDescription>, StoreError>> {
         let channel = channel.to_owned();
-        boxed(
-            self.read_with(move |conn| readings::channel_descriptions(conn, tenant_id, &channel)),
-        )
+        boxed(self.read_with(move |conn| readings::channel_descriptions(conn, tenant_id, &channel)))
     }
 
     fn set_commands(

@@ -179,7 +179,11 @@ fn collect(
     let mut statement = conn.prepare_cached(sql)?;
     let mut rows = statement.query(params)?;
     while let Some(row) = rows.next()? {
-        let key = (row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get(2)?);
+        let key = (
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get(2)?,
+        );
         let bucket = Bucket {
             count: to_u64(row.get(3)?),
             total: row.get(4)?,
@@ -201,9 +205,9 @@ pub(super) fn series(
 ) -> Result<Series, StoreError> {
     let width = query.bucket_ms.max(1);
     let since = to_i64(query.since_ms - query.since_ms % width);
-    let until = query
-        .until_ms
-        .map_or(i64::MAX, |until| to_i64(until.saturating_add(width - 1) / width * width));
+    let until = query.until_ms.map_or(i64::MAX, |until| {
+        to_i64(until.saturating_add(width - 1) / width * width)
+    });
     let devices = query
         .devices
         .as_ref()
