@@ -43,6 +43,8 @@ commands:
   bench-report      Markdown tables from the last `cargo bench --bench frame_throughput` run
   load [ARGS]       load-test the relay server on loopback (release build):
                     --devices N --rate R --receivers M --seconds S
+  series [ARGS]     time series queries on a large database (release build):
+                    --events N (default 10000000) --devices D --data-dir DIR
   faults [ARGS]     the fault proof (fleet behind a fault proxy, kill -9 loop) for longer:
                     --minutes N (default 10) --seed S (default random)
 ";
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
             seconds.and_then(fuzz::run)
         }
         Some("load") => load(&args[1..]),
+        Some("series") => series(&args[1..]),
         Some("faults") => faults(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
@@ -156,6 +159,27 @@ fn load(args: &[String]) -> Result<(), String> {
             .args(args)
             .current_dir(workspace_root()),
     )
+}
+
+/// `cargo xtask series`: fills a database with readings in bulk and times
+/// series queries on it (`crates/tether-server/examples/series_cost.rs`).
+fn series(args: &[String]) -> Result<(), String> {
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "tether-server",
+        "--example",
+        "series_cost",
+    ])?;
+    run(Command::new(
+        target_dir()
+            .join("release")
+            .join("examples")
+            .join("series_cost"),
+    )
+    .args(args)
+    .current_dir(workspace_root()))
 }
 
 /// `cargo xtask faults`: the fault test of the test command

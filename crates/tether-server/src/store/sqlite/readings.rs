@@ -136,14 +136,16 @@ pub(super) fn declared_commands(
 /// The numeric values of the events in a range, per device, member and
 /// bucket: `json_each` lists a payload's top-level members (or the payload
 /// itself when it is a scalar, with a NULL key). `{filter}` narrows the
-/// events further.
-fn raw_aggregate(filter: &str) -> String {
+/// events further; `{time}` is `m.server_time_ms` for the time index, or
+/// `+m.server_time_ms` to keep the planner on the offset range of
+/// `{filter}` (the events after the rollups: few, however long the range).
+fn raw_aggregate(filter: &str, time: &str) -> String {
     format!(
         "SELECT m.device_id, coalesce(j.key, ''), (m.server_time_ms / ?2) * ?2,
                 count(*), total(j.value), min(j.value), max(j.value)
          FROM messages m, json_each(m.payload) j
          WHERE m.channel_id = ?1 AND {filter}
-           AND m.server_time_ms >= ?3 AND m.server_time_ms < ?4
+           AND {time} >= ?3 AND {time} < ?4
            AND (?5 IS NULL OR m.device_id IN (SELECT value FROM json_each(?5)))
            AND j.type IN ('integer', 'real')
          GROUP BY 1, 2, 3"
@@ -253,14 +255,14 @@ pub(super) fn series(
             )?;
             collect(
                 &tx,
-                &raw_aggregate("m.offset > ?6"),
+                &raw_aggregate("m.offset > ?6", "+m.server_time_ms"),
                 params![channel_id, width, since, until, devices, rolled],
                 &mut buckets,
             )?;
         }
         None => collect(
             &tx,
-            &raw_aggregate("1"),
+            &raw_aggregate("1", "m.server_time_ms"),
             params![channel_id, width, since, until, devices],
             &mut buckets,
         )?,
