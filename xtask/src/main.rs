@@ -11,6 +11,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 mod bench_report;
+mod firmware;
 mod fuzz;
 mod setup;
 mod size;
@@ -19,17 +20,20 @@ mod size;
 /// (RISC-V, no atomics beyond load/store, no FPU) and a Cortex-M0+.
 pub(crate) const NO_STD_TARGETS: &[&str] = &["riscv32imc-unknown-none-elf", "thumbv6m-none-eabi"];
 
+/// Further targets the firmware examples build for: the ESP32-C6
+/// (RISC-V with atomics).
+pub(crate) const FIRMWARE_TARGETS: &[&str] = &["riscv32imac-unknown-none-elf"];
+
 /// Crates that must stay `#![no_std]` and build for [`NO_STD_TARGETS`] with
 /// no default features.
-pub(crate) const NO_STD_CRATES: &[&str] = &["tether-proto", "tether-core"];
+pub(crate) const NO_STD_CRATES: &[&str] = &["tether-proto", "tether-core", "tether-esp32"];
 
 /// Optional features of no_std crates that must build for
 /// [`NO_STD_TARGETS`] too: (crate, features).
-const NO_STD_FEATURES: &[(&str, &str)] = &[("tether-core", "flash")];
-
-/// Firmware examples: standalone crates (own target and `.cargo/config.toml`)
-/// that must build in release on stable Rust.
-const FIRMWARE_EXAMPLES: &[&str] = &["examples/esp32c3-minimal"];
+const NO_STD_FEATURES: &[(&str, &str)] = &[
+    ("tether-core", "flash"),
+    ("tether-esp32", "tls,portal,tls-p384"),
+];
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -40,6 +44,7 @@ commands:
   no-std            build the no_std crates for the bare-metal targets
   fuzz [SECONDS]    replay the committed corpora, then fuzz each target for SECONDS (default 20)
   size              code size of a minimal WebSocket client (riscv32imc): tether vs embedded-websocket
+  firmware          build the firmware examples, save their images (espflash), print flash and RAM
   bench-report      Markdown tables from the last `cargo bench --bench frame_throughput` run
   load [ARGS]       load-test the relay server on loopback (release build):
                     --devices N --rate R --receivers M --seconds S
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::run(),
         Some("no-std") => no_std_builds(),
         Some("size") => size::run(),
+        Some("firmware") => firmware::run(),
         Some("bench-report") => bench_report::run(),
         Some("fuzz") => {
             let seconds = match args.get(1).map(|s| s.parse::<u64>()) {
@@ -100,7 +106,7 @@ fn test() -> Result<(), String> {
         ]),
     )?;
     step("no_std builds", no_std_builds())?;
-    step("firmware examples", firmware_builds())?;
+    step("firmware examples", firmware::run())?;
     step("tests", cargo(&["test", "--workspace", "--all-targets"]))?;
     step("doc tests", cargo(&["test", "--workspace", "--doc"]))?;
     step("fuzz smoke", fuzz::run(fuzz::DEFAULT_SECONDS))?;
@@ -232,15 +238,6 @@ pub(crate) fn target_dir() -> PathBuf {
     env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
-}
-
-fn firmware_builds() -> Result<(), String> {
-    for example in FIRMWARE_EXAMPLES {
-        run(Command::new(cargo_bin())
-            .args(["build", "--release"])
-            .current_dir(workspace_root().join(example)))?;
-    }
-    Ok(())
 }
 
 fn step(name: &str, result: Result<(), String>) -> Result<(), String> {

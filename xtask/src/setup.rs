@@ -3,7 +3,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::{NO_STD_TARGETS, cargo_bin, target_dir};
+use crate::{FIRMWARE_TARGETS, NO_STD_TARGETS, cargo_bin, target_dir};
 
 /// Debian packages the test suite needs (browsers for the end-to-end tests,
 /// database servers, ...). Each later feature adds its own here.
@@ -13,10 +13,20 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // (fantoccini is built without a TLS back end: no OpenSSL needed.)
     "chromium",
     "chromium-driver",
+    // espflash (firmware images) links libudev through its serial-port crate.
+    "libudev-dev",
+    "pkg-config",
+    // The TAP test of tether-esp32: `unshare --net` and `ip`.
+    "util-linux",
+    "iproute2",
 ];
 
 /// Cargo subcommands the test suite needs, with the crate that provides them.
 const CARGO_TOOLS: &[(&str, &str)] = &[("fuzz", "cargo-fuzz")];
+
+/// Standalone tools, checked with `--version`, with the crate that provides
+/// them (`espflash save-image` makes the firmware images offline).
+const TOOLS: &[(&str, &str)] = &[("espflash", "espflash")];
 
 /// The Autobahn|Testsuite runner (Python 3, PyPI), pinned; the conformance
 /// test (`crates/tether-test-support/tests/autobahn.rs`) reads the same
@@ -25,15 +35,57 @@ const KOSOKU: (&str, &str) = ("kosoku", "0.1.0");
 
 pub(crate) fn run() -> Result<(), String> {
     rustup_targets()?;
-    cargo_tools()?;
+    // Debian packages first: espflash needs libudev to build.
     debian_packages(DEBIAN_PACKAGES)?;
+    cargo_tools()?;
+    tools()?;
     python_tools()
+}
+
+/// Where a tool `cargo install` put is: on `PATH`, or else in
+/// `$CARGO_HOME/bin` (`~/.cargo/bin`), which a fresh shell may not have on
+/// its `PATH` yet.
+pub(crate) fn tool_path(tool: &str) -> std::path::PathBuf {
+    let on_path = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if on_path {
+        return tool.into();
+    }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cargo"))
+        });
+    match cargo_home {
+        Some(home) => home.join("bin").join(tool),
+        None => tool.into(),
+    }
+}
+
+fn tools() -> Result<(), String> {
+    for (tool, krate) in TOOLS {
+        let present = Command::new(tool_path(tool))
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            crate::run(Command::new(cargo_bin()).args(["install", "--locked", krate]))?;
+        }
+    }
+    Ok(())
 }
 
 fn rustup_targets() -> Result<(), String> {
     let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
     let missing: Vec<&str> = NO_STD_TARGETS
         .iter()
+        .chain(FIRMWARE_TARGETS)
         .copied()
         .filter(|t| !installed.lines().any(|line| line.trim() == *t))
         .collect();

@@ -67,7 +67,8 @@ impl<'a> Endpoint<'a> {
 /// buffers, and the connection it returns borrows them. Here the "network"
 /// is a canned reply, so the example runs anywhere; a real firmware connector
 /// (resolving with `stack.dns_query`, then `TcpSocket::new(stack, rx, tx)`
-/// and `socket.connect(..)`) is in `examples/esp32c3-minimal`.
+/// and `socket.connect(..)`, and a graceful close) is `tether-esp32`'s
+/// `TcpConnector`.
 ///
 /// ```
 /// use embedded_io_async::{ErrorKind, ErrorType, Read, Write};

@@ -13,8 +13,6 @@
 #![no_std]
 #![no_main]
 
-mod board;
-
 use embassy_executor::Spawner;
 use embassy_net::{Runner as NetRunner, StackResources};
 use embassy_time::{Duration, Timer};
@@ -27,9 +25,17 @@ use esp_radio::wifi::sta::StationConfig;
 use esp_radio::wifi::{AuthenticationMethodConfig, Config, Interface, WifiController};
 use static_cell::{ConstStaticCell, StaticCell};
 use tether_core::client::{self, ClientConfig, CommandResult, Resources};
+use tether_core::outbox::RamOutbox;
+use tether_esp32::{EspBoard, TcpConfig, TcpConnector};
 use tether_proto::{Command, CommandStatus};
 
-use crate::board::{EspBoard, SOCKET_BUFFER};
+/// The tether board: tether-esp32's embassy-net connector (DNS, TCP on the
+/// buffers below, FIN-then-RST close), the hardware RNG, a RAM outbox.
+type Board = EspBoard<TcpConnector, Rng, RamOutbox<4096>>;
+
+/// Socket buffer sizes: one WebSocket frame of a few hundred bytes fits
+/// many times over.
+const SOCKET_BUFFER: usize = 2048;
 
 esp_bootloader_esp_idf::esp_app_desc!();
 
@@ -89,12 +95,14 @@ async fn main(spawner: Spawner) -> ! {
     static SOCKET_RX: StaticCell<[u8; SOCKET_BUFFER]> = StaticCell::new();
     static SOCKET_TX: StaticCell<[u8; SOCKET_BUFFER]> = StaticCell::new();
     // Built in place at compile time (no 7 KB copy through the stack).
-    static TETHER: ConstStaticCell<Resources<EspBoard>> = ConstStaticCell::new(Resources::new());
-    let board = EspBoard::new(
+    static TETHER: ConstStaticCell<Resources<Board>> = ConstStaticCell::new(Resources::new());
+    let connector = TcpConnector::new(
         stack,
         SOCKET_RX.init([0; SOCKET_BUFFER]),
         SOCKET_TX.init([0; SOCKET_BUFFER]),
+        TcpConfig::default(),
     );
+    let board = Board::new(connector, rng, RamOutbox::new());
     let mut config = ClientConfig::new(URL, DEVICE_ID, env!("CARGO_PKG_VERSION"));
     if let Some(authorization) = AUTHORIZATION {
         config = config.with_authorization(authorization);
@@ -119,7 +127,10 @@ async fn main(spawner: Spawner) -> ! {
     let publish_counter = async {
         for counter in 1u32.. {
             match client.publish("counter", &counter).await {
-                Ok(seq) => println!("counter {counter} stored as seq {seq}, {:?}", client.state()),
+                Ok(seq) => println!(
+                    "counter {counter} stored as seq {seq}, {:?}",
+                    client.state()
+                ),
                 Err(e) => println!("counter {counter} not stored: {e}"),
             }
             Timer::after(Duration::from_secs(1)).await;
