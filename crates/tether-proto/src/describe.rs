@@ -51,6 +51,8 @@ use core::hash::{Hash, Hasher};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Field, FieldError};
+use crate::limits::{validate_channel, validate_device_id};
+use crate::payload::Payload;
 
 /// Field descriptions in one [`Fields`] list, at most.
 pub const MAX_FIELDS: usize = 16;
@@ -70,6 +72,146 @@ pub const MAX_DECIMALS: u8 = 9;
 pub const MAX_MAGNITUDE: f64 = 1e15;
 /// The magnitude of a scale, at least.
 pub const MIN_SCALE: f64 = 1e-12;
+/// `DescribeCommand.example`, in bytes, at most.
+pub const MAX_EXAMPLE_LEN: usize = 256;
+/// The lowest `Status.rssi_dbm`.
+pub const MIN_RSSI_DBM: i16 = -150;
+
+/// Device → server: what the members of one channel's payload mean. Sent
+/// after `Welcome`, before the session's records (tether-core sends its
+/// configured descriptions on every connection); replaces the device's
+/// earlier description of the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DescribeChannel<'a> {
+    /// The channel described.
+    pub channel: &'a str,
+    /// Its payload members (1 to [`MAX_FIELDS`]).
+    #[serde(borrow)]
+    pub fields: Fields<'a>,
+}
+
+impl<'a> DescribeChannel<'a> {
+    /// `channel`'s payload members mean `fields`.
+    #[must_use]
+    pub const fn new(channel: &'a str, fields: Fields<'a>) -> Self {
+        DescribeChannel { channel, fields }
+    }
+
+    /// Checks every field against its documented bounds.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate_channel(self.channel)?;
+        self.fields.validate()
+    }
+}
+
+/// Device → server: a command the device takes, so that a dashboard can
+/// offer it. Sent after `Welcome` like [`DescribeChannel`]; the commands a
+/// device describes in one session replace those of its earlier sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DescribeCommand<'a> {
+    /// The command's channel (what `Command.channel` will say).
+    pub channel: &'a str,
+    /// For people, e.g. `Relay on/off` (label text, 0 to
+    /// [`MAX_LABEL_LEN`] bytes).
+    pub label: &'a str,
+    /// A payload the command takes, to start from (JSON, at most
+    /// [`MAX_EXAMPLE_LEN`] bytes; `null` for none).
+    #[serde(borrow)]
+    pub example: Payload<'a>,
+}
+
+impl<'a> DescribeCommand<'a> {
+    /// The command on `channel`, without a label or an example.
+    #[must_use]
+    pub const fn new(channel: &'a str) -> Self {
+        DescribeCommand {
+            channel,
+            label: "",
+            example: Payload::NULL,
+        }
+    }
+
+    /// For people.
+    #[must_use]
+    pub const fn with_label(mut self, label: &'a str) -> Self {
+        self.label = label;
+        self
+    }
+
+    /// A payload it takes, as JSON text (e.g. `{"on":true}`).
+    #[must_use]
+    pub const fn with_example(mut self, json: &'a str) -> Self {
+        self.example = Payload::from_json_str(json);
+        self
+    }
+
+    /// Checks every field against its documented bounds.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate_channel(self.channel)?;
+        if self.label.len() > MAX_LABEL_LEN {
+            return Err(FieldError::TooLong(Field::Label));
+        }
+        if !is_label_text(self.label) {
+            return Err(FieldError::Invalid(Field::Label));
+        }
+        if self.example.len() > MAX_EXAMPLE_LEN {
+            return Err(FieldError::TooLong(Field::Example));
+        }
+        if self.example.is_empty() {
+            return Err(FieldError::Invalid(Field::Example));
+        }
+        Ok(())
+    }
+}
+
+/// Device → server: how the device is doing. Sent when it has something
+/// to say (tether-core: after `Welcome`, and when the signal strength
+/// changed, at most once a minute).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Status {
+    /// The WiFi signal strength (RSSI), dBm, from [`MIN_RSSI_DBM`] to 0;
+    /// `None`: not known.
+    pub rssi_dbm: Option<i16>,
+}
+
+impl Status {
+    /// Checks every field against its documented bounds.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        match self.rssi_dbm {
+            Some(rssi) if !(MIN_RSSI_DBM..=0).contains(&rssi) => {
+                Err(FieldError::Invalid(Field::RssiDbm))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Server → receiver: what a device said the members of a channel's
+/// payload mean (its [`DescribeChannel`], as the server stores it). Sent
+/// only to receivers that asked in their `Subscribe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Description<'a> {
+    /// The channel.
+    pub channel: &'a str,
+    /// The device that described it.
+    pub device: &'a str,
+    /// Its payload members.
+    #[serde(borrow)]
+    pub fields: Fields<'a>,
+}
+
+impl Description<'_> {
+    /// Checks every field against its documented bounds.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate_channel(self.channel)?;
+        validate_device_id(self.device)?;
+        self.fields.validate()
+    }
+}
 
 /// What one numeric member of a channel's payload means: shown as
 /// `value × scale` in `unit`, with `decimals` decimals, on an axis from

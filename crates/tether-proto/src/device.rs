@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{DescribeChannel, DescribeCommand, Status};
 use crate::error::{Field, FieldError};
 use crate::limits::{
     MAX_FIRMWARE_VERSION_LEN, MAX_PAYLOAD_LEN, validate_channel, validate_device_id, validate_text,
@@ -132,6 +133,14 @@ pub enum DeviceToServer<'a> {
     /// Discriminant 2.
     #[serde(borrow)]
     CommandAck(CommandAck<'a>),
+    /// Discriminant 3 (an extension message, `docs/protocol.md` section 8).
+    #[serde(borrow)]
+    DescribeChannel(DescribeChannel<'a>),
+    /// Discriminant 4 (an extension message).
+    #[serde(borrow)]
+    DescribeCommand(DescribeCommand<'a>),
+    /// Discriminant 5 (an extension message).
+    Status(Status),
 }
 
 /// Every message the server sends a device (a binary frame).
@@ -177,6 +186,9 @@ impl DeviceToServer<'_> {
                 validate_payload(&publish.payload)
             }
             DeviceToServer::CommandAck(ack) => validate_payload(&ack.result),
+            DeviceToServer::DescribeChannel(describe) => describe.validate(),
+            DeviceToServer::DescribeCommand(describe) => describe.validate(),
+            DeviceToServer::Status(status) => status.validate(),
         }
     }
 }

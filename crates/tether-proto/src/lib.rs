@@ -103,8 +103,9 @@ mod receiver;
 
 pub use codec::PROTOCOL_VERSION;
 pub use describe::{
-    FieldDescription, Fields, MAX_DECIMALS, MAX_FIELDS, MAX_FIELDS_LEN, MAX_KEY_LEN, MAX_LABEL_LEN,
-    MAX_MAGNITUDE, MAX_UNIT_LEN, MIN_SCALE,
+    DescribeChannel, DescribeCommand, Description, FieldDescription, Fields, MAX_DECIMALS,
+    MAX_EXAMPLE_LEN, MAX_FIELDS, MAX_FIELDS_LEN, MAX_KEY_LEN, MAX_LABEL_LEN, MAX_MAGNITUDE,
+    MAX_UNIT_LEN, MIN_RSSI_DBM, MIN_SCALE, Status,
 };
 pub use device::{
     Ack, Command, CommandAck, CommandStatus, DeviceToServer, Hello, Publish, ServerToDevice,
@@ -143,8 +144,13 @@ pub const MAX_DEVICE_TO_SERVER_LEN: usize = 2 + max(
     max(
         // Hello: device_id, firmware_version, boot_id, last_acked_seq.
         prefixed(MAX_DEVICE_ID_LEN) + prefixed(MAX_FIRMWARE_VERSION_LEN) + U64 + U32,
-        // CommandAck: id, status, result.
-        U32 + 1 + prefixed(MAX_PAYLOAD_LEN),
+        max(
+            // CommandAck: id, status, result.
+            U32 + 1 + prefixed(MAX_PAYLOAD_LEN),
+            // DescribeChannel: channel, fields (DescribeCommand and Status
+            // are shorter).
+            prefixed(MAX_CHANNEL_LEN) + prefixed(MAX_FIELDS_LEN),
+        ),
     ),
 );
 

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::describe::Description;
 use crate::device::{CommandStatus, validate_payload};
 use crate::error::{ErrorCode, Field, FieldError};
 use crate::limits::{MAX_MESSAGE_LEN, validate_channel, validate_device_id, validate_text};
@@ -163,6 +164,10 @@ pub enum ServerToReceiver<'a> {
     Error(ErrorMessage<'a>),
     /// Discriminant 4.
     Pong(Pong),
+    /// Discriminant 5 (an extension message, `docs/protocol.md` section
+    /// 8): only to receivers whose `Subscribe` asked for descriptions.
+    #[serde(borrow)]
+    Description(Description<'a>),
 }
 
 impl ReceiverToServer<'_> {
@@ -196,6 +201,7 @@ impl ServerToReceiver<'_> {
                 validate_text(error.message, MAX_MESSAGE_LEN, false, Field::Message)
             }
             ServerToReceiver::Pong(_) => Ok(()),
+            ServerToReceiver::Description(description) => description.validate(),
         }
     }
 }

@@ -65,6 +65,7 @@ pub mod config;
 mod dashboard;
 pub mod demo;
 mod device_endpoint;
+mod device_readings;
 mod http_api;
 mod http_util;
 pub mod limits;
@@ -117,6 +118,8 @@ pub(crate) struct AppState {
     pub(crate) devices: DeviceSessions,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) revocations: broadcast::Sender<Revocation>,
+    /// Channel descriptions devices send, for the receivers that asked.
+    pub(crate) descriptions: broadcast::Sender<Arc<device_readings::DescriptionUpdate>>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) admission: admission::Admission,
     pub(crate) publish_buckets: limits::PublishBuckets,
@@ -240,6 +243,7 @@ impl Server {
         store.reset_presence().await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (revocations, _) = broadcast::channel(256);
+        let (descriptions, _) = broadcast::channel(256);
         let tls = match &config.tls {
             Some(files) => Some(tls::ReloadingTls::load(files.clone()).map_err(StartError::Tls)?),
             None => None,
@@ -266,6 +270,7 @@ impl Server {
             broker,
             metrics,
             revocations,
+            descriptions,
             shutdown: shutdown_rx,
             next_session: AtomicU64::new(1),
         });

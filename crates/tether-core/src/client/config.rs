@@ -3,11 +3,16 @@
 
 use core::fmt;
 
-use tether_proto::{MAX_CHANNEL_LEN, validate_device_id};
+use tether_proto::{
+    DescribeChannel, DescribeCommand, FieldError, MAX_CHANNEL_LEN, validate_device_id,
+};
 
 use crate::session::{MAX_COMMAND_RESULT_LEN, SessionConfig, SessionConfigError};
 use crate::time::Duration;
 use crate::url::{ServerUrl, UrlError};
+
+/// Channel and command descriptions one client may announce, at most.
+pub const MAX_ANNOUNCEMENTS: usize = 64;
 
 /// Largest JSON payload [`Client::publish`](super::Client::publish) serializes by default.
 pub const DEFAULT_PAYLOAD_CAPACITY: usize = 256;
@@ -47,6 +52,8 @@ pub struct ClientConfig<'a> {
     pub(super) authorization: Option<&'a str>,
     pub(super) session: SessionConfig,
     pub(super) send_timeout: Duration,
+    pub(super) descriptions: &'a [DescribeChannel<'a>],
+    pub(super) commands: &'a [DescribeCommand<'a>],
 }
 
 impl<'a> ClientConfig<'a> {
@@ -62,7 +69,61 @@ impl<'a> ClientConfig<'a> {
             authorization: None,
             session: SessionConfig::new(),
             send_timeout: Duration::from_secs(10),
+            descriptions: &[],
+            commands: &[],
         }
+    }
+
+    /// What the device's channels' payload members mean (label, unit,
+    /// scale, …), told the server after every `Welcome` so dashboards show
+    /// readings in their units. Typically `const`s next to the reading
+    /// types:
+    ///
+    /// ```
+    /// use tether_core::client::ClientConfig;
+    /// use tether_proto::{DescribeChannel, FieldDescription, Fields};
+    ///
+    /// const CLIMATE: DescribeChannel<'static> = DescribeChannel::new(
+    ///     "kitchen/climate",
+    ///     Fields::new(&[FieldDescription::new("centi_celsius")
+    ///         .with_label("Temperature")
+    ///         .with_unit("°C")
+    ///         .with_scale(0.01)]),
+    /// );
+    /// let config = ClientConfig::new("wss://relay.example.com/v1/device", "kitchen-1", "1.0.0")
+    ///     .with_descriptions(&[CLIMATE]);
+    /// assert!(config.validate().is_ok());
+    /// ```
+    #[must_use]
+    pub const fn with_descriptions(mut self, descriptions: &'a [DescribeChannel<'a>]) -> Self {
+        self.descriptions = descriptions;
+        self
+    }
+
+    /// The commands the device takes (channel, label, example payload),
+    /// told the server after every `Welcome` so dashboards can offer them.
+    #[must_use]
+    pub const fn with_commands(mut self, commands: &'a [DescribeCommand<'a>]) -> Self {
+        self.commands = commands;
+        self
+    }
+
+    /// The channel descriptions.
+    #[must_use]
+    pub const fn descriptions(&self) -> &'a [DescribeChannel<'a>] {
+        self.descriptions
+    }
+
+    /// The command descriptions.
+    #[must_use]
+    pub const fn commands(&self) -> &'a [DescribeCommand<'a>] {
+        self.commands
+    }
+
+    /// Announcements after every `Welcome`: descriptions, then commands.
+    pub(super) fn announcements(&self) -> u16 {
+        u16::try_from(self.descriptions.len().saturating_add(self.commands.len()))
+            .unwrap_or(u16::MAX)
     }
 
     /// The `Authorization` header of the WebSocket upgrade, e.g.
@@ -134,6 +195,17 @@ impl<'a> ClientConfig<'a> {
         if self.send_timeout.as_millis() == 0 {
             return Err(ClientConfigError::ZeroSendTimeout);
         }
+        if self.descriptions.len().saturating_add(self.commands.len()) > MAX_ANNOUNCEMENTS {
+            return Err(ClientConfigError::TooManyDescriptions);
+        }
+        for description in self.descriptions {
+            description
+                .validate()
+                .map_err(ClientConfigError::Description)?;
+        }
+        for command in self.commands {
+            command.validate().map_err(ClientConfigError::Description)?;
+        }
         Ok(url)
     }
 }
@@ -160,6 +232,13 @@ pub enum ClientConfigError {
     /// The receive or transmit buffer is too small for a WebSocket frame
     /// (at least 128 bytes each).
     FrameBufferTooSmall,
+    /// A channel or command description breaks the protocol's rules.
+    Description(FieldError),
+    /// More than [`MAX_ANNOUNCEMENTS`] channel and command descriptions.
+    TooManyDescriptions,
+    /// A description does not fit the message buffer (make `MESSAGE`
+    /// larger, or the description shorter).
+    DescriptionTooLarge,
 }
 
 impl fmt::Display for ClientConfigError {
@@ -172,6 +251,11 @@ impl fmt::Display for ClientConfigError {
             Self::ZeroSendTimeout => f.write_str("send timeout must not be zero"),
             Self::MessageBufferTooSmall => f.write_str("message buffer too small"),
             Self::FrameBufferTooSmall => f.write_str("frame buffers too small"),
+            Self::Description(e) => write!(f, "invalid description: {e}"),
+            Self::TooManyDescriptions => f.write_str("too many descriptions"),
+            Self::DescriptionTooLarge => {
+                f.write_str("a description does not fit the message buffer")
+            }
         }
     }
 }

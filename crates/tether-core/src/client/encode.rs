@@ -1,7 +1,7 @@
 //! Protocol messages in and out of the runner's message buffer, and the
 //! mapping of WebSocket errors to [`LinkError`]s.
 
-use tether_proto::{CommandAck, DeviceToServer, Hello, Payload, Publish};
+use tether_proto::{CommandAck, DeviceToServer, Hello, Payload, Publish, Status};
 
 use super::ClientConfig;
 use crate::outbox::Entry;
@@ -45,6 +45,10 @@ pub(super) fn control(
                 Payload(result)
             },
         }),
+        Transmit::Announce { index } => announcement(config, index)?,
+        Transmit::Status { rssi_dbm } => DeviceToServer::Status(Status {
+            rssi_dbm: Some(rssi_dbm),
+        }),
         Transmit::Ping { nonce } => return Some(Outgoing::Ping(nonce)),
         Transmit::Pong(payload) => {
             out.get_mut(..payload.len())?.copy_from_slice(payload);
@@ -54,6 +58,22 @@ pub(super) fn control(
         Transmit::Publish { .. } => return None,
     };
     binary(&message, out)
+}
+
+/// Announcement `index`: the channel descriptions, then the command
+/// descriptions, in the order the configuration lists them.
+pub(super) fn announcement<'a>(
+    config: &ClientConfig<'a>,
+    index: u16,
+) -> Option<DeviceToServer<'a>> {
+    let index = usize::from(index);
+    match config.descriptions.get(index) {
+        Some(description) => Some(DeviceToServer::DescribeChannel(*description)),
+        None => index
+            .checked_sub(config.descriptions.len())
+            .and_then(|index| config.commands.get(index))
+            .map(|command| DeviceToServer::DescribeCommand(*command)),
+    }
 }
 
 /// Encodes a stored message as a `Publish` with its send-time stamp

@@ -108,6 +108,13 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
         if RX < 128 || TX < 128 {
             return Err(ClientConfigError::FrameBufferTooSmall);
         }
+        for index in 0..config.announcements() {
+            let fits = encode::announcement(config, index)
+                .is_some_and(|message| message.encoded_len() <= MESSAGE);
+            if !fits {
+                return Err(ClientConfigError::DescriptionTooLarge);
+            }
+        }
         Ok(())
     }
 
