@@ -92,6 +92,7 @@ impl std::error::Error for Error {}
 pub struct BrowserOptions {
     window_width: u32,
     window_height: u32,
+    phone: bool,
 }
 
 impl Default for BrowserOptions {
@@ -99,15 +100,29 @@ impl Default for BrowserOptions {
         BrowserOptions {
             window_width: 1280,
             window_height: 900,
+            phone: false,
         }
     }
 }
 
 impl BrowserOptions {
-    /// The window size in CSS pixels (a phone is about 412 × 915).
+    /// The window size in CSS pixels. Chromium keeps a desktop window at
+    /// least 500 pixels wide whatever is asked: for a phone's width use
+    /// [`phone`](Self::phone).
     pub fn window(mut self, width: u32, height: u32) -> Self {
         self.window_width = width;
         self.window_height = height;
+        self.phone = false;
+        self
+    }
+
+    /// A phone's viewport of `width` × `height` CSS pixels (a phone is
+    /// about 412 × 915), through Chromium's mobile emulation (mobile
+    /// viewport, touch), so `window.innerWidth` really is `width`.
+    pub fn phone(mut self, width: u32, height: u32) -> Self {
+        self.window_width = width;
+        self.window_height = height;
+        self.phone = true;
         self
     }
 }
@@ -200,7 +215,7 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let capabilities = serde_json::json!({
+        let mut capabilities = serde_json::json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": binary,
@@ -219,6 +234,17 @@ impl Browser {
                 ],
             },
         });
+        if options.phone {
+            capabilities["goog:chromeOptions"]["mobileEmulation"] = serde_json::json!({
+                "deviceMetrics": {
+                    "width": options.window_width,
+                    "height": options.window_height,
+                    "pixelRatio": 1,
+                    "mobile": true,
+                    "touch": true,
+                },
+            });
+        }
         let serde_json::Value::Object(capabilities) = capabilities else {
             return Err(Error("capabilities are not an object".to_owned()));
         };

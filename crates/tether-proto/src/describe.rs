@@ -445,7 +445,7 @@ impl<'a> Fields<'a> {
         }
         match self.0 {
             Repr::Described(fields) => check_list(fields),
-            Repr::Json(bytes) if bytes.is_empty() => Err(FieldError::Invalid(Field::Fields)),
+            Repr::Json([]) => Err(FieldError::Invalid(Field::Fields)),
             Repr::Json(_) => Ok(()),
         }
     }
@@ -693,9 +693,10 @@ fn deserialize_json<'de, D: Deserializer<'de>>(_: D) -> Result<Fields<'de>, D::E
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
+    extern crate alloc;
 
-    use std::string::String;
+    use alloc::string::String;
+    use alloc::vec::Vec;
 
     use super::*;
 
@@ -745,7 +746,7 @@ mod tests {
         changed[last] = b'9';
         assert_ne!(described, Fields::from_json(&changed));
         // Texts longer than the comparison's 64-byte chunks.
-        let long: std::vec::Vec<FieldDescription<'_>> = (0..10).map(|_| CLIMATE[0]).collect();
+        let long: Vec<FieldDescription<'_>> = (0..10).map(|_| CLIMATE[0]).collect();
         let text = json(&Fields::new(&long));
         assert!(text.len() > 500);
         assert_eq!(Fields::new(&long), Fields::from_json(text.as_bytes()));

@@ -1,6 +1,8 @@
 //! Property tests: every message survives both encodings unchanged, and the
 //! binary encoding is canonical (decode ∘ encode is the identity on bytes).
 
+extern crate alloc;
+
 use proptest::prelude::*;
 use tether_proto::{
     Ack, Command, CommandAck, CommandResult, CommandStatus, DescribeChannel, DescribeCommand,
@@ -119,7 +121,7 @@ fn field() -> impl Strategy<Value = OwnedField> {
 /// 1 to 6 fields with distinct keys.
 fn fields() -> impl Strategy<Value = Vec<OwnedField>> {
     prop::collection::vec(field(), 1..=6).prop_map(|mut fields| {
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = alloc::collections::BTreeSet::new();
         fields.retain(|field| seen.insert(field.0.clone()));
         fields
     })

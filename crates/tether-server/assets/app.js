@@ -301,11 +301,16 @@ function renderDevices() {
     }),
   );
   if (state.devices.some((device) => device.id === selected)) select.value = selected;
-  offerCommands();
+  // A device chosen for the first time (the list's first) fills the form.
+  offerCommands(select.value !== selected);
 }
 
-/** The command form offers the commands the chosen device declared. */
-function offerCommands() {
+/**
+ * The command form offers the commands the chosen device declared; when
+ * the customer picks a device (`choose`), its first command and example
+ * fill the form.
+ */
+function offerCommands(choose = false) {
   const device = state.devices.find((entry) => entry.id === $("command-device").value);
   const commands = device?.commands ?? [];
   $("command-channels").replaceChildren(
@@ -325,8 +330,10 @@ function offerCommands() {
     const names = commands.map((command) => (command.label ? `${command.channel} (${command.label})` : command.channel));
     hint.textContent = `${device.id} takes: ${names.join(", ")}.`;
     const channel = $("command-channel");
-    if (!commands.some((command) => command.channel === channel.value.trim())) {
-      channel.value = commands[0].channel;
+    if (choose) {
+      if (!commands.some((command) => command.channel === channel.value.trim())) {
+        channel.value = commands[0].channel;
+      }
       fillExample();
     }
   }
@@ -723,7 +730,7 @@ function start() {
   $("sign-out").addEventListener("click", () => signOut());
   $("claim-form").addEventListener("submit", claim);
   $("command-form").addEventListener("submit", sendCommand);
-  $("command-device").addEventListener("change", offerCommands);
+  $("command-device").addEventListener("change", () => offerCommands(true));
   $("command-channel").addEventListener("change", fillExample);
   $("open-form").addEventListener("submit", (event) => {
     event.preventDefault();

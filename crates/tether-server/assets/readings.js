@@ -146,8 +146,30 @@ class QuantityChart {
     this.plotElement.className = "plot";
     this.plotElement.setAttribute("role", "img");
     this.plotElement.setAttribute("aria-label", `${caption.textContent} over time, one line per device`);
-    this.figure.append(caption, this.plotElement);
+    // The chart in words: the latest value of each device.
+    this.latest = document.createElement("p");
+    this.latest.className = "latest";
+    this.figure.append(caption, this.plotElement, this.latest);
     parent.append(this.figure);
+  }
+
+  /** "Latest: kitchen-1 21.5 °C · kitchen-2 20.9 °C", of the devices shown. */
+  summarize(shown) {
+    const parts = [];
+    this.devices.forEach((device, index) => {
+      if (!shown.has(device)) return;
+      const line = this.values[index];
+      for (let at = line.length - 1; at >= 0; at -= 1) {
+        if (line[at] !== null && line[at] !== undefined) {
+          parts.push(`${device} ${formatValue(line[at], { ...this.field, scale: 1 })}`);
+          return;
+        }
+      }
+    });
+    this.latest.textContent = parts.length ? `Latest: ${parts.join(" · ")}` : "No values in this range.";
+    this.figure.dataset.points = String(this.times.length);
+    this.figure.dataset.first = String(this.times.length ? Math.round(this.times[0] * 1000) : 0);
+    this.figure.dataset.last = String(this.times.length ? Math.round(this.times[this.times.length - 1] * 1000) : 0);
   }
 
   /** Adds a point at `time` (s) for line `index`; times arrive in order per source. */
@@ -179,6 +201,7 @@ class QuantityChart {
     const height = width < 500 ? 160 : 190;
     if (typeof window.uPlot !== "function") {
       this.plotElement.textContent = "The chart library did not load.";
+      this.summarize(shown);
       return;
     }
     const data = [this.times, ...this.values];
@@ -213,6 +236,7 @@ class QuantityChart {
     };
     this.plot?.destroy();
     this.plot = new window.uPlot(options, data, this.plotElement);
+    this.summarize(shown);
   }
 
   resize() {
@@ -440,17 +464,35 @@ export class ReadingsView {
     };
     for (const fields of this.fields.values()) for (const field of fields.values()) add(field);
     for (const line of lines) add(this.fieldOf(line.device, line.key));
+    // Each chart has a line for each device with values in the range (or,
+    // when none has, for those that described the quantity).
+    const lineDevices = new Map();
+    for (const line of lines) {
+      const id = quantityId(this.fieldOf(line.device, line.key));
+      if (!lineDevices.has(id)) lineDevices.set(id, new Set());
+      lineDevices.get(id).add(line.device);
+    }
     const box = this.$("charts");
     for (const [id, field] of quantities) {
-      this.charts.set(id, new QuantityChart(box, field, this.devices, (device) => this.colorOf(device)));
+      let devices = lineDevices.get(id);
+      if (!devices) {
+        devices = new Set(
+          [...this.fields.entries()]
+            .filter(([, fields]) => [...fields.values()].some((f) => quantityId(f) === id))
+            .map(([device]) => device),
+        );
+      }
+      const ordered = this.devices.filter((device) => devices.has(device));
+      this.charts.set(id, new QuantityChart(box, field, ordered, (device) => this.colorOf(device)));
     }
-    const half = this.bucketMs / 2000;
+    // A bucket's mean is drawn at its start: every event of the live tail
+    // is newer than every event of the series, so the line stays in order.
     for (const line of lines) {
       const field = this.fieldOf(line.device, line.key);
       const chart = this.charts.get(quantityId(field));
       const index = chart.devices.indexOf(line.device);
       for (const [start, , , , mean] of line.points) {
-        chart.point(start / 1000 + half, index, mean * field.scale);
+        chart.point(start / 1000, index, mean * field.scale);
       }
     }
     this.draw();
@@ -491,6 +533,7 @@ export class ReadingsView {
   applyFilter() {
     for (const chart of this.charts.values()) {
       chart.devices.forEach((device, index) => chart.plot?.setSeries(index + 1, { show: this.shown.has(device) }));
+      chart.summarize(this.shown);
     }
     this.root.dispatchEvent(new CustomEvent("filter", { detail: { shown: new Set(this.shown) } }));
   }
@@ -545,11 +588,13 @@ export class ReadingsView {
     for (const [key, raw] of members) {
       const field = this.fieldOf(event.device, key);
       const chart = this.charts.get(quantityId(field));
-      if (!chart) {
+      const index = chart ? chart.devices.indexOf(event.device) : -1;
+      if (index < 0) {
+        // A quantity or a line the charts do not have yet.
         missing = true;
         continue;
       }
-      chart.point(time, chart.devices.indexOf(event.device), raw * field.scale);
+      chart.point(time, index, raw * field.scale);
     }
     if (missing) {
       this.load().catch(() => {});

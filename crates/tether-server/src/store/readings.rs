@@ -68,7 +68,7 @@ pub fn rollup_width(bucket_ms: u64) -> Option<u64> {
         .iter()
         .rev()
         .copied()
-        .find(|width| bucket_ms % width == 0)
+        .find(|width| bucket_ms.is_multiple_of(*width))
 }
 
 /// What a device said one channel's fields mean (its `describe_channel`).

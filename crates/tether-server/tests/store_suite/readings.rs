@@ -49,7 +49,7 @@ type Expected = BTreeMap<(String, String, u64), (u64, f64, f64, f64)>;
 fn reference(events: &[TestEvent], since: u64, until: Option<u64>, width: u64) -> Expected {
     let since = since - since % width;
     let until = until.map_or(u64::MAX, |until| until.div_ceil(width) * width);
-    let mut sums: BTreeMap<(String, String, u64), (u64, f64, f64, f64)> = BTreeMap::new();
+    let mut sums = Expected::new(); // (count, min, max, sum) until the end
     for event in events {
         if event.server_time_ms < since || event.server_time_ms >= until {
             continue;
