@@ -190,8 +190,10 @@ impl Status {
 }
 
 /// Server → receiver: what a device said the members of a channel's
-/// payload mean (its [`DescribeChannel`], as the server stores it). Sent
-/// only to receivers that asked in their `Subscribe`.
+/// payload mean (its [`DescribeChannel`], as the server stores it).
+/// Reserved (`docs/protocol.md` section 2): tether-server does not send it
+/// yet (receivers read descriptions over HTTP), and a server sends it only
+/// to receivers that ask for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Description<'a> {
@@ -658,6 +660,13 @@ fn serialize_json<S: Serializer>(fields: &Fields<'_>, serializer: S) -> Result<S
     };
     let raw = serde_json::value::RawValue::from_string(text)
         .map_err(|_| serde::ser::Error::custom("field list is not JSON"))?;
+    // `RawValue` leaves out surrounding whitespace: refuse it (as payloads
+    // do), so that a list survives a trip through JSON unchanged.
+    if raw.get().len() != fields.json_len() {
+        return Err(serde::ser::Error::custom(
+            "field list is not one JSON value",
+        ));
+    }
     raw.serialize(serializer)
 }
 
@@ -854,6 +863,19 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn a_field_list_with_whitespace_around_it_has_no_json_form() {
+        // Binary decoders check only the length; the JSON encoder must not
+        // trim the text (the trimmed message would differ from this one).
+        for fields in [&b" [1]"[..], b"[1] ", b"xx"] {
+            let mut frame = alloc::vec![1, 3, 1, b't'];
+            frame.push(u8::try_from(fields.len()).unwrap());
+            frame.extend_from_slice(fields);
+            let message = crate::DeviceToServer::decode(&frame).unwrap();
+            assert_eq!(message.to_json(), Err(crate::EncodeError::PayloadNotJson));
         }
     }
 }

@@ -133,13 +133,13 @@ pub enum DeviceToServer<'a> {
     /// Discriminant 2.
     #[serde(borrow)]
     CommandAck(CommandAck<'a>),
-    /// Discriminant 3 (an extension message, `docs/protocol.md` section 8).
+    /// Discriminant 3 (an addition, `docs/protocol.md` section 8).
     #[serde(borrow)]
     DescribeChannel(DescribeChannel<'a>),
-    /// Discriminant 4 (an extension message).
+    /// Discriminant 4 (an addition).
     #[serde(borrow)]
     DescribeCommand(DescribeCommand<'a>),
-    /// Discriminant 5 (an extension message).
+    /// Discriminant 5 (an addition).
     Status(Status),
 }
 

@@ -1,8 +1,10 @@
 //! What a device says about its readings and itself, besides the readings:
 //! `describe_channel`, `describe_command` and `status` (the device endpoint
 //! hands them here). Each is checked fully (the decoders check only
-//! lengths), stored, and a description goes to the receivers that asked
-//! for descriptions of its channel.
+//! lengths) and stored; receivers read descriptions over HTTP
+//! (`readings_api`). A stored description is also announced on
+//! `AppState::descriptions`, for the receiver message `description`, which
+//! no endpoint sends yet (`docs/protocol.md` section 2).
 //!
 //! Limits per session, so a device cannot fill the database with them:
 //! [`MAX_DESCRIPTIONS`] channel descriptions and [`MAX_COMMANDS`] commands
