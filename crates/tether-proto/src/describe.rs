@@ -191,9 +191,8 @@ impl Status {
 
 /// Server → receiver: what a device said the members of a channel's
 /// payload mean (its [`DescribeChannel`], as the server stores it).
-/// Reserved (`docs/protocol.md` section 2): tether-server does not send it
-/// yet (receivers read descriptions over HTTP), and a server sends it only
-/// to receivers that ask for it.
+/// Sent only to receivers that asked: `"describe":true` in the JSON form
+/// of their `Subscribe` (`docs/protocol.md` section 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Description<'a> {

@@ -164,8 +164,8 @@ pub enum ServerToReceiver<'a> {
     Error(ErrorMessage<'a>),
     /// Discriminant 4.
     Pong(Pong),
-    /// Discriminant 5 (an addition, `docs/protocol.md` section 8):
-    /// reserved, see [`Description`].
+    /// Discriminant 5 (an addition, `docs/protocol.md` section 8): only to
+    /// receivers that asked, see [`Description`].
     #[serde(borrow)]
     Description(Description<'a>),
 }

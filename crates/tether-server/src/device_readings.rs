@@ -1,10 +1,11 @@
 //! What a device says about its readings and itself, besides the readings:
 //! `describe_channel`, `describe_command` and `status` (the device endpoint
 //! hands them here). Each is checked fully (the decoders check only
-//! lengths) and stored; receivers read descriptions over HTTP
-//! (`readings_api`). A stored description is also announced on
-//! `AppState::descriptions`, for the receiver message `description`, which
-//! no endpoint sends yet (`docs/protocol.md` section 2).
+//! lengths) and stored. Receivers read descriptions over HTTP
+//! (`readings_api`) or, when their `subscribe` asks (`"describe":true`),
+//! as `description` messages ([`forward_descriptions`]): the stored ones
+//! after `subscribed`, then each new one (announced on
+//! `AppState::descriptions`) as the device sends it.
 //!
 //! Limits per session, so a device cannot fill the database with them:
 //! [`MAX_DESCRIPTIONS`] channel descriptions and [`MAX_COMMANDS`] commands
@@ -13,7 +14,11 @@
 
 use std::sync::Arc;
 
-use tether_proto::{DescribeChannel, DescribeCommand, ErrorCode, Fields, Status};
+use axum::extract::ws::Message;
+use tether_proto::{
+    DescribeChannel, DescribeCommand, Description, ErrorCode, Fields, ServerToReceiver, Status,
+};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::store::{DeclaredCommand, DeviceIdentity, TenantId};
 use crate::{AppState, now_ms};
@@ -149,6 +154,65 @@ impl Described {
             .await
         {
             tracing::warn!(%error, device = %identity.device_id, "cannot store the signal strength");
+        }
+    }
+}
+
+/// The `description` frame of one device's description of `channel`.
+fn description_frame(channel: &str, device: &str, fields: &str) -> Option<Message> {
+    let frame = ServerToReceiver::Description(Description {
+        channel,
+        device,
+        fields: Fields::from_json(fields.as_bytes()),
+    })
+    .to_json()
+    .ok()?;
+    Some(Message::Text(frame.into()))
+}
+
+/// Sends a receiver the stored descriptions of `channel` (of `tenant_id`),
+/// then every new one from `updates` (joined before the store was read, so
+/// none is missed; one that arrives twice replaces itself), until the
+/// receiver is gone. Missed notices (`Lagged`) are made up from the store.
+pub(crate) async fn forward_descriptions(
+    state: Arc<AppState>,
+    tenant_id: TenantId,
+    channel: String,
+    mut updates: broadcast::Receiver<Arc<DescriptionUpdate>>,
+    outbox: mpsc::Sender<Message>,
+) {
+    let mut from_store = true;
+    loop {
+        if from_store {
+            from_store = false;
+            let stored = match state.store.channel_descriptions(tenant_id, &channel).await {
+                Ok(stored) => stored,
+                Err(error) => {
+                    tracing::warn!(%error, channel, "cannot read descriptions");
+                    Vec::new()
+                }
+            };
+            for description in stored {
+                let frame = description_frame(&channel, &description.device, &description.fields);
+                if let Some(frame) = frame
+                    && outbox.send(frame).await.is_err()
+                {
+                    return;
+                }
+            }
+        }
+        match updates.recv().await {
+            Ok(update) if update.tenant_id == tenant_id && update.channel == channel => {
+                let frame = description_frame(&channel, &update.device, &update.fields);
+                if let Some(frame) = frame
+                    && outbox.send(frame).await.is_err()
+                {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => from_store = true,
+            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }

@@ -27,7 +27,9 @@
 //! events are published only after their commit, so every event is either
 //! below the bounds read (replayed) or arrives live: no gap, no duplicate.
 //! A subscriber that falls behind its bounded live queue is told
-//! `Lagged` and catches up from the store the same way.
+//! `Lagged` and catches up from the store the same way. A `subscribe` with
+//! `"describe":true` also gets the channel's `description` messages
+//! (`device_readings::forward_descriptions`).
 //!
 //! Writing: one writer task per connection takes frames from a bounded
 //! outbox; each frame must be taken by the peer within `write_timeout`,
@@ -474,6 +476,7 @@ async fn serve(state: Arc<AppState>, identity: KeyIdentity, key: String, socket:
                             identity.tenant_id,
                             channel.clone(),
                             subscribe.from,
+                            asks_for_descriptions(&text),
                             live,
                             outbox.clone(),
                         ));
@@ -547,13 +550,41 @@ async fn serve(state: Arc<AppState>, identity: KeyIdentity, key: String, socket:
     await_close(&mut stream).await;
 }
 
+/// Whether a `subscribe` asks for the channel's descriptions: the member
+/// `"describe":true` (JSON only; decoders that do not know it ignore it,
+/// `docs/protocol.md` section 2).
+fn asks_for_descriptions(text: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Envelope {
+        subscribe: Options,
+    }
+    #[derive(Deserialize)]
+    struct Options {
+        #[serde(default)]
+        describe: bool,
+    }
+    serde_json::from_str::<Envelope>(text).is_ok_and(|envelope| envelope.subscribe.describe)
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Replays history from `from`, then forwards live events without gap or
 /// duplicate; catches up from the store when the live queue overflowed.
+/// With `describe`, the channel's descriptions follow `subscribed` (and
+/// new ones come as devices send them).
 async fn subscription(
     state: Arc<AppState>,
     tenant_id: i64,
     channel: String,
     from: Option<u64>,
+    describe: bool,
     mut live: Box<dyn Subscription>,
     outbox: mpsc::Sender<Message>,
 ) {
@@ -582,6 +613,15 @@ async fn subscription(
     {
         return;
     }
+    let _descriptions = describe.then(|| {
+        AbortOnDrop(tokio::spawn(crate::device_readings::forward_descriptions(
+            Arc::clone(&state),
+            tenant_id,
+            channel.clone(),
+            state.descriptions.subscribe(),
+            outbox.clone(),
+        )))
+    });
     // `last`: the highest offset sent or deliberately skipped.
     let mut last = bounds.next_offset.saturating_sub(1);
     let forwarder = Forwarder {

@@ -263,3 +263,94 @@ async fn descriptions_that_break_the_rules_close_the_session() -> TestResult {
     t.server.shutdown().await;
     Ok(())
 }
+
+/// A receiver that asks (`"describe":true` in its `subscribe`) gets the
+/// channel's stored descriptions right after `subscribed`, then each new
+/// one as a device sends it; one that does not ask never sees a
+/// `description`; another tenant's description of a channel of the same
+/// name reaches nobody here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_that_ask_get_descriptions_stored_then_live() -> TestResult {
+    let t = TestServer::start().await?;
+    let token_a = t.add_device("default", "sensor-a")?;
+    let token_b = t.add_device("default", "sensor-b")?;
+    let admin = t.admin()?;
+    let other = admin.add_tenant("other")?;
+    let token_x = admin
+        .add_device(Some(other), Some("sensor-x"), false)?
+        .token;
+
+    // sensor-a described the channel before anyone subscribed.
+    let mut a = Device::connect(t.addr, &token_a).await?;
+    a.hello("sensor-a", 1).await?;
+    a.send(&DeviceToServer::DescribeChannel(CLIMATE)).await?;
+    poll(&t, "/v1/descriptions?channel=home/climate", |body| {
+        body["descriptions"]
+            .as_array()
+            .is_some_and(|d| d.len() == 1)
+    })
+    .await?;
+
+    let mut asking = Receiver::connect(t.addr, &t.key).await?;
+    asking
+        .send_json(&json!({"v": 1, "subscribe": {"channel": "home/climate", "from": null, "describe": true}}))
+        .await?;
+    assert!(asking.recv().await?.get("subscribed").is_some());
+    let stored = asking.recv().await?;
+    assert_eq!(
+        stored,
+        json!({"v": 1, "description": {
+            "channel": "home/climate",
+            "device": "sensor-a",
+            "fields": [
+                {"key": "centi_celsius", "label": "Temperature", "unit": "°C", "scale": 0.01, "decimals": 1},
+                {"key": "humidity", "label": "Humidity", "unit": "%", "min": 0, "max": 100}
+            ]
+        }})
+    );
+    let mut plain = Receiver::connect(t.addr, &t.key).await?;
+    plain.subscribe("home/climate", None).await?;
+
+    // Another tenant's device describes its own `home/climate`.
+    let mut x = Device::connect(t.addr, &token_x).await?;
+    x.hello("sensor-x", 1).await?;
+    x.send(&DeviceToServer::DescribeChannel(CLIMATE)).await?;
+    x.publish(1, "home/climate", "1").await?;
+    x.wait_ack(1).await?;
+
+    // sensor-b describes the channel live, then publishes.
+    let volts = [FieldDescription::new("mv")
+        .with_label("Battery")
+        .with_unit("V")
+        .with_scale(0.001)];
+    let mut b = Device::connect(t.addr, &token_b).await?;
+    b.hello("sensor-b", 1).await?;
+    b.send(&DeviceToServer::DescribeChannel(DescribeChannel::new(
+        "home/climate",
+        Fields::new(&volts),
+    )))
+    .await?;
+    b.publish(1, "home/climate", r#"{"mv":3712}"#).await?;
+    b.wait_ack(1).await?;
+
+    // The asking receiver: sensor-b's description and its reading (two
+    // tasks send them: in either order); sensor-x's of the other tenant
+    // never came.
+    let (first, second) = (asking.recv().await?, asking.recv().await?);
+    let (live, event) = if first.get("description").is_some() {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(live["description"]["device"], "sensor-b", "{live}");
+    assert_eq!(
+        live["description"]["fields"],
+        json!([{"key": "mv", "label": "Battery", "unit": "V", "scale": 0.001}])
+    );
+    assert_eq!(event["event"]["payload"], json!({"mv": 3712}), "{event}");
+    // The other: only the reading.
+    let event = plain.recv().await?;
+    assert_eq!(event["event"]["device"], "sensor-b", "{event}");
+    t.server.shutdown().await;
+    Ok(())
+}
