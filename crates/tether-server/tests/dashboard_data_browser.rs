@@ -59,7 +59,8 @@ fn reading(centi_celsius: u64, humidity: u64) -> String {
 }
 
 /// Eight days of a reading every 10 minutes, and the last 50 minutes
-/// every 10 seconds, of sensor-a and sensor-b (b is 3 °C cooler).
+/// every 10 seconds, of sensor-a and sensor-b (b is 3 °C cooler and 7 %
+/// more humid).
 fn history(now: u64) -> Vec<ImportEvent> {
     let mut events = Vec::new();
     let mut add = |time: u64, step: u64| {
@@ -68,7 +69,10 @@ fn history(now: u64) -> Vec<ImportEvent> {
                 device: device.into(),
                 device_time_ms: Some(time),
                 server_time_ms: time,
-                payload: reading(2_200 + (step * 7) % 400 - offset, 40 + step % 15),
+                payload: reading(
+                    2_200 + (step * 7) % 400 - offset,
+                    40 + step % 15 + offset / 40,
+                ),
             });
         }
     };
