@@ -564,8 +564,39 @@ async fn described_charts_ranges_filter_export_and_device_list() -> TestResult {
         .await?;
     wait_for_text(client, "#command-hint", "sensor-c declared no commands").await?;
 
+    // A device describes the channel anew while the page is open (the
+    // page's subscription asked for descriptions): a chart for the new
+    // quantity appears, without a reload.
+    const BATTERY: DescribeChannel<'static> = DescribeChannel::new(
+        CHANNEL,
+        Fields::new(&[
+            FieldDescription::new("centi_celsius")
+                .with_label("Temperature")
+                .with_unit("°C")
+                .with_scale(0.01)
+                .with_decimals(2),
+            FieldDescription::new("mv")
+                .with_label("Battery")
+                .with_unit("V")
+                .with_scale(0.001),
+        ]),
+    );
+    click(client, "#device-filter input[value='sensor-b']").await?;
+    let mut b = setup.devices.remove(0);
+    b.send(&DeviceToServer::DescribeChannel(BATTERY)).await?;
+    wait_visible(client, ".quantity[data-quantity='Battery (V)']").await?;
+    b.publish(2, CHANNEL, r#"{"centi_celsius":2110,"mv":3712}"#)
+        .await?;
+    b.wait_ack(2).await?;
+    wait_for_text(
+        client,
+        ".quantity[data-quantity='Battery (V)'] .latest",
+        "sensor-b 3.712 V",
+    )
+    .await?;
+
     browser.close().await;
-    drop(a);
+    drop((a, b));
     Ok(())
 }
 
