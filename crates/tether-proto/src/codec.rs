@@ -16,6 +16,12 @@ pub(crate) trait Wire<'a>: Serialize + Deserialize<'a> {
     /// The JSON member names of the kinds, indexed by postcard discriminant.
     const KINDS: &'static [&'static str];
     fn check(&self) -> Result<(), FieldError>;
+    /// Reads extension fields (`docs/protocol.md` section 8) from the bytes
+    /// after the message's first-version fields; messages without any call
+    /// them trailing bytes.
+    fn extend(&mut self, rest: &'a [u8]) -> Result<(), DecodeError> {
+        crate::extension::none(rest)
+    }
 }
 
 pub(crate) fn encode<'b, M: Serialize>(
@@ -48,10 +54,8 @@ pub(crate) fn decode<'a, M: Wire<'a>>(bytes: &'a [u8]) -> Result<M, DecodeError>
     if usize::try_from(kind).map_or(true, |kind| kind >= M::KINDS.len()) {
         return Err(DecodeError::UnknownMessage);
     }
-    let (message, rest) = postcard::take_from_bytes::<M>(body).map_err(from_postcard)?;
-    if !rest.is_empty() {
-        return Err(DecodeError::TrailingBytes);
-    }
+    let (mut message, rest) = postcard::take_from_bytes::<M>(body).map_err(from_postcard)?;
+    message.extend(rest)?;
     // postcard accepts over-long varints (`80 00` for 0). Every message has
     // exactly one encoding: re-encode against the input, without a buffer.
     postcard::serialize_with_flavor(&message, Compare { expected: body })
@@ -272,12 +276,17 @@ pub(crate) mod json {
 
 /// Adds the codec methods to a message enum.
 macro_rules! message_codec {
-    ($message:ident, [$($kind:literal),+ $(,)?]) => {
+    ($message:ident, [$($kind:literal),+ $(,)?] $(, extension = $extension:path)?) => {
         impl<'a> Wire<'a> for $message<'a> {
             const KINDS: &'static [&'static str] = &[$($kind),+];
             fn check(&self) -> Result<(), FieldError> {
                 self.validate()
             }
+            $(
+                fn extend(&mut self, rest: &'a [u8]) -> Result<(), DecodeError> {
+                    $extension(self, rest)
+                }
+            )?
         }
 
         impl<'a> $message<'a> {
@@ -335,12 +344,14 @@ message_codec!(
         "describe_channel",
         "describe_command",
         "status"
-    ]
+    ],
+    extension = crate::device::decode_extension
 );
 message_codec!(ServerToDevice, ["welcome", "ack", "command"]);
 message_codec!(
     ReceiverToServer,
-    ["subscribe", "unsubscribe", "send_command", "ping"]
+    ["subscribe", "unsubscribe", "send_command", "ping"],
+    extension = crate::receiver::decode_receiver_extension
 );
 message_codec!(
     ServerToReceiver,
@@ -351,7 +362,8 @@ message_codec!(
         "error",
         "pong",
         "description"
-    ]
+    ],
+    extension = crate::receiver::decode_server_extension
 );
 
 #[cfg(test)]

@@ -11,6 +11,11 @@ use crate::limits::{
 use crate::payload::Payload;
 
 /// Device → server: the first message on every connection.
+///
+/// `max_downlink_len` is an *extension field* (`docs/protocol.md` section 8):
+/// in the binary encoding a bare varint after `last_acked_seq`, in JSON a
+/// member; when absent (every device older than the field) the message is
+/// exactly the first version's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Hello<'a> {
@@ -26,6 +31,34 @@ pub struct Hello<'a> {
     /// The highest `seq` the device has seen acknowledged in this boot (0 if
     /// none). Informational: the server's answer is `Welcome.last_stored_seq`.
     pub last_acked_seq: u32,
+    /// The largest message, in bytes of the session's encoding, the device
+    /// can receive (what its receive buffer holds): the server never sends
+    /// it a longer `Command`, and refuses such a command to its sender. At
+    /// least [`MIN_DOWNLINK_LEN`]; `None` (a device older than the field)
+    /// means [`DEFAULT_MAX_DOWNLINK_LEN`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::extension"
+    )]
+    pub max_downlink_len: Option<u32>,
+}
+
+/// The smallest `Hello.max_downlink_len`: every `Welcome` and `Ack` fits
+/// (binary, at most 30 bytes), and a short command.
+pub const MIN_DOWNLINK_LEN: u32 = 64;
+
+/// The downlink limit of a device whose `Hello` has no `max_downlink_len`
+/// (every device older than the field): what tether-core's default receive
+/// buffer (1024 bytes) holds after the largest WebSocket frame header.
+pub const DEFAULT_MAX_DOWNLINK_LEN: u32 = 1010;
+
+impl Hello<'_> {
+    /// `max_downlink_len`, or [`DEFAULT_MAX_DOWNLINK_LEN`] when the device
+    /// did not say.
+    pub fn downlink_limit(&self) -> u32 {
+        self.max_downlink_len.unwrap_or(DEFAULT_MAX_DOWNLINK_LEN)
+    }
 }
 
 /// Device → server: one record on a channel.
@@ -176,7 +209,13 @@ impl DeviceToServer<'_> {
                     MAX_FIRMWARE_VERSION_LEN,
                     true,
                     Field::FirmwareVersion,
-                )
+                )?;
+                match hello.max_downlink_len {
+                    Some(len) if len < MIN_DOWNLINK_LEN => {
+                        Err(FieldError::Invalid(Field::MaxDownlinkLen))
+                    }
+                    _ => Ok(()),
+                }
             }
             DeviceToServer::Publish(publish) => {
                 if publish.seq == 0 {
@@ -210,5 +249,17 @@ impl ServerToDevice<'_> {
                 validate_payload(&command.payload)
             }
         }
+    }
+}
+
+/// Reads the extension fields after a binary message's first-version
+/// fields: `Hello.max_downlink_len`.
+pub(crate) fn decode_extension<'a>(
+    message: &mut DeviceToServer<'a>,
+    rest: &'a [u8],
+) -> Result<(), crate::DecodeError> {
+    match message {
+        DeviceToServer::Hello(hello) => crate::extension::read(rest, &mut hello.max_downlink_len),
+        _ => crate::extension::none(rest),
     }
 }

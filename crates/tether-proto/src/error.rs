@@ -33,6 +33,9 @@ pub enum Field {
     Example,
     /// `Status.rssi_dbm` (from -150 to 0).
     RssiDbm,
+    /// `Hello.max_downlink_len` (must be at least
+    /// [`MIN_DOWNLINK_LEN`](crate::MIN_DOWNLINK_LEN)).
+    MaxDownlinkLen,
 }
 
 impl Field {
@@ -50,6 +53,7 @@ impl Field {
             Field::Label => "label",
             Field::Example => "example",
             Field::RssiDbm => "rssi_dbm",
+            Field::MaxDownlinkLen => "max_downlink_len",
         }
     }
 }

@@ -48,6 +48,8 @@
 //!     firmware_version: "1.4.2",
 //!     boot_id: 0x5eed_cafe_f00d_0001,
 //!     last_acked_seq: 0,
+//!     // What the receive buffer holds: the server sends nothing longer.
+//!     max_downlink_len: Some(1010),
 //! });
 //! let bytes = hello.encode(&mut frame)?;
 //! assert_eq!(bytes[0], tether_proto::PROTOCOL_VERSION);
@@ -84,8 +86,8 @@
 //! # Features
 //!
 //! - `alloc`: `encode_to_vec` on every message.
-//! - `std`: the JSON encoding (`to_json`, `from_json`) and
-//!   `Payload::check_json`, through `serde_json`.
+//! - `std`: the JSON encoding (`to_json`, `from_json`), through
+//!   `serde_json`.
 //! - `defmt`: `defmt::Format` on every message and error.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
@@ -97,6 +99,8 @@ mod codec;
 mod describe;
 mod device;
 mod error;
+mod extension;
+mod json_check;
 mod limits;
 mod payload;
 mod receiver;
@@ -108,10 +112,11 @@ pub use describe::{
     MAX_UNIT_LEN, MIN_RSSI_DBM, MIN_SCALE, Status,
 };
 pub use device::{
-    Ack, Command, CommandAck, CommandStatus, DeviceToServer, Hello, Publish, ServerToDevice,
-    Welcome,
+    Ack, Command, CommandAck, CommandStatus, DEFAULT_MAX_DOWNLINK_LEN, DeviceToServer, Hello,
+    MIN_DOWNLINK_LEN, Publish, ServerToDevice, Welcome,
 };
 pub use error::{DecodeError, EncodeError, ErrorCode, Field, FieldError};
+pub use json_check::{MAX_PAYLOAD_DEPTH, PayloadError};
 pub use limits::{
     MAX_CHANNEL_LEN, MAX_DEVICE_ID_LEN, MAX_FIRMWARE_VERSION_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN,
     validate_channel, validate_device_id,
@@ -142,8 +147,9 @@ pub const MAX_DEVICE_TO_SERVER_LEN: usize = 2 + max(
     // Publish: seq, channel, Some(time), payload.
     U32 + prefixed(MAX_CHANNEL_LEN) + 1 + U64 + prefixed(MAX_PAYLOAD_LEN),
     max(
-        // Hello: device_id, firmware_version, boot_id, last_acked_seq.
-        prefixed(MAX_DEVICE_ID_LEN) + prefixed(MAX_FIRMWARE_VERSION_LEN) + U64 + U32,
+        // Hello: device_id, firmware_version, boot_id, last_acked_seq,
+        // max_downlink_len.
+        prefixed(MAX_DEVICE_ID_LEN) + prefixed(MAX_FIRMWARE_VERSION_LEN) + U64 + U32 + U32,
         max(
             // CommandAck: id, status, result.
             U32 + 1 + prefixed(MAX_PAYLOAD_LEN),

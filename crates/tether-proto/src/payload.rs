@@ -4,6 +4,8 @@ use core::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::json_check::PayloadError;
+
 /// The user's data: one JSON value as UTF-8 text, at most
 /// [`MAX_PAYLOAD_LEN`](crate::MAX_PAYLOAD_LEN) bytes, borrowed (never copied)
 /// from the frame it was decoded from.
@@ -14,10 +16,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// embedded as the JSON value itself (not quoted, not base64), so the server
 /// forwards it to browsers without knowing its Rust type.
 ///
-/// The binary decoder checks only the length: a server must call
-/// `check_json` (feature `std`) before storing or
-/// forwarding a payload it got from a device. The JSON encoder refuses
-/// payloads that are not JSON ([`EncodeError::PayloadNotJson`](crate::EncodeError::PayloadNotJson)).
+/// The decoders check only the length (and the JSON decoder the syntax): a
+/// server must call [`check`](Self::check) before storing or forwarding a
+/// payload it got from a device or a receiver. The JSON encoder refuses
+/// payloads that are not one JSON value
+/// ([`EncodeError::PayloadNotJson`](crate::EncodeError::PayloadNotJson)).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Payload<'a>(pub &'a [u8]);
@@ -51,14 +54,28 @@ impl<'a> Payload<'a> {
         self.0.is_empty()
     }
 
-    /// Checks that the payload is exactly one JSON value: valid UTF-8, valid
-    /// JSON, nothing before or after it, not even whitespace. The check does
-    /// not recurse, so deep nesting cannot overflow the stack.
-    #[cfg(feature = "std")]
+    /// Checks the payload rule of `docs/protocol.md` section 2: exactly one
+    /// JSON value (UTF-8, RFC 8259), nothing before or after it, not even
+    /// whitespace, nested at most [`MAX_PAYLOAD_DEPTH`](crate::MAX_PAYLOAD_DEPTH)
+    /// deep, no unpaired surrogate escape (`"\ud800"`), no number that
+    /// overflows a double (`1e400`): what every strict JSON reader accepts.
+    ///
+    /// One pass, no recursion (deep nesting cannot overflow the stack), no
+    /// allocation, no floating point: devices can use it too.
+    ///
+    /// ```
+    /// use tether_proto::{Payload, PayloadError};
+    /// assert_eq!(Payload::from_json_str(r#"{"celsius":21.5}"#).check(), Ok(()));
+    /// assert_eq!(Payload::from_json_str("1e400").check(), Err(PayloadError::NumberOutOfRange));
+    /// assert_eq!(Payload::from_json_str(r#""\ud800""#).check(), Err(PayloadError::UnpairedSurrogate));
+    /// ```
+    pub fn check(&self) -> Result<(), PayloadError> {
+        crate::json_check::check(self.0)
+    }
+
+    /// [`check`](Self::check), with the encoders' error.
     pub fn check_json(&self) -> Result<(), crate::EncodeError> {
-        self.raw_json()
-            .map(|_| ())
-            .ok_or(crate::EncodeError::PayloadNotJson)
+        self.check().map_err(|_| crate::EncodeError::PayloadNotJson)
     }
 
     #[cfg(feature = "std")]

@@ -21,6 +21,14 @@ pub struct Subscribe<'a> {
     /// oldest one kept), then live ones. To resume after the last event seen,
     /// send its offset + 1; `Some(0)` replays everything kept.
     pub from: Option<u64>,
+    /// Extension field: chosen by the receiver, echoed in the `Subscribed`
+    /// or `Error` that answers this request.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::extension"
+    )]
+    pub request_id: Option<u32>,
 }
 
 /// Receiver → server: stop delivering a channel.
@@ -79,6 +87,13 @@ pub struct Subscribed<'a> {
     pub first_offset: u64,
     /// The offset the next new event on the channel will get.
     pub next_offset: u64,
+    /// Extension field: `Subscribe.request_id`, if it had one.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::extension"
+    )]
+    pub request_id: Option<u32>,
 }
 
 /// Server → receiver: one record a device published, as stored.
@@ -120,11 +135,21 @@ pub struct CommandResult<'a> {
 pub struct ErrorMessage<'a> {
     /// What went wrong.
     pub code: ErrorCode,
-    /// The `SendCommand.request_id` this answers, if it answers one.
+    /// The `request_id` of the `SendCommand` or `Subscribe` this answers, if
+    /// it answers one that had one.
     pub request_id: Option<u32>,
     /// For humans: 0 to [`MAX_MESSAGE_LEN`](crate::MAX_MESSAGE_LEN) bytes of
     /// printable ASCII except `"` and `\`.
     pub message: &'a str,
+    /// Extension field: the channel of the `Subscribe` this refuses (or of
+    /// a subscription that failed later).
+    #[serde(
+        borrow,
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::extension"
+    )]
+    pub channel: Option<&'a str>,
 }
 
 /// Every message a receiver sends (a text frame).
@@ -198,10 +223,40 @@ impl ServerToReceiver<'_> {
             }
             ServerToReceiver::CommandResult(result) => validate_payload(&result.result),
             ServerToReceiver::Error(error) => {
-                validate_text(error.message, MAX_MESSAGE_LEN, false, Field::Message)
+                validate_text(error.message, MAX_MESSAGE_LEN, false, Field::Message)?;
+                error.channel.map_or(Ok(()), validate_channel)
             }
             ServerToReceiver::Pong(_) => Ok(()),
             ServerToReceiver::Description(description) => description.validate(),
         }
+    }
+}
+
+/// Reads the extension fields after a binary message's first-version
+/// fields: `Subscribe.request_id`.
+pub(crate) fn decode_receiver_extension<'a>(
+    message: &mut ReceiverToServer<'a>,
+    rest: &'a [u8],
+) -> Result<(), crate::DecodeError> {
+    match message {
+        ReceiverToServer::Subscribe(subscribe) => {
+            crate::extension::read(rest, &mut subscribe.request_id)
+        }
+        _ => crate::extension::none(rest),
+    }
+}
+
+/// Reads the extension fields after a binary message's first-version
+/// fields: `Subscribed.request_id`, `Error.channel`.
+pub(crate) fn decode_server_extension<'a>(
+    message: &mut ServerToReceiver<'a>,
+    rest: &'a [u8],
+) -> Result<(), crate::DecodeError> {
+    match message {
+        ServerToReceiver::Subscribed(subscribed) => {
+            crate::extension::read(rest, &mut subscribed.request_id)
+        }
+        ServerToReceiver::Error(error) => crate::extension::read(rest, &mut error.channel),
+        _ => crate::extension::none(rest),
     }
 }

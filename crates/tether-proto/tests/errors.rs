@@ -393,7 +393,8 @@ fn json_errors() {
         ReceiverToServer::from_json(unknown_subscribe_field),
         Ok(ReceiverToServer::Subscribe(Subscribe {
             channel: "t",
-            from: None
+            from: None,
+            request_id: None,
         })),
         "unknown members are ignored; a missing `from` is null"
     );
@@ -442,11 +443,25 @@ fn encode_errors() {
         firmware_version: "",
         boot_id: 1,
         last_acked_seq: 0,
+        max_downlink_len: None,
     });
     assert_eq!(
         hello.encode(&mut buf),
         Err(EncodeError::InvalidField {
             field: Field::FirmwareVersion
+        })
+    );
+    let small = DeviceToServer::Hello(Hello {
+        device_id: "dev",
+        firmware_version: "1",
+        boot_id: 1,
+        last_acked_seq: 0,
+        max_downlink_len: Some(tether_proto::MIN_DOWNLINK_LEN - 1),
+    });
+    assert_eq!(
+        small.encode(&mut buf),
+        Err(EncodeError::InvalidField {
+            field: Field::MaxDownlinkLen
         })
     );
 
@@ -480,9 +495,13 @@ fn encode_errors() {
         Payload::from_json_str(r#"{"a":[1,2.5,null]}"#).check_json(),
         Ok(())
     );
-    // Deep nesting is checked without recursion (no stack overflow).
+    // Deep nesting is checked without recursion (no stack overflow), and
+    // refused past the limit strict readers have.
     let deep = format!("{}{}", "[".repeat(2000), "]".repeat(2000));
-    assert_eq!(Payload::from_json_str(&deep).check_json(), Ok(()));
+    assert_eq!(
+        Payload::from_json_str(&deep).check_json(),
+        Err(EncodeError::PayloadNotJson)
+    );
     let unbalanced = format!("{}{}", "[".repeat(2000), "]".repeat(1999));
     assert_eq!(
         Payload::from_json_str(&unbalanced).check_json(),
@@ -493,6 +512,7 @@ fn encode_errors() {
         code: ErrorCode::INTERNAL,
         request_id: None,
         message: "tab\there",
+        channel: None,
     });
     assert_eq!(
         error.to_json(),
@@ -584,7 +604,8 @@ fn every_message_validates_its_fields() {
     assert_eq!(
         ReceiverToServer::Subscribe(Subscribe {
             channel: "",
-            from: None
+            from: None,
+            request_id: None,
         })
         .encode(&mut buf)
         .map(|_| ()),
@@ -594,7 +615,8 @@ fn every_message_validates_its_fields() {
         ServerToReceiver::Subscribed(Subscribed {
             channel: "a b",
             first_offset: 1,
-            next_offset: 1
+            next_offset: 1,
+            request_id: None,
         })
         .encode(&mut buf)
         .map(|_| ()),
@@ -653,5 +675,57 @@ fn error_codes() {
         }
         .to_string(),
         "channel is longer than its maximum"
+    );
+}
+
+/// The `Hello` extension field: only a minimal varint of at least
+/// `MIN_DOWNLINK_LEN`, and nothing after it; no other message has one.
+#[test]
+fn hello_extension_errors() {
+    // hello "d", firmware "1", boot 1, last acked 0: the first version.
+    let base: &[u8] = &[0x01, 0x00, 0x01, b'd', 0x01, b'1', 0x01, 0x00];
+    let with = |tail: &[u8]| [base, tail].concat();
+    let bytes = with(&[0xf2, 0x07]);
+    let decoded = DeviceToServer::decode(&bytes);
+    assert!(
+        matches!(
+            decoded,
+            Ok(DeviceToServer::Hello(Hello {
+                max_downlink_len: Some(1010),
+                ..
+            }))
+        ),
+        "{decoded:?}"
+    );
+    assert_eq!(
+        DeviceToServer::decode(&with(&[0x3f])),
+        Err(DecodeError::InvalidField {
+            field: Field::MaxDownlinkLen
+        })
+    );
+    assert_eq!(
+        DeviceToServer::decode(&with(&[0xf2])),
+        Err(DecodeError::Truncated)
+    );
+    assert_eq!(
+        DeviceToServer::decode(&with(&[0xf2, 0x87, 0x00])),
+        Err(DecodeError::Malformed)
+    );
+    assert_eq!(
+        DeviceToServer::decode(&with(&[0xf2, 0x07, 0x00])),
+        Err(DecodeError::TrailingBytes)
+    );
+    assert_eq!(
+        DeviceToServer::decode(&with(&[0xff, 0xff, 0xff, 0xff, 0xff])),
+        Err(DecodeError::Malformed)
+    );
+    // Other messages have no extension: a byte after them is trailing.
+    assert_eq!(
+        ServerToDevice::decode(&[0x01, 0x01, 0x2a, 0x40]),
+        Err(DecodeError::TrailingBytes)
+    );
+    assert_eq!(
+        DeviceToServer::decode(&[0x01, 0x02, 0x03, 0x00, 0x01, b'1', 0x40]),
+        Err(DecodeError::TrailingBytes)
     );
 }

@@ -8,9 +8,9 @@ use tether_proto::{
     Ack, Command, CommandAck, CommandResult, CommandStatus, DescribeChannel, DescribeCommand,
     Description, DeviceToServer, ErrorCode, ErrorMessage, Event, FieldDescription, Fields, Hello,
     MAX_CHANNEL_LEN, MAX_DEVICE_ID_LEN, MAX_DEVICE_TO_SERVER_LEN, MAX_FIELDS_LEN,
-    MAX_FIRMWARE_VERSION_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, MAX_SERVER_TO_DEVICE_LEN, Payload,
-    Ping, Pong, Publish, ReceiverToServer, SendCommand, ServerToDevice, ServerToReceiver, Status,
-    Subscribe, Subscribed, Unsubscribe, Welcome,
+    MAX_FIRMWARE_VERSION_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, MAX_SERVER_TO_DEVICE_LEN,
+    MIN_DOWNLINK_LEN, Payload, Ping, Pong, Publish, ReceiverToServer, SendCommand, ServerToDevice,
+    ServerToReceiver, Status, Subscribe, Subscribed, Unsubscribe, Welcome,
 };
 
 // ---- strategies for the owned parts; messages borrow from them ----
@@ -190,13 +190,42 @@ proptest! {
         firmware in text(1, MAX_FIRMWARE_VERSION_LEN),
         boot_id in any::<u64>(),
         last_acked_seq in any::<u32>(),
+        max_downlink_len in prop::option::of(MIN_DOWNLINK_LEN..=u32::MAX),
     ) {
         check_both!(DeviceToServer, DeviceToServer::Hello(Hello {
             device_id: &id,
             firmware_version: &firmware,
             boot_id,
             last_acked_seq,
+            max_downlink_len,
         }), MAX_DEVICE_TO_SERVER_LEN);
+    }
+
+    /// A `Hello` with the extension is the `Hello` without it plus one
+    /// varint; without it, it is exactly the first version's bytes.
+    #[test]
+    fn hello_extension_is_a_trailing_varint(
+        boot_id in any::<u64>(),
+        max_downlink_len in MIN_DOWNLINK_LEN..=u32::MAX,
+    ) {
+        let old = Hello {
+            device_id: "dev-1",
+            firmware_version: "1.0",
+            boot_id,
+            last_acked_seq: 7,
+            max_downlink_len: None,
+        };
+        let new = Hello { max_downlink_len: Some(max_downlink_len), ..old };
+        let old_bytes = DeviceToServer::Hello(old).encode_to_vec().expect("encodes");
+        let new_bytes = DeviceToServer::Hello(new).encode_to_vec().expect("encodes");
+        prop_assert!(new_bytes.starts_with(&old_bytes));
+        let mut varint = [0u8; 5];
+        let tail = postcard::to_slice(&max_downlink_len, &mut varint).expect("fits");
+        prop_assert_eq!(&new_bytes[old_bytes.len()..], &*tail);
+        prop_assert_eq!(DeviceToServer::decode(&old_bytes), Ok(DeviceToServer::Hello(old)));
+        prop_assert_eq!(DeviceToServer::decode(&new_bytes), Ok(DeviceToServer::Hello(new)));
+        prop_assert_eq!(old.downlink_limit(), tether_proto::DEFAULT_MAX_DOWNLINK_LEN);
+        prop_assert_eq!(new.downlink_limit(), max_downlink_len);
     }
 
     #[test]
@@ -298,10 +327,15 @@ proptest! {
     }
 
     #[test]
-    fn subscribe(channel in channel(), from in any::<Option<u64>>()) {
+    fn subscribe(
+        channel in channel(),
+        from in any::<Option<u64>>(),
+        request_id in any::<Option<u32>>(),
+    ) {
         check_both!(ReceiverToServer, ReceiverToServer::Subscribe(Subscribe {
             channel: &channel,
             from,
+            request_id,
         }), RECEIVER_BUF);
     }
 
@@ -338,11 +372,17 @@ proptest! {
     }
 
     #[test]
-    fn subscribed(channel in channel(), first_offset in any::<u64>(), next_offset in any::<u64>()) {
+    fn subscribed(
+        channel in channel(),
+        first_offset in any::<u64>(),
+        next_offset in any::<u64>(),
+        request_id in any::<Option<u32>>(),
+    ) {
         check_both!(ServerToReceiver, ServerToReceiver::Subscribed(Subscribed {
             channel: &channel,
             first_offset,
             next_offset,
+            request_id,
         }), RECEIVER_BUF);
     }
 
@@ -379,11 +419,17 @@ proptest! {
     }
 
     #[test]
-    fn error(code in any::<u16>(), request_id in any::<Option<u32>>(), message in text(0, MAX_MESSAGE_LEN)) {
+    fn error(
+        code in any::<u16>(),
+        request_id in any::<Option<u32>>(),
+        message in text(0, MAX_MESSAGE_LEN),
+        channel in prop::option::of(channel()),
+    ) {
         check_both!(ServerToReceiver, ServerToReceiver::Error(ErrorMessage {
             code: ErrorCode(code),
             request_id,
             message: &message,
+            channel: channel.as_deref(),
         }), RECEIVER_BUF);
     }
 
@@ -476,6 +522,7 @@ fn max_lengths_are_exact() {
         firmware_version: &firmware,
         boot_id: u64::MAX,
         last_acked_seq: u32::MAX,
+        max_downlink_len: Some(u32::MAX),
     });
     assert!(hello.encoded_len() <= MAX_DEVICE_TO_SERVER_LEN);
 

@@ -270,6 +270,7 @@ async fn device_inner(
         firmware_version: "load",
         boot_id,
         last_acked_seq: 0,
+        max_downlink_len: None,
     });
     sink.send(Message::Binary(hello.encode_to_vec()?.into()))
         .await?;

@@ -44,6 +44,10 @@ struct Args {
     /// directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Also time the dashboard in headless Chromium: choosing a range until
+    /// its charts are drawn.
+    #[arg(long)]
+    browser: bool,
 }
 
 fn main() -> Result<(), BoxError> {
@@ -261,6 +265,94 @@ async fn run(args: Args) -> Result<(), BoxError> {
             ms(raw),
         );
     }
+    if args.browser {
+        println!();
+        dashboard(addr, &key, args.rounds).await?;
+    }
     server.shutdown().await;
+    Ok(())
+}
+
+/// Times the dashboard's readings view in headless Chromium: from choosing
+/// a range to its charts drawn (the series fetched, the charts built, the
+/// next animation frame), median of `rounds`.
+async fn dashboard(addr: std::net::SocketAddr, key: &str, rounds: usize) -> Result<(), BoxError> {
+    use tether_browser_test::{Browser, BrowserOptions};
+    let browser = Browser::launch(BrowserOptions::default().window(1280, 1000)).await?;
+    let client = browser.client();
+    let base = format!("http://{addr}/");
+    client.goto(&base).await?;
+    client
+        .execute(
+            "localStorage.setItem('tether.receiverKey', arguments[0]);",
+            vec![serde_json::json!(key)],
+        )
+        .await?;
+    client.goto(&format!("{base}#channel={CHANNEL}")).await?;
+    client.refresh().await?;
+    // Choose `range` and answer the milliseconds until it is drawn.
+    let choose = "const [range, label, done] = arguments; \
+        const select = document.querySelector('#range'); \
+        const status = document.querySelector('#readings-status'); \
+        const started = performance.now(); \
+        select.value = range; select.dispatchEvent(new Event('change')); \
+        const check = () => { \
+          if (status.textContent.startsWith('Showing ' + label) && \
+              document.querySelectorAll('#readings .quantity canvas').length > 0) { \
+            requestAnimationFrame(() => done(performance.now() - started)); \
+          } else if (performance.now() - started > 60000) { done(-1); } \
+          else { setTimeout(check, 1); } \
+        }; \
+        check();";
+    let ranges = [
+        ("hour", "last hour"),
+        ("day", "last day"),
+        ("week", "last week"),
+        ("month", "last 30 days"),
+    ];
+    println!(
+        "| range | dashboard: choose the range → charts drawn (Chromium) | charts | points per line |"
+    );
+    println!("| --- | --- | --- | --- |");
+    for (range, label) in ranges {
+        let mut times = Vec::new();
+        for _ in 0..rounds {
+            // From another range each time, so the view really loads.
+            let other = if range == "hour" {
+                ("day", "last day")
+            } else {
+                ("hour", "last hour")
+            };
+            for (name, text) in [other, (range, label)] {
+                let answer = client
+                    .execute_async(
+                        choose,
+                        vec![serde_json::json!(name), serde_json::json!(text)],
+                    )
+                    .await?;
+                let ms = answer.as_f64().unwrap_or(-1.0);
+                if ms < 0.0 {
+                    return Err(format!("the dashboard never drew {text}").into());
+                }
+                if name == range {
+                    times.push(Duration::from_secs_f64(ms / 1_000.0));
+                }
+            }
+        }
+        let shape = client
+            .execute(
+                "const charts = document.querySelectorAll('#readings .quantity'); \
+                 return [charts.length, Number(charts[0]?.dataset.points ?? 0)];",
+                vec![],
+            )
+            .await?;
+        println!(
+            "| {label} | {} | {} | {} |",
+            ms(median(times)),
+            shape[0],
+            shape[1]
+        );
+    }
+    browser.close().await;
     Ok(())
 }

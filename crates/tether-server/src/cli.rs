@@ -97,9 +97,9 @@ pub enum KeyCommand {
         /// Its tenant.
         #[arg(long)]
         tenant: String,
-        /// Channels it may use (`name` or `prefix/*`, comma-separated;
-        /// default all).
-        #[arg(long, value_delimiter = ',')]
+        /// Channels it may use, comma-separated: `*`, a channel name, or a
+        /// name followed by `/*` for every channel below it (default all).
+        #[arg(long, value_delimiter = ',', value_parser = channel_pattern)]
         channels: Option<Vec<String>>,
         /// Read only (default: read and send commands).
         #[arg(long)]
@@ -190,7 +190,7 @@ pub fn run_admin(command: Command, config: &Config) -> Result<String, StoreError
             let tenant_id = admin.tenant_id(&tenant)?;
             let filter = match channels {
                 None => ChannelFilter::ALL,
-                Some(patterns) => ChannelFilter::only(patterns),
+                Some(patterns) => ChannelFilter::parse(patterns)?,
             };
             let key = admin.add_key(tenant_id, &filter, !read_only, name.as_deref())?;
             format!(
@@ -205,6 +205,11 @@ pub fn run_admin(command: Command, config: &Config) -> Result<String, StoreError
             format!("key {id} revoked")
         }
     })
+}
+
+/// `--channels` values: [`ChannelFilter::check_pattern`].
+fn channel_pattern(text: &str) -> Result<String, String> {
+    ChannelFilter::check_pattern(text).map(|()| text.to_owned())
 }
 
 /// A duration as typed on the command line: a whole number and a unit,

@@ -46,7 +46,12 @@ pub(crate) async fn command(
                     state.metrics.rejected("commands_per_tenant");
                     "too many commands of this tenant are waiting for their answers"
                 }
-                _ => "the device is offline",
+                ErrorCode::TOO_LARGE => {
+                    "the command is longer than the device can receive (its Hello.max_downlink_len); it was not sent"
+                }
+                ErrorCode::INVALID_FIELD => "the device's result is not valid JSON",
+                ErrorCode::DEVICE_OFFLINE => "the device is offline",
+                _ => "the command could not be sent",
             };
             (code, message)
         })

@@ -7,14 +7,18 @@
 //! them; every device WebSocket client can set a header.
 //!
 //! Session: the first message must be `Hello` (binary postcard frame or
-//! JSON text frame; the server answers in the same encoding for the whole
-//! session) with the device id the token belongs to. `Welcome` tells the
-//! contiguous stored watermark of `(device, boot_id)`: every record the
-//! device sent in that boot up to it is stored. Each `Publish` is checked,
+//! JSON text frame; the session keeps that encoding both ways, and a frame
+//! of the other kind is closed with 1003) with the device id the token
+//! belongs to. `Welcome` tells the contiguous stored watermark of
+//! `(device, boot_id)`: every record the device sent in that boot up to it
+//! is stored. Each `Publish` is checked (payload rule, time range),
 //! rate-limited, queued to the store's writer (waiting when it is full:
 //! backpressure), and acknowledged with a cumulative `Ack` only once it and
 //! every record the device sent before it committed; duplicates (records
-//! stored before) are acknowledged without being stored again.
+//! stored before) are acknowledged without being stored again. A command
+//! longer than the device's `Hello.max_downlink_len` is refused to its
+//! sender, never sent. WebSocket protocol violations are answered with
+//! their RFC 6455 close code (see `websocket::classify`).
 //!
 //! A failed write ends the acknowledgements: the session acknowledges
 //! nothing past the record that failed (appends pipelined behind it may
@@ -29,15 +33,16 @@
 //! the connection closes with 4016 (`slow_consumer`); a newer session of
 //! the device fences this one at once, even while it is stuck writing.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Extension, State};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::FutureExt;
 use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::{FutureExt, SinkExt};
 use std::collections::HashMap;
 use tether_proto::{Ack, Command, DeviceToServer, ErrorCode, Payload, ServerToDevice, Welcome};
 use tokio::sync::{mpsc, oneshot};
@@ -49,26 +54,19 @@ use crate::serve::TcpHeld;
 use crate::sessions::{CommandReply, CommandRequest, Fence};
 use crate::store::{AppendOutcome, AppendRequest, DeviceIdentity, Revocation, StoreError};
 use crate::websocket::{
-    CLOSE_GOING_AWAY, CLOSE_LINGER, CLOSE_POLICY, CLOSE_TOO_BIG, SendError, close, close_error,
-    error_close_code, is_too_large, send_within,
+    CLOSE_GOING_AWAY, CLOSE_LINGER, CLOSE_POLICY, CLOSE_UNSUPPORTED_DATA, ReadFailure, SendError,
+    classify, close, close_error, decode_reason, error_close_code, is_invalid_close,
+    record_invalid_close, record_violation, send_within,
 };
 use crate::{AppState, auth, now_ms};
 
-/// The close reason for a decoding failure (`docs/protocol.md` section 8
-/// asks for the supported versions on 4002).
-fn decode_reason(error: tether_proto::DecodeError) -> &'static str {
-    match error {
-        tether_proto::DecodeError::UnsupportedVersion { .. } => "supported versions: 1",
-        tether_proto::DecodeError::UnknownMessage => "unknown message kind",
-        tether_proto::DecodeError::TooLong { .. } => "a field is too long",
-        tether_proto::DecodeError::InvalidField { .. } => "a field is invalid",
-        _ => "malformed message",
-    }
-}
+/// The largest `Publish.time_ms`: 2^63 − 1, what the store keeps.
+const MAX_TIME_MS: u64 = i64::MAX as u64;
 
 pub(crate) async fn upgrade(
     State(state): State<Arc<AppState>>,
     Extension(tcp): Extension<TcpHeld>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -107,7 +105,7 @@ pub(crate) async fn upgrade(
         .on_upgrade(move |socket| async move {
             let _held = (slot, tcp);
             let _open = state.metrics.connection("device");
-            run(state, identity, socket).await;
+            run(state, identity, peer, socket).await;
         })
         .into_response()
 }
@@ -134,7 +132,47 @@ fn encode(message: &ServerToDevice<'_>, encoding: Encoding) -> Option<Message> {
 type PendingCommit =
     futures_util::future::BoxFuture<'static, (u32, Result<AppendOutcome, StoreError>)>;
 
-async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSocket) {
+/// Answers a failed read: a violation gets its close code, a log line and
+/// a count; a connection that is gone gets nothing.
+async fn answer_read_error(
+    state: &AppState,
+    peer: SocketAddr,
+    socket: &mut WebSocket,
+    error: &axum::Error,
+) {
+    match classify(error) {
+        ReadFailure::Violation {
+            code,
+            reason,
+            metric,
+        } => {
+            record_violation(&state.metrics, "device", peer, code, reason, metric);
+            close(socket, code, reason).await;
+        }
+        ReadFailure::Gone => tracing::debug!(%peer, %error, "device socket error"),
+    }
+}
+
+/// The peer closed: send the answer tungstenite queued (the echo, or 1002
+/// for a close code that may not be sent, which is also counted).
+async fn answer_close(
+    state: &AppState,
+    peer: SocketAddr,
+    socket: &mut WebSocket,
+    frame: Option<&CloseFrame>,
+) {
+    if is_invalid_close(frame) {
+        record_invalid_close(&state.metrics, "device", peer);
+    }
+    let _ = tokio::time::timeout(CLOSE_LINGER, socket.flush()).await;
+}
+
+async fn run(
+    state: Arc<AppState>,
+    identity: DeviceIdentity,
+    peer: SocketAddr,
+    mut socket: WebSocket,
+) {
     let limits = state.config.limits.clone();
     // 1. Hello, within the handshake timeout.
     // Control frames (a client's ping) may come before Hello.
@@ -145,7 +183,7 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
             other => break other,
         }
     };
-    let (encoding, firmware_version, boot_id) = match first {
+    let (encoding, firmware_version, boot_id, max_downlink) = match first {
         Err(_) => {
             state.metrics.rejected("handshake_timeout");
             close(
@@ -158,10 +196,11 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
         }
         Ok(None) => return,
         Ok(Some(Err(error))) => {
-            if is_too_large(&error.to_string()) {
-                state.metrics.rejected("too_large");
-                close(&mut socket, CLOSE_TOO_BIG, "message too large").await;
-            }
+            answer_read_error(&state, peer, &mut socket, &error).await;
+            return;
+        }
+        Ok(Some(Ok(Message::Close(frame)))) => {
+            answer_close(&state, peer, &mut socket, frame.as_ref()).await;
             return;
         }
         Ok(Some(Ok(message))) => {
@@ -182,7 +221,12 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
                         .await;
                         return;
                     }
-                    (encoding, hello.firmware_version.to_owned(), hello.boot_id)
+                    (
+                        encoding,
+                        hello.firmware_version.to_owned(),
+                        hello.boot_id,
+                        hello.downlink_limit(),
+                    )
                 }
                 Some((_, Ok(_))) | None => {
                     state.metrics.rejected("unexpected_message");
@@ -225,6 +269,8 @@ async fn run(state: Arc<AppState>, identity: DeviceIdentity, mut socket: WebSock
     let mut session = Session {
         state: Arc::clone(&state),
         identity,
+        peer,
+        max_downlink,
         encoding,
         boot_id,
         socket,
@@ -291,6 +337,9 @@ fn fenced_end(code: ErrorCode) -> End {
 struct Session {
     state: Arc<AppState>,
     identity: DeviceIdentity,
+    peer: SocketAddr,
+    /// `Hello.max_downlink_len` (or its default): no longer command is sent.
+    max_downlink: u32,
     encoding: Encoding,
     boot_id: u64,
     socket: WebSocket,
@@ -302,7 +351,7 @@ struct Session {
     /// The device's publish bucket (shared with its later sessions).
     rate: Arc<Mutex<RateLimiter>>,
     pending: FuturesOrdered<PendingCommit>,
-    commands: HashMap<u32, oneshot::Sender<CommandReply>>,
+    commands: HashMap<u32, oneshot::Sender<Result<CommandReply, ErrorCode>>>,
     next_command_id: u32,
     acked: u32,
     /// The highest `seq` the device sent on this connection (or
@@ -425,7 +474,7 @@ impl Session {
                     match message {
                         None => return End::Gone,
                         Some(Err(error)) => {
-                            return self.socket_error(&error.to_string());
+                            return self.socket_error(&error);
                         }
                         Some(Ok(message)) => self.receive(message).await,
                     }
@@ -469,14 +518,27 @@ impl Session {
         self.write_failed
     }
 
-    fn socket_error(&self, error: &str) -> End {
-        if is_too_large(error) {
-            self.state.metrics.rejected("too_large");
-            tracing::warn!(device = %self.identity.device_id, %error, "frame too large");
-            End::Close(CLOSE_TOO_BIG, "message too large")
-        } else {
-            tracing::debug!(device = %self.identity.device_id, %error, "socket error");
-            End::Gone
+    fn socket_error(&self, error: &axum::Error) -> End {
+        match classify(error) {
+            ReadFailure::Violation {
+                code,
+                reason,
+                metric,
+            } => {
+                record_violation(
+                    &self.state.metrics,
+                    "device",
+                    self.peer,
+                    code,
+                    reason,
+                    metric,
+                );
+                End::Close(code, reason)
+            }
+            ReadFailure::Gone => {
+                tracing::debug!(device = %self.identity.device_id, %error, "socket error");
+                End::Gone
+            }
         }
     }
 
@@ -487,14 +549,37 @@ impl Session {
             reply,
         } = command;
         let id = self.next_command_id;
-        self.next_command_id = self.next_command_id.wrapping_add(1).max(1);
-        self.commands.insert(id, reply);
         let command = ServerToDevice::Command(Command {
             id,
             channel: &channel,
             payload: Payload::from_json_str(&payload),
         });
-        self.send(&command).await
+        let Some(frame) = encode(&command, self.encoding) else {
+            // Checked by the sender's endpoint; never here.
+            let _ = reply.send(Err(ErrorCode::INTERNAL));
+            return Ok(());
+        };
+        // What the device said its receive buffer holds: a longer message
+        // would fail its link (1009) at every reconnect.
+        let len = match &frame {
+            Message::Binary(bytes) => bytes.len(),
+            Message::Text(text) => text.len(),
+            _ => 0,
+        };
+        if u32::try_from(len).map_or(true, |len| len > self.max_downlink) {
+            self.state.metrics.rejected("command_too_large");
+            tracing::info!(
+                device = %self.identity.device_id,
+                len,
+                max_downlink_len = self.max_downlink,
+                "command refused: longer than the device accepts"
+            );
+            let _ = reply.send(Err(ErrorCode::TOO_LARGE));
+            return Ok(());
+        }
+        self.next_command_id = self.next_command_id.wrapping_add(1).max(1);
+        self.commands.insert(id, reply);
+        self.send_frame(frame).await
     }
 
     async fn acknowledge(
@@ -561,11 +646,24 @@ impl Session {
     }
 
     async fn receive(&mut self, message: Message) -> Result<(), End> {
-        let decoded = match &message {
-            Message::Binary(bytes) => DeviceToServer::decode(bytes),
-            Message::Text(text) => DeviceToServer::from_json(text),
-            Message::Close(_) => return Err(End::Gone),
-            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+        let decoded = match (&message, self.encoding) {
+            (Message::Binary(bytes), Encoding::Binary) => DeviceToServer::decode(bytes),
+            (Message::Text(text), Encoding::Json) => DeviceToServer::from_json(text),
+            (Message::Binary(_) | Message::Text(_), encoding) => {
+                self.state.metrics.rejected("mixed_encoding");
+                return Err(End::Close(
+                    CLOSE_UNSUPPORTED_DATA,
+                    match encoding {
+                        Encoding::Binary => "this session is binary (its Hello was)",
+                        Encoding::Json => "this session is JSON text (its Hello was)",
+                    },
+                ));
+            }
+            (Message::Close(frame), _) => {
+                answer_close(&self.state, self.peer, &mut self.socket, frame.as_ref()).await;
+                return Err(End::Gone);
+            }
+            (Message::Ping(_) | Message::Pong(_), _) => return Ok(()),
         };
         let message = match decoded {
             Ok(message) => message,
@@ -581,15 +679,26 @@ impl Session {
                 Err(error_end(ErrorCode::UNEXPECTED_MESSAGE, "second Hello"))
             }
             DeviceToServer::CommandAck(ack) => {
-                if let Some(reply) = self.commands.remove(&ack.id) {
-                    let result = match ack.result.check_json() {
-                        Ok(()) => ack.result.as_str().unwrap_or("null").to_owned(),
-                        Err(_) => "null".to_owned(),
-                    };
-                    let _ = reply.send(CommandReply {
+                let reply = self.commands.remove(&ack.id);
+                let result = match (ack.result.check(), ack.result.as_str()) {
+                    (Ok(()), Some(result)) => result.to_owned(),
+                    (Err(error), _) => {
+                        // The sender hears why; the device is closed like
+                        // for a bad publish.
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(ErrorCode::INVALID_FIELD));
+                        }
+                        self.state.metrics.rejected("payload_not_json");
+                        tracing::info!(device = %self.identity.device_id, %error, "command result refused");
+                        return Err(error_end(ErrorCode::INVALID_FIELD, error.reason()));
+                    }
+                    (Ok(()), None) => "null".to_owned(),
+                };
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(CommandReply {
                         status: ack.status,
                         result,
-                    });
+                    }));
                 }
                 Ok(())
             }
@@ -616,16 +725,25 @@ impl Session {
             }
             DeviceToServer::Publish(publish) => {
                 self.take_token()?;
-                let payload = match (publish.payload.check_json(), publish.payload.as_str()) {
+                let payload = match (publish.payload.check(), publish.payload.as_str()) {
                     (Ok(()), Some(text)) => text.to_owned(),
-                    _ => {
+                    (Err(error), _) => {
                         self.state.metrics.rejected("payload_not_json");
-                        return Err(error_end(
-                            ErrorCode::INVALID_FIELD,
-                            "payload is not one JSON value",
-                        ));
+                        tracing::info!(device = %self.identity.device_id, %error, "publish refused");
+                        return Err(error_end(ErrorCode::INVALID_FIELD, error.reason()));
+                    }
+                    (Ok(()), None) => {
+                        return Err(error_end(ErrorCode::INVALID_FIELD, "payload is not UTF-8"));
                     }
                 };
+                if publish.time_ms.is_some_and(|time| time > MAX_TIME_MS) {
+                    self.state.metrics.rejected("time_out_of_range");
+                    tracing::info!(device = %self.identity.device_id, time_ms = ?publish.time_ms, "publish refused");
+                    return Err(error_end(
+                        ErrorCode::INVALID_FIELD,
+                        "time_ms is out of range (at most 2^63-1)",
+                    ));
+                }
                 let request = AppendRequest {
                     tenant_id: self.identity.tenant_id,
                     device_id: self.identity.device_id.clone(),

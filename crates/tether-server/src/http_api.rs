@@ -29,9 +29,10 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tether_proto::{ErrorCode, validate_channel, validate_device_id};
+use serde_json::value::RawValue;
+use tether_proto::{ErrorCode, Payload, validate_channel, validate_device_id};
 
 use crate::http_util::{authenticate, error_response, read_json, store_error, wire_error};
 use crate::store::{ReadRange, Revocation, StoreError, UNCLAIMED_TENANT};
@@ -199,23 +200,44 @@ pub(crate) async fn read_messages(
                 .flatten();
             let messages: Vec<&crate::store::StoredEvent> =
                 events.iter().map(AsRef::as_ref).collect();
-            Json(json!({
-                "channel": query.channel,
-                "first_offset": bounds.first_offset,
-                "next_offset": bounds.next_offset,
-                "messages": messages,
-                "next": next,
-            }))
+            // Serialized straight to text: each stored payload goes out as
+            // the bytes it was stored as, never through a `serde_json::Value`
+            // (which would re-parse it).
+            Json(MessagesPage {
+                channel: &query.channel,
+                first_offset: bounds.first_offset,
+                next_offset: bounds.next_offset,
+                messages,
+                next,
+            })
             .into_response()
         }
         Err(error) => store_error(&error),
     }
 }
 
+/// A page of `GET /v1/messages`.
+#[derive(Serialize)]
+struct MessagesPage<'a> {
+    channel: &'a str,
+    first_offset: u64,
+    next_offset: u64,
+    messages: Vec<&'a crate::store::StoredEvent>,
+    next: Option<u64>,
+}
+
+/// The answer of `POST /v1/devices/{id}/commands`: the device's result as
+/// the JSON text it sent (checked when it arrived).
+#[derive(Serialize)]
+struct CommandAnswer<'a> {
+    status: tether_proto::CommandStatus,
+    result: &'a RawValue,
+}
+
 #[derive(Debug, Deserialize)]
 struct CommandBody {
     channel: String,
-    payload: Option<Box<serde_json::value::RawValue>>,
+    payload: Option<Box<RawValue>>,
 }
 
 pub(crate) async fn post_command(
@@ -250,12 +272,19 @@ pub(crate) async fn post_command(
     if payload.len() > tether_proto::MAX_PAYLOAD_LEN {
         return wire_error(ErrorCode::TOO_LARGE, "payload too large");
     }
+    if let Err(error) = Payload::from_json_str(&payload).check() {
+        return wire_error(ErrorCode::INVALID_FIELD, error.reason());
+    }
     match crate::commands::command(&state, &identity, &device, body.channel, payload).await {
-        Ok(reply) => {
-            let result: serde_json::Value =
-                serde_json::from_str(&reply.result).unwrap_or(serde_json::Value::Null);
-            Json(json!({ "status": reply.status, "result": result })).into_response()
-        }
+        Ok(reply) => match serde_json::from_str::<&RawValue>(&reply.result) {
+            Ok(result) => Json(CommandAnswer {
+                status: reply.status,
+                result,
+            })
+            .into_response(),
+            // Checked when it arrived; never here.
+            Err(_) => wire_error(ErrorCode::INTERNAL, "the device's result is not JSON"),
+        },
         Err((code, message)) => wire_error(code, message),
     }
 }

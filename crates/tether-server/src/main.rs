@@ -26,6 +26,8 @@ async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Some(command) = cli.command {
         return match run_admin(command, &config) {
@@ -52,6 +54,10 @@ async fn main() -> std::process::ExitCode {
         ));
         return std::process::ExitCode::from(2);
     }
+    // Handle SIGTERM and Ctrl-C from before the "listening on" line, so a
+    // supervisor that stops the server as soon as it printed it gets a
+    // graceful shutdown, not the default action (killed).
+    let signals = Signals::install();
     let server = match Server::start(config).await {
         Ok(server) => server,
         Err(error) => {
@@ -93,7 +99,7 @@ async fn main() -> std::process::ExitCode {
             }
         }
     }
-    wait_for_signal().await;
+    signals.wait().await;
     server.shutdown().await;
     std::process::ExitCode::SUCCESS
 }
@@ -121,24 +127,38 @@ fn complain(line: core::fmt::Arguments<'_>) {
         .and_then(|()| stderr.write_all(b"\n"));
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT (Ctrl-C), handled from the moment they are installed.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                unix: signal(SignalKind::terminate())
+                    .and_then(|terminate| Ok((terminate, signal(SignalKind::interrupt())?)))
+                    .ok(),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        if let Some((mut terminate, mut interrupt)) = self.unix {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

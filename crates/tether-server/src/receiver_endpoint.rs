@@ -20,6 +20,13 @@
 //! its limit when the `auth` message arrives, the connection closes with
 //! 1013 (try again later).
 //!
+//! Replies come in request order: the loop that reads requests queues each
+//! answer (`pong`, refusals) behind the ones before it, and a `subscribe`'s
+//! `subscribed`, which its subscription task sends once it read the
+//! channel's bounds, holds the answers queued after it until it is out.
+//! Only a `send_command`'s answer waits for the device. Refusals carry the
+//! request's `request_id` and, for `subscribe`, its `channel`.
+//!
 //! Subscribing (`subscribe` with `from`): the subscription joins the
 //! channel's live queue **first**, then reads the channel's bounds, replays
 //! stored events from `from` up to them, and then forwards live events,
@@ -41,11 +48,12 @@
 //! peer stopped reading takes at most about a second.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Extension, State};
+use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::SplitSink;
@@ -63,8 +71,9 @@ use crate::http_util::{check_origin, error_response, too_many_connections};
 use crate::serve::TcpHeld;
 use crate::store::{KeyIdentity, ReadRange, Revocation, StoredEvent};
 use crate::websocket::{
-    CLOSE_GOING_AWAY, CLOSE_LINGER, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN_LATER, SendError,
-    await_close, close, close_frame, error_close_code, is_too_large, send_within,
+    CLOSE_GOING_AWAY, CLOSE_LINGER, CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER, CLOSE_UNSUPPORTED_DATA,
+    ReadFailure, SendError, await_close, classify, close, close_frame, decode_reason,
+    error_close_code, is_invalid_close, record_invalid_close, record_violation, send_within,
 };
 use crate::{AppState, auth};
 
@@ -108,6 +117,7 @@ enum Admitted {
 pub(crate) async fn upgrade(
     State(state): State<Arc<AppState>>,
     Extension(tcp): Extension<TcpHeld>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -158,7 +168,7 @@ pub(crate) async fn upgrade(
     crate::limits::bounded_upgrade(upgrade, state.config.limits.max_message_bytes)
         .on_upgrade(move |socket| async move {
             let _tcp = tcp;
-            run(state, admitted, socket).await;
+            run(state, admitted, peer, socket).await;
         })
         .into_response()
 }
@@ -175,14 +185,65 @@ struct AuthBody {
 }
 
 fn error_frame(code: ErrorCode, request_id: Option<u32>, message: &str) -> Message {
+    channel_error_frame(code, request_id, None, message)
+}
+
+/// An `error` about a channel's subscription (`channel` set).
+fn channel_error_frame(
+    code: ErrorCode,
+    request_id: Option<u32>,
+    channel: Option<&str>,
+    message: &str,
+) -> Message {
     let text = ServerToReceiver::Error(ErrorMessage {
         code,
         request_id,
         message,
+        channel,
     })
     .to_json()
     .unwrap_or_default();
     Message::Text(text.into())
+}
+
+/// An answer the connection owes, in request order.
+enum Reply {
+    /// A frame to send.
+    Frame(Message),
+    /// A subscription task's `subscribed` (or its refusal), which the task
+    /// sends itself when it is its `turn` (the replies before it are out);
+    /// the replies after it wait until it is `sent`.
+    Announced {
+        turn: Option<oneshot::Sender<()>>,
+        sent: oneshot::Receiver<()>,
+    },
+}
+
+/// Moves the first reply on: a frame into the outbox once it has room; a
+/// subscription's announcement by giving its task the turn and waiting
+/// until it sent it. `false` when the outbox is closed.
+async fn forward_reply(replies: &mut VecDeque<Reply>, outbox: &mpsc::Sender<Message>) -> bool {
+    match replies.front_mut() {
+        Some(Reply::Announced { turn, sent }) => {
+            if let Some(turn) = turn.take() {
+                let _ = turn.send(());
+            }
+            // Sent, or the task ended without sending: either way, done.
+            let _ = sent.await;
+            replies.pop_front();
+            true
+        }
+        Some(Reply::Frame(_)) => match outbox.reserve().await {
+            Ok(room) => {
+                if let Some(Reply::Frame(frame)) = replies.pop_front() {
+                    room.send(frame);
+                }
+                true
+            }
+            Err(_) => false,
+        },
+        None => true,
+    }
 }
 
 fn error_close(code: ErrorCode, reason: &str) -> Message {
@@ -205,6 +266,7 @@ async fn refuse(state: &AppState, socket: &mut WebSocket, reason: &str) {
 /// key sends an `error` and closes.
 async fn authenticate_first_message(
     state: &AppState,
+    peer: SocketAddr,
     socket: &mut WebSocket,
 ) -> Option<(KeyIdentity, String)> {
     let mut shutdown = state.shutdown.clone();
@@ -227,6 +289,25 @@ async fn authenticate_first_message(
             return None;
         }
         Ok(Some(Ok(Message::Text(text)))) => text,
+        Ok(Some(Err(error))) => {
+            if let ReadFailure::Violation {
+                code,
+                reason,
+                metric,
+            } = classify(&error)
+            {
+                record_violation(&state.metrics, "receiver", peer, code, reason, metric);
+                close(socket, code, reason).await;
+            }
+            return None;
+        }
+        Ok(Some(Ok(Message::Close(frame)))) => {
+            if is_invalid_close(frame.as_ref()) {
+                record_invalid_close(&state.metrics, "receiver", peer);
+            }
+            let _ = tokio::time::timeout(CLOSE_LINGER, socket.flush()).await;
+            return None;
+        }
         Ok(_) => {
             refuse(state, socket, "authenticate first").await;
             return None;
@@ -251,7 +332,7 @@ async fn authenticate_first_message(
     }
 }
 
-async fn run(state: Arc<AppState>, admitted: Admitted, mut socket: WebSocket) {
+async fn run(state: Arc<AppState>, admitted: Admitted, peer: SocketAddr, mut socket: WebSocket) {
     let (identity, key, _slot) = match admitted {
         Admitted::Authenticated {
             identity,
@@ -260,7 +341,7 @@ async fn run(state: Arc<AppState>, admitted: Admitted, mut socket: WebSocket) {
         } => (identity, key, slot),
         Admitted::Pending(permit) => {
             let _waiting = state.metrics.connection("unauthenticated");
-            let Some((identity, key)) = authenticate_first_message(&state, &mut socket).await
+            let Some((identity, key)) = authenticate_first_message(&state, peer, &mut socket).await
             else {
                 return;
             };
@@ -281,7 +362,7 @@ async fn run(state: Arc<AppState>, admitted: Admitted, mut socket: WebSocket) {
         }
     };
     let _open = state.metrics.connection("receiver");
-    serve(state, identity, key, socket).await;
+    serve(state, identity, key, peer, socket).await;
 }
 
 /// Whether the connection's key is still valid (asked of the store after
@@ -357,7 +438,13 @@ async fn write_frames(
     let _ = tokio::time::timeout_at(deadline, sink.close()).await;
 }
 
-async fn serve(state: Arc<AppState>, identity: KeyIdentity, key: String, socket: WebSocket) {
+async fn serve(
+    state: Arc<AppState>,
+    identity: KeyIdentity,
+    key: String,
+    peer: SocketAddr,
+    socket: WebSocket,
+) {
     let limits = state.config.limits.clone();
     let (sink, mut stream) = socket.split();
     let (outbox, outgoing) = mpsc::channel::<Message>(OUTBOX);
@@ -372,7 +459,7 @@ async fn serve(state: Arc<AppState>, identity: KeyIdentity, key: String, socket:
     let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut commands = tokio::task::JoinSet::new();
     let command_permits = Arc::new(Semaphore::new(limits.max_commands_per_connection));
-    let mut replies: VecDeque<Message> = VecDeque::new();
+    let mut replies: VecDeque<Reply> = VecDeque::new();
     let mut shutdown = state.shutdown.clone();
     let mut revocations = state.revocations.subscribe();
     let mut ping = tokio::time::interval(limits.ping_interval);
@@ -397,10 +484,11 @@ async fn serve(state: Arc<AppState>, identity: KeyIdentity, key: String, socket:
                 writer_done = true;
                 break None;
             }
-            room = outbox.reserve(), if !replies.is_empty() => match (room, replies.pop_front()) {
-                (Ok(room), Some(reply)) => room.send(reply),
-                _ => break None,
-            },
+            forwarded = forward_reply(&mut replies, &outbox), if !replies.is_empty() => {
+                if !forwarded {
+                    break None;
+                }
+            }
             Some(_) = commands.join_next(), if !commands.is_empty() => {}
             _ = ping.tick() => {
                 if last_heard.elapsed() > limits.idle_timeout {
@@ -408,30 +496,34 @@ async fn serve(state: Arc<AppState>, identity: KeyIdentity, key: String, socket:
                     break Some(close_frame(CLOSE_POLICY, "idle timeout"));
                 }
                 if replies.len() < REPLIES {
-                    replies.push_back(Message::Ping(Default::default()));
+                    replies.push_back(Reply::Frame(Message::Ping(Default::default())));
                 }
             }
             message = stream.next(), if replies.len() < REPLIES => {
                 last_heard = Instant::now();
                 let message = match message {
                     None => break None,
-                    Some(Err(error)) => {
-                        let error = error.to_string();
-                        if is_too_large(&error) {
-                            state.metrics.rejected("too_large");
-                            break Some(close_frame(CLOSE_TOO_BIG, "message too large"));
+                    Some(Err(error)) => match classify(&error) {
+                        ReadFailure::Violation { code, reason, metric } => {
+                            record_violation(&state.metrics, "receiver", peer, code, reason, metric);
+                            break Some(close_frame(code, reason));
                         }
-                        break None;
-                    }
+                        ReadFailure::Gone => break None,
+                    },
                     Some(Ok(message)) => message,
                 };
                 let text = match message {
                     Message::Text(text) => text,
                     Message::Binary(_) => {
                         state.metrics.rejected("binary_frame");
-                        break Some(close_frame(1003, "the receiver protocol uses text frames"));
+                        break Some(close_frame(CLOSE_UNSUPPORTED_DATA, "the receiver protocol uses text frames"));
                     }
-                    Message::Close(_) => break None,
+                    Message::Close(frame) => {
+                        if is_invalid_close(frame.as_ref()) {
+                            record_invalid_close(&state.metrics, "receiver", peer);
+                        }
+                        break None;
+                    }
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
                 let request = match ReceiverToServer::from_json(&text) {
@@ -439,18 +531,23 @@ async fn serve(state: Arc<AppState>, identity: KeyIdentity, key: String, socket:
                     Err(error) => {
                         state.metrics.rejected("malformed");
                         let code = error.error_code();
-                        replies.push_back(error_frame(code, None, "undecodable message"));
-                        break Some(error_close(code, "undecodable message"));
+                        // 4002 names the versions spoken (protocol.md section 8).
+                        let reason = decode_reason(error);
+                        replies.push_back(Reply::Frame(error_frame(code, None, reason)));
+                        break Some(error_close(code, reason));
                     }
                 };
                 match request {
                     ReceiverToServer::Subscribe(subscribe) => {
+                        let refused = |code, message| {
+                            Reply::Frame(channel_error_frame(code, subscribe.request_id, Some(subscribe.channel), message))
+                        };
                         if !identity.channels.allows(subscribe.channel) {
-                            replies.push_back(error_frame(ErrorCode::FORBIDDEN, None, "this key may not read that channel"));
+                            replies.push_back(refused(ErrorCode::FORBIDDEN, "this key may not read that channel"));
                             continue;
                         }
                         if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains_key(subscribe.channel) {
-                            replies.push_back(error_frame(ErrorCode::RATE_LIMITED, None, "too many subscriptions on one connection"));
+                            replies.push_back(refused(ErrorCode::RATE_LIMITED, "too many subscriptions on one connection"));
                             continue;
                         }
                         let channel = subscribe.channel.to_owned();
@@ -463,20 +560,30 @@ async fn serve(state: Arc<AppState>, identity: KeyIdentity, key: String, socket:
                             Err(error) => {
                                 state.metrics.rejected("channels_per_tenant");
                                 tracing::warn!(%error, tenant = identity.tenant_id, "subscribe refused");
-                                replies.push_back(error_frame(
+                                replies.push_back(refused(
                                     ErrorCode::RATE_LIMITED,
-                                    None,
                                     "the tenant has its maximum of subscribed channels",
                                 ));
                                 continue;
                             }
                         };
+                        // The task reads the bounds at once, and sends
+                        // `subscribed` in its turn; the replies after this
+                        // one wait for it.
+                        let (turn, my_turn) = oneshot::channel();
+                        let (announced, sent) = oneshot::channel();
+                        replies.push_back(Reply::Announced { turn: Some(turn), sent });
                         let task = tokio::spawn(subscription(
                             Arc::clone(&state),
                             identity.tenant_id,
                             channel.clone(),
-                            subscribe.from,
-                            asks_for_descriptions(&text),
+                            Start {
+                                from: subscribe.from,
+                                request_id: subscribe.request_id,
+                                my_turn,
+                                announced,
+                                describe: asks_for_descriptions(&text),
+                            },
                             live,
                             outbox.clone(),
                         ));
@@ -484,7 +591,7 @@ async fn serve(state: Arc<AppState>, identity: KeyIdentity, key: String, socket:
                     }
                     ReceiverToServer::Ping(ping) => {
                         let pong = ServerToReceiver::Pong(Pong { id: ping.id }).to_json().unwrap_or_default();
-                        replies.push_back(Message::Text(pong.into()));
+                        replies.push_back(Reply::Frame(Message::Text(pong.into())));
                     }
                     ReceiverToServer::Unsubscribe(unsubscribe) => {
                         if let Some(task) = subscriptions.remove(unsubscribe.channel) {
@@ -495,13 +602,21 @@ async fn serve(state: Arc<AppState>, identity: KeyIdentity, key: String, socket:
                         let request_id = command.request_id;
                         let Ok(permit) = Arc::clone(&command_permits).try_acquire_owned() else {
                             state.metrics.rejected("commands_per_connection");
-                            replies.push_back(error_frame(
+                            replies.push_back(Reply::Frame(error_frame(
                                 ErrorCode::RATE_LIMITED,
                                 Some(request_id),
                                 "too many commands waiting for their answers on this connection",
-                            ));
+                            )));
                             continue;
                         };
+                        if let Err(error) = command.payload.check() {
+                            replies.push_back(Reply::Frame(error_frame(
+                                ErrorCode::INVALID_FIELD,
+                                Some(request_id),
+                                error.reason(),
+                            )));
+                            continue;
+                        }
                         let state = Arc::clone(&state);
                         let identity = identity.clone();
                         let outbox = outbox.clone();
@@ -537,7 +652,11 @@ async fn serve(state: Arc<AppState>, identity: KeyIdentity, key: String, socket:
     if !writer_done {
         // The replies still waiting, then the close frame, ahead of any
         // event still queued: the writer sends them within CLOSE_LINGER.
-        let _ = farewell.send(replies.into_iter().chain(close).collect());
+        let frames = replies.into_iter().filter_map(|reply| match reply {
+            Reply::Frame(frame) => Some(frame),
+            Reply::Announced { .. } => None,
+        });
+        let _ = farewell.send(frames.chain(close).collect());
         drop(outbox);
         if tokio::time::timeout(CLOSE_LINGER.saturating_mul(2), &mut writer)
             .await
@@ -575,27 +694,54 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Replays history from `from`, then forwards live events without gap or
-/// duplicate; catches up from the store when the live queue overflowed.
-/// With `describe`, the channel's descriptions follow `subscribed` (and
-/// new ones come as devices send them).
+/// How a subscription starts: `Subscribe.from` and `.request_id`; when
+/// its `subscribed` (or refusal) may go out (the replies before it are
+/// out), and whom to tell once it is in the outbox; whether the receiver
+/// asked for the channel's descriptions.
+struct Start {
+    from: Option<u64>,
+    request_id: Option<u32>,
+    my_turn: oneshot::Receiver<()>,
+    announced: oneshot::Sender<()>,
+    describe: bool,
+}
+
+/// Sends `subscribed`, replays history from `from`, then forwards live
+/// events without gap or duplicate; catches up from the store when the
+/// live queue overflowed. With `describe`, the channel's descriptions
+/// follow `subscribed` (and new ones come as devices send them).
 async fn subscription(
     state: Arc<AppState>,
     tenant_id: i64,
     channel: String,
-    from: Option<u64>,
-    describe: bool,
+    start: Start,
     mut live: Box<dyn Subscription>,
     outbox: mpsc::Sender<Message>,
 ) {
+    let Start {
+        from,
+        request_id,
+        my_turn,
+        announced,
+        describe,
+    } = start;
     // 1. The live queue was joined (`live`) before looking at the store.
-    let bounds = match state.store.channel_bounds(tenant_id, &channel).await {
+    let bounds = state.store.channel_bounds(tenant_id, &channel).await;
+    // The answer goes out in request order.
+    if my_turn.await.is_err() {
+        return;
+    }
+    let bounds = match bounds {
         Ok(bounds) => bounds,
         Err(error) => {
             tracing::error!(%error, "cannot read channel bounds");
-            let _ = outbox
-                .send(error_frame(ErrorCode::INTERNAL, None, "store unavailable"))
-                .await;
+            let refused = channel_error_frame(
+                ErrorCode::INTERNAL,
+                request_id,
+                Some(&channel),
+                "store unavailable",
+            );
+            let _ = outbox.send(refused).await;
             return;
         }
     };
@@ -603,6 +749,7 @@ async fn subscription(
         channel: &channel,
         first_offset: bounds.first_offset,
         next_offset: bounds.next_offset,
+        request_id,
     });
     if outbox
         .send(Message::Text(
@@ -613,6 +760,7 @@ async fn subscription(
     {
         return;
     }
+    let _ = announced.send(());
     let _descriptions = describe.then(|| {
         AbortOnDrop(tokio::spawn(crate::device_readings::forward_descriptions(
             Arc::clone(&state),
@@ -720,7 +868,12 @@ impl Forwarder<'_> {
                     tracing::error!(%error, "cannot replay");
                     let _ = self
                         .outbox
-                        .send(error_frame(ErrorCode::INTERNAL, None, "store unavailable"))
+                        .send(channel_error_frame(
+                            ErrorCode::INTERNAL,
+                            None,
+                            Some(self.channel),
+                            "store unavailable",
+                        ))
                         .await;
                     return None;
                 }

@@ -33,12 +33,15 @@ pub struct CommandReply {
     pub result: String,
 }
 
-/// A command for a device connection to send; the answer goes to `reply`.
+/// A command for a device connection to send; the answer goes to `reply`:
+/// the device's, or why the session refused the command (`too_large`: its
+/// message would be longer than the device's `Hello.max_downlink_len`;
+/// `invalid_field`: the device's result breaks the payload rule).
 #[derive(Debug)]
 pub(crate) struct CommandRequest {
     pub(crate) channel: String,
     pub(crate) payload: String,
-    pub(crate) reply: oneshot::Sender<CommandReply>,
+    pub(crate) reply: oneshot::Sender<Result<CommandReply, ErrorCode>>,
 }
 
 /// Tells a session it must end, and why (set once, never lost).
@@ -188,7 +191,7 @@ impl DeviceSessions {
             Err(_) => return Err(ErrorCode::COMMAND_TIMEOUT),
         }
         match tokio::time::timeout_at(deadline, answer).await {
-            Ok(Ok(reply)) => Ok(reply),
+            Ok(Ok(reply)) => reply,
             // The connection ended before the device answered.
             Ok(Err(_)) => Err(ErrorCode::DEVICE_OFFLINE),
             Err(_) => Err(ErrorCode::COMMAND_TIMEOUT),

@@ -86,6 +86,7 @@ impl ModelDevice {
             firmware_version: "1.0.0",
             boot_id: self.boot_id,
             last_acked_seq: self.acked,
+            max_downlink_len: None,
         });
         ws.send(Message::Binary(hello.encode_to_vec()?.into()))
             .await?;

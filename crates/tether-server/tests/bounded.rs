@@ -113,7 +113,8 @@ async fn a_device_that_stops_reading_is_closed_with_slow_consumer() -> TestResul
         ws: ws_over(stream, t.addr, "/v1/device", &token).await?,
         json: false,
     };
-    device.hello("d", 1).await?;
+    // A device whose receive buffer takes the 4 KB commands.
+    device.hello_with_limit("d", 1, Some(8192)).await?;
     let mut receiver = Receiver::connect(t.addr, &t.key).await?;
     // The device reads nothing while commands pile up.
     let mut sent = 0;
@@ -146,7 +147,8 @@ async fn stuck_device(
         ws: ws_over(stream, t.addr, "/v1/device", token).await?,
         json: false,
     };
-    device.hello(id, 1).await?;
+    // A device whose receive buffer takes the 4 KB commands.
+    device.hello_with_limit(id, 1, Some(8192)).await?;
     send_commands(receiver, id, 1..=1500).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     Ok(device)

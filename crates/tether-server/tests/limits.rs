@@ -142,7 +142,9 @@ async fn oversized_malformed_and_unexpected_messages_get_their_close_codes() -> 
         ),
     ];
     for (name, frame, expected) in after_hello {
+        // A JSON session (its Hello is JSON): text frames are its encoding.
         let mut device = Device::connect(t.addr, &token).await?;
+        device.json = true;
         device.hello("d", 1).await?;
         device.ws.send(Message::Text(frame.into())).await?;
         assert_eq!(close_code(&mut device.ws).await?, expected, "{name}");

@@ -55,6 +55,7 @@ async fn wss_hello(
         firmware_version: "1",
         boot_id: 1,
         last_acked_seq: 0,
+        max_downlink_len: None,
     });
     ws.send(Message::Binary(hello.encode_to_vec()?.into()))
         .await?;

@@ -21,8 +21,22 @@ pub const DEFAULT_PAYLOAD_CAPACITY: usize = 256;
 /// kind, seq, channel, time, payload length (postcard varints).
 const PUBLISH_OVERHEAD: usize = 2 + 5 + 1 + MAX_CHANNEL_LEN + 1 + 10 + 3;
 
-/// Bytes of the largest `Hello`.
-const HELLO_LEN: usize = 2 + 1 + tether_proto::MAX_DEVICE_ID_LEN + 1 + 32 + 10 + 5;
+/// Bytes of the largest `Hello` (its last 5: `max_downlink_len`).
+const HELLO_LEN: usize = 2 + 1 + tether_proto::MAX_DEVICE_ID_LEN + 1 + 32 + 10 + 5 + 5;
+
+/// `Hello.max_downlink_len` for a receive buffer of `rx` bytes: the largest
+/// message that fits in it after the largest WebSocket frame header, so the
+/// server never sends a command the buffer cannot hold (1010 for the
+/// default 1024).
+#[must_use]
+pub const fn max_downlink_len(rx: usize) -> u32 {
+    let len = rx.saturating_sub(crate::ws::MAX_HEADER_LEN);
+    if len > u32::MAX as usize {
+        u32::MAX
+    } else {
+        len as u32
+    }
+}
 
 /// Bytes of the largest `CommandAck`: version and kind, id, status, result
 /// length and result.
@@ -265,6 +279,30 @@ impl core::error::Error for ClientConfigError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hello_states_what_the_receive_buffer_holds() {
+        use tether_proto::{DeviceToServer, Hello};
+        assert_eq!(
+            max_downlink_len(1024),
+            tether_proto::DEFAULT_MAX_DOWNLINK_LEN
+        );
+        assert_eq!(max_downlink_len(1536), 1522);
+        // The smallest buffer a runner takes still states a valid limit.
+        assert!(max_downlink_len(128) >= tether_proto::MIN_DOWNLINK_LEN);
+        // The largest Hello fits the smallest message buffer.
+        let id = "d".repeat(tether_proto::MAX_DEVICE_ID_LEN);
+        let firmware = "f".repeat(tether_proto::MAX_FIRMWARE_VERSION_LEN);
+        let largest = DeviceToServer::Hello(Hello {
+            device_id: &id,
+            firmware_version: &firmware,
+            boot_id: u64::MAX,
+            last_acked_seq: u32::MAX,
+            max_downlink_len: Some(u32::MAX),
+        });
+        assert!(largest.encoded_len() <= HELLO_LEN);
+        assert!(HELLO_LEN <= message_buffer_len(0));
+    }
 
     #[test]
     fn config_validation() {

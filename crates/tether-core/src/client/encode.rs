@@ -20,10 +20,11 @@ pub(super) enum Outgoing {
 
 /// Encodes one transmission other than a `Publish` into `out`; `None` if it
 /// does not fit (the buffers are checked against the limits, so it always
-/// fits).
+/// fits). `max_downlink` goes in `Hello` (what the receive buffer holds).
 pub(super) fn control(
     transmit: Transmit<'_>,
     config: &ClientConfig<'_>,
+    max_downlink: u32,
     out: &mut [u8],
 ) -> Option<Outgoing> {
     let message = match transmit {
@@ -35,6 +36,7 @@ pub(super) fn control(
             firmware_version: config.firmware_version,
             boot_id,
             last_acked_seq,
+            max_downlink_len: Some(max_downlink),
         }),
         Transmit::CommandAck { id, status, result } => DeviceToServer::CommandAck(CommandAck {
             id,

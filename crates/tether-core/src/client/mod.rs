@@ -66,7 +66,7 @@ use tether_proto::{MAX_PAYLOAD_LEN, validate_channel};
 
 pub use self::command::{CommandHandler, CommandResult, NoCommands, ResultTooLarge};
 pub use self::config::{
-    ClientConfig, ClientConfigError, DEFAULT_PAYLOAD_CAPACITY, MAX_ANNOUNCEMENTS,
+    ClientConfig, ClientConfigError, DEFAULT_PAYLOAD_CAPACITY, MAX_ANNOUNCEMENTS, max_downlink_len,
     message_buffer_len,
 };
 pub use self::runner::{Buffers, NeedsProvisioning, Runner};

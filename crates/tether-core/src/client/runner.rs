@@ -220,6 +220,7 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
                 }
             };
 
+        let max_downlink = super::max_downlink_len(rx.len());
         let mut request = ws::ClientRequest::new(url.authority, url.path);
         if let Some(authorization) = config.authorization {
             request = request.with_authorization(authorization);
@@ -244,7 +245,15 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
             }
         };
         client.with_session(|s| s.on_link_up(clock.now()));
-        serve(client, config, handler, message, &mut websocket).await;
+        serve(
+            client,
+            config,
+            max_downlink,
+            handler,
+            message,
+            &mut websocket,
+        )
+        .await;
         // Close the transport gracefully (TCP FIN, TLS close_notify), within
         // the send timeout; the connector aborts what does not finish.
         let _ = select(
@@ -260,6 +269,7 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
 async fn serve<B, M, H, T, const PAYLOAD: usize>(
     client: &Client<B, M, PAYLOAD>,
     config: &ClientConfig<'_>,
+    max_downlink: u32,
     handler: &mut H,
     message: &mut [u8],
     websocket: &mut ws::WebSocket<'_, T, SessionRng<'_, B, M, PAYLOAD>>,
@@ -279,7 +289,9 @@ async fn serve<B, M, H, T, const PAYLOAD: usize>(
             let next = client.with_session(|s| match s.poll_transmit(now) {
                 None => Next::Idle,
                 Some(Transmit::Publish { after }) => Next::Publish { after },
-                Some(transmit) => Next::Send(encode::control(transmit, config, message)),
+                Some(transmit) => {
+                    Next::Send(encode::control(transmit, config, max_downlink, message))
+                }
             });
             let outgoing = match next {
                 Next::Idle => break,

@@ -1,7 +1,7 @@
 //! `tether-provision`: writes a device's factory provisioning record.
 //!
 //! ```text
-//! tether-provision --server-url wss://relay.example.com/device \
+//! tether-provision --server-url wss://relay.example.com/v1/device \
 //!     --device-id sensor-7 --token "$TOKEN" --pairing-code K7-42 \
 //!     [--ssid Home --passphrase 'correct horse'] \
 //!     --out sensor-7.img --esp32-partition

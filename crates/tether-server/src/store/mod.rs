@@ -113,11 +113,44 @@ impl ChannelFilter {
     /// Every channel.
     pub const ALL: ChannelFilter = ChannelFilter { patterns: None };
 
-    /// Only the listed channels (`name` or `prefix/*`).
+    /// Only the listed channels (`name` or `prefix/*`), unchecked (e.g. as
+    /// stored); [`ChannelFilter::parse`] checks them.
     pub fn only(patterns: Vec<String>) -> Self {
         ChannelFilter {
             patterns: Some(patterns),
         }
+    }
+
+    /// Only the listed channels, each checked with
+    /// [`ChannelFilter::check_pattern`]; at least one.
+    pub fn parse(patterns: Vec<String>) -> Result<Self, StoreError> {
+        if patterns.is_empty() {
+            return Err(StoreError::Invalid(
+                "channel patterns: give at least one".into(),
+            ));
+        }
+        for pattern in &patterns {
+            Self::check_pattern(pattern).map_err(StoreError::Invalid)?;
+        }
+        Ok(Self::only(patterns))
+    }
+
+    /// The one rule for a channel pattern, wherever one is accepted: `*`
+    /// (every channel), a channel name (that channel), or a channel name
+    /// followed by `/*` (every channel below it). Anything else could never
+    /// match a channel (`''`, `**`, `/x/`, `a*`) and is refused.
+    pub fn check_pattern(pattern: &str) -> Result<(), String> {
+        let name = match pattern {
+            "*" => return Ok(()),
+            _ => pattern.strip_suffix("/*").unwrap_or(pattern),
+        };
+        tether_proto::validate_channel(name).map_err(|_| {
+            format!(
+                "channel pattern {pattern:?}: use `*`, a channel name (letters, digits, _ - . and / between \
+                 non-empty segments, at most {} bytes) or a name followed by `/*`",
+                tether_proto::MAX_CHANNEL_LEN
+            )
+        })
     }
 
     /// The patterns, `None` for every channel.

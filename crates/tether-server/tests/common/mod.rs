@@ -196,11 +196,23 @@ impl Device {
     }
 
     pub async fn hello(&mut self, device_id: &str, boot_id: u64) -> Result<(u32, u16), BoxError> {
+        self.hello_with_limit(device_id, boot_id, None).await
+    }
+
+    /// `hello` stating `Hello.max_downlink_len` (`None`: as a device older
+    /// than the field).
+    pub async fn hello_with_limit(
+        &mut self,
+        device_id: &str,
+        boot_id: u64,
+        max_downlink_len: Option<u32>,
+    ) -> Result<(u32, u16), BoxError> {
         self.send(&DeviceToServer::Hello(Hello {
             device_id,
             firmware_version: "1.0.0",
             boot_id,
             last_acked_seq: 0,
+            max_downlink_len,
         }))
         .await?;
         match self.recv().await? {
@@ -308,6 +320,25 @@ pub async fn ws_over(
     );
     let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await?;
     Ok(ws)
+}
+
+/// Waits for the close frame (skipping other messages) and returns its code
+/// and reason.
+pub async fn close_frame(ws: &mut Ws) -> Result<(u16, String), BoxError> {
+    loop {
+        let message = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .map_err(|_| "timed out waiting for a close frame")?;
+        match message {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return Ok((u16::from(frame.code), frame.reason.to_string()));
+            }
+            Some(Ok(Message::Close(None))) => return Err("close without a code".into()),
+            Some(Ok(_)) => {}
+            Some(Err(error)) => return Err(format!("socket error before close: {error}").into()),
+            None => return Err("ended without a close frame".into()),
+        }
+    }
 }
 
 /// Waits for the close frame (skipping other messages) and returns its code.
@@ -450,8 +481,21 @@ pub async fn http_raw(
     key: Option<&str>,
     body: Option<&Value>,
 ) -> Result<(u16, String), BoxError> {
+    let body_text = body.map(Value::to_string);
+    http_text(addr, method, path, key, body_text.as_deref()).await
+}
+
+/// A minimal HTTP/1.1 request with a JSON body given as text (which need
+/// not be valid JSON); returns status and body text.
+pub async fn http_text(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> Result<(u16, String), BoxError> {
     let mut stream = TcpStream::connect(addr).await?;
-    let body_text = body.map(Value::to_string).unwrap_or_default();
+    let body_text = body.unwrap_or_default();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(key) = key {
         request.push_str(&format!("Authorization: Bearer {key}\r\n"));
@@ -463,7 +507,7 @@ pub async fn http_raw(
         ));
     }
     request.push_str("\r\n");
-    request.push_str(&body_text);
+    request.push_str(body_text);
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await??;

@@ -256,6 +256,9 @@ impl Admin {
         let key = auth::generate_secret(auth::RECEIVER_KEY_PREFIX);
         let lookup = auth::lookup_part(&key, auth::RECEIVER_KEY_PREFIX)
             .ok_or_else(|| StoreError::Invalid("key".into()))?;
+        for pattern in channels.patterns().unwrap_or_default() {
+            ChannelFilter::check_pattern(pattern).map_err(StoreError::Invalid)?;
+        }
         let channels = match channels.patterns() {
             None => None,
             Some(patterns) => Some(
