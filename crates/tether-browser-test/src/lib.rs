@@ -43,7 +43,7 @@
 //!
 //! ```text
 //! TETHER_UPDATE_SCREENSHOTS=1 cargo test -p tether-host --test portal_browser
-//! TETHER_UPDATE_SCREENSHOTS=1 cargo test -p tether-server --test dashboard_browser
+//! TETHER_UPDATE_SCREENSHOTS=1 cargo test -p tether-server --test dashboard_data_browser
 //! ```
 //!
 //! ```no_run

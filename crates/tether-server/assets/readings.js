@@ -433,7 +433,7 @@ export class ReadingsView {
       if (generation !== this.generation) return this.nextOffset;
       this.status(
         error.code === "forbidden"
-          ? "This key may not read this channel."
+          ? "This key may not read this channel: open a channel it may read, or sign in with a key that may read this one."
           : `The readings could not be loaded (${error.message}). Try again, or choose another range.`,
         "error",
       );
