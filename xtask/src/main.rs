@@ -50,6 +50,7 @@ commands:
                     --devices N --rate R --receivers M --seconds S
   series [ARGS]     time series queries on a large database (release build):
                     --events N (default 10000000) --devices D --data-dir DIR
+                    --browser (also the dashboard in headless Chromium)
   faults [ARGS]     the fault proof (fleet behind a fault proxy, kill -9 loop) for longer:
                     --minutes N (default 10) --seed S (default random)
 ";

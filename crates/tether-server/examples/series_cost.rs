@@ -290,6 +290,24 @@ async fn dashboard(addr: std::net::SocketAddr, key: &str, rounds: usize) -> Resu
         .await?;
     client.goto(&format!("{base}#channel={CHANNEL}")).await?;
     client.refresh().await?;
+    // The readings view is up when it shows its first range.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = client
+            .execute(
+                "const e = document.querySelector('#readings-status'); \
+                 return !!e && e.textContent.startsWith('Showing');",
+                vec![],
+            )
+            .await?;
+        if shown == serde_json::json!(true) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the dashboard never showed the channel's readings".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Choose `range` and answer the milliseconds until it is drawn.
     let choose = "const [range, label, done] = arguments; \
         const select = document.querySelector('#range'); \
