@@ -86,26 +86,32 @@ impl<'a> ServerUrl<'a> {
             } else {
                 return Err(UrlError::UnsupportedScheme);
             };
-        if rest.contains('#') {
+        // Byte searches throughout: every delimiter is ASCII, and `char`
+        // patterns would link a UTF-8 decoder and a searcher per pattern
+        // into the device (code size, see docs/performance.md).
+        if rest.as_bytes().contains(&b'#') {
             return Err(UrlError::Fragment);
         }
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(authority_end);
+        let authority_end = rest
+            .bytes()
+            .position(|b| b == b'/' || b == b'?')
+            .unwrap_or(rest.len());
+        let (authority, path) = rest.split_at_checked(authority_end).unwrap_or((rest, ""));
         let path = if path.is_empty() { "/" } else { path };
         if !path.starts_with('/') {
             // Only "?query" without a path: RFC 6455 asks for "/" first; we
             // refuse instead of rewriting into a buffer we do not have.
             return Err(UrlError::InvalidPath);
         }
-        if authority.contains('@') {
+        if authority.as_bytes().contains(&b'@') {
             return Err(UrlError::UserInfo);
         }
         let (host, port) = split_host_port(authority)?;
         if host.is_empty() {
             return Err(UrlError::MissingHost);
         }
-        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':');
-        if !host.chars().all(valid) {
+        let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':');
+        if !host.bytes().all(valid) {
             return Err(UrlError::InvalidHost);
         }
         Ok(Self {
@@ -116,13 +122,20 @@ impl<'a> ServerUrl<'a> {
     }
 }
 
+/// `text` split around the first `byte` (ASCII), which is left out.
+fn split_once_byte(text: &str, byte: u8) -> Option<(&str, &str)> {
+    let at = text.bytes().position(|b| b == byte)?;
+    let (before, from) = text.split_at_checked(at)?;
+    Some((before, from.get(1..)?))
+}
+
 /// Splits `host[:port]` or `[v6]:port`; the host comes back without brackets.
 fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), UrlError> {
     let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-        let Some((host, after)) = bracketed.split_once(']') else {
+        let Some((host, after)) = split_once_byte(bracketed, b']') else {
             return Err(UrlError::InvalidHost);
         };
-        if host.is_empty() || !host.contains(':') {
+        if host.is_empty() || !host.as_bytes().contains(&b':') {
             return Err(UrlError::InvalidHost);
         }
         match after {
@@ -133,9 +146,9 @@ fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), UrlError> {
             },
         }
     } else {
-        match authority.split_once(':') {
+        match split_once_byte(authority, b':') {
             Some((host, port)) => {
-                if port.contains(':') {
+                if port.as_bytes().contains(&b':') {
                     // An unbracketed IPv6 literal.
                     return Err(UrlError::InvalidHost);
                 }
@@ -144,19 +157,32 @@ fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), UrlError> {
             None => (authority, None),
         }
     };
-    let port = match port {
-        None => None,
-        Some(digits) => {
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(UrlError::InvalidPort);
-            }
-            match digits.parse::<u16>() {
-                Ok(0) | Err(_) => return Err(UrlError::InvalidPort),
-                Ok(port) => Some(port),
-            }
-        }
-    };
-    Ok((host, port))
+    match port {
+        None => Ok((host, None)),
+        Some(digits) => parse_port(digits).map(|port| (host, Some(port))),
+    }
+}
+
+/// A port: 1 to 65535 in decimal digits only (no sign, no spaces).
+fn parse_port(digits: &str) -> Result<u16, UrlError> {
+    if digits.is_empty() {
+        return Err(UrlError::InvalidPort);
+    }
+    let mut port: u16 = 0;
+    for byte in digits.bytes() {
+        let digit = match byte {
+            b'0'..=b'9' => u16::from(byte - b'0'),
+            _ => return Err(UrlError::InvalidPort),
+        };
+        port = port
+            .checked_mul(10)
+            .and_then(|port| port.checked_add(digit))
+            .ok_or(UrlError::InvalidPort)?;
+    }
+    if port == 0 {
+        return Err(UrlError::InvalidPort);
+    }
+    Ok(port)
 }
 
 fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
@@ -246,6 +272,21 @@ mod tests {
             prop_assert_eq!(url.endpoint.port, port.unwrap_or(if tls { 443 } else { 80 }));
             prop_assert_eq!(url.endpoint.security, if tls { Security::Tls } else { Security::Plain });
             prop_assert_eq!(url.path, path.as_deref().unwrap_or("/"));
+        }
+
+        /// The hand-written port parser accepts exactly what core's
+        /// `u16` parser accepts from decimal digits, except 0.
+        #[test]
+        fn port_parsing_matches_core(digits in "[0-9]{0,7}|[0-9+ -]{0,6}|.{0,4}") {
+            let expected = if digits.bytes().all(|b| b.is_ascii_digit()) {
+                match digits.parse::<u16>() {
+                    Ok(0) | Err(_) => Err(UrlError::InvalidPort),
+                    Ok(port) => Ok(port),
+                }
+            } else {
+                Err(UrlError::InvalidPort)
+            };
+            prop_assert_eq!(parse_port(&digits), expected);
         }
     }
 }

@@ -484,7 +484,7 @@ impl<'a> Fields<'a> {
     }
 
     /// Feeds the JSON text to `sink`, byte by byte (`true`: go on).
-    fn for_each_byte(&self, mut sink: impl FnMut(u8) -> bool) -> Result<(), ()> {
+    pub(crate) fn for_each_byte(&self, mut sink: impl FnMut(u8) -> bool) -> Result<(), ()> {
         struct Bytes<F>(F);
         impl<F: FnMut(u8) -> bool> Write for Bytes<F> {
             fn write_str(&mut self, s: &str) -> fmt::Result {

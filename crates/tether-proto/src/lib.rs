@@ -96,6 +96,7 @@
 extern crate alloc;
 
 mod codec;
+mod compact;
 mod describe;
 mod device;
 mod error;

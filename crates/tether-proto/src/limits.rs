@@ -26,7 +26,7 @@ pub fn validate_channel(name: &str) -> Result<(), FieldError> {
     if name.is_empty()
         || name.starts_with('/')
         || name.ends_with('/')
-        || name.contains("//")
+        || name.as_bytes().windows(2).any(|pair| pair == b"//")
         || !name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/'))

@@ -1,7 +1,7 @@
 //! Protocol messages in and out of the runner's message buffer, and the
 //! mapping of WebSocket errors to [`LinkError`]s.
 
-use tether_proto::{CommandAck, DeviceToServer, Hello, Payload, Publish, Status};
+use tether_proto::{CommandAck, Hello, Payload, Publish, Status};
 
 use super::ClientConfig;
 use crate::outbox::Entry;
@@ -27,18 +27,19 @@ pub(super) fn control(
     max_downlink: u32,
     out: &mut [u8],
 ) -> Option<Outgoing> {
-    let message = match transmit {
+    let encoded = match transmit {
         Transmit::Hello {
             boot_id,
             last_acked_seq,
-        } => DeviceToServer::Hello(Hello {
+        } => Hello {
             device_id: config.device_id,
             firmware_version: config.firmware_version,
             boot_id,
             last_acked_seq,
             max_downlink_len: Some(max_downlink),
-        }),
-        Transmit::CommandAck { id, status, result } => DeviceToServer::CommandAck(CommandAck {
+        }
+        .encode(out),
+        Transmit::CommandAck { id, status, result } => CommandAck {
             id,
             status,
             result: if result.is_empty() {
@@ -46,11 +47,13 @@ pub(super) fn control(
             } else {
                 Payload(result)
             },
-        }),
-        Transmit::Announce { index } => announcement(config, index)?,
-        Transmit::Status { rssi_dbm } => DeviceToServer::Status(Status {
+        }
+        .encode(out),
+        Transmit::Announce { index } => announcement(config, index, out)?,
+        Transmit::Status { rssi_dbm } => Status {
             rssi_dbm: Some(rssi_dbm),
-        }),
+        }
+        .encode(out),
         Transmit::Ping { nonce } => return Some(Outgoing::Ping(nonce)),
         Transmit::Pong(payload) => {
             out.get_mut(..payload.len())?.copy_from_slice(payload);
@@ -59,22 +62,24 @@ pub(super) fn control(
         // Read from the outbox by the runner, then `publish`.
         Transmit::Publish { .. } => return None,
     };
-    binary(&message, out)
+    binary(encoded)
 }
 
-/// Announcement `index`: the channel descriptions, then the command
-/// descriptions, in the order the configuration lists them.
-pub(super) fn announcement<'a>(
-    config: &ClientConfig<'a>,
+/// Encodes announcement `index`: the channel descriptions, then the
+/// command descriptions, in the order the configuration lists them; `None`
+/// past the last.
+pub(super) fn announcement<'b>(
+    config: &ClientConfig<'_>,
     index: u16,
-) -> Option<DeviceToServer<'a>> {
+    out: &'b mut [u8],
+) -> Option<Result<&'b [u8], tether_proto::EncodeError>> {
     let index = usize::from(index);
     match config.descriptions.get(index) {
-        Some(description) => Some(DeviceToServer::DescribeChannel(*description)),
+        Some(description) => Some(description.encode(out)),
         None => index
             .checked_sub(config.descriptions.len())
             .and_then(|index| config.commands.get(index))
-            .map(|command| DeviceToServer::DescribeCommand(*command)),
+            .map(|command| command.encode(out)),
     }
 }
 
@@ -82,20 +87,21 @@ pub(super) fn announcement<'a>(
 /// `time_ms`; `None` if it does not fit `out` (an entry stored by a
 /// firmware with a larger payload capacity).
 pub(super) fn publish(entry: &Entry<'_>, time_ms: Option<u64>, out: &mut [u8]) -> Option<Outgoing> {
-    let message = DeviceToServer::Publish(Publish {
+    let encoded = Publish {
         seq: entry.seq,
         channel: entry.channel,
         time_ms,
         payload: Payload(entry.payload),
-    });
-    binary(&message, out)
+    }
+    .encode(out);
+    binary(encoded)
 }
 
-fn binary(message: &DeviceToServer<'_>, out: &mut [u8]) -> Option<Outgoing> {
-    message
-        .encode(out)
-        .ok()
-        .map(|bytes| Outgoing::Binary(bytes.len()))
+/// The device messages are encoded by tether-proto's compact encoders
+/// (`Hello::encode` and friends: the same bytes as
+/// `DeviceToServer::encode`, without the serde machinery on the device).
+fn binary(encoded: Result<&[u8], tether_proto::EncodeError>) -> Option<Outgoing> {
+    encoded.ok().map(|bytes| Outgoing::Binary(bytes.len()))
 }
 
 /// Why a link failed, from the WebSocket error that failed it.

@@ -108,10 +108,18 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
         if RX < 128 || TX < 128 {
             return Err(ClientConfigError::FrameBufferTooSmall);
         }
-        for index in 0..config.announcements() {
-            let fits = encode::announcement(config, index)
-                .is_some_and(|message| message.encoded_len() <= MESSAGE);
-            if !fits {
+        let lengths = config
+            .descriptions()
+            .iter()
+            .map(|description| description.encoded_len())
+            .chain(
+                config
+                    .commands()
+                    .iter()
+                    .map(|command| command.encoded_len()),
+            );
+        for len in lengths {
+            if len > MESSAGE {
                 return Err(ClientConfigError::DescriptionTooLarge);
             }
         }

@@ -1,18 +1,19 @@
 //! The opening handshake (RFC 6455 4): an HTTP/1.1 `GET` with `Upgrade:
 //! websocket`, answered by `101 Switching Protocols`. Sans-IO: requests and
 //! responses are written to and parsed from caller buffers. HTTP syntax is
-//! parsed by `httparse`; the key proof uses the `sha1` and `base64` crates.
+//! parsed by `httparse`; the key proof uses a compact SHA-1 and base64
+//! encoder of this crate's own (code size on the device, see `sha1.rs`), the
+//! server's key check the `base64` crate's decoder.
 
+mod base64;
 mod client;
 mod server;
+mod sha1;
 
 pub use client::{ClientHandshake, ClientRequest, Response};
 pub use server::Request;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use rand_core::RngCore;
-use sha1::{Digest as _, Sha1};
 
 use super::error::HandshakeError;
 
@@ -38,7 +39,7 @@ impl Key {
     pub fn from_nonce(nonce: [u8; 16]) -> Self {
         let mut key = [0u8; 24];
         // 16 bytes always encode to exactly 24.
-        let _ = STANDARD.encode_slice(nonce, &mut key);
+        self::base64::encode(&nonce, &mut key);
         Self(key)
     }
 
@@ -55,13 +56,10 @@ impl Key {
 
 /// `base64(SHA-1(key + GUID))`: the `Sec-WebSocket-Accept` for `key`.
 pub fn accept_key(key: &[u8]) -> [u8; 28] {
-    let mut sha1 = Sha1::new();
-    sha1.update(key);
-    sha1.update(GUID);
-    let digest = sha1.finalize();
+    let digest = self::sha1::digest(&[key, GUID]);
     let mut accept = [0u8; 28];
     // 20 bytes always encode to exactly 28.
-    let _ = STANDARD.encode_slice(digest, &mut accept);
+    self::base64::encode(&digest, &mut accept);
     accept
 }
 
