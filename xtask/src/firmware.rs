@@ -1,7 +1,10 @@
 //! The firmware examples: release builds with warnings denied, flashable
-//! images made offline by `espflash save-image`, and the flash and RAM
-//! each one takes next to a plain Wi-Fi + TCP firmware on the same esp-hal
-//! stack (`xtask/size-probes/esp32c3-wifi-tcp`).
+//! images made offline by `espflash save-image` (Espressif chips), and the
+//! flash and RAM each one takes next to a baseline without tether on the
+//! same stack: a plain Wi-Fi + TCP firmware on esp-hal
+//! (`xtask/size-probes/esp32c3-wifi-tcp`), and for the Raspberry Pi Pico the
+//! same peripherals with no tether (`rp2040-baseline` of
+//! `examples/rp2040-esp8266`).
 //!
 //! `cargo xtask firmware` runs this alone; `cargo xtask test` runs it as a
 //! step. Images land in `<target>/firmware/images/`.
@@ -19,7 +22,11 @@ struct Firmware {
     image: &'static str,
     dir: &'static str,
     bin: &'static str,
+    /// The chip: `espflash save-image --chip` takes it, except `rp2040`
+    /// (flashed as an ELF by probe-rs or as UF2: no image is made).
     chip: &'static str,
+    /// The row of the `image` this one is compared with.
+    baseline: &'static str,
     target: &'static str,
     args: &'static [&'static str],
 }
@@ -31,6 +38,7 @@ const FIRMWARE: &[Firmware] = &[
         dir: "xtask/size-probes/esp32c3-wifi-tcp",
         bin: "size-probe-esp32c3-wifi-tcp",
         chip: "esp32c3",
+        baseline: "baseline-wifi-tcp-esp32c3",
         target: "riscv32imc-unknown-none-elf",
         args: &[],
     },
@@ -40,6 +48,7 @@ const FIRMWARE: &[Firmware] = &[
         dir: "examples/esp32c3-minimal",
         bin: "esp32c3-minimal",
         chip: "esp32c3",
+        baseline: "baseline-wifi-tcp-esp32c3",
         target: "riscv32imc-unknown-none-elf",
         args: &[],
     },
@@ -49,6 +58,7 @@ const FIRMWARE: &[Firmware] = &[
         dir: "xtask/size-probes/esp32c3-tls",
         bin: "size-probe-esp32c3-tls",
         chip: "esp32c3",
+        baseline: "baseline-wifi-tcp-esp32c3",
         target: "riscv32imc-unknown-none-elf",
         args: &["--features", "embedded-tls"],
     },
@@ -58,6 +68,7 @@ const FIRMWARE: &[Firmware] = &[
         dir: "xtask/size-probes/esp32c3-tls",
         bin: "size-probe-esp32c3-tls",
         chip: "esp32c3",
+        baseline: "baseline-wifi-tcp-esp32c3",
         target: "riscv32imc-unknown-none-elf",
         args: &["--features", "mbedtls"],
     },
@@ -67,6 +78,7 @@ const FIRMWARE: &[Firmware] = &[
         dir: "examples/esp32c3-sensor",
         bin: "esp32c3-sensor",
         chip: "esp32c3",
+        baseline: "baseline-wifi-tcp-esp32c3",
         target: "riscv32imc-unknown-none-elf",
         args: &[],
     },
@@ -76,8 +88,29 @@ const FIRMWARE: &[Firmware] = &[
         dir: "examples/esp32c3-sensor",
         bin: "esp32c3-sensor",
         chip: "esp32c6",
+        baseline: "baseline-wifi-tcp-esp32c3",
         target: "riscv32imac-unknown-none-elf",
         args: &["--no-default-features", "--features", "esp32c6"],
+    },
+    Firmware {
+        label: "baseline: Pico UART + ADC, no tether",
+        image: "rp2040-baseline",
+        dir: "examples/rp2040-esp8266",
+        bin: "rp2040-baseline",
+        chip: "rp2040",
+        baseline: "rp2040-baseline",
+        target: "thumbv6m-none-eabi",
+        args: &["--bin", "rp2040-baseline"],
+    },
+    Firmware {
+        label: "rp2040-esp8266 (Pico + ESP-01)",
+        image: "rp2040-esp8266",
+        dir: "examples/rp2040-esp8266",
+        bin: "rp2040-esp8266",
+        chip: "rp2040",
+        baseline: "rp2040-baseline",
+        target: "thumbv6m-none-eabi",
+        args: &["--bin", "rp2040-esp8266"],
     },
 ];
 
@@ -92,13 +125,22 @@ struct Footprint {
     static_ram: u64,
 }
 
-pub(crate) fn run() -> Result<(), String> {
+/// Builds every firmware, or with `only`, those whose image name contains
+/// one of the words (and their baselines).
+pub(crate) fn run(only: &[String]) -> Result<(), String> {
     let root = workspace_root();
     let target_dir = target_dir().join("firmware");
     let images = target_dir.join("images");
     fs::create_dir_all(&images).map_err(|e| format!("{}: {e}", images.display()))?;
+    let wanted = |image: &str| only.is_empty() || only.iter().any(|w| image.contains(w.as_str()));
+    let selected = FIRMWARE.iter().filter(|f| {
+        wanted(f.image)
+            || FIRMWARE
+                .iter()
+                .any(|o| o.baseline == f.image && wanted(o.image))
+    });
     let mut rows = Vec::new();
-    for firmware in FIRMWARE {
+    for firmware in selected {
         crate::run(
             Command::new(cargo_bin())
                 .args(["build", "--release", "--target", firmware.target])
@@ -111,38 +153,41 @@ pub(crate) fn run() -> Result<(), String> {
             .join(firmware.target)
             .join("release")
             .join(firmware.bin);
-        let image = images.join(format!("{}.bin", firmware.image));
-        crate::run(
-            Command::new(crate::setup::tool_path("espflash"))
-                .args(["save-image", "--chip", firmware.chip])
-                .arg(&elf)
-                .arg(&image),
-        )?;
         let mut footprint = sections(&elf)?;
-        footprint.image = fs::metadata(&image)
-            .map_err(|e| format!("{}: {e}", image.display()))?
-            .len();
-        rows.push((firmware.label, firmware.chip, footprint));
+        if firmware.chip != "rp2040" {
+            let image = images.join(format!("{}.bin", firmware.image));
+            crate::run(
+                Command::new(crate::setup::tool_path("espflash"))
+                    .args(["save-image", "--chip", firmware.chip])
+                    .arg(&elf)
+                    .arg(&image),
+            )?;
+            footprint.image = fs::metadata(&image)
+                .map_err(|e| format!("{}: {e}", image.display()))?
+                .len();
+        }
+        rows.push((firmware, footprint));
     }
     print_table(&rows);
     Ok(())
 }
 
-fn print_table(rows: &[(&str, &str, Footprint)]) {
-    let Some((_, _, baseline)) = rows.first() else {
-        return;
-    };
+fn print_table(rows: &[(&Firmware, Footprint)]) {
     println!();
     println!("firmware images (espflash save-image), release, opt-level = \"s\", fat LTO");
     println!(
         "{:<36} {:<8} {:>9} {:>9} {:>11} {:>12} {:>12}",
         "firmware", "chip", "image", "flash", "static RAM", "+flash/base", "+RAM/base"
     );
-    for (label, chip, f) in rows {
+    for (firmware, f) in rows {
+        let baseline = rows
+            .iter()
+            .find(|(b, _)| b.image == firmware.baseline)
+            .map_or(*f, |(_, b)| *b);
         println!(
             "{:<36} {:<8} {:>9} {:>9} {:>11} {:>12} {:>12}",
-            label,
-            chip,
+            firmware.label,
+            firmware.chip,
             f.image,
             f.flash_sections,
             f.static_ram,
@@ -152,7 +197,8 @@ fn print_table(rows: &[(&str, &str, Footprint)]) {
     }
     println!(
         "(bytes; flash = code and constants; static RAM = .data + .bss + RAM code, heap array excluded; \
-         the C6 row compares with the C3 baseline)"
+         the C6 row compares with the C3 baseline, the Pico rows with the Pico baseline, \
+         which has no image: 0)"
     );
 }
 

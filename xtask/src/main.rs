@@ -26,7 +26,12 @@ pub(crate) const FIRMWARE_TARGETS: &[&str] = &["riscv32imac-unknown-none-elf"];
 
 /// Crates that must stay `#![no_std]` and build for [`NO_STD_TARGETS`] with
 /// no default features.
-pub(crate) const NO_STD_CRATES: &[&str] = &["tether-proto", "tether-core", "tether-esp32"];
+pub(crate) const NO_STD_CRATES: &[&str] = &[
+    "tether-proto",
+    "tether-core",
+    "tether-esp32",
+    "tether-esp8266",
+];
 
 /// Optional features of no_std crates that must build for
 /// [`NO_STD_TARGETS`] too: (crate, features).
@@ -44,10 +49,16 @@ commands:
   no-std            build the no_std crates for the bare-metal targets
   fuzz [SECONDS]    replay the committed corpora, then fuzz each target for SECONDS (default 20)
   size              code size of a minimal WebSocket client (riscv32imc): tether vs embedded-websocket
-  firmware          build the firmware examples, save their images (espflash), print flash and RAM
+  firmware [NAME..] build the firmware examples (those whose image name contains a NAME, and
+                    their baselines), save their images (espflash), print flash and RAM
   bench-report      Markdown tables from the last `cargo bench --bench frame_throughput` run
-  load [ARGS]       load-test the relay server on loopback (release build):
-                    --devices N --rate R --receivers M --seconds S
+  load [ARGS]       load-test the relay server on loopback (release build), with
+                    Mosquitto side by side with --peer mosquitto; workloads:
+                    --workload customer|fanout|ingest|overload|smoke, then
+                    --devices N --rate R[,R...] --tenants T --receivers-per-tenant M
+                    --seconds S --server-arg FLAG ... (`cargo xtask load --help`)
+  storm [ARGS]      reconnect storm: the fleet cut at once by a server restart,
+                    with and without the SDK's jitter (--devices N)
   series [ARGS]     time series queries on a large database (release build):
                     --events N (default 10000000) --devices D --data-dir DIR
                     --browser (also the dashboard in headless Chromium)
@@ -62,7 +73,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::run(),
         Some("no-std") => no_std_builds(),
         Some("size") => size::run(),
-        Some("firmware") => firmware::run(),
+        Some("firmware") => firmware::run(&args[1..]),
         Some("bench-report") => bench_report::run(),
         Some("fuzz") => {
             let seconds = match args.get(1).map(|s| s.parse::<u64>()) {
@@ -107,7 +118,7 @@ fn test() -> Result<(), String> {
         ]),
     )?;
     step("no_std builds", no_std_builds())?;
-    step("firmware examples", firmware::run())?;
+    step("firmware examples", firmware::run(&[]))?;
     step("tests", cargo(&["test", "--workspace", "--all-targets"]))?;
     step("doc tests", cargo(&["test", "--workspace", "--doc"]))?;
     step("fuzz smoke", fuzz::run(fuzz::DEFAULT_SECONDS))?;
@@ -144,9 +155,21 @@ fn no_std_builds() -> Result<(), String> {
 }
 
 /// `cargo xtask load`: builds the release server and the load generator
-/// (`crates/tether-server/examples/load.rs`) and runs it against a server
-/// process on loopback.
+/// (`crates/tether-load`) and runs the generator against server processes
+/// on loopback.
 fn load(args: &[String]) -> Result<(), String> {
+    let generator = build_load_generator()?;
+    let server = target_dir().join("release").join("tether-server");
+    run(Command::new(generator)
+        .arg("--server")
+        .arg(server)
+        .args(args)
+        .current_dir(workspace_root()))
+}
+
+/// Builds `tether-server` and `tether-load` in release; returns the
+/// generator's path.
+fn build_load_generator() -> Result<PathBuf, String> {
     cargo(&[
         "build",
         "--release",
@@ -154,18 +177,12 @@ fn load(args: &[String]) -> Result<(), String> {
         "tether-server",
         "--bin",
         "tether-server",
-        "--example",
-        "load",
+        "-p",
+        "tether-load",
+        "--bin",
+        "tether-load",
     ])?;
-    let target = target_dir();
-    let server = target.join("release").join("tether-server");
-    run(
-        Command::new(target.join("release").join("examples").join("load"))
-            .arg("--server")
-            .arg(server)
-            .args(args)
-            .current_dir(workspace_root()),
-    )
+    Ok(target_dir().join("release").join("tether-load"))
 }
 
 /// `cargo xtask series`: fills a database with readings in bulk and times

@@ -13,6 +13,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // (fantoccini is built without a TLS back end: no OpenSSL needed.)
     "chromium",
     "chromium-driver",
+    // The peer of `cargo xtask load --peer mosquitto` (MQTT broker, run as
+    // its own process with a generated configuration).
+    "mosquitto",
+    // `perf`, for the server profiles in docs/performance.md.
+    "linux-perf",
     // espflash (firmware images) links libudev through its serial-port crate.
     "libudev-dev",
     "pkg-config",

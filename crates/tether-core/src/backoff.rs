@@ -18,6 +18,17 @@
 //! [`BackoffConfig::with_healthy_after`]: a server that accepts and drops at
 //! once keeps the delays growing instead of being hammered.
 //!
+//! A short outage means a short absence: no delay is longer than the
+//! outage so far plus `base` (or the second window, `base * multiplier`, if
+//! that is longer; the outage begins when a link that stayed up at least
+//! `base` goes down, or at the first failure). Without that bound a
+//! device whose window had grown to the cap through flapping links (each up
+//! for less than `healthy_after`) would wait up to the cap after a
+//! five-second outage; with it, a device is back at most twice the outage
+//! plus `base` after the outage began, whatever its window. Failing at once
+//! on every attempt, the delays still grow exactly as the window does (the
+//! outage so far is the sum of the delays before).
+//!
 //! ```
 //! use rand_core::SeedableRng;
 //! use tether_core::backoff::{Backoff, BackoffConfig, Jitter};
@@ -284,6 +295,9 @@ pub struct Backoff {
     first_failure: Option<Instant>,
     /// When the current connection came up, if one is up.
     connected_since: Option<Instant>,
+    /// When the current outage began: the last drop of a link that had
+    /// stayed up at least `base` (or the first failure).
+    down_since: Option<Instant>,
 }
 
 impl Backoff {
@@ -300,6 +314,7 @@ impl Backoff {
                 previous: config.base,
                 first_failure: None,
                 connected_since: None,
+                down_since: None,
             }),
             Err(e) => Err(e),
         }
@@ -323,6 +338,7 @@ impl Backoff {
         self.ceiling = self.config.base;
         self.previous = self.config.base;
         self.first_failure = None;
+        self.down_since = None;
     }
 
     /// A connection came up at `now`. It resets the backoff only if it is
@@ -355,7 +371,16 @@ impl Backoff {
             trace!("backoff: connection was healthy, reset");
             self.reset();
         }
-        self.connected_since = None;
+        // A link that stayed up at least `base` ends the previous outage;
+        // one dropped sooner (accepted and dropped at once) does not.
+        if self
+            .connected_since
+            .take()
+            .is_some_and(|since| now - since >= self.config.base)
+        {
+            self.down_since = Some(now);
+        }
+        let down_since = *self.down_since.get_or_insert(now);
         let first_failure = *self.first_failure.get_or_insert(now);
 
         if let Some(max) = self.config.max_attempts
@@ -370,18 +395,29 @@ impl Backoff {
         }
 
         let base = self.config.base.as_millis();
-        let cap = self.config.cap.as_millis();
+        // No wait longer than the outage so far plus `base` (or the
+        // second window, so decorrelated jitter keeps its spread).
+        let outage_bound = (now - down_since)
+            .as_millis()
+            .saturating_add(base)
+            .max(self.grow(base));
+        let cap = self.config.cap.as_millis().min(outage_bound);
         let delay = match self.config.jitter {
-            Jitter::None => self.ceiling.as_millis(),
-            Jitter::Full => uniform_inclusive(rng, 0, self.ceiling.as_millis()),
+            Jitter::None => self.ceiling.as_millis().min(cap),
+            Jitter::Full => uniform_inclusive(rng, 0, self.ceiling.as_millis().min(cap)),
             Jitter::Decorrelated => {
-                let upper = self.grow(self.previous.as_millis()).clamp(base, cap);
+                // `cap >= base`: the configured cap is (validated), and so
+                // is the outage bound.
+                let upper = self.grow(self.previous.as_millis()).min(cap).max(base);
                 uniform_inclusive(rng, base, upper)
             }
         };
         let delay = Duration::from_millis(delay.min(cap));
         self.previous = delay;
-        self.ceiling = Duration::from_millis(self.grow(self.ceiling.as_millis()).min(cap));
+        self.ceiling = Duration::from_millis(
+            self.grow(self.ceiling.as_millis())
+                .min(self.config.cap.as_millis()),
+        );
         self.attempts = self.attempts.saturating_add(1);
         debug!(
             "backoff: attempt {} waits {} ms",
@@ -504,10 +540,23 @@ mod tests {
             .with_jitter(Jitter::None);
         let mut backoff = Backoff::new(config).unwrap();
         let mut rng = XorShiftRng::seed_from_u64(1);
-        let delays: Vec<u64> = (0..6)
-            .map(|i| backoff.on_failure(at(i), &mut rng).unwrap().as_millis())
-            .collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1_000, 1_000]);
+        assert_eq!(
+            failing_at_once(&mut backoff, &mut rng, 6),
+            [100, 200, 400, 800, 1_000, 1_000]
+        );
+    }
+
+    /// Delays of `attempts` connection attempts that each fail at once,
+    /// the next one made when the delay is over.
+    fn failing_at_once(backoff: &mut Backoff, rng: &mut XorShiftRng, attempts: usize) -> Vec<u64> {
+        let mut now = at(0);
+        (0..attempts)
+            .map(|_| {
+                let delay = backoff.on_failure(now, rng).unwrap();
+                now = now + delay;
+                delay.as_millis()
+            })
+            .collect()
     }
 
     #[test]
@@ -519,11 +568,11 @@ mod tests {
             .with_jitter(Jitter::None);
         let mut backoff = Backoff::new(config).unwrap();
         let mut rng = XorShiftRng::seed_from_u64(1);
-        let delays: Vec<u64> = (0..8)
-            .map(|i| backoff.on_failure(at(i), &mut rng).unwrap().as_millis())
-            .collect();
         // 1, then max(1.5 -> 1, 1 + 1) = 2, 3, 4 (4.5), 6, 9, 10 (capped).
-        assert_eq!(delays, [1, 2, 3, 4, 6, 9, 10, 10]);
+        assert_eq!(
+            failing_at_once(&mut backoff, &mut rng, 8),
+            [1, 2, 3, 4, 6, 9, 10, 10]
+        );
     }
 
     #[test]
@@ -603,9 +652,10 @@ mod tests {
         for seed in 0..devices {
             let mut backoff = Backoff::new(config).unwrap();
             let mut rng = XorShiftRng::seed_from_u64(seed);
+            // A long outage: the outage bound never bites.
             for (i, sum) in sums.iter_mut().enumerate() {
                 *sum += backoff
-                    .on_failure(at(i as u64), &mut rng)
+                    .on_failure(at(i as u64 * 60_000), &mut rng)
                     .unwrap()
                     .as_millis();
             }
@@ -683,6 +733,70 @@ mod tests {
         assert!(none.iter().all(|&d| d == 2_000));
     }
 
+    /// Issue 13: links cut every few seconds (never healthy) grow every
+    /// device's window to the cap; then the server refuses connections for
+    /// five seconds. Each device must be back within twice the outage plus
+    /// `base`, not a cap's worth of seconds later.
+    #[test]
+    fn a_short_outage_means_a_short_absence() {
+        let config = BackoffConfig::default();
+        let outage = 5_000;
+        let mut worst = 0;
+        for seed in 0..2_000u64 {
+            let mut backoff = Backoff::new(config).unwrap();
+            let mut rng = XorShiftRng::seed_from_u64(seed);
+            let mut now = at(0);
+            // Flapping: up 3 s, cut, back after the delay; 40 times.
+            for _ in 0..40 {
+                backoff.on_connected(now);
+                now = now + ms(3_000);
+                now = now + backoff.on_failure(now, &mut rng).unwrap();
+            }
+            assert_eq!(backoff.ceiling, config.cap(), "the window has grown");
+            // The outage: the link drops after 3 s up, every attempt within
+            // the next five seconds is refused at once.
+            backoff.on_connected(now);
+            now = now + ms(3_000);
+            let down = now;
+            loop {
+                now = now + backoff.on_failure(now, &mut rng).unwrap();
+                if now - down >= ms(outage) {
+                    break;
+                }
+            }
+            let absence = (now - down).as_millis();
+            assert!(
+                absence <= 2 * outage + 1_000,
+                "seed {seed}: back after {absence} ms"
+            );
+            worst = worst.max(absence);
+        }
+        // The bound is reached, not just respected: the check has teeth.
+        assert!(worst > outage + 1_000, "worst absence {worst} ms");
+    }
+
+    /// A server that accepts and drops at once (up less than `base`) does
+    /// not end the outage: the delays keep growing to the cap.
+    #[test]
+    fn accept_and_drop_keeps_the_delays_growing() {
+        let config = BackoffConfig::default()
+            .with_base(ms(100))
+            .with_cap(ms(1_000))
+            .with_jitter(Jitter::None);
+        let mut backoff = Backoff::new(config).unwrap();
+        let mut rng = XorShiftRng::seed_from_u64(1);
+        let mut now = at(0);
+        let mut delays = Vec::new();
+        for _ in 0..6 {
+            backoff.on_connected(now);
+            now = now + ms(10);
+            let delay = backoff.on_failure(now, &mut rng).unwrap();
+            delays.push(delay.as_millis());
+            now = now + delay;
+        }
+        assert_eq!(delays, [100, 200, 400, 800, 1_000, 1_000]);
+    }
+
     #[test]
     fn uniform_inclusive_covers_small_ranges_evenly() {
         let mut rng = XorShiftRng::seed_from_u64(5);
@@ -725,6 +839,8 @@ mod tests {
             let mut backoff = Backoff::new(config).unwrap();
             let mut rng = XorShiftRng::seed_from_u64(seed);
             let mut now = at(0);
+            // When the current outage began (the model of `down_since`).
+            let mut down_since = None;
             for event in events {
                 match event {
                     Event::Fail { after } => now = now + ms(after),
@@ -732,14 +848,22 @@ mod tests {
                         now = now + ms(after);
                         backoff.on_connected(now);
                         now = now + ms(stays_up);
+                        if stays_up >= config.base().as_millis() {
+                            down_since = Some(now);
+                        }
                     }
                 }
+                let outage = now - *down_since.get_or_insert(now);
+                let bound = ms((outage.as_millis() + config.base().as_millis())
+                    .max(backoff.grow(config.base().as_millis())));
                 // A healthy connection resets the window before the draw.
                 let ceiling = if backoff.is_healthy(now) { config.base() } else { backoff.ceiling };
                 let delay = backoff.on_failure(now, &mut rng).unwrap();
                 prop_assert!(delay <= config.cap());
+                // A short outage, a short wait.
+                prop_assert!(delay <= bound);
                 match config.jitter() {
-                    Jitter::None => prop_assert_eq!(delay, ceiling),
+                    Jitter::None => prop_assert_eq!(delay, ceiling.min(bound)),
                     Jitter::Full => prop_assert!(delay <= ceiling),
                     Jitter::Decorrelated => prop_assert!(delay >= config.base()),
                 }

@@ -142,10 +142,12 @@
 //! session.on_released(1);
 //! assert!(outbox.is_empty());
 //!
-//! // Nothing to do until the keepalive ping is due.
+//! // Nothing to do until the keepalive ping is due: after 15 to 20 s of
+//! // silence, drawn per connection so a fleet does not ping in step.
 //! assert_eq!(session.poll_transmit(now), None);
 //! now = session.poll_at().unwrap();
-//! assert_eq!(now, Instant::ZERO + Duration::from_secs(20));
+//! assert!(now >= Instant::ZERO + Duration::from_secs(15));
+//! assert!(now <= Instant::ZERO + Duration::from_secs(20));
 //! assert!(matches!(session.poll_transmit(now), Some(Transmit::Ping { .. })));
 //! # Ok::<(), tether_core::session::SessionConfigError>(())
 //! ```
@@ -180,6 +182,7 @@ pub struct SessionConfig {
     backoff: BackoffConfig,
     connect_timeout: Duration,
     keepalive_interval: Duration,
+    keepalive_jitter_percent: u8,
     pong_timeout: Duration,
     max_in_flight: u32,
     full_policy: FullPolicy,
@@ -192,15 +195,16 @@ impl Default for SessionConfig {
 }
 
 impl SessionConfig {
-    /// Default backoff, 10 s to connect and get `Welcome`, a ping after 20 s
-    /// of silence, 10 s for its pong, 32 unacknowledged messages in flight,
-    /// reject when the outbox is full.
+    /// Default backoff, 10 s to connect and get `Welcome`, a ping after 15
+    /// to 20 s of silence (drawn per connection), 10 s for its pong, 32
+    /// unacknowledged messages in flight, reject when the outbox is full.
     #[must_use]
     pub const fn new() -> Self {
         Self {
             backoff: BackoffConfig::new(),
             connect_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(20),
+            keepalive_jitter_percent: 25,
             pong_timeout: Duration::from_secs(10),
             max_in_flight: 32,
             full_policy: FullPolicy::Reject,
@@ -226,6 +230,17 @@ impl SessionConfig {
     #[must_use]
     pub const fn with_keepalive_interval(mut self, interval: Duration) -> Self {
         self.keepalive_interval = interval;
+        self
+    }
+
+    /// Spread of the keepalive: each connection pings after a silence
+    /// drawn once, uniformly, from the last `percent` of the interval (25:
+    /// between 75 % and 100 % of it; 0: exactly the interval; at most
+    /// 100). Devices that connected together (after a server restart)
+    /// then neither ping nor time out in the same second.
+    #[must_use]
+    pub const fn with_keepalive_jitter_percent(mut self, percent: u8) -> Self {
+        self.keepalive_jitter_percent = if percent > 100 { 100 } else { percent };
         self
     }
 
@@ -267,6 +282,12 @@ impl SessionConfig {
     #[must_use]
     pub const fn keepalive_interval(&self) -> Duration {
         self.keepalive_interval
+    }
+
+    /// Spread of the keepalive, in percent of the interval.
+    #[must_use]
+    pub const fn keepalive_jitter_percent(&self) -> u8 {
+        self.keepalive_jitter_percent
     }
 
     /// Time allowed for a pong.
@@ -676,6 +697,9 @@ pub struct Session<R> {
     window: u32,
     /// When the next keepalive ping is due (connected, no ping outstanding).
     ping_due: Instant,
+    /// The silence before a ping on this connection (the interval less a
+    /// jitter drawn at `Welcome`).
+    keepalive: Duration,
     /// The nonce and deadline of the outstanding ping.
     ping_outstanding: Option<(u32, Instant)>,
     ping_nonce: u32,
@@ -785,6 +809,7 @@ impl<R: RngCore> Session<R> {
             released: acked,
             window: config.max_in_flight,
             ping_due: now,
+            keepalive: config.keepalive_interval,
             ping_outstanding: None,
             ping_nonce: 0,
             pong_payload: [0; MAX_PING_PAYLOAD],
@@ -1051,7 +1076,8 @@ impl<R: RngCore> Session<R> {
         self.signal_reported = None;
         self.phase = Phase::Connected;
         self.backoff.on_connected(now);
-        self.ping_due = now + self.config.keepalive_interval;
+        self.keepalive = self.draw_keepalive();
+        self.ping_due = now + self.keepalive;
         self.stats.connections = self.stats.connections.saturating_add(1);
         info!(
             "session: connected, server stored through {}, stored through {} here",
@@ -1341,7 +1367,21 @@ impl<R: RngCore> Session<R> {
 
     /// The server is alive: push the keepalive ping back.
     fn heard(&mut self, now: Instant) {
-        self.ping_due = now + self.config.keepalive_interval;
+        self.ping_due = now + self.keepalive;
+    }
+
+    /// The keepalive of a new connection: the interval less a uniform
+    /// draw from its last `keepalive_jitter_percent`.
+    fn draw_keepalive(&mut self) -> Duration {
+        let interval = self.config.keepalive_interval.as_millis();
+        let percent = u64::from(self.config.keepalive_jitter_percent.min(100));
+        // `interval * percent / 100` without 64-bit division.
+        let spread = match u32::try_from(interval.saturating_mul(percent)) {
+            Ok(product) => u64::from(product / 100),
+            Err(_) => (interval / 128).saturating_mul(percent),
+        };
+        let spread = crate::backoff::uniform_inclusive(&mut self.rng, 0, spread.min(interval));
+        Duration::from_millis(interval.saturating_sub(spread).max(1))
     }
 
     fn acknowledge(&mut self, seq: u32) {
@@ -1523,14 +1563,17 @@ mod tests {
         Duration::from_secs(secs)
     }
 
+    /// Deterministic timers: no backoff or keepalive jitter.
     fn config() -> SessionConfig {
-        SessionConfig::default().with_backoff(
-            BackoffConfig::default()
-                .with_base(secs(1))
-                .with_cap(secs(60))
-                .with_jitter(Jitter::None)
-                .with_healthy_after(secs(30)),
-        )
+        SessionConfig::default()
+            .with_backoff(
+                BackoffConfig::default()
+                    .with_base(secs(1))
+                    .with_cap(secs(60))
+                    .with_jitter(Jitter::None)
+                    .with_healthy_after(secs(30)),
+            )
+            .with_keepalive_jitter_percent(0)
     }
 
     fn session(config: SessionConfig) -> TestSession {
@@ -1583,6 +1626,53 @@ mod tests {
         // results of queued command acknowledgements.
         assert!(state <= 720, "session state grew to {state} bytes");
         assert!(with_rng <= 720 + 16);
+    }
+
+    /// Issue 13: a fleet that connected in the same second (after a server
+    /// restart) and then lost its link half-open (no FIN, no pongs) must not
+    /// time out in the same second. Each session draws its keepalive once
+    /// per connection from the last quarter of the interval, so the pings,
+    /// and the pong timeouts after them, spread over five seconds.
+    #[test]
+    fn keepalive_jitter_spreads_a_fleet_that_connected_together() {
+        const DEVICES: u64 = 2_000;
+        let timeouts = |jitter_percent| {
+            let mut per_second = [0u32; 40];
+            for seed in 0..DEVICES {
+                let config = config().with_keepalive_jitter_percent(jitter_percent);
+                let mut session = TestSession::new(config, seed.wrapping_mul(0x9E37_79B9));
+                let now = at(0);
+                session.session.on_link_up(now);
+                drain(&mut session, now);
+                session.session.on_welcome(now, 0, 32, 0).unwrap();
+                // The link stalls: nothing is heard any more. Ping when due,
+                // then time out when the pong does not come.
+                let mut now = now;
+                while session.session.state() == ConnectionState::Connected {
+                    now = session.session.poll_at().unwrap();
+                    session.session.handle_timeout(now);
+                    drain(&mut session, now);
+                }
+                per_second[(now.as_millis() / 1_000) as usize] += 1;
+            }
+            per_second
+        };
+        let aligned = timeouts(0);
+        // Without jitter: all in one second (20 s ping + 10 s pong timeout).
+        assert_eq!(aligned[30], DEVICES as u32, "{aligned:?}");
+        let spread = timeouts(25);
+        // With jitter: 25 to 30 s, no second with more than a quarter of
+        // the fleet (a fifth on average).
+        assert!(
+            spread[..25].iter().chain(&spread[31..]).all(|&n| n == 0),
+            "{spread:?}"
+        );
+        assert!(
+            spread.iter().all(|&n| u64::from(n) * 4 <= DEVICES),
+            "{spread:?}"
+        );
+        std::println!("timeouts per second, no jitter: {:?}", &aligned[24..31]);
+        std::println!("timeouts per second, 25 % jitter: {:?}", &spread[24..31]);
     }
 
     #[test]

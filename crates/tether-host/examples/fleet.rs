@@ -5,8 +5,10 @@
 //! cargo run -p tether-host --example fleet -- --url ws://127.0.0.1:8080 --devices 500 --rate 5
 //! ```
 //!
-//! Prints a progress line every second: readings published (accepted into
-//! the outboxes), acknowledged by the server, reconnects, devices connected.
+//! Prints a progress line every second: readings offered (one per tick),
+//! published (accepted into the outboxes), refused (the outbox was full, or
+//! another publish error), acknowledged by the server, reconnects, devices
+//! connected.
 //!
 //! Against `tether-server`, register devices first and pass their
 //! credentials (`--tokens FILE`, one provisioning record per line as
@@ -16,7 +18,7 @@
 extern crate alloc;
 
 use alloc::rc::Rc;
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 use core::time::Duration;
 use std::io::Write as _;
 
@@ -144,14 +146,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .min(u32::try_from(all.len()).unwrap_or(u32::MAX))
     });
     let clients: Rc<RefCell<Vec<Rc<DeviceClient>>>> = Rc::default();
+    let ticks = Rc::new(Ticks::default());
     for number in 0..devices {
         let args = args.clone();
         let clients = Rc::clone(&clients);
+        let ticks = Rc::clone(&ticks);
         let credentials = credentials
             .as_ref()
             .and_then(|all| all.get(number as usize).cloned());
         tokio::task::spawn_local(async move {
-            if let Err(e) = device(number, &args, credentials, &clients).await {
+            if let Err(e) = device(number, &args, credentials, &clients, &ticks).await {
                 eprintln!("device {number}: {e}");
             }
         });
@@ -174,8 +178,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             connected += u32::from(client.state() == ConnectionState::Connected);
         }
         let elapsed = started.elapsed().as_secs();
+        let (offered, refused) = (ticks.offered.get(), ticks.refused.get());
         eprint!(
-            "\r[{elapsed:>5} s] devices {connected}/{devices} connected | sent {sent} | acked {acked} | waiting {waiting} | reconnects {reconnects} | dropped {dropped}   ",
+            "\r[{elapsed:>5} s] devices {connected}/{devices} connected | offered {offered} | refused {refused} | sent {sent} | acked {acked} | waiting {waiting} | reconnects {reconnects} | dropped {dropped}   ",
         );
         let _ = std::io::stderr().flush();
         if args.duration.is_some_and(|limit| elapsed >= limit) {
@@ -185,11 +190,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
+/// Readings offered (one per tick of every device) and those the client
+/// refused (`publish` returned an error: the outbox was full with the
+/// default `FullPolicy::Reject`).
+#[derive(Debug, Default)]
+struct Ticks {
+    offered: Cell<u64>,
+    refused: Cell<u64>,
+}
+
 async fn device(
     number: u32,
     args: &Args,
     credentials: Option<Credentials>,
     clients: &RefCell<Vec<Rc<DeviceClient>>>,
+    ticks: &Ticks,
 ) -> anyhow::Result<()> {
     let (device_id, authorization) = match credentials {
         Some(credentials) => (
@@ -232,8 +247,12 @@ async fn device(
                     + i32::try_from((number * 37 + counter * 11) % 600).unwrap_or(0),
                 rssi: -40 - i8::try_from((number + counter) % 40).unwrap_or(0),
             };
-            // A full outbox refuses: the reading is skipped, never blocked on.
-            let _ = client.publish("fleet/readings", &reading).await;
+            // A full outbox refuses: the reading is counted as refused,
+            // never blocked on.
+            ticks.offered.set(ticks.offered.get() + 1);
+            if client.publish("fleet/readings", &reading).await.is_err() {
+                ticks.refused.set(ticks.refused.get() + 1);
+            }
         }
     };
     tokio::select! {

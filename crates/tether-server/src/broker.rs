@@ -2,17 +2,17 @@
 //! [`Broker`]; each receiver subscription reads them from a bounded live
 //! queue.
 //!
-//! [`InProcessBroker`] keeps one `tokio::sync::broadcast` ring per channel
-//! with subscribers (freed with its last subscriber; at most
-//! `max_channels_per_tenant` per tenant): memory is bounded by the ring,
-//! never by the slowest receiver. A receiver
+//! [`InProcessBroker`] keeps one bounded ring per channel with subscribers
+//! (freed with its last subscriber; at most `max_channels_per_tenant` per
+//! tenant), holding only what a subscriber has still to read: memory is
+//! bounded by the ring, never by the slowest receiver. A receiver
 //! that falls more than a ring behind gets [`Received::Lagged`] and catches
 //! up from the store (see `receiver_endpoint`), so nothing is lost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::broadcast;
+use tokio::sync::Notify;
 
 use crate::store::{BoxFuture, StoredEvent, TenantId};
 
@@ -74,11 +74,18 @@ pub trait Broker: Send + Sync + 'static {
 
 type ChannelKey = (TenantId, String);
 
-/// The in-process broker: a bounded broadcast ring per channel with
-/// subscribers. The ring is created by the channel's first subscriber and
-/// freed when its last subscriber goes, so memory follows what is
-/// subscribed now, and each tenant has at most `max_channels_per_tenant`
-/// rings.
+/// The in-process broker: a bounded ring per channel with subscribers. The
+/// ring is created by the channel's first subscriber and freed when its
+/// last subscriber goes, so memory follows what is subscribed now, and each
+/// tenant has at most `max_channels_per_tenant` rings.
+///
+/// A ring holds only events some subscriber has still to read (each event
+/// counts the readers it waits for), at most `capacity` of them: it grows
+/// as a burst needs and shrinks back, so ten thousand quiet channels cost a
+/// few dozen bytes each, not `capacity` preallocated slots (a
+/// `tokio::sync::broadcast` of 1024 slots is about 40 KiB per channel,
+/// 400 MB for 10,000 device channels). A subscriber more than `capacity`
+/// events behind is told how many it missed ([`Received::Lagged`]).
 #[derive(Debug)]
 pub struct InProcessBroker {
     shared: Arc<Shared>,
@@ -91,26 +98,86 @@ struct Shared {
     channels: Mutex<Channels>,
 }
 
+/// Rings by tenant, then channel name (looked up by `&str`, without
+/// allocating a key per event).
 #[derive(Debug, Default)]
 struct Channels {
-    rings: HashMap<ChannelKey, broadcast::Sender<Arc<StoredEvent>>>,
-    per_tenant: HashMap<TenantId, usize>,
+    rings: HashMap<TenantId, HashMap<String, Arc<Ring>>>,
+}
+
+impl Channels {
+    fn get(&self, tenant_id: TenantId, channel: &str) -> Option<&Arc<Ring>> {
+        self.rings.get(&tenant_id)?.get(channel)
+    }
+
+    fn count(&self) -> usize {
+        self.rings.values().map(HashMap::len).sum()
+    }
+}
+
+/// One channel's live events.
+#[derive(Debug, Default)]
+struct Ring {
+    state: Mutex<RingState>,
+    /// Woken on every publish.
+    published: Notify,
+}
+
+#[derive(Debug, Default)]
+struct RingState {
+    /// Position (in the channel's publish order) of `events[0]`.
+    head: u64,
+    /// Events with the readers each still waits for.
+    events: VecDeque<(Arc<StoredEvent>, usize)>,
+    subscribers: usize,
+}
+
+impl RingState {
+    /// Position after the newest event.
+    fn tail(&self) -> u64 {
+        self.head + self.events.len() as u64
+    }
+
+    /// Drops the events nobody has left to read, and memory a burst left.
+    fn trim(&mut self) {
+        while self
+            .events
+            .front()
+            .is_some_and(|(_, readers)| *readers == 0)
+        {
+            self.events.pop_front();
+            self.head += 1;
+        }
+        if self.events.capacity() > 64 && self.events.len() < self.events.capacity() / 4 {
+            self.events.shrink_to(self.events.len() * 2);
+        }
+    }
+
+    /// One reader less for the events from `cursor` on.
+    fn forget_reader(&mut self, cursor: u64) {
+        let skip = usize::try_from(cursor.saturating_sub(self.head)).unwrap_or(usize::MAX);
+        for (_, readers) in self.events.iter_mut().skip(skip) {
+            *readers = readers.saturating_sub(1);
+        }
+        self.trim();
+    }
 }
 
 impl Channels {
     /// Frees the ring of `key` if nobody listens to it any more.
     fn release_if_unused(&mut self, key: &ChannelKey) {
-        if self
-            .rings
-            .get(key)
-            .is_some_and(|sender| sender.receiver_count() == 0)
-        {
-            self.rings.remove(key);
-            if let Some(count) = self.per_tenant.get_mut(&key.0) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    self.per_tenant.remove(&key.0);
-                }
+        let Some(tenant) = self.rings.get_mut(&key.0) else {
+            return;
+        };
+        let unused = tenant.get(&key.1).is_some_and(|ring| {
+            ring.state
+                .lock()
+                .map_or(true, |state| state.subscribers == 0)
+        });
+        if unused {
+            tenant.remove(&key.1);
+            if tenant.is_empty() {
+                self.rings.remove(&key.0);
             }
         }
     }
@@ -132,16 +199,23 @@ impl InProcessBroker {
 
 impl Broker for InProcessBroker {
     fn publish(&self, events: Vec<Arc<StoredEvent>>) {
-        let Ok(mut channels) = self.shared.channels.lock() else {
+        let Ok(channels) = self.shared.channels.lock() else {
             return;
         };
         for event in events {
-            let key = (event.tenant_id, event.channel.clone());
-            if let Some(sender) = channels.rings.get(&key)
-                && sender.send(event).is_err()
-            {
-                channels.release_if_unused(&key);
+            let Some(ring) = channels.get(event.tenant_id, &event.channel) else {
+                continue;
+            };
+            if let Ok(mut state) = ring.state.lock() {
+                let readers = state.subscribers;
+                state.events.push_back((event, readers));
+                if state.events.len() > self.shared.capacity {
+                    // The oldest goes unread by those behind: they lag.
+                    state.events.pop_front();
+                    state.head += 1;
+                }
             }
+            ring.published.notify_waiters();
         }
     }
 
@@ -151,29 +225,43 @@ impl Broker for InProcessBroker {
         channel: &str,
     ) -> Result<Box<dyn Subscription>, SubscribeError> {
         let key = (tenant_id, channel.to_owned());
-        let receiver = match self.shared.channels.lock() {
-            Ok(mut channels) => {
-                if let Some(sender) = channels.rings.get(&key) {
-                    sender.subscribe()
-                } else {
-                    let count = channels.per_tenant.entry(tenant_id).or_insert(0);
-                    if *count >= self.shared.max_channels_per_tenant {
-                        if *count == 0 {
-                            channels.per_tenant.remove(&tenant_id);
-                        }
-                        return Err(SubscribeError::TooManyChannels);
-                    }
-                    *count += 1;
-                    let (sender, receiver) = broadcast::channel(self.shared.capacity);
-                    channels.rings.insert(key.clone(), sender);
-                    receiver
-                }
-            }
+        let Ok(mut channels) = self.shared.channels.lock() else {
             // A poisoned map: a subscription that reports `Closed`.
-            Err(_) => broadcast::channel(1).1,
+            return Ok(Box::new(RingSubscription {
+                ring: None,
+                cursor: 0,
+                shared: Arc::clone(&self.shared),
+                key,
+            }));
         };
-        Ok(Box::new(BroadcastSubscription {
-            receiver: Some(receiver),
+        let ring = if let Some(ring) = channels.get(tenant_id, channel) {
+            Arc::clone(ring)
+        } else {
+            let tenant = channels.rings.entry(tenant_id).or_default();
+            if tenant.len() >= self.shared.max_channels_per_tenant {
+                if tenant.is_empty() {
+                    channels.rings.remove(&tenant_id);
+                }
+                return Err(SubscribeError::TooManyChannels);
+            }
+            let ring = Arc::new(Ring::default());
+            tenant.insert(key.1.clone(), Arc::clone(&ring));
+            ring
+        };
+        // Counted under the map lock: a concurrent release of the last
+        // subscriber either came before (and a new ring was made) or sees
+        // this one.
+        let cursor = match ring.state.lock() {
+            Ok(mut state) => {
+                state.subscribers += 1;
+                state.tail()
+            }
+            Err(_) => 0,
+        };
+        drop(channels);
+        Ok(Box::new(RingSubscription {
+            ring: Some(ring),
+            cursor,
             shared: Arc::clone(&self.shared),
             key,
         }))
@@ -183,39 +271,71 @@ impl Broker for InProcessBroker {
         self.shared
             .channels
             .lock()
-            .map_or(0, |channels| channels.rings.len())
+            .map_or(0, |channels| channels.count())
     }
 }
 
-struct BroadcastSubscription {
-    /// Always `Some` until dropped.
-    receiver: Option<broadcast::Receiver<Arc<StoredEvent>>>,
+struct RingSubscription {
+    /// `None` only for a subscription that reports `Closed`.
+    ring: Option<Arc<Ring>>,
+    /// Position of the next event to read.
+    cursor: u64,
     shared: Arc<Shared>,
     key: ChannelKey,
 }
 
-impl Subscription for BroadcastSubscription {
+impl RingSubscription {
+    fn try_next(&mut self, ring: &Ring) -> Option<Received> {
+        let Ok(mut state) = ring.state.lock() else {
+            return Some(Received::Closed);
+        };
+        if self.cursor < state.head {
+            let skipped = state.head - self.cursor;
+            self.cursor = state.head;
+            return Some(Received::Lagged(skipped));
+        }
+        let index = usize::try_from(self.cursor - state.head).ok()?;
+        let (event, readers) = state.events.get_mut(index)?;
+        let event = Arc::clone(event);
+        *readers = readers.saturating_sub(1);
+        self.cursor += 1;
+        state.trim();
+        Some(Received::Event(event))
+    }
+}
+
+impl Subscription for RingSubscription {
     fn recv(&mut self) -> BoxFuture<'_, Received> {
         Box::pin(async move {
-            let Some(receiver) = self.receiver.as_mut() else {
+            let Some(ring) = self.ring.clone() else {
                 return Received::Closed;
             };
-            match receiver.recv().await {
-                Ok(event) => Received::Event(event),
-                Err(broadcast::error::RecvError::Lagged(skipped)) => Received::Lagged(skipped),
-                Err(broadcast::error::RecvError::Closed) => Received::Closed,
+            loop {
+                // Registered before looking, so a publish in between wakes it.
+                let published = ring.published.notified();
+                if let Some(received) = self.try_next(&ring) {
+                    return received;
+                }
+                published.await;
             }
         })
     }
 }
 
-impl Drop for BroadcastSubscription {
+impl Drop for RingSubscription {
     fn drop(&mut self) {
-        // Unsubscribe first, then free the ring if this was its last
-        // subscriber (under the lock, so a concurrent subscribe either
-        // came before, and keeps it, or creates a new one after).
-        drop(self.receiver.take());
+        // Leave the ring first (its unread events stop waiting for this
+        // reader), then free it if this was its last subscriber (under the
+        // map lock, so a concurrent subscribe either came before, and keeps
+        // it, or creates a new one after).
+        let Some(ring) = self.ring.take() else {
+            return;
+        };
         if let Ok(mut channels) = self.shared.channels.lock() {
+            if let Ok(mut state) = ring.state.lock() {
+                state.subscribers = state.subscribers.saturating_sub(1);
+                state.forget_reader(self.cursor);
+            }
             channels.release_if_unused(&self.key);
         }
     }
@@ -252,6 +372,81 @@ mod tests {
         broker.publish((2..=5).map(|offset| event(1, "temp", offset)).collect());
         assert!(matches!(a.recv().await, Received::Lagged(2)));
         assert!(matches!(a.recv().await, Received::Event(e) if e.offset == 4));
+        Ok(())
+    }
+
+    /// Events the ring of `channel` holds now.
+    fn held(broker: &InProcessBroker, tenant_id: TenantId, channel: &str) -> usize {
+        let channels = broker.shared.channels.lock().expect("not poisoned");
+        channels.get(tenant_id, channel).map_or(0, |ring| {
+            ring.state.lock().expect("not poisoned").events.len()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_ring_holds_only_what_a_subscriber_has_still_to_read() -> Result<(), SubscribeError> {
+        let broker = InProcessBroker::new(1024, 10);
+        let mut fast = broker.subscribe(1, "temp")?;
+        let slow = broker.subscribe(1, "temp")?;
+        broker.publish((1..=100).map(|offset| event(1, "temp", offset)).collect());
+        assert_eq!(held(&broker, 1, "temp"), 100);
+        for offset in 1..=100 {
+            assert!(matches!(fast.recv().await, Received::Event(e) if e.offset == offset));
+        }
+        assert_eq!(
+            held(&broker, 1, "temp"),
+            100,
+            "the slow one has read nothing"
+        );
+        // The slow subscriber leaves: nobody waits for those events now.
+        drop(slow);
+        assert_eq!(held(&broker, 1, "temp"), 0);
+        // A late subscriber starts at the tail and keeps nothing older.
+        let mut late = broker.subscribe(1, "temp")?;
+        broker.publish(vec![event(1, "temp", 101)]);
+        assert!(matches!(late.recv().await, Received::Event(e) if e.offset == 101));
+        assert_eq!(held(&broker, 1, "temp"), 1, "fast has not read 101 yet");
+        assert!(matches!(fast.recv().await, Received::Event(e) if e.offset == 101));
+        assert_eq!(held(&broker, 1, "temp"), 0);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_subscriber_is_woken_by_each_publish() -> Result<(), SubscribeError> {
+        let broker = Arc::new(InProcessBroker::new(8, 10));
+        let mut subscribers = (0..4)
+            .map(|_| broker.subscribe(3, "c"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let readers = subscribers
+            .drain(..)
+            .map(|mut subscription| {
+                tokio::spawn(async move {
+                    let mut next = 1;
+                    while next <= 1000 {
+                        match subscription.recv().await {
+                            Received::Event(event) => {
+                                assert_eq!(event.offset, next);
+                                next += 1;
+                            }
+                            // Catching up from the store is the endpoint's
+                            // job; here the skipped offsets are counted.
+                            Received::Lagged(skipped) => next += skipped,
+                            Received::Closed => panic!("the broker is alive"),
+                        }
+                    }
+                    next
+                })
+            })
+            .collect::<Vec<_>>();
+        for offset in 1..=1000 {
+            broker.publish(vec![event(3, "c", offset)]);
+            if offset % 7 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        for reader in readers {
+            assert_eq!(reader.await.expect("reader finished"), 1001);
+        }
         Ok(())
     }
 

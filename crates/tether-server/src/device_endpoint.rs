@@ -413,7 +413,7 @@ impl Session {
         })
     }
 
-    async fn serve(&mut self, commands: &mut mpsc::Receiver<CommandRequest>) -> End {
+    async fn serve(&mut self, commands: &mut mpsc::Receiver<Box<CommandRequest>>) -> End {
         let limits = self.state.config.limits.clone();
         let mut shutdown = self.state.shutdown.clone();
         let mut revocations = self.state.revocations.subscribe();
@@ -457,7 +457,7 @@ impl Session {
                     _ => Ok(()),
                 },
                 code = self.fence.fenced() => return fenced_end(code),
-                Some(command) = commands.recv() => self.command(command).await,
+                Some(command) = commands.recv() => self.command(*command).await,
                 Some((seq, result)) = self.pending.next(), if !self.pending.is_empty() => {
                     self.acknowledge(seq, result).await
                 }

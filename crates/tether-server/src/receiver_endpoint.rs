@@ -835,7 +835,11 @@ impl Forwarder<'_> {
     async fn send(&self, event: &StoredEvent) -> bool {
         let sent = self
             .outbox
-            .send(Message::Text(event.json_frame().to_owned().into()))
+            .send(Message::Text(
+                // The event's one encoding, shared (checked UTF-8 again:
+                // axum has no unchecked constructor).
+                axum::extract::ws::Utf8Bytes::try_from(event.json_bytes()).unwrap_or_default(),
+            ))
             .await
             .is_ok();
         if sent {

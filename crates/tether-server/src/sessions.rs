@@ -69,7 +69,9 @@ impl Fence {
 #[derive(Debug)]
 struct Session {
     id: u64,
-    commands: mpsc::Sender<CommandRequest>,
+    /// Boxed: a queue's slots are allocated 32 at a time when it is made,
+    /// so an idle device's queue costs 32 pointers, not 32 requests.
+    commands: mpsc::Sender<Box<CommandRequest>>,
     fence: watch::Sender<Option<ErrorCode>>,
 }
 
@@ -105,7 +107,7 @@ impl DeviceSessions {
         &self,
         device_id: &str,
         id: u64,
-    ) -> (mpsc::Receiver<CommandRequest>, Fence) {
+    ) -> (mpsc::Receiver<Box<CommandRequest>>, Fence) {
         let (commands, queue) = mpsc::channel(COMMAND_QUEUE);
         let (fence, fenced) = watch::channel(None);
         let old = match self.sessions.lock() {
@@ -179,11 +181,11 @@ impl DeviceSessions {
             .and_then(|sessions| sessions.get(device_id).map(|s| s.commands.clone()))
             .ok_or(ErrorCode::DEVICE_OFFLINE)?;
         let (reply, answer) = oneshot::channel();
-        let request = CommandRequest {
+        let request = Box::new(CommandRequest {
             channel,
             payload,
             reply,
-        };
+        });
         match tokio::time::timeout_at(deadline, commands.send(request)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(ErrorCode::DEVICE_OFFLINE),
@@ -219,11 +221,11 @@ mod tests {
             if let Some(commands) = commands {
                 assert!(
                     commands
-                        .try_send(CommandRequest {
+                        .try_send(Box::new(CommandRequest {
                             channel: "c".into(),
                             payload: "1".into(),
                             reply,
-                        })
+                        }))
                         .is_ok()
                 );
             }

@@ -20,8 +20,19 @@ impl ServerProcess {
     /// `listening on <addr>`, the receiver key on a first start, then
     /// `dashboard: …`). Blocks while the server starts.
     pub fn start(binary: &Path, data_dir: &Path, args: &[&str]) -> io::Result<Self> {
+        Self::start_on(binary, data_dir, "127.0.0.1:0", args)
+    }
+
+    /// [`start`](Self::start) on a given `listen` address (to restart a
+    /// server where its clients reconnect).
+    pub fn start_on(
+        binary: &Path,
+        data_dir: &Path,
+        listen: &str,
+        args: &[&str],
+    ) -> io::Result<Self> {
         let mut child = Command::new(binary)
-            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+            .args(["--listen", listen, "--log", "warn"])
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)
@@ -67,6 +78,11 @@ impl ServerProcess {
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Its process id (for memory and CPU readings in `/proc`).
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// The receiver key printed on the first start of a data directory.

@@ -249,7 +249,7 @@ pub struct StoredEvent {
     #[serde(serialize_with = "raw_json")]
     pub payload: String,
     #[serde(skip)]
-    json: OnceLock<String>,
+    json: OnceLock<bytes::Bytes>,
 }
 
 fn raw_json<S: serde::Serializer>(payload: &str, serializer: S) -> Result<S::Ok, S::Error> {
@@ -283,8 +283,18 @@ impl StoredEvent {
     }
 
     /// The receiver-protocol text frame (`{"v":1,"event":{…}}`), encoded
-    /// once and shared by every subscriber.
+    /// once.
     pub fn json_frame(&self) -> &str {
+        core::str::from_utf8(self.json_bytes_ref()).unwrap_or_default()
+    }
+
+    /// [`json_frame`](Self::json_frame) as shared bytes: every subscriber
+    /// gets the same buffer (a reference count), not a copy.
+    pub fn json_bytes(&self) -> bytes::Bytes {
+        self.json_bytes_ref().clone()
+    }
+
+    fn json_bytes_ref(&self) -> &bytes::Bytes {
         self.json.get_or_init(|| {
             let event = ServerToReceiver::Event(Event {
                 channel: &self.channel,
@@ -295,7 +305,7 @@ impl StoredEvent {
                 payload: Payload::from_json_str(&self.payload),
             });
             // Every stored field passed validation when it was published.
-            event.to_json().unwrap_or_default()
+            bytes::Bytes::from(event.to_json().unwrap_or_default())
         })
     }
 }

@@ -8,18 +8,22 @@
 //!                                               └▶ on_commit(events, in offset order)
 //!                                              retention.rs, rollup.rs: bounded chunks
 //!                                              between batches
+//!                                              checkpoint.rs: WAL → database file on its
+//!                                                own thread, never inside a commit
 //!  readers ──▶ permit (read_connections) ──▶ spawn_blocking on a pooled
 //!              read-only connection (read.rs; WAL: readers never block)
 //! ```
 //!
 //! The files follow the store's concerns: `schema.rs` (tables, migrations,
 //! connections), `writer.rs` (the batched writer: appends with their
-//! de-duplication and watermark, sessions), `read.rs`, `claim.rs`,
-//! `retention.rs`, `readings.rs` (descriptions, commands, series) and
-//! `rollup.rs` (the buckets series read), and `admin.rs` (the CLI's direct
+//! de-duplication and watermark, sessions), `checkpoint.rs`, `read.rs`,
+//! `claim.rs`, `retention.rs`, `readings.rs` (descriptions, commands,
+//! series) and `rollup.rs` (the buckets series read), and `admin.rs` (the
+//! CLI's direct
 //! operations).
 
 mod admin;
+mod checkpoint;
 mod claim;
 mod read;
 mod readings;
@@ -43,6 +47,9 @@ use super::{
 };
 use readings::ReadingsWrite;
 use writer::WriteOp;
+
+/// The writer connection's page cache, KiB.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 /// The SQLite store: a database file in WAL mode.
 #[derive(Debug, Clone)]
@@ -74,11 +81,24 @@ impl SqliteStore {
     /// older version) and starts its writer thread.
     pub fn open(path: &Path, options: StoreOptions) -> Result<SqliteStore, StoreError> {
         let conn = schema::open_connection(path)?;
+        // The writer's page cache holds the pages a batch touches (one leaf
+        // of `messages`, `boots`, `channels` and `devices` per device in
+        // it): with the default 2 MB, thousands of devices meant reading
+        // pages back from the file in every batch.
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB.saturating_neg())?;
+        // Checkpoints run on their own thread (see `checkpoint.rs`).
+        let checkpointer = checkpoint::Checkpointer::start(path);
+        if checkpointer.is_some() {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        }
         let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
         let read_connections = options.read_connections.max(1);
         let thread = std::thread::Builder::new()
             .name("tether-store-writer".into())
-            .spawn(move || writer::run(conn, receiver, options))
+            .spawn(move || {
+                writer::run(conn, receiver, options);
+                drop(checkpointer);
+            })
             .map_err(|error| StoreError::Database(error.to_string()))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {

@@ -195,6 +195,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The page size of new databases, bytes.
+pub(super) const PAGE_SIZE: i64 = 1024;
+
 /// How long a connection waits for another one's write lock before its
 /// statement fails with "database is locked".
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -204,6 +207,12 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Only takes effect on a new, empty database (before WAL): small
+    // pages, because every append updates rows scattered over several
+    // tables (its channel's newest `messages` leaf and time index, the
+    // device's `boots` row, the channel's `next_offset`), and each
+    // touched page is written whole to the WAL at commit.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a commit is on disk when it returns (acks mean durable).
     conn.pragma_update(None, "synchronous", "FULL")?;

@@ -33,8 +33,11 @@ use crate::store::{
     AppendOutcome, AppendRequest, StoreError, StoreOptions, StoredEvent, TenantId, TransactionStats,
 };
 
-/// Operations per write transaction, at most.
-const MAX_BATCH: usize = 512;
+/// Operations per write transaction, at most. A commit costs about the
+/// same whether it holds 100 appends or 4000 (one WAL fsync, and the pages
+/// of the small tables each written once), so under load the batch grows
+/// with the queue; the bound keeps one transaction's pages in the cache.
+const MAX_BATCH: usize = 4096;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -334,13 +337,13 @@ fn attempt(
         results.push(result);
     }
     for (device_id, count) in published {
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE devices SET
                 day_count = CASE WHEN day_start_ms = ?2 THEN day_count + ?3 ELSE ?3 END,
                 day_start_ms = ?2, last_seen_ms = ?4
              WHERE id = ?1",
-            params![device_id, to_i64(today), count, to_i64(now_ms)],
-        )?;
+        )?
+        .execute(params![device_id, to_i64(today), count, to_i64(now_ms)])?;
     }
     tx.commit()?;
     Ok(results)
@@ -432,13 +435,15 @@ fn insert_message(
     request: &AppendRequest,
     now_ms: u64,
 ) -> Result<StoredEvent, StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO channels(tenant_id, name, next_offset) VALUES (?1, ?2, 1)
-         ON CONFLICT(tenant_id, name) DO NOTHING",
-    )?
-    .execute(params![request.tenant_id, request.channel])?;
+    // One statement takes the channel's next offset (creating the channel
+    // at offset 1) and moves it on: a single descent of the channel index
+    // per append, not three statements.
     let (channel_id, offset): (i64, i64) = tx
-        .prepare_cached("SELECT id, next_offset FROM channels WHERE tenant_id = ?1 AND name = ?2")?
+        .prepare_cached(
+            "INSERT INTO channels(tenant_id, name, next_offset) VALUES (?1, ?2, 2)
+             ON CONFLICT(tenant_id, name) DO UPDATE SET next_offset = next_offset + 1
+             RETURNING id, next_offset - 1",
+        )?
         .query_row(params![request.tenant_id, request.channel], |row| {
             Ok((row.get(0)?, row.get(1)?))
         })?;
@@ -454,8 +459,6 @@ fn insert_message(
         to_i64(now_ms),
         request.payload
     ])?;
-    tx.prepare_cached("UPDATE channels SET next_offset = ?2 WHERE id = ?1")?
-        .execute(params![channel_id, offset.saturating_add(1)])?;
     Ok(StoredEvent::new(
         request.tenant_id,
         request.channel.clone(),
