@@ -50,6 +50,7 @@ use core::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::decimal::{Decimal, write_number};
 use crate::error::{Field, FieldError};
 use crate::limits::{validate_channel, validate_device_id};
 use crate::payload::Payload;
@@ -68,7 +69,9 @@ pub const MAX_UNIT_LEN: usize = 16;
 /// [`FieldDescription::decimals`] at most.
 pub const MAX_DECIMALS: u8 = 9;
 /// The magnitude of a scale and of a range bound, at most (so every number
-/// prints as a short plain decimal).
+/// prints as a short plain decimal). Both are also decimals of at most
+/// [`MAX_FRACTION_DIGITS`](crate::MAX_FRACTION_DIGITS) fraction digits (`0.01`, not `1.0 / 3.0`): they
+/// print without `core::fmt`'s float code.
 pub const MAX_MAGNITUDE: f64 = 1e15;
 /// The magnitude of a scale, at least.
 pub const MIN_SCALE: f64 = 1e-12;
@@ -235,7 +238,8 @@ pub struct FieldDescription<'a> {
     pub unit: &'a str,
     /// The shown value is the member's value times this (e.g. `0.01` for
     /// hundredths of a degree); finite, not zero, magnitude from
-    /// [`MIN_SCALE`] to [`MAX_MAGNITUDE`].
+    /// [`MIN_SCALE`] to [`MAX_MAGNITUDE`], at most [`MAX_FRACTION_DIGITS`](crate::MAX_FRACTION_DIGITS)
+    /// fraction digits.
     #[serde(default = "one")]
     pub scale: f64,
     /// Decimals to show (at most [`MAX_DECIMALS`]); `None`: as many as the
@@ -318,7 +322,8 @@ impl<'a> FieldDescription<'a> {
             .key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-        let magnitude_ok = |value: f64| value.is_finite() && value.abs() <= MAX_MAGNITUDE;
+        // Finite, at most MAX_MAGNITUDE, at most 12 fraction digits.
+        let magnitude_ok = |value: f64| Decimal::of(value).is_some();
         let range_ok = match (self.min, self.max) {
             (Some(min), Some(max)) => magnitude_ok(min) && magnitude_ok(max) && min < max,
             (Some(bound), None) | (None, Some(bound)) => magnitude_ok(bound),
@@ -349,16 +354,19 @@ impl<'a> FieldDescription<'a> {
             write!(out, ",\"unit\":\"{}\"", self.unit)?;
         }
         if self.scale != 1.0 {
-            write!(out, ",\"scale\":{}", self.scale)?;
+            out.write_str(",\"scale\":")?;
+            write_number(self.scale, out)?;
         }
         if let Some(decimals) = self.decimals {
             write!(out, ",\"decimals\":{decimals}")?;
         }
         if let Some(min) = self.min {
-            write!(out, ",\"min\":{min}")?;
+            out.write_str(",\"min\":")?;
+            write_number(min, out)?;
         }
         if let Some(max) = self.max {
-            write!(out, ",\"max\":{max}")?;
+            out.write_str(",\"max\":")?;
+            write_number(max, out)?;
         }
         out.write_char('}')
     }

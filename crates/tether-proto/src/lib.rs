@@ -97,6 +97,7 @@ extern crate alloc;
 
 mod codec;
 mod compact;
+mod decimal;
 mod describe;
 mod device;
 mod error;
@@ -107,6 +108,7 @@ mod payload;
 mod receiver;
 
 pub use codec::PROTOCOL_VERSION;
+pub use decimal::MAX_FRACTION_DIGITS;
 pub use describe::{
     DescribeChannel, DescribeCommand, Description, FieldDescription, Fields, MAX_DECIMALS,
     MAX_EXAMPLE_LEN, MAX_FIELDS, MAX_FIELDS_LEN, MAX_KEY_LEN, MAX_LABEL_LEN, MAX_MAGNITUDE,
