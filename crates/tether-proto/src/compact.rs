@@ -22,7 +22,7 @@
 
 use crate::codec::PROTOCOL_VERSION;
 use crate::describe::{DescribeChannel, DescribeCommand, Status};
-use crate::device::{Ack, Command, CommandAck, DeviceToServer, Hello, Publish, ServerToDevice};
+use crate::device::{Ack, Command, CommandAck, Hello, Publish, ServerToDevice};
 use crate::device::{CommandStatus, Welcome};
 use crate::error::{DecodeError, EncodeError};
 use crate::payload::Payload;
@@ -81,12 +81,12 @@ impl<'b> Writer<'b> {
 
 impl Hello<'_> {
     /// Encodes the message as `DeviceToServer::Hello` into `buf` (the same
-    /// bytes as [`DeviceToServer::encode`], without the generic codec).
+    /// bytes as [`DeviceToServer::encode`](crate::DeviceToServer::encode), without the generic codec).
     ///
     /// # Errors
     /// A field breaks its bounds, or `buf` is too small.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], EncodeError> {
-        DeviceToServer::Hello(*self).validate()?;
+        crate::device::validate_hello(self)?;
         let mut w = Writer::new(buf, 0)?;
         w.bytes(self.device_id.as_bytes())?;
         w.bytes(self.firmware_version.as_bytes())?;
@@ -103,12 +103,12 @@ impl Hello<'_> {
 
 impl Publish<'_> {
     /// Encodes the message as `DeviceToServer::Publish` into `buf` (the
-    /// same bytes as [`DeviceToServer::encode`], without the generic codec).
+    /// same bytes as [`DeviceToServer::encode`](crate::DeviceToServer::encode), without the generic codec).
     ///
     /// # Errors
     /// A field breaks its bounds, or `buf` is too small.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], EncodeError> {
-        DeviceToServer::Publish(*self).validate()?;
+        crate::device::validate_publish(self)?;
         let mut w = Writer::new(buf, 1)?;
         w.varint(u64::from(self.seq))?;
         w.bytes(self.channel.as_bytes())?;
@@ -126,12 +126,12 @@ impl Publish<'_> {
 
 impl CommandAck<'_> {
     /// Encodes the message as `DeviceToServer::CommandAck` into `buf` (the
-    /// same bytes as [`DeviceToServer::encode`], without the generic codec).
+    /// same bytes as [`DeviceToServer::encode`](crate::DeviceToServer::encode), without the generic codec).
     ///
     /// # Errors
     /// The result is too long, or `buf` is too small.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], EncodeError> {
-        DeviceToServer::CommandAck(*self).validate()?;
+        crate::device::validate_payload(&self.result)?;
         let mut w = Writer::new(buf, 2)?;
         w.varint(u64::from(self.id))?;
         w.byte(match self.status {
@@ -165,14 +165,14 @@ impl DescribeChannel<'_> {
     }
 
     /// Encodes the message as `DeviceToServer::DescribeChannel` into `buf`
-    /// (the same bytes as [`DeviceToServer::encode`], without the generic
+    /// (the same bytes as [`DeviceToServer::encode`](crate::DeviceToServer::encode), without the generic
     /// codec): the field list's JSON text streams into `buf` as it is
     /// written.
     ///
     /// # Errors
     /// A field breaks its bounds, or `buf` is too small.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], EncodeError> {
-        DeviceToServer::DescribeChannel(*self).validate()?;
+        self.validate()?;
         let mut w = Writer::new(buf, 3)?;
         w.bytes(self.channel.as_bytes())?;
         // `validate` refused a list whose text cannot be written.
@@ -203,13 +203,13 @@ impl DescribeCommand<'_> {
     }
 
     /// Encodes the message as `DeviceToServer::DescribeCommand` into `buf`
-    /// (the same bytes as [`DeviceToServer::encode`], without the generic
+    /// (the same bytes as [`DeviceToServer::encode`](crate::DeviceToServer::encode), without the generic
     /// codec).
     ///
     /// # Errors
     /// A field breaks its bounds, or `buf` is too small.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], EncodeError> {
-        DeviceToServer::DescribeCommand(*self).validate()?;
+        self.validate()?;
         let mut w = Writer::new(buf, 4)?;
         w.bytes(self.channel.as_bytes())?;
         w.bytes(self.label.as_bytes())?;
@@ -220,13 +220,13 @@ impl DescribeCommand<'_> {
 
 impl Status {
     /// Encodes the message as `DeviceToServer::Status` into `buf` (the
-    /// same bytes as [`DeviceToServer::encode`], without the generic
+    /// same bytes as [`DeviceToServer::encode`](crate::DeviceToServer::encode), without the generic
     /// codec): `rssi_dbm` as postcard's zigzag varint.
     ///
     /// # Errors
     /// The strength is out of range, or `buf` is too small.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], EncodeError> {
-        DeviceToServer::Status(*self).validate()?;
+        self.validate()?;
         let mut w = Writer::new(buf, 5)?;
         match self.rssi_dbm {
             None => w.byte(0)?,
@@ -356,6 +356,7 @@ mod tests {
 
     use super::*;
     use crate::codec;
+    use crate::device::DeviceToServer;
 
     /// The generic codec's decoding, the reference.
     fn reference(bytes: &[u8]) -> Result<ServerToDevice<'_>, DecodeError> {

@@ -69,11 +69,7 @@ impl Decimal {
             let rest = exact - (quotient << shift);
             let half = 1_u128 << (shift - 1);
             // A tie rounds up, as `Display`'s digit generation does.
-            let n = if rest >= half {
-                quotient + 1
-            } else {
-                quotient
-            };
+            let n = if rest >= half { quotient + 1 } else { quotient };
             // n / 10^d reads back as value when it lies within half a gap
             // to the neighbouring doubles (ties go to the even mantissa):
             // |n × 2^shift − exact| against 10^d / 2 (times 2 below).
@@ -169,12 +165,36 @@ mod tests {
     #[test]
     fn prints_what_display_prints() {
         for value in [
-            0.0, -0.0, 1.0, -40.0, 100.0, 0.01, 0.1, 0.3, 1e-12, -1e-12, 1e15, -1e15, 2.5, 0.5,
-            1e-13, 123456789012345.67, 0.000_000_000_015, 9.999_999_999_999, 4503599627370496.0,
+            0.0,
+            -0.0,
+            1.0,
+            -40.0,
+            100.0,
+            0.01,
+            0.1,
+            0.3,
+            1e-12,
+            -1e-12,
+            1e15,
+            -1e15,
+            2.5,
+            0.5,
+            1e-13,
+            123456789012345.67,
+            0.000_000_000_015,
+            9.999_999_999_999,
+            4503599627370496.0,
         ] {
             assert_eq!(text(value), oracle(value), "{value}");
         }
-        for refused in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e16, 1.0 / 3.0, 1e-300] {
+        for refused in [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e16,
+            1.0 / 3.0,
+            1e-300,
+        ] {
             assert_eq!(text(refused), None, "{refused}");
         }
     }

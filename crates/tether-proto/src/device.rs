@@ -198,32 +198,37 @@ pub(crate) fn validate_payload(payload: &Payload<'_>) -> Result<(), FieldError> 
     }
 }
 
+/// Checks a `Hello` (the compact encoder calls this one alone, so a device
+/// links no other message's checks).
+pub(crate) fn validate_hello(hello: &Hello<'_>) -> Result<(), FieldError> {
+    validate_device_id(hello.device_id)?;
+    validate_text(
+        hello.firmware_version,
+        MAX_FIRMWARE_VERSION_LEN,
+        true,
+        Field::FirmwareVersion,
+    )?;
+    match hello.max_downlink_len {
+        Some(len) if len < MIN_DOWNLINK_LEN => Err(FieldError::Invalid(Field::MaxDownlinkLen)),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a `Publish`.
+pub(crate) fn validate_publish(publish: &Publish<'_>) -> Result<(), FieldError> {
+    if publish.seq == 0 {
+        return Err(FieldError::Invalid(Field::Seq));
+    }
+    validate_channel(publish.channel)?;
+    validate_payload(&publish.payload)
+}
+
 impl DeviceToServer<'_> {
     /// Checks every field against its documented bounds.
     pub fn validate(&self) -> Result<(), FieldError> {
         match self {
-            DeviceToServer::Hello(hello) => {
-                validate_device_id(hello.device_id)?;
-                validate_text(
-                    hello.firmware_version,
-                    MAX_FIRMWARE_VERSION_LEN,
-                    true,
-                    Field::FirmwareVersion,
-                )?;
-                match hello.max_downlink_len {
-                    Some(len) if len < MIN_DOWNLINK_LEN => {
-                        Err(FieldError::Invalid(Field::MaxDownlinkLen))
-                    }
-                    _ => Ok(()),
-                }
-            }
-            DeviceToServer::Publish(publish) => {
-                if publish.seq == 0 {
-                    return Err(FieldError::Invalid(Field::Seq));
-                }
-                validate_channel(publish.channel)?;
-                validate_payload(&publish.payload)
-            }
+            DeviceToServer::Hello(hello) => validate_hello(hello),
+            DeviceToServer::Publish(publish) => validate_publish(publish),
             DeviceToServer::CommandAck(ack) => validate_payload(&ack.result),
             DeviceToServer::DescribeChannel(describe) => describe.validate(),
             DeviceToServer::DescribeCommand(describe) => describe.validate(),

@@ -80,8 +80,12 @@ fn number() -> impl Strategy<Value = f64> {
         Just(0.01),
         Just(1.0),
         Just(-40.0),
-        1e-6..1e6f64,
-        -1e12..-1e-3f64,
+        // A decimal of at most 12 fraction digits, as firmware writes
+        // them: ±n × 10^-d.
+        (1..1_000_000_000_000_i64, 0..=12u32, any::<bool>()).prop_map(|(n, d, negative)| {
+            let n = if negative { -n } else { n };
+            format!("{n}e-{d}").parse::<f64>().expect("a decimal")
+        }),
     ]
 }
 

@@ -68,6 +68,71 @@ pub struct ClientConfig<'a> {
     pub(super) send_timeout: Duration,
     pub(super) descriptions: &'a [DescribeChannel<'a>],
     pub(super) commands: &'a [DescribeCommand<'a>],
+    /// The description code, set by `with_descriptions` and
+    /// `with_commands` only: a firmware that describes nothing never
+    /// takes these function pointers, so the linker drops the encoders and
+    /// checks (and their number formatting) from its image.
+    pub(super) announcer: Option<Announcer>,
+}
+
+/// Validates, sizes and encodes a configuration's announcements.
+#[derive(Clone, Copy)]
+pub(super) struct Announcer {
+    /// Checks every description and command.
+    pub(super) validate: fn(&ClientConfig<'_>) -> Result<(), FieldError>,
+    /// The longest announcement's encoding, bytes.
+    pub(super) max_len: fn(&ClientConfig<'_>) -> usize,
+    /// Encodes announcement `index`; `None` past the last.
+    pub(super) encode: for<'b> fn(
+        &ClientConfig<'_>,
+        u16,
+        &'b mut [u8],
+    ) -> Option<Result<&'b [u8], tether_proto::EncodeError>>,
+}
+
+const ANNOUNCER: Announcer = Announcer {
+    validate: validate_announcements,
+    max_len: max_announcement_len,
+    encode: super::encode::announcement,
+};
+
+fn validate_announcements(config: &ClientConfig<'_>) -> Result<(), FieldError> {
+    for description in config.descriptions {
+        description.validate()?;
+    }
+    for command in config.commands {
+        command.validate()?;
+    }
+    Ok(())
+}
+
+fn max_announcement_len(config: &ClientConfig<'_>) -> usize {
+    let descriptions = config.descriptions.iter().map(DescribeChannel::encoded_len);
+    let commands = config.commands.iter().map(DescribeCommand::encoded_len);
+    descriptions.chain(commands).max().unwrap_or(0)
+}
+
+/// Configurations are equal by their settings; the announcer follows from
+/// them.
+impl PartialEq for Announcer {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Announcer {}
+
+impl fmt::Debug for Announcer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Announcer")
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for Announcer {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "Announcer");
+    }
 }
 
 impl<'a> ClientConfig<'a> {
@@ -85,6 +150,7 @@ impl<'a> ClientConfig<'a> {
             send_timeout: Duration::from_secs(10),
             descriptions: &[],
             commands: &[],
+            announcer: None,
         }
     }
 
@@ -111,6 +177,7 @@ impl<'a> ClientConfig<'a> {
     #[must_use]
     pub const fn with_descriptions(mut self, descriptions: &'a [DescribeChannel<'a>]) -> Self {
         self.descriptions = descriptions;
+        self.announcer = Some(ANNOUNCER);
         self
     }
 
@@ -119,6 +186,7 @@ impl<'a> ClientConfig<'a> {
     #[must_use]
     pub const fn with_commands(mut self, commands: &'a [DescribeCommand<'a>]) -> Self {
         self.commands = commands;
+        self.announcer = Some(ANNOUNCER);
         self
     }
 
@@ -212,13 +280,8 @@ impl<'a> ClientConfig<'a> {
         if self.descriptions.len().saturating_add(self.commands.len()) > MAX_ANNOUNCEMENTS {
             return Err(ClientConfigError::TooManyDescriptions);
         }
-        for description in self.descriptions {
-            description
-                .validate()
-                .map_err(ClientConfigError::Description)?;
-        }
-        for command in self.commands {
-            command.validate().map_err(ClientConfigError::Description)?;
+        if let Some(announcer) = self.announcer {
+            (announcer.validate)(self).map_err(ClientConfigError::Description)?;
         }
         Ok(url)
     }

@@ -49,7 +49,7 @@ pub(super) fn control(
             },
         }
         .encode(out),
-        Transmit::Announce { index } => announcement(config, index, out)?,
+        Transmit::Announce { index } => (config.announcer?.encode)(config, index, out)?,
         Transmit::Status { rssi_dbm } => Status {
             rssi_dbm: Some(rssi_dbm),
         }

@@ -108,18 +108,8 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
         if RX < 128 || TX < 128 {
             return Err(ClientConfigError::FrameBufferTooSmall);
         }
-        let lengths = config
-            .descriptions()
-            .iter()
-            .map(|description| description.encoded_len())
-            .chain(
-                config
-                    .commands()
-                    .iter()
-                    .map(|command| command.encoded_len()),
-            );
-        for len in lengths {
-            if len > MESSAGE {
+        if let Some(announcer) = config.announcer {
+            if (announcer.max_len)(config) > MESSAGE {
                 return Err(ClientConfigError::DescriptionTooLarge);
             }
         }
