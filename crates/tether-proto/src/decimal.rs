@@ -138,9 +138,9 @@ pub(crate) fn write_number<W: Write + ?Sized>(value: f64, out: &mut W) -> fmt::R
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
-    use std::format;
-    use std::string::String;
+    extern crate alloc;
+    use alloc::format;
+    use alloc::string::String;
 
     use proptest::prelude::*;
 

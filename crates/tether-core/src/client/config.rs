@@ -4,7 +4,7 @@
 use core::fmt;
 
 use tether_proto::{
-    DescribeChannel, DescribeCommand, FieldError, MAX_CHANNEL_LEN, validate_device_id,
+    DescribeChannel, DescribeCommand, EncodeError, FieldError, MAX_CHANNEL_LEN, validate_device_id,
 };
 
 use crate::session::{MAX_COMMAND_RESULT_LEN, SessionConfig, SessionConfigError};
@@ -83,12 +83,12 @@ pub(super) struct Announcer {
     /// The longest announcement's encoding, bytes.
     pub(super) max_len: fn(&ClientConfig<'_>) -> usize,
     /// Encodes announcement `index`; `None` past the last.
-    pub(super) encode: for<'b> fn(
-        &ClientConfig<'_>,
-        u16,
-        &'b mut [u8],
-    ) -> Option<Result<&'b [u8], tether_proto::EncodeError>>,
+    pub(super) encode: EncodeAnnouncement,
 }
+
+/// Encodes announcement `index` of a configuration into a buffer.
+pub(super) type EncodeAnnouncement =
+    for<'b> fn(&ClientConfig<'_>, u16, &'b mut [u8]) -> Option<Result<&'b [u8], EncodeError>>;
 
 const ANNOUNCER: Announcer = Announcer {
     validate: validate_announcements,
