@@ -97,11 +97,11 @@ impl Decimal {
         None
     }
 
-    /// Writes the decimal as `Display` writes the `f64`: `-0`, `40`,
-    /// `0.01`, `-1000000000000000`, `0.000000000001`.
-    pub(crate) fn write<W: Write + ?Sized>(&self, out: &mut W) -> fmt::Result {
+    /// The decimal as `Display` writes the `f64` (`-0`, `40`, `0.01`,
+    /// `-1000000000000000`, `0.000000000001`), in `text` (not generic over
+    /// the writer, so one copy serves every writer).
+    fn text(self, text: &mut [u8; 32]) -> &str {
         // At most 28 digits (n < 1e15 × 1e12 × 10), a sign and a point.
-        let mut text = [0_u8; 32];
         let mut at = text.len();
         let mut n = self.n;
         let mut written = 0;
@@ -120,18 +120,23 @@ impl Decimal {
             at -= 1;
             text[at] = b'-';
         }
-        match core::str::from_utf8(&text[at..]) {
-            Ok(text) => out.write_str(text),
-            Err(_) => Err(fmt::Error),
-        }
+        // ASCII digits, '.' and '-'.
+        core::str::from_utf8(&text[at..]).unwrap_or("")
     }
+}
+
+/// `value` as a plain decimal (see [`Decimal::of`]) in `buf`; `None` for
+/// a number a description may not hold.
+fn number_text(value: f64, buf: &mut [u8; 32]) -> Option<&str> {
+    Decimal::of(value).map(|decimal| decimal.text(buf))
 }
 
 /// Writes `value` as a plain decimal (see [`Decimal::of`]); an error for
 /// a number a description may not hold.
 pub(crate) fn write_number<W: Write + ?Sized>(value: f64, out: &mut W) -> fmt::Result {
-    match Decimal::of(value) {
-        Some(decimal) => decimal.write(out),
+    let mut buf = [0; 32];
+    match number_text(value, &mut buf) {
+        Some(text) => out.write_str(text),
         None => Err(fmt::Error),
     }
 }
