@@ -344,6 +344,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_describing_configurations_reach_the_description_code() {
+        use tether_proto::{FieldDescription, Fields};
+        let plain = ClientConfig::new("ws://relay.example.com/v1/device", "d-1", "1.0.0");
+        assert!(plain.announcer.is_none());
+        assert_eq!(plain.announcements(), 0);
+        const FIELDS: &[FieldDescription<'static>] = &[FieldDescription::new("c").with_scale(0.01)];
+        let channel = [DescribeChannel::new("t", Fields::new(FIELDS))];
+        let described = plain.with_descriptions(&channel);
+        let announcer = described.announcer.expect("set by with_descriptions");
+        assert_eq!((announcer.validate)(&described), Ok(()));
+        let mut buf = [0; 128];
+        let encoded = (announcer.encode)(&described, 0, &mut buf).expect("one announcement");
+        let len = encoded.expect("encodes").len();
+        assert_eq!(len, (announcer.max_len)(&described));
+        assert!((announcer.encode)(&described, 1, &mut buf).is_none());
+        // A number with too many fraction digits is refused.
+        const THIRD: &[FieldDescription<'static>] =
+            &[FieldDescription::new("c").with_scale(1.0 / 3.0)];
+        let third = [DescribeChannel::new("t", Fields::new(THIRD))];
+        let bad = plain.with_descriptions(&third);
+        assert!(matches!(
+            bad.validate(),
+            Err(ClientConfigError::Description(_))
+        ));
+        assert!(plain.with_commands(&[]).announcer.is_some());
+    }
+
+    #[test]
     fn hello_states_what_the_receive_buffer_holds() {
         use tether_proto::{DeviceToServer, Hello};
         assert_eq!(
