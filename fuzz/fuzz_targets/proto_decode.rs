@@ -1,8 +1,9 @@
 //! Every tether-proto decoder on arbitrary input: binary frames and JSON
 //! text. Decoding never panics; whatever decodes re-encodes to the same
 //! binary bytes (the encoding is canonical) and survives a trip through the
-//! other encoding unchanged. A described field list also goes through the
-//! server's parser (`Fields::parse`).
+//! other encoding unchanged. Close reasons' reconnect hints parse too. A
+//! described field list also goes through the server's parser
+//! (`Fields::parse`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -62,4 +63,11 @@ fuzz_target!(|data: &[u8]| {
     check!(ServerToDevice, data);
     check!(ReceiverToServer, data);
     check!(ServerToReceiver, data);
+    // A close reason's reconnect hint (4017 `draining`): never panics,
+    // never above the cap.
+    if let Ok(reason) = core::str::from_utf8(data) {
+        if let Some(ms) = tether_proto::reconnect_hint_ms(reason) {
+            assert!(ms <= tether_proto::MAX_RECONNECT_HINT_MS);
+        }
+    }
 });

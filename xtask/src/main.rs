@@ -64,6 +64,8 @@ commands:
                     --browser (also the dashboard in headless Chromium)
   faults [ARGS]     the fault proof (fleet behind a fault proxy, kill -9 loop) for longer:
                     --minutes N (default 10) --seed S (default random)
+  cluster [ARGS]    the cluster proof (3 nodes on PostgreSQL + NATS behind HAProxy; kill -9,
+                    drain, NATS outage) for longer: --minutes N (default 10)
 ";
 
 fn main() -> ExitCode {
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         Some("load") => load(&args[1..]),
         Some("series") => series(&args[1..]),
         Some("faults") => faults(&args[1..]),
+        Some("cluster") => cluster(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())
@@ -248,6 +251,30 @@ fn faults(args: &[String]) -> Result<(), String> {
         command.env("TETHER_FAULT_SEED", seed);
     }
     run(&mut command)
+}
+
+/// `cargo xtask cluster`: the cluster proof of the test command
+/// (`crates/tether-server/tests/cluster_fleet.rs`), run for longer.
+fn cluster(args: &[String]) -> Result<(), String> {
+    let minutes = match args {
+        [] => 10u64,
+        [flag, value] if flag == "--minutes" => value
+            .parse()
+            .map_err(|e| format!("cluster: --minutes {value}: {e}"))?,
+        _ => return Err(format!("cluster: unknown arguments {args:?}\n\n{USAGE}")),
+    };
+    run(Command::new(cargo_bin())
+        .args([
+            "test",
+            "-p",
+            "tether-server",
+            "--test",
+            "cluster_fleet",
+            "--",
+            "--nocapture",
+        ])
+        .env("TETHER_CLUSTER_SECONDS", (minutes * 60).to_string())
+        .current_dir(workspace_root()))
 }
 
 /// Where cargo puts build output: `CARGO_TARGET_DIR` if set, else

@@ -24,6 +24,14 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // The TAP test of tether-esp32: `unshare --net` and `ip`.
     "util-linux",
     "iproute2",
+    // The cluster tests (`crates/tether-cluster-test`): a real PostgreSQL
+    // (the shared store), nats-server (the cross-node broker) and HAProxy
+    // (the load balancer in front of the nodes), each started by the tests
+    // on loopback ports in temporary directories. `setpriv` (util-linux)
+    // runs PostgreSQL as the `postgres` user when the tests run as root.
+    "postgresql",
+    "nats-server",
+    "haproxy",
 ];
 
 /// Cargo subcommands the test suite needs, with the crate that provides them.

@@ -441,6 +441,14 @@ pub enum LinkError {
     /// Not a failure: the session closed the link to announce a new boot id
     /// after the old one ran out of sequence numbers.
     NewBoot,
+    /// The server is draining (close code 4017, `draining`): reconnect
+    /// after the delay it suggested in the close reason (capped by the
+    /// backoff's cap) instead of the backoff's own delay.
+    Draining {
+        /// The suggested delay in milliseconds
+        /// ([`tether_proto::reconnect_hint_ms`]).
+        retry_after_ms: u32,
+    },
 }
 
 impl LinkError {
@@ -473,6 +481,8 @@ impl LinkError {
             Self::Closed { code } => Some(*code),
             // 1000: normal closure.
             Self::NewBoot => Some(1000),
+            // Echo the server's code.
+            Self::Draining { .. } => Some(4017),
             _ => None,
         }
     }
@@ -494,6 +504,9 @@ impl fmt::Display for LinkError {
             Self::Malformed => f.write_str("malformed server message"),
             Self::Protocol => f.write_str("server broke the session protocol"),
             Self::NewBoot => f.write_str("closed to start a new boot id"),
+            Self::Draining { retry_after_ms } => {
+                write!(f, "server draining: reconnect in {retry_after_ms} ms")
+            }
         }
     }
 }
@@ -1414,6 +1427,14 @@ impl<R: RngCore> Session<R> {
             self.phase = Phase::NeedsProvisioning(error);
             return error;
         }
+        if let LinkError::Draining { retry_after_ms } = error {
+            // Not the device's failure: come back when the server said,
+            // and leave the backoff's count as it is.
+            let delay =
+                Duration::from_millis(u64::from(retry_after_ms)).min(self.backoff.config().cap());
+            self.phase = Phase::BackingOff { until: now + delay };
+            return error;
+        }
         self.phase = match self.backoff.on_failure(now, &mut self.rng) {
             Ok(delay) => Phase::BackingOff { until: now + delay },
             Err(reason) => {
@@ -2277,6 +2298,37 @@ mod tests {
         // A ping payload above 125 bytes breaks RFC 6455.
         assert_eq!(s.on_ping(at(2), &[0; 126]), Err(LinkError::Protocol));
         assert!(matches!(s.state(), ConnectionState::BackingOff { .. }));
+    }
+
+    #[test]
+    fn a_draining_server_is_left_for_the_delay_it_suggests() {
+        let mut s = session(config());
+        connect(&mut s, at(0), 0);
+        let hint = LinkError::Draining {
+            retry_after_ms: 350,
+        };
+        s.on_link_lost(at(1_000), hint);
+        assert!(matches!(s.state(), ConnectionState::BackingOff { .. }));
+        assert_eq!(s.poll_at(), Some(at(1_350)));
+        assert_eq!(hint.close_code(), Some(4017));
+        assert!(!hint.is_permanent());
+        s.handle_timeout(at(1_349));
+        assert!(matches!(s.state(), ConnectionState::BackingOff { .. }));
+        s.handle_timeout(at(1_350));
+        assert_eq!(s.state(), ConnectionState::Connecting);
+        // A hint longer than the backoff's cap waits the cap, and a real
+        // failure afterwards starts the backoff from its base.
+        connect(&mut s, at(2_000), 0);
+        s.on_link_lost(
+            at(3_000),
+            LinkError::Draining {
+                retry_after_ms: u32::MAX,
+            },
+        );
+        assert_eq!(s.poll_at(), Some(at(3_000) + secs(60)));
+        s.handle_timeout(at(63_000));
+        s.on_link_lost(at(63_000), LinkError::ConnectFailed);
+        assert_eq!(s.poll_at(), Some(at(64_000)));
     }
 
     #[test]

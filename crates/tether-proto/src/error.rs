@@ -269,6 +269,10 @@ impl ErrorCode {
     /// The peer did not take what the server sent within the server's write
     /// timeout (it stopped reading); the server closed the connection.
     pub const SLOW_CONSUMER: ErrorCode = ErrorCode(16);
+    /// The server is draining (shutting down to be replaced, or taken out
+    /// of a cluster): reconnect, to another node when there is one, after
+    /// the delay the close reason suggests ([`reconnect_hint_ms`]).
+    pub const DRAINING: ErrorCode = ErrorCode(17);
 
     /// First WebSocket close code of the private-use range tether maps codes
     /// into: close code = `CLOSE_CODE_BASE + code`.
@@ -313,12 +317,13 @@ impl ErrorCode {
             ErrorCode::SESSION_REPLACED => "session_replaced",
             ErrorCode::WRITE_FAILED => "write_failed",
             ErrorCode::SLOW_CONSUMER => "slow_consumer",
+            ErrorCode::DRAINING => "draining",
             _ => return None,
         })
     }
 
     /// Every code this version defines, in numeric order.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::MALFORMED,
         ErrorCode::UNSUPPORTED_VERSION,
         ErrorCode::UNKNOWN_MESSAGE,
@@ -335,6 +340,7 @@ impl ErrorCode {
         ErrorCode::SESSION_REPLACED,
         ErrorCode::WRITE_FAILED,
         ErrorCode::SLOW_CONSUMER,
+        ErrorCode::DRAINING,
     ];
 }
 
@@ -345,4 +351,28 @@ impl fmt::Display for ErrorCode {
             None => write!(f, "{} (unknown)", self.0),
         }
     }
+}
+
+/// The longest reconnect delay a close reason may suggest, in ms; larger
+/// numbers are read as this.
+pub const MAX_RECONNECT_HINT_MS: u32 = 60_000;
+
+/// The reconnect delay a close reason suggests: the decimal number of
+/// milliseconds it starts with (`"250 draining"` suggests 250 ms), capped
+/// at [`MAX_RECONNECT_HINT_MS`]; `None` when it does not start with a
+/// digit. A server closing with [`ErrorCode::DRAINING`] (4017) puts one
+/// there, chosen at random per connection so that its clients do not all
+/// come back at once.
+pub fn reconnect_hint_ms(reason: &str) -> Option<u32> {
+    let digits = reason.bytes().take_while(u8::is_ascii_digit);
+    let mut value: u32 = 0;
+    let mut any = false;
+    for digit in digits {
+        any = true;
+        value = value
+            .saturating_mul(10)
+            .saturating_add(u32::from(digit - b'0'))
+            .min(MAX_RECONNECT_HINT_MS);
+    }
+    any.then_some(value)
 }

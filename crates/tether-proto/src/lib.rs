@@ -118,7 +118,10 @@ pub use device::{
     Ack, Command, CommandAck, CommandStatus, DEFAULT_MAX_DOWNLINK_LEN, DeviceToServer, Hello,
     MIN_DOWNLINK_LEN, Publish, ServerToDevice, Welcome,
 };
-pub use error::{DecodeError, EncodeError, ErrorCode, Field, FieldError};
+pub use error::{
+    DecodeError, EncodeError, ErrorCode, Field, FieldError, MAX_RECONNECT_HINT_MS,
+    reconnect_hint_ms,
+};
 pub use json_check::{MAX_PAYLOAD_DEPTH, PayloadError};
 pub use limits::{
     MAX_CHANNEL_LEN, MAX_DEVICE_ID_LEN, MAX_FIRMWARE_VERSION_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN,

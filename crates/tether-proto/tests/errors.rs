@@ -648,6 +648,8 @@ fn error_codes() {
         assert_eq!(ErrorCode::from_close_code(close), Some(*code));
     }
     assert_eq!(ErrorCode::DEVICE_OFFLINE.close_code(), Some(4010));
+    assert_eq!(ErrorCode::DRAINING.close_code(), Some(4017));
+    assert_eq!(ErrorCode::DRAINING.name(), Some("draining"));
     assert_eq!(ErrorCode(1000).close_code(), None);
     assert_eq!(ErrorCode::from_close_code(1000), None);
     assert_eq!(ErrorCode(77).name(), None);
@@ -678,6 +680,35 @@ fn error_codes() {
     );
 }
 
+#[test]
+fn reconnect_hints_are_read_from_the_close_reason() {
+    use tether_proto::{MAX_RECONNECT_HINT_MS, reconnect_hint_ms};
+    assert_eq!(reconnect_hint_ms("250 draining"), Some(250));
+    assert_eq!(reconnect_hint_ms("0"), Some(0));
+    assert_eq!(reconnect_hint_ms("1200"), Some(1200));
+    assert_eq!(reconnect_hint_ms("draining"), None);
+    assert_eq!(reconnect_hint_ms(""), None);
+    assert_eq!(reconnect_hint_ms(" 250"), None);
+    assert_eq!(
+        reconnect_hint_ms("99999999999999999999999 draining"),
+        Some(MAX_RECONNECT_HINT_MS)
+    );
+}
+
+proptest::proptest! {
+    /// Any reason: no panic, never above the cap; a number that leads the
+    /// reason is read exactly when it is within the cap.
+    #[test]
+    fn any_close_reason_gives_a_bounded_hint(reason in ".{0,40}", number in 0u64..200_000) {
+        use tether_proto::{MAX_RECONNECT_HINT_MS, reconnect_hint_ms};
+        if let Some(ms) = reconnect_hint_ms(&reason) {
+            proptest::prop_assert!(ms <= MAX_RECONNECT_HINT_MS);
+        }
+        let led = format!("{number} {reason}");
+        let expected = u32::try_from(number.min(u64::from(MAX_RECONNECT_HINT_MS))).unwrap_or(0);
+        proptest::prop_assert_eq!(reconnect_hint_ms(&led), Some(expected));
+    }
+}
 /// The `Hello` extension field: only a minimal varint of at least
 /// `MIN_DOWNLINK_LEN`, and nothing after it; no other message has one.
 #[test]

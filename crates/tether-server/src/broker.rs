@@ -8,13 +8,76 @@
 //! bounded by the ring, never by the slowest receiver. A receiver
 //! that falls more than a ring behind gets [`Received::Lagged`] and catches
 //! up from the store (see `receiver_endpoint`), so nothing is lost.
+//!
+//! Channel descriptions devices send go through the broker too
+//! ([`Broker::publish_description`]): a receiver that asked for them hears
+//! of a new one whichever node its device is on.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::Notify;
+use serde::{Deserialize, Serialize};
+use tether_proto::{CommandStatus, ErrorCode};
+use tokio::sync::{Notify, broadcast};
 
 use crate::store::{BoxFuture, StoredEvent, TenantId};
+
+/// A device described a channel of its tenant (see `device_readings`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelDescribed {
+    /// The device's tenant.
+    pub tenant_id: TenantId,
+    /// The described channel.
+    pub channel: String,
+    /// The device.
+    pub device: String,
+    /// The field descriptions, the canonical JSON array.
+    pub fields: String,
+}
+
+/// Descriptions a broker keeps for receivers that lag, at most (one that
+/// lags reads the store again).
+const DESCRIPTIONS: usize = 256;
+
+/// A device's answer to a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandReply {
+    /// What the device did.
+    pub status: CommandStatus,
+    /// Its result, JSON text (`null` for none).
+    pub result: String,
+}
+
+/// A command for a device, as one node hands it to another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCommand {
+    /// The tenant of the receiver key that sends it (checked to be the
+    /// device's).
+    pub tenant_id: TenantId,
+    /// The device.
+    pub device_id: String,
+    /// The command's channel.
+    pub channel: String,
+    /// Its payload, JSON text.
+    pub payload: String,
+    /// How long queueing and answer may take together.
+    pub timeout: Duration,
+}
+
+/// The device sessions of this node, as a multi-node broker reaches them:
+/// another node's newer session fences a local one, and another node's
+/// receivers command a device connected here. (The server's
+/// `DeviceSessions` implements it.)
+pub trait LocalDevices: Send + Sync + 'static {
+    /// A session of `device_id` with fencing token `fence` opened on
+    /// another node: a local session of the device with an older token
+    /// closes with `session_replaced`.
+    fn fence_older(&self, device_id: &str, fence: u64);
+    /// Sends a command to a device connected to this node and waits for
+    /// its answer (`device_offline` if it is not connected here).
+    fn command(&self, command: DeviceCommand) -> BoxFuture<'_, Result<CommandReply, ErrorCode>>;
+}
 
 /// What a subscription yields next.
 #[derive(Debug, Clone)]
@@ -56,8 +119,10 @@ impl core::fmt::Display for SubscribeError {
 
 impl std::error::Error for SubscribeError {}
 
-/// Fan-out of committed events to subscribers (in-process now; a
-/// multi-node broker implements the same methods).
+/// Fan-out of committed events to subscribers, and what crosses between
+/// server nodes: session fencing and commands. The in-process broker has
+/// one node, so the cross-node methods keep their defaults; the NATS
+/// broker (`cluster::NatsBroker`) implements them.
 pub trait Broker: Send + Sync + 'static {
     /// Publishes committed events (in offset order per channel).
     fn publish(&self, events: Vec<Arc<StoredEvent>>);
@@ -70,6 +135,29 @@ pub trait Broker: Send + Sync + 'static {
     ) -> Result<Box<dyn Subscription>, SubscribeError>;
     /// Channels with live subscribers now (each holds a live queue).
     fn live_channels(&self) -> usize;
+    /// A device session opened on this node with fencing token `fence`:
+    /// other nodes close their older sessions of the device, and commands
+    /// for it come here.
+    fn session_opened(&self, _tenant_id: TenantId, _device_id: &str, _fence: u64) {}
+    /// The session of `device_id` with token `fence` on this node ended.
+    fn session_closed(&self, _device_id: &str, _fence: u64) {}
+    /// Sends a command to a device connected to **another** node and waits
+    /// for its answer: `device_offline` when no node has the device.
+    fn remote_command(
+        &self,
+        _command: DeviceCommand,
+    ) -> BoxFuture<'_, Result<CommandReply, ErrorCode>> {
+        Box::pin(core::future::ready(Err(ErrorCode::DEVICE_OFFLINE)))
+    }
+    /// What crossed NATS (`None`: a single node).
+    fn cluster_stats(&self) -> Option<crate::cluster::NatsStats> {
+        None
+    }
+    /// A device on this node described a channel (the description is
+    /// stored): tells the receivers of every node that asked.
+    fn publish_description(&self, description: Arc<ChannelDescribed>);
+    /// Descriptions published from now on, on any node.
+    fn descriptions(&self) -> broadcast::Receiver<Arc<ChannelDescribed>>;
 }
 
 type ChannelKey = (TenantId, String);
@@ -96,6 +184,7 @@ struct Shared {
     capacity: usize,
     max_channels_per_tenant: usize,
     channels: Mutex<Channels>,
+    descriptions: broadcast::Sender<Arc<ChannelDescribed>>,
 }
 
 /// Rings by tenant, then channel name (looked up by `&str`, without
@@ -192,12 +281,22 @@ impl InProcessBroker {
                 capacity: capacity.max(1),
                 max_channels_per_tenant,
                 channels: Mutex::new(Channels::default()),
+                descriptions: broadcast::channel(DESCRIPTIONS).0,
             }),
         }
     }
 }
 
 impl Broker for InProcessBroker {
+    fn publish_description(&self, description: Arc<ChannelDescribed>) {
+        // No receiver asking is not an error.
+        let _ = self.shared.descriptions.send(description);
+    }
+
+    fn descriptions(&self) -> broadcast::Receiver<Arc<ChannelDescribed>> {
+        self.shared.descriptions.subscribe()
+    }
+
     fn publish(&self, events: Vec<Arc<StoredEvent>>) {
         let Ok(channels) = self.shared.channels.lock() else {
             return;

@@ -1,6 +1,7 @@
 //! The command line: `tether-server [OPTIONS]` runs the server;
 //! `tenant`, `device` and `key` subcommands administer the database
-//! directly (also while a server runs on it).
+//! directly (also while a server runs on it): the SQLite file in the data
+//! directory, or the PostgreSQL database of `--database`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Settings};
-use crate::store::{Admin, ChannelFilter, StoreError};
+use crate::store::{ChannelFilter, StoreError};
 
 /// The tether relay server.
 #[derive(Debug, Parser)]
@@ -118,24 +119,24 @@ pub enum KeyCommand {
 
 /// Runs an administration command against the configured database and
 /// returns what to print.
-pub fn run_admin(command: Command, config: &Config) -> Result<String, StoreError> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|error| StoreError::Database(error.to_string()))?;
-    let admin = Admin::open(&config.database_path())?;
+pub async fn run_admin(command: Command, config: &Config) -> Result<String, StoreError> {
+    let admin = crate::open_admin(config).await?;
     Ok(match command {
         Command::Tenant(TenantCommand::Add {
             name,
             retention_max_age_days,
             retention_max_messages,
         }) => {
-            let id = admin.add_tenant(&name)?;
+            let id = admin.add_tenant(&name).await?;
             if retention_max_age_days.is_some() || retention_max_messages.is_some() {
-                admin.set_retention(
-                    id,
-                    retention_max_age_days
-                        .map(|days| Duration::from_secs(days.saturating_mul(86_400))),
-                    retention_max_messages,
-                )?;
+                admin
+                    .set_retention(
+                        id,
+                        retention_max_age_days
+                            .map(|days| Duration::from_secs(days.saturating_mul(86_400))),
+                        retention_max_messages,
+                    )
+                    .await?;
             }
             format!("tenant {name} added (id {id})")
         }
@@ -146,16 +147,15 @@ pub fn run_admin(command: Command, config: &Config) -> Result<String, StoreError
             claim_expires_in,
         }) => {
             let tenant_id = match &tenant {
-                Some(name) => Some(admin.tenant_id(name)?),
+                Some(name) => Some(admin.tenant_id(name).await?),
                 None => None,
             };
             let claim_expires_ms = claim_expires_in.map(|after| {
                 crate::now_ms().saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX))
             });
-            let device = match claim_expires_ms {
-                Some(at) => admin.add_claimable_device(tenant_id, id.as_deref(), Some(at))?,
-                None => admin.add_device(tenant_id, id.as_deref(), claimable)?,
-            };
+            let device = admin
+                .add_device(tenant_id, id.as_deref(), claimable, claim_expires_ms)
+                .await?;
             let server = format!("{}/v1/device", config.base_url().replacen("http", "ws", 1));
             let provisioning = serde_json::json!({
                 "server": server,
@@ -178,7 +178,7 @@ pub fn run_admin(command: Command, config: &Config) -> Result<String, StoreError
             out
         }
         Command::Device(DeviceCommand::Revoke { id }) => {
-            admin.revoke_device(&id)?;
+            admin.revoke_device(&id).await?;
             format!("device {id} revoked")
         }
         Command::Key(KeyCommand::Add {
@@ -187,12 +187,14 @@ pub fn run_admin(command: Command, config: &Config) -> Result<String, StoreError
             read_only,
             name,
         }) => {
-            let tenant_id = admin.tenant_id(&tenant)?;
+            let tenant_id = admin.tenant_id(&tenant).await?;
             let filter = match channels {
                 None => ChannelFilter::ALL,
                 Some(patterns) => ChannelFilter::parse(patterns)?,
             };
-            let key = admin.add_key(tenant_id, &filter, !read_only, name.as_deref())?;
+            let key = admin
+                .add_key(tenant_id, &filter, !read_only, name.as_deref())
+                .await?;
             format!(
                 "key id: {}\nkey (shown once): {}\naccess: {}",
                 key.key_id,
@@ -201,7 +203,7 @@ pub fn run_admin(command: Command, config: &Config) -> Result<String, StoreError
             )
         }
         Command::Key(KeyCommand::Revoke { id }) => {
-            admin.revoke_key(id)?;
+            admin.revoke_key(id).await?;
             format!("key {id} revoked")
         }
     })

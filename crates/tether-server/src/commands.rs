@@ -5,6 +5,7 @@
 
 use tether_proto::ErrorCode;
 
+use crate::broker::DeviceCommand;
 use crate::store::KeyIdentity;
 use crate::{AppState, CommandReply};
 
@@ -29,30 +30,47 @@ pub(crate) async fn command(
         Ok(_) => return Err((ErrorCode::UNKNOWN_DEVICE, "no such device")),
         Err(_) => return Err((ErrorCode::INTERNAL, "store unavailable")),
     }
-    state
-        .devices
-        .send_command(
-            identity.tenant_id,
-            device,
-            channel,
-            payload,
-            state.config.limits.command_timeout,
-        )
-        .await
-        .map_err(|code| {
-            let message = match code {
-                ErrorCode::COMMAND_TIMEOUT => "the device did not answer in time",
-                ErrorCode::RATE_LIMITED => {
-                    state.metrics.rejected("commands_per_tenant");
-                    "too many commands of this tenant are waiting for their answers"
-                }
-                ErrorCode::TOO_LARGE => {
-                    "the command is longer than the device can receive (its Hello.max_downlink_len); it was not sent"
-                }
-                ErrorCode::INVALID_FIELD => "the device's result is not valid JSON",
-                ErrorCode::DEVICE_OFFLINE => "the device is offline",
-                _ => "the command could not be sent",
-            };
-            (code, message)
-        })
+    let timeout = state.config.limits.command_timeout;
+    let answer = if state.devices.is_online(device) {
+        state
+            .devices
+            .send_command(identity.tenant_id, device, channel, payload, timeout)
+            .await
+    } else {
+        // Not connected here: another node may have it. The tenant's
+        // commands waiting here count against its limit, as local ones do.
+        let Some(_in_flight) = state.devices.reserve_command(identity.tenant_id) else {
+            state.metrics.rejected("commands_per_tenant");
+            return Err((
+                ErrorCode::RATE_LIMITED,
+                "too many commands of this tenant are waiting for their answers",
+            ));
+        };
+        state
+            .broker
+            .remote_command(DeviceCommand {
+                tenant_id: identity.tenant_id,
+                device_id: device.to_owned(),
+                channel,
+                payload,
+                timeout,
+            })
+            .await
+    };
+    answer.map_err(|code| {
+        let message = match code {
+            ErrorCode::COMMAND_TIMEOUT => "the device did not answer in time",
+            ErrorCode::RATE_LIMITED => {
+                state.metrics.rejected("commands_per_tenant");
+                "too many commands of this tenant are waiting for their answers"
+            }
+            ErrorCode::TOO_LARGE => {
+                "the command is longer than the device can receive (its Hello.max_downlink_len); it was not sent"
+            }
+            ErrorCode::INVALID_FIELD => "the device's result is not valid JSON",
+            ErrorCode::DEVICE_OFFLINE => "the device is offline",
+            _ => "the command could not be sent",
+        };
+        (code, message)
+    })
 }

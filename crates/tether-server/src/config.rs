@@ -16,6 +16,9 @@
 //! publish_rate = 20
 //! max_connections_per_ip = 100
 //! retention_max_age_days = 30
+//! # A node of a cluster (see docs/deploy.md):
+//! # database = "postgres://tether@db.internal/tether"
+//! # nats = "nats://nats-1.internal:4222,nats://nats-2.internal:4222"
 //! ```
 
 use std::net::SocketAddr;
@@ -126,6 +129,29 @@ pub struct Settings {
     /// `tether_server=debug`).
     #[arg(long, env = "TETHER_LOG")]
     pub log: Option<String>,
+    /// The database: `postgres://user@host:port/database` to share one
+    /// PostgreSQL database between the nodes of a cluster (default: the
+    /// SQLite file `tether.db` in the data directory). Administration
+    /// commands use it too.
+    #[arg(long, env = "TETHER_DATABASE", global = true)]
+    pub database: Option<String>,
+    /// NATS server(s) the nodes of a cluster exchange live events,
+    /// sessions and commands through (`nats://host:4222`, comma-separated
+    /// for several); needs `database` on PostgreSQL.
+    #[arg(long, env = "TETHER_NATS")]
+    pub nats: Option<String>,
+    /// This node's name in the cluster, unique per node and the same after
+    /// a restart (default: `<hostname>:<listen port>`).
+    #[arg(long, env = "TETHER_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// On SIGTERM, how long the node waits for its clients to leave after
+    /// telling them to reconnect elsewhere (close code 4017), in ms.
+    #[arg(long, env = "TETHER_DRAIN_TIMEOUT_MS")]
+    pub drain_timeout_ms: Option<u64>,
+    /// The reconnect delays suggested to clients when draining are spread
+    /// at random over this many milliseconds.
+    #[arg(long, env = "TETHER_DRAIN_SPREAD_MS")]
+    pub drain_spread_ms: Option<u64>,
 }
 
 macro_rules! layer {
@@ -168,6 +194,11 @@ impl Settings {
                 retention_max_age_days,
                 retention_max_messages,
                 log,
+                database,
+                nats,
+                node_name,
+                drain_timeout_ms,
+                drain_spread_ms,
             ]
         )
     }
@@ -237,6 +268,32 @@ pub struct Config {
     pub write_queue: usize,
     /// Log filter.
     pub log: String,
+    /// A PostgreSQL URL; `None`: the SQLite file in the data directory.
+    pub database_url: Option<String>,
+    /// NATS URL(s) of a cluster; `None`: a single node.
+    pub nats_url: Option<String>,
+    /// This node's name (`None`: `<hostname>:<listen port>`).
+    pub node_name: Option<String>,
+    /// How a node drains on SIGTERM.
+    pub drain: Drain,
+}
+
+/// How a node drains on SIGTERM (see `Server::drain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    /// How long it waits for clients to leave.
+    pub timeout: Duration,
+    /// Suggested reconnect delays are spread over this.
+    pub spread: Duration,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain {
+            timeout: Duration::from_secs(20),
+            spread: Duration::from_secs(1),
+        }
+    }
 }
 
 /// Connection and message limits.
@@ -387,6 +444,25 @@ impl Config {
                 "max_message_bytes must hold the largest protocol message (4181 bytes)",
             ));
         }
+        let database_url = settings.database.filter(|url| !url.is_empty());
+        if let Some(url) = &database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid(
+                "database must be a postgres:// URL (leave it out for the SQLite file)",
+            ));
+        }
+        let nats_url = settings.nats.filter(|url| !url.is_empty());
+        if nats_url.is_some() && database_url.is_none() {
+            return Err(ConfigError::Invalid(
+                "nats needs database = \"postgres://…\": the nodes of a cluster share one database",
+            ));
+        }
+        let drain_defaults = Drain::default();
+        let drain = Drain {
+            timeout: ms(settings.drain_timeout_ms, drain_defaults.timeout),
+            spread: ms(settings.drain_spread_ms, drain_defaults.spread),
+        };
         let tls = match (settings.tls_cert, settings.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
@@ -414,6 +490,10 @@ impl Config {
             retention_max_messages: settings.retention_max_messages,
             write_queue: settings.write_queue.unwrap_or(4096).max(1),
             log: settings.log.unwrap_or_else(|| "info".to_owned()),
+            database_url,
+            nats_url,
+            node_name: settings.node_name.filter(|name| !name.is_empty()),
+            drain,
         })
     }
 
@@ -449,7 +529,16 @@ impl Config {
         self
     }
 
-    /// The database file.
+    /// Sets the PostgreSQL database and NATS of a cluster node
+    /// (builder-lite).
+    #[must_use]
+    pub fn with_cluster(mut self, database_url: String, nats_url: Option<String>) -> Config {
+        self.database_url = Some(database_url);
+        self.nats_url = nats_url;
+        self
+    }
+
+    /// The database file (of the SQLite store).
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("tether.db")
     }
@@ -519,6 +608,71 @@ mod tests {
             Config::resolve(zero_write),
             Err(ConfigError::Invalid(_))
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_cluster_needs_postgres_for_nats() {
+        let nats_alone = Settings {
+            nats: Some("nats://127.0.0.1:4222".into()),
+            ..Settings::default()
+        };
+        assert!(matches!(
+            Config::resolve(nats_alone),
+            Err(ConfigError::Invalid(_))
+        ));
+        let not_postgres = Settings {
+            database: Some("mysql://x".into()),
+            ..Settings::default()
+        };
+        assert!(matches!(
+            Config::resolve(not_postgres),
+            Err(ConfigError::Invalid(_))
+        ));
+        let cluster = Settings {
+            database: Some("postgres://tether@127.0.0.1/tether".into()),
+            nats: Some("nats://127.0.0.1:4222".into()),
+            drain_timeout_ms: Some(5_000),
+            ..Settings::default()
+        };
+        let config = Config::resolve(cluster);
+        assert!(config.is_ok(), "{config:?}");
+        if let Ok(config) = config {
+            assert_eq!(config.drain.timeout, Duration::from_secs(5));
+            assert_eq!(config.nats_url.as_deref(), Some("nats://127.0.0.1:4222"));
+        }
+    }
+
+    #[test]
+    fn a_cluster_node_is_configured_in_tether_toml() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(
+            dir.path().join("tether.toml"),
+            "database = \"postgres://tether@db.internal/tether\"\n\
+             nats = \"nats://nats-1.internal:4222,nats://nats-2.internal:4222\"\n\
+             node_name = \"node-a\"\ndrain_timeout_ms = 15000\ndrain_spread_ms = 2000\n",
+        )?;
+        let cli = Settings {
+            data_dir: Some(dir.path().to_owned()),
+            ..Settings::default()
+        };
+        let config = Config::load(cli, None)?;
+        assert_eq!(
+            config.database_url.as_deref(),
+            Some("postgres://tether@db.internal/tether")
+        );
+        assert_eq!(
+            config.nats_url.as_deref(),
+            Some("nats://nats-1.internal:4222,nats://nats-2.internal:4222")
+        );
+        assert_eq!(config.node_name.as_deref(), Some("node-a"));
+        assert_eq!(
+            config.drain,
+            Drain {
+                timeout: Duration::from_secs(15),
+                spread: Duration::from_secs(2),
+            }
+        );
         Ok(())
     }
 

@@ -54,9 +54,9 @@ use crate::serve::TcpHeld;
 use crate::sessions::{CommandReply, CommandRequest, Fence};
 use crate::store::{AppendOutcome, AppendRequest, DeviceIdentity, Revocation, StoreError};
 use crate::websocket::{
-    CLOSE_GOING_AWAY, CLOSE_LINGER, CLOSE_POLICY, CLOSE_UNSUPPORTED_DATA, ReadFailure, SendError,
-    classify, close, close_error, decode_reason, error_close_code, is_invalid_close,
-    record_invalid_close, record_violation, send_within,
+    CLOSE_LINGER, CLOSE_POLICY, CLOSE_UNSUPPORTED_DATA, ReadFailure, SendError, classify, close,
+    close_error, decode_reason, error_close_code, is_invalid_close, record_invalid_close,
+    record_violation, send_within,
 };
 use crate::{AppState, auth, now_ms};
 
@@ -246,12 +246,12 @@ async fn run(
     // Register before marking online: an older session of this device that
     // ends now then sees it was replaced and does not mark it offline.
     let (mut commands, fence) = state.devices.register(&device_id, session_id);
-    let last_stored_seq = match state
+    let opened = match state
         .store
         .open_session(&device_id, &firmware_version, boot_id, now_ms())
         .await
     {
-        Ok(seq) => seq,
+        Ok(opened) => opened,
         Err(error) => {
             tracing::error!(%error, device = %device_id, "cannot open session");
             state.devices.unregister(&device_id, session_id);
@@ -259,7 +259,12 @@ async fn run(
             return;
         }
     };
-    tracing::info!(device = %device_id, session_id, boot_id, last_stored_seq, "device online");
+    state.devices.opened(&device_id, session_id, opened.fence);
+    state
+        .broker
+        .session_opened(identity.tenant_id, &device_id, opened.fence);
+    let last_stored_seq = opened.last_stored_seq;
+    tracing::info!(device = %device_id, session_id, boot_id, last_stored_seq, fence = opened.fence, "device online");
     let welcome = ServerToDevice::Welcome(Welcome {
         session_id,
         server_time_ms: now_ms(),
@@ -273,6 +278,7 @@ async fn run(
         max_downlink,
         encoding,
         boot_id,
+        store_fence: opened.fence,
         socket,
         fence,
         closing: false,
@@ -284,6 +290,7 @@ async fn run(
         previous_seq: last_stored_seq,
         write_failed: false,
         described: Described::default(),
+        replaced: false,
     };
     let end = match session.send(&welcome).await {
         Ok(()) => session.serve(&mut commands).await,
@@ -297,6 +304,11 @@ async fn run(
             session.flush_acks().await;
             close(&mut session.socket, code, reason).await;
         }
+        End::Stop(code, reason) => {
+            session.closing = true;
+            session.flush_acks().await;
+            close(&mut session.socket, code, &reason).await;
+        }
         End::Stuck => {
             state.metrics.rejected("slow_consumer");
             tracing::warn!(device = %device_id, session_id, "device does not read; closing");
@@ -309,8 +321,12 @@ async fn run(
         }
         End::Gone => {}
     }
+    state.broker.session_closed(&device_id, opened.fence);
     if state.devices.unregister(&device_id, session_id)
-        && let Err(error) = state.store.close_session(&device_id, now_ms()).await
+        && let Err(error) = state
+            .store
+            .close_session(&device_id, opened.fence, now_ms())
+            .await
     {
         tracing::warn!(%error, device = %device_id, "cannot record offline");
     }
@@ -324,6 +340,9 @@ enum End {
     Stuck,
     /// Close with this code and reason.
     Close(u16, &'static str),
+    /// The server stops: close with this code and reason (1001, or 4017
+    /// and a reconnect hint when draining).
+    Stop(u16, String),
 }
 
 fn error_end(code: ErrorCode, reason: &'static str) -> End {
@@ -342,6 +361,8 @@ struct Session {
     max_downlink: u32,
     encoding: Encoding,
     boot_id: u64,
+    /// The session's fencing token in the store (`OpenedSession::fence`).
+    store_fence: u64,
     socket: WebSocket,
     /// Resolves when a newer session of the device starts.
     fence: Fence,
@@ -362,6 +383,9 @@ struct Session {
     write_failed: bool,
     /// What the device described in this session.
     described: Described,
+    /// The store refused a write because a newer session of the device
+    /// holds its fencing token.
+    replaced: bool,
 }
 
 /// Whether the device no longer belongs to this session's tenant (it was
@@ -379,6 +403,12 @@ async fn moved_away(state: &AppState, identity: &DeviceIdentity) -> bool {
 }
 
 impl Session {
+    /// How this session ends when the server stops.
+    fn stopping(&self) -> End {
+        let (code, reason) = self.state.stop_close();
+        End::Stop(code, reason)
+    }
+
     /// Sends a frame within the write timeout; a newer session of the
     /// device or the server shutting down interrupts it.
     async fn send(&mut self, message: &ServerToDevice<'_>) -> Result<(), End> {
@@ -404,7 +434,7 @@ impl Session {
             tokio::select! {
                 result = write => result,
                 code = self.fence.fenced() => return Err(fenced_end(code)),
-                () = stopping => return Err(End::Close(CLOSE_GOING_AWAY, "server shutting down")),
+                () = stopping => return Err(self.stopping()),
             }
         };
         result.map_err(|error| match error {
@@ -433,9 +463,7 @@ impl Session {
         let read_limit = usize::from(limits.max_in_flight).saturating_mul(4).max(1);
         loop {
             let result = tokio::select! {
-                _ = shutdown.changed() => {
-                    return End::Close(CLOSE_GOING_AWAY, "server shutting down");
-                }
+                _ = shutdown.changed() => return self.stopping(),
                 revocation = revocations.recv() => match revocation {
                     Ok(Revocation::Device(id)) if id == self.identity.device_id => {
                         return error_end(ErrorCode::UNAUTHORIZED, "device token revoked");
@@ -509,11 +537,23 @@ impl Session {
 
     /// Whether a commit failed (then nothing more is acknowledged).
     fn commit_failed(&mut self, result: Result<AppendOutcome, StoreError>) -> bool {
-        if let Err(error) = result {
-            self.state.metrics.rejected("write_failed");
-            tracing::error!(%error, device = %self.identity.device_id, acked = self.acked,
-                "store failed; acknowledging nothing past it");
-            self.write_failed = true;
+        match result {
+            Ok(_) => {}
+            Err(StoreError::Fenced) => {
+                // A newer session of the device (on this node or another)
+                // took over: the store refused this one's late write.
+                self.state.metrics.rejected("session_fenced");
+                tracing::info!(device = %self.identity.device_id, acked = self.acked,
+                    "a newer session of the device took over; its store refused this one");
+                self.replaced = true;
+                self.write_failed = true;
+            }
+            Err(error) => {
+                self.state.metrics.rejected("write_failed");
+                tracing::error!(%error, device = %self.identity.device_id, acked = self.acked,
+                    "store failed; acknowledging nothing past it");
+                self.write_failed = true;
+            }
         }
         self.write_failed
     }
@@ -600,6 +640,9 @@ impl Session {
         }
         if let Some(seq) = highest {
             self.send_ack(seq).await?;
+        }
+        if self.replaced {
+            return Err(fenced_end(ErrorCode::SESSION_REPLACED));
         }
         if self.write_failed {
             return Err(error_end(
@@ -753,6 +796,7 @@ impl Session {
                     channel: publish.channel.to_owned(),
                     device_time_ms: publish.time_ms,
                     payload,
+                    fence: self.store_fence,
                 };
                 let seq = publish.seq;
                 self.previous_seq = self.previous_seq.max(seq);

@@ -4,8 +4,9 @@
 //! lengths) and stored. Receivers read descriptions over HTTP
 //! (`readings_api`) or, when their `subscribe` asks (`"describe":true`),
 //! as `description` messages ([`forward_descriptions`]): the stored ones
-//! after `subscribed`, then each new one (announced on
-//! `AppState::descriptions`) as the device sends it.
+//! after `subscribed`, then each new one (published through the broker,
+//! so across nodes too: `Broker::publish_description`) as the device
+//! sends it.
 //!
 //! Limits per session, so a device cannot fill the database with them:
 //! [`MAX_DESCRIPTIONS`] channel descriptions and [`MAX_COMMANDS`] commands
@@ -20,6 +21,7 @@ use tether_proto::{
 };
 use tokio::sync::{broadcast, mpsc};
 
+use crate::broker::ChannelDescribed;
 use crate::store::{DeclaredCommand, DeviceIdentity, TenantId};
 use crate::{AppState, now_ms};
 
@@ -27,16 +29,6 @@ use crate::{AppState, now_ms};
 pub(crate) const MAX_DESCRIPTIONS: usize = 64;
 /// Commands one session may declare.
 pub(crate) const MAX_COMMANDS: usize = 32;
-
-/// A device described a channel: what receivers that asked are sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DescriptionUpdate {
-    pub(crate) tenant_id: TenantId,
-    pub(crate) channel: String,
-    pub(crate) device: String,
-    /// The canonical JSON array.
-    pub(crate) fields: String,
-}
 
 /// Why a session ends over a description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +80,7 @@ impl Described {
             tracing::warn!(%error, device = %identity.device_id, "cannot store a description");
             return Ok(());
         }
-        let _ = state.descriptions.send(Arc::new(DescriptionUpdate {
+        state.broker.publish_description(Arc::new(ChannelDescribed {
             tenant_id: identity.tenant_id,
             channel: describe.channel.to_owned(),
             device: identity.device_id.clone(),
@@ -178,7 +170,7 @@ pub(crate) async fn forward_descriptions(
     state: Arc<AppState>,
     tenant_id: TenantId,
     channel: String,
-    mut updates: broadcast::Receiver<Arc<DescriptionUpdate>>,
+    mut updates: broadcast::Receiver<Arc<ChannelDescribed>>,
     outbox: mpsc::Sender<Message>,
 ) {
     let mut from_store = true;

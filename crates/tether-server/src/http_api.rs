@@ -61,6 +61,9 @@ pub(crate) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     state.metrics.live_channels(state.broker.live_channels());
+    if let Some(stats) = state.broker.cluster_stats() {
+        state.metrics.nats(stats);
+    }
     (
         [(
             header::CONTENT_TYPE,

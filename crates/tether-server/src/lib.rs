@@ -60,6 +60,7 @@ mod admission;
 pub mod auth;
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 mod commands;
 pub mod config;
 mod dashboard;
@@ -81,7 +82,7 @@ mod websocket;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, watch};
@@ -91,7 +92,10 @@ pub use sessions::{CommandReply, DeviceSessions};
 
 use broker::{Broker, InProcessBroker};
 use metrics::Metrics;
-use store::{Admin, ChannelFilter, Revocation, SqliteStore, Store, StoreError, StoreOptions};
+use store::{
+    Admin, AdminStore, ChannelFilter, PgAdmin, PgStore, Revocation, SqliteStore, Store, StoreError,
+    StoreOptions,
+};
 
 /// Wraps the store a server's endpoints use (see
 /// [`Server::start_with_store_layer`]).
@@ -115,22 +119,54 @@ pub(crate) struct AppState {
     pub(crate) config: Config,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) broker: Arc<dyn Broker>,
-    pub(crate) devices: DeviceSessions,
+    pub(crate) devices: Arc<DeviceSessions>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) revocations: broadcast::Sender<Revocation>,
-    /// Channel descriptions devices send, for the receivers that asked.
-    pub(crate) descriptions: broadcast::Sender<Arc<device_readings::DescriptionUpdate>>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) admission: admission::Admission,
     pub(crate) publish_buckets: limits::PublishBuckets,
     pub(crate) claim_guard: limits::AttemptGuard,
     next_session: AtomicU64,
+    /// Set before `shutdown` when the node drains (SIGTERM).
+    draining: AtomicBool,
 }
 
 impl AppState {
     pub(crate) fn next_session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// How a connection closes when the server stops: draining, close code
+    /// 4017 with a reconnect delay (at random within `drain_spread`, so the
+    /// clients do not all come back at once) in the reason; otherwise 1001.
+    pub(crate) fn stop_close(&self) -> (u16, String) {
+        if !self.draining.load(Ordering::Relaxed) {
+            return (
+                websocket::CLOSE_GOING_AWAY,
+                "server shutting down".to_owned(),
+            );
+        }
+        let spread = u64::try_from(self.config.drain.spread.as_millis()).unwrap_or(u64::MAX);
+        let delay =
+            rand::random_range(0..=spread.min(u64::from(tether_proto::MAX_RECONNECT_HINT_MS)));
+        let code = tether_proto::ErrorCode::DRAINING
+            .close_code()
+            .unwrap_or(websocket::CLOSE_GOING_AWAY);
+        (
+            code,
+            format!("{delay} draining: reconnect, to another node if there is one"),
+        )
+    }
+}
+
+/// This host's name, for the default node name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// Why the server could not start.
@@ -143,6 +179,8 @@ pub enum StartError {
     Store(StoreError),
     /// The TLS files are unusable.
     Tls(String),
+    /// The NATS URL is unusable.
+    Nats(String),
 }
 
 impl core::fmt::Display for StartError {
@@ -151,6 +189,7 @@ impl core::fmt::Display for StartError {
             StartError::Io(error) => write!(f, "{error}"),
             StartError::Store(error) => write!(f, "{error}"),
             StartError::Tls(error) => write!(f, "TLS: {error}"),
+            StartError::Nats(error) => write!(f, "NATS: {error}"),
         }
     }
 }
@@ -170,7 +209,6 @@ impl From<StoreError> for StartError {
 }
 
 /// A running server.
-#[derive(Debug)]
 pub struct Server {
     local_addr: std::net::SocketAddr,
     base_url: String,
@@ -178,8 +216,18 @@ pub struct Server {
     first_start_key: Option<String>,
     shutdown: watch::Sender<bool>,
     tasks: tokio::task::JoinSet<()>,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     state: Arc<AppState>,
+    node: String,
+}
+
+impl core::fmt::Debug for Server {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
 }
 
 impl core::fmt::Debug for AppState {
@@ -205,51 +253,57 @@ impl Server {
         config: Config,
         layer: StoreLayer,
     ) -> Result<Server, StartError> {
-        std::fs::create_dir_all(&config.data_dir)?;
         let database_path = config.database_path();
-        let first_start_key = {
-            let admin = Admin::open(&database_path)?;
-            if admin.has_tenants()? {
-                None
-            } else {
-                let tenant = admin.add_tenant("default")?;
-                Some(
-                    admin
-                        .add_key(tenant, &ChannelFilter::ALL, true, Some("first start"))?
-                        .key,
-                )
-            }
-        };
-        let metrics = Arc::new(Metrics::new());
-        let broker: Arc<dyn Broker> = Arc::new(InProcessBroker::new(
-            config.limits.live_queue,
-            config.limits.max_channels_per_tenant,
-        ));
-        let store = {
-            let broker = Arc::clone(&broker);
-            let commit_metrics = Arc::clone(&metrics);
-            Arc::new(SqliteStore::open(
-                &database_path,
-                StoreOptions {
-                    on_commit: Box::new(move |events| broker.publish(events)),
-                    on_transaction: Box::new(move |stats| commit_metrics.transaction(stats)),
-                    queue_capacity: config.write_queue,
-                    retention_max_age: config.retention_max_age,
-                    retention_max_messages: config.retention_max_messages,
-                    ..StoreOptions::default()
-                },
-            )?)
-        };
-        store.reset_presence().await?;
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let (revocations, _) = broadcast::channel(256);
-        let (descriptions, _) = broadcast::channel(256);
         let tls = match &config.tls {
             Some(files) => Some(tls::ReloadingTls::load(files.clone()).map_err(StartError::Tls)?),
             None => None,
         };
+        // Bound first: the default node name has the port.
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
+        let node = config
+            .node_name
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", hostname(), local_addr.port()));
+        let first_start_key = first_start(&config).await?;
+        let metrics = Arc::new(Metrics::new());
+        let devices = Arc::new(DeviceSessions::new(config.limits.max_commands_per_tenant));
+        let broker: Arc<dyn Broker> = match &config.nats_url {
+            Some(url) => Arc::new(
+                cluster::NatsBroker::connect(
+                    url,
+                    &node,
+                    config.limits.live_queue,
+                    config.limits.max_channels_per_tenant,
+                    Arc::clone(&devices) as Arc<dyn broker::LocalDevices>,
+                )
+                .await
+                .map_err(|error| StartError::Nats(error.to_string()))?,
+            ),
+            None => Arc::new(InProcessBroker::new(
+                config.limits.live_queue,
+                config.limits.max_channels_per_tenant,
+            )),
+        };
+        let options = {
+            let broker = Arc::clone(&broker);
+            let commit_metrics = Arc::clone(&metrics);
+            StoreOptions {
+                on_commit: Box::new(move |events| broker.publish(events)),
+                on_transaction: Box::new(move |stats| commit_metrics.transaction(stats)),
+                queue_capacity: config.write_queue,
+                retention_max_age: config.retention_max_age,
+                retention_max_messages: config.retention_max_messages,
+                ..StoreOptions::default()
+            }
+        };
+        let store: Arc<dyn Store> = match &config.database_url {
+            Some(url) => Arc::new(PgStore::connect(url, &node, options).await?),
+            None => Arc::new(SqliteStore::open(&database_path, options)?),
+        };
+        store.reset_presence().await?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (revocations, _) = broadcast::channel(256);
         let mut config = config;
         config.listen = local_addr;
         let base_url = config.base_url();
@@ -260,7 +314,7 @@ impl Server {
                 config.limits.publish_rate,
                 config.limits.publish_burst,
             ),
-            devices: DeviceSessions::new(config.limits.max_commands_per_tenant),
+            devices,
             claim_guard: limits::AttemptGuard::new(
                 CLAIM_FAILURES_PER_MINUTE,
                 Duration::from_secs(60),
@@ -270,9 +324,9 @@ impl Server {
             broker,
             metrics,
             revocations,
-            descriptions,
             shutdown: shutdown_rx,
             next_session: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
         });
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(serve::accept_loop(
@@ -286,7 +340,7 @@ impl Server {
         tasks.spawn(revocation_poller(Arc::clone(&state)));
         tasks.spawn(retention_task(Arc::clone(&state)));
         tasks.spawn(rollup_task(Arc::clone(&state)));
-        tracing::info!(%local_addr, url = %base_url, "tether-server listening");
+        tracing::info!(%local_addr, url = %base_url, %node, "tether-server listening");
         Ok(Server {
             local_addr,
             base_url,
@@ -296,7 +350,13 @@ impl Server {
             tasks,
             store,
             state,
+            node,
         })
+    }
+
+    /// This node's name (its devices' sessions are recorded under it).
+    pub fn node_name(&self) -> &str {
+        &self.node
     }
 
     /// The bound address (useful with port 0).
@@ -333,19 +393,77 @@ impl Server {
 
     /// Graceful shutdown: stop accepting, close every client with 1001,
     /// flush the database writer.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         tracing::info!("shutting down");
+        self.stop(Duration::from_secs(5)).await;
+    }
+
+    /// Draining (what SIGTERM does): stop accepting (a load balancer's
+    /// health check then fails and it sends new connections elsewhere),
+    /// close every client with 4017 (`draining`) and a reconnect delay
+    /// spread over `drain_spread`, after acknowledging what is committed;
+    /// wait up to `drain_timeout` for them to leave, then flush the
+    /// database writer and stop.
+    pub async fn drain(self) {
+        tracing::info!(node = %self.node, "draining: clients reconnect elsewhere");
+        self.state.draining.store(true, Ordering::Relaxed);
+        let timeout = self.state.config.drain.timeout;
+        self.stop(timeout).await;
+    }
+
+    async fn stop(mut self, wait: Duration) {
         let _ = self.shutdown.send(true);
-        // Connections close themselves with 1001 on the signal; give them
-        // a moment to send their close frames and record presence.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        // Connections close themselves on the signal; give them a moment
+        // to send their close frames and record presence.
+        let deadline = tokio::time::Instant::now() + wait;
         while self.open_connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if self.open_connections() > 0 {
+            tracing::warn!(
+                open = self.open_connections(),
+                "stopping with clients still connected"
+            );
         }
         self.tasks.shutdown().await;
         self.store.close().await;
         tracing::info!("stopped");
     }
+}
+
+/// The administration of the configured database (PostgreSQL, or the
+/// SQLite file in the data directory, created with the directory).
+pub async fn open_admin(config: &Config) -> Result<Box<dyn AdminStore>, StoreError> {
+    match &config.database_url {
+        Some(url) => Ok(Box::new(PgAdmin::connect(url).await?)),
+        None => {
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|error| StoreError::Database(error.to_string()))?;
+            Ok(Box::new(Admin::open(&config.database_path())?))
+        }
+    }
+}
+
+/// On an empty database: tenant `default` and a read+command key for it
+/// (the key is returned, to be shown once). Nodes of a cluster that start
+/// together on a new database make it once: the others see the tenant.
+async fn first_start(config: &Config) -> Result<Option<String>, StartError> {
+    let admin = open_admin(config).await?;
+    if admin.has_tenants().await? {
+        return Ok(None);
+    }
+    let tenant = match admin.add_tenant("default").await {
+        Ok(tenant) => tenant,
+        // Another node made it meanwhile.
+        Err(StoreError::AlreadyExists) => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    Ok(Some(
+        admin
+            .add_key(tenant, &ChannelFilter::ALL, true, Some("first start"))
+            .await?
+            .key,
+    ))
 }
 
 /// Polls the database for revocations (written by admin commands, possibly

@@ -30,7 +30,7 @@ async fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Some(command) = cli.command {
-        return match run_admin(command, &config) {
+        return match run_admin(command, &config).await {
             // Printing is this command's whole purpose: a closed stdout
             // is a clean failure, not a panic.
             Ok(text) => match writeln!(std::io::stdout().lock(), "{text}")
@@ -47,6 +47,12 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         };
+    }
+    if cli.demo && config.database_url.is_some() {
+        complain(format_args!(
+            "error: --demo provisions its devices in the SQLite file; start it without --database"
+        ));
+        return std::process::ExitCode::from(2);
     }
     if cli.demo && config.tls.is_some() {
         complain(format_args!(
@@ -99,9 +105,20 @@ async fn main() -> std::process::ExitCode {
             }
         }
     }
-    signals.wait().await;
-    server.shutdown().await;
+    match signals.wait().await {
+        Signal::Terminate => server.drain().await,
+        Signal::Interrupt => server.shutdown().await,
+    }
     std::process::ExitCode::SUCCESS
+}
+
+/// How the server was asked to stop.
+enum Signal {
+    /// SIGTERM (systemd, a container runtime, an orchestrator): drain, so
+    /// clients move to other nodes.
+    Terminate,
+    /// Ctrl-C: stop now.
+    Interrupt,
 }
 
 /// Prints a line for the operator while the server runs. `println!` would
@@ -150,15 +167,16 @@ impl Signals {
         }
     }
 
-    async fn wait(self) {
+    /// The first signal: SIGTERM drains, SIGINT stops at once.
+    async fn wait(self) -> Signal {
         #[cfg(unix)]
         if let Some((mut terminate, mut interrupt)) = self.unix {
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = interrupt.recv() => {}
-            }
-            return;
+            return tokio::select! {
+                _ = terminate.recv() => Signal::Terminate,
+                _ = interrupt.recv() => Signal::Interrupt,
+            };
         }
         let _ = tokio::signal::ctrl_c().await;
+        Signal::Interrupt
     }
 }

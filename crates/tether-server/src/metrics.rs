@@ -39,6 +39,8 @@ pub struct Metrics {
     store_transaction: Histogram,
     store_batch: Histogram,
     fanout_lag: Histogram,
+    nats_events: Family<KindLabel, Counter>,
+    nats_resyncs: Counter,
 }
 
 impl Default for Metrics {
@@ -123,6 +125,18 @@ impl Metrics {
             "Time from storing an event to handing it to a receiver connection",
             fanout_lag.clone(),
         );
+        let nats_events = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "nats_events",
+            "Events of a cluster node over NATS: published, dropped (NATS down or the outbox full; receivers catch up from the database), received from other nodes",
+            nats_events.clone(),
+        );
+        let nats_resyncs = Counter::default();
+        registry.register(
+            "nats_resyncs",
+            "Times this node's receivers were made to catch up from the database after a NATS loss",
+            nats_resyncs.clone(),
+        );
         Metrics {
             registry,
             connections,
@@ -137,7 +151,25 @@ impl Metrics {
             store_transaction,
             store_batch,
             fanout_lag,
+            nats_events,
+            nats_resyncs,
         }
+    }
+
+    /// Brings the NATS counters up to `stats` (a cluster node's broker
+    /// counts; they only grow).
+    pub fn nats(&self, stats: crate::cluster::NatsStats) {
+        let raise = |counter: &Counter, to: u64| {
+            counter.inc_by(to.saturating_sub(counter.get()));
+        };
+        for (name, value) in [
+            ("published", stats.published),
+            ("dropped", stats.dropped),
+            ("received", stats.received),
+        ] {
+            raise(&self.nats_events.get_or_create(&kind(name)), value);
+        }
+        raise(&self.nats_resyncs, stats.resyncs);
     }
 
     /// The text exposition.

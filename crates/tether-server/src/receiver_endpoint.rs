@@ -71,9 +71,9 @@ use crate::http_util::{check_origin, error_response, too_many_connections};
 use crate::serve::TcpHeld;
 use crate::store::{KeyIdentity, ReadRange, Revocation, StoredEvent};
 use crate::websocket::{
-    CLOSE_GOING_AWAY, CLOSE_LINGER, CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER, CLOSE_UNSUPPORTED_DATA,
-    ReadFailure, SendError, await_close, classify, close, close_frame, decode_reason,
-    error_close_code, is_invalid_close, record_invalid_close, record_violation, send_within,
+    CLOSE_LINGER, CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER, CLOSE_UNSUPPORTED_DATA, ReadFailure,
+    SendError, await_close, classify, close, close_frame, decode_reason, error_close_code,
+    is_invalid_close, record_invalid_close, record_violation, send_within,
 };
 use crate::{AppState, auth};
 
@@ -273,7 +273,8 @@ async fn authenticate_first_message(
     let first = tokio::select! {
         first = tokio::time::timeout(state.config.limits.handshake_timeout, socket.recv()) => first,
         _ = shutdown.changed() => {
-            close(socket, CLOSE_GOING_AWAY, "server shutting down").await;
+            let (code, reason) = state.stop_close();
+            close(socket, code, &reason).await;
             return None;
         }
     };
@@ -468,7 +469,10 @@ async fn serve(
     let revoked = || error_close(ErrorCode::UNAUTHORIZED, "receiver key revoked");
     let close = loop {
         tokio::select! {
-            _ = shutdown.changed() => break Some(close_frame(CLOSE_GOING_AWAY, "server shutting down")),
+            _ = shutdown.changed() => {
+                let (code, reason) = state.stop_close();
+                break Some(close_frame(code, &reason));
+            }
             revocation = revocations.recv() => match revocation {
                 Ok(Revocation::Key(id)) if id == identity.key_id => break Some(revoked()),
                 // Missed notices: the store is the truth.
@@ -766,7 +770,7 @@ async fn subscription(
             Arc::clone(&state),
             tenant_id,
             channel.clone(),
-            state.descriptions.subscribe(),
+            state.broker.descriptions(),
             outbox.clone(),
         )))
     });

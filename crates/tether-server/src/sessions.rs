@@ -15,23 +15,16 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tether_proto::{CommandStatus, ErrorCode};
+use tether_proto::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::limits::KeyedCounter;
-use crate::store::TenantId;
+pub use crate::broker::CommandReply;
+use crate::broker::{DeviceCommand, LocalDevices};
+use crate::limits::{KeyedCounter, KeyedGuard};
+use crate::store::{BoxFuture, TenantId};
 
 /// Commands queued for one device connection.
 pub(crate) const COMMAND_QUEUE: usize = 64;
-
-/// A device's answer to a command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandReply {
-    /// What the device did.
-    pub status: CommandStatus,
-    /// Its result, JSON text (`null` for none).
-    pub result: String,
-}
 
 /// A command for a device connection to send; the answer goes to `reply`:
 /// the device's, or why the session refused the command (`too_large`: its
@@ -73,6 +66,17 @@ struct Session {
     /// so an idle device's queue costs 32 pointers, not 32 requests.
     commands: mpsc::Sender<Box<CommandRequest>>,
     fence: watch::Sender<Option<ErrorCode>>,
+    /// The session's fencing token in the store, once it has one.
+    store_fence: Option<u64>,
+    /// The newest token another node announced for the device before this
+    /// session knew its own.
+    announced: u64,
+}
+
+impl Session {
+    fn replace(&self) {
+        self.fence.send_replace(Some(ErrorCode::SESSION_REPLACED));
+    }
 }
 
 /// Connected devices by id.
@@ -117,14 +121,31 @@ impl DeviceSessions {
                     id,
                     commands,
                     fence,
+                    store_fence: None,
+                    announced: 0,
                 },
             ),
             Err(_) => None,
         };
         if let Some(old) = old {
-            old.fence.send_replace(Some(ErrorCode::SESSION_REPLACED));
+            old.replace();
         }
         (queue, Fence(fenced))
+    }
+
+    /// Records the store's fencing token of session `id` (after
+    /// `open_session`); fences it at once if another node announced a
+    /// newer one meanwhile.
+    pub(crate) fn opened(&self, device_id: &str, id: u64, store_fence: u64) {
+        if let Ok(mut sessions) = self.sessions.lock()
+            && let Some(session) = sessions.get_mut(device_id)
+            && session.id == id
+        {
+            session.store_fence = Some(store_fence);
+            if session.announced > store_fence {
+                session.replace();
+            }
+        }
     }
 
     /// Removes the session if it is still the registered one; `true` if it
@@ -151,6 +172,14 @@ impl DeviceSessions {
         self.sessions
             .lock()
             .is_ok_and(|sessions| sessions.contains_key(device_id))
+    }
+
+    /// Counts a command of `tenant` sent to another node as waiting for its
+    /// answer (until the guard drops), or `None` when the tenant has its
+    /// maximum waiting.
+    pub(crate) fn reserve_command(&self, tenant: TenantId) -> Option<KeyedGuard<TenantId>> {
+        self.commands_in_flight
+            .try_acquire(tenant, Some(self.max_commands_per_tenant))
     }
 
     /// Commands of `tenant` waiting for their answers now.
@@ -201,6 +230,34 @@ impl DeviceSessions {
     }
 }
 
+impl LocalDevices for DeviceSessions {
+    fn fence_older(&self, device_id: &str, fence: u64) {
+        let Ok(mut sessions) = self.sessions.lock() else {
+            return;
+        };
+        if let Some(session) = sessions.get_mut(device_id) {
+            match session.store_fence {
+                Some(own) if own < fence => session.replace(),
+                Some(_) => {}
+                None => session.announced = session.announced.max(fence),
+            }
+        }
+    }
+
+    fn command(&self, command: DeviceCommand) -> BoxFuture<'_, Result<CommandReply, ErrorCode>> {
+        Box::pin(async move {
+            self.send_command(
+                command.tenant_id,
+                &command.device_id,
+                command.channel,
+                command.payload,
+                command.timeout,
+            )
+            .await
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +302,35 @@ mod tests {
         );
         assert!(sessions.unregister("d", 2));
         assert!(!sessions.is_online("d"));
+    }
+
+    #[tokio::test]
+    async fn another_nodes_newer_session_fences_the_local_one() {
+        let sessions = DeviceSessions::new(10);
+        let (_queue, mut fence) = sessions.register("d", 1);
+        sessions.opened("d", 1, 7);
+        // An older or equal token elsewhere changes nothing.
+        sessions.fence_older("d", 6);
+        sessions.fence_older("d", 7);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), fence.fenced())
+                .await
+                .is_err()
+        );
+        sessions.fence_older("d", 8);
+        let fenced = tokio::time::timeout(Duration::from_millis(100), fence.fenced()).await;
+        assert_eq!(fenced.ok(), Some(ErrorCode::SESSION_REPLACED));
+        // A notice that overtakes the local session's own token.
+        let (_queue, mut early) = sessions.register("e", 2);
+        sessions.fence_older("e", 5);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), early.fenced())
+                .await
+                .is_err()
+        );
+        sessions.opened("e", 2, 4);
+        let fenced = tokio::time::timeout(Duration::from_millis(100), early.fenced()).await;
+        assert_eq!(fenced.ok(), Some(ErrorCode::SESSION_REPLACED));
     }
 
     #[tokio::test]

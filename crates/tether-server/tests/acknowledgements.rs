@@ -19,7 +19,9 @@ use common::{BoxError, TestResult, TestServer, Ws, connect_device};
 use futures_util::{SinkExt, StreamExt};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+use tether_cluster_test::Postgres;
 use tether_proto::{DeviceToServer, Hello, Payload, Publish, ServerToDevice};
+use tether_server::store::PgAdmin;
 use tokio_tungstenite::tungstenite::protocol::Message;
 
 const CHANNEL: &str = "acked";
@@ -233,16 +235,43 @@ impl WelcomeFields for ServerToDevice<'_> {
     }
 }
 
+/// Where the records of the property test are counted.
+enum Database<'a> {
+    /// The server's SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A database on a real PostgreSQL server.
+    Postgres(&'a Postgres, String),
+}
+
 /// How often each `seq` of `boot_id` is stored.
-fn stored_counts(database: &Path, boot_id: u64) -> Result<BTreeMap<u32, u32>, BoxError> {
-    let conn = rusqlite::Connection::open(database)?;
-    let mut statement = conn.prepare(
-        "SELECT m.payload FROM messages m JOIN channels c ON c.id = m.channel_id
-         WHERE c.name = ?1",
-    )?;
+fn stored_counts(database: &Database<'_>, boot_id: u64) -> Result<BTreeMap<u32, u32>, BoxError> {
+    let payloads: Vec<String> = match database {
+        Database::Sqlite(path) => {
+            let conn = rusqlite::Connection::open(path)?;
+            let mut statement = conn.prepare(
+                "SELECT m.payload FROM messages m JOIN channels c ON c.id = m.channel_id
+                 WHERE c.name = ?1",
+            )?;
+            statement
+                .query_map([CHANNEL], |row| row.get::<_, String>(0))?
+                .collect::<Result<_, _>>()?
+        }
+        Database::Postgres(server, name) => server
+            .psql(
+                name,
+                &format!(
+                    "SELECT m.payload FROM messages m JOIN channels c ON c.id = m.channel_id \
+                     WHERE c.name = '{CHANNEL}'"
+                ),
+            )?
+            .lines()
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    };
     let mut counts = BTreeMap::new();
-    for payload in statement.query_map([CHANNEL], |row| row.get::<_, String>(0))? {
-        let value: serde_json::Value = serde_json::from_str(&payload?)?;
+    for payload in payloads {
+        let value: serde_json::Value = serde_json::from_str(&payload)?;
         if value["boot"].as_u64() == Some(boot_id) {
             let seq = u32::try_from(value["seq"].as_u64().ok_or("no seq")?)?;
             *counts.entry(seq).or_default() += 1;
@@ -253,6 +282,7 @@ fn stored_counts(database: &Path, boot_id: u64) -> Result<BTreeMap<u32, u32>, Bo
 
 async fn run_schedule(
     server: &TestServer,
+    database: &Database<'_>,
     plan: &FaultPlan,
     token: &str,
     boot_id: u64,
@@ -284,7 +314,7 @@ async fn run_schedule(
     }
     // Whatever was acknowledged so far must be stored now.
     let acked_during_schedule = device.acked;
-    let counts = stored_counts(&server.server.database_path(), boot_id)?;
+    let counts = stored_counts(database, boot_id)?;
     for seq in 1..=acked_during_schedule {
         if counts.get(&seq) != Some(&1) {
             return Err(format!(
@@ -297,7 +327,7 @@ async fn run_schedule(
     // Then the device gets everything through, failures over.
     plan.clear();
     device.drain().await?;
-    let counts = stored_counts(&server.server.database_path(), boot_id)?;
+    let counts = stored_counts(database, boot_id)?;
     for seq in 1..=device.made {
         if counts.get(&seq) != Some(&1) {
             return Err(format!(
@@ -315,19 +345,60 @@ async fn run_schedule(
 
 #[test]
 fn acknowledged_records_are_stored_exactly_once_for_any_schedule_of_failures() -> TestResult {
+    property_test(None, 100)
+}
+
+/// The same on PostgreSQL (`--database postgres://…`), fewer cases: each
+/// commit is an fsync of a real server.
+#[test]
+fn acknowledged_records_are_stored_exactly_once_on_postgresql() -> TestResult {
+    let postgres = Postgres::start()?;
+    property_test(Some(&postgres), 40)
+}
+
+/// Runs the property test on a server on the SQLite file, or on a fresh
+/// database of `postgres`.
+fn property_test(postgres: Option<&Postgres>, cases: u32) -> TestResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let plan = FaultPlan::default();
     let layer_plan = plan.clone();
+    let url = match postgres {
+        Some(postgres) => Some(postgres.create_database("acknowledgements")?),
+        None => None,
+    };
+    let cluster_url = url.clone();
     let server = runtime.block_on(TestServer::start_with_store_layer(
-        |config| config,
+        move |config| match cluster_url {
+            Some(url) => config.with_cluster(url, None),
+            None => config,
+        },
         Box::new(move |store| Arc::new(FaultyStore::new(store, layer_plan))),
     ))?;
-    let token = server.add_device("default", "prop-1")?;
+    let (database, token) = match (postgres, &url) {
+        (Some(postgres), Some(url)) => {
+            let token = runtime.block_on(async {
+                let admin = PgAdmin::connect(url).await?;
+                let tenant = admin.tenant_id("default").await?;
+                let device = admin
+                    .add_device(Some(tenant), Some("prop-1"), false, None)
+                    .await?;
+                Ok::<String, BoxError>(device.token)
+            })?;
+            (
+                Database::Postgres(postgres, "acknowledgements".to_owned()),
+                token,
+            )
+        }
+        _ => (
+            Database::Sqlite(server.server.database_path()),
+            server.add_device("default", "prop-1")?,
+        ),
+    };
     let mut runner = TestRunner::new(ProptestConfig {
-        cases: 100,
+        cases,
         max_shrink_iters: 100,
         failure_persistence: None,
         ..ProptestConfig::default()
@@ -339,6 +410,7 @@ fn acknowledged_records_are_stored_exactly_once_for_any_schedule_of_failures() -
         runtime
             .block_on(run_schedule(
                 &server,
+                &database,
                 &plan,
                 &token,
                 next_boot.get(),
@@ -349,7 +421,7 @@ fn acknowledged_records_are_stored_exactly_once_for_any_schedule_of_failures() -
     runtime.block_on(server.server.shutdown());
     result.map_err(|error| -> BoxError { error.to_string().into() })?;
     assert!(
-        plan.injected() > 20,
+        plan.injected() > u64::from(cases / 5),
         "only {} writes failed over the whole run",
         plan.injected()
     );

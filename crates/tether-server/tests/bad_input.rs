@@ -146,6 +146,8 @@ async fn history_pages_never_reparse_old_stored_payloads() -> TestResult {
                 channel: "legacy".into(),
                 device_time_ms: None,
                 payload,
+                // The device never opened a session.
+                fence: 0,
             })
             .await?;
         commit.await?;

@@ -66,6 +66,17 @@ const EXCLUDED: &[(&str, &str)] = &[
     ),
     ("espflash", "writes a device's flash: needs a board on USB"),
     (
+        "esp8266-linux-gateway",
+        "needs an ESP8266 on a serial port: \
+         examples/esp8266-linux-gateway/tests/pty.rs runs the line of \
+         docs/esp8266.md against the modem simulator on a pseudo-terminal",
+    ),
+    (
+        "size",
+        "binutils, reads a firmware ELF's sections (`cargo xtask firmware`, \
+         a step of `cargo xtask test`, prints the same figures)",
+    ),
+    (
         "rustup",
         "installs toolchains and targets (`cargo xtask setup` does)",
     ),

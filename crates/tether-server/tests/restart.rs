@@ -114,13 +114,14 @@ async fn restart_keeps_history_and_deduplication() -> TestResult {
     let payloads: Vec<_> = events.iter().map(|e| e["payload"].clone()).collect();
     assert_eq!(payloads, (1..=6).map(|n| json!(n)).collect::<Vec<_>>());
 
-    // SIGTERM: clients get 1001, the process exits cleanly.
+    // SIGTERM drains: clients get 4017 (`draining`), the process exits
+    // cleanly once they left.
     let status = Command::new("kill")
         .args(["-TERM", &second.child.id().to_string()])
         .status()?;
     assert!(status.success());
-    assert_eq!(close_code(&mut device.ws).await?, 1001);
-    assert_eq!(close_code(&mut receiver.ws).await?, 1001);
+    assert_eq!(close_code(&mut device.ws).await?, 4017);
+    assert_eq!(close_code(&mut receiver.ws).await?, 4017);
     let exit = tokio::task::spawn_blocking(move || second.child.wait()).await??;
     assert!(exit.success(), "{exit:?}");
 

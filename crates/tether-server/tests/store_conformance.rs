@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
-use store_suite::{BoxError, StoreFixture, TestResult, record};
+use store_suite::{BoxError, StoreFixture, TestResult, record, record_in};
 use tether_server::store::{
     Admin, AppendOutcome, ImportEvent, SqliteStore, Store, StoreError, StoreOptions, TenantId,
     TransactionStats,
@@ -193,7 +193,10 @@ async fn a_failing_operation_fails_alone_in_its_batch() -> TestResult {
         "the claim did not share a transaction with appends: {committed:?}"
     );
     assert_eq!(
-        store.open_session("d1", "1", store_suite::BOOT, 1).await?,
+        store
+            .open_session("d1", "1", store_suite::BOOT, 1)
+            .await?
+            .last_stored_seq,
         6
     );
     store.close().await;
@@ -299,8 +302,9 @@ async fn a_database_of_the_previous_release_migrates_on_open() -> TestResult {
     let store = fixture.open(StoreOptions::default())?;
     let tenant = Admin::open(&fixture.path())?.tenant_id("default")?;
     // The old highest stored seq is the new watermark.
-    assert_eq!(store.open_session("demo-1", "1", boot, 1).await?, seq);
-    let mut request = record(tenant, seq, seq - 1, "demo/readings");
+    let opened = store.open_session("demo-1", "1", boot, 1).await?;
+    assert_eq!(opened.last_stored_seq, seq);
+    let mut request = record_in(opened, tenant, seq, seq - 1, "demo/readings");
     request.device_id = "demo-1".into();
     request.boot_id = boot;
     assert_eq!(
@@ -315,7 +319,13 @@ async fn a_database_of_the_previous_release_migrates_on_open() -> TestResult {
             offset: u64::try_from(next_offset)?
         }
     );
-    assert_eq!(store.open_session("demo-1", "1", boot, 2).await?, seq + 1);
+    assert_eq!(
+        store
+            .open_session("demo-1", "1", boot, 2)
+            .await?
+            .last_stored_seq,
+        seq + 1
+    );
     let events = store
         .read(
             tenant,

@@ -23,8 +23,8 @@ impl ServerProcess {
         Self::start_on(binary, data_dir, "127.0.0.1:0", args)
     }
 
-    /// [`start`](Self::start) on a given `listen` address (to restart a
-    /// server where its clients reconnect).
+    /// [`start`](Self::start) on `listen` (a node behind a load balancer
+    /// comes back on the same port after a restart).
     pub fn start_on(
         binary: &Path,
         data_dir: &Path,
@@ -95,6 +95,34 @@ impl ServerProcess {
     pub fn kill(mut self) -> io::Result<()> {
         self.child.kill()?;
         self.child.wait().map(drop)
+    }
+}
+
+impl ServerProcess {
+    /// Sends SIGTERM (the server drains: it tells its clients to reconnect
+    /// elsewhere and exits once they left) and waits up to `limit` for it
+    /// to exit; its exit status, or an error if it is still running (it is
+    /// then killed).
+    pub fn terminate(mut self, limit: std::time::Duration) -> io::Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            return Err(io::Error::other("kill -TERM failed"));
+        }
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "tether-server still runs {limit:?} after SIGTERM"
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 

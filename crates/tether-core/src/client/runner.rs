@@ -490,9 +490,25 @@ where
             client.with_session(|s| s.on_pong(now, payload));
             None
         }
-        ws::Message::Close(frame) => Some(LinkError::Closed {
-            code: frame.map_or(1005, |f| f.code.as_u16()),
-        }),
+        ws::Message::Close(frame) => Some(closed(frame)),
+    }
+}
+
+/// Why the server closed: its close code, or for 4017 (`draining`) the
+/// reconnect delay its reason suggests (1 s if it suggests none).
+fn closed(frame: Option<ws::CloseFrame<'_>>) -> LinkError {
+    match frame {
+        Some(frame)
+            if Some(frame.code.as_u16()) == tether_proto::ErrorCode::DRAINING.close_code() =>
+        {
+            LinkError::Draining {
+                retry_after_ms: tether_proto::reconnect_hint_ms(frame.reason).unwrap_or(1_000),
+            }
+        }
+        Some(frame) => LinkError::Closed {
+            code: frame.code.as_u16(),
+        },
+        None => LinkError::Closed { code: 1005 },
     }
 }
 
@@ -511,5 +527,35 @@ impl<B: Board, M: RawMutex, const PAYLOAD: usize> RngCore for SessionRng<'_, B, 
 
     fn fill_bytes(&mut self, dst: &mut [u8]) {
         self.0.with_session(|s| s.rng_mut().fill_bytes(dst));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(code: u16, reason: &str) -> Option<ws::CloseFrame<'_>> {
+        Some(ws::CloseFrame {
+            code: ws::CloseCode::new(code),
+            reason,
+        })
+    }
+
+    #[test]
+    fn a_draining_close_carries_its_reconnect_hint() {
+        assert_eq!(
+            closed(frame(4017, "250 draining")),
+            LinkError::Draining {
+                retry_after_ms: 250
+            }
+        );
+        assert_eq!(
+            closed(frame(4017, "draining")),
+            LinkError::Draining {
+                retry_after_ms: 1_000
+            }
+        );
+        assert_eq!(closed(frame(1001, "250")), LinkError::Closed { code: 1001 });
+        assert_eq!(closed(None), LinkError::Closed { code: 1005 });
     }
 }

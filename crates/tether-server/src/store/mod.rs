@@ -23,7 +23,22 @@
 //! `Welcome.last_stored_seq`) never tells a device to drop a record the
 //! store does not have. Gaps the device made itself (records it dropped and
 //! never sent) do not hold the watermark back.
+//!
+//! # Fencing: one session of a device writes at a time
+//!
+//! [`Store::open_session`] hands out a **fencing token**
+//! ([`OpenedSession::fence`]), larger than every token the device had
+//! before, and records it as the device's current one. Each append carries
+//! its session's token ([`AppendRequest::fence`]); the append's transaction
+//! refuses ([`StoreError::Fenced`]) a token older than the device's current
+//! one. So when a device reconnects (to this node or, with a shared
+//! database, to another one) while its old session still has appends in
+//! flight, those late appends are refused by the database itself: nothing
+//! of the old session is stored after the new session read its watermark,
+//! and no record is acknowledged twice or out of order.
 
+mod admin;
+mod postgres;
 mod readings;
 mod sqlite;
 
@@ -36,11 +51,13 @@ use std::time::Duration;
 use serde::Serialize;
 use tether_proto::{Event, Payload, ServerToReceiver};
 
+pub use admin::{AdminStore, NewDevice, NewKey};
+pub use postgres::{PgAdmin, PgStore};
 pub use readings::{
     BUCKET_WIDTHS_MS, ChannelDescription, DeclaredCommand, ROLLUP_WIDTHS_MS, Series, SeriesPoint,
     SeriesQuery, bucket_width, rollup_width,
 };
-pub use sqlite::{Admin, ImportEvent, NewDevice, NewKey, SqliteStore};
+pub use sqlite::{Admin, ImportEvent, SqliteStore};
 
 /// A boxed, sendable future (the store and broker traits are object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -68,6 +85,10 @@ pub enum StoreError {
     Expired,
     /// A value is not acceptable (the text says which).
     Invalid(String),
+    /// The append's session was replaced by a newer session of the device
+    /// (its fencing token is older than the device's current one): nothing
+    /// was written.
+    Fenced,
 }
 
 impl fmt::Display for StoreError {
@@ -79,6 +100,7 @@ impl fmt::Display for StoreError {
             StoreError::NotFound => f.write_str("not found"),
             StoreError::Expired => f.write_str("expired"),
             StoreError::Invalid(text) => write!(f, "invalid: {text}"),
+            StoreError::Fenced => f.write_str("a newer session of the device replaced this one"),
         }
     }
 }
@@ -212,6 +234,22 @@ pub struct AppendRequest {
     pub device_time_ms: Option<u64>,
     /// `Publish.payload`, checked to be one JSON value.
     pub payload: String,
+    /// The fencing token of the session that sent it
+    /// ([`OpenedSession::fence`]); 0 for a device that never opened a
+    /// session. Refused ([`StoreError::Fenced`]) when older than the
+    /// device's current token.
+    pub fence: u64,
+}
+
+/// What [`Store::open_session`] gives a new device session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenedSession {
+    /// The contiguous stored watermark of `(device, boot_id)`
+    /// (`Welcome.last_stored_seq`).
+    pub last_stored_seq: u32,
+    /// The session's fencing token: larger than any the device had before.
+    /// Its appends carry it ([`AppendRequest::fence`]).
+    pub fence: u64,
 }
 
 /// What an append did.
@@ -462,23 +500,33 @@ pub trait Store: Send + Sync + 'static {
     /// The receiver key, if it is valid and not revoked.
     fn authenticate_key(&self, key: &str)
     -> BoxFuture<'_, Result<Option<KeyIdentity>, StoreError>>;
-    /// Marks the device online and returns the contiguous stored watermark
-    /// of `(device, boot_id)` (0 if none): every record the device sent in
-    /// that boot up to it is stored (`Welcome.last_stored_seq`).
+    /// Marks the device online, gives the session a new fencing token (so
+    /// appends of older sessions are refused from now on) and returns it
+    /// with the contiguous stored watermark of `(device, boot_id)` (0 if
+    /// none): every record the device sent in that boot up to it is stored
+    /// (`Welcome.last_stored_seq`).
     fn open_session(
         &self,
         device_id: &str,
         firmware_version: &str,
         boot_id: u64,
         now_ms: u64,
-    ) -> BoxFuture<'_, Result<u32, StoreError>>;
-    /// Marks the device offline, last seen now.
-    fn close_session(&self, device_id: &str, now_ms: u64) -> BoxFuture<'_, Result<(), StoreError>>;
+    ) -> BoxFuture<'_, Result<OpenedSession, StoreError>>;
+    /// Marks the device offline, last seen now, if the session with token
+    /// `fence` is still its current one (a session that was replaced
+    /// leaves the device as its newer session has it).
+    fn close_session(
+        &self,
+        device_id: &str,
+        fence: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Enqueues an append (waiting while the writer is full: backpressure)
     /// and returns its commit. A commit that resolves `Ok` means the record
     /// is stored (now, or before: [`AppendOutcome::Duplicate`]); an `Err`
     /// means nothing of it was acknowledged, whatever happened to the
-    /// appends enqueued after it.
+    /// appends enqueued after it ([`StoreError::Fenced`]: its session was
+    /// replaced).
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Commit, StoreError>>;
     /// A channel's bounds (`1, 1` for a channel never published to).
     fn channel_bounds(

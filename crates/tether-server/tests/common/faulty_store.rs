@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use tether_server::store::{
     AppendOutcome, AppendRequest, BoxFuture, ChannelBounds, ChannelDescription, ChannelInfo,
-    Commit, DeclaredCommand, DeviceIdentity, DeviceInfo, KeyIdentity, ReadRange, Revocation,
-    Series, SeriesQuery, Store, StoreError, StoredEvent, TenantId,
+    Commit, DeclaredCommand, DeviceIdentity, DeviceInfo, KeyIdentity, OpenedSession, ReadRange,
+    Revocation, Series, SeriesQuery, Store, StoreError, StoredEvent, TenantId,
 };
 
 /// How one append fails.
@@ -124,13 +124,18 @@ impl Store for FaultyStore {
         firmware_version: &str,
         boot_id: u64,
         now_ms: u64,
-    ) -> BoxFuture<'_, Result<u32, StoreError>> {
+    ) -> BoxFuture<'_, Result<OpenedSession, StoreError>> {
         self.inner
             .open_session(device_id, firmware_version, boot_id, now_ms)
     }
 
-    fn close_session(&self, device_id: &str, now_ms: u64) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.close_session(device_id, now_ms)
+    fn close_session(
+        &self,
+        device_id: &str,
+        fence: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.close_session(device_id, fence, now_ms)
     }
 
     fn channel_bounds(

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 pub use readings::*;
 
 use tether_server::store::{
-    AppendOutcome, AppendRequest, ChannelBounds, DeviceIdentity, ReadRange, Revocation, Store,
-    StoreError, StoreOptions, TenantId, TransactionStats, UNCLAIMED_TENANT,
+    AppendOutcome, AppendRequest, ChannelBounds, DeviceIdentity, OpenedSession, ReadRange,
+    Revocation, Store, StoreError, StoreOptions, StoredEvent, TenantId, TransactionStats,
+    UNCLAIMED_TENANT,
 };
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -103,6 +104,9 @@ macro_rules! store_conformance_tests {
             series_continue_with_the_live_tail,
             series_are_scoped_to_tenant_and_devices,
             retention_prunes_rolled_up_buckets,
+            a_replaced_session_cannot_append,
+            two_stores_on_one_database_fence_each_other,
+            concurrent_writers_give_gap_free_offsets,
         );
     };
     (@tests $fixture:ty; $($name:ident),* $(,)?) => {
@@ -128,7 +132,27 @@ pub fn record(tenant: TenantId, seq: u32, previous_seq: u32, channel: &str) -> A
         channel: channel.into(),
         device_time_ms: Some(5),
         payload: format!("{{\"n\":{seq}}}"),
+        fence: 0,
     }
+}
+
+/// [`record`], sent in the session `opened` (with its fencing token).
+pub fn record_in(
+    opened: OpenedSession,
+    tenant: TenantId,
+    seq: u32,
+    previous_seq: u32,
+    channel: &str,
+) -> AppendRequest {
+    AppendRequest {
+        fence: opened.fence,
+        ..record(tenant, seq, previous_seq, channel)
+    }
+}
+
+/// Opens a session of `d1` in `boot`.
+async fn open<S: Store>(store: &S, boot: u64, now_ms: u64) -> Result<OpenedSession, BoxError> {
+    Ok(store.open_session("d1", "1", boot, now_ms).await?)
 }
 
 async fn append<S: Store>(store: &S, request: AppendRequest) -> Result<AppendOutcome, BoxError> {
@@ -175,16 +199,19 @@ pub async fn append_dedup_and_read_back<F: StoreFixture>() -> TestResult {
         })
     );
     assert_eq!(store.authenticate_device("td_nope").await?, None);
-    assert_eq!(store.open_session("d1", "1.0", BOOT, 1).await?, 0);
-    let first = append(&store, record(tenant, 1, 0, "temp")).await?;
-    let second = append(&store, record(tenant, 2, 1, "temp")).await?;
-    let again = append(&store, record(tenant, 2, 2, "temp")).await?;
-    let other = append(&store, record(tenant, 3, 2, "hum")).await?;
+    let s = open(&store, BOOT, 1).await?;
+    assert_eq!(s.last_stored_seq, 0);
+    let first = append(&store, record_in(s, tenant, 1, 0, "temp")).await?;
+    let second = append(&store, record_in(s, tenant, 2, 1, "temp")).await?;
+    let again = append(&store, record_in(s, tenant, 2, 2, "temp")).await?;
+    let other = append(&store, record_in(s, tenant, 3, 2, "hum")).await?;
     assert_eq!(first, AppendOutcome::Stored { offset: 1 });
     assert_eq!(second, AppendOutcome::Stored { offset: 2 });
     assert_eq!(again, AppendOutcome::Duplicate);
     assert_eq!(other, AppendOutcome::Stored { offset: 1 });
-    assert_eq!(store.open_session("d1", "1.0", BOOT, 2).await?, 3);
+    let again = open(&store, BOOT, 2).await?;
+    assert_eq!(again.last_stored_seq, 3);
+    assert!(again.fence > s.fence, "a new session gets a newer token");
     let events = store
         .read(
             tenant,
@@ -233,37 +260,41 @@ pub async fn a_record_after_a_failed_one_is_stored_but_not_covered<F: StoreFixtu
     let tenant = fixture.add_tenant("acme")?;
     fixture.add_device(tenant, "d1")?;
     let store = fixture.open(StoreOptions::default())?;
-    assert_eq!(store.open_session("d1", "1", BOOT, 1).await?, 0);
-    append(&store, record(tenant, 1, 0, "t")).await?;
+    let s = open(&store, BOOT, 1).await?;
+    assert_eq!(s.last_stored_seq, 0);
+    append(&store, record_in(s, tenant, 1, 0, "t")).await?;
     // Record 2 never reached the database; 3 was sent after it.
     assert!(matches!(
-        append(&store, record(tenant, 3, 2, "t")).await?,
+        append(&store, record_in(s, tenant, 3, 2, "t")).await?,
         AppendOutcome::Stored { .. }
     ));
+    let s = open(&store, BOOT, 2).await?;
     assert_eq!(
-        store.open_session("d1", "1", BOOT, 2).await?,
-        1,
+        s.last_stored_seq, 1,
         "the watermark must not pass the record that was not stored"
     );
     // The device resends from 2.
     assert!(matches!(
-        append(&store, record(tenant, 2, 1, "t")).await?,
+        append(&store, record_in(s, tenant, 2, 1, "t")).await?,
         AppendOutcome::Stored { .. }
     ));
-    assert_eq!(store.open_session("d1", "1", BOOT, 3).await?, 2);
+    let s = open(&store, BOOT, 3).await?;
+    assert_eq!(s.last_stored_seq, 2);
     assert_eq!(
-        append(&store, record(tenant, 3, 2, "t")).await?,
+        append(&store, record_in(s, tenant, 3, 2, "t")).await?,
         AppendOutcome::Duplicate
     );
-    assert_eq!(store.open_session("d1", "1", BOOT, 4).await?, 3);
-    append(&store, record(tenant, 4, 3, "t")).await?;
-    assert_eq!(store.open_session("d1", "1", BOOT, 5).await?, 4);
+    let s = open(&store, BOOT, 4).await?;
+    assert_eq!(s.last_stored_seq, 3);
+    append(&store, record_in(s, tenant, 4, 3, "t")).await?;
+    assert_eq!(open(&store, BOOT, 5).await?.last_stored_seq, 4);
     // After a restart too.
     store.close().await;
     let store = fixture.open(StoreOptions::default())?;
-    assert_eq!(store.open_session("d1", "1", BOOT, 6).await?, 4);
+    let s = open(&store, BOOT, 6).await?;
+    assert_eq!(s.last_stored_seq, 4);
     assert_eq!(
-        append(&store, record(tenant, 3, 2, "t")).await?,
+        append(&store, record_in(s, tenant, 3, 2, "t")).await?,
         AppendOutcome::Duplicate
     );
     let mut numbers = stored_numbers(&store, tenant, "t").await?;
@@ -280,16 +311,18 @@ pub async fn gaps_the_device_made_do_not_hold_the_watermark<F: StoreFixture>() -
     let tenant = fixture.add_tenant("acme")?;
     fixture.add_device(tenant, "d1")?;
     let store = fixture.open(StoreOptions::default())?;
-    assert_eq!(store.open_session("d1", "1", BOOT, 1).await?, 0);
-    append(&store, record(tenant, 1, 0, "t")).await?;
-    append(&store, record(tenant, 2, 1, "t")).await?;
-    append(&store, record(tenant, 7, 2, "t")).await?;
-    assert_eq!(store.open_session("d1", "1", BOOT, 2).await?, 7);
+    let s = open(&store, BOOT, 1).await?;
+    assert_eq!(s.last_stored_seq, 0);
+    append(&store, record_in(s, tenant, 1, 0, "t")).await?;
+    append(&store, record_in(s, tenant, 2, 1, "t")).await?;
+    append(&store, record_in(s, tenant, 7, 2, "t")).await?;
+    let s = open(&store, BOOT, 2).await?;
+    assert_eq!(s.last_stored_seq, 7);
     // A new connection's first record follows the Welcome's watermark.
-    append(&store, record(tenant, 9, 7, "t")).await?;
-    assert_eq!(store.open_session("d1", "1", BOOT, 3).await?, 9);
+    append(&store, record_in(s, tenant, 9, 7, "t")).await?;
+    assert_eq!(open(&store, BOOT, 3).await?.last_stored_seq, 9);
     // Another boot is another sequence space.
-    assert_eq!(store.open_session("d1", "1", BOOT - 1, 4).await?, 0);
+    assert_eq!(open(&store, BOOT - 1, 4).await?.last_stored_seq, 0);
     store.close().await;
     Ok(())
 }
@@ -446,5 +479,182 @@ pub async fn retention_of_a_large_table_lets_appends_commit_between_chunks<F: St
         usize::try_from(seq)?
     );
     store.close().await;
+    Ok(())
+}
+
+/// A device reconnects while its old session still has appends in flight:
+/// the new session's token fences the old one out, in the database.
+pub async fn a_replaced_session_cannot_append<F: StoreFixture>() -> TestResult {
+    let fixture = F::new()?;
+    let tenant = fixture.add_tenant("acme")?;
+    fixture.add_device(tenant, "d1")?;
+    let store = fixture.open(StoreOptions::default())?;
+    let old = open(&store, BOOT, 1).await?;
+    append(&store, record_in(old, tenant, 1, 0, "t")).await?;
+    let new = open(&store, BOOT, 2).await?;
+    assert_eq!(new.last_stored_seq, 1);
+    assert!(new.fence > old.fence);
+    // The old session's late write is refused, whatever it carries.
+    assert_eq!(
+        store.append(record_in(old, tenant, 2, 1, "t")).await?.await,
+        Err(StoreError::Fenced)
+    );
+    assert_eq!(
+        store.append(record_in(old, tenant, 1, 0, "t")).await?.await,
+        Err(StoreError::Fenced)
+    );
+    assert_eq!(
+        append(&store, record_in(new, tenant, 2, 1, "t")).await?,
+        AppendOutcome::Stored { offset: 2 }
+    );
+    // The old session's end leaves the device online: the new one has it.
+    store.close_session("d1", old.fence, 3).await?;
+    let devices = store.list_devices(tenant, tether_server::now_ms()).await?;
+    assert!(
+        devices[0].online,
+        "a replaced session took the device offline"
+    );
+    store.close_session("d1", new.fence, 4).await?;
+    let devices = store.list_devices(tenant, tether_server::now_ms()).await?;
+    assert!(!devices[0].online);
+    assert_eq!(stored_numbers(&store, tenant, "t").await?, [1, 2]);
+    store.close().await;
+    Ok(())
+}
+
+/// Two stores on one database (two server nodes): a device moves from
+/// one to the other while the first still writes for it, interleaved.
+/// The first node's writes after the move are refused; nothing is stored
+/// twice or out of order.
+pub async fn two_stores_on_one_database_fence_each_other<F: StoreFixture>() -> TestResult {
+    let fixture = F::new()?;
+    let tenant = fixture.add_tenant("acme")?;
+    fixture.add_device(tenant, "d1")?;
+    let node_a = fixture.open(StoreOptions::default())?;
+    let node_b = fixture.open(StoreOptions::default())?;
+    let on_a = open(&node_a, BOOT, 1).await?;
+    for seq in 1..=3 {
+        append(&node_a, record_in(on_a, tenant, seq, seq - 1, "t")).await?;
+    }
+    // The device reconnects to B; A has records 4 and 5 in flight.
+    let on_b = open(&node_b, BOOT, 2).await?;
+    assert_eq!(on_b.last_stored_seq, 3);
+    let late = node_a.append(record_in(on_a, tenant, 4, 3, "t")).await?;
+    let resent = append(&node_b, record_in(on_b, tenant, 4, 3, "t")).await?;
+    assert_eq!(late.await, Err(StoreError::Fenced));
+    assert_eq!(resent, AppendOutcome::Stored { offset: 4 });
+    assert_eq!(
+        node_a
+            .append(record_in(on_a, tenant, 5, 4, "t"))
+            .await?
+            .await,
+        Err(StoreError::Fenced)
+    );
+    append(&node_b, record_in(on_b, tenant, 5, 4, "t")).await?;
+    // And back to A: now B is the stale one.
+    let again_a = open(&node_a, BOOT, 3).await?;
+    assert_eq!(again_a.last_stored_seq, 5);
+    assert_eq!(
+        node_b
+            .append(record_in(on_b, tenant, 6, 5, "t"))
+            .await?
+            .await,
+        Err(StoreError::Fenced)
+    );
+    append(&node_a, record_in(again_a, tenant, 6, 5, "t")).await?;
+    assert_eq!(
+        stored_numbers(&node_a, tenant, "t").await?,
+        [1, 2, 3, 4, 5, 6]
+    );
+    node_a.close().await;
+    node_b.close().await;
+    Ok(())
+}
+
+/// Records appended to this many devices per store.
+pub const CONCURRENT_DEVICES: u32 = 4;
+/// Records each device appends.
+pub const CONCURRENT_RECORDS: u32 = 150;
+
+/// Three stores on one database (three nodes) append concurrently to one
+/// channel: its offsets are 1, 2, 3, … without a gap or a repeat, every
+/// record is stored once, each device's records are in its order, and
+/// each store hands its commits to its hook in offset order.
+pub async fn concurrent_writers_give_gap_free_offsets<F: StoreFixture>() -> TestResult {
+    let fixture = F::new()?;
+    let tenant = fixture.add_tenant("acme")?;
+    let mut writers = Vec::new();
+    for node in 0..3u32 {
+        let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let hook = Arc::clone(&seen);
+        let store = Arc::new(fixture.open(StoreOptions {
+            on_commit: Box::new(move |events: Vec<Arc<StoredEvent>>| {
+                if let Ok(mut seen) = hook.lock() {
+                    seen.extend(events.iter().map(|event| event.offset));
+                }
+            }),
+            ..StoreOptions::default()
+        })?);
+        for number in 0..CONCURRENT_DEVICES {
+            let device = format!("n{node}-d{number}");
+            fixture.add_device(tenant, &device)?;
+            writers.push((Arc::clone(&store), Arc::clone(&seen), device));
+        }
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (store, _, device) in &writers {
+        let store = Arc::clone(store);
+        let device = device.clone();
+        tasks.spawn(async move {
+            let opened = store.open_session(&device, "1", BOOT, 1).await?;
+            // Pipelined: every commit is awaited at the end.
+            let mut commits = Vec::new();
+            for seq in 1..=CONCURRENT_RECORDS {
+                let mut request = record_in(opened, tenant, seq, seq - 1, "shared");
+                request.device_id = device.clone();
+                request.payload = format!("{{\"d\":\"{device}\",\"n\":{seq}}}");
+                commits.push(store.append(request).await?);
+            }
+            for commit in commits {
+                assert!(matches!(commit.await?, AppendOutcome::Stored { .. }));
+            }
+            Ok::<_, BoxError>(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    let events = writers[0]
+        .0
+        .read(
+            tenant,
+            "shared",
+            ReadRange::Offsets {
+                from: 1,
+                until: None,
+            },
+            100_000,
+        )
+        .await?;
+    let total = u64::from(3 * CONCURRENT_DEVICES * CONCURRENT_RECORDS);
+    let offsets: Vec<u64> = events.iter().map(|event| event.offset).collect();
+    assert_eq!(offsets, (1..=total).collect::<Vec<_>>(), "gap-free offsets");
+    let mut last: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for event in &events {
+        let value: serde_json::Value = serde_json::from_str(&event.payload)?;
+        let device = value["d"].as_str().ok_or("no d")?.to_owned();
+        let n = value["n"].as_u64().ok_or("no n")?;
+        let previous = last.insert(device.clone(), n).unwrap_or(0);
+        assert_eq!(n, previous + 1, "{device}: record {n} after {previous}");
+    }
+    for (store, seen, _) in writers.iter().step_by(CONCURRENT_DEVICES as usize) {
+        let seen = seen.lock().map_err(|_| "poisoned")?.clone();
+        assert_eq!(seen.len() as u64, total / 3);
+        assert!(
+            seen.windows(2).all(|pair| pair[0] < pair[1]),
+            "a store handed its commits out of offset order"
+        );
+        store.close().await;
+    }
     Ok(())
 }

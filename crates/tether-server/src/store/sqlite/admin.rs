@@ -7,29 +7,11 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::schema::{duration_ms, open_connection, to_i64};
-use crate::auth;
 use crate::now_ms as now_unix_ms;
-use crate::store::{ChannelFilter, StoreError, TenantId, UNCLAIMED_TENANT};
-
-/// What `device add` created.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewDevice {
-    /// The device id.
-    pub device_id: String,
-    /// Its secret token (shown once).
-    pub token: String,
-    /// Its claim code, if registered for claiming.
-    pub claim_code: Option<String>,
-}
-
-/// What `key add` created.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewKey {
-    /// The key's id (for `key revoke`).
-    pub key_id: i64,
-    /// The key (shown once).
-    pub key: String,
-}
+use crate::store::admin::{DeviceSecrets, KeySecrets, check_tenant_name};
+use crate::store::{
+    AdminStore, BoxFuture, ChannelFilter, NewDevice, NewKey, StoreError, TenantId, UNCLAIMED_TENANT,
+};
 
 /// Administration: what the `tenant`, `device` and `key` subcommands do,
 /// directly on the database file (also while a server runs: it notices
@@ -71,11 +53,7 @@ impl Admin {
 
     /// Adds a tenant.
     pub fn add_tenant(&self, name: &str) -> Result<TenantId, StoreError> {
-        if name.is_empty() || name.starts_with('_') || name.len() > 64 {
-            return Err(StoreError::Invalid(
-                "tenant names are 1 to 64 characters and do not start with '_'".into(),
-            ));
-        }
+        check_tenant_name(name)?;
         match self.conn.execute(
             "INSERT INTO tenants(name, created_ms) VALUES (?1, ?2)",
             params![name, to_i64(now_unix_ms())],
@@ -140,43 +118,23 @@ impl Admin {
         with_claim_code: bool,
         claim_expires_ms: Option<u64>,
     ) -> Result<NewDevice, StoreError> {
-        let device_id = match device_id {
-            Some(id) => id.to_owned(),
-            None => format!("dev-{}", &auth::generate_secret("")[..12]),
-        };
-        tether_proto::validate_device_id(&device_id)
-            .map_err(|error| StoreError::Invalid(format!("device id: {error}")))?;
-        let token = auth::generate_secret(auth::DEVICE_TOKEN_PREFIX);
-        let lookup = auth::lookup_part(&token, auth::DEVICE_TOKEN_PREFIX)
-            .ok_or_else(|| StoreError::Invalid("token".into()))?;
-        let claim_code = with_claim_code.then(auth::generate_claim_code);
-        let claim_hash = match &claim_code {
-            Some(code) => Some(auth::hash_secret(
-                &auth::normalize_claim_code(code)
-                    .ok_or(StoreError::Invalid("claim code".into()))?,
-            )),
-            None => None,
-        };
+        let secrets = DeviceSecrets::new(device_id, with_claim_code)?;
         let result = self.conn.execute(
             "INSERT INTO devices(id, tenant_id, token_lookup, token_hash, claim_hash, created_ms,
                                  claim_expires_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
-                device_id,
+                secrets.device_id,
                 tenant_id.unwrap_or(UNCLAIMED_TENANT),
-                lookup,
-                auth::hash_secret(&token).as_slice(),
-                claim_hash.as_ref().map(|hash| hash.as_slice()),
+                secrets.token_lookup,
+                secrets.token_hash.as_slice(),
+                secrets.claim_hash.as_ref().map(|hash| hash.as_slice()),
                 to_i64(now_unix_ms()),
                 claim_expires_ms.filter(|_| with_claim_code).map(to_i64)
             ],
         );
         match result {
-            Ok(_) => Ok(NewDevice {
-                device_id,
-                token,
-                claim_code,
-            }),
+            Ok(_) => Ok(secrets.into_new_device()),
             Err(rusqlite::Error::SqliteFailure(error, _))
                 if error.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
@@ -205,13 +163,15 @@ impl Admin {
     /// Gives a device a new token (the old one stops working; a running
     /// server disconnects sessions that used it) and returns it.
     pub fn rotate_token(&self, device_id: &str) -> Result<String, StoreError> {
-        let token = auth::generate_secret(auth::DEVICE_TOKEN_PREFIX);
-        let lookup = auth::lookup_part(&token, auth::DEVICE_TOKEN_PREFIX)
-            .ok_or_else(|| StoreError::Invalid("token".into()))?;
+        let secrets = DeviceSecrets::new(Some(device_id), false)?;
         let tx = self.conn.unchecked_transaction()?;
         let changed = tx.execute(
             "UPDATE devices SET token_lookup = ?2, token_hash = ?3, revoked = 0 WHERE id = ?1",
-            params![device_id, lookup, auth::hash_secret(&token).as_slice()],
+            params![
+                device_id,
+                secrets.token_lookup,
+                secrets.token_hash.as_slice()
+            ],
         )?;
         if changed == 0 {
             return Err(StoreError::NotFound);
@@ -221,7 +181,7 @@ impl Admin {
             params![device_id],
         )?;
         tx.commit()?;
-        Ok(token)
+        Ok(secrets.token)
     }
 
     /// Revokes a device's token; a running server disconnects it.
@@ -250,30 +210,15 @@ impl Admin {
         can_command: bool,
         name: Option<&str>,
     ) -> Result<NewKey, StoreError> {
-        if tenant_id == UNCLAIMED_TENANT {
-            return Err(StoreError::Invalid("no keys for unclaimed devices".into()));
-        }
-        let key = auth::generate_secret(auth::RECEIVER_KEY_PREFIX);
-        let lookup = auth::lookup_part(&key, auth::RECEIVER_KEY_PREFIX)
-            .ok_or_else(|| StoreError::Invalid("key".into()))?;
-        for pattern in channels.patterns().unwrap_or_default() {
-            ChannelFilter::check_pattern(pattern).map_err(StoreError::Invalid)?;
-        }
-        let channels = match channels.patterns() {
-            None => None,
-            Some(patterns) => Some(
-                serde_json::to_string(patterns)
-                    .map_err(|error| StoreError::Invalid(error.to_string()))?,
-            ),
-        };
+        let secrets = KeySecrets::new(tenant_id, channels)?;
         self.conn.execute(
             "INSERT INTO keys(tenant_id, lookup, hash, channels, can_command, created_ms, name)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 tenant_id,
-                lookup,
-                auth::hash_secret(&key).as_slice(),
-                channels,
+                secrets.lookup,
+                secrets.hash.as_slice(),
+                secrets.channels,
                 can_command,
                 to_i64(now_unix_ms()),
                 name
@@ -281,7 +226,7 @@ impl Admin {
         )?;
         Ok(NewKey {
             key_id: self.conn.last_insert_rowid(),
-            key,
+            key: secrets.key,
         })
     }
 
@@ -371,4 +316,83 @@ pub struct ImportEvent {
     pub server_time_ms: u64,
     /// The record, JSON text.
     pub payload: String,
+}
+
+/// The SQLite admin as an [`AdminStore`]: each call runs at once on the
+/// file; the future only carries its result.
+impl AdminStore for Admin {
+    fn tenant_id(&self, name: &str) -> BoxFuture<'_, Result<TenantId, StoreError>> {
+        Box::pin(core::future::ready(Admin::tenant_id(self, name)))
+    }
+
+    fn has_tenants(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(core::future::ready(Admin::has_tenants(self)))
+    }
+
+    fn add_tenant(&self, name: &str) -> BoxFuture<'_, Result<TenantId, StoreError>> {
+        Box::pin(core::future::ready(Admin::add_tenant(self, name)))
+    }
+
+    fn set_retention(
+        &self,
+        tenant_id: TenantId,
+        max_age: Option<Duration>,
+        max_messages: Option<u64>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(core::future::ready(Admin::set_retention(
+            self,
+            tenant_id,
+            max_age,
+            max_messages,
+        )))
+    }
+
+    fn add_device(
+        &self,
+        tenant_id: Option<TenantId>,
+        device_id: Option<&str>,
+        with_claim_code: bool,
+        claim_expires_ms: Option<u64>,
+    ) -> BoxFuture<'_, Result<NewDevice, StoreError>> {
+        Box::pin(core::future::ready(self.insert_device(
+            tenant_id,
+            device_id,
+            with_claim_code,
+            claim_expires_ms,
+        )))
+    }
+
+    fn add_devices(
+        &self,
+        tenant_id: TenantId,
+        device_ids: &[String],
+    ) -> BoxFuture<'_, Result<Vec<NewDevice>, StoreError>> {
+        Box::pin(core::future::ready(Admin::add_devices(
+            self, tenant_id, device_ids,
+        )))
+    }
+
+    fn revoke_device(&self, device_id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(core::future::ready(Admin::revoke_device(self, device_id)))
+    }
+
+    fn add_key(
+        &self,
+        tenant_id: TenantId,
+        channels: &ChannelFilter,
+        can_command: bool,
+        name: Option<&str>,
+    ) -> BoxFuture<'_, Result<NewKey, StoreError>> {
+        Box::pin(core::future::ready(Admin::add_key(
+            self,
+            tenant_id,
+            channels,
+            can_command,
+            name,
+        )))
+    }
+
+    fn revoke_key(&self, key_id: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(core::future::ready(Admin::revoke_key(self, key_id)))
+    }
 }

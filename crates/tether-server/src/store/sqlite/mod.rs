@@ -38,12 +38,12 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-pub use admin::{Admin, ImportEvent, NewDevice, NewKey};
+pub use admin::{Admin, ImportEvent};
 
 use super::{
     AppendRequest, BoxFuture, ChannelBounds, ChannelDescription, ChannelInfo, Commit,
-    DeclaredCommand, DeviceIdentity, DeviceInfo, KeyIdentity, ReadRange, Revocation, Series,
-    SeriesQuery, Store, StoreError, StoreOptions, StoredEvent, TenantId,
+    DeclaredCommand, DeviceIdentity, DeviceInfo, KeyIdentity, OpenedSession, ReadRange, Revocation,
+    Series, SeriesQuery, Store, StoreError, StoreOptions, StoredEvent, TenantId,
 };
 use readings::ReadingsWrite;
 use writer::WriteOp;
@@ -195,7 +195,7 @@ impl Store for SqliteStore {
         firmware_version: &str,
         boot_id: u64,
         now_ms: u64,
-    ) -> BoxFuture<'_, Result<u32, StoreError>> {
+    ) -> BoxFuture<'_, Result<OpenedSession, StoreError>> {
         let device_id = device_id.to_owned();
         let firmware_version = firmware_version.to_owned();
         boxed(self.write(move |reply| WriteOp::OpenSession {
@@ -207,10 +207,16 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn close_session(&self, device_id: &str, now_ms: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn close_session(
+        &self,
+        device_id: &str,
+        fence: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
         let device_id = device_id.to_owned();
         boxed(self.write(move |reply| WriteOp::CloseSession {
             device_id,
+            fence,
             now_ms,
             reply,
         }))

@@ -84,7 +84,12 @@ CREATE TABLE IF NOT EXISTS revocations(
 type Migration = fn(&Connection) -> Result<(), StoreError>;
 
 /// Version `n + 1` is what `MIGRATIONS[n]` makes of version `n`.
-const MIGRATIONS: [Migration; 3] = [claim_codes_expire, contiguous_watermark, readings];
+const MIGRATIONS: [Migration; 4] = [
+    claim_codes_expire,
+    contiguous_watermark,
+    session_fences,
+    readings,
+];
 
 /// The schema version this code reads and writes.
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -121,7 +126,14 @@ fn contiguous_watermark(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// 3: readings that describe themselves, and series at any range.
+/// 3: each device's current session fencing token (see the
+/// [store docs](crate::store)): appends of older sessions are refused.
+fn session_fences(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("ALTER TABLE devices ADD COLUMN session_fence INTEGER NOT NULL DEFAULT 0")?;
+    Ok(())
+}
+
+/// 4: readings that describe themselves, and series at any range.
 ///
 /// - `channel_descriptions`: what each device said a channel's fields mean
 ///   (the canonical JSON array of `tether_proto::Fields`).

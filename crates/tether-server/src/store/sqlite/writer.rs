@@ -30,7 +30,8 @@ use super::retention::RetentionJob;
 use super::rollup::RollupJob;
 use super::schema::{boot_to_i64, to_i64, to_u64};
 use crate::store::{
-    AppendOutcome, AppendRequest, StoreError, StoreOptions, StoredEvent, TenantId, TransactionStats,
+    AppendOutcome, AppendRequest, OpenedSession, StoreError, StoreOptions, StoredEvent, TenantId,
+    TransactionStats,
 };
 
 /// Operations per write transaction, at most. A commit costs about the
@@ -49,10 +50,11 @@ pub(super) enum WriteOp {
         firmware_version: String,
         boot_id: u64,
         now_ms: u64,
-        reply: Reply<u32>,
+        reply: Reply<OpenedSession>,
     },
     CloseSession {
         device_id: String,
+        fence: u64,
         now_ms: u64,
         reply: Reply<()>,
     },
@@ -74,7 +76,9 @@ pub(super) enum WriteOp {
 /// What an operation did, before its transaction committed.
 enum Done {
     Append(AppendOutcome, Option<StoredEvent>),
-    Seq(u32),
+    /// The append's session was replaced: nothing written.
+    Fenced,
+    Opened(OpenedSession),
     Unit,
     /// A claim's answer (an unknown or expired code commits nothing).
     Claim(Result<String, StoreError>),
@@ -85,6 +89,9 @@ impl WriteOp {
     fn execute(&self, tx: &Connection, now_ms: u64) -> Result<Done, StoreError> {
         match self {
             WriteOp::Append(request, _) => {
+                if request.fence < current_fence(tx, &request.device_id)? {
+                    return Ok(Done::Fenced);
+                }
                 let (outcome, event) = append(tx, request, now_ms)?;
                 Ok(Done::Append(outcome, event))
             }
@@ -94,13 +101,17 @@ impl WriteOp {
                 boot_id,
                 now_ms,
                 ..
-            } => open_session(tx, device_id, firmware_version, *boot_id, *now_ms).map(Done::Seq),
+            } => open_session(tx, device_id, firmware_version, *boot_id, *now_ms).map(Done::Opened),
             WriteOp::CloseSession {
-                device_id, now_ms, ..
+                device_id,
+                fence,
+                now_ms,
+                ..
             } => {
                 tx.execute(
-                    "UPDATE devices SET online = 0, last_seen_ms = ?2 WHERE id = ?1",
-                    params![device_id, to_i64(*now_ms)],
+                    "UPDATE devices SET online = 0, last_seen_ms = ?2
+                     WHERE id = ?1 AND session_fence = ?3",
+                    params![device_id, to_i64(*now_ms), to_i64(*fence)],
                 )?;
                 Ok(Done::Unit)
             }
@@ -129,7 +140,12 @@ impl WriteOp {
             (WriteOp::Append(_, reply), Ok(Done::Append(outcome, _))) => {
                 drop(reply.send(Ok(outcome)));
             }
-            (WriteOp::OpenSession { reply, .. }, Ok(Done::Seq(seq))) => drop(reply.send(Ok(seq))),
+            (WriteOp::Append(_, reply), Ok(Done::Fenced)) => {
+                drop(reply.send(Err(StoreError::Fenced)));
+            }
+            (WriteOp::OpenSession { reply, .. }, Ok(Done::Opened(opened))) => {
+                drop(reply.send(Ok(opened)));
+            }
             (
                 WriteOp::CloseSession { reply, .. }
                 | WriteOp::ResetPresence(reply)
@@ -349,17 +365,31 @@ fn attempt(
     Ok(results)
 }
 
+/// The device's current session fencing token (0: it never opened one).
+fn current_fence(tx: &Connection, device_id: &str) -> Result<u64, StoreError> {
+    let fence: Option<i64> = tx
+        .prepare_cached("SELECT session_fence FROM devices WHERE id = ?1")?
+        .query_row(params![device_id], |row| row.get(0))
+        .optional()?;
+    Ok(fence.map_or(0, to_u64))
+}
+
 fn open_session(
     tx: &Connection,
     device_id: &str,
     firmware_version: &str,
     boot_id: u64,
     now_ms: u64,
-) -> Result<u32, StoreError> {
-    tx.execute(
-        "UPDATE devices SET online = 1, last_seen_ms = ?2, firmware_version = ?3 WHERE id = ?1",
-        params![device_id, to_i64(now_ms), firmware_version],
-    )?;
+) -> Result<OpenedSession, StoreError> {
+    let fence: Option<i64> = tx
+        .query_row(
+            "UPDATE devices SET online = 1, last_seen_ms = ?2, firmware_version = ?3,
+                session_fence = session_fence + 1
+             WHERE id = ?1 RETURNING session_fence",
+            params![device_id, to_i64(now_ms), firmware_version],
+            |row| row.get(0),
+        )
+        .optional()?;
     let stored_seq: Option<i64> = tx
         .query_row(
             "SELECT stored_seq FROM boots WHERE device_id = ?1 AND boot_id = ?2",
@@ -367,7 +397,10 @@ fn open_session(
             |row| row.get(0),
         )
         .optional()?;
-    Ok(stored_seq.map_or(0, |seq| u32::try_from(seq).unwrap_or(u32::MAX)))
+    Ok(OpenedSession {
+        last_stored_seq: stored_seq.map_or(0, |seq| u32::try_from(seq).unwrap_or(u32::MAX)),
+        fence: fence.map_or(0, to_u64),
+    })
 }
 
 /// Stores one record unless it is stored already, and moves the

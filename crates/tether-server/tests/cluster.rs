@@ -1,0 +1,408 @@
+//! Several nodes as one relay: real PostgreSQL, nats-server and HAProxy
+//! (Debian packages, started by `tether-cluster-test` on loopback ports in
+//! temporary directories), with nodes of this crate's server on one shared
+//! database and one NATS. A device on one node, a receiver on another:
+//! events cross nodes in offset order, commands find the device's node and
+//! the answer comes back, a device that moves to another node closes its
+//! old session there, receivers catch up once NATS comes back after an
+//! outage, and HAProxy in front spreads clients over the nodes.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
+mod common;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::{BoxError, Device, Downlink, Receiver, TestResult, close_code, offsets, test_limits};
+use serde_json::json;
+use tether_cluster_test::{Haproxy, Nats, Postgres};
+use tether_server::store::{ChannelFilter, PgAdmin};
+use tether_server::{Config, Server};
+
+/// One PostgreSQL for every test of this binary (one database per test).
+fn postgres() -> Result<&'static Postgres, BoxError> {
+    static SERVER: OnceLock<Result<Postgres, String>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| Postgres::start().map_err(|error| error.to_string()))
+        .as_ref()
+        .map_err(|error| error.clone().into())
+}
+
+/// A cluster of `n` nodes on a fresh database and a NATS of its own.
+struct Cluster {
+    nodes: Vec<Server>,
+    /// Kept for `stop`/`resume` and dropped last.
+    nats: Nats,
+    admin: PgAdmin,
+    url: String,
+    /// Receiver key of tenant `default` (read+command).
+    key: String,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    async fn start(n: usize) -> Result<Cluster, BoxError> {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        let database = format!(
+            "cluster_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let url = tokio::task::block_in_place(|| postgres()?.create_database(&database))?;
+        let nats = tokio::task::block_in_place(Nats::start)?;
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            admin: PgAdmin::connect(&url).await?,
+            nats,
+            url,
+            key: String::new(),
+            _dirs: Vec::new(),
+        };
+        for index in 0..n {
+            let node = cluster.start_node(&format!("node-{index}")).await?;
+            if let Some(key) = node.first_start_key() {
+                cluster.key = key.to_owned();
+            }
+            cluster.nodes.push(node);
+        }
+        if cluster.key.is_empty() {
+            return Err("no node made the first-start key".into());
+        }
+        Ok(cluster)
+    }
+
+    async fn start_node(&mut self, name: &str) -> Result<Server, BoxError> {
+        let dir = tempfile::tempdir()?;
+        let mut config = Config::new(dir.path().to_owned(), "127.0.0.1:0".parse()?)
+            .with_limits(test_limits())
+            .with_cluster(self.url.clone(), Some(self.nats.url()));
+        config.node_name = Some(name.to_owned());
+        self._dirs.push(dir);
+        Ok(Server::start(config).await?)
+    }
+
+    fn addr(&self, node: usize) -> std::net::SocketAddr {
+        self.nodes[node].local_addr()
+    }
+
+    async fn add_device(&self, id: &str) -> Result<String, BoxError> {
+        let tenant = self.admin.tenant_id("default").await?;
+        Ok(self
+            .admin
+            .add_device(Some(tenant), Some(id), false, None)
+            .await?
+            .token)
+    }
+
+    async fn shutdown(self) {
+        for node in self.nodes {
+            node.shutdown().await;
+        }
+    }
+}
+
+/// Publishes `seqs` on `channel` and waits for the ack of the last.
+async fn publish_all(
+    device: &mut Device,
+    seqs: std::ops::RangeInclusive<u32>,
+    channel: &str,
+) -> TestResult {
+    let last = *seqs.end();
+    for seq in seqs {
+        device.publish(seq, channel, &seq.to_string()).await?;
+    }
+    device.wait_ack(last).await
+}
+
+/// The events' payloads (the seqs the test device published).
+fn payloads(events: &[serde_json::Value]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| e["payload"].as_u64())
+        .collect()
+}
+
+/// Whether node `node` lists device `id` as online (`GET /v1/devices`).
+async fn online(cluster: &Cluster, node: usize, id: &str) -> Result<Option<bool>, BoxError> {
+    let (status, body) = common::http(
+        cluster.addr(node),
+        "GET",
+        "/v1/devices",
+        Some(&cluster.key),
+        None,
+    )
+    .await?;
+    if status != 200 {
+        return Err(format!("GET /v1/devices: {status} {body}").into());
+    }
+    Ok(body["devices"]
+        .as_array()
+        .and_then(|devices| devices.iter().find(|device| device["id"] == id))
+        .and_then(|device| device["online"].as_bool()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_commands_cross_nodes() -> TestResult {
+    let cluster = Cluster::start(2).await?;
+    let token = cluster.add_device("lamp").await?;
+
+    // A receiver on node 1 subscribes before the device on node 0 speaks.
+    let mut receiver = Receiver::connect(cluster.addr(1), &cluster.key).await?;
+    receiver.subscribe("temp", None).await?;
+    let mut device = Device::connect(cluster.addr(0), &token).await?;
+    device.hello("lamp", 1).await?;
+    publish_all(&mut device, 1..=50, "temp").await?;
+    let events = receiver.events(50).await?;
+    assert_eq!(offsets(&events), (1..=50).collect::<Vec<u64>>());
+    assert_eq!(payloads(&events), (1..=50).collect::<Vec<u64>>());
+    assert!(events.iter().all(|e| e["device"] == "lamp"), "{events:?}");
+
+    // A late receiver on node 1 reads the history from PostgreSQL, then
+    // follows live events from node 0.
+    let mut late = Receiver::connect(cluster.addr(1), &cluster.key).await?;
+    late.subscribe("temp", Some(40)).await?;
+    publish_all(&mut device, 51..=60, "temp").await?;
+    let caught_up = late.events(21).await?;
+    assert_eq!(offsets(&caught_up), (40..=60).collect::<Vec<u64>>());
+    assert_eq!(
+        offsets(&receiver.events(10).await?),
+        (51..=60).collect::<Vec<u64>>()
+    );
+
+    // A command from node 1 reaches the device on node 0; its answer comes
+    // back to node 1.
+    receiver
+        .send_json(&json!({"v": 1, "send_command": {"request_id": 7, "device": "lamp", "channel": "led", "payload": {"on": true}}}))
+        .await?;
+    let Downlink::Command {
+        id,
+        channel,
+        payload,
+    } = device.recv().await?
+    else {
+        return Err("expected a command".into());
+    };
+    assert_eq!(
+        (channel.as_str(), payload.as_str()),
+        ("led", "{\"on\":true}")
+    );
+    device.command_ack(id, "{\"brightness\":80}").await?;
+    let result = receiver.recv().await?;
+    assert_eq!(result["command_result"]["request_id"], 7, "{result}");
+    assert_eq!(result["command_result"]["status"], "ok", "{result}");
+    assert_eq!(
+        result["command_result"]["result"],
+        json!({"brightness": 80})
+    );
+
+    // Over HTTP on node 1 too.
+    let addr = cluster.addr(1);
+    let key = cluster.key.clone();
+    let post = tokio::spawn(async move {
+        common::http(
+            addr,
+            "POST",
+            "/v1/devices/lamp/commands",
+            Some(&key),
+            Some(&json!({"channel": "led", "payload": false})),
+        )
+        .await
+    });
+    let Downlink::Command { id, payload, .. } = device.recv().await? else {
+        return Err("expected a command".into());
+    };
+    assert_eq!(payload, "false");
+    device.command_ack(id, "null").await?;
+    let (status, body) = post.await??;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"status": "ok", "result": null}));
+
+    // Presence: node 1 lists the device as online while node 0 holds it,
+    // and as offline once it left.
+    assert_eq!(online(&cluster, 1, "lamp").await?, Some(true));
+    drop(device);
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while online(&cluster, 1, "lamp").await? != Some(false) {
+        if tokio::time::Instant::now() > deadline {
+            return Err("node 1 still lists the device as online".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A device connected to no node is offline on every node.
+    let (status, body) = common::http(
+        cluster.addr(1),
+        "POST",
+        "/v1/devices/lamp/commands",
+        Some(&cluster.key),
+        Some(&json!({"channel": "led", "payload": 1})),
+    )
+    .await?;
+    assert_eq!(status, 409, "{body}");
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_moves_to_another_node_closes_its_old_session() -> TestResult {
+    let cluster = Cluster::start(2).await?;
+    let token = cluster.add_device("mover").await?;
+    let mut receiver = Receiver::connect(cluster.addr(0), &cluster.key).await?;
+    receiver.subscribe("temp", None).await?;
+
+    let mut old = Device::connect(cluster.addr(0), &token).await?;
+    old.hello("mover", 1).await?;
+    publish_all(&mut old, 1..=5, "temp").await?;
+
+    // The device comes back on node 1 (its old connection on node 0 is
+    // half-open, as after a WiFi loss): node 0 closes the old session with
+    // 4014 (session_replaced), and the new one resumes after seq 5.
+    let mut new = Device::connect(cluster.addr(1), &token).await?;
+    let (last_stored, _) = new.hello("mover", 1).await?;
+    assert_eq!(last_stored, 5);
+    assert_eq!(close_code(&mut old.ws).await?, 4014);
+    publish_all(&mut new, 6..=10, "temp").await?;
+
+    // Nothing twice, nothing out of order, across the move.
+    let events = receiver.events(10).await?;
+    assert_eq!(offsets(&events), (1..=10).collect::<Vec<u64>>());
+    assert_eq!(payloads(&events), (1..=10).collect::<Vec<u64>>());
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_catch_up_after_a_nats_outage() -> TestResult {
+    let mut cluster = Cluster::start(2).await?;
+    let token = cluster.add_device("sensor").await?;
+    let mut receiver = Receiver::connect(cluster.addr(1), &cluster.key).await?;
+    receiver.subscribe("temp", None).await?;
+    let mut device = Device::connect(cluster.addr(0), &token).await?;
+    device.hello("sensor", 1).await?;
+    publish_all(&mut device, 1..=10, "temp").await?;
+    assert_eq!(
+        offsets(&receiver.events(10).await?),
+        (1..=10).collect::<Vec<u64>>()
+    );
+
+    // NATS goes away: node 0 keeps storing and acknowledging.
+    tokio::task::block_in_place(|| cluster.nats.stop())?;
+    publish_all(&mut device, 11..=30, "temp").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| cluster.nats.resume())?;
+
+    // Once it is back, the receiver on node 1 gets what it missed from
+    // PostgreSQL and the live events after it, with no gap.
+    publish_all(&mut device, 31..=40, "temp").await?;
+    let events = receiver.events(30).await?;
+    assert_eq!(offsets(&events), (11..=40).collect::<Vec<u64>>());
+    assert_eq!(payloads(&events), (11..=40).collect::<Vec<u64>>());
+    // /metrics says so: node 1 resynchronised its receivers after its
+    // reconnection to NATS, and received events from node 0.
+    let metric = |node: usize, name: &'static str| {
+        let addr = cluster.addr(node);
+        async move {
+            let (_, text) = common::http_raw(addr, "GET", "/metrics", None, None).await?;
+            let value = text
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .ok_or_else(|| format!("no {name} in\n{text}"))?;
+            Ok::<u64, BoxError>(value)
+        }
+    };
+    assert!(metric(0, "tether_nats_events_total{kind=\"published\"} ").await? > 0);
+    assert!(metric(1, "tether_nats_events_total{kind=\"received\"} ").await? > 0);
+    assert!(metric(1, "tether_nats_resyncs_total ").await? > 0);
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_spreads_clients_over_the_nodes() -> TestResult {
+    let cluster = Cluster::start(2).await?;
+    let ports: Vec<u16> = (0..2).map(|node| cluster.addr(node).port()).collect();
+    let haproxy = tokio::task::block_in_place(|| Haproxy::start(&ports))?;
+    let front: std::net::SocketAddr = ([127, 0, 0, 1], haproxy.port()).into();
+    // Wait for the health checks to bring both nodes up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Devices and receivers through the one address: round robin puts
+    // them on both nodes, and every receiver sees every device's events.
+    let mut receivers = Vec::new();
+    for _ in 0..2 {
+        let mut receiver = Receiver::connect(front, &cluster.key).await?;
+        receiver.subscribe("temp", None).await?;
+        receivers.push(receiver);
+    }
+    let mut devices = Vec::new();
+    for index in 0..4u64 {
+        let id = format!("d{index}");
+        let token = cluster.add_device(&id).await?;
+        let mut device = Device::connect(front, &token).await?;
+        device.hello(&id, 1).await?;
+        devices.push(device);
+    }
+    for device in &mut devices {
+        publish_all(device, 1..=5, "temp").await?;
+    }
+    for receiver in &mut receivers {
+        let events = receiver.events(20).await?;
+        assert_eq!(offsets(&events), (1..=20).collect::<Vec<u64>>());
+        for index in 0..4 {
+            let id = format!("d{index}");
+            let mine: Vec<u64> = events
+                .iter()
+                .filter(|e| e["device"] == id.as_str())
+                .filter_map(|e| e["payload"].as_u64())
+                .collect();
+            assert_eq!(mine, (1..=5).collect::<Vec<u64>>(), "{id}");
+        }
+    }
+    // Both nodes served some of them.
+    for node in 0..2 {
+        let (_, text) = common::http_raw(cluster.addr(node), "GET", "/metrics", None, None).await?;
+        let devices_here = text
+            .lines()
+            .find_map(|line| line.strip_prefix("tether_connections{kind=\"device\"} "))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        assert!(devices_here > 0, "node {node} has no device:\n{text}");
+    }
+    drop(haproxy);
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_is_refused_on_every_node() -> TestResult {
+    let cluster = Cluster::start(2).await?;
+    let tenant = cluster.admin.tenant_id("default").await?;
+    let key = cluster
+        .admin
+        .add_key(tenant, &ChannelFilter::ALL, false, Some("revoked"))
+        .await?;
+    let mut receivers = Vec::new();
+    for node in 0..2 {
+        let mut receiver = Receiver::connect(cluster.addr(node), &key.key).await?;
+        receiver.subscribe("temp", None).await?;
+        receivers.push(receiver);
+    }
+    let started = std::time::Instant::now();
+    cluster.admin.revoke_key(key.key_id).await?;
+    for receiver in &mut receivers {
+        assert_eq!(close_code(&mut receiver.ws).await?, 4005);
+    }
+    // The stated bound (docs/deploy.md): one revocation poll (500 ms) plus
+    // closing; generous here for a loaded test machine.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    for node in 0..2 {
+        assert!(
+            Receiver::connect(cluster.addr(node), &key.key)
+                .await
+                .is_err()
+        );
+    }
+    cluster.shutdown().await;
+    Ok(())
+}

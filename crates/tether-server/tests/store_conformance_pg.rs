@@ -1,0 +1,192 @@
+//! The shared store suite (`tests/store_suite/`) against `PgStore`, on a
+//! real PostgreSQL server started for this test binary from the Debian
+//! package (`tether-cluster-test`), one fresh database per test; and what
+//! only PostgreSQL has: its schema versions.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
+mod store_suite;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use store_suite::{BoxError, StoreFixture, TestResult};
+use tether_cluster_test::Postgres;
+use tether_server::store::{
+    ImportEvent, PgAdmin, PgStore, Store, StoreError, StoreOptions, TenantId,
+};
+
+/// One server for every test of this binary (the watchdog stops it, and
+/// removes its directory, when the binary exits).
+fn server() -> Result<&'static Postgres, BoxError> {
+    static SERVER: OnceLock<Result<Postgres, String>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| Postgres::start().map_err(|error| error.to_string()))
+        .as_ref()
+        .map_err(|error| error.clone().into())
+}
+
+/// Runs a future to completion from the suite's synchronous fixture calls
+/// (the suite runs on a multi-threaded runtime).
+fn block<F: core::future::Future>(future: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
+}
+
+/// A fresh database on the shared server.
+struct Pg {
+    database: String,
+    url: String,
+    admin: PgAdmin,
+}
+
+impl StoreFixture for Pg {
+    type Store = PgStore;
+
+    fn new() -> Result<Self, BoxError> {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        let database = format!(
+            "suite_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let url = server()?.create_database(&database)?;
+        let admin = block(PgAdmin::connect(&url))?;
+        Ok(Pg {
+            database,
+            url,
+            admin,
+        })
+    }
+
+    fn open(&self, options: StoreOptions) -> Result<PgStore, BoxError> {
+        Ok(block(PgStore::connect(&self.url, "node-a", options))?)
+    }
+
+    fn add_tenant(&self, name: &str) -> Result<TenantId, BoxError> {
+        Ok(block(self.admin.add_tenant(name))?)
+    }
+
+    fn add_device(&self, tenant: TenantId, device_id: &str) -> Result<String, BoxError> {
+        Ok(block(
+            self.admin
+                .add_device(Some(tenant), Some(device_id), false, None),
+        )?
+        .token)
+    }
+
+    fn add_claimable_device(
+        &self,
+        tenant: Option<TenantId>,
+        device_id: &str,
+        expires_ms: Option<u64>,
+    ) -> Result<String, BoxError> {
+        block(
+            self.admin
+                .add_device(tenant, Some(device_id), true, expires_ms),
+        )?
+        .claim_code
+        .ok_or_else(|| "no claim code".into())
+    }
+
+    fn set_retention(
+        &self,
+        tenant: TenantId,
+        max_age: Option<Duration>,
+        max_messages: Option<u64>,
+    ) -> Result<(), BoxError> {
+        Ok(block(self.admin.set_retention(
+            tenant,
+            max_age,
+            max_messages,
+        ))?)
+    }
+
+    fn fill_channel(
+        &self,
+        tenant: TenantId,
+        channel: &str,
+        device_id: &str,
+        count: u64,
+        server_time_ms: u64,
+    ) -> Result<(), BoxError> {
+        let channel = channel.replace('\'', "''");
+        let device_id = device_id.replace('\'', "''");
+        server()?.psql(
+            &self.database,
+            &format!(
+                "WITH c AS (INSERT INTO channels(tenant_id, name, next_offset)
+                            VALUES ({tenant}, '{channel}', {next}) RETURNING id)
+                 INSERT INTO messages(channel_id, \"offset\", device_id, device_time_ms,
+                                      server_time_ms, payload)
+                 SELECT c.id, g, '{device_id}', NULL, {server_time_ms}, '{{\"n\":' || g || '}}'
+                 FROM c, generate_series(1, {count}) AS g",
+                next = count + 1
+            ),
+        )?;
+        Ok(())
+    }
+
+    fn insert_events(
+        &self,
+        tenant: TenantId,
+        channel: &str,
+        events: &[store_suite::TestEvent],
+    ) -> Result<(), BoxError> {
+        let events: Vec<ImportEvent> = events
+            .iter()
+            .map(|event| ImportEvent {
+                device: event.device.clone(),
+                device_time_ms: None,
+                server_time_ms: event.server_time_ms,
+                payload: event.payload.clone(),
+            })
+            .collect();
+        block(self.admin.import_events(tenant, channel, &events))?;
+        Ok(())
+    }
+}
+
+store_conformance_tests!(Pg);
+
+/// A database made by a newer server is refused, not misread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_a_newer_server_is_refused() -> TestResult {
+    let fixture = Pg::new()?;
+    server()?.psql(&fixture.database, "UPDATE tether_schema SET version = 999")?;
+    match PgStore::connect(&fixture.url, "node-a", StoreOptions::default()).await {
+        Err(StoreError::Invalid(text)) => assert!(text.contains("newer"), "{text}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    Ok(())
+}
+
+/// Nodes that start at once migrate one at a time: every one of them
+/// opens the database, and the schema is made once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_migrate_once() -> TestResult {
+    let database = "concurrent_migration";
+    let url = server()?.create_database(database)?;
+    let mut starts = tokio::task::JoinSet::new();
+    for node in 0..4 {
+        let url = url.clone();
+        starts.spawn(async move {
+            PgStore::connect(&url, &format!("node-{node}"), StoreOptions::default()).await
+        });
+    }
+    while let Some(started) = starts.join_next().await {
+        started??.close().await;
+    }
+    assert_eq!(
+        server()?
+            .psql(database, "SELECT version FROM tether_schema")?
+            .trim(),
+        "2"
+    );
+    assert_eq!(
+        server()?
+            .psql(database, "SELECT count(*) FROM tenants WHERE id = 0")?
+            .trim(),
+        "1"
+    );
+    Ok(())
+}
