@@ -6,7 +6,8 @@
 //!  GET /                      index.html   ─┐ the page signs in (an account, or a receiver
 //!  GET /assets/app.js         ES module     │ key), lists devices (GET /v1/devices), claims
 //!  GET /assets/app.css                      │ (POST /v1/claim), opens a channel over the
-//!  GET /assets/vendor/uPlot.*  chart library ┘ receiver WebSocket and sends commands
+//!  GET /assets/readings.{js,css}            │ receiver WebSocket and sends commands;
+//!  GET /assets/vendor/uPlot.*  chart library ┘ readings.js draws a channel's readings
 //!  GET /claim                 claim.html   ─┐ the label's QR code opens /claim#code=…:
 //!  GET /invite                invite.html   │ create an account there; join with an
 //!  GET /people                people.html   │ invitation; the owner manages people
@@ -68,6 +69,8 @@ static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
         asset!("session.js", "text/javascript; charset=utf-8"),
         asset!("account.js", "text/javascript; charset=utf-8"),
         asset!("app.css", "text/css; charset=utf-8"),
+        asset!("readings.js", "text/javascript; charset=utf-8"),
+        asset!("readings.css", "text/css; charset=utf-8"),
         asset!("account.css", "text/css; charset=utf-8"),
         asset!("icon.svg", "image/svg+xml"),
         asset!("icon-192.png", "image/png"),
@@ -195,7 +198,7 @@ mod tests {
 
     #[test]
     fn every_asset_is_embedded_with_a_distinct_etag() {
-        assert_eq!(ASSETS.len(), 16);
+        assert_eq!(ASSETS.len(), 18);
         for asset in ASSETS.iter() {
             assert!(!asset.body.is_empty(), "{} is empty", asset.path);
             assert_eq!(asset.etag.len(), 34);

@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | `GET /v1/device` | device WebSocket (`device_endpoint`) |
 //! | `GET /v1/receiver` | receiver WebSocket (`receiver_endpoint`) |
-//! | `GET /v1/…`, `POST /v1/…` | the JSON API (`http_api`) |
+//! | `GET /v1/…`, `POST /v1/…` | the JSON API (`http_api`; readings: `readings_api`) |
 //! | `GET /healthz`, `GET /metrics`, `GET /status` | health, Prometheus, status page (`http_api`) |
 //! | `/v1/session`, `/v1/accounts`, `/v1/members…`, `/v1/invitations…` | sign-in, accounts and people (`accounts::http`) |
 //! | `GET /`, `/claim`, `/invite`, `/people`, `/assets/…`, `/favicon.ico`, `/manifest.webmanifest` | the dashboard's pages and files (`dashboard`) |
@@ -19,7 +19,7 @@ use axum::routing::{delete, get, patch, post};
 
 use crate::accounts::http as accounts;
 use crate::http_util::error_response;
-use crate::{AppState, dashboard, device_endpoint, http_api, receiver_endpoint};
+use crate::{AppState, dashboard, device_endpoint, http_api, readings_api, receiver_endpoint};
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -65,6 +65,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             "/v1/invitations/{invitation}",
             delete(accounts::withdraw_invitation),
         )
+        .route("/v1/descriptions", get(readings_api::descriptions))
+        .route("/v1/series", get(readings_api::series))
+        .route("/v1/export", get(readings_api::export))
         .fallback(|| async {
             error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })

@@ -244,3 +244,182 @@ async fn a_key_of_tenant_a_reaches_nothing_of_tenant_b() -> TestResult {
     t.server.shutdown().await;
     Ok(())
 }
+
+/// The readings paths (series, descriptions, export) of a channel name
+/// both tenants use answer each key with its own tenant's data only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_of_tenant_b_are_out_of_reach_of_tenant_a() -> TestResult {
+    let t = TestServer::start().await?;
+    let addr = t.addr;
+    let admin = t.admin()?;
+    let tenant_a = admin.tenant_id("default")?;
+    let tenant_b = admin.add_tenant("other")?;
+    let key_a = t.key.clone();
+    let key_b = admin
+        .add_key(tenant_b, &ChannelFilter::ALL, true, None)?
+        .key;
+    let event = |device: &str, second: u64, value: u64| tether_server::store::ImportEvent {
+        device: device.into(),
+        device_time_ms: None,
+        server_time_ms: 1_700_000_000_000 + second * 1_000,
+        payload: format!("{{\"v\":{value}}}"),
+    };
+    // Both tenants have a channel `climate` and a device named `dev`;
+    // B's values are 1000 and up.
+    admin.import_events(
+        tenant_a,
+        "climate",
+        &[event("dev", 0, 1), event("a2", 1, 2)],
+    )?;
+    admin.import_events(
+        tenant_b,
+        "climate",
+        &[
+            event("dev", 0, 1_000),
+            event("b2", 1, 1_001),
+            event("b2", 2, 1_002),
+        ],
+    )?;
+    admin.import_events(tenant_b, "b-only", &[event("b2", 0, 1_003)])?;
+    let series = |key: String, query: &'static str| async move {
+        let (status, body) = http(
+            addr,
+            "GET",
+            &format!("/v1/series?{query}"),
+            Some(&key),
+            None,
+        )
+        .await?;
+        Ok::<_, BoxError>((status, body))
+    };
+    let export = |key: String, query: &'static str| async move {
+        let (status, _, body) = http_get(addr, &format!("/v1/export?{query}"), &key).await?;
+        Ok::<_, BoxError>((status, body))
+    };
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "GET /v1/series of a shared name: only A's devices and values",
+            Box::pin(async {
+                for width in [1_000, 60_000, 3_600_000] {
+                    let query = match width {
+                        1_000 => {
+                            "channel=climate&since_ms=1700000000000&until_ms=1700000060000&bucket_ms=1000"
+                        }
+                        60_000 => {
+                            "channel=climate&since_ms=1700000000000&until_ms=1700000060000&bucket_ms=60000"
+                        }
+                        _ => {
+                            "channel=climate&since_ms=1700000000000&until_ms=1700003600000&bucket_ms=3600000"
+                        }
+                    };
+                    let (status, body) = series(key_a.clone(), query).await?;
+                    let max = body["series"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|s| s["points"].as_array().into_iter().flatten())
+                        .filter_map(|p| p[3].as_f64())
+                        .fold(0.0, f64::max);
+                    ensure(
+                        status == 200
+                            && ids(&body, "series", "device") == ["a2", "dev"]
+                            && max == 2.0
+                            && body["next_offset"] == 3,
+                        format!("{status} {body}"),
+                    )?;
+                }
+                Ok(())
+            }),
+        ),
+        (
+            "GET /v1/series of B's channel is empty",
+            Box::pin(async {
+                let (status, body) = series(
+                    key_a.clone(),
+                    "channel=b-only&since_ms=0&bucket_ms=604800000",
+                )
+                .await?;
+                ensure(
+                    status == 200 && body["series"] == json!([]) && body["next_offset"] == 1,
+                    format!("{status} {body}"),
+                )
+            }),
+        ),
+        (
+            "GET /v1/series naming B's device finds nothing",
+            Box::pin(async {
+                let (_, body) = series(key_a.clone(), "channel=climate&since_ms=1700000000000&until_ms=1700000060000&bucket_ms=1000&devices=b2").await?;
+                ensure(body["series"] == json!([]), body.to_string())
+            }),
+        ),
+        (
+            "GET /v1/export of a shared name: only A's events",
+            Box::pin(async {
+                let (status, body) = export(key_a.clone(), "channel=climate&format=jsonl").await?;
+                let devices: Vec<String> = body
+                    .lines()
+                    .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                    .filter_map(|event| event["device"].as_str().map(str::to_owned))
+                    .collect();
+                ensure(
+                    status == 200 && devices == ["dev", "a2"] && !body.contains("\"v\":1000"),
+                    format!("{status} {body}"),
+                )
+            }),
+        ),
+        (
+            "GET /v1/export of B's channel is empty",
+            Box::pin(async {
+                let (status, body) = export(key_a.clone(), "channel=b-only").await?;
+                ensure(
+                    status == 200 && !body.contains("b2") && !body.contains("1003"),
+                    format!("{status} {body}"),
+                )
+            }),
+        ),
+        (
+            "GET /v1/descriptions of a shared name lists none of B's",
+            Box::pin(async {
+                let (status, body) = http(
+                    addr,
+                    "GET",
+                    "/v1/descriptions?channel=climate",
+                    Some(&key_a),
+                    None,
+                )
+                .await?;
+                ensure(
+                    status == 200 && ids(&body, "descriptions", "device").is_empty(),
+                    format!("{status} {body}"),
+                )
+            }),
+        ),
+        (
+            "B's key sees B's series",
+            Box::pin(async {
+                let (_, body) = series(
+                    key_b.clone(),
+                    "channel=climate&since_ms=1700000000000&until_ms=1700000060000&bucket_ms=1000",
+                )
+                .await?;
+                ensure(
+                    ids(&body, "series", "device") == ["b2", "dev"],
+                    body.to_string(),
+                )
+            }),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, case) in cases {
+        if let Err(error) = case.await {
+            failures.push(format!("{name}: {error}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "isolation failures:\n{}",
+        failures.join("\n")
+    );
+    t.server.shutdown().await;
+    Ok(())
+}

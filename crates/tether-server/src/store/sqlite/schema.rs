@@ -88,7 +88,7 @@ const MIGRATIONS: [Migration; 5] = [
     claim_codes_expire,
     contiguous_watermark,
     session_fences,
-    readings_reserved,
+    readings,
     accounts,
 ];
 
@@ -134,9 +134,53 @@ fn session_fences(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// 4: reserved for the described readings (branch `customer-data`), which
-/// take this number when the two branches are merged; nothing until then.
-fn readings_reserved(_conn: &Connection) -> Result<(), StoreError> {
+/// 4: readings that describe themselves, and series at any range.
+///
+/// - `channel_descriptions`: what each device said a channel's fields mean
+///   (the canonical JSON array of `tether_proto::Fields`).
+/// - `device_commands`: the commands a device declared, in its order.
+/// - `devices.rssi_dbm`, `devices.rssi_ms`: its last signal strength.
+/// - `rollups`: per channel, bucket width (`store::ROLLUP_WIDTHS_MS`),
+///   bucket start (server time), device and payload member: how many
+///   numeric values, their sum, min and max. `rollup_progress` says up to
+///   which offset a channel's events are in them (see `rollup.rs`).
+fn readings(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE channel_descriptions(
+             tenant_id INTEGER NOT NULL,
+             channel TEXT NOT NULL,
+             device_id TEXT NOT NULL,
+             fields TEXT NOT NULL,
+             updated_ms INTEGER NOT NULL,
+             PRIMARY KEY(tenant_id, channel, device_id)
+         ) WITHOUT ROWID;
+         CREATE TABLE device_commands(
+             device_id TEXT NOT NULL,
+             position INTEGER NOT NULL,
+             channel TEXT NOT NULL,
+             label TEXT NOT NULL,
+             example TEXT NOT NULL,
+             PRIMARY KEY(device_id, position)
+         ) WITHOUT ROWID;
+         ALTER TABLE devices ADD COLUMN rssi_dbm INTEGER;
+         ALTER TABLE devices ADD COLUMN rssi_ms INTEGER;
+         CREATE TABLE rollups(
+             channel_id INTEGER NOT NULL,
+             width_ms INTEGER NOT NULL,
+             bucket_ms INTEGER NOT NULL,
+             device_id TEXT NOT NULL,
+             key TEXT NOT NULL,
+             n INTEGER NOT NULL,
+             total REAL NOT NULL,
+             low REAL NOT NULL,
+             high REAL NOT NULL,
+             PRIMARY KEY(channel_id, width_ms, bucket_ms, device_id, key)
+         ) WITHOUT ROWID;
+         CREATE TABLE rollup_progress(
+             channel_id INTEGER PRIMARY KEY,
+             rolled_offset INTEGER NOT NULL
+         );",
+    )?;
     Ok(())
 }
 
@@ -285,6 +329,8 @@ mod tests {
         for table in ["accounts", "memberships", "web_sessions", "invitations"] {
             assert!(!columns(&conn, table)?.is_empty(), "{table} missing");
         }
+        assert!(columns(&conn, "devices")?.contains(&"rssi_dbm".to_owned()));
+        assert!(columns(&conn, "rollups")?.contains(&"width_ms".to_owned()));
         drop(conn);
         let again = open_connection(&path)?;
         assert!(columns(&again, "boots")?.contains(&"stored_seq".to_owned()));
