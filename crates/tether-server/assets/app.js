@@ -49,7 +49,11 @@ function refused() {
   return state.session ? ACCOUNT_MESSAGES.session_ended : MESSAGES.wrongKey;
 }
 
-function describeError(error, context = {}) {
+/**
+ * The text for an API error: what happened and what to do next. Exported
+ * for the browser test that holds every message to that.
+ */
+export function describeError(error, context = {}) {
   if (error.kind === "unreachable") return MESSAGES.unreachable;
   const device = context.device ? `Device ${context.device}` : "The device";
   switch (error.code) {
@@ -59,12 +63,17 @@ function describeError(error, context = {}) {
     case "device_offline":
       return `${device} is offline: the command was not delivered. Commands are not queued; try again when it is online.`;
     case "command_timeout":
-      return `${device} did not answer in time; it may or may not have carried out the command.`;
-    case "unknown_device": return `${device} is not one of your devices.`;
-    case "forbidden": return `Not allowed: ${error.message}.`;
+      return `${device} did not answer in time; it may or may not have carried out the command. Check its readings, then send it again if needed.`;
+    case "unknown_device":
+      return `${device} is not one of your devices. Check the device list, or claim the device with the code on its label.`;
+    case "forbidden":
+      return /reload|sign in/i.test(error.message)
+        ? `Not allowed: ${error.message}.`
+        : `Not allowed: ${error.message}. Ask the account owner (or whoever gave you the key) if you need to do this.`;
     case "rate_limited": return "Too many requests; wait a moment and try again.";
-    case "internal": return "The server failed to do this; try again later.";
-    default: return error.message || `Request failed (${error.code}).`;
+    case "internal": return "The server failed to do this; try again in a minute.";
+    default:
+      return `${error.message || `The request failed (${error.code})`}. Reload the page and try again.`;
   }
 }
 

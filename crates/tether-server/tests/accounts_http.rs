@@ -168,6 +168,23 @@ impl Person {
         .await
     }
 
+    /// A GET of a text (not JSON) answer, with the cookie: the status and
+    /// the raw body.
+    async fn get_text(&self, path: &str) -> Result<(u16, String), BoxError> {
+        let mut stream = TcpStream::connect(self.addr).await?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nCookie: {}\r\n\r\n",
+            self.addr, self.cookie
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await??;
+        let text = String::from_utf8(response)?;
+        let (head, body) = text.split_once("\r\n\r\n").ok_or("no header end")?;
+        let status = head.split_whitespace().nth(1).ok_or("no status")?.parse()?;
+        Ok((status, body.to_owned()))
+    }
+
     /// A change, as the dashboard sends it: cookie, own origin, CSRF token.
     async fn change(
         &self,
@@ -800,6 +817,21 @@ async fn an_account_of_tenant_a_reaches_nothing_of_tenant_b() -> TestResult {
     ] {
         let answer = ada.change(method, &path, body.as_ref()).await?;
         assert_eq!(answer.status, status, "{method} {path}: {answer:?}");
+    }
+    // The readings paths (descriptions, series, export): B's channel is
+    // empty for A, and not for B's member.
+    let series = "/v1/series?channel=secret/b";
+    let export = "/v1/export?channel=secret/b";
+    let descriptions = "/v1/descriptions?channel=secret/b";
+    for (person, sees) in [(&ada, false), (&mia, true)] {
+        let answer = person.get(series).await?;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(answer.body.to_string().contains("b-1"), sees, "{answer:?}");
+        let answer = person.get(descriptions).await?;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let (status, csv) = person.get_text(export).await?;
+        assert_eq!(status, 200, "{csv}");
+        assert_eq!(csv.contains("1234"), sees, "{csv}");
     }
     // The WebSocket: B's channel is empty for A.
     let mut live = ada.websocket().await?;

@@ -9,7 +9,11 @@
 //!   signing out (the session is gone on the server);
 //! - the owner invites someone read-only, who joins from the link and
 //!   cannot command or claim; the owner removes them and their open page
-//!   is signed out.
+//!   is signed out;
+//! - CSRF: a request of the dashboard's own page without its token, and a
+//!   page of another origin on the same site (the session cookie goes
+//!   along: `SameSite` does not tell ports apart) posting a form, a
+//!   `fetch` and a WebSocket upgrade, are all refused; nothing happens.
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver` (`cargo xtask
 //! setup`); without them these tests fail. Screenshots go to
@@ -26,7 +30,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use browser::*;
-use common::{BoxError, Device, TestResult, http};
+use common::{BoxError, Device, Downlink, TestResult, http, http_raw};
 use serde_json::json;
 use tether_browser_test::fantoccini::Client;
 use tether_browser_test::{Browser, BrowserOptions, free_port, save_screenshot};
@@ -99,6 +103,68 @@ async fn assert_fits_the_phone(client: &Client, what: &str) -> TestResult {
         "{what}: wider than the phone by {overflow} px"
     );
     assert_eq!(unlabelled_controls(client).await?, json!([]), "{what}");
+    Ok(())
+}
+
+/// Words that start the next step an error message gives.
+const NEXT_STEPS: &[&str] = &[
+    "try again",
+    "sign in",
+    "check",
+    "ask",
+    "wait",
+    "reload",
+    "choose",
+    "claim",
+    "withdraw",
+    "send it again",
+];
+
+/// Every message the dashboard's scripts show for an error (the page's
+/// own modules, over every error code the server sends and one it does
+/// not), and each says what to do next.
+async fn every_error_message_says_what_to_do_next(client: &Client) -> TestResult {
+    let messages = client
+        .execute_async(
+            r#"const cb = arguments[arguments.length - 1];
+            Promise.all([import("/assets/app.js"), import("/assets/session.js")]).then(([app, session]) => {
+              const said = [];
+              const codes = ["unauthorized", "unknown_claim_code", "claim_code_expired", "device_offline",
+                "command_timeout", "unknown_device", "rate_limited", "internal", "wrong_password",
+                "account_exists", "unknown_invitation", "invitation_expired", "a_code_from_a_newer_server"];
+              for (const code of codes) {
+                const error = { kind: "http", code, message: "what the server said" };
+                said.push(app.describeError(error, { device: "kitchen-1" }), session.accountMessage(error));
+              }
+              const invalid = { kind: "http", code: "invalid_field",
+                message: "the password is shorter than 8 characters: choose a longer one" };
+              said.push(session.accountMessage(invalid));
+              for (const message of ["claiming needs a read+command key",
+                  "the session cookie came without its CSRF token: reload the page and try again"]) {
+                const error = { kind: "http", code: "forbidden", message };
+                said.push(app.describeError(error), session.accountMessage(error));
+              }
+              for (const message of ["too many wrong passwords", "100 invitations are pending", "slow down"]) {
+                said.push(session.accountMessage({ kind: "http", code: "rate_limited", message }));
+              }
+              said.push(app.describeError({ kind: "unreachable" }), session.accountMessage({ kind: "unreachable" }));
+              said.push(...Object.values(session.ACCOUNT_MESSAGES));
+              cb(said);
+            }, e => cb(String(e)));"#,
+            vec![],
+        )
+        .await?;
+    let messages = messages
+        .as_array()
+        .ok_or(format!("no messages: {messages}"))?;
+    assert!(messages.len() > 30, "{messages:?}");
+    for message in messages {
+        let text = message.as_str().ok_or("not a text")?.to_lowercase();
+        assert!(
+            NEXT_STEPS.iter().any(|step| text.contains(step)),
+            "says no next step: {text}"
+        );
+    }
     Ok(())
 }
 
@@ -179,12 +245,14 @@ async fn a_first_time_customer_claims_from_the_label_in_under_a_minute() -> Test
     click(client, "button[data-channel='sensors/kitchen']").await?;
     wait_for_text(client, "#events tbody", "21.5").await?;
     wait_for_text(client, "#connection", "Live").await?;
+    assert_fits_the_phone(client, "dashboard with the channel's readings").await?;
     save_screenshot("claimed-phone", &client.screenshot().await?)?;
 
     // The label again, now used up, signed in: the page says what to do.
     client.goto(&label_url).await?;
     wait_visible(client, "#signed-in-view").await?;
     wait_for_text(client, "#signed-in-as", "ada@example.com").await?;
+    assert_fits_the_phone(client, "claim page, signed in").await?;
     click(client, "#claim-signed-in").await?;
     wait_for_text(
         client,
@@ -286,6 +354,7 @@ async fn password_sign_in_wrong_password_rate_limit_and_sign_out() -> TestResult
         status_with_cookie(server.addr, "/v1/devices", &cookie).await?,
         200
     );
+    every_error_message_says_what_to_do_next(client).await?;
     // A reload keeps the sign-in (the cookie, not local storage).
     client.refresh().await?;
     wait_for_text(client, "#access", "Signed in as bob@example.com").await?;
@@ -442,5 +511,154 @@ async fn an_invited_person_joins_read_only_and_is_removed() -> TestResult {
     drop(device);
     viewer_browser.close().await;
     owner_browser.close().await;
+    Ok(())
+}
+
+/// The server process's refusals of browser requests: its
+/// `tether_rejected_total` of kinds `csrf` (no or a wrong token, or a
+/// foreign origin with the cookie) and `origin` (a foreign origin).
+async fn csrf_refusals(addr: SocketAddr) -> Result<u64, BoxError> {
+    let (_, text) = http_raw(addr, "GET", "/metrics", None, None).await?;
+    let mut total = 0;
+    for kind in ["csrf", "origin"] {
+        let name = format!("tether_rejected_total{{kind=\"{kind}\"}}");
+        if let Some(value) = text
+            .lines()
+            .find_map(|line| line.strip_prefix(name.as_str()))
+        {
+            total += value.trim().parse::<u64>()?;
+        }
+    }
+    Ok(total)
+}
+
+/// A web server of another origin (another port of the same loopback
+/// host: the same site, so the browser sends the session cookie along)
+/// that serves `page` to every request.
+async fn foreign_site(page: String) -> Result<SocketAddr, BoxError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let page = page.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0_u8; 1024];
+                while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(buffer.get(..n).unwrap_or_default()),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                    page.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Cross-site request forgery, in the browser: the dashboard's own page
+/// without its CSRF token is refused with what to do; a page of another
+/// origin (whose requests carry the cookie) cannot claim, command or open
+/// a receiver WebSocket; the refusals are counted and nothing happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_the_csrf_token_or_from_another_origin_are_refused() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let (server, _) = ServerProcess::start(data.path(), free_port()?)?;
+    let base = format!("http://{}", server.addr);
+    let (code, token) = labelled_device(data.path(), "kitchen-1")?;
+    let (spare_code, _) = labelled_device(data.path(), "spare-1")?;
+    account(server.addr, "ada@example.com", &code).await?;
+    let mut device = Device::connect(server.addr, &token).await?;
+    device.hello("kitchen-1", 1).await?;
+    let browser = phone().await?;
+    let client = browser.client();
+    client.goto(&format!("{base}/")).await?;
+    sign_in_with_password(client, "ada@example.com", PASSWORD).await?;
+    wait_for_text(client, "#devices tbody", "kitchen-1").await?;
+    let before = csrf_refusals(server.addr).await?;
+
+    // The dashboard's own origin, the cookie, but no token.
+    let refused = client
+        .execute_async(
+            "const cb = arguments[arguments.length - 1]; \
+             fetch('/v1/devices/kitchen-1/commands', {method: 'POST', \
+               headers: {'Content-Type': 'application/json'}, \
+               body: JSON.stringify({channel: 'led', payload: true})}) \
+             .then(r => r.json().then(b => cb([r.status, b.error.code, b.error.message])), \
+                   e => cb(String(e)));",
+            vec![],
+        )
+        .await?;
+    assert_eq!(refused[0], 403, "{refused}");
+    assert_eq!(refused[1], "forbidden", "{refused}");
+    let message = refused[2].as_str().unwrap_or_default();
+    assert!(
+        message.contains("reload the page and try again"),
+        "{message}"
+    );
+
+    // Another origin of the same site: a form (a simple request, no
+    // preflight), a no-cors fetch and a WebSocket with a guessed token.
+    let page = format!(
+        r#"<!doctype html><meta charset="utf-8"><title>waiting</title>
+<iframe name="sink"></iframe>
+<form id="claim" method="POST" action="{base}/v1/claim" enctype="text/plain" target="sink">
+<input name='{{"claim_code":"{spare_code}","x":"' value='"}}'></form>
+<script>
+document.getElementById("claim").submit();
+fetch("{base}/v1/devices/kitchen-1/commands", {{method: "POST", mode: "no-cors",
+  credentials: "include", body: JSON.stringify({{channel: "led", payload: true}})}});
+const socket = new WebSocket("ws://{addr}/v1/receiver", ["tether.v1", "tether-csrf." + "0".repeat(64)]);
+socket.onopen = () => {{ document.title = "ws:open"; }};
+socket.onclose = () => {{ if (document.title !== "ws:open") document.title = "ws:refused"; }};
+</script>"#,
+        addr = server.addr
+    );
+    let foreign = foreign_site(page).await?;
+    client.goto(&format!("http://{foreign}/")).await?;
+    let deadline = Instant::now() + WAIT;
+    let title = loop {
+        let title = client.title().await?;
+        if title.starts_with("ws:") {
+            break title;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the foreign page is stuck: {title}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(title, "ws:refused");
+    // Each of the four requests reached the server and was refused by
+    // its origin or CSRF check.
+    let deadline = Instant::now() + WAIT;
+    while csrf_refusals(server.addr).await? < before + 4 {
+        assert!(
+            Instant::now() < deadline,
+            "CSRF refusals: {} (before: {before})",
+            csrf_refusals(server.addr).await?
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing happened: no command reached the device, the spare device
+    // is not claimed.
+    match tokio::time::timeout(Duration::from_secs(1), device.recv()).await {
+        Ok(Ok(Downlink::Command { channel, .. })) => panic!("a forged command arrived: {channel}"),
+        Ok(Ok(_)) | Err(_) => {}
+        Ok(Err(error)) => return Err(error),
+    }
+    client.goto(&format!("{base}/")).await?;
+    wait_for_text(client, "#devices tbody", "kitchen-1").await?;
+    assert!(!text(client, "#devices tbody").await?.contains("spare-1"));
+    // The page still works with its token.
+    wait_for_text(client, "#access", "Signed in as ada@example.com").await?;
+    drop(device);
+    browser.close().await;
     Ok(())
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 use store_suite::{BoxError, StoreFixture, TestResult, record, record_in};
 use tether_server::store::{
-    Admin, AppendOutcome, ImportEvent, SqliteStore, Store, StoreError, StoreOptions, TenantId,
-    TransactionStats,
+    Admin, AppendOutcome, ImportEvent, Role, SqliteStore, Store, StoreError, StoreOptions,
+    TenantId, TransactionStats,
 };
 
 /// A database file in a temporary directory.
@@ -32,6 +32,13 @@ impl Sqlite {
 
 impl StoreFixture for Sqlite {
     type Store = SqliteStore;
+
+    fn invite(&self, tenant: TenantId, role: Role, expires_ms: u64) -> Result<String, BoxError> {
+        Ok(self
+            .admin()?
+            .add_invitation(tenant, role, expires_ms)?
+            .token)
+    }
 
     fn new() -> Result<Self, BoxError> {
         Ok(Sqlite {
@@ -371,7 +378,7 @@ const SCHEMA_VERSION: i64 = 5;
 /// claim code printed for `shed-1` then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_before_accounts_migrates_and_takes_accounts() -> TestResult {
-    use tether_server::store::accounts::{Joining, NewAccount, Role};
+    use tether_server::store::accounts::{Joining, NewAccount};
     const SHED_CLAIM_CODE: &str = "9PBN-MQZG-Y9BG";
     let fixture = Sqlite::new()?;
     std::fs::write(fixture.path(), include_bytes!("data/tether-schema-v2.db"))?;
@@ -427,52 +434,5 @@ async fn a_database_before_accounts_migrates_and_takes_accounts() -> TestResult 
     let after = Connection::open(fixture.path())?;
     let version: i64 = after.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     assert_eq!(version, SCHEMA_VERSION);
-    Ok(())
-}
-
-/// `tether-server invite` (`Admin::add_invitation`): how an existing
-/// tenant (made by `tenant add`, or before accounts) gets its owner.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_administrators_invitation_makes_an_owner_of_an_existing_tenant() -> TestResult {
-    use tether_server::store::accounts::{Joining, NewAccount, Role};
-    let fixture = Sqlite::new()?;
-    let acme = fixture.add_tenant("acme")?;
-    fixture.add_device(acme, "porch-1")?;
-    let now = tether_server::now_ms();
-    let admin = fixture.admin()?;
-    let invitation = admin.add_invitation(acme, Role::Owner, now + 60_000)?;
-    assert!(invitation.token.starts_with("ti_"));
-    assert!(matches!(
-        admin.add_invitation(0, Role::Member, now + 60_000),
-        Err(StoreError::Invalid(_))
-    ));
-    drop(admin);
-    let store = fixture.open(StoreOptions::default())?;
-    let offered = store
-        .accounts()
-        .inspect_invitation(&invitation.token, now)
-        .await?;
-    assert_eq!(offered.role, Role::Owner);
-    assert_eq!(offered.invited_by, None);
-    let token = tether_server::auth::generate_secret(tether_server::auth::SESSION_TOKEN_PREFIX);
-    let created = store
-        .accounts()
-        .create_account(
-            NewAccount {
-                email: "ada@acme.example".into(),
-                password_hash: "$argon2id$test".into(),
-                joining: Joining::Invitation {
-                    token: invitation.token.clone(),
-                },
-                session_token: token,
-                session_expires_ms: now + 60_000,
-            },
-            now,
-        )
-        .await?;
-    assert_eq!((created.tenant_id, created.role), (acme, Role::Owner));
-    let devices = store.list_devices(acme, now).await?;
-    assert_eq!(devices.len(), 1);
-    store.close().await;
     Ok(())
 }

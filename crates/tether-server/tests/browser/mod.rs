@@ -184,7 +184,8 @@ pub async fn click(client: &Client, css: &str) -> Result<(), BoxError> {
 pub async fn horizontal_overflow(client: &Client) -> Result<i64, BoxError> {
     let overflow = js(
         client,
-        "return document.documentElement.scrollWidth - window.innerWidth;",
+        "const root = document.documentElement; \
+         return Math.max(root.scrollWidth, document.body.scrollWidth) - root.clientWidth;",
         vec![],
     )
     .await?;

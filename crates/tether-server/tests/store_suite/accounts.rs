@@ -548,3 +548,38 @@ pub async fn members_change_and_go_only_within_their_tenant<F: StoreFixture>() -
     store.close().await;
     Ok(())
 }
+
+/// `tether-server invite` (the administrator's invitation): how an
+/// existing tenant (made by `tenant add`, or before accounts) gets its
+/// owner; none to the unclaimed devices.
+pub async fn an_administrators_invitation_makes_an_owner_of_an_existing_tenant<F: StoreFixture>()
+-> TestResult {
+    let fixture = F::new()?;
+    let acme = fixture.add_tenant("acme")?;
+    fixture.add_device(acme, "porch-1")?;
+    let now = tether_server::now_ms();
+    let token = fixture.invite(acme, Role::Owner, now + HOUR_MS)?;
+    assert!(token.starts_with(INVITATION_TOKEN_PREFIX));
+    assert!(fixture.invite(0, Role::Member, now + HOUR_MS).is_err());
+    let store = fixture.open(StoreOptions::default())?;
+    let accounts = store.accounts();
+    let offered = accounts.inspect_invitation(&token, now).await?;
+    assert_eq!(offered.role, Role::Owner);
+    assert_eq!(offered.invited_by, None);
+    let (created, session) =
+        create(accounts, "ada@acme.example", with_invitation(&token), now).await?;
+    assert_eq!((created.tenant_id, created.role), (acme, Role::Owner));
+    let identity = accounts
+        .authenticate_session(&session, now)
+        .await?
+        .ok_or("no session")?;
+    assert_eq!((identity.tenant_id, identity.role), (acme, Role::Owner));
+    assert_eq!(store.list_devices(acme, now).await?.len(), 1);
+    // Used up.
+    assert_eq!(
+        accounts.inspect_invitation(&token, now).await,
+        Err(StoreError::NotFound)
+    );
+    store.close().await;
+    Ok(())
+}

@@ -14,6 +14,7 @@ mod accounts;
 
 pub use accounts::{
     an_account_made_with_a_claim_code_owns_the_device,
+    an_administrators_invitation_makes_an_owner_of_an_existing_tenant,
     invitations_work_once_expire_and_give_their_role,
     members_change_and_go_only_within_their_tenant, sessions_end_on_sign_out_and_are_bounded,
 };
@@ -26,7 +27,7 @@ pub use readings::*;
 
 use tether_server::store::{
     AppendOutcome, AppendRequest, ChannelBounds, DeviceIdentity, OpenedSession, ReadRange,
-    Revocation, Store, StoreError, StoreOptions, StoredEvent, TenantId, TransactionStats,
+    Revocation, Role, Store, StoreError, StoreOptions, StoredEvent, TenantId, TransactionStats,
     UNCLAIMED_TENANT,
 };
 
@@ -43,6 +44,9 @@ pub trait StoreFixture: Sized {
     fn new() -> Result<Self, BoxError>;
     /// Opens the store under test on this database (again: a restart).
     fn open(&self, options: StoreOptions) -> Result<Self::Store, BoxError>;
+    /// An administrator's invitation (`tether-server invite`) to `tenant`
+    /// with `role`; returns its token.
+    fn invite(&self, tenant: TenantId, role: Role, expires_ms: u64) -> Result<String, BoxError>;
     /// Adds a tenant.
     fn add_tenant(&self, name: &str) -> Result<TenantId, BoxError>;
     /// Registers a device; returns its token.
@@ -118,6 +122,7 @@ macro_rules! store_conformance_tests {
             sessions_end_on_sign_out_and_are_bounded,
             invitations_work_once_expire_and_give_their_role,
             members_change_and_go_only_within_their_tenant,
+            an_administrators_invitation_makes_an_owner_of_an_existing_tenant,
         );
     };
     (@tests $fixture:ty; $($name:ident),* $(,)?) => {

@@ -139,10 +139,10 @@ impl PgAdmin {
         let tx = client.transaction().await.map_err(db_error)?;
         let row = tx
             .query_one(
-                "INSERT INTO channels(tenant_id, name, next_offset) VALUES ($1, $2, 1 + $3)
+                "INSERT INTO channels(tenant_id, name, next_offset) VALUES ($1, $2, 1 + $3::bigint)
                  ON CONFLICT(tenant_id, name) DO UPDATE
-                 SET next_offset = channels.next_offset + $3
-                 RETURNING id, next_offset - $3",
+                 SET next_offset = channels.next_offset + $3::bigint
+                 RETURNING id, next_offset - $3::bigint",
                 &[&tenant_id, &channel, &count],
             )
             .await
