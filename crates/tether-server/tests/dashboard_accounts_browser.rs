@@ -245,6 +245,10 @@ async fn a_first_time_customer_claims_from_the_label_in_under_a_minute() -> Test
     click(client, "button[data-channel='sensors/kitchen']").await?;
     wait_for_text(client, "#events tbody", "21.5").await?;
     wait_for_text(client, "#connection", "Live").await?;
+    // The readings (series and export) with the session cookie.
+    wait_for_text(client, "#readings-status", "Showing last hour").await?;
+    click(client, "#export-csv").await?;
+    wait_for_text(client, "#readings-status", "Downloaded").await?;
     assert_fits_the_phone(client, "dashboard with the channel's readings").await?;
     save_screenshot("claimed-phone", &client.screenshot().await?)?;
 
