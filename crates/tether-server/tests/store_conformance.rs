@@ -356,6 +356,6 @@ async fn a_database_of_the_previous_release_migrates_on_open() -> TestResult {
     store.close().await;
     let after = Connection::open(fixture.path())?;
     let version: i64 = after.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     Ok(())
 }

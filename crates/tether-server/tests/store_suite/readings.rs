@@ -10,7 +10,7 @@ use tether_server::store::{
     DeclaredCommand, ReadRange, Series, SeriesQuery, Store, StoreOptions, TenantId,
 };
 
-use super::{BoxError, StoreFixture, TestEvent, TestResult, record};
+use super::{BoxError, StoreFixture, TestEvent, TestResult, record_in};
 
 /// A time on no particular boundary (buckets align to the epoch).
 const T0: u64 = 1_700_000_123_456;
@@ -209,14 +209,14 @@ pub async fn series_continue_with_the_live_tail<F: StoreFixture>() -> TestResult
     let tenant = fixture.add_tenant("acme")?;
     fixture.add_device(tenant, "d1")?;
     let store = fixture.open(StoreOptions::default())?;
-    store.open_session("d1", "1", super::BOOT, 1).await?;
+    let opened = store.open_session("d1", "1", super::BOOT, 1).await?;
     let since = tether_server::now_ms() - 60_000;
     let mut seq = 0;
     for round in 0..3 {
         for _ in 0..25 {
             seq += 1;
             store
-                .append(record(tenant, seq, seq - 1, "live"))
+                .append(record_in(opened, tenant, seq, seq - 1, "live"))
                 .await?
                 .await?;
         }
@@ -249,7 +249,7 @@ pub async fn series_continue_with_the_live_tail<F: StoreFixture>() -> TestResult
         .await?;
     seq += 1;
     store
-        .append(record(tenant, seq, seq - 1, "live"))
+        .append(record_in(opened, tenant, seq, seq - 1, "live"))
         .await?
         .await?;
     let tail = store

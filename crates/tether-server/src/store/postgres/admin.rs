@@ -138,10 +138,10 @@ impl PgAdmin {
         let tx = client.transaction().await.map_err(db_error)?;
         let row = tx
             .query_one(
-                "INSERT INTO channels(tenant_id, name, next_offset) VALUES ($1, $2, 1 + $3)
+                "INSERT INTO channels(tenant_id, name, next_offset) VALUES ($1, $2, 1 + $3::bigint)
                  ON CONFLICT(tenant_id, name) DO UPDATE
-                 SET next_offset = channels.next_offset + $3
-                 RETURNING id, next_offset - $3",
+                 SET next_offset = channels.next_offset + $3::bigint
+                 RETURNING id, next_offset - $3::bigint",
                 &[&tenant_id, &channel, &count],
             )
             .await
@@ -150,7 +150,7 @@ impl PgAdmin {
         tx.execute(
             r#"INSERT INTO messages(channel_id, "offset", device_id, device_time_ms,
                                     server_time_ms, payload)
-               SELECT $1, $2 + e.i - 1, e.device, e.device_time, e.server_time, e.payload
+               SELECT $1, $2::bigint + e.i - 1, e.device, e.device_time, e.server_time, e.payload
                FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::text[])
                     WITH ORDINALITY AS e(device, device_time, server_time, payload, i)"#,
             &[
