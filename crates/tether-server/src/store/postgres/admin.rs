@@ -328,6 +328,15 @@ async fn insert_device<C: GenericClient + Sync>(
 }
 
 impl AdminStore for PgAdmin {
+    fn import_events<'a>(
+        &'a self,
+        tenant_id: TenantId,
+        channel: &'a str,
+        events: &'a [ImportEvent],
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(PgAdmin::import_events(self, tenant_id, channel, events))
+    }
+
     fn tenant_id(&self, name: &str) -> BoxFuture<'_, Result<TenantId, StoreError>> {
         let name = name.to_owned();
         Box::pin(async move { PgAdmin::tenant_id(self, &name).await })
