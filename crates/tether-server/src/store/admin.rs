@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{BoxFuture, ChannelFilter, Role, StoreError, TenantId};
+use super::{BoxFuture, ChannelFilter, ImportEvent, Role, StoreError, TenantId};
 use crate::auth;
 
 /// What `device add` created.
@@ -91,6 +91,15 @@ pub trait AdminStore: Send {
         role: Role,
         expires_ms: u64,
     ) -> BoxFuture<'_, Result<NewInvitationLink, StoreError>>;
+    /// Stores events on a tenant's channel after the ones it has, each at
+    /// its own `server_time_ms` (moving data from another system; filling
+    /// a database for a benchmark or a test). Returns the first offset.
+    fn import_events<'a>(
+        &'a self,
+        tenant_id: TenantId,
+        channel: &'a str,
+        events: &'a [ImportEvent],
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
 }
 
 /// Checks a new tenant's name.

@@ -12,18 +12,21 @@
 //! payload itself when it is a number (key: `""`).
 //!
 //! A store keeps that fast for any range by **rolling up** events into
-//! buckets of [`ROLLUP_WIDTHS_MS`] (1 minute, 15 minutes, 1 hour) in the
-//! background ([`Store::roll_up`](super::Store::roll_up)) and answering a
-//! query from the widest rollup that divides its bucket width, plus the
-//! events not rolled up yet; bucket widths below a minute are computed from
-//! the events. Either way the answer covers exactly the events with an
+//! buckets of [`ROLLUP_WIDTHS_MS`] (10 seconds, 1 minute, 15 minutes, 1
+//! hour) in the background ([`Store::roll_up`](super::Store::roll_up)) and
+//! answering a query from the widest rollup that divides its bucket width,
+//! plus the events not rolled up yet; bucket widths no rollup divides (1,
+//! 2, 5 and 15 seconds: short ranges, few events) are computed from the
+//! events. Either way the answer covers exactly the events with an
 //! offset below [`Series::next_offset`], so a receiver that subscribes from
 //! there misses nothing and sees nothing twice.
 
 use serde::Serialize;
 
 /// Widths (ms) of the rolled-up buckets a store keeps, narrowest first.
-pub const ROLLUP_WIDTHS_MS: [u64; 3] = [60_000, 900_000, 3_600_000];
+/// The 10-second one serves the dashboard's "last hour" (600 buckets of
+/// 10 s) from about 360 rows per device and field instead of every event.
+pub const ROLLUP_WIDTHS_MS: [u64; 4] = [10_000, 60_000, 900_000, 3_600_000];
 
 /// Bucket widths (ms) a series query may use: "nice" widths a chart's time
 /// axis can show. [`bucket_width`] picks one.
@@ -158,12 +161,15 @@ mod tests {
 
     #[test]
     fn rollups_serve_widths_they_divide() {
-        assert_eq!(rollup_width(30_000), None);
+        assert_eq!(rollup_width(5_000), None);
+        assert_eq!(rollup_width(15_000), None);
+        assert_eq!(rollup_width(10_000), Some(10_000));
+        assert_eq!(rollup_width(30_000), Some(10_000));
         assert_eq!(rollup_width(300_000), Some(60_000));
         assert_eq!(rollup_width(1_800_000), Some(900_000));
         assert_eq!(rollup_width(7_200_000), Some(3_600_000));
         assert_eq!(rollup_width(604_800_000), Some(3_600_000));
-        for width in BUCKET_WIDTHS_MS.iter().filter(|w| **w >= 60_000) {
+        for width in BUCKET_WIDTHS_MS.iter().filter(|w| **w >= 30_000) {
             assert!(rollup_width(*width).is_some(), "{width}");
         }
     }

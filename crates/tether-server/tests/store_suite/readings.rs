@@ -24,13 +24,18 @@ fn event(device: &str, server_time_ms: u64, payload: String) -> TestEvent {
 }
 
 /// `count` events of two devices, 1.7 s apart, with numeric members, a
-/// bare number now and then, and members that are not numbers.
+/// bare number now and then, members that are not numbers, and payloads
+/// with no numeric member (an array of numbers, a string: not fields).
 fn events(first: u64, count: u64) -> Vec<TestEvent> {
     (first..first + count)
         .map(|i| {
             let device = if i % 2 == 0 { "d1" } else { "d2" };
             let payload = if i % 10 == 3 {
                 format!("{i}")
+            } else if i % 10 == 7 {
+                format!("[{i},2.5]")
+            } else if i % 20 == 9 {
+                "\"text\"".to_owned()
             } else {
                 format!(
                     "{{\"t\":{},\"h\":{},\"name\":\"x\",\"on\":true,\"nested\":{{\"a\":1}}}}",

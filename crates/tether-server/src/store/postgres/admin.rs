@@ -151,7 +151,7 @@ impl PgAdmin {
         tx.execute(
             r#"INSERT INTO messages(channel_id, "offset", device_id, device_time_ms,
                                     server_time_ms, payload)
-               SELECT $1, $2 + e.i - 1, e.device, e.device_time, e.server_time, e.payload
+               SELECT $1, $2::bigint + e.i - 1, e.device, e.device_time, e.server_time, e.payload
                FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::text[])
                     WITH ORDINALITY AS e(device, device_time, server_time, payload, i)"#,
             &[
@@ -368,6 +368,15 @@ async fn insert_device<C: GenericClient + Sync>(
 }
 
 impl AdminStore for PgAdmin {
+    fn import_events<'a>(
+        &'a self,
+        tenant_id: TenantId,
+        channel: &'a str,
+        events: &'a [ImportEvent],
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(PgAdmin::import_events(self, tenant_id, channel, events))
+    }
+
     fn tenant_id(&self, name: &str) -> BoxFuture<'_, Result<TenantId, StoreError>> {
         let name = name.to_owned();
         Box::pin(async move { PgAdmin::tenant_id(self, &name).await })

@@ -359,6 +359,17 @@ pub struct ImportEvent {
 /// The SQLite admin as an [`AdminStore`]: each call runs at once on the
 /// file; the future only carries its result.
 impl AdminStore for Admin {
+    fn import_events<'a>(
+        &'a self,
+        tenant_id: TenantId,
+        channel: &'a str,
+        events: &'a [ImportEvent],
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(core::future::ready(Admin::import_events(
+            self, tenant_id, channel, events,
+        )))
+    }
+
     fn tenant_id(&self, name: &str) -> BoxFuture<'_, Result<TenantId, StoreError>> {
         Box::pin(core::future::ready(Admin::tenant_id(self, name)))
     }

@@ -135,7 +135,8 @@ pub(super) fn declared_commands(
 
 /// The numeric values of the events in a range, per device, member and
 /// bucket: `json_each` lists a payload's top-level members (or the payload
-/// itself when it is a scalar, with a NULL key). `{filter}` narrows the
+/// itself when it is a scalar, with a NULL key; an array's elements, whose
+/// keys are integers, are not fields). `{filter}` narrows the
 /// events further; `{time}` is `m.server_time_ms` for the time index, or
 /// `+m.server_time_ms` to keep the planner on the offset range of
 /// `{filter}` (the events after the rollups: few, however long the range).
@@ -147,7 +148,7 @@ fn raw_aggregate(filter: &str, time: &str) -> String {
          WHERE m.channel_id = ?1 AND {filter}
            AND {time} >= ?3 AND {time} < ?4
            AND (?5 IS NULL OR m.device_id IN (SELECT value FROM json_each(?5)))
-           AND j.type IN ('integer', 'real')
+           AND j.type IN ('integer', 'real') AND typeof(j.key) != 'integer'
          GROUP BY 1, 2, 3"
     )
 }

@@ -5,8 +5,8 @@
 //! A roll-up run is a job like retention: each [`RollupJob::step`] reads
 //! at most [`CHUNK`] events of one channel (the ones after the channel's
 //! `rollup_progress`), aggregates their numeric members per device, member
-//! and minute in the database (`json_each`), adds those minutes to every
-//! rollup width, and moves the progress, all in one transaction. So a
+//! and narrowest bucket (10 s) in the database (`json_each`), adds those
+//! buckets to every rollup width, and moves the progress, all in one transaction. So a
 //! series query sees rollups and progress that agree, and reads the events
 //! after the progress itself.
 
@@ -100,7 +100,7 @@ impl RollupJob {
                         count(*), total(j.value), min(j.value), max(j.value)
                  FROM messages m, json_each(m.payload) j
                  WHERE m.channel_id = ?1 AND m.offset > ?2 AND m.offset <= ?3
-                   AND j.type IN ('integer', 'real')
+                   AND j.type IN ('integer', 'real') AND typeof(j.key) != 'integer'
                  GROUP BY 1, 2, 3",
             )?
             .execute(params![
