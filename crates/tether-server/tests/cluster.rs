@@ -5,7 +5,8 @@
 //! events cross nodes in offset order, commands find the device's node and
 //! the answer comes back, a device that moves to another node closes its
 //! old session there, receivers catch up once NATS comes back after an
-//! outage, and HAProxy in front spreads clients over the nodes.
+//! outage, HAProxy in front spreads clients over the nodes, and a person's
+//! sign-in works on every node and ends on every node.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
 mod common;
@@ -14,6 +15,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use common::accounts::Person;
 use common::{BoxError, Device, Downlink, Receiver, TestResult, close_code, offsets, test_limits};
 use serde_json::json;
 use tether_cluster_test::{Haproxy, Nats, Postgres};
@@ -441,7 +443,10 @@ async fn descriptions_cross_nodes() -> TestResult {
         )
         .await?;
         assert_eq!(status, 200, "{body}");
-        if body["descriptions"].as_array().is_some_and(|d| d.len() == 1) {
+        if body["descriptions"]
+            .as_array()
+            .is_some_and(|d| d.len() == 1)
+        {
             assert_eq!(body["descriptions"][0]["device"], "sensor-a", "{body}");
             break;
         }
@@ -503,6 +508,45 @@ async fn descriptions_cross_nodes() -> TestResult {
     assert_eq!(status, 200, "{body}");
     let text = body.to_string();
     assert!(text.contains("sensor-b") && text.contains("3712"), "{body}");
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// A person's sign-in on a cluster: the account made (from a label's claim
+/// code) through node 0 is signed in on node 1 too; signing out through
+/// node 1 closes their WebSocket on node 0 (the revocation, through
+/// PostgreSQL) and the cookie works on no node after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_works_on_every_node_and_ends_on_every_node() -> TestResult {
+    let cluster = Cluster::start(2).await?;
+    let code = cluster
+        .admin
+        .add_device(None, Some("label-1"), true, None)
+        .await?
+        .claim_code
+        .ok_or("no claim code")?;
+    let ada = Person::create(
+        cluster.addr(0),
+        "ada@example.com",
+        json!({"claim_code": code}),
+    )
+    .await?;
+    let on_node_1 = ada.on(cluster.addr(1));
+    let devices = on_node_1.get("/v1/devices").await?;
+    assert_eq!(devices.status, 200, "{devices:?}");
+    assert_eq!(devices.body["devices"][0]["id"], "label-1", "{devices:?}");
+    let mut live = ada.websocket().await?;
+    live.subscribe("sensors/a", None).await?;
+    let started = std::time::Instant::now();
+    let out = on_node_1.change("DELETE", "/v1/session", None).await?;
+    assert_eq!(out.status, 200, "{out:?}");
+    assert_eq!(close_code(&mut live.ws).await?, 4005);
+    // One revocation poll plus closing; generous for a loaded machine.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    for node in 0..2 {
+        let answer = ada.on(cluster.addr(node)).get("/v1/devices").await?;
+        assert_eq!(answer.status, 401, "node {node}: {answer:?}");
+    }
     cluster.shutdown().await;
     Ok(())
 }

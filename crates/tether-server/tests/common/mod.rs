@@ -8,6 +8,7 @@
     clippy::std_instead_of_alloc
 )]
 
+pub mod accounts;
 pub mod faulty_store;
 
 use std::net::SocketAddr;
