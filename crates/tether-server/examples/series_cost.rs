@@ -114,6 +114,7 @@ fn from_events(path: &std::path::Path, since: u64, bucket: u64) -> Result<usize,
          FROM messages m, json_each(m.payload) j
          WHERE m.channel_id = (SELECT id FROM channels WHERE name = ?1)
            AND m.server_time_ms >= ?3 AND j.type IN ('integer', 'real')
+           AND typeof(j.key) != 'integer'
          GROUP BY 1, 2, 3",
     )?;
     let rows = statement

@@ -32,8 +32,9 @@ const CHUNK: i64 = 5000;
 /// `FROM messages m` joined with the numeric values of each payload: its
 /// top-level members that are JSON numbers (`j.key`, `j.v`), or the payload
 /// itself when it is a number (key `''`), as SQLite's `json_each` gives
-/// them. Numbers beyond `float8` (which JSON allows) are left out rather
-/// than failing the query.
+/// them. Payloads are checked on the way in (`Payload::check_json` refuses
+/// numbers beyond `f64`); one that is not (written by other means) is left
+/// out rather than failing every series of its channel.
 const NUMBERS: &str = "messages m
      CROSS JOIN LATERAL (SELECT m.payload::jsonb AS p) d
      CROSS JOIN LATERAL (
