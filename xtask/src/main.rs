@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod attribution;
 mod bench_report;
 mod firmware;
 mod fuzz;
@@ -48,7 +49,9 @@ commands:
   setup             install what a fresh machine lacks (rustup targets, cargo tools, Debian packages)
   no-std            build the no_std crates for the bare-metal targets
   fuzz [SECONDS]    replay the committed corpora, then fuzz each target for SECONDS (default 20)
-  size              code size of a minimal WebSocket client (riscv32imc): tether vs embedded-websocket
+  size [--attribute [PROBE..]]
+                    code size of a minimal WebSocket client (riscv32imc): tether vs embedded-websocket;
+                    --attribute: every byte of .text by crate, source file and function (line tables)
   firmware [NAME..] build the firmware examples (those whose image name contains a NAME, and
                     their baselines), save their images (espflash), print flash and RAM
   bench-report      Markdown tables from the last `cargo bench --bench frame_throughput` run
@@ -71,7 +74,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("setup") => setup::run(),
         Some("no-std") => no_std_builds(),
-        Some("size") => size::run(),
+        Some("size") => size::run(&args[1..]),
         Some("firmware") => firmware::run(&args[1..]),
         Some("bench-report") => bench_report::run(),
         Some("fuzz") => {
