@@ -165,13 +165,49 @@ fn symbols(elf: &Path) -> Result<Vec<Symbol>, String> {
     Ok(symbols)
 }
 
-/// Code and constant bytes by crate, from the symbol table alone.
-pub(crate) fn symbols_by_crate(elf: &Path) -> Result<BTreeMap<String, u64>, String> {
-    let mut by_crate = BTreeMap::new();
-    for symbol in symbols(elf)? {
-        *by_crate.entry(symbol_crate(&symbol.name)).or_default() += symbol.size;
+/// Prints the code and constant bytes of `elf` by crate (from the symbol
+/// table alone) next to those of `baseline`, and the largest symbols of
+/// `elf` the baseline does not have.
+pub(crate) fn print_difference(
+    label: &str,
+    elf: &Path,
+    baseline_label: &str,
+    baseline: &Path,
+) -> Result<(), String> {
+    let by_crate = |symbols: &[Symbol]| {
+        let mut by_crate: BTreeMap<String, i128> = BTreeMap::new();
+        for symbol in symbols {
+            *by_crate.entry(symbol_crate(&symbol.name)).or_default() += i128::from(symbol.size);
+        }
+        by_crate
+    };
+    let (ours, theirs) = (symbols(elf)?, symbols(baseline)?);
+    let mut difference = by_crate(&ours);
+    let attributed: i128 = difference.values().sum();
+    for (krate, bytes) in by_crate(&theirs) {
+        *difference.entry(krate).or_default() -= bytes;
     }
-    Ok(by_crate)
+    let attributed = attributed - theirs.iter().map(|s| i128::from(s.size)).sum::<i128>();
+    println!();
+    println!("{label} over {baseline_label}: {attributed:+} B in named symbols, by crate:");
+    let mut rows: Vec<(String, i128)> = difference.into_iter().filter(|(_, b)| *b != 0).collect();
+    rows.sort_by_key(|(_, b)| std::cmp::Reverse(b.abs()));
+    for (krate, bytes) in rows {
+        println!("    {bytes:>+8}  {krate}");
+    }
+    let known: std::collections::BTreeSet<&str> = theirs.iter().map(|s| s.name.as_str()).collect();
+    let mut new: Vec<&Symbol> = ours.iter().filter(|s| !known.contains(s.name.as_str())).collect();
+    new.sort_by_key(|s| std::cmp::Reverse(s.size));
+    println!("  the 25 largest symbols the baseline does not have:");
+    for symbol in new.iter().take(25) {
+        let mut name = symbol.name.clone();
+        if name.len() > 110 {
+            name.truncate(110);
+            name.push('…');
+        }
+        println!("    {:>7}  {name}", symbol.size);
+    }
+    Ok(())
 }
 
 /// The line-table attribution of `elf` (built with line tables).

@@ -52,8 +52,10 @@ commands:
   size [--attribute [PROBE..]]
                     code size of a minimal WebSocket client (riscv32imc): tether vs embedded-websocket;
                     --attribute: every byte of .text by crate, source file and function (line tables)
-  firmware [NAME..] build the firmware examples (those whose image name contains a NAME, and
-                    their baselines), save their images (espflash), print flash and RAM
+  firmware [--attribute] [NAME..]
+                    build the firmware examples (those whose image name contains a NAME, and
+                    their baselines), save their images (espflash), print flash and RAM;
+                    --attribute: their flash over the baseline by crate and symbol (llvm-nm)
   bench-report      Markdown tables from the last `cargo bench --bench frame_throughput` run
   load [ARGS]       load-test the relay server on loopback (release build), with
                     Mosquitto side by side with --peer mosquitto; workloads:
