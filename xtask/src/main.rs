@@ -64,6 +64,9 @@ commands:
                     --seconds S --server-arg FLAG ... (`cargo xtask load --help`)
   storm [ARGS]      reconnect storm: the fleet cut at once by a server restart,
                     with and without the SDK's jitter (--devices N)
+  series [ARGS]     time series queries on a large database (release build):
+                    --events N (default 10000000) --devices D --data-dir DIR
+                    --browser (also the dashboard in headless Chromium)
   faults [ARGS]     the fault proof (fleet behind a fault proxy, kill -9 loop) for longer:
                     --minutes N (default 10) --seed S (default random)
   cluster [ARGS]    the cluster proof (3 nodes on PostgreSQL + NATS behind HAProxy; kill -9,
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
             seconds.and_then(fuzz::run)
         }
         Some("load") => load(&args[1..]),
+        Some("series") => series(&args[1..]),
         Some("faults") => faults(&args[1..]),
         Some("cluster") => cluster(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
@@ -187,6 +191,27 @@ fn build_load_generator() -> Result<PathBuf, String> {
         "tether-load",
     ])?;
     Ok(target_dir().join("release").join("tether-load"))
+}
+
+/// `cargo xtask series`: fills a database with readings in bulk and times
+/// series queries on it (`crates/tether-server/examples/series_cost.rs`).
+fn series(args: &[String]) -> Result<(), String> {
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "tether-server",
+        "--example",
+        "series_cost",
+    ])?;
+    run(Command::new(
+        target_dir()
+            .join("release")
+            .join("examples")
+            .join("series_cost"),
+    )
+    .args(args)
+    .current_dir(workspace_root()))
 }
 
 /// `cargo xtask faults`: the fault test of the test command

@@ -2,22 +2,23 @@
 //
 // Plain ES module, no build step. Talks to the server it was served from:
 //   GET  /v1/me, /v1/devices, /v1/channels      (Authorization: Bearer <key>)
+//   GET  /v1/descriptions, /v1/series, /v1/export (readings.js: charts, ranges, export)
 //   POST /v1/claim, /v1/devices/{id}/commands
 //   WS   /v1/receiver  (key in the subprotocol "tether-key.<key>"), JSON frames
 //        subscribe with a resume offset; ping/pong to notice dead connections.
 
+import { ReadingsView, durationText, signalText, valuesText } from "./readings.js";
+
 const KEY_STORAGE = "tether.receiverKey";
 /** Events replayed when a channel is opened. */
 const HISTORY = 200;
-/** Rows kept in the table and points kept in the chart. */
+/** Rows kept in the table. */
 const MAX_ROWS = 500;
-const MAX_POINTS = 1000;
 const REFRESH_MS = 5000;
 const PING_MS = 15000;
 const PONG_TIMEOUT_MS = 5000;
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 8000;
-const COLORS = ["#0a58ca", "#d63384", "#198754", "#fd7e14", "#6f42c1", "#20c997", "#dc3545", "#6c757d"];
 
 const $ = (id) => document.getElementById(id);
 
@@ -92,6 +93,11 @@ async function api(method, path, body, key = state.key) {
     throw new ApiError("http", code, data?.error?.message ?? response.statusText, response.status);
   }
   return data;
+}
+
+/** An authenticated GET whose response the caller reads (readings.js). */
+function request(path) {
+  return fetch(path, { headers: { Authorization: `Bearer ${state.key}` }, cache: "no-store" });
 }
 
 function setMessage(element, text, kind) {
@@ -272,9 +278,11 @@ function renderDevices() {
     row.append(th);
     const badge = document.createElement("span");
     badge.className = `badge ${device.online ? "online" : "offline"}`;
-    badge.textContent = device.online ? "Online" : "Offline";
+    const offlineFor = !device.online && device.last_seen_ms != null ? ` for ${durationText(Date.now() - device.last_seen_ms)}` : "";
+    badge.textContent = device.online ? "Online" : `Offline${offlineFor}`;
     cell(row, badge, "status");
     cell(row, device.last_seen_ms == null ? "never" : timeElement(device.last_seen_ms, device.online ? "now" : agoText(device.last_seen_ms)), "last-seen");
+    cell(row, signalText(device) || "not reported", "signal");
     cell(row, device.firmware_version ?? "unknown", "firmware");
     cell(row, String(device.messages_today), "number messages-today");
     return row;
@@ -293,6 +301,51 @@ function renderDevices() {
     }),
   );
   if (state.devices.some((device) => device.id === selected)) select.value = selected;
+  // A device chosen for the first time (the list's first) fills the form.
+  offerCommands(select.value !== selected);
+}
+
+/**
+ * The command form offers the commands the chosen device declared; when
+ * the customer picks a device (`choose`), its first command and example
+ * fill the form.
+ */
+function offerCommands(choose = false) {
+  const device = state.devices.find((entry) => entry.id === $("command-device").value);
+  const commands = device?.commands ?? [];
+  $("command-channels").replaceChildren(
+    ...commands.map((command) => {
+      const option = document.createElement("option");
+      option.value = command.channel;
+      if (command.label) option.label = command.label;
+      return option;
+    }),
+  );
+  const hint = $("command-hint");
+  if (!device) {
+    hint.textContent = "";
+  } else if (commands.length === 0) {
+    hint.textContent = `${device.id} declared no commands; type the command channel its firmware handles.`;
+  } else {
+    const names = commands.map((command) => (command.label ? `${command.channel} (${command.label})` : command.channel));
+    hint.textContent = `${device.id} takes: ${names.join(", ")}.`;
+    const channel = $("command-channel");
+    if (choose) {
+      if (!commands.some((command) => command.channel === channel.value.trim())) {
+        channel.value = commands[0].channel;
+      }
+      fillExample();
+    }
+  }
+}
+
+/** Puts the declared example payload of the chosen command in the form. */
+function fillExample() {
+  const device = state.devices.find((entry) => entry.id === $("command-device").value);
+  const command = device?.commands?.find((entry) => entry.channel === $("command-channel").value.trim());
+  if (command && command.example !== null && command.example !== undefined) {
+    $("command-payload").value = JSON.stringify(command.example);
+  }
 }
 
 function renderChannels() {
@@ -421,113 +474,6 @@ function channelFromHash() {
   }
 }
 
-/** Numeric fields of a payload, flattened: `{a:{b:1}}` gives `a.b`. */
-function numericFields(payload, prefix = "", out = {}, depth = 0) {
-  if (typeof payload === "number" && Number.isFinite(payload)) {
-    out[prefix || "value"] = payload;
-  } else if (payload && typeof payload === "object" && !Array.isArray(payload) && depth < 3) {
-    for (const [name, value] of Object.entries(payload)) {
-      numericFields(value, prefix ? `${prefix}.${name}` : name, out, depth + 1);
-    }
-  }
-  return out;
-}
-
-/** The chart of a channel's numeric fields (uPlot). */
-class Chart {
-  constructor(element, caption) {
-    this.element = element;
-    this.caption = caption;
-    this.times = [];
-    this.series = new Map(); // label -> values aligned with times
-    this.plot = null;
-    this.dirty = false;
-    this.rebuild = false;
-    this.latest = null;
-    this.resize = () => this.plot?.setSize(this.size());
-    window.addEventListener("resize", this.resize);
-  }
-
-  size() {
-    return { width: Math.max(200, this.element.clientWidth || 300), height: 240 };
-  }
-
-  add(event) {
-    const fields = numericFields(event.payload);
-    const names = Object.keys(fields);
-    if (names.length === 0) return;
-    this.times.push(event.server_time_ms / 1000);
-    for (const values of this.series.values()) values.push(null);
-    for (const name of names) {
-      const label = `${name} (${event.device})`;
-      let values = this.series.get(label);
-      if (!values) {
-        values = new Array(this.times.length).fill(null);
-        this.series.set(label, values);
-        this.rebuild = true;
-      }
-      values[values.length - 1] = fields[name];
-    }
-    if (this.times.length > MAX_POINTS) {
-      this.times.shift();
-      for (const values of this.series.values()) values.shift();
-    }
-    this.latest = { event, fields };
-    this.schedule();
-  }
-
-  schedule() {
-    if (this.dirty) return;
-    this.dirty = true;
-    setTimeout(() => this.draw(), 100);
-  }
-
-  draw() {
-    this.dirty = false;
-    if (this.latest) {
-      const { event, fields } = this.latest;
-      const values = Object.entries(fields).map(([name, value]) => `${name} ${value}`).join(", ");
-      this.caption.textContent = `Numeric fields over time. Latest from ${event.device} at ${timeText(event.server_time_ms)}: ${values}.`;
-    }
-    if (typeof window.uPlot !== "function") {
-      this.caption.textContent += " (The chart library did not load.)";
-      return;
-    }
-    const data = [this.times, ...this.series.values()];
-    if (!this.plot || this.rebuild) {
-      this.rebuild = false;
-      this.plot?.destroy();
-      const labels = [...this.series.keys()];
-      this.plot = new window.uPlot(
-        {
-          ...this.size(),
-          scales: { x: { time: true } },
-          series: [
-            { label: "time" },
-            ...labels.map((label, index) => ({
-              label,
-              stroke: COLORS[index % COLORS.length],
-              width: 2,
-              spanGaps: true,
-            })),
-          ],
-        },
-        data,
-        this.element,
-      );
-    } else {
-      this.plot.setData(data);
-    }
-  }
-
-  destroy() {
-    window.removeEventListener("resize", this.resize);
-    this.plot?.destroy();
-    this.plot = null;
-    this.element.replaceChildren();
-  }
-}
-
 /**
  * One open channel: a receiver WebSocket that replays history, then
  * delivers live events; reconnects with backoff and resumes from the last
@@ -537,6 +483,7 @@ class LiveChannel {
   constructor(name, from) {
     this.name = name;
     this.from = from;
+    this.fromKnown = from;
     this.lastOffset = null;
     this.attempt = 0;
     this.socket = null;
@@ -548,7 +495,22 @@ class LiveChannel {
     this.summaryTimer = null;
     this.body = $("events").tBodies[0];
     this.status = $("connection");
-    this.chart = new Chart($("chart"), $("chart-caption"));
+    this.readings = new ReadingsView($("readings"), { channel: name, request });
+    this.onFilter = () => this.filterRows();
+    $("readings").addEventListener("filter", this.onFilter);
+  }
+
+  /** Loads the readings, then subscribes where their series ends. */
+  async start() {
+    try {
+      const next = await this.readings.load();
+      // The table replays the last HISTORY messages; the charts take live
+      // events from the series' end on.
+      this.from = Math.max(this.fromKnown, next - HISTORY, 1);
+    } catch {
+      // The charts said why; the live table still works.
+    }
+    this.connect();
   }
 
   setStatus(text, kind) {
@@ -579,7 +541,7 @@ class LiveChannel {
     this.setStatus(this.attempt === 0 ? "Connecting…" : "Reconnecting…", "waiting");
     socket.onopen = () => {
       const from = this.lastOffset === null ? this.from : this.lastOffset + 1;
-      socket.send(JSON.stringify({ v: 1, subscribe: { channel: this.name, from } }));
+      socket.send(JSON.stringify({ v: 1, subscribe: { channel: this.name, from, describe: true } }));
       this.schedulePing(socket);
     };
     socket.onmessage = (message) => this.handle(socket, message.data);
@@ -599,6 +561,8 @@ class LiveChannel {
     }
     if (message.event) {
       this.onEvent(message.event);
+    } else if (message.description) {
+      this.readings.describe(message.description);
     } else if (message.subscribed) {
       const first = message.subscribed.first_offset;
       this.attempt = 0;
@@ -638,12 +602,19 @@ class LiveChannel {
     cell(row, String(event.offset), "number offset");
     cell(row, timeElement(event.server_time_ms, timeText(event.server_time_ms)), "time");
     cell(row, event.device, "device");
+    row.dataset.device = event.device;
+    cell(row, valuesText(event.payload, this.readings.fieldsOf(event.device)) || "–", "values");
+    const details = document.createElement("details");
+    const summary = document.createElement("summary");
+    summary.textContent = "JSON";
     const pre = document.createElement("pre");
     pre.textContent = payloadText(event.payload);
-    cell(row, pre, "payload");
+    details.append(summary, pre);
+    cell(row, details, "payload");
+    row.hidden = !this.readings.shows(event.device);
     this.body.prepend(row);
     while (this.body.rows.length > MAX_ROWS) this.body.lastElementChild.remove();
-    this.chart.add(event);
+    this.readings.add(event);
     this.scheduleSummary();
   }
 
@@ -713,9 +684,15 @@ class LiveChannel {
     }
   }
 
+  /** Rows of devices the filter hides are hidden too. */
+  filterRows() {
+    for (const row of this.body.rows) row.hidden = !this.readings.shows(row.dataset.device);
+  }
+
   destroy() {
     this.close();
-    this.chart.destroy();
+    $("readings").removeEventListener("filter", this.onFilter);
+    this.readings.destroy();
     this.body.replaceChildren();
     $("live-summary").textContent = "";
   }
@@ -733,7 +710,7 @@ function openChannel(name) {
     history.replaceState(null, "", `#channel=${encodeURIComponent(channel)}`);
   }
   state.channel = new LiveChannel(channel, from);
-  state.channel.connect();
+  state.channel.start();
   $("channel-title").scrollIntoView({ block: "start" });
 }
 
@@ -753,6 +730,8 @@ function start() {
   $("sign-out").addEventListener("click", () => signOut());
   $("claim-form").addEventListener("submit", claim);
   $("command-form").addEventListener("submit", sendCommand);
+  $("command-device").addEventListener("change", () => offerCommands(true));
+  $("command-channel").addEventListener("change", fillExample);
   $("open-form").addEventListener("submit", (event) => {
     event.preventDefault();
     openChannel($("open-channel").value);

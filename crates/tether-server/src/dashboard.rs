@@ -6,7 +6,8 @@
 //!  GET /                      index.html   ─┐ the page signs in with a receiver key,
 //!  GET /assets/app.js         ES module     │ lists devices (GET /v1/devices), claims
 //!  GET /assets/app.css                      │ (POST /v1/claim), opens a channel over the
-//!  GET /assets/vendor/uPlot.*  chart library ┘ receiver WebSocket and sends commands
+//!  GET /assets/readings.{js,css}            │ receiver WebSocket and sends commands;
+//!  GET /assets/vendor/uPlot.*  chart library ┘ readings.js draws a channel's readings
 //! ```
 //!
 //! Every response carries a strong `ETag` (SHA-256 of the file) and
@@ -58,6 +59,8 @@ static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
         asset!("index.html", "text/html; charset=utf-8"),
         asset!("app.js", "text/javascript; charset=utf-8"),
         asset!("app.css", "text/css; charset=utf-8"),
+        asset!("readings.js", "text/javascript; charset=utf-8"),
+        asset!("readings.css", "text/css; charset=utf-8"),
         asset!("vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
         asset!("vendor/uPlot.min.css", "text/css; charset=utf-8"),
     ]
@@ -141,7 +144,7 @@ mod tests {
 
     #[test]
     fn every_asset_is_embedded_with_a_distinct_etag() {
-        assert_eq!(ASSETS.len(), 5);
+        assert_eq!(ASSETS.len(), 7);
         for asset in ASSETS.iter() {
             assert!(!asset.body.is_empty(), "{} is empty", asset.path);
             assert_eq!(asset.etag.len(), 34);

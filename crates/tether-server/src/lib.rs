@@ -9,11 +9,12 @@
 //!                                │                              ▼
 //!  receivers ◀─wss /v1/receiver─ receiver_endpoint ◀──────── Broker (bounded live
 //!  (JSON)      history, then live   (gap-free hand-over)       queue per channel)
-//!  scripts ◀──── HTTP /v1/… ───── http_api (devices, channels, messages, commands, claim)
+//!  scripts ◀──── HTTP /v1/… ───── http_api (devices, channels, messages, commands, claim),
+//!                                 readings_api (descriptions, series, export)
 //! ```
 //!
 //! Modules, top down: `serve` (accept loop, per-address limit) → `router`
-//! → the endpoints (`device_endpoint`, `receiver_endpoint`, `http_api`,
+//! → the endpoints (`device_endpoint`, `receiver_endpoint`, `http_api`, `readings_api`,
 //! `dashboard`) → what they share (`commands`, `http_util`, `websocket`,
 //! `admission`, `sessions`, [`limits`], [`auth`]) → [`store`], [`broker`],
 //! [`metrics`], [`config`].
@@ -65,10 +66,12 @@ pub mod config;
 mod dashboard;
 pub mod demo;
 mod device_endpoint;
+mod device_readings;
 mod http_api;
 mod http_util;
 pub mod limits;
 pub mod metrics;
+mod readings_api;
 mod receiver_endpoint;
 mod router;
 mod serve;
@@ -336,6 +339,7 @@ impl Server {
         }
         tasks.spawn(revocation_poller(Arc::clone(&state)));
         tasks.spawn(retention_task(Arc::clone(&state)));
+        tasks.spawn(rollup_task(Arc::clone(&state)));
         tracing::info!(%local_addr, url = %base_url, %node, "tether-server listening");
         Ok(Server {
             local_addr,
@@ -504,3 +508,22 @@ async fn retention_task(state: Arc<AppState>) {
         }
     }
 }
+
+/// Keeps the rolled-up series close behind the events (series queries read
+/// the events not rolled up yet themselves, so this only keeps them fast).
+async fn rollup_task(state: Arc<AppState>) {
+    let mut shutdown = state.shutdown.clone();
+    let mut interval = tokio::time::interval(ROLLUP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = interval.tick() => {}
+        }
+        if let Err(error) = state.store.roll_up().await {
+            tracing::warn!(%error, "roll-up failed");
+        }
+    }
+}
+
+/// How often the server rolls up new events for series queries.
+pub const ROLLUP_INTERVAL: Duration = Duration::from_secs(5);

@@ -34,7 +34,9 @@
 //! events are published only after their commit, so every event is either
 //! below the bounds read (replayed) or arrives live: no gap, no duplicate.
 //! A subscriber that falls behind its bounded live queue is told
-//! `Lagged` and catches up from the store the same way.
+//! `Lagged` and catches up from the store the same way. A `subscribe` with
+//! `"describe":true` also gets the channel's `description` messages
+//! (`device_readings::forward_descriptions`).
 //!
 //! Writing: one writer task per connection takes frames from a bounded
 //! outbox; each frame must be taken by the peer within `write_timeout`,
@@ -579,7 +581,13 @@ async fn serve(
                             Arc::clone(&state),
                             identity.tenant_id,
                             channel.clone(),
-                            Start { from: subscribe.from, request_id: subscribe.request_id, my_turn, announced },
+                            Start {
+                                from: subscribe.from,
+                                request_id: subscribe.request_id,
+                                my_turn,
+                                announced,
+                                describe: asks_for_descriptions(&text),
+                            },
                             live,
                             outbox.clone(),
                         ));
@@ -665,19 +673,47 @@ async fn serve(
     await_close(&mut stream).await;
 }
 
+/// Whether a `subscribe` asks for the channel's descriptions: the member
+/// `"describe":true` (JSON only; decoders that do not know it ignore it,
+/// `docs/protocol.md` section 2).
+fn asks_for_descriptions(text: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Envelope {
+        subscribe: Options,
+    }
+    #[derive(Deserialize)]
+    struct Options {
+        #[serde(default)]
+        describe: bool,
+    }
+    serde_json::from_str::<Envelope>(text).is_ok_and(|envelope| envelope.subscribe.describe)
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How a subscription starts: `Subscribe.from` and `.request_id`; when
 /// its `subscribed` (or refusal) may go out (the replies before it are
-/// out), and whom to tell once it is in the outbox.
+/// out), and whom to tell once it is in the outbox; whether the receiver
+/// asked for the channel's descriptions.
 struct Start {
     from: Option<u64>,
     request_id: Option<u32>,
     my_turn: oneshot::Receiver<()>,
     announced: oneshot::Sender<()>,
+    describe: bool,
 }
 
 /// Sends `subscribed`, replays history from `from`, then forwards live
 /// events without gap or duplicate; catches up from the store when the
-/// live queue overflowed.
+/// live queue overflowed. With `describe`, the channel's descriptions
+/// follow `subscribed` (and new ones come as devices send them).
 async fn subscription(
     state: Arc<AppState>,
     tenant_id: i64,
@@ -691,6 +727,7 @@ async fn subscription(
         request_id,
         my_turn,
         announced,
+        describe,
     } = start;
     // 1. The live queue was joined (`live`) before looking at the store.
     let bounds = state.store.channel_bounds(tenant_id, &channel).await;
@@ -728,6 +765,15 @@ async fn subscription(
         return;
     }
     let _ = announced.send(());
+    let _descriptions = describe.then(|| {
+        AbortOnDrop(tokio::spawn(crate::device_readings::forward_descriptions(
+            Arc::clone(&state),
+            tenant_id,
+            channel.clone(),
+            state.broker.descriptions(),
+            outbox.clone(),
+        )))
+    });
     // `last`: the highest offset sent or deliberately skipped.
     let mut last = bounds.next_offset.saturating_sub(1);
     let forwarder = Forwarder {

@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | `GET /v1/device` | device WebSocket (`device_endpoint`) |
 //! | `GET /v1/receiver` | receiver WebSocket (`receiver_endpoint`) |
-//! | `GET /v1/…`, `POST /v1/…` | the JSON API (`http_api`) |
+//! | `GET /v1/…`, `POST /v1/…` | the JSON API (`http_api`; readings: `readings_api`) |
 //! | `GET /healthz`, `GET /metrics`, `GET /status` | health, Prometheus, status page (`http_api`) |
 //! | `GET /`, `GET /assets/…` | the dashboard (`dashboard`) |
 
@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 
 use crate::http_util::error_response;
-use crate::{AppState, dashboard, device_endpoint, http_api, receiver_endpoint};
+use crate::{AppState, dashboard, device_endpoint, http_api, readings_api, receiver_endpoint};
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -37,6 +37,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             post(http_api::post_command),
         )
         .route("/v1/claim", post(http_api::claim))
+        .route("/v1/descriptions", get(readings_api::descriptions))
+        .route("/v1/series", get(readings_api::series))
+        .route("/v1/export", get(readings_api::export))
         .fallback(|| async {
             error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })

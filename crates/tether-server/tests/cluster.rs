@@ -406,3 +406,103 @@ async fn a_revoked_key_is_refused_on_every_node() -> TestResult {
     cluster.shutdown().await;
     Ok(())
 }
+
+/// Channel descriptions across nodes: a receiver on node 1 that asks
+/// (`"describe":true`) gets what a device on node 0 described before
+/// (from PostgreSQL), then a description a device on node 0 sends while it
+/// is subscribed (over NATS); node 1 serves them over HTTP too, and its
+/// series of the channel has the reading published on node 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptions_cross_nodes() -> TestResult {
+    use tether_proto::{DescribeChannel, DeviceToServer, FieldDescription, Fields};
+    let cluster = Cluster::start(2).await?;
+    let token_a = cluster.add_device("sensor-a").await?;
+    let token_b = cluster.add_device("sensor-b").await?;
+    let celsius = [FieldDescription::new("centi_celsius")
+        .with_label("Temperature")
+        .with_unit("°C")
+        .with_scale(0.01)];
+    let mut a = Device::connect(cluster.addr(0), &token_a).await?;
+    a.hello("sensor-a", 1).await?;
+    a.send(&DeviceToServer::DescribeChannel(DescribeChannel::new(
+        "home/climate",
+        Fields::new(&celsius),
+    )))
+    .await?;
+    // Node 1 reads it from the database.
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let (status, body) = common::http(
+            cluster.addr(1),
+            "GET",
+            "/v1/descriptions?channel=home/climate",
+            Some(&cluster.key),
+            None,
+        )
+        .await?;
+        assert_eq!(status, 200, "{body}");
+        if body["descriptions"].as_array().is_some_and(|d| d.len() == 1) {
+            assert_eq!(body["descriptions"][0]["device"], "sensor-a", "{body}");
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("node 1 never served the description: {body}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut receiver = Receiver::connect(cluster.addr(1), &cluster.key).await?;
+    receiver
+        .send_json(&json!({"v": 1, "subscribe": {"channel": "home/climate", "from": null, "describe": true}}))
+        .await?;
+    assert!(receiver.recv().await?.get("subscribed").is_some());
+    let stored = receiver.recv().await?;
+    assert_eq!(
+        stored,
+        json!({"v": 1, "description": {
+            "channel": "home/climate",
+            "device": "sensor-a",
+            "fields": [{"key": "centi_celsius", "label": "Temperature", "unit": "°C", "scale": 0.01}]
+        }})
+    );
+
+    // sensor-b on node 0 describes the channel while the receiver on node
+    // 1 is subscribed, then publishes.
+    let volts = [FieldDescription::new("mv").with_unit("V").with_scale(0.001)];
+    let mut b = Device::connect(cluster.addr(0), &token_b).await?;
+    b.hello("sensor-b", 1).await?;
+    b.send(&DeviceToServer::DescribeChannel(DescribeChannel::new(
+        "home/climate",
+        Fields::new(&volts),
+    )))
+    .await?;
+    b.publish(1, "home/climate", r#"{"mv":3712}"#).await?;
+    b.wait_ack(1).await?;
+    let (first, second) = (receiver.recv().await?, receiver.recv().await?);
+    let (live, event) = if first.get("description").is_some() {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(live["description"]["device"], "sensor-b", "{live}");
+    assert_eq!(
+        live["description"]["fields"],
+        json!([{"key": "mv", "unit": "V", "scale": 0.001}])
+    );
+    assert_eq!(event["event"]["payload"], json!({"mv": 3712}), "{event}");
+
+    // Node 1's series of the channel (computed in PostgreSQL) has it.
+    let (status, body) = common::http(
+        cluster.addr(1),
+        "GET",
+        "/v1/series?channel=home/climate",
+        Some(&cluster.key),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let text = body.to_string();
+    assert!(text.contains("sensor-b") && text.contains("3712"), "{body}");
+    cluster.shutdown().await;
+    Ok(())
+}

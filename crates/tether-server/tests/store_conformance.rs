@@ -11,7 +11,8 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 use store_suite::{BoxError, StoreFixture, TestResult, record, record_in};
 use tether_server::store::{
-    Admin, AppendOutcome, SqliteStore, Store, StoreError, StoreOptions, TenantId, TransactionStats,
+    Admin, AppendOutcome, ImportEvent, SqliteStore, Store, StoreError, StoreOptions, TenantId,
+    TransactionStats,
 };
 
 /// A database file in a temporary directory.
@@ -106,6 +107,25 @@ impl StoreFixture for Sqlite {
             }
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_events(
+        &self,
+        tenant: TenantId,
+        channel: &str,
+        events: &[store_suite::TestEvent],
+    ) -> Result<(), BoxError> {
+        let events: Vec<ImportEvent> = events
+            .iter()
+            .map(|event| ImportEvent {
+                device: event.device.clone(),
+                device_time_ms: None,
+                server_time_ms: event.server_time_ms,
+                payload: event.payload.clone(),
+            })
+            .collect();
+        self.admin()?.import_events(tenant, channel, &events)?;
         Ok(())
     }
 }
@@ -318,9 +338,24 @@ async fn a_database_of_the_previous_release_migrates_on_open() -> TestResult {
         )
         .await?;
     assert_eq!(events.len(), usize::try_from(next_offset)?);
+    // The old events roll up into series like new ones.
+    assert_eq!(store.roll_up().await?, u64::try_from(next_offset)?);
+    let series = store
+        .series(
+            tenant,
+            "demo/readings",
+            tether_server::store::SeriesQuery {
+                since_ms: 0,
+                until_ms: None,
+                bucket_ms: 3_600_000,
+                devices: None,
+            },
+        )
+        .await?;
+    assert!(series.points.iter().any(|p| p.key == "centi_celsius"));
     store.close().await;
     let after = Connection::open(fixture.path())?;
     let version: i64 = after.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     Ok(())
 }

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use store_suite::{BoxError, StoreFixture, TestResult};
 use tether_cluster_test::Postgres;
-use tether_server::store::{PgAdmin, PgStore, Store, StoreError, StoreOptions, TenantId};
+use tether_server::store::{
+    ImportEvent, PgAdmin, PgStore, Store, StoreError, StoreOptions, TenantId,
+};
 
 /// One server for every test of this binary (the watchdog stops it, and
 /// removes its directory, when the binary exits).
@@ -123,6 +125,25 @@ impl StoreFixture for Pg {
         )?;
         Ok(())
     }
+
+    fn insert_events(
+        &self,
+        tenant: TenantId,
+        channel: &str,
+        events: &[store_suite::TestEvent],
+    ) -> Result<(), BoxError> {
+        let events: Vec<ImportEvent> = events
+            .iter()
+            .map(|event| ImportEvent {
+                device: event.device.clone(),
+                device_time_ms: None,
+                server_time_ms: event.server_time_ms,
+                payload: event.payload.clone(),
+            })
+            .collect();
+        block(self.admin.import_events(tenant, channel, &events))?;
+        Ok(())
+    }
 }
 
 store_conformance_tests!(Pg);
@@ -159,7 +180,7 @@ async fn nodes_starting_together_migrate_once() -> TestResult {
         server()?
             .psql(database, "SELECT version FROM tether_schema")?
             .trim(),
-        "1"
+        "2"
     );
     assert_eq!(
         server()?

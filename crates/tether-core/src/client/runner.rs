@@ -108,6 +108,11 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
         if RX < 128 || TX < 128 {
             return Err(ClientConfigError::FrameBufferTooSmall);
         }
+        if let Some(announcer) = config.announcer
+            && (announcer.max_len)(config) > MESSAGE
+        {
+            return Err(ClientConfigError::DescriptionTooLarge);
+        }
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{BoxFuture, ChannelFilter, StoreError, TenantId};
+use super::{BoxFuture, ChannelFilter, ImportEvent, StoreError, TenantId};
 use crate::auth;
 
 /// What `device add` created.
@@ -71,6 +71,15 @@ pub trait AdminStore: Send {
     ) -> BoxFuture<'_, Result<NewKey, StoreError>>;
     /// Revokes a receiver key; running servers disconnect its receivers.
     fn revoke_key(&self, key_id: i64) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Stores events on a tenant's channel after the ones it has, each at
+    /// its own `server_time_ms` (moving data from another system; filling
+    /// a database for a benchmark or a test). Returns the first offset.
+    fn import_events<'a>(
+        &'a self,
+        tenant_id: TenantId,
+        channel: &'a str,
+        events: &'a [ImportEvent],
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
 }
 
 /// Checks a new tenant's name.

@@ -39,6 +39,7 @@
 
 mod admin;
 mod postgres;
+mod readings;
 mod sqlite;
 
 use core::fmt;
@@ -52,7 +53,11 @@ use tether_proto::{Event, Payload, ServerToReceiver};
 
 pub use admin::{AdminStore, NewDevice, NewKey};
 pub use postgres::{PgAdmin, PgStore};
-pub use sqlite::{Admin, SqliteStore};
+pub use readings::{
+    BUCKET_WIDTHS_MS, ChannelDescription, DeclaredCommand, ROLLUP_WIDTHS_MS, Series, SeriesPoint,
+    SeriesQuery, bucket_width, rollup_width,
+};
+pub use sqlite::{Admin, ImportEvent, SqliteStore};
 
 /// A boxed, sendable future (the store and broker traits are object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -365,6 +370,12 @@ pub struct DeviceInfo {
     pub firmware_version: Option<String>,
     /// Messages it published since midnight UTC.
     pub messages_today: u64,
+    /// The signal strength it last reported (dBm), if it ever did.
+    pub rssi_dbm: Option<i16>,
+    /// When it reported it (unix ms).
+    pub rssi_ms: Option<u64>,
+    /// The commands it declared in its last session that declared any.
+    pub commands: Vec<DeclaredCommand>,
 }
 
 /// A channel, as the HTTP API lists it.
@@ -571,4 +582,51 @@ pub trait Store: Send + Sync + 'static {
     fn reset_presence(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Waits until everything enqueued is committed and stops the writer.
     fn close(&self) -> BoxFuture<'_, ()>;
+
+    // Readings (see `readings.rs`): descriptions, declared commands,
+    // signal strength, downsampled series.
+
+    /// Stores what `device_id` said the fields of `channel` (of its tenant
+    /// `tenant_id`) mean: `fields` is the canonical JSON array
+    /// (`tether_proto::Fields`), replacing the device's earlier one.
+    fn describe_channel(
+        &self,
+        tenant_id: TenantId,
+        device_id: &str,
+        channel: &str,
+        fields: &str,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Every device's description of a channel of the tenant, by device.
+    fn channel_descriptions(
+        &self,
+        tenant_id: TenantId,
+        channel: &str,
+    ) -> BoxFuture<'_, Result<Vec<ChannelDescription>, StoreError>>;
+    /// Replaces the commands the device declared.
+    fn set_commands(
+        &self,
+        device_id: &str,
+        commands: Vec<DeclaredCommand>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Records the signal strength the device reported.
+    fn set_rssi(
+        &self,
+        device_id: &str,
+        rssi_dbm: i16,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Min, max and mean of every numeric field of a channel's events, per
+    /// device and bucket (see [`Series`]).
+    fn series(
+        &self,
+        tenant_id: TenantId,
+        channel: &str,
+        query: SeriesQuery,
+    ) -> BoxFuture<'_, Result<Series, StoreError>>;
+    /// Rolls the events stored since the last run up into the buckets
+    /// [`series`](Self::series) reads; returns how many events it read.
+    /// Works in bounded chunks between the writer's batches, like
+    /// retention.
+    fn roll_up(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 }

@@ -10,8 +10,12 @@
     clippy::std_instead_of_alloc
 )]
 
+mod readings;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+pub use readings::*;
 
 use tether_server::store::{
     AppendOutcome, AppendRequest, ChannelBounds, DeviceIdentity, OpenedSession, ReadRange,
@@ -61,6 +65,26 @@ pub trait StoreFixture: Sized {
         count: u64,
         server_time_ms: u64,
     ) -> Result<(), BoxError>;
+    /// Puts events on a channel directly, after the ones it has, each
+    /// stored at its own `server_time_ms` (the writer stamps its own
+    /// clock; series tests need chosen times).
+    fn insert_events(
+        &self,
+        tenant: TenantId,
+        channel: &str,
+        events: &[TestEvent],
+    ) -> Result<(), BoxError>;
+}
+
+/// An event for [`StoreFixture::insert_events`].
+#[derive(Debug, Clone)]
+pub struct TestEvent {
+    /// The publishing device.
+    pub device: String,
+    /// When the server stored it (unix ms).
+    pub server_time_ms: u64,
+    /// JSON text.
+    pub payload: String,
 }
 
 /// Invokes every test of the suite for one fixture type.
@@ -75,6 +99,11 @@ macro_rules! store_conformance_tests {
             claim_codes_expire,
             retention_and_claim,
             retention_of_a_large_table_lets_appends_commit_between_chunks,
+            descriptions_commands_and_signal_strength,
+            series_match_the_events_at_every_width,
+            series_continue_with_the_live_tail,
+            series_are_scoped_to_tenant_and_devices,
+            retention_prunes_rolled_up_buckets,
             a_replaced_session_cannot_append,
             two_stores_on_one_database_fence_each_other,
             concurrent_writers_give_gap_free_offsets,

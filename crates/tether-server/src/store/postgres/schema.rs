@@ -8,7 +8,8 @@
 //!
 //! Version 1 is what the SQLite store has at its version 3 (claim codes
 //! that expire, the contiguous watermark, session fencing tokens), plus the
-//! node a device's session is on (`devices.session_node`).
+//! node a device's session is on (`devices.session_node`); version 2 is
+//! the SQLite store's version 4 (readings).
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
@@ -105,8 +106,55 @@ CREATE TABLE revocations(
 );
 "#;
 
+/// Version 2 (the SQLite store's version 4): readings that describe
+/// themselves, and series at any range (see `readings.rs`).
+///
+/// - `channel_descriptions`: what each device said a channel's fields mean
+///   (the canonical JSON array of `tether_proto::Fields`).
+/// - `device_commands`: the commands a device declared, in its order.
+/// - `devices.rssi_dbm`, `devices.rssi_ms`: its last signal strength.
+/// - `rollups`: per channel, bucket width (`store::ROLLUP_WIDTHS_MS`),
+///   bucket start (server time), device and payload member: how many
+///   numeric values, their sum, min and max. `rollup_progress` says up to
+///   which offset a channel's events are in them.
+const V2: &str = r#"
+CREATE TABLE channel_descriptions(
+    tenant_id BIGINT NOT NULL,
+    channel TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    PRIMARY KEY(tenant_id, channel, device_id)
+);
+CREATE TABLE device_commands(
+    device_id TEXT NOT NULL,
+    position BIGINT NOT NULL,
+    channel TEXT NOT NULL,
+    label TEXT NOT NULL,
+    example TEXT NOT NULL,
+    PRIMARY KEY(device_id, position)
+);
+ALTER TABLE devices ADD COLUMN rssi_dbm SMALLINT, ADD COLUMN rssi_ms BIGINT;
+CREATE TABLE rollups(
+    channel_id BIGINT NOT NULL,
+    width_ms BIGINT NOT NULL,
+    bucket_ms BIGINT NOT NULL,
+    device_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    total DOUBLE PRECISION NOT NULL,
+    low DOUBLE PRECISION NOT NULL,
+    high DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY(channel_id, width_ms, bucket_ms, device_id, key)
+);
+CREATE TABLE rollup_progress(
+    channel_id BIGINT PRIMARY KEY,
+    rolled_offset BIGINT NOT NULL
+);
+"#;
+
 /// Version `n + 1` is what `MIGRATIONS[n]` makes of version `n`.
-const MIGRATIONS: [&str; 1] = [V1];
+const MIGRATIONS: [&str; 2] = [V1, V2];
 
 /// The schema version this code reads and writes.
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -84,7 +84,12 @@ CREATE TABLE IF NOT EXISTS revocations(
 type Migration = fn(&Connection) -> Result<(), StoreError>;
 
 /// Version `n + 1` is what `MIGRATIONS[n]` makes of version `n`.
-const MIGRATIONS: [Migration; 3] = [claim_codes_expire, contiguous_watermark, session_fences];
+const MIGRATIONS: [Migration; 4] = [
+    claim_codes_expire,
+    contiguous_watermark,
+    session_fences,
+    readings,
+];
 
 /// The schema version this code reads and writes.
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -125,6 +130,56 @@ fn contiguous_watermark(conn: &Connection) -> Result<(), StoreError> {
 /// [store docs](crate::store)): appends of older sessions are refused.
 fn session_fences(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("ALTER TABLE devices ADD COLUMN session_fence INTEGER NOT NULL DEFAULT 0")?;
+    Ok(())
+}
+
+/// 4: readings that describe themselves, and series at any range.
+///
+/// - `channel_descriptions`: what each device said a channel's fields mean
+///   (the canonical JSON array of `tether_proto::Fields`).
+/// - `device_commands`: the commands a device declared, in its order.
+/// - `devices.rssi_dbm`, `devices.rssi_ms`: its last signal strength.
+/// - `rollups`: per channel, bucket width (`store::ROLLUP_WIDTHS_MS`),
+///   bucket start (server time), device and payload member: how many
+///   numeric values, their sum, min and max. `rollup_progress` says up to
+///   which offset a channel's events are in them (see `rollup.rs`).
+fn readings(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE channel_descriptions(
+             tenant_id INTEGER NOT NULL,
+             channel TEXT NOT NULL,
+             device_id TEXT NOT NULL,
+             fields TEXT NOT NULL,
+             updated_ms INTEGER NOT NULL,
+             PRIMARY KEY(tenant_id, channel, device_id)
+         ) WITHOUT ROWID;
+         CREATE TABLE device_commands(
+             device_id TEXT NOT NULL,
+             position INTEGER NOT NULL,
+             channel TEXT NOT NULL,
+             label TEXT NOT NULL,
+             example TEXT NOT NULL,
+             PRIMARY KEY(device_id, position)
+         ) WITHOUT ROWID;
+         ALTER TABLE devices ADD COLUMN rssi_dbm INTEGER;
+         ALTER TABLE devices ADD COLUMN rssi_ms INTEGER;
+         CREATE TABLE rollups(
+             channel_id INTEGER NOT NULL,
+             width_ms INTEGER NOT NULL,
+             bucket_ms INTEGER NOT NULL,
+             device_id TEXT NOT NULL,
+             key TEXT NOT NULL,
+             n INTEGER NOT NULL,
+             total REAL NOT NULL,
+             low REAL NOT NULL,
+             high REAL NOT NULL,
+             PRIMARY KEY(channel_id, width_ms, bucket_ms, device_id, key)
+         ) WITHOUT ROWID;
+         CREATE TABLE rollup_progress(
+             channel_id INTEGER PRIMARY KEY,
+             rolled_offset INTEGER NOT NULL
+         );",
+    )?;
     Ok(())
 }
 
@@ -226,6 +281,8 @@ mod tests {
         assert_eq!(version, VERSION);
         assert!(columns(&conn, "boots")?.contains(&"stored_seq".to_owned()));
         assert!(columns(&conn, "devices")?.contains(&"claim_expires_ms".to_owned()));
+        assert!(columns(&conn, "devices")?.contains(&"rssi_dbm".to_owned()));
+        assert!(columns(&conn, "rollups")?.contains(&"width_ms".to_owned()));
         drop(conn);
         let again = open_connection(&path)?;
         assert!(columns(&again, "boots")?.contains(&"stored_seq".to_owned()));

@@ -8,6 +8,7 @@
 //!                                   in a SAVEPOINT (a failing op fails alone)
 //!  enforce_retention ──▶ retention job: one bounded chunk per turn, each its
 //!                        own transaction, between batches
+//!  roll_up ────────────▶ roll-up job (rollup.rs): likewise
 //! ```
 //!
 //! Every reply waits for the commit of its transaction; when the commit
@@ -24,7 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::claim::claim;
 use super::read::DAY_MS;
+use super::readings::ReadingsWrite;
 use super::retention::RetentionJob;
+use super::rollup::RollupJob;
 use super::schema::{boot_to_i64, to_i64, to_u64};
 use crate::store::{
     AppendOutcome, AppendRequest, OpenedSession, StoreError, StoreOptions, StoredEvent, TenantId,
@@ -65,7 +68,9 @@ pub(super) enum WriteOp {
         now_ms: u64,
         reply: Reply<u64>,
     },
+    RollUp(Reply<u64>),
     ResetPresence(Reply<()>),
+    Readings(ReadingsWrite, Reply<()>),
 }
 
 /// What an operation did, before its transaction committed.
@@ -120,8 +125,11 @@ impl WriteOp {
                 now_ms,
                 ..
             } => claim(tx, *tenant_id, claim_code, *now_ms).map(Done::Claim),
+            WriteOp::Readings(write, _) => write.execute(tx).map(|()| Done::Unit),
             // The writer loop takes these out of every batch.
-            WriteOp::Retention { .. } => Err(StoreError::Invalid("retention in a batch".into())),
+            WriteOp::Retention { .. } | WriteOp::RollUp(_) => {
+                Err(StoreError::Invalid("a job in a batch".into()))
+            }
         }
     }
 
@@ -139,7 +147,9 @@ impl WriteOp {
                 drop(reply.send(Ok(opened)));
             }
             (
-                WriteOp::CloseSession { reply, .. } | WriteOp::ResetPresence(reply),
+                WriteOp::CloseSession { reply, .. }
+                | WriteOp::ResetPresence(reply)
+                | WriteOp::Readings(_, reply),
                 Ok(Done::Unit),
             ) => drop(reply.send(Ok(()))),
             (WriteOp::Claim { reply, .. }, Ok(Done::Claim(answer))) => drop(reply.send(answer)),
@@ -154,11 +164,15 @@ impl WriteOp {
         match self {
             WriteOp::Append(_, reply) => drop(reply.send(Err(error))),
             WriteOp::OpenSession { reply, .. } => drop(reply.send(Err(error))),
-            WriteOp::CloseSession { reply, .. } | WriteOp::ResetPresence(reply) => {
+            WriteOp::CloseSession { reply, .. }
+            | WriteOp::ResetPresence(reply)
+            | WriteOp::Readings(_, reply) => {
                 drop(reply.send(Err(error)));
             }
             WriteOp::Claim { reply, .. } => drop(reply.send(Err(error))),
-            WriteOp::Retention { reply, .. } => drop(reply.send(Err(error))),
+            WriteOp::Retention { reply, .. } | WriteOp::RollUp(reply) => {
+                drop(reply.send(Err(error)));
+            }
         }
     }
 }
@@ -167,9 +181,10 @@ impl WriteOp {
 /// queue is drained.
 pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, options: StoreOptions) {
     let mut retention: Option<RetentionJob> = None;
+    let mut rollup: Option<RollupJob> = None;
     loop {
-        // Appends first; retention works only while nothing waits.
-        let first = if retention.is_some() {
+        // Appends first; the jobs work only while nothing waits.
+        let first = if retention.is_some() || rollup.is_some() {
             match queue.try_recv() {
                 Ok(op) => Some(op),
                 Err(mpsc::error::TryRecvError::Empty) => None,
@@ -189,6 +204,10 @@ pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, opti
                         Some(job) => job.join(reply),
                         None => retention = Some(RetentionJob::new(now_ms, reply)),
                     },
+                    WriteOp::RollUp(reply) => match &mut rollup {
+                        Some(job) => job.join(reply),
+                        None => rollup = Some(RollupJob::new(reply)),
+                    },
                     op => batch.push(op),
                 }
                 if batch.len() >= MAX_BATCH {
@@ -204,8 +223,16 @@ pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, opti
         {
             retention = None;
         }
+        if let Some(job) = &mut rollup
+            && job.step(&mut conn)
+        {
+            rollup = None;
+        }
     }
     if let Some(mut job) = retention {
+        job.finish(Err(StoreError::Closed));
+    }
+    if let Some(mut job) = rollup {
         job.finish(Err(StoreError::Closed));
     }
 }
