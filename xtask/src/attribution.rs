@@ -196,7 +196,10 @@ pub(crate) fn print_difference(
         println!("    {bytes:>+8}  {krate}");
     }
     let known: std::collections::BTreeSet<&str> = theirs.iter().map(|s| s.name.as_str()).collect();
-    let mut new: Vec<&Symbol> = ours.iter().filter(|s| !known.contains(s.name.as_str())).collect();
+    let mut new: Vec<&Symbol> = ours
+        .iter()
+        .filter(|s| !known.contains(s.name.as_str()))
+        .collect();
     new.sort_by_key(|s| std::cmp::Reverse(s.size));
     println!("  the 25 largest symbols the baseline does not have:");
     for symbol in new.iter().take(25) {
@@ -221,7 +224,10 @@ pub(crate) fn line_table(elf: &Path) -> Result<Attribution, String> {
         let line = line.trim();
         if let Some(offset) = line.strip_prefix("DW_AT_stmt_list") {
             stmt_list = u64::from_str_radix(
-                offset.trim().trim_matches(['(', ')']).trim_start_matches("0x"),
+                offset
+                    .trim()
+                    .trim_matches(['(', ')'])
+                    .trim_start_matches("0x"),
                 16,
             )
             .ok();

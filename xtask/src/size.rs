@@ -77,7 +77,11 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
                 // below are the same as without.
                 .env(
                     "CARGO_PROFILE_RELEASE_DEBUG",
-                    if attribute { "line-tables-only" } else { "false" },
+                    if attribute {
+                        "line-tables-only"
+                    } else {
+                        "false"
+                    },
                 ),
         )?;
         let elf = target_dir.join(TARGET).join("release").join(bin);

@@ -441,7 +441,10 @@ async fn descriptions_cross_nodes() -> TestResult {
         )
         .await?;
         assert_eq!(status, 200, "{body}");
-        if body["descriptions"].as_array().is_some_and(|d| d.len() == 1) {
+        if body["descriptions"]
+            .as_array()
+            .is_some_and(|d| d.len() == 1)
+        {
             assert_eq!(body["descriptions"][0]["device"], "sensor-a", "{body}");
             break;
         }
