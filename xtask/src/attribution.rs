@@ -14,6 +14,9 @@
 //! of code and constant symbols by the crate their name starts with; the
 //! firmware attribution compares two images that way.
 
+// A host tool: the no_std import lints do not apply.
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;

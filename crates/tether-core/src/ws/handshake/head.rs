@@ -180,8 +180,11 @@ mod tests {
 
     const MAX: usize = 4;
 
+    /// A parser's verdict and, when complete, the (name, value) pairs.
+    type Verdict = (Result<Status<Head>, HeadError>, Vec<(Vec<u8>, Vec<u8>)>);
+
     /// What httparse (the oracle) makes of `buf`, in this module's terms.
-    fn oracle(buf: &[u8]) -> (Result<Status<Head>, HeadError>, Vec<(Vec<u8>, Vec<u8>)>) {
+    fn oracle(buf: &[u8]) -> Verdict {
         let mut headers = [httparse::EMPTY_HEADER; MAX];
         let mut response = httparse::Response::new(&mut headers);
         let result = match response.parse(buf) {
@@ -205,7 +208,7 @@ mod tests {
         (result, headers)
     }
 
-    fn ours(buf: &[u8]) -> (Result<Status<Head>, HeadError>, Vec<(Vec<u8>, Vec<u8>)>) {
+    fn ours(buf: &[u8]) -> Verdict {
         let mut headers = Vec::new();
         let result = parse_response(buf, MAX, &mut |name, value| {
             headers.push((name.to_vec(), value.to_vec()));
