@@ -270,6 +270,11 @@ export class ReadingsView {
     this.filterTouched = false;
     this.charts = new Map(); // quantity id -> QuantityChart
     this.nextOffset = null; // live events from here join the charts
+    // Live events that arrive while a range is being read: the new series
+    // may end before them, so they join it once it is drawn.
+    this.loading = false;
+    this.held = [];
+    this.heldOverflow = false;
     this.bucketMs = 0;
     this.generation = 0;
     this.redrawTimer = null;
@@ -408,6 +413,7 @@ export class ReadingsView {
   async load() {
     const generation = ++this.generation;
     const channel = encodeURIComponent(this.channel);
+    this.loading = true;
     this.status("Loading readings…", "waiting");
     this.root.setAttribute("aria-busy", "true");
     try {
@@ -439,7 +445,19 @@ export class ReadingsView {
       );
       throw error;
     } finally {
-      if (generation === this.generation) this.root.removeAttribute("aria-busy");
+      if (generation === this.generation) {
+        this.root.removeAttribute("aria-busy");
+        this.loading = false;
+        // What came during the read and is not in the series continues it.
+        const held = this.held;
+        this.held = [];
+        if (this.heldOverflow) {
+          this.heldOverflow = false;
+          this.load().catch(() => {});
+        } else {
+          for (const event of held) this.add(event);
+        }
+      }
     }
     return this.nextOffset;
   }
@@ -574,6 +592,13 @@ export class ReadingsView {
 
   /** A live event (app.js calls this for every event of the channel). */
   add(event) {
+    if (this.loading && this.range.live) {
+      // Kept until the series being read is drawn (a bounded number: past
+      // that, the charts are read again when it is).
+      if (this.held.length < MAX_LIVE_POINTS) this.held.push(event);
+      else this.heldOverflow = true;
+      return;
+    }
     if (this.nextOffset === null || event.offset < this.nextOffset || !this.range.live) return;
     this.nextOffset = event.offset + 1;
     const members = numericMembers(event.payload);
