@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod attribution;
 mod bench_report;
 mod firmware;
 mod fuzz;
@@ -48,9 +49,13 @@ commands:
   setup             install what a fresh machine lacks (rustup targets, cargo tools, Debian packages)
   no-std            build the no_std crates for the bare-metal targets
   fuzz [SECONDS]    replay the committed corpora, then fuzz each target for SECONDS (default 20)
-  size              code size of a minimal WebSocket client (riscv32imc): tether vs embedded-websocket
-  firmware [NAME..] build the firmware examples (those whose image name contains a NAME, and
-                    their baselines), save their images (espflash), print flash and RAM
+  size [--attribute [PROBE..]]
+                    code size of a minimal WebSocket client (riscv32imc): tether vs embedded-websocket;
+                    --attribute: every byte of .text by crate, source file and function (line tables)
+  firmware [--attribute] [NAME..]
+                    build the firmware examples (those whose image name contains a NAME, and
+                    their baselines), save their images (espflash), print flash and RAM;
+                    --attribute: their flash over the baseline by crate and symbol (llvm-nm)
   bench-report      Markdown tables from the last `cargo bench --bench frame_throughput` run
   load [ARGS]       load-test the relay server on loopback (release build), with
                     Mosquitto side by side with --peer mosquitto; workloads:
@@ -74,7 +79,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("setup") => setup::run(),
         Some("no-std") => no_std_builds(),
-        Some("size") => size::run(),
+        Some("size") => size::run(&args[1..]),
         Some("firmware") => firmware::run(&args[1..]),
         Some("bench-report") => bench_report::run(),
         Some("fuzz") => {

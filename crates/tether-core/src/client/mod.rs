@@ -101,15 +101,16 @@ pub fn new<
     config: ClientConfig<'a>,
     resources: &'a mut Resources<B, M, PAYLOAD, RX, TX, MESSAGE>,
 ) -> Result<(&'a Client<B, M, PAYLOAD>, Runner<'a, B, M, PAYLOAD>), ClientConfigError> {
-    Runner::<B, M, PAYLOAD>::check(&config, &resources.buffers)?;
+    // The configuration is validated once, here.
+    let url = Runner::<B, M, PAYLOAD>::check(&config, &resources.buffers)?;
     let parts = board.into_parts();
-    let client = Client::from_parts(&config, parts.clock, parts.rng, parts.outbox)?;
+    let client = Client::from_checked(&config, parts.clock, parts.rng, parts.outbox)?;
     let Resources {
         client: slot,
         buffers,
     } = resources;
     let client = &*slot.insert(client);
-    let runner = Runner::new(client, config, parts.connector, buffers)?;
+    let runner = Runner::checked(client, config, url, parts.connector, buffers);
     Ok((client, runner))
 }
 
@@ -264,9 +265,19 @@ impl<B: Board, M: RawMutex, const PAYLOAD: usize> Client<B, M, PAYLOAD> {
         config: &ClientConfig<'_>,
         clock: B::Clock,
         rng: B::Rng,
-        mut outbox: B::Outbox,
+        outbox: B::Outbox,
     ) -> Result<Self, ClientConfigError> {
         config.validate()?;
+        Self::from_checked(config, clock, rng, outbox)
+    }
+
+    /// [`Client::from_parts`] for a configuration already validated.
+    fn from_checked(
+        config: &ClientConfig<'_>,
+        clock: B::Clock,
+        rng: B::Rng,
+        mut outbox: B::Outbox,
+    ) -> Result<Self, ClientConfigError> {
         let now = clock.now();
         let mut session = match outbox.restored() {
             Some(restored) => Session::resume(config.session, rng, now, restored),
