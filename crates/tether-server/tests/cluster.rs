@@ -662,8 +662,12 @@ async fn a_sign_in_works_on_every_node_and_ends_on_every_node() -> TestResult {
     let out = on_node_1.change("DELETE", "/v1/session", None).await?;
     assert_eq!(out.status, 200, "{out:?}");
     assert_eq!(close_code(&mut live.ws).await?, 4005);
-    // One revocation poll plus closing; generous for a loaded machine.
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // The sign-out is a revocation: the other node closes within the bound.
+    let took = started.elapsed();
+    assert!(
+        took <= tether_server::REVOCATION_BOUND,
+        "the signed-out WebSocket on node 0 closed after {took:?}"
+    );
     for node in 0..2 {
         let answer = ada.on(cluster.addr(node)).get("/v1/devices").await?;
         assert_eq!(answer.status, 401, "node {node}: {answer:?}");
