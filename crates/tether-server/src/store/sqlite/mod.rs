@@ -22,6 +22,7 @@
 mod admin;
 mod checkpoint;
 mod claim;
+mod hot;
 mod read;
 mod retention;
 mod schema;
