@@ -127,7 +127,14 @@ struct Footprint {
 
 /// Builds every firmware, or with `only`, those whose image name contains
 /// one of the words (and their baselines).
+///
+/// With `--attribute` first, also prints where each firmware's flash goes
+/// next to its baseline: code and constant symbols summed by crate
+/// (`llvm-nm`, see [`crate::attribution`]), and the largest symbols it has
+/// that the baseline lacks.
 pub(crate) fn run(only: &[String]) -> Result<(), String> {
+    let attribute = only.first().is_some_and(|a| a == "--attribute");
+    let only = if attribute { &only[1..] } else { only };
     let root = workspace_root();
     let target_dir = target_dir().join("firmware");
     let images = target_dir.join("images");
@@ -169,6 +176,24 @@ pub(crate) fn run(only: &[String]) -> Result<(), String> {
         rows.push((firmware, footprint));
     }
     print_table(&rows);
+    if attribute {
+        for (firmware, _) in &rows {
+            if firmware.baseline == firmware.image {
+                continue;
+            }
+            let elf_of = |f: &Firmware| target_dir.join(f.target).join("release").join(f.bin);
+            let Some((baseline, _)) = rows.iter().find(|(b, _)| b.image == firmware.baseline)
+            else {
+                continue;
+            };
+            crate::attribution::print_difference(
+                firmware.label,
+                &elf_of(firmware),
+                baseline.label,
+                &elf_of(baseline),
+            )?;
+        }
+    }
     Ok(())
 }
 

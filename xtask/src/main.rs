@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod attribution;
 mod bench_report;
 mod firmware;
 mod fuzz;
@@ -48,9 +49,13 @@ commands:
   setup             install what a fresh machine lacks (rustup targets, cargo tools, Debian packages)
   no-std            build the no_std crates for the bare-metal targets
   fuzz [SECONDS]    replay the committed corpora, then fuzz each target for SECONDS (default 20)
-  size              code size of a minimal WebSocket client (riscv32imc): tether vs embedded-websocket
-  firmware [NAME..] build the firmware examples (those whose image name contains a NAME, and
-                    their baselines), save their images (espflash), print flash and RAM
+  size [--attribute [PROBE..]]
+                    code size of a minimal WebSocket client (riscv32imc): tether vs embedded-websocket;
+                    --attribute: every byte of .text by crate, source file and function (line tables)
+  firmware [--attribute] [NAME..]
+                    build the firmware examples (those whose image name contains a NAME, and
+                    their baselines), save their images (espflash), print flash and RAM;
+                    --attribute: their flash over the baseline by crate and symbol (llvm-nm)
   bench-report      Markdown tables from the last `cargo bench --bench frame_throughput` run
   load [ARGS]       load-test the relay server on loopback (release build), with
                     Mosquitto side by side with --peer mosquitto; workloads:
@@ -59,6 +64,9 @@ commands:
                     --seconds S --server-arg FLAG ... (`cargo xtask load --help`)
   storm [ARGS]      reconnect storm: the fleet cut at once by a server restart,
                     with and without the SDK's jitter (--devices N)
+  series [ARGS]     time series queries on a large database (release build):
+                    --events N (default 10000000) --devices D --data-dir DIR
+                    --browser (also the dashboard in headless Chromium)
   faults [ARGS]     the fault proof (fleet behind a fault proxy, kill -9 loop) for longer:
                     --minutes N (default 10) --seed S (default random)
   cluster [ARGS]    the cluster proof (3 nodes on PostgreSQL + NATS behind HAProxy; kill -9,
@@ -71,7 +79,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("setup") => setup::run(),
         Some("no-std") => no_std_builds(),
-        Some("size") => size::run(),
+        Some("size") => size::run(&args[1..]),
         Some("firmware") => firmware::run(&args[1..]),
         Some("bench-report") => bench_report::run(),
         Some("fuzz") => {
@@ -83,6 +91,7 @@ fn main() -> ExitCode {
             seconds.and_then(fuzz::run)
         }
         Some("load") => load(&args[1..]),
+        Some("series") => series(&args[1..]),
         Some("faults") => faults(&args[1..]),
         Some("cluster") => cluster(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
@@ -182,6 +191,27 @@ fn build_load_generator() -> Result<PathBuf, String> {
         "tether-load",
     ])?;
     Ok(target_dir().join("release").join("tether-load"))
+}
+
+/// `cargo xtask series`: fills a database with readings in bulk and times
+/// series queries on it (`crates/tether-server/examples/series_cost.rs`).
+fn series(args: &[String]) -> Result<(), String> {
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "tether-server",
+        "--example",
+        "series_cost",
+    ])?;
+    run(Command::new(
+        target_dir()
+            .join("release")
+            .join("examples")
+            .join("series_cost"),
+    )
+    .args(args)
+    .current_dir(workspace_root()))
 }
 
 /// `cargo xtask faults`: the fault test of the test command

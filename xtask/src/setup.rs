@@ -32,6 +32,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "postgresql",
     "nats-server",
     "haproxy",
+    // `llvm-dwarfdump` and `llvm-nm` for `cargo xtask size --attribute` and
+    // `cargo xtask firmware --attribute` (where the code bytes go).
+    "llvm",
 ];
 
 /// Cargo subcommands the test suite needs, with the crate that provides them.

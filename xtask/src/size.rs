@@ -36,13 +36,28 @@ struct Sizes {
     bss: u64,
 }
 
-pub(crate) fn run() -> Result<(), String> {
+/// `cargo xtask size [--attribute [PROBE..]]`. With `--attribute`, the
+/// probes (those whose directory name contains a PROBE, or all) are built
+/// again with line tables, in a directory of their own, and every byte of
+/// their `.text` is attributed to crate, source file and function (see
+/// [`crate::attribution`]).
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    let attribute = args.first().is_some_and(|a| a == "--attribute");
+    let only = if attribute { &args[1..] } else { args };
+    if let Some(unknown) = only.iter().find(|a| a.starts_with('-')) {
+        return Err(format!("size: unknown option {unknown}"));
+    }
     let root = workspace_root();
     // The probes are separate workspaces: give them their own directory
     // under the build's target directory (`CARGO_TARGET_DIR` if set).
-    let target_dir = crate::target_dir().join("size-probes");
+    let target_dir = crate::target_dir().join(if attribute {
+        "size-probes-lines"
+    } else {
+        "size-probes"
+    });
     let mut rows = Vec::new();
-    for (label, dir, bin) in PROBES {
+    let wanted = |dir: &str| only.is_empty() || only.iter().any(|w| dir.contains(w.as_str()));
+    for (label, dir, bin) in PROBES.iter().filter(|(_, dir, _)| wanted(dir)) {
         let manifest = root
             .join("xtask")
             .join("size-probes")
@@ -57,10 +72,24 @@ pub(crate) fn run() -> Result<(), String> {
                 .arg("--manifest-path")
                 .arg(&manifest)
                 .arg("--target-dir")
-                .arg(&target_dir),
+                .arg(&target_dir)
+                // Line tables change no code: the `.text` sizes printed
+                // below are the same as without.
+                .env(
+                    "CARGO_PROFILE_RELEASE_DEBUG",
+                    if attribute {
+                        "line-tables-only"
+                    } else {
+                        "false"
+                    },
+                ),
         )?;
         let elf = target_dir.join(TARGET).join("release").join(bin);
-        rows.push((*label, sizes(&elf)?));
+        let sizes = sizes(&elf)?;
+        if attribute {
+            crate::attribution::print(label, sizes.text, &crate::attribution::line_table(&elf)?);
+        }
+        rows.push((*label, sizes));
     }
     println!();
     println!("minimal clients, {TARGET}, opt-level = \"s\", fat LTO");

@@ -171,6 +171,10 @@ pub const COMMAND_ACK_QUEUE: usize = 8;
 /// queued command acknowledgements share.
 pub const MAX_COMMAND_RESULT_LEN: usize = 128;
 
+/// A changed signal strength is reported at most this often (the first
+/// report of a link goes out at once).
+pub const SIGNAL_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Settings of a [`Session`]. Builder-lite: start from [`Default`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -599,6 +603,21 @@ pub enum Transmit<'a> {
         /// Identifies this ping.
         nonce: u32,
     },
+    /// Announcement `index` of this link: the driver's descriptions of its
+    /// channels and commands, numbered `0..` the count given to
+    /// [`Session::set_announcements`]. Due right after `Welcome`, before
+    /// any `Publish`, on every link.
+    Announce {
+        /// Which announcement.
+        index: u16,
+    },
+    /// Report the device's signal strength (a `Status` message): once per
+    /// link after the announcements, then when it changed, at most every
+    /// [`SIGNAL_REPORT_INTERVAL`].
+    Status {
+        /// The strength given to [`Session::set_signal`], in dBm.
+        rssi_dbm: i16,
+    },
     /// Acknowledge a downlink command.
     CommandAck {
         /// The command's id.
@@ -714,6 +733,14 @@ pub struct Session<R> {
     /// The server's clock (Unix ms) at a local instant, from the last
     /// `Welcome` that had one.
     server_clock: Option<(u64, Instant)>,
+    /// Announcements to make after every `Welcome`...
+    announcements: u16,
+    /// ...and how many of them this link made.
+    announced: u16,
+    /// The signal strength the driver last gave (dBm)...
+    signal: Option<i16>,
+    /// ...and the one this link last reported, when.
+    signal_reported: Option<(i16, Instant)>,
 }
 
 impl<R> fmt::Debug for Session<R> {
@@ -807,7 +834,36 @@ impl<R: RngCore> Session<R> {
             last_error: None,
             stats: SessionStats::default(),
             server_clock: None,
+            announcements: 0,
+            announced: 0,
+            signal: None,
+            signal_reported: None,
         })
+    }
+
+    /// How many announcements ([`Transmit::Announce`]) the session hands
+    /// out after every `Welcome`, before any publish: the client's channel
+    /// and command descriptions.
+    pub fn set_announcements(&mut self, count: u16) {
+        self.announcements = count;
+    }
+
+    /// The device's signal strength now (dBm), reported to the server
+    /// ([`Transmit::Status`]) once per link and when it changes, at most
+    /// every [`SIGNAL_REPORT_INTERVAL`].
+    pub fn set_signal(&mut self, rssi_dbm: i16) {
+        self.signal = Some(rssi_dbm);
+    }
+
+    /// The signal strength to report now, if one is due.
+    fn signal_due(&self, now: Instant) -> Option<i16> {
+        let signal = self.signal?;
+        match self.signal_reported {
+            None => Some(signal),
+            Some((reported, at)) => {
+                (reported != signal && now >= at + SIGNAL_REPORT_INTERVAL).then_some(signal)
+            }
+        }
     }
 
     /// The random source, for other consumers of the device's randomness
@@ -1029,6 +1085,8 @@ impl<R: RngCore> Session<R> {
         }
         self.sent = self.acked;
         self.window = self.config.max_in_flight.min(u32::from(max_in_flight));
+        self.announced = 0;
+        self.signal_reported = None;
         self.phase = Phase::Connected;
         self.backoff.on_connected(now);
         self.keepalive = self.draw_keepalive();
@@ -1179,10 +1237,20 @@ impl<R: RngCore> Session<R> {
         match self.phase {
             Phase::Connecting { deadline } | Phase::Handshaking { deadline, .. } => Some(deadline),
             Phase::BackingOff { until } => Some(until),
-            Phase::Connected => Some(match self.ping_outstanding {
-                Some((_, deadline)) => deadline,
-                None => self.ping_due,
-            }),
+            Phase::Connected => {
+                let keepalive = match self.ping_outstanding {
+                    Some((_, deadline)) => deadline,
+                    None => self.ping_due,
+                };
+                // A changed signal strength waits for its interval.
+                let signal = match (self.signal, self.signal_reported) {
+                    (Some(signal), Some((reported, at))) if signal != reported => {
+                        Some(at + SIGNAL_REPORT_INTERVAL)
+                    }
+                    _ => None,
+                };
+                Some(signal.map_or(keepalive, |signal| signal.min(keepalive)))
+            }
             Phase::GaveUp(_) | Phase::NeedsProvisioning(_) => None,
         }
     }
@@ -1261,6 +1329,15 @@ impl<R: RngCore> Session<R> {
                 .get(..usize::from(len))
                 .unwrap_or_default();
             return Some(Transmit::CommandAck { id, status, result });
+        }
+        if self.announced < self.announcements {
+            let index = self.announced;
+            self.announced += 1;
+            return Some(Transmit::Announce { index });
+        }
+        if let Some(rssi_dbm) = self.signal_due(now) {
+            self.signal_reported = Some((rssi_dbm, now));
+            return Some(Transmit::Status { rssi_dbm });
         }
         if self.sent >= self.stored || self.sent.saturating_sub(self.acked) >= self.window {
             return None;
@@ -1494,6 +1571,8 @@ mod tests {
         Pong(Vec<u8>),
         Ping(u32),
         CommandAck(u32, CommandStatus, Vec<u8>),
+        Announce(u16),
+        Status(i16),
         Publish(u32, String, Vec<u8>),
     }
 
@@ -1615,6 +1694,77 @@ mod tests {
         );
         std::println!("timeouts per second, no jitter: {:?}", &aligned[24..31]);
         std::println!("timeouts per second, 25 % jitter: {:?}", &spread[24..31]);
+    }
+
+    #[test]
+    fn announcements_follow_every_welcome_before_any_publish() {
+        let mut s = session(config());
+        s.set_announcements(3);
+        s.publish(at(0), "t", b"1").unwrap();
+        s.publish(at(0), "t", b"2").unwrap();
+        let sent = connect(&mut s, at(10), 0);
+        assert_eq!(
+            sent,
+            [
+                Sent::Announce(0),
+                Sent::Announce(1),
+                Sent::Announce(2),
+                Sent::Publish(1, "t".into(), b"1".to_vec()),
+                Sent::Publish(2, "t".into(), b"2".to_vec()),
+            ]
+        );
+        // Not again on the same link...
+        s.publish(at(20), "t", b"3").unwrap();
+        assert_eq!(published_seqs(&drain(&mut s, at(20))), [3]);
+        // ...but again on the next one, before the resends.
+        s.on_link_lost(at(30), LinkError::Io);
+        s.handle_timeout(at(10_000));
+        let sent = connect(&mut s, at(10_000), 1);
+        assert_eq!(
+            sent[..3],
+            [Sent::Announce(0), Sent::Announce(1), Sent::Announce(2)]
+        );
+        assert_eq!(published_seqs(&sent), [2, 3]);
+        // None before Welcome.
+        s.on_link_lost(at(10_050), LinkError::Io);
+        s.handle_timeout(at(20_000));
+        s.on_link_up(at(20_000));
+        assert!(
+            drain(&mut s, at(20_000))
+                .iter()
+                .all(|sent| matches!(sent, Sent::Hello { .. }))
+        );
+    }
+
+    #[test]
+    fn the_signal_is_reported_once_per_link_then_when_it_changes_at_most_every_minute() {
+        let mut s = session(config().with_keepalive_interval(secs(600)));
+        s.set_announcements(1);
+        // Nothing to report until the driver knows the signal.
+        assert_eq!(connect(&mut s, at(0), 0), [Sent::Announce(0)]);
+        s.set_signal(-67);
+        assert_eq!(drain(&mut s, at(1_000)), [Sent::Status(-67)]);
+        assert_eq!(
+            s.poll_at(),
+            Some(at(600_000)),
+            "nothing due but the keepalive"
+        );
+        // The same value is not reported again; a change waits its minute.
+        s.set_signal(-67);
+        assert_eq!(drain(&mut s, at(2_000)), []);
+        s.set_signal(-71);
+        assert_eq!(drain(&mut s, at(30_000)), []);
+        assert_eq!(s.poll_at(), Some(at(61_000)));
+        assert_eq!(drain(&mut s, at(60_999)), []);
+        assert_eq!(drain(&mut s, at(61_000)), [Sent::Status(-71)]);
+        // A new link reports the latest value at once, after the
+        // announcements.
+        s.on_link_lost(at(70_000), LinkError::Io);
+        s.handle_timeout(at(80_000));
+        assert_eq!(
+            connect(&mut s, at(80_000), 0),
+            [Sent::Announce(0), Sent::Status(-71)]
+        );
     }
 
     #[test]
@@ -2481,6 +2631,8 @@ mod tests {
             Transmit::CommandAck { id, status, result } => {
                 Sent::CommandAck(id, status, result.to_vec())
             }
+            Transmit::Announce { index } => Sent::Announce(index),
+            Transmit::Status { rssi_dbm } => Sent::Status(rssi_dbm),
             Transmit::Publish { after } => {
                 unreachable!("publish after {after} is read from the outbox")
             }

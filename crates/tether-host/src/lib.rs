@@ -31,4 +31,5 @@ extern crate alloc;
 pub mod board;
 pub mod clock;
 pub mod connector;
+pub mod label;
 pub mod portal;

@@ -198,3 +198,122 @@ fn corrupted_record_falls_back_to_the_portal_which_repairs_it() {
     machine.credentials_saved(1_000);
     assert_eq!(machine.state(), State::Trying);
 }
+
+fn provision_label(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tether-provision"))
+        .args(args)
+        .env_remove("TETHER_DEVICE_TOKEN")
+        .env_remove("TETHER_SERVER_URL")
+        .env_remove("TETHER_WIFI_PASSPHRASE")
+        .output()
+        .expect("run tether-provision")
+}
+
+/// The label: an SVG whose QR code opens the dashboard's claim page with
+/// the code filled in, with the code and the device id in text; alone, or
+/// with the record in the same run.
+#[test]
+fn the_label_carries_the_claim_url_as_a_qr_code_and_the_code_in_text() {
+    let label = scratch("sensor-7-label.svg");
+    let result = provision_label(&[
+        "--server-url",
+        "wss://relay.example.com/v1/device",
+        "--device-id",
+        "sensor-7",
+        "--claim-code",
+        "7M2K-9QXD-4HBT",
+        "--label",
+        label.to_str().expect("utf-8 path"),
+    ]);
+    assert!(result.status.success(), "{result:?}");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let url = "https://relay.example.com/claim#code=7M2K-9QXD-4HBT";
+    assert!(stdout.contains(url), "{stdout}");
+    let svg = std::fs::read_to_string(&label).expect("label written");
+    assert!(svg.contains(">7M2K-9QXD-4HBT</text>") && svg.contains(">sensor-7</text>"));
+    let (qr, _) = tether_host::label::qr_path(url).expect("a QR code");
+    assert!(svg.contains(&format!("d=\"{qr}\"")), "the QR code of {url}");
+
+    // With the record, and another dashboard address.
+    let out = scratch("sensor-8.img");
+    let result = provision(
+        &[
+            "--server-url",
+            "wss://relay.example.com/v1/device",
+            "--device-id",
+            "sensor-8",
+            "--token",
+            "tok_3f9a",
+            "--claim-code",
+            "AAAA-BBBB-CCCC",
+            "--dashboard-url",
+            "https://dash.example.com",
+            "--label",
+            label.to_str().expect("utf-8 path"),
+        ],
+        &out,
+    );
+    assert!(result.status.success(), "{result:?}");
+    assert!(ProvisioningRecord::decode(&std::fs::read(&out).expect("record")).is_ok());
+    let (qr, _) = tether_host::label::qr_path("https://dash.example.com/claim#code=AAAA-BBBB-CCCC")
+        .expect("a QR code");
+    assert!(
+        std::fs::read_to_string(&label)
+            .expect("label")
+            .contains(&qr)
+    );
+
+    // Refused, with the rule: a label needs its code; a record its token;
+    // one of the two is needed.
+    for (args, needle) in [
+        (
+            vec![
+                "--server-url",
+                "wss://r.example/v1/device",
+                "--device-id",
+                "d",
+                "--label",
+                "x.svg",
+            ],
+            "--claim-code",
+        ),
+        (
+            vec![
+                "--server-url",
+                "wss://r.example/v1/device",
+                "--device-id",
+                "d",
+                "--out",
+                "x.img",
+            ],
+            "--token",
+        ),
+        (
+            vec![
+                "--server-url",
+                "wss://r.example/v1/device",
+                "--device-id",
+                "d",
+            ],
+            "--out",
+        ),
+        (
+            vec![
+                "--server-url",
+                "https://r.example",
+                "--device-id",
+                "d",
+                "--claim-code",
+                "AAAA-BBBB-CCCC",
+                "--label",
+                "x.svg",
+            ],
+            "ws:// or wss://",
+        ),
+    ] {
+        let result = provision_label(&args);
+        assert!(!result.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}

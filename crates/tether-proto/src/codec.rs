@@ -345,7 +345,14 @@ macro_rules! message_codec {
 
 message_codec!(
     DeviceToServer,
-    ["hello", "publish", "command_ack"],
+    [
+        "hello",
+        "publish",
+        "command_ack",
+        "describe_channel",
+        "describe_command",
+        "status"
+    ],
     extension = crate::device::decode_extension
 );
 // What devices decode, written out for code size (same bytes, same errors).
@@ -361,7 +368,14 @@ message_codec!(
 );
 message_codec!(
     ServerToReceiver,
-    ["subscribed", "event", "command_result", "error", "pong"],
+    [
+        "subscribed",
+        "event",
+        "command_result",
+        "error",
+        "pong",
+        "description"
+    ],
     extension = crate::receiver::decode_server_extension
 );
 
@@ -395,8 +409,8 @@ mod tests {
         // The JSON name table and the enums must agree; JSON round trips in
         // tests/roundtrip.rs cover every kind, this pins the count.
         assert_eq!(<ServerToDevice<'_> as Wire<'_>>::KINDS.len(), 3);
-        assert_eq!(<crate::DeviceToServer<'_> as Wire<'_>>::KINDS.len(), 3);
+        assert_eq!(<crate::DeviceToServer<'_> as Wire<'_>>::KINDS.len(), 6);
         assert_eq!(<crate::ReceiverToServer<'_> as Wire<'_>>::KINDS.len(), 4);
-        assert_eq!(<crate::ServerToReceiver<'_> as Wire<'_>>::KINDS.len(), 5);
+        assert_eq!(<crate::ServerToReceiver<'_> as Wire<'_>>::KINDS.len(), 6);
     }
 }

@@ -1,5 +1,7 @@
 //! The device's half of the binary codec, written out by hand: encoding
-//! [`Hello`], [`Publish`] and [`CommandAck`], decoding [`ServerToDevice`].
+//! [`Hello`], [`Publish`] and [`CommandAck`] (and the announcements
+//! [`DescribeChannel`], [`DescribeCommand`] and [`Status`]), decoding
+//! [`ServerToDevice`].
 //!
 //! The bytes are postcard's, exactly: the generic codec (`codec.rs`, serde
 //! and postcard) stays the reference, used by the server and by every other
@@ -19,7 +21,8 @@
 //! tag byte (0 or 1) and the value.
 
 use crate::codec::PROTOCOL_VERSION;
-use crate::device::{Ack, Command, CommandAck, DeviceToServer, Hello, Publish, ServerToDevice};
+use crate::describe::{DescribeChannel, DescribeCommand, Status};
+use crate::device::{Ack, Command, CommandAck, Hello, Publish, ServerToDevice};
 use crate::device::{CommandStatus, Welcome};
 use crate::error::{DecodeError, EncodeError};
 use crate::payload::Payload;
@@ -78,12 +81,12 @@ impl<'b> Writer<'b> {
 
 impl Hello<'_> {
     /// Encodes the message as `DeviceToServer::Hello` into `buf` (the same
-    /// bytes as [`DeviceToServer::encode`], without the generic codec).
+    /// bytes as [`DeviceToServer::encode`](crate::DeviceToServer::encode), without the generic codec).
     ///
     /// # Errors
     /// A field breaks its bounds, or `buf` is too small.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], EncodeError> {
-        DeviceToServer::Hello(*self).validate()?;
+        crate::device::validate_hello(self)?;
         let mut w = Writer::new(buf, 0)?;
         w.bytes(self.device_id.as_bytes())?;
         w.bytes(self.firmware_version.as_bytes())?;
@@ -100,12 +103,12 @@ impl Hello<'_> {
 
 impl Publish<'_> {
     /// Encodes the message as `DeviceToServer::Publish` into `buf` (the
-    /// same bytes as [`DeviceToServer::encode`], without the generic codec).
+    /// same bytes as [`DeviceToServer::encode`](crate::DeviceToServer::encode), without the generic codec).
     ///
     /// # Errors
     /// A field breaks its bounds, or `buf` is too small.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], EncodeError> {
-        DeviceToServer::Publish(*self).validate()?;
+        crate::device::validate_publish(self)?;
         let mut w = Writer::new(buf, 1)?;
         w.varint(u64::from(self.seq))?;
         w.bytes(self.channel.as_bytes())?;
@@ -123,12 +126,12 @@ impl Publish<'_> {
 
 impl CommandAck<'_> {
     /// Encodes the message as `DeviceToServer::CommandAck` into `buf` (the
-    /// same bytes as [`DeviceToServer::encode`], without the generic codec).
+    /// same bytes as [`DeviceToServer::encode`](crate::DeviceToServer::encode), without the generic codec).
     ///
     /// # Errors
     /// The result is too long, or `buf` is too small.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], EncodeError> {
-        DeviceToServer::CommandAck(*self).validate()?;
+        crate::device::validate_payload(&self.result)?;
         let mut w = Writer::new(buf, 2)?;
         w.varint(u64::from(self.id))?;
         w.byte(match self.status {
@@ -138,6 +141,100 @@ impl CommandAck<'_> {
             CommandStatus::Unsupported => 3,
         })?;
         w.bytes(self.result.0)?;
+        Ok(w.finish())
+    }
+}
+
+/// The bytes of a varint length and `len` bytes.
+const fn prefixed_len(len: usize) -> usize {
+    let mut bytes = 1;
+    let mut rest = len >> 7;
+    while rest > 0 {
+        bytes += 1;
+        rest >>= 7;
+    }
+    len.saturating_add(bytes)
+}
+
+impl DescribeChannel<'_> {
+    /// The length of [`encode`](Self::encode)'s output (for a valid
+    /// message), without encoding it.
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        2 + prefixed_len(self.channel.len()) + prefixed_len(self.fields.json_len())
+    }
+
+    /// Encodes the message as `DeviceToServer::DescribeChannel` into `buf`
+    /// (the same bytes as [`DeviceToServer::encode`](crate::DeviceToServer::encode), without the generic
+    /// codec): the field list's JSON text streams into `buf` as it is
+    /// written.
+    ///
+    /// # Errors
+    /// A field breaks its bounds, or `buf` is too small.
+    pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], EncodeError> {
+        self.validate()?;
+        let mut w = Writer::new(buf, 3)?;
+        w.bytes(self.channel.as_bytes())?;
+        // `validate` refused a list whose text cannot be written.
+        w.varint(self.fields.json_len() as u64)?;
+        let mut failed = None;
+        let _ = self.fields.for_each_byte(|b| match w.byte(b) {
+            Ok(()) => true,
+            Err(error) => {
+                failed = Some(error);
+                false
+            }
+        });
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(w.finish()),
+        }
+    }
+}
+
+impl DescribeCommand<'_> {
+    /// The length of [`encode`](Self::encode)'s output (for a valid
+    /// message), without encoding it.
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        2 + prefixed_len(self.channel.len())
+            + prefixed_len(self.label.len())
+            + prefixed_len(self.example.0.len())
+    }
+
+    /// Encodes the message as `DeviceToServer::DescribeCommand` into `buf`
+    /// (the same bytes as [`DeviceToServer::encode`](crate::DeviceToServer::encode), without the generic
+    /// codec).
+    ///
+    /// # Errors
+    /// A field breaks its bounds, or `buf` is too small.
+    pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], EncodeError> {
+        self.validate()?;
+        let mut w = Writer::new(buf, 4)?;
+        w.bytes(self.channel.as_bytes())?;
+        w.bytes(self.label.as_bytes())?;
+        w.bytes(self.example.0)?;
+        Ok(w.finish())
+    }
+}
+
+impl Status {
+    /// Encodes the message as `DeviceToServer::Status` into `buf` (the
+    /// same bytes as [`DeviceToServer::encode`](crate::DeviceToServer::encode), without the generic
+    /// codec): `rssi_dbm` as postcard's zigzag varint.
+    ///
+    /// # Errors
+    /// The strength is out of range, or `buf` is too small.
+    pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], EncodeError> {
+        self.validate()?;
+        let mut w = Writer::new(buf, 5)?;
+        match self.rssi_dbm {
+            None => w.byte(0)?,
+            Some(rssi) => {
+                w.byte(1)?;
+                w.varint(u64::from(((rssi << 1) ^ (rssi >> 15)) as u16))?;
+            }
+        }
         Ok(w.finish())
     }
 }
@@ -259,6 +356,7 @@ mod tests {
 
     use super::*;
     use crate::codec;
+    use crate::device::DeviceToServer;
 
     /// The generic codec's decoding, the reference.
     fn reference(bytes: &[u8]) -> Result<ServerToDevice<'_>, DecodeError> {
@@ -388,7 +486,7 @@ mod tests {
         /// for valid and invalid messages and buffers of any size.
         #[test]
         fn encoding_matches_the_generic_codec(
-            kind in 0u8..3,
+            kind in 0u8..6,
             (a, b) in (number(), number()),
             (first, second) in (text(), text()),
             time in proptest::option::of(number()),
@@ -428,7 +526,7 @@ mod tests {
                         DeviceToServer::Publish(publish).encode(&mut theirs),
                     )
                 }
-                _ => {
+                2 => {
                     let ack = CommandAck {
                         id: a as u32,
                         status,
@@ -436,8 +534,61 @@ mod tests {
                     };
                     (ack.encode(&mut ours), DeviceToServer::CommandAck(ack).encode(&mut theirs))
                 }
+                3 => {
+                    let describe = DescribeChannel {
+                        channel: &first,
+                        fields: crate::Fields::from_json(&payload),
+                    };
+                    let compact = describe.encode(&mut ours);
+                    if let Ok(bytes) = compact {
+                        prop_assert_eq!(bytes.len(), describe.encoded_len());
+                    }
+                    (compact, DeviceToServer::DescribeChannel(describe).encode(&mut theirs))
+                }
+                4 => {
+                    let describe = DescribeCommand {
+                        channel: &first,
+                        label: &second,
+                        example: Payload(&payload),
+                    };
+                    let compact = describe.encode(&mut ours);
+                    if let Ok(bytes) = compact {
+                        prop_assert_eq!(bytes.len(), describe.encoded_len());
+                    }
+                    (compact, DeviceToServer::DescribeCommand(describe).encode(&mut theirs))
+                }
+                _ => {
+                    let status = Status {
+                        rssi_dbm: time.map(|t| (t % 400) as i16 - 200),
+                    };
+                    (status.encode(&mut ours), DeviceToServer::Status(status).encode(&mut theirs))
+                }
             };
             prop_assert_eq!(compact, generic);
+        }
+    }
+
+    #[test]
+    fn a_described_field_list_streams_the_same_bytes() {
+        let fields = [crate::FieldDescription::new("centi_celsius")
+            .with_label("Temperature")
+            .with_unit("°C")
+            .with_scale(0.01)];
+        let describe = DescribeChannel::new("kitchen/climate", crate::Fields::new(&fields));
+        for room in [
+            0,
+            10,
+            describe.encoded_len() - 1,
+            describe.encoded_len(),
+            200,
+        ] {
+            let mut ours = vec![0u8; room];
+            let mut theirs = vec![0u8; room];
+            assert_eq!(
+                describe.encode(&mut ours),
+                DeviceToServer::DescribeChannel(describe).encode(&mut theirs),
+                "room {room}"
+            );
         }
     }
 

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::describe::{DescribeChannel, DescribeCommand, Status};
 use crate::error::{Field, FieldError};
 use crate::limits::{
     MAX_FIRMWARE_VERSION_LEN, MAX_PAYLOAD_LEN, validate_channel, validate_device_id, validate_text,
@@ -165,6 +166,14 @@ pub enum DeviceToServer<'a> {
     /// Discriminant 2.
     #[serde(borrow)]
     CommandAck(CommandAck<'a>),
+    /// Discriminant 3 (an addition, `docs/protocol.md` section 8).
+    #[serde(borrow)]
+    DescribeChannel(DescribeChannel<'a>),
+    /// Discriminant 4 (an addition).
+    #[serde(borrow)]
+    DescribeCommand(DescribeCommand<'a>),
+    /// Discriminant 5 (an addition).
+    Status(Status),
 }
 
 /// Every message the server sends a device (a binary frame).
@@ -189,33 +198,41 @@ pub(crate) fn validate_payload(payload: &Payload<'_>) -> Result<(), FieldError> 
     }
 }
 
+/// Checks a `Hello` (the compact encoder calls this one alone, so a device
+/// links no other message's checks).
+pub(crate) fn validate_hello(hello: &Hello<'_>) -> Result<(), FieldError> {
+    validate_device_id(hello.device_id)?;
+    validate_text(
+        hello.firmware_version,
+        MAX_FIRMWARE_VERSION_LEN,
+        true,
+        Field::FirmwareVersion,
+    )?;
+    match hello.max_downlink_len {
+        Some(len) if len < MIN_DOWNLINK_LEN => Err(FieldError::Invalid(Field::MaxDownlinkLen)),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a `Publish`.
+pub(crate) fn validate_publish(publish: &Publish<'_>) -> Result<(), FieldError> {
+    if publish.seq == 0 {
+        return Err(FieldError::Invalid(Field::Seq));
+    }
+    validate_channel(publish.channel)?;
+    validate_payload(&publish.payload)
+}
+
 impl DeviceToServer<'_> {
     /// Checks every field against its documented bounds.
     pub fn validate(&self) -> Result<(), FieldError> {
         match self {
-            DeviceToServer::Hello(hello) => {
-                validate_device_id(hello.device_id)?;
-                validate_text(
-                    hello.firmware_version,
-                    MAX_FIRMWARE_VERSION_LEN,
-                    true,
-                    Field::FirmwareVersion,
-                )?;
-                match hello.max_downlink_len {
-                    Some(len) if len < MIN_DOWNLINK_LEN => {
-                        Err(FieldError::Invalid(Field::MaxDownlinkLen))
-                    }
-                    _ => Ok(()),
-                }
-            }
-            DeviceToServer::Publish(publish) => {
-                if publish.seq == 0 {
-                    return Err(FieldError::Invalid(Field::Seq));
-                }
-                validate_channel(publish.channel)?;
-                validate_payload(&publish.payload)
-            }
+            DeviceToServer::Hello(hello) => validate_hello(hello),
+            DeviceToServer::Publish(publish) => validate_publish(publish),
             DeviceToServer::CommandAck(ack) => validate_payload(&ack.result),
+            DeviceToServer::DescribeChannel(describe) => describe.validate(),
+            DeviceToServer::DescribeCommand(describe) => describe.validate(),
+            DeviceToServer::Status(status) => status.validate(),
         }
     }
 }

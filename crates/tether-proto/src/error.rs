@@ -24,6 +24,15 @@ pub enum Field {
     Seq,
     /// `Welcome.max_in_flight` (must be at least 1).
     MaxInFlight,
+    /// The field descriptions of `DescribeChannel` or `Description` (see
+    /// [`Fields`](crate::Fields)).
+    Fields,
+    /// `DescribeCommand.label`.
+    Label,
+    /// `DescribeCommand.example`.
+    Example,
+    /// `Status.rssi_dbm` (from -150 to 0).
+    RssiDbm,
     /// `Hello.max_downlink_len` (must be at least
     /// [`MIN_DOWNLINK_LEN`](crate::MIN_DOWNLINK_LEN)).
     MaxDownlinkLen,
@@ -40,6 +49,10 @@ impl Field {
             Field::Message => "message",
             Field::Seq => "seq",
             Field::MaxInFlight => "max_in_flight",
+            Field::Fields => "fields",
+            Field::Label => "label",
+            Field::Example => "example",
+            Field::RssiDbm => "rssi_dbm",
             Field::MaxDownlinkLen => "max_downlink_len",
         }
     }

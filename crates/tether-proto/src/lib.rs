@@ -97,6 +97,8 @@ extern crate alloc;
 
 mod codec;
 mod compact;
+mod decimal;
+mod describe;
 mod device;
 mod error;
 mod extension;
@@ -106,6 +108,12 @@ mod payload;
 mod receiver;
 
 pub use codec::PROTOCOL_VERSION;
+pub use decimal::MAX_FRACTION_DIGITS;
+pub use describe::{
+    DescribeChannel, DescribeCommand, Description, FieldDescription, Fields, MAX_DECIMALS,
+    MAX_EXAMPLE_LEN, MAX_FIELDS, MAX_FIELDS_LEN, MAX_KEY_LEN, MAX_LABEL_LEN, MAX_MAGNITUDE,
+    MAX_UNIT_LEN, MIN_RSSI_DBM, MIN_SCALE, Status,
+};
 pub use device::{
     Ack, Command, CommandAck, CommandStatus, DEFAULT_MAX_DOWNLINK_LEN, DeviceToServer, Hello,
     MIN_DOWNLINK_LEN, Publish, ServerToDevice, Welcome,
@@ -148,8 +156,13 @@ pub const MAX_DEVICE_TO_SERVER_LEN: usize = 2 + max(
         // Hello: device_id, firmware_version, boot_id, last_acked_seq,
         // max_downlink_len.
         prefixed(MAX_DEVICE_ID_LEN) + prefixed(MAX_FIRMWARE_VERSION_LEN) + U64 + U32 + U32,
-        // CommandAck: id, status, result.
-        U32 + 1 + prefixed(MAX_PAYLOAD_LEN),
+        max(
+            // CommandAck: id, status, result.
+            U32 + 1 + prefixed(MAX_PAYLOAD_LEN),
+            // DescribeChannel: channel, fields (DescribeCommand and Status
+            // are shorter).
+            prefixed(MAX_CHANNEL_LEN) + prefixed(MAX_FIELDS_LEN),
+        ),
     ),
 );
 

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::describe::Description;
 use crate::device::{CommandStatus, validate_payload};
 use crate::error::{ErrorCode, Field, FieldError};
 use crate::limits::{MAX_MESSAGE_LEN, validate_channel, validate_device_id, validate_text};
@@ -188,6 +189,10 @@ pub enum ServerToReceiver<'a> {
     Error(ErrorMessage<'a>),
     /// Discriminant 4.
     Pong(Pong),
+    /// Discriminant 5 (an addition, `docs/protocol.md` section 8): only to
+    /// receivers that asked, see [`Description`].
+    #[serde(borrow)]
+    Description(Description<'a>),
 }
 
 impl ReceiverToServer<'_> {
@@ -222,6 +227,7 @@ impl ServerToReceiver<'_> {
                 error.channel.map_or(Ok(()), validate_channel)
             }
             ServerToReceiver::Pong(_) => Ok(()),
+            ServerToReceiver::Description(description) => description.validate(),
         }
     }
 }

@@ -56,10 +56,10 @@ fn binary_unsupported_version() {
 
 #[test]
 fn binary_unknown_message() {
-    // Device messages have kinds 0..=2, ReceiverToServer 0..=3,
-    // ServerToReceiver 0..=4.
+    // DeviceToServer has kinds 0..=5, ServerToDevice 0..=2,
+    // ReceiverToServer 0..=3, ServerToReceiver 0..=5.
     assert_eq!(
-        DeviceToServer::decode(&[1, 3]),
+        DeviceToServer::decode(&[1, 6]),
         Err(DecodeError::UnknownMessage)
     );
     assert_eq!(
@@ -71,7 +71,7 @@ fn binary_unknown_message() {
         Err(DecodeError::UnknownMessage)
     );
     assert_eq!(
-        ServerToReceiver::decode(&[1, 5]),
+        ServerToReceiver::decode(&[1, 6]),
         Err(DecodeError::UnknownMessage)
     );
     // A large discriminant as a 5-byte varint.

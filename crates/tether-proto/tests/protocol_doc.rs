@@ -167,7 +167,14 @@ fn every_example_in_protocol_md_is_exact() {
             .map(|s| (*s).to_owned())
             .collect::<BTreeSet<_>>()
     };
-    let device_to_server = kinds(&["hello", "publish", "command_ack"]);
+    let device_to_server = kinds(&[
+        "hello",
+        "publish",
+        "command_ack",
+        "describe_channel",
+        "describe_command",
+        "status",
+    ]);
     let server_to_device = kinds(&["welcome", "ack", "command"]);
     let expectations = [
         (
@@ -187,7 +194,14 @@ fn every_example_in_protocol_md_is_exact() {
         ),
         (
             "server-to-receiver",
-            kinds(&["subscribed", "event", "command_result", "error", "pong"]),
+            kinds(&[
+                "subscribed",
+                "event",
+                "command_result",
+                "error",
+                "pong",
+                "description",
+            ]),
             BTreeSet::new(),
         ),
     ];

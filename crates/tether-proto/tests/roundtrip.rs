@@ -1,13 +1,16 @@
 //! Property tests: every message survives both encodings unchanged, and the
 //! binary encoding is canonical (decode ∘ encode is the identity on bytes).
 
+extern crate alloc;
+
 use proptest::prelude::*;
 use tether_proto::{
-    Ack, Command, CommandAck, CommandResult, CommandStatus, DeviceToServer, ErrorCode,
-    ErrorMessage, Event, Hello, MAX_CHANNEL_LEN, MAX_DEVICE_ID_LEN, MAX_DEVICE_TO_SERVER_LEN,
+    Ack, Command, CommandAck, CommandResult, CommandStatus, DescribeChannel, DescribeCommand,
+    Description, DeviceToServer, ErrorCode, ErrorMessage, Event, FieldDescription, Fields, Hello,
+    MAX_CHANNEL_LEN, MAX_DEVICE_ID_LEN, MAX_DEVICE_TO_SERVER_LEN, MAX_FIELDS_LEN,
     MAX_FIRMWARE_VERSION_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN, MAX_SERVER_TO_DEVICE_LEN,
     MIN_DOWNLINK_LEN, Payload, Ping, Pong, Publish, ReceiverToServer, SendCommand, ServerToDevice,
-    ServerToReceiver, Subscribe, Subscribed, Unsubscribe, Welcome,
+    ServerToReceiver, Status, Subscribe, Subscribed, Unsubscribe, Welcome,
 };
 
 // ---- strategies for the owned parts; messages borrow from them ----
@@ -56,6 +59,93 @@ fn json_payload() -> impl Strategy<Value = String> {
             .expect("a Value serializes")
         })
         .prop_filter("fits MAX_PAYLOAD_LEN", |text| text.len() <= MAX_PAYLOAD_LEN)
+}
+
+/// Label text: UTF-8 without control characters, `"` or `\`, at most
+/// `max` bytes.
+fn label(max: usize) -> impl Strategy<Value = String> {
+    proptest::string::string_regex("[^\"\\\\\\p{Cc}]{0,12}")
+        .expect("valid regex")
+        .prop_map(move |mut text| {
+            while text.len() > max {
+                text.pop();
+            }
+            text
+        })
+}
+
+/// A valid number for a scale or a range bound.
+fn number() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        Just(0.01),
+        Just(1.0),
+        Just(-40.0),
+        // A decimal of at most 12 fraction digits, as firmware writes
+        // them: ±n × 10^-d.
+        (1..1_000_000_000_000_i64, 0..=12u32, any::<bool>()).prop_map(|(n, d, negative)| {
+            let n = if negative { -n } else { n };
+            format!("{n}e-{d}").parse::<f64>().expect("a decimal")
+        }),
+    ]
+}
+
+/// The owned parts of a field description.
+type OwnedField = (
+    String,
+    String,
+    String,
+    f64,
+    Option<u8>,
+    Option<f64>,
+    Option<f64>,
+);
+
+fn field() -> impl Strategy<Value = OwnedField> {
+    (
+        "[A-Za-z0-9_.-]{0,32}",
+        label(32),
+        label(16),
+        number(),
+        prop::option::of(0..=9u8),
+        prop::option::of(number()),
+        prop::option::of(number()),
+    )
+        .prop_map(|(key, label, unit, scale, decimals, min, max)| {
+            // A range goes from low to high.
+            let (min, max) = match (min, max) {
+                (Some(a), Some(b)) if a < b => (Some(a), Some(b)),
+                (Some(a), Some(b)) if b < a => (Some(b), Some(a)),
+                (Some(a), Some(_)) => (Some(a), None),
+                other => other,
+            };
+            (key, label, unit, scale, decimals, min, max)
+        })
+}
+
+/// 1 to 6 fields with distinct keys.
+fn fields() -> impl Strategy<Value = Vec<OwnedField>> {
+    prop::collection::vec(field(), 1..=6).prop_map(|mut fields| {
+        let mut seen = alloc::collections::BTreeSet::new();
+        fields.retain(|field| seen.insert(field.0.clone()));
+        fields
+    })
+}
+
+fn borrow(fields: &[OwnedField]) -> Vec<FieldDescription<'_>> {
+    fields
+        .iter()
+        .map(
+            |(key, label, unit, scale, decimals, min, max)| FieldDescription {
+                key,
+                label,
+                unit,
+                scale: *scale,
+                decimals: *decimals,
+                min: *min,
+                max: *max,
+            },
+        )
+        .collect()
 }
 
 fn status() -> impl Strategy<Value = CommandStatus> {
@@ -179,6 +269,51 @@ proptest! {
             last_stored_seq,
             max_in_flight,
         }), MAX_SERVER_TO_DEVICE_LEN);
+    }
+
+    #[test]
+    fn describe_channel(channel in channel(), owned in fields()) {
+        let described = borrow(&owned);
+        let fields = Fields::new(&described);
+        prop_assert!(fields.json_len() <= MAX_FIELDS_LEN);
+        check_both!(DeviceToServer, DeviceToServer::DescribeChannel(DescribeChannel::new(
+            &channel,
+            fields,
+        )), MAX_DEVICE_TO_SERVER_LEN);
+        // What a server reads back is what the device described, and its
+        // canonical text is the device's text.
+        let bytes = DeviceToServer::DescribeChannel(DescribeChannel::new(&channel, fields))
+            .encode_to_vec()
+            .expect("encodes");
+        let Ok(DeviceToServer::DescribeChannel(decoded)) = DeviceToServer::decode(&bytes) else {
+            panic!("decodes as DescribeChannel");
+        };
+        let parsed = decoded.fields.parse().expect("a valid field list");
+        prop_assert_eq!(&parsed, &described);
+        prop_assert_eq!(Fields::new(&parsed).to_json_string(), fields.to_json_string());
+    }
+
+    #[test]
+    fn describe_command(channel in channel(), label in label(32), example in json_payload()) {
+        prop_assume!(example.len() <= tether_proto::MAX_EXAMPLE_LEN);
+        check_both!(DeviceToServer, DeviceToServer::DescribeCommand(
+            DescribeCommand::new(&channel).with_label(&label).with_example(&example)
+        ), MAX_DEVICE_TO_SERVER_LEN);
+    }
+
+    #[test]
+    fn status_message(rssi_dbm in prop::option::of(tether_proto::MIN_RSSI_DBM..=0)) {
+        check_both!(DeviceToServer, DeviceToServer::Status(Status { rssi_dbm }), MAX_DEVICE_TO_SERVER_LEN);
+    }
+
+    #[test]
+    fn description(channel in channel(), device in device_id(), owned in fields()) {
+        let described = borrow(&owned);
+        check_both!(ServerToReceiver, ServerToReceiver::Description(Description {
+            channel: &channel,
+            device: &device,
+            fields: Fields::new(&described),
+        }), RECEIVER_BUF);
     }
 
     #[test]

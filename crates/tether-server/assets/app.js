@@ -1,28 +1,33 @@
 // tether dashboard: the customer's browser as a receiver.
 //
-// Plain ES module, no build step. Talks to the server it was served from:
-//   GET  /v1/me, /v1/devices, /v1/channels      (Authorization: Bearer <key>)
+// Plain ES module, no build step. Talks to the server it was served from,
+// signed in with an account (session cookie, see session.js) or a key:
+//   GET  /v1/me, /v1/devices, /v1/channels      (Authorization: Bearer <key>, or the cookie)
+//   GET  /v1/descriptions, /v1/series, /v1/export (readings.js: charts, ranges, export)
 //   POST /v1/claim, /v1/devices/{id}/commands
 //   WS   /v1/receiver  (key in the subprotocol "tether-key.<key>"), JSON frames
 //        subscribe with a resume offset; ping/pong to notice dead connections.
 
+import { ACCOUNT_MESSAGES, accountMessage, currentSession, roleText, signIn as passwordSignIn, signOut as endSession } from "./session.js";
+import { ReadingsView, durationText, signalText, valuesText } from "./readings.js";
+
 const KEY_STORAGE = "tether.receiverKey";
 /** Events replayed when a channel is opened. */
 const HISTORY = 200;
-/** Rows kept in the table and points kept in the chart. */
+/** Rows kept in the table. */
 const MAX_ROWS = 500;
-const MAX_POINTS = 1000;
 const REFRESH_MS = 5000;
 const PING_MS = 15000;
 const PONG_TIMEOUT_MS = 5000;
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 8000;
-const COLORS = ["#0a58ca", "#d63384", "#198754", "#fd7e14", "#6f42c1", "#20c997", "#dc3545", "#6c757d"];
 
 const $ = (id) => document.getElementById(id);
 
 const state = {
   key: null,
+  /** The signed-in account's session (GET /v1/session), when not a key. */
+  session: null,
   access: null,
   devices: [],
   channels: [],
@@ -39,22 +44,36 @@ const MESSAGES = {
   expiredClaimCode: "That claim code has expired. Ask the seller or installer of the device for a new claim code.",
 };
 
-function describeError(error, context = {}) {
+/** Why the server refused us now: the key, or the session. */
+function refused() {
+  return state.session ? ACCOUNT_MESSAGES.session_ended : MESSAGES.wrongKey;
+}
+
+/**
+ * The text for an API error: what happened and what to do next. Exported
+ * for the browser test that holds every message to that.
+ */
+export function describeError(error, context = {}) {
   if (error.kind === "unreachable") return MESSAGES.unreachable;
   const device = context.device ? `Device ${context.device}` : "The device";
   switch (error.code) {
-    case "unauthorized": return MESSAGES.wrongKey;
+    case "unauthorized": return refused();
     case "unknown_claim_code": return MESSAGES.badClaimCode;
     case "claim_code_expired": return MESSAGES.expiredClaimCode;
     case "device_offline":
       return `${device} is offline: the command was not delivered. Commands are not queued; try again when it is online.`;
     case "command_timeout":
-      return `${device} did not answer in time; it may or may not have carried out the command.`;
-    case "unknown_device": return `${device} is not one of your devices.`;
-    case "forbidden": return `Not allowed: ${error.message}.`;
+      return `${device} did not answer in time; it may or may not have carried out the command. Check its readings, then send it again if needed.`;
+    case "unknown_device":
+      return `${device} is not one of your devices. Check the device list, or claim the device with the code on its label.`;
+    case "forbidden":
+      return /reload|sign in/i.test(error.message)
+        ? `Not allowed: ${error.message}.`
+        : `Not allowed: ${error.message}. Ask the account owner (or whoever gave you the key) if you need to do this.`;
     case "rate_limited": return "Too many requests; wait a moment and try again.";
-    case "internal": return "The server failed to do this; try again later.";
-    default: return error.message || `Request failed (${error.code}).`;
+    case "internal": return "The server failed to do this; try again in a minute.";
+    default:
+      return `${error.message || `The request failed (${error.code})`}. Reload the page and try again.`;
   }
 }
 
@@ -68,7 +87,10 @@ class ApiError extends Error {
 }
 
 async function api(method, path, body, key = state.key) {
-  const headers = { Authorization: `Bearer ${key}` };
+  // A key, or else the session cookie (sent by the browser) with the CSRF
+  // token on requests that change something.
+  const headers = key ? { Authorization: `Bearer ${key}` } : {};
+  if (!key && state.session && method !== "GET") headers["X-CSRF-Token"] = state.session.csrf_token;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
@@ -92,6 +114,13 @@ async function api(method, path, body, key = state.key) {
     throw new ApiError("http", code, data?.error?.message ?? response.statusText, response.status);
   }
   return data;
+}
+
+/** An authenticated GET whose response the caller reads (readings.js). */
+function request(path) {
+  // A key, or else the session cookie (a GET needs no CSRF token).
+  const headers = state.key ? { Authorization: `Bearer ${state.key}` } : {};
+  return fetch(path, { headers, cache: "no-store" });
 }
 
 function setMessage(element, text, kind) {
@@ -155,8 +184,43 @@ function showSignIn(message, kind) {
   $("session").hidden = true;
   $("app-view").hidden = true;
   $("sign-in-view").hidden = false;
-  setMessage($("sign-in-message"), message ?? "", kind);
-  $("key").focus();
+  const withKey = $("key-sign-in").open;
+  setMessage($(withKey ? "sign-in-message" : "password-message"), message ?? "", kind);
+  setMessage($(withKey ? "password-message" : "sign-in-message"), "");
+  $(withKey ? "key" : "email").focus();
+}
+
+async function signInWithPassword(event) {
+  event.preventDefault();
+  const message = $("password-message");
+  const email = $("email").value.trim();
+  const password = $("password").value;
+  $("email").removeAttribute("aria-invalid");
+  $("password").removeAttribute("aria-invalid");
+  if (!email) {
+    setMessage(message, "Enter your email address.", "error");
+    $("email").setAttribute("aria-invalid", "true");
+    return;
+  }
+  if (!password) {
+    setMessage(message, "Enter your password.", "error");
+    $("password").setAttribute("aria-invalid", "true");
+    return;
+  }
+  $("sign-in-password").disabled = true;
+  setMessage(message, "Signing in…");
+  try {
+    const session = await passwordSignIn(email, password);
+    $("password").value = "";
+    setMessage(message, "");
+    enterSession(session);
+  } catch (error) {
+    if (error.code === "wrong_password") $("password").setAttribute("aria-invalid", "true");
+    if (error.code === "invalid_field") $("email").setAttribute("aria-invalid", "true");
+    setMessage(message, accountMessage(error), "error");
+  } finally {
+    $("sign-in-password").disabled = false;
+  }
 }
 
 async function signIn(event) {
@@ -189,6 +253,10 @@ function signOut(message, kind) {
   localStorage.removeItem(KEY_STORAGE);
   closeChannel();
   clearTimeout(state.refreshTimer);
+  const session = state.session;
+  // Ends the session on the server too (if it still exists).
+  if (session) endSession(session);
+  state.session = null;
   state.key = null;
   state.access = null;
   state.devices = [];
@@ -198,11 +266,23 @@ function signOut(message, kind) {
   showBanner("");
   setMessage($("claim-message"), "");
   setMessage($("command-message"), "");
-  showSignIn(message ?? "Signed out. This browser no longer keeps your key.", kind ?? "ok");
+  const done = session ? "Signed out." : "Signed out. This browser no longer keeps your key.";
+  showSignIn(message ?? done, kind ?? "ok");
+}
+
+/** The access a signed-in member has (what /v1/me says for a key). */
+function sessionAccess(session) {
+  return { tenant_id: session.tenant_id, can_command: session.can_command, channels: null };
+}
+
+function enterSession(session) {
+  state.session = session;
+  enterApp(null, sessionAccess(session));
 }
 
 function enterApp(key, access) {
   state.key = key;
+  if (key) state.session = null;
   state.access = access;
   $("sign-in-view").hidden = true;
   $("app-view").hidden = false;
@@ -211,7 +291,7 @@ function enterApp(key, access) {
   const fromHash = channelFromHash();
   // The channel list (fetched by the first refresh) tells where history starts.
   refresh().then(() => {
-    if (fromHash && state.key && !state.channel) openChannel(fromHash);
+    if (fromHash && signedIn() && !state.channel) openChannel(fromHash);
   });
 }
 
@@ -223,36 +303,46 @@ function applyAccess() {
   }
   const what = access.can_command ? "read and command" : "read only";
   const channels = access.channels === null ? "all channels" : access.channels.join(", ");
-  $("access").textContent = `Signed in (${what}, ${channels})`;
+  const session = state.session;
+  $("access").textContent = session ? `Signed in as ${session.email} (${roleText(session.role)})` : `Signed in (${what}, ${channels})`;
+  $("people-link").hidden = !session;
+  $("command-disabled").textContent = session
+    ? "Your account is read only: it cannot send commands. The account owner can give you full access."
+    : "This key is read-only: it cannot send commands.";
   $("command-form").hidden = !access.can_command;
   $("command-disabled").hidden = access.can_command;
 }
 
 // ------------------------------------------------------ devices, channels
 
+/** Who is signed in (a key or a session); a new sign-in is a new value. */
+function signedIn() {
+  return state.key ?? state.session;
+}
+
 async function refresh() {
   clearTimeout(state.refreshTimer);
-  const key = state.key;
+  const key = signedIn();
   if (!key) return;
   try {
     if (!state.access) {
       const access = await api("GET", "/v1/me");
-      if (state.key !== key) return;
+      if (signedIn() !== key) return;
       state.access = access;
       applyAccess();
     }
     const [devices, channels] = await Promise.all([api("GET", "/v1/devices"), api("GET", "/v1/channels")]);
     // Signed out (or in with another key) meanwhile: this answer is stale.
-    if (state.key !== key) return;
+    if (signedIn() !== key) return;
     state.devices = devices.devices;
     state.channels = channels.channels;
     renderDevices();
     renderChannels();
     showBanner("");
   } catch (error) {
-    if (state.key !== key) return;
+    if (signedIn() !== key) return;
     if (error.code === "unauthorized") {
-      signOut(MESSAGES.wrongKey, "error");
+      signOut(refused(), "error");
       return;
     }
     showBanner(error.kind === "unreachable" ? MESSAGES.unreachable : describeError(error));
@@ -272,9 +362,11 @@ function renderDevices() {
     row.append(th);
     const badge = document.createElement("span");
     badge.className = `badge ${device.online ? "online" : "offline"}`;
-    badge.textContent = device.online ? "Online" : "Offline";
+    const offlineFor = !device.online && device.last_seen_ms != null ? ` for ${durationText(Date.now() - device.last_seen_ms)}` : "";
+    badge.textContent = device.online ? "Online" : `Offline${offlineFor}`;
     cell(row, badge, "status");
     cell(row, device.last_seen_ms == null ? "never" : timeElement(device.last_seen_ms, device.online ? "now" : agoText(device.last_seen_ms)), "last-seen");
+    cell(row, signalText(device) || "not reported", "signal");
     cell(row, device.firmware_version ?? "unknown", "firmware");
     cell(row, String(device.messages_today), "number messages-today");
     return row;
@@ -293,6 +385,51 @@ function renderDevices() {
     }),
   );
   if (state.devices.some((device) => device.id === selected)) select.value = selected;
+  // A device chosen for the first time (the list's first) fills the form.
+  offerCommands(select.value !== selected);
+}
+
+/**
+ * The command form offers the commands the chosen device declared; when
+ * the customer picks a device (`choose`), its first command and example
+ * fill the form.
+ */
+function offerCommands(choose = false) {
+  const device = state.devices.find((entry) => entry.id === $("command-device").value);
+  const commands = device?.commands ?? [];
+  $("command-channels").replaceChildren(
+    ...commands.map((command) => {
+      const option = document.createElement("option");
+      option.value = command.channel;
+      if (command.label) option.label = command.label;
+      return option;
+    }),
+  );
+  const hint = $("command-hint");
+  if (!device) {
+    hint.textContent = "";
+  } else if (commands.length === 0) {
+    hint.textContent = `${device.id} declared no commands; type the command channel its firmware handles.`;
+  } else {
+    const names = commands.map((command) => (command.label ? `${command.channel} (${command.label})` : command.channel));
+    hint.textContent = `${device.id} takes: ${names.join(", ")}.`;
+    const channel = $("command-channel");
+    if (choose) {
+      if (!commands.some((command) => command.channel === channel.value.trim())) {
+        channel.value = commands[0].channel;
+      }
+      fillExample();
+    }
+  }
+}
+
+/** Puts the declared example payload of the chosen command in the form. */
+function fillExample() {
+  const device = state.devices.find((entry) => entry.id === $("command-device").value);
+  const command = device?.commands?.find((entry) => entry.channel === $("command-channel").value.trim());
+  if (command && command.example !== null && command.example !== undefined) {
+    $("command-payload").value = JSON.stringify(command.example);
+  }
 }
 
 function renderChannels() {
@@ -345,14 +482,18 @@ async function claim(event) {
     refresh();
   } catch (error) {
     if (error.code === "unauthorized") {
-      signOut(MESSAGES.wrongKey, "error");
+      signOut(refused(), "error");
       return;
     }
     if (error.code === "unknown_claim_code" || error.code === "claim_code_expired" || error.code === "malformed") {
       input.setAttribute("aria-invalid", "true");
     }
     const text =
-      error.code === "forbidden" ? "This key is read-only; claiming a device needs a read and command key." : describeError(error);
+      error.code !== "forbidden"
+        ? describeError(error)
+        : state.session
+          ? "Your account is read only: it cannot add devices. Ask the account owner to add it, or to give you full access."
+          : "This key is read-only; claiming a device needs a read and command key.";
     setMessage(message, text, "error");
   } finally {
     $("claim").disabled = false;
@@ -400,7 +541,7 @@ async function sendCommand(event) {
     setMessage(message, `Acknowledged by ${device}: ${status}. Result: ${JSON.stringify(answer.result)}`, kind);
   } catch (error) {
     if (error.code === "unauthorized") {
-      signOut(MESSAGES.wrongKey, "error");
+      signOut(refused(), "error");
       return;
     }
     setMessage(message, describeError(error, { device }), "error");
@@ -421,113 +562,6 @@ function channelFromHash() {
   }
 }
 
-/** Numeric fields of a payload, flattened: `{a:{b:1}}` gives `a.b`. */
-function numericFields(payload, prefix = "", out = {}, depth = 0) {
-  if (typeof payload === "number" && Number.isFinite(payload)) {
-    out[prefix || "value"] = payload;
-  } else if (payload && typeof payload === "object" && !Array.isArray(payload) && depth < 3) {
-    for (const [name, value] of Object.entries(payload)) {
-      numericFields(value, prefix ? `${prefix}.${name}` : name, out, depth + 1);
-    }
-  }
-  return out;
-}
-
-/** The chart of a channel's numeric fields (uPlot). */
-class Chart {
-  constructor(element, caption) {
-    this.element = element;
-    this.caption = caption;
-    this.times = [];
-    this.series = new Map(); // label -> values aligned with times
-    this.plot = null;
-    this.dirty = false;
-    this.rebuild = false;
-    this.latest = null;
-    this.resize = () => this.plot?.setSize(this.size());
-    window.addEventListener("resize", this.resize);
-  }
-
-  size() {
-    return { width: Math.max(200, this.element.clientWidth || 300), height: 240 };
-  }
-
-  add(event) {
-    const fields = numericFields(event.payload);
-    const names = Object.keys(fields);
-    if (names.length === 0) return;
-    this.times.push(event.server_time_ms / 1000);
-    for (const values of this.series.values()) values.push(null);
-    for (const name of names) {
-      const label = `${name} (${event.device})`;
-      let values = this.series.get(label);
-      if (!values) {
-        values = new Array(this.times.length).fill(null);
-        this.series.set(label, values);
-        this.rebuild = true;
-      }
-      values[values.length - 1] = fields[name];
-    }
-    if (this.times.length > MAX_POINTS) {
-      this.times.shift();
-      for (const values of this.series.values()) values.shift();
-    }
-    this.latest = { event, fields };
-    this.schedule();
-  }
-
-  schedule() {
-    if (this.dirty) return;
-    this.dirty = true;
-    setTimeout(() => this.draw(), 100);
-  }
-
-  draw() {
-    this.dirty = false;
-    if (this.latest) {
-      const { event, fields } = this.latest;
-      const values = Object.entries(fields).map(([name, value]) => `${name} ${value}`).join(", ");
-      this.caption.textContent = `Numeric fields over time. Latest from ${event.device} at ${timeText(event.server_time_ms)}: ${values}.`;
-    }
-    if (typeof window.uPlot !== "function") {
-      this.caption.textContent += " (The chart library did not load.)";
-      return;
-    }
-    const data = [this.times, ...this.series.values()];
-    if (!this.plot || this.rebuild) {
-      this.rebuild = false;
-      this.plot?.destroy();
-      const labels = [...this.series.keys()];
-      this.plot = new window.uPlot(
-        {
-          ...this.size(),
-          scales: { x: { time: true } },
-          series: [
-            { label: "time" },
-            ...labels.map((label, index) => ({
-              label,
-              stroke: COLORS[index % COLORS.length],
-              width: 2,
-              spanGaps: true,
-            })),
-          ],
-        },
-        data,
-        this.element,
-      );
-    } else {
-      this.plot.setData(data);
-    }
-  }
-
-  destroy() {
-    window.removeEventListener("resize", this.resize);
-    this.plot?.destroy();
-    this.plot = null;
-    this.element.replaceChildren();
-  }
-}
-
 /**
  * One open channel: a receiver WebSocket that replays history, then
  * delivers live events; reconnects with backoff and resumes from the last
@@ -537,6 +571,7 @@ class LiveChannel {
   constructor(name, from) {
     this.name = name;
     this.from = from;
+    this.fromKnown = from;
     this.lastOffset = null;
     this.attempt = 0;
     this.socket = null;
@@ -548,7 +583,22 @@ class LiveChannel {
     this.summaryTimer = null;
     this.body = $("events").tBodies[0];
     this.status = $("connection");
-    this.chart = new Chart($("chart"), $("chart-caption"));
+    this.readings = new ReadingsView($("readings"), { channel: name, request });
+    this.onFilter = () => this.filterRows();
+    $("readings").addEventListener("filter", this.onFilter);
+  }
+
+  /** Loads the readings, then subscribes where their series ends. */
+  async start() {
+    try {
+      const next = await this.readings.load();
+      // The table replays the last HISTORY messages; the charts take live
+      // events from the series' end on.
+      this.from = Math.max(this.fromKnown, next - HISTORY, 1);
+    } catch {
+      // The charts said why; the live table still works.
+    }
+    this.connect();
   }
 
   setStatus(text, kind) {
@@ -570,16 +620,18 @@ class LiveChannel {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     let socket;
     try {
-      socket = new WebSocket(`${scheme}://${location.host}/v1/receiver`, ["tether.v1", `tether-key.${state.key}`]);
+      // A key in its subprotocol, or the session cookie with its CSRF token.
+      const credential = state.key ? `tether-key.${state.key}` : `tether-csrf.${state.session?.csrf_token}`;
+      socket = new WebSocket(`${scheme}://${location.host}/v1/receiver`, ["tether.v1", credential]);
     } catch {
-      signOut(MESSAGES.wrongKey, "error");
+      signOut(refused(), "error");
       return;
     }
     this.socket = socket;
     this.setStatus(this.attempt === 0 ? "Connecting…" : "Reconnecting…", "waiting");
     socket.onopen = () => {
       const from = this.lastOffset === null ? this.from : this.lastOffset + 1;
-      socket.send(JSON.stringify({ v: 1, subscribe: { channel: this.name, from } }));
+      socket.send(JSON.stringify({ v: 1, subscribe: { channel: this.name, from, describe: true } }));
       this.schedulePing(socket);
     };
     socket.onmessage = (message) => this.handle(socket, message.data);
@@ -599,6 +651,8 @@ class LiveChannel {
     }
     if (message.event) {
       this.onEvent(message.event);
+    } else if (message.description) {
+      this.readings.describe(message.description);
     } else if (message.subscribed) {
       const first = message.subscribed.first_offset;
       this.attempt = 0;
@@ -621,7 +675,7 @@ class LiveChannel {
         this.setStatus(`This key may not read channel ${this.name}.`, "error");
         this.close();
       } else if (code === 5) {
-        signOut(MESSAGES.wrongKey, "error");
+        signOut(refused(), "error");
       } else {
         this.setStatus(`The server reported an error: ${message.error.message}`, "error");
       }
@@ -638,12 +692,19 @@ class LiveChannel {
     cell(row, String(event.offset), "number offset");
     cell(row, timeElement(event.server_time_ms, timeText(event.server_time_ms)), "time");
     cell(row, event.device, "device");
+    row.dataset.device = event.device;
+    cell(row, valuesText(event.payload, this.readings.fieldsOf(event.device)) || "–", "values");
+    const details = document.createElement("details");
+    const summary = document.createElement("summary");
+    summary.textContent = "JSON";
     const pre = document.createElement("pre");
     pre.textContent = payloadText(event.payload);
-    cell(row, pre, "payload");
+    details.append(summary, pre);
+    cell(row, details, "payload");
+    row.hidden = !this.readings.shows(event.device);
     this.body.prepend(row);
     while (this.body.rows.length > MAX_ROWS) this.body.lastElementChild.remove();
-    this.chart.add(event);
+    this.readings.add(event);
     this.scheduleSummary();
   }
 
@@ -673,8 +734,24 @@ class LiveChannel {
 
   async dropped(code) {
     if (this.closed) return;
-    if (code === 4005) {
-      signOut(MESSAGES.wrongKey, "error");
+    if (code === 4005 && state.session) {
+      // The session ended, or the member's rights changed: ask which.
+      let session = null;
+      try {
+        session = await currentSession();
+      } catch {
+        session = state.session;
+      }
+      if (this.closed) return;
+      if (!session) {
+        signOut(refused(), "error");
+        return;
+      }
+      state.session = session;
+      state.access = sessionAccess(session);
+      applyAccess();
+    } else if (code === 4005) {
+      signOut(refused(), "error");
       return;
     }
     const base = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt);
@@ -687,7 +764,7 @@ class LiveChannel {
       await api("GET", "/v1/me");
     } catch (error) {
       if (error.code === "unauthorized") {
-        signOut(MESSAGES.wrongKey, "error");
+        signOut(refused(), "error");
         return;
       }
       if (error.kind === "unreachable") {
@@ -713,9 +790,15 @@ class LiveChannel {
     }
   }
 
+  /** Rows of devices the filter hides are hidden too. */
+  filterRows() {
+    for (const row of this.body.rows) row.hidden = !this.readings.shows(row.dataset.device);
+  }
+
   destroy() {
     this.close();
-    this.chart.destroy();
+    $("readings").removeEventListener("filter", this.onFilter);
+    this.readings.destroy();
     this.body.replaceChildren();
     $("live-summary").textContent = "";
   }
@@ -733,7 +816,7 @@ function openChannel(name) {
     history.replaceState(null, "", `#channel=${encodeURIComponent(channel)}`);
   }
   state.channel = new LiveChannel(channel, from);
-  state.channel.connect();
+  state.channel.start();
   $("channel-title").scrollIntoView({ block: "start" });
 }
 
@@ -750,20 +833,26 @@ function closeChannel() {
 
 function start() {
   $("sign-in-form").addEventListener("submit", signIn);
+  $("password-form").addEventListener("submit", signInWithPassword);
   $("sign-out").addEventListener("click", () => signOut());
   $("claim-form").addEventListener("submit", claim);
   $("command-form").addEventListener("submit", sendCommand);
+  $("command-device").addEventListener("change", () => offerCommands(true));
+  $("command-channel").addEventListener("change", fillExample);
   $("open-form").addEventListener("submit", (event) => {
     event.preventDefault();
     openChannel($("open-channel").value);
   });
   $("close-channel").addEventListener("click", closeChannel);
+  if (location.hash === "#key") $("key-sign-in").open = true;
   const key = localStorage.getItem(KEY_STORAGE);
   if (key) {
     // Checked by the first refresh: a refused key signs out with a message.
     enterApp(key, null);
   } else {
-    showSignIn();
+    currentSession()
+      .then((session) => (session ? enterSession(session) : showSignIn()))
+      .catch((error) => showSignIn(accountMessage(error), "error"));
   }
 }
 

@@ -1,7 +1,9 @@
-//! Secrets: device tokens, receiver keys and claim codes.
+//! Secrets: device tokens, receiver keys, sign-in sessions, invitation
+//! links and claim codes.
 //!
-//! Tokens and keys are 256 random bits, written `td_<64 hex>` (device) and
-//! `tk_<64 hex>` (receiver key). The database keeps only a non-secret lookup
+//! Tokens and keys are 256 random bits, written `td_<64 hex>` (device),
+//! `tk_<64 hex>` (receiver key), `ts_<64 hex>` (a sign-in session, the
+//! session cookie's value) and `ti_<64 hex>` (an invitation link). The database keeps only a non-secret lookup
 //! prefix (the first 16 hex digits) and the SHA-256 of the whole string;
 //! a presented secret is hashed and compared to the stored hash in constant
 //! time. SHA-256 (not a slow password hash) is right for 256-bit random
@@ -19,6 +21,10 @@ use subtle::ConstantTimeEq;
 pub const DEVICE_TOKEN_PREFIX: &str = "td_";
 /// Prefix of receiver keys.
 pub const RECEIVER_KEY_PREFIX: &str = "tk_";
+/// Prefix of sign-in session tokens (the session cookie).
+pub const SESSION_TOKEN_PREFIX: &str = "ts_";
+/// Prefix of invitation tokens (in invitation links).
+pub const INVITATION_TOKEN_PREFIX: &str = "ti_";
 /// Hex digits of a secret after its prefix.
 const SECRET_HEX_LEN: usize = 64;
 /// Hex digits of the lookup part.

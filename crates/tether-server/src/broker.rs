@@ -8,15 +8,37 @@
 //! bounded by the ring, never by the slowest receiver. A receiver
 //! that falls more than a ring behind gets [`Received::Lagged`] and catches
 //! up from the store (see `receiver_endpoint`), so nothing is lost.
+//!
+//! Channel descriptions devices send go through the broker too
+//! ([`Broker::publish_description`]): a receiver that asked for them hears
+//! of a new one whichever node its device is on.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tether_proto::{CommandStatus, ErrorCode};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 
 use crate::store::{BoxFuture, StoredEvent, TenantId};
+
+/// A device described a channel of its tenant (see `device_readings`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelDescribed {
+    /// The device's tenant.
+    pub tenant_id: TenantId,
+    /// The described channel.
+    pub channel: String,
+    /// The device.
+    pub device: String,
+    /// The field descriptions, the canonical JSON array.
+    pub fields: String,
+}
+
+/// Descriptions a broker keeps for receivers that lag, at most (one that
+/// lags reads the store again).
+const DESCRIPTIONS: usize = 256;
 
 /// A device's answer to a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +153,11 @@ pub trait Broker: Send + Sync + 'static {
     fn cluster_stats(&self) -> Option<crate::cluster::NatsStats> {
         None
     }
+    /// A device on this node described a channel (the description is
+    /// stored): tells the receivers of every node that asked.
+    fn publish_description(&self, description: Arc<ChannelDescribed>);
+    /// Descriptions published from now on, on any node.
+    fn descriptions(&self) -> broadcast::Receiver<Arc<ChannelDescribed>>;
 }
 
 type ChannelKey = (TenantId, String);
@@ -157,6 +184,7 @@ struct Shared {
     capacity: usize,
     max_channels_per_tenant: usize,
     channels: Mutex<Channels>,
+    descriptions: broadcast::Sender<Arc<ChannelDescribed>>,
 }
 
 /// Rings by tenant, then channel name (looked up by `&str`, without
@@ -253,12 +281,22 @@ impl InProcessBroker {
                 capacity: capacity.max(1),
                 max_channels_per_tenant,
                 channels: Mutex::new(Channels::default()),
+                descriptions: broadcast::channel(DESCRIPTIONS).0,
             }),
         }
     }
 }
 
 impl Broker for InProcessBroker {
+    fn publish_description(&self, description: Arc<ChannelDescribed>) {
+        // No receiver asking is not an error.
+        let _ = self.shared.descriptions.send(description);
+    }
+
+    fn descriptions(&self) -> broadcast::Receiver<Arc<ChannelDescribed>> {
+        self.shared.descriptions.subscribe()
+    }
+
     fn publish(&self, events: Vec<Arc<StoredEvent>>) {
         let Ok(channels) = self.shared.channels.lock() else {
             return;

@@ -1,7 +1,7 @@
 //! The command line: `tether-server [OPTIONS]` runs the server;
-//! `tenant`, `device` and `key` subcommands administer the database
-//! directly (also while a server runs on it): the SQLite file in the data
-//! directory, or the PostgreSQL database of `--database`.
+//! `tenant`, `device`, `key` and `invite` subcommands administer the
+//! database directly (also while a server runs on it): the SQLite file in
+//! the data directory, or the PostgreSQL database of `--database`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Settings};
-use crate::store::{ChannelFilter, StoreError};
+use crate::store::{ChannelFilter, Role, StoreError};
 
 /// The tether relay server.
 #[derive(Debug, Parser)]
@@ -42,6 +42,25 @@ pub enum Command {
     /// Receiver keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Prints an invitation link to a tenant: the person who opens it
+    /// creates an account there (how an existing tenant gets its owner).
+    Invite {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// What the account may do: `owner` (also manages people),
+        /// `member` (read and command) or `read_only`.
+        #[arg(long, default_value = "owner", value_parser = parse_role)]
+        role: Role,
+        /// The link stops working after this long (`12h`, `7d`, …).
+        #[arg(long, default_value = "7d", value_parser = parse_duration)]
+        expires_in: Duration,
+    },
+}
+
+/// A role as typed on the command line.
+pub fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| format!("{text:?}: the role is owner, member or read_only"))
 }
 
 /// `tenant …`
@@ -168,6 +187,10 @@ pub async fn run_admin(command: Command, config: &Config) -> Result<String, Stor
             );
             if let Some(code) = device.claim_code {
                 out.push_str(&format!("\nclaim code (for the label): {code}"));
+                out.push_str(&format!(
+                    "\nclaim page (the label's QR code): {}/claim#code={code}",
+                    config.base_url()
+                ));
                 if let (Some(after), Some(at)) = (claim_expires_in, claim_expires_ms) {
                     out.push_str(&format!(
                         "\nclaim code expires: in {}s (Unix time {at} ms)",
@@ -205,6 +228,22 @@ pub async fn run_admin(command: Command, config: &Config) -> Result<String, Stor
         Command::Key(KeyCommand::Revoke { id }) => {
             admin.revoke_key(id).await?;
             format!("key {id} revoked")
+        }
+        Command::Invite {
+            tenant,
+            role,
+            expires_in,
+        } => {
+            let tenant_id = admin.tenant_id(&tenant).await?;
+            let expires_ms = crate::now_ms()
+                .saturating_add(u64::try_from(expires_in.as_millis()).unwrap_or(u64::MAX));
+            let invitation = admin.add_invitation(tenant_id, role, expires_ms).await?;
+            format!(
+                "invitation to tenant {tenant} ({role}), works once, for {}s:\n{}/invite#token={}",
+                expires_in.as_secs(),
+                config.base_url(),
+                invitation.token
+            )
         }
     })
 }
@@ -263,6 +302,31 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn invitations_name_a_known_role() {
+        use clap::Parser;
+        let parsed = Cli::try_parse_from(["tether-server", "invite", "--tenant", "acme"]);
+        assert!(
+            matches!(
+                parsed.map(|cli| cli.command),
+                Ok(Some(Command::Invite {
+                    role: Role::Owner,
+                    ..
+                }))
+            ),
+            "owner by default"
+        );
+        let refused = Cli::try_parse_from([
+            "tether-server",
+            "invite",
+            "--tenant",
+            "acme",
+            "--role",
+            "admin",
+        ]);
+        assert!(refused.is_err());
     }
 
     #[test]

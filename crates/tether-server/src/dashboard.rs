@@ -3,10 +3,16 @@
 //! server).
 //!
 //! ```text
-//!  GET /                      index.html   ─┐ the page signs in with a receiver key,
-//!  GET /assets/app.js         ES module     │ lists devices (GET /v1/devices), claims
+//!  GET /                      index.html   ─┐ the page signs in (an account, or a receiver
+//!  GET /assets/app.js         ES module     │ key), lists devices (GET /v1/devices), claims
 //!  GET /assets/app.css                      │ (POST /v1/claim), opens a channel over the
-//!  GET /assets/vendor/uPlot.*  chart library ┘ receiver WebSocket and sends commands
+//!  GET /assets/readings.{js,css}            │ receiver WebSocket and sends commands;
+//!  GET /assets/vendor/uPlot.*  chart library ┘ readings.js draws a channel's readings
+//!  GET /claim                 claim.html   ─┐ the label's QR code opens /claim#code=…:
+//!  GET /invite                invite.html   │ create an account there; join with an
+//!  GET /people                people.html   │ invitation; the owner manages people
+//!  GET /assets/account.js, session.js, account.css ┘ (scripts of those pages)
+//!  GET /favicon.ico, /assets/icon.svg, /manifest.webmanifest: the app's name and icon
 //! ```
 //!
 //! Every response carries a strong `ETag` (SHA-256 of the file) and
@@ -41,7 +47,7 @@ struct Asset {
 
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
 style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
-base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 macro_rules! asset {
     ($path:literal, $content_type:literal) => {
@@ -56,8 +62,21 @@ macro_rules! asset {
 static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
     [
         asset!("index.html", "text/html; charset=utf-8"),
+        asset!("claim.html", "text/html; charset=utf-8"),
+        asset!("invite.html", "text/html; charset=utf-8"),
+        asset!("people.html", "text/html; charset=utf-8"),
         asset!("app.js", "text/javascript; charset=utf-8"),
+        asset!("session.js", "text/javascript; charset=utf-8"),
+        asset!("account.js", "text/javascript; charset=utf-8"),
         asset!("app.css", "text/css; charset=utf-8"),
+        asset!("readings.js", "text/javascript; charset=utf-8"),
+        asset!("readings.css", "text/css; charset=utf-8"),
+        asset!("account.css", "text/css; charset=utf-8"),
+        asset!("icon.svg", "image/svg+xml"),
+        asset!("icon-192.png", "image/png"),
+        asset!("icon-512.png", "image/png"),
+        asset!("favicon.ico", "image/x-icon"),
+        asset!("manifest.webmanifest", "application/manifest+json"),
         asset!("vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
         asset!("vendor/uPlot.min.css", "text/css; charset=utf-8"),
     ]
@@ -106,7 +125,7 @@ fn respond(asset: &Asset, headers: &HeaderMap) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    if asset.path == "index.html" {
+    if is_page(asset.path) {
         response_headers.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
@@ -119,17 +138,55 @@ fn find(path: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|asset| asset.path == path)
 }
 
-/// `GET /`: the dashboard page.
-pub(crate) async fn page(headers: HeaderMap) -> Response {
-    match find("index.html") {
-        Some(asset) => respond(asset, &headers),
+/// Pages are served at their own paths (with the CSP), not under
+/// `/assets/`.
+fn is_page(path: &str) -> bool {
+    path.ends_with(".html")
+}
+
+fn serve(path: &str, headers: &HeaderMap) -> Response {
+    match find(path) {
+        Some(asset) => respond(asset, headers),
         None => error_response(StatusCode::NOT_FOUND, "not_found", "no such file"),
     }
 }
 
-/// `GET /assets/{*path}`: the page's script, styles and the chart library.
+/// `GET /`: the dashboard page.
+pub(crate) async fn page(headers: HeaderMap) -> Response {
+    serve("index.html", &headers)
+}
+
+/// `GET /claim`: add a device with its claim code (the label's QR code
+/// opens `/claim#code=…`), creating the account if need be.
+pub(crate) async fn claim_page(headers: HeaderMap) -> Response {
+    serve("claim.html", &headers)
+}
+
+/// `GET /invite`: join a customer with an invitation link
+/// (`/invite#token=…`).
+pub(crate) async fn invite_page(headers: HeaderMap) -> Response {
+    serve("invite.html", &headers)
+}
+
+/// `GET /people`: the customer's people and invitations.
+pub(crate) async fn people_page(headers: HeaderMap) -> Response {
+    serve("people.html", &headers)
+}
+
+/// `GET /favicon.ico`.
+pub(crate) async fn favicon(headers: HeaderMap) -> Response {
+    serve("favicon.ico", &headers)
+}
+
+/// `GET /manifest.webmanifest`: the app's name and icons.
+pub(crate) async fn manifest(headers: HeaderMap) -> Response {
+    serve("manifest.webmanifest", &headers)
+}
+
+/// `GET /assets/{*path}`: the pages' scripts, styles, icons and the chart
+/// library.
 pub(crate) async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
-    match find(&path).filter(|asset| asset.path != "index.html") {
+    match find(&path).filter(|asset| !is_page(asset.path)) {
         Some(asset) => respond(asset, &headers),
         None => error_response(StatusCode::NOT_FOUND, "not_found", "no such file"),
     }
@@ -141,7 +198,7 @@ mod tests {
 
     #[test]
     fn every_asset_is_embedded_with_a_distinct_etag() {
-        assert_eq!(ASSETS.len(), 5);
+        assert_eq!(ASSETS.len(), 18);
         for asset in ASSETS.iter() {
             assert!(!asset.body.is_empty(), "{} is empty", asset.path);
             assert_eq!(asset.etag.len(), 34);
@@ -169,18 +226,39 @@ mod tests {
         let response = asset(Path("app.js".to_owned()), conditional).await;
         assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
 
-        let response = page(HeaderMap::new()).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        assert!(
-            response.headers()[header::CONTENT_SECURITY_POLICY]
-                .to_str()
-                .is_ok_and(|csp| csp.contains("script-src 'self'"))
+        for response in [
+            page(HeaderMap::new()).await,
+            claim_page(HeaderMap::new()).await,
+            invite_page(HeaderMap::new()).await,
+            people_page(HeaderMap::new()).await,
+        ] {
+            assert_eq!(response.status(), StatusCode::OK);
+            assert!(
+                response.headers()[header::CONTENT_SECURITY_POLICY]
+                    .to_str()
+                    .is_ok_and(|csp| csp.contains("script-src 'self'"))
+            );
+        }
+        let icon = favicon(HeaderMap::new()).await;
+        assert_eq!(icon.status(), StatusCode::OK);
+        assert_eq!(icon.headers()[header::CONTENT_TYPE], "image/x-icon");
+        let manifest = manifest(HeaderMap::new()).await;
+        assert_eq!(
+            manifest.headers()[header::CONTENT_TYPE],
+            "application/manifest+json"
         );
     }
 
     #[tokio::test]
     async fn unknown_files_and_the_page_under_assets_are_not_found() {
-        for path in ["index.html", "../Cargo.toml", "nope.js", ""] {
+        for path in [
+            "index.html",
+            "claim.html",
+            "people.html",
+            "../Cargo.toml",
+            "nope.js",
+            "",
+        ] {
             let response = asset(Path(path.to_owned()), HeaderMap::new()).await;
             assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
         }

@@ -1,7 +1,9 @@
 //! `--demo`: a handful of simulated devices, each running tether-core's
 //! device client (the same no_std code as the firmware) through
 //! tether-host's tokio connector, publishing readings to the server so data
-//! flows at once. They answer `led` commands.
+//! flows at once. They describe their readings (temperature in °C from
+//! hundredths, humidity in %, a counter) and their `led` command, report a
+//! made-up signal strength, and answer `led` commands.
 
 use core::time::Duration;
 use std::path::Path;
@@ -9,7 +11,9 @@ use std::path::Path;
 use serde::Serialize;
 use tether_core::client::{self, ClientConfig, CommandResult, Resources};
 use tether_host::board::TokioBoard;
-use tether_proto::{Command, CommandStatus};
+use tether_proto::{
+    Command, CommandStatus, DescribeChannel, DescribeCommand, FieldDescription, Fields,
+};
 
 use crate::store::{Admin, StoreError};
 
@@ -17,6 +21,30 @@ use crate::store::{Admin, StoreError};
 pub const DEMO_DEVICES: usize = 5;
 /// The channel they publish on.
 pub const DEMO_CHANNEL: &str = "demo/readings";
+
+/// What the members of a [`Reading`] mean, told the server once per
+/// session: dashboards draw temperature in °C, humidity in %.
+pub const READINGS: DescribeChannel<'static> = DescribeChannel::new(
+    DEMO_CHANNEL,
+    Fields::new(&[
+        FieldDescription::new("centi_celsius")
+            .with_label("Temperature")
+            .with_unit("°C")
+            .with_scale(0.01)
+            .with_decimals(2),
+        FieldDescription::new("humidity")
+            .with_label("Humidity")
+            .with_unit("%")
+            .with_decimals(0)
+            .with_range(0.0, 100.0),
+        FieldDescription::new("counter").with_label("Counter"),
+    ]),
+);
+
+/// The command a demo device takes.
+pub const LED: DescribeCommand<'static> = DescribeCommand::new("led")
+    .with_label("LED on or off")
+    .with_example("{\"on\":true}");
 
 /// What a demo device publishes every second.
 #[derive(Debug, Serialize)]
@@ -87,7 +115,10 @@ pub fn spawn(url: String, devices: Vec<(String, String)>) -> std::io::Result<()>
 
 async fn device(number: usize, url: &str, id: &str, token: &str) -> Result<(), String> {
     let authorization = format!("Bearer {token}");
-    let config = ClientConfig::new(url, id, "demo-1.0.0").with_authorization(&authorization);
+    let config = ClientConfig::new(url, id, "demo-1.0.0")
+        .with_authorization(&authorization)
+        .with_descriptions(&[READINGS])
+        .with_commands(&[LED]);
     let mut resources: Resources<TokioBoard> = Resources::new();
     let (client, mut runner) = client::new(TokioBoard::new(), config, &mut resources)
         .map_err(|error| error.to_string())?;
@@ -100,6 +131,11 @@ async fn device(number: usize, url: &str, id: &str, token: &str) -> Result<(), S
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for counter in 1u32.. {
             ticker.tick().await;
+            // A made-up WiFi signal, as a board backend would report it.
+            let rssi = -52
+                - i16::try_from(seed % 6).unwrap_or(0) * 6
+                - i16::try_from(counter % 5).unwrap_or(0);
+            client.set_rssi(rssi);
             let wave =
                 i32::try_from((counter.wrapping_mul(7).wrapping_add(seed * 13)) % 120).unwrap_or(0);
             let reading = Reading {

@@ -47,6 +47,7 @@ use std::collections::HashMap;
 use tether_proto::{Ack, Command, DeviceToServer, ErrorCode, Payload, ServerToDevice, Welcome};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::device_readings::{Described, Refused};
 use crate::http_util::{error_response, too_many_connections};
 use crate::limits::RateLimiter;
 use crate::serve::TcpHeld;
@@ -295,6 +296,7 @@ async fn start(
         acked: 0,
         previous_seq: last_stored_seq,
         write_failed: false,
+        described: Described::default(),
         replaced: false,
         session_id,
     };
@@ -412,6 +414,8 @@ struct Session {
     previous_seq: u32,
     /// A write failed: nothing more is acknowledged on this connection.
     write_failed: bool,
+    /// What the device described in this session.
+    described: Described,
     /// The store refused a write because a newer session of the device
     /// holds its fencing token.
     replaced: bool,
@@ -692,6 +696,33 @@ impl Session {
             .await
     }
 
+    /// A token of the device's publish rate limit (publishes and what the
+    /// device says about itself share it).
+    fn take_token(&self) -> Result<(), End> {
+        let allowed = self
+            .rate
+            .lock()
+            .is_ok_and(|mut bucket| bucket.try_take(Instant::now()));
+        if allowed {
+            return Ok(());
+        }
+        self.state.metrics.rejected("rate_limited");
+        tracing::warn!(device = %self.identity.device_id, "publish rate limit exceeded");
+        Err(error_end(
+            ErrorCode::RATE_LIMITED,
+            "publish rate limit exceeded",
+        ))
+    }
+
+    /// A description the session refuses ends it.
+    fn refused(&self, done: Result<(), Refused>) -> Result<(), End> {
+        done.map_err(|refused| {
+            self.state.metrics.rejected("description");
+            tracing::warn!(device = %self.identity.device_id, reason = refused.reason, "description refused");
+            error_end(refused.code, refused.reason)
+        })
+    }
+
     async fn receive(&mut self, message: Message) -> Result<(), End> {
         let decoded = match (&message, self.encoding) {
             (Message::Binary(bytes), Encoding::Binary) => DeviceToServer::decode(bytes),
@@ -749,19 +780,29 @@ impl Session {
                 }
                 Ok(())
             }
+            DeviceToServer::DescribeChannel(describe) => {
+                self.take_token()?;
+                let done = self
+                    .described
+                    .channel(&self.state, &self.identity, &describe)
+                    .await;
+                self.refused(done)
+            }
+            DeviceToServer::DescribeCommand(describe) => {
+                self.take_token()?;
+                let done = self
+                    .described
+                    .command(&self.state, &self.identity, &describe)
+                    .await;
+                self.refused(done)
+            }
+            DeviceToServer::Status(status) => {
+                self.take_token()?;
+                Described::status(&self.state, &self.identity, &status).await;
+                Ok(())
+            }
             DeviceToServer::Publish(publish) => {
-                let allowed = self
-                    .rate
-                    .lock()
-                    .is_ok_and(|mut bucket| bucket.try_take(Instant::now()));
-                if !allowed {
-                    self.state.metrics.rejected("rate_limited");
-                    tracing::warn!(device = %self.identity.device_id, "publish rate limit exceeded");
-                    return Err(error_end(
-                        ErrorCode::RATE_LIMITED,
-                        "publish rate limit exceeded",
-                    ));
-                }
+                self.take_token()?;
                 let payload = match (publish.payload.check(), publish.payload.as_str()) {
                     (Ok(()), Some(text)) => text.to_owned(),
                     (Err(error), _) => {

@@ -34,7 +34,10 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use tether_proto::{ErrorCode, Payload, validate_channel, validate_device_id};
 
-use crate::http_util::{authenticate, error_response, read_json, store_error, wire_error};
+use crate::http_util::{
+    authenticate, authenticate_to_change, error_response, read_json, store_error, wire_error,
+};
+use crate::limits::ClaimSubject;
 use crate::store::{ReadRange, Revocation, StoreError, UNCLAIMED_TENANT};
 use crate::{AppState, now_ms};
 
@@ -249,7 +252,7 @@ pub(crate) async fn post_command(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let identity = match authenticate(&state, &headers).await {
+    let identity = match authenticate_to_change(&state, &headers).await {
         Ok(identity) => identity,
         Err(response) => return response,
     };
@@ -302,7 +305,7 @@ pub(crate) async fn claim(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let identity = match authenticate(&state, &headers).await {
+    let identity = match authenticate_to_change(&state, &headers).await {
         Ok(identity) => identity,
         Err(response) => return response,
     };
@@ -316,9 +319,13 @@ pub(crate) async fn claim(
         };
     // Counted before the store is asked, in one step with the check:
     // concurrent guesses cannot slip past the limit.
+    let subject = match &identity.session {
+        Some(session) => ClaimSubject::Account(session.account_id),
+        None => ClaimSubject::Key(identity.key_id),
+    };
     let Some(attempt) = state
         .claim_guard
-        .try_begin(identity.key_id, std::time::Instant::now())
+        .try_begin(subject, std::time::Instant::now())
     else {
         state.metrics.rejected("claim_guessing");
         return wire_error(

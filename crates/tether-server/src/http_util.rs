@@ -1,7 +1,8 @@
 //! What the HTTP handlers and the WebSocket upgrades share: JSON error
-//! responses with stable codes, the browser origin check, receiver-key
-//! authentication from the request headers, and reading a request body
-//! (after authentication, bounded in size and time).
+//! responses with stable codes, the browser origin check, authentication
+//! from the request headers (a receiver key, or a signed-in session's
+//! cookie with its CSRF checks, see `accounts::session`), and reading a
+//! request body (after authentication, bounded in size and time).
 
 use axum::Json;
 use axum::body::Body;
@@ -11,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tether_proto::ErrorCode;
 
+use crate::accounts::session::{self, Guard};
 use crate::store::{KeyIdentity, StoreError};
 use crate::{AppState, auth};
 
@@ -54,6 +56,23 @@ pub(crate) fn too_many_connections() -> Response {
     )
 }
 
+/// Whether the request has an `Origin` header naming the server itself
+/// (the host it was sent to).
+pub(crate) fn is_same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let origin = origin.to_str().unwrap_or("");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .unwrap_or("");
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|rest| !host.is_empty() && rest == host)
+}
+
 /// Refuses browsers (requests with `Origin`) from origins other than the
 /// server's own and the configured ones.
 pub(crate) fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
@@ -61,14 +80,7 @@ pub(crate) fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), 
         return Ok(());
     };
     let origin = origin.to_str().unwrap_or("");
-    let host = headers
-        .get(header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .unwrap_or("");
-    let same_host = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .is_some_and(|rest| !host.is_empty() && rest == host);
+    let same_host = is_same_origin(headers);
     let listed = state
         .config
         .allowed_origins
@@ -83,18 +95,40 @@ pub(crate) fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), 
     }
 }
 
-/// The receiver key of an API request (`Authorization: Bearer tk_…`),
-/// after the origin check.
+/// Who makes an API request that only reads: its receiver key
+/// (`Authorization: Bearer tk_…`) or its session cookie, after the origin
+/// check.
 pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<KeyIdentity, Response> {
+    authenticate_with(state, headers, Guard::Read).await
+}
+
+/// Who makes an API request that changes something: like
+/// [`authenticate`], and a session cookie must come with the page's own
+/// origin and its CSRF token (see `accounts::session`).
+pub(crate) async fn authenticate_to_change(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<KeyIdentity, Response> {
+    authenticate_with(state, headers, Guard::Change).await
+}
+
+async fn authenticate_with(
+    state: &AppState,
+    headers: &HeaderMap,
+    guard: Guard,
+) -> Result<KeyIdentity, Response> {
     check_origin(state, headers)?;
     let Some(key) = auth::bearer(headers) else {
+        if let Some((identity, _)) = session::identity(state, headers, guard).await? {
+            return Ok(identity);
+        }
         state.metrics.auth_failure("http");
         return Err(wire_error(
             ErrorCode::UNAUTHORIZED,
-            "missing receiver key (Authorization: Bearer tk_...)",
+            "missing receiver key (Authorization: Bearer tk_...) or session cookie",
         ));
     };
     match state.store.authenticate_key(key).await {

@@ -9,14 +9,16 @@
 //!                                │                              ▼
 //!  receivers ◀─wss /v1/receiver─ receiver_endpoint ◀──────── Broker (bounded live
 //!  (JSON)      history, then live   (gap-free hand-over)       queue per channel)
-//!  scripts ◀──── HTTP /v1/… ───── http_api (devices, channels, messages, commands, claim)
+//!  scripts ◀──── HTTP /v1/… ───── http_api (devices, channels, messages, commands, claim),
+//!                                 readings_api (descriptions, series, export)
 //! ```
 //!
 //! Modules, top down: `serve` (accept loop, per-address limit) → `router`
 //! → the endpoints (`device_endpoint`, `receiver_endpoint`, `http_api`,
-//! `dashboard`) → what they share (`commands`, `http_util`, `websocket`,
-//! `admission`, `sessions`, [`limits`], [`auth`]) → [`store`], [`broker`],
-//! [`metrics`], [`config`].
+//! `readings_api`, `accounts` (sign-in, accounts, people), `dashboard`) →
+//! what they share (`commands`, `http_util`, `accounts::session` (the
+//! session cookie and CSRF), `websocket`, `admission`, `sessions`,
+//! [`limits`], [`auth`]) → [`store`], [`broker`], [`metrics`], [`config`].
 //!
 //! # Example
 //!
@@ -55,6 +57,7 @@
 
 // The layers, top down, are in the crate docs above: no module imports
 // from one above it.
+pub mod accounts;
 mod admission;
 pub mod auth;
 pub mod broker;
@@ -65,10 +68,12 @@ pub mod config;
 mod dashboard;
 pub mod demo;
 mod device_endpoint;
+mod device_readings;
 mod http_api;
 mod http_util;
 pub mod limits;
 pub mod metrics;
+mod readings_api;
 mod receiver_endpoint;
 mod router;
 mod serve;
@@ -122,7 +127,8 @@ pub(crate) struct AppState {
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) admission: admission::Admission,
     pub(crate) publish_buckets: limits::PublishBuckets,
-    pub(crate) claim_guard: limits::AttemptGuard,
+    pub(crate) claim_guard: limits::AttemptGuard<limits::ClaimSubject>,
+    pub(crate) accounts: accounts::Accounts,
     next_session: AtomicU64,
     /// Set before `shutdown` when the node drains (SIGTERM).
     draining: AtomicBool,
@@ -316,6 +322,7 @@ impl Server {
                 CLAIM_FAILURES_PER_MINUTE,
                 Duration::from_secs(60),
             ),
+            accounts: accounts::Accounts::default(),
             config,
             store: store_dyn,
             broker,
@@ -336,6 +343,7 @@ impl Server {
         }
         tasks.spawn(revocation_poller(Arc::clone(&state)));
         tasks.spawn(retention_task(Arc::clone(&state)));
+        tasks.spawn(rollup_task(Arc::clone(&state)));
         tracing::info!(%local_addr, url = %base_url, %node, "tether-server listening");
         Ok(Server {
             local_addr,
@@ -504,3 +512,22 @@ async fn retention_task(state: Arc<AppState>) {
         }
     }
 }
+
+/// Keeps the rolled-up series close behind the events (series queries read
+/// the events not rolled up yet themselves, so this only keeps them fast).
+async fn rollup_task(state: Arc<AppState>) {
+    let mut shutdown = state.shutdown.clone();
+    let mut interval = tokio::time::interval(ROLLUP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = interval.tick() => {}
+        }
+        if let Err(error) = state.store.roll_up().await {
+            tracing::warn!(%error, "roll-up failed");
+        }
+    }
+}
+
+/// How often the server rolls up new events for series queries.
+pub const ROLLUP_INTERVAL: Duration = Duration::from_secs(5);

@@ -69,43 +69,64 @@ impl RateLimiter {
     }
 }
 
-/// Counts attempts per subject (e.g. claim codes tried per receiver key) in
-/// fixed windows. An attempt is counted **before** it is made
-/// ([`try_begin`](Self::try_begin), one lock for check and count), so
-/// concurrent attempts cannot slip past the limit; an attempt that turns out
-/// not to be a guess (a valid code) is given back with [`Attempt::refund`].
+/// Counts attempts per subject (e.g. claim codes tried per receiver key,
+/// wrong passwords per account or per address) in fixed windows. An
+/// attempt is counted **before** it is made ([`try_begin`](Self::try_begin),
+/// one lock for check and count), so concurrent attempts cannot slip past
+/// the limit; an attempt that turns out not to be a guess (a valid code, a
+/// right password) is given back with [`Attempt::refund`].
+///
+/// Memory is bounded: at most `max_subjects` subjects are counted at once
+/// (a window's worth); while that many are, a new subject is refused like
+/// one over its limit (fail closed: under a flood of distinct subjects,
+/// guessing stops, and the known ones keep their counts).
 #[derive(Debug)]
-pub struct AttemptGuard {
+pub struct AttemptGuard<K = i64> {
     limit: u32,
     window: Duration,
-    attempts: Mutex<HashMap<i64, (Instant, u32)>>,
+    max_subjects: usize,
+    attempts: Mutex<HashMap<K, (Instant, u32)>>,
 }
 
 /// One counted attempt of an [`AttemptGuard`].
 #[derive(Debug)]
 #[must_use = "an attempt counts unless it is refunded"]
-pub struct Attempt<'a> {
-    guard: &'a AttemptGuard,
-    subject: i64,
+pub struct Attempt<'a, K: Eq + Hash + Clone = i64> {
+    guard: &'a AttemptGuard<K>,
+    subject: K,
     window_start: Instant,
 }
 
-impl AttemptGuard {
-    /// At most `limit` attempts per `window` per subject.
+/// Subjects an [`AttemptGuard`] counts at most, unless told otherwise.
+pub const MAX_ATTEMPT_SUBJECTS: usize = 100_000;
+
+impl<K: Eq + Hash + Clone> AttemptGuard<K> {
+    /// At most `limit` attempts per `window` per subject, and at most
+    /// [`MAX_ATTEMPT_SUBJECTS`] subjects.
     pub fn new(limit: u32, window: Duration) -> Self {
+        Self::with_max_subjects(limit, window, MAX_ATTEMPT_SUBJECTS)
+    }
+
+    /// Like [`new`](Self::new), counting at most `max_subjects` subjects.
+    pub fn with_max_subjects(limit: u32, window: Duration, max_subjects: usize) -> Self {
         AttemptGuard {
             limit,
             window,
+            max_subjects,
             attempts: Mutex::new(HashMap::new()),
         }
     }
 
     /// Counts an attempt of `subject` at `now`, or `None` (not counted)
-    /// when `subject` used up its attempts of the current window.
-    pub fn try_begin(&self, subject: i64, now: Instant) -> Option<Attempt<'_>> {
+    /// when `subject` used up its attempts of the current window (or it is
+    /// new and the guard counts its maximum of subjects).
+    pub fn try_begin(&self, subject: K, now: Instant) -> Option<Attempt<'_, K>> {
         let mut attempts = self.attempts.lock().ok()?;
         attempts.retain(|_, (start, _)| now.saturating_duration_since(*start) < self.window);
-        let entry = attempts.entry(subject).or_insert((now, 0));
+        if !attempts.contains_key(&subject) && attempts.len() >= self.max_subjects {
+            return None;
+        }
+        let entry = attempts.entry(subject.clone()).or_insert((now, 0));
         if entry.1 >= self.limit {
             return None;
         }
@@ -116,9 +137,22 @@ impl AttemptGuard {
             window_start: entry.0,
         })
     }
+
+    /// Whether `subject` has attempts left at `now` (counts nothing).
+    pub fn allows(&self, subject: &K, now: Instant) -> bool {
+        let Ok(attempts) = self.attempts.lock() else {
+            return false;
+        };
+        match attempts.get(subject) {
+            Some((start, count)) => {
+                now.saturating_duration_since(*start) >= self.window || *count < self.limit
+            }
+            None => attempts.len() < self.max_subjects,
+        }
+    }
 }
 
-impl Attempt<'_> {
+impl<K: Eq + Hash + Clone> Attempt<'_, K> {
     /// Gives the attempt back (it was not a failure): it no longer counts.
     pub fn refund(self) {
         if let Ok(mut attempts) = self.guard.attempts.lock()
@@ -127,6 +161,35 @@ impl Attempt<'_> {
         {
             entry.1 = entry.1.saturating_sub(1);
         }
+    }
+}
+
+/// Whose guesses of claim codes are counted: a receiver key's, a
+/// signed-in account's, or (creating an account with a code) an
+/// address's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClaimSubject {
+    /// A receiver key (its id).
+    Key(i64),
+    /// A signed-in account (its id).
+    Account(i64),
+    /// A client address (IPv6: its /64).
+    Address(std::net::IpAddr),
+}
+
+/// The address a per-address limit counts: IPv4 as it is, IPv6 by its
+/// /64 (one customer line gets a whole /64, so counting single IPv6
+/// addresses would count nothing).
+pub fn address_subject(address: std::net::IpAddr) -> std::net::IpAddr {
+    match address {
+        std::net::IpAddr::V4(v4) => std::net::IpAddr::V4(v4),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                std::net::IpAddr::V6(std::net::Ipv6Addr::from(bits))
+            }
+        },
     }
 }
 
@@ -305,6 +368,42 @@ mod tests {
             first.refund();
         }
         assert!(guard.try_begin(7, late).is_none());
+    }
+
+    #[test]
+    fn attempt_guard_memory_is_bounded_and_fails_closed() {
+        let start = Instant::now();
+        let guard = AttemptGuard::with_max_subjects(3, Duration::from_secs(60), 2);
+        assert!(guard.try_begin("a", start).is_some());
+        assert!(guard.try_begin("b", start).is_some());
+        // A third subject while two are counted: refused, not counted.
+        assert!(!guard.allows(&"c", start));
+        assert!(guard.try_begin("c", start).is_none());
+        // The known ones keep their counts.
+        assert!(guard.allows(&"a", start));
+        assert!(guard.try_begin("a", start).is_some());
+        // Once their window ends they are forgotten and room is made.
+        let later = start + Duration::from_secs(61);
+        assert!(guard.try_begin("c", later).is_some());
+    }
+
+    #[test]
+    fn addresses_are_counted_by_ipv4_or_ipv6_slash_64() {
+        use std::net::IpAddr;
+        let parse = |text: &str| text.parse::<IpAddr>().expect("address");
+        assert_eq!(address_subject(parse("192.0.2.7")), parse("192.0.2.7"));
+        assert_eq!(
+            address_subject(parse("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            parse("2001:db8:1:2::")
+        );
+        assert_eq!(
+            address_subject(parse("2001:db8:1:2::1")),
+            address_subject(parse("2001:db8:1:2:ffff::9"))
+        );
+        assert_eq!(
+            address_subject(parse("::ffff:192.0.2.7")),
+            parse("192.0.2.7")
+        );
     }
 
     #[test]

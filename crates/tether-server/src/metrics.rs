@@ -23,6 +23,13 @@ fn kind(kind: &str) -> KindLabel {
     KindLabel { kind: kind.into() }
 }
 
+/// A label set with one label, `outcome` (e.g. `ok`, `wrong_password`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// The label's value.
+    pub outcome: String,
+}
+
 /// Every metric the server exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -32,6 +39,7 @@ pub struct Metrics {
     live_channels: Gauge,
     auth_failures: Family<KindLabel, Counter>,
     rejected: Family<KindLabel, Counter>,
+    sign_ins: Family<OutcomeLabel, Counter>,
     messages_in: Counter,
     duplicates: Counter,
     messages_out: Counter,
@@ -82,6 +90,12 @@ impl Metrics {
             "rejected",
             "Connections closed or refused, and requests refused, by a limit or a protocol error, by reason",
             rejected.clone(),
+        );
+        let sign_ins = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "sign_ins",
+            "Password sign-in attempts by outcome (ok, wrong_password, rate_limited_account, rate_limited_address)",
+            sign_ins.clone(),
         );
         let messages_in = Counter::default();
         registry.register(
@@ -144,6 +158,7 @@ impl Metrics {
             live_channels,
             auth_failures,
             rejected,
+            sign_ins,
             messages_in,
             duplicates,
             messages_out,
@@ -215,6 +230,15 @@ impl Metrics {
     /// A connection closed or refused for `reason`.
     pub fn rejected(&self, reason: &str) {
         self.rejected.get_or_create(&kind(reason)).inc();
+    }
+
+    /// A password sign-in attempt and how it ended.
+    pub fn sign_in(&self, outcome: &str) {
+        self.sign_ins
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     /// An event sent to a receiver, `lag` after it was stored.

@@ -7,7 +7,10 @@
 //! 2. a first text message `{"v":1,"auth":{"key":"tk_…"}}` within the
 //!    handshake timeout (a wrong key gets an `error` message with code
 //!    `unauthorized`, then close code 4005);
-//! 3. `Authorization: Bearer tk_…` (scripts).
+//! 3. `Authorization: Bearer tk_…` (scripts);
+//! 4. a signed-in person's session cookie (the dashboard), with the page's
+//!    own `Origin` and the CSRF token as subprotocol `tether-csrf.<token>`
+//!    (see `accounts::session`); the member's role decides command rights.
 //!
 //! A wrong key in 1 or 3 is refused before the upgrade (401). A page served
 //! from another origin is refused (403) unless `allowed_origins` lists it.
@@ -34,7 +37,9 @@
 //! events are published only after their commit, so every event is either
 //! below the bounds read (replayed) or arrives live: no gap, no duplicate.
 //! A subscriber that falls behind its bounded live queue is told
-//! `Lagged` and catches up from the store the same way.
+//! `Lagged` and catches up from the store the same way. A `subscribe` with
+//! `"describe":true` also gets the channel's `description` messages
+//! (`device_readings::forward_descriptions`).
 //!
 //! Writing: one writer task per connection takes frames from a bounded
 //! outbox; each frame must be taken by the peer within `write_timeout`,
@@ -63,11 +68,12 @@ use tether_proto::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 
+use crate::accounts::session;
 use crate::admission::ConnectionSlot;
 use crate::broker::{Received, Subscription};
 use crate::http_util::{check_origin, error_response, too_many_connections};
 use crate::serve::TcpHeld;
-use crate::store::{KeyIdentity, ReadRange, Revocation, StoredEvent};
+use crate::store::{KeyIdentity, ReadRange, StoredEvent};
 use crate::websocket::{
     CLOSE_LINGER, CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER, CLOSE_UNSUPPORTED_DATA, ReadFailure,
     SendError, await_close, classify, close, close_frame, decode_reason, error_close_code,
@@ -123,6 +129,34 @@ pub(crate) async fn upgrade(
         return response;
     }
     let presented = key_from_subprotocols(&headers).or_else(|| auth::bearer(&headers));
+    // No key, and the CSRF subprotocol offered: the session cookie.
+    if presented.is_none() && session::csrf_subprotocol(&headers).is_some() {
+        let (identity, token) =
+            match session::identity(&state, &headers, session::Guard::Upgrade).await {
+                Ok(Some(found)) => found,
+                Ok(None) => {
+                    state.metrics.auth_failure("receiver");
+                    return error_response(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "no session cookie: sign in again",
+                    );
+                }
+                Err(response) => return response,
+            };
+        let admitted = match state.admission.connection(identity.tenant_id) {
+            Ok(slot) => Admitted::Authenticated {
+                identity,
+                key: token,
+                slot,
+            },
+            Err(refusal) => {
+                state.metrics.rejected(refusal.metric());
+                return too_many_connections();
+            }
+        };
+        return accept(state, tcp, peer, upgrade, admitted);
+    }
     let admitted = match presented {
         Some(key) => match state.store.authenticate_key(key).await {
             Ok(Some(identity)) => match state.admission.connection(identity.tenant_id) {
@@ -162,6 +196,16 @@ pub(crate) async fn upgrade(
             }
         },
     };
+    accept(state, tcp, peer, upgrade, admitted)
+}
+
+fn accept(
+    state: Arc<AppState>,
+    tcp: TcpHeld,
+    peer: SocketAddr,
+    upgrade: WebSocketUpgrade,
+    admitted: Admitted,
+) -> Response {
     let upgrade = upgrade.protocols([SUBPROTOCOL]);
     crate::limits::bounded_upgrade(upgrade, state.config.limits.max_message_bytes)
         .on_upgrade(move |socket| async move {
@@ -364,9 +408,24 @@ async fn run(state: Arc<AppState>, admitted: Admitted, peer: SocketAddr, mut soc
     serve(state, identity, key, peer, socket).await;
 }
 
-/// Whether the connection's key is still valid (asked of the store after
-/// revocation notices were missed).
+/// Whether the connection's key (or session) is still valid (asked of the
+/// store after revocation notices were missed).
 async fn key_still_valid(state: &AppState, key: &str, identity: &KeyIdentity) -> bool {
+    if let Some(session) = &identity.session {
+        return match state
+            .store
+            .accounts()
+            .authenticate_session(key, crate::now_ms())
+            .await
+        {
+            Ok(Some(current)) => current == *session,
+            Ok(None) => false,
+            Err(error) => {
+                tracing::warn!(%error, "cannot check the session; closing");
+                false
+            }
+        };
+    }
     match state.store.authenticate_key(key).await {
         Ok(Some(current)) => current.key_id == identity.key_id,
         Ok(None) => false,
@@ -472,7 +531,7 @@ async fn serve(
                 break Some(close_frame(code, &reason));
             }
             revocation = revocations.recv() => match revocation {
-                Ok(Revocation::Key(id)) if id == identity.key_id => break Some(revoked()),
+                Ok(revocation) if identity.revoked_by(&revocation) => break Some(revoked()),
                 // Missed notices: the store is the truth.
                 Err(broadcast::error::RecvError::Lagged(_))
                     if !key_still_valid(&state, &key, &identity).await =>
@@ -579,7 +638,13 @@ async fn serve(
                             Arc::clone(&state),
                             identity.tenant_id,
                             channel.clone(),
-                            Start { from: subscribe.from, request_id: subscribe.request_id, my_turn, announced },
+                            Start {
+                                from: subscribe.from,
+                                request_id: subscribe.request_id,
+                                my_turn,
+                                announced,
+                                describe: asks_for_descriptions(&text),
+                            },
                             live,
                             outbox.clone(),
                         ));
@@ -665,19 +730,47 @@ async fn serve(
     await_close(&mut stream).await;
 }
 
+/// Whether a `subscribe` asks for the channel's descriptions: the member
+/// `"describe":true` (JSON only; decoders that do not know it ignore it,
+/// `docs/protocol.md` section 2).
+fn asks_for_descriptions(text: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Envelope {
+        subscribe: Options,
+    }
+    #[derive(Deserialize)]
+    struct Options {
+        #[serde(default)]
+        describe: bool,
+    }
+    serde_json::from_str::<Envelope>(text).is_ok_and(|envelope| envelope.subscribe.describe)
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How a subscription starts: `Subscribe.from` and `.request_id`; when
 /// its `subscribed` (or refusal) may go out (the replies before it are
-/// out), and whom to tell once it is in the outbox.
+/// out), and whom to tell once it is in the outbox; whether the receiver
+/// asked for the channel's descriptions.
 struct Start {
     from: Option<u64>,
     request_id: Option<u32>,
     my_turn: oneshot::Receiver<()>,
     announced: oneshot::Sender<()>,
+    describe: bool,
 }
 
 /// Sends `subscribed`, replays history from `from`, then forwards live
 /// events without gap or duplicate; catches up from the store when the
-/// live queue overflowed.
+/// live queue overflowed. With `describe`, the channel's descriptions
+/// follow `subscribed` (and new ones come as devices send them).
 async fn subscription(
     state: Arc<AppState>,
     tenant_id: i64,
@@ -691,6 +784,7 @@ async fn subscription(
         request_id,
         my_turn,
         announced,
+        describe,
     } = start;
     // 1. The live queue was joined (`live`) before looking at the store.
     let bounds = state.store.channel_bounds(tenant_id, &channel).await;
@@ -728,6 +822,15 @@ async fn subscription(
         return;
     }
     let _ = announced.send(());
+    let _descriptions = describe.then(|| {
+        AbortOnDrop(tokio::spawn(crate::device_readings::forward_descriptions(
+            Arc::clone(&state),
+            tenant_id,
+            channel.clone(),
+            state.broker.descriptions(),
+            outbox.clone(),
+        )))
+    });
     // `last`: the highest offset sent or deliberately skipped.
     let mut last = bounds.next_offset.saturating_sub(1);
     let forwarder = Forwarder {

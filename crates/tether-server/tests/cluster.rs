@@ -5,7 +5,8 @@
 //! events cross nodes in offset order, commands find the device's node and
 //! the answer comes back, a device that moves to another node closes its
 //! old session there, receivers catch up once NATS comes back after an
-//! outage, and HAProxy in front spreads clients over the nodes.
+//! outage, HAProxy in front spreads clients over the nodes, and a person's
+//! sign-in works on every node and ends on every node.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
 mod common;
@@ -14,6 +15,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use common::accounts::Person;
 use common::{BoxError, Device, Downlink, Receiver, TestResult, close_code, offsets, test_limits};
 use serde_json::json;
 use tether_cluster_test::{Haproxy, Nats, Postgres};
@@ -402,6 +404,148 @@ async fn a_revoked_key_is_refused_on_every_node() -> TestResult {
                 .await
                 .is_err()
         );
+    }
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// Channel descriptions across nodes: a receiver on node 1 that asks
+/// (`"describe":true`) gets what a device on node 0 described before
+/// (from PostgreSQL), then a description a device on node 0 sends while it
+/// is subscribed (over NATS); node 1 serves them over HTTP too, and its
+/// series of the channel has the reading published on node 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptions_cross_nodes() -> TestResult {
+    use tether_proto::{DescribeChannel, DeviceToServer, FieldDescription, Fields};
+    let cluster = Cluster::start(2).await?;
+    let token_a = cluster.add_device("sensor-a").await?;
+    let token_b = cluster.add_device("sensor-b").await?;
+    let celsius = [FieldDescription::new("centi_celsius")
+        .with_label("Temperature")
+        .with_unit("°C")
+        .with_scale(0.01)];
+    let mut a = Device::connect(cluster.addr(0), &token_a).await?;
+    a.hello("sensor-a", 1).await?;
+    a.send(&DeviceToServer::DescribeChannel(DescribeChannel::new(
+        "home/climate",
+        Fields::new(&celsius),
+    )))
+    .await?;
+    // Node 1 reads it from the database.
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let (status, body) = common::http(
+            cluster.addr(1),
+            "GET",
+            "/v1/descriptions?channel=home/climate",
+            Some(&cluster.key),
+            None,
+        )
+        .await?;
+        assert_eq!(status, 200, "{body}");
+        if body["descriptions"]
+            .as_array()
+            .is_some_and(|d| d.len() == 1)
+        {
+            assert_eq!(body["descriptions"][0]["device"], "sensor-a", "{body}");
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("node 1 never served the description: {body}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut receiver = Receiver::connect(cluster.addr(1), &cluster.key).await?;
+    receiver
+        .send_json(&json!({"v": 1, "subscribe": {"channel": "home/climate", "from": null, "describe": true}}))
+        .await?;
+    assert!(receiver.recv().await?.get("subscribed").is_some());
+    let stored = receiver.recv().await?;
+    assert_eq!(
+        stored,
+        json!({"v": 1, "description": {
+            "channel": "home/climate",
+            "device": "sensor-a",
+            "fields": [{"key": "centi_celsius", "label": "Temperature", "unit": "°C", "scale": 0.01}]
+        }})
+    );
+
+    // sensor-b on node 0 describes the channel while the receiver on node
+    // 1 is subscribed, then publishes.
+    let volts = [FieldDescription::new("mv").with_unit("V").with_scale(0.001)];
+    let mut b = Device::connect(cluster.addr(0), &token_b).await?;
+    b.hello("sensor-b", 1).await?;
+    b.send(&DeviceToServer::DescribeChannel(DescribeChannel::new(
+        "home/climate",
+        Fields::new(&volts),
+    )))
+    .await?;
+    b.publish(1, "home/climate", r#"{"mv":3712}"#).await?;
+    b.wait_ack(1).await?;
+    let (first, second) = (receiver.recv().await?, receiver.recv().await?);
+    let (live, event) = if first.get("description").is_some() {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(live["description"]["device"], "sensor-b", "{live}");
+    assert_eq!(
+        live["description"]["fields"],
+        json!([{"key": "mv", "unit": "V", "scale": 0.001}])
+    );
+    assert_eq!(event["event"]["payload"], json!({"mv": 3712}), "{event}");
+
+    // Node 1's series of the channel (computed in PostgreSQL) has it.
+    let (status, body) = common::http(
+        cluster.addr(1),
+        "GET",
+        "/v1/series?channel=home/climate",
+        Some(&cluster.key),
+        None,
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let text = body.to_string();
+    assert!(text.contains("sensor-b") && text.contains("3712"), "{body}");
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// A person's sign-in on a cluster: the account made (from a label's claim
+/// code) through node 0 is signed in on node 1 too; signing out through
+/// node 1 closes their WebSocket on node 0 (the revocation, through
+/// PostgreSQL) and the cookie works on no node after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_works_on_every_node_and_ends_on_every_node() -> TestResult {
+    let cluster = Cluster::start(2).await?;
+    let code = cluster
+        .admin
+        .add_device(None, Some("label-1"), true, None)
+        .await?
+        .claim_code
+        .ok_or("no claim code")?;
+    let ada = Person::create(
+        cluster.addr(0),
+        "ada@example.com",
+        json!({"claim_code": code}),
+    )
+    .await?;
+    let on_node_1 = ada.on(cluster.addr(1));
+    let devices = on_node_1.get("/v1/devices").await?;
+    assert_eq!(devices.status, 200, "{devices:?}");
+    assert_eq!(devices.body["devices"][0]["id"], "label-1", "{devices:?}");
+    let mut live = ada.websocket().await?;
+    live.subscribe("sensors/a", None).await?;
+    let started = std::time::Instant::now();
+    let out = on_node_1.change("DELETE", "/v1/session", None).await?;
+    assert_eq!(out.status, 200, "{out:?}");
+    assert_eq!(close_code(&mut live.ws).await?, 4005);
+    // One revocation poll plus closing; generous for a loaded machine.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    for node in 0..2 {
+        let answer = ada.on(cluster.addr(node)).get("/v1/devices").await?;
+        assert_eq!(answer.status, 401, "node {node}: {answer:?}");
     }
     cluster.shutdown().await;
     Ok(())

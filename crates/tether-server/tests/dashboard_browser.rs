@@ -11,180 +11,20 @@
 
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
+mod browser;
 mod common;
 
 use core::time::Duration;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Instant;
 
+use browser::*;
 use common::{BoxError, Device, Downlink, TestResult};
 use serde_json::{Value, json};
-use tether_browser_test::fantoccini::{Client, Locator};
-use tether_browser_test::{Browser, BrowserOptions, free_port, save_docs_image, save_screenshot};
+use tether_browser_test::fantoccini::Client;
+use tether_browser_test::{Browser, BrowserOptions, free_port, save_screenshot};
 use tether_server::store::{Admin, ChannelFilter};
 
-const WAIT: Duration = Duration::from_secs(25);
 const CHANNEL: &str = "sensors/kitchen";
-
-/// The server binary as a child process; killed (SIGKILL) when dropped.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ServerProcess {
-    /// Starts the server on `port` with its data in `data_dir`; returns it
-    /// and, on the first start, the receiver key it printed.
-    fn start(data_dir: &Path, port: u16) -> Result<(ServerProcess, Option<String>), BoxError> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tether-server"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--log")
-            .arg("warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (lines, received) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Read to the end even when nobody listens any more: a closed
-            // pipe would make the server's next `println!` fail.
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = lines.send(line);
-            }
-        });
-        let server = ServerProcess {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        let mut key = None;
-        let deadline = Instant::now() + WAIT;
-        let mut listening = false;
-        loop {
-            let wait = if listening {
-                // The key line (first start only) is printed right next to
-                // the dashboard line, if at all.
-                Duration::from_millis(500)
-            } else {
-                deadline.saturating_duration_since(Instant::now())
-            };
-            match received.recv_timeout(wait) {
-                Ok(line) => {
-                    if line.starts_with("dashboard:") {
-                        listening = true;
-                    }
-                    if let Some(found) = line.split_whitespace().find(|w| w.starts_with("tk_")) {
-                        key = Some(found.to_owned());
-                    }
-                    if listening && key.is_some() {
-                        break;
-                    }
-                }
-                Err(_) if listening => break,
-                Err(_) => return Err("the server did not start".into()),
-            }
-        }
-        Ok((server, key))
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn database(data_dir: &Path) -> PathBuf {
-    data_dir.join("tether.db")
-}
-
-// ------------------------------------------------------------ page helpers
-
-async fn js(client: &Client, script: &str, args: Vec<Value>) -> Result<Value, BoxError> {
-    Ok(client.execute(script, args).await?)
-}
-
-async fn text(client: &Client, css: &str) -> Result<String, BoxError> {
-    let value = js(
-        client,
-        "const e = document.querySelector(arguments[0]); return e ? e.textContent : '';",
-        vec![json!(css)],
-    )
-    .await?;
-    Ok(value.as_str().unwrap_or_default().to_owned())
-}
-
-/// Waits until the element's text contains `needle`; returns the text.
-async fn wait_for_text(client: &Client, css: &str, needle: &str) -> Result<String, BoxError> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let current = text(client, css).await?;
-        if current.contains(needle) {
-            return Ok(current);
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{css} never showed {needle:?}; it shows {current:?}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until the element exists and is visible.
-async fn wait_visible(client: &Client, css: &str) -> Result<(), BoxError> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let visible = js(
-            client,
-            "const e = document.querySelector(arguments[0]); \
-             return !!e && e.offsetParent !== null;",
-            vec![json!(css)],
-        )
-        .await?;
-        if visible == json!(true) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{css} never became visible").into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Whether the element is rendered (exists and is not hidden).
-async fn is_visible(client: &Client, css: &str) -> Result<bool, BoxError> {
-    let visible = js(
-        client,
-        "const e = document.querySelector(arguments[0]); return !!e && e.offsetParent !== null;",
-        vec![json!(css)],
-    )
-    .await?;
-    Ok(visible == json!(true))
-}
-
-async fn fill(client: &Client, css: &str, value: &str) -> Result<(), BoxError> {
-    let field = client.find(Locator::Css(css)).await?;
-    field.clear().await?;
-    field.send_keys(value).await?;
-    Ok(())
-}
-
-async fn click(client: &Client, css: &str) -> Result<(), BoxError> {
-    client.find(Locator::Css(css)).await?.click().await?;
-    Ok(())
-}
 
 /// The offsets in the live table, top (newest) first.
 async fn table_offsets(client: &Client) -> Result<Vec<u64>, BoxError> {
@@ -256,7 +96,16 @@ fn celsius(seq: u32) -> f64 {
     (210.0 + 20.0 * (f64::from(seq) / 3.0).sin()).round() / 10.0
 }
 
+/// Signs in with a receiver key (the sign-in view's second way, under
+/// "Sign in with a receiver key").
 async fn sign_in(client: &Client, key: &str) -> Result<(), BoxError> {
+    wait_visible(client, "#sign-in-view").await?;
+    js(
+        client,
+        "document.getElementById('key-sign-in').open = true;",
+        vec![],
+    )
+    .await?;
     wait_visible(client, "#key").await?;
     fill(client, "#key", key).await?;
     click(client, "#sign-in").await?;
@@ -313,21 +162,27 @@ async fn sign_in_claim_live_history_restart_and_command() -> TestResult {
     wait_for_offsets(client, 5).await?;
     wait_for_text(client, "#connection", "Live").await?;
 
-    // Live messages arrive; payloads are readable JSON; the chart draws.
+    // Live messages arrive; payloads are readable JSON (one click away);
+    // one chart per numeric member (undescribed: named by their keys).
     publish_range(&mut device, 6..=10).await?;
     wait_for_offsets(client, 10).await?;
-    let shown = text(client, "#events tbody tr:first-child .payload").await?;
+    let shown = text(client, "#events tbody tr:first-child .payload pre").await?;
     let parsed: Value = serde_json::from_str(&shown)?;
     assert_eq!(parsed["label"], "kitchen");
     assert_eq!(parsed, serde_json::from_str::<Value>(&payload(10))?);
-    wait_for_text(client, "#chart-caption", "celsius").await?;
-    let series = js(
+    wait_for_text(
         client,
-        "return document.querySelectorAll('#chart .u-legend .u-series').length;",
+        ".quantity[data-quantity='celsius'] .latest",
+        "kitchen-1",
+    )
+    .await?;
+    let charts = js(
+        client,
+        "return [...document.querySelectorAll('#readings .quantity')].map(f => f.dataset.quantity);",
         vec![],
     )
     .await?;
-    assert_eq!(series, json!(3), "time, celsius and humidity");
+    assert_eq!(charts, json!(["celsius", "humidity"]));
 
     // The device list: online, firmware, messages today.
     wait_for_text(
@@ -376,18 +231,24 @@ async fn sign_in_claim_live_history_restart_and_command() -> TestResult {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     wait_for_offsets(client, 40).await?;
-    // The chart follows (it redraws at most every 100 ms).
+    // The charts follow (they redraw at most every 250 ms).
     wait_for_text(
         client,
-        "#chart-caption",
-        &format!("celsius {}, humidity {}", celsius(40), humidity(40)),
+        ".quantity[data-quantity='celsius'] .latest",
+        &format!("kitchen-1 {}", celsius(40)),
+    )
+    .await?;
+    wait_for_text(
+        client,
+        ".quantity[data-quantity='humidity'] .latest",
+        &format!("kitchen-1 {}", humidity(40)),
     )
     .await?;
 
-    // The live view, for the README (docs/images/dashboard.png is
-    // refreshed only with TETHER_UPDATE_SCREENSHOTS=1).
+    // The live view of undescribed readings (the README's picture, of
+    // described ones, is `dashboard_data_browser.rs`'s).
     let png = client.screenshot().await?;
-    let saved = save_docs_image("dashboard", &png)?;
+    let saved = save_screenshot("dashboard-live", &png)?;
     let written = std::fs::read(&saved.artifact)?;
     assert!(written.len() > 8 && written.starts_with(b"\x89PNG\r\n\x1a\n"));
 

@@ -13,19 +13,45 @@ async fn the_page_and_its_files_are_served() -> TestResult {
     let t = TestServer::start().await?;
     let (status, page) = http_raw(t.addr, "GET", "/", None, None).await?;
     assert_eq!(status, 200);
-    assert!(page.contains("<title>tether dashboard</title>"), "{page}");
+    assert!(page.contains("<title>Tether dashboard</title>"), "{page}");
     for file in [
         "/assets/app.js",
         "/assets/app.css",
+        "/assets/account.css",
         "/assets/vendor/uPlot.iife.min.js",
         "/assets/vendor/uPlot.min.css",
+        "/assets/icon.svg",
+        "/manifest.webmanifest",
     ] {
         let (status, body) = http_raw(t.addr, "GET", file, None, None).await?;
         assert_eq!(status, 200, "{file}");
         assert!(!body.is_empty(), "{file}");
         assert!(page.contains(file), "the page does not load {file}");
     }
+    // The icon (binary: the browser tests fetch it) is linked.
+    assert!(page.contains("href=\"/favicon.ico\""));
+    // The account pages, each with its script.
+    for (path, title) in [
+        ("/claim", "<title>Add your device · Tether</title>"),
+        ("/invite", "<title>Join · Tether</title>"),
+        ("/people", "<title>People · Tether</title>"),
+    ] {
+        let (status, page) = http_raw(t.addr, "GET", path, None, None).await?;
+        assert_eq!(status, 200, "{path}");
+        assert!(page.contains(title), "{path}: {page}");
+        assert!(page.contains("/assets/account.js"), "{path}");
+    }
+    for file in ["/assets/account.js", "/assets/session.js"] {
+        let (status, body) = http_raw(t.addr, "GET", file, None, None).await?;
+        assert_eq!(status, 200, "{file}");
+        assert!(!body.is_empty(), "{file}");
+    }
+    let (_, manifest) = http(t.addr, "GET", "/manifest.webmanifest", None, None).await?;
+    assert_eq!(manifest["name"], "Tether");
+    assert_eq!(manifest["start_url"], "/");
     let (status, _) = http_raw(t.addr, "GET", "/assets/nope.js", None, None).await?;
+    assert_eq!(status, 404);
+    let (status, _) = http_raw(t.addr, "GET", "/assets/claim.html", None, None).await?;
     assert_eq!(status, 404);
     let (status, text) = http_raw(t.addr, "GET", "/status", None, None).await?;
     assert_eq!(status, 200);

@@ -522,7 +522,15 @@ impl Runner {
             && !invocation.args.iter().any(|arg| {
                 matches!(
                     arg.as_str(),
-                    "tenant" | "device" | "key" | "help" | "--help" | "-h" | "--version" | "-V"
+                    "tenant"
+                        | "device"
+                        | "key"
+                        | "invite"
+                        | "help"
+                        | "--help"
+                        | "-h"
+                        | "--version"
+                        | "-V"
                 )
             });
         if is_server {

@@ -12,7 +12,7 @@ use std::pin::Pin;
 
 use common::*;
 use serde_json::{Value, json};
-use tether_server::store::ChannelFilter;
+use tether_server::store::{AdminStore, ChannelFilter};
 
 type Case<'a> = (
     &'static str,
@@ -242,5 +242,277 @@ async fn a_key_of_tenant_a_reaches_nothing_of_tenant_b() -> TestResult {
     // Device b1's next message is the Ack of 3, not a command.
     assert_eq!(device_b.recv().await?, Downlink::Ack(3));
     t.server.shutdown().await;
+    Ok(())
+}
+
+/// One PostgreSQL for the tests of this binary that run on it.
+fn postgres() -> Result<&'static tether_cluster_test::Postgres, BoxError> {
+    static SERVER: std::sync::OnceLock<Result<tether_cluster_test::Postgres, String>> =
+        std::sync::OnceLock::new();
+    SERVER
+        .get_or_init(|| tether_cluster_test::Postgres::start().map_err(|error| error.to_string()))
+        .as_ref()
+        .map_err(|error| error.clone().into())
+}
+
+/// The readings paths on SQLite (the server's own file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_of_tenant_b_are_out_of_reach_of_tenant_a() -> TestResult {
+    let t = TestServer::start().await?;
+    let admin = t.admin()?;
+    readings_isolation(&t, &admin).await?;
+    t.server.shutdown().await;
+    Ok(())
+}
+
+/// The same on PostgreSQL (a real server, a database of its own): the
+/// series are computed there, the export read from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_of_tenant_b_are_out_of_reach_of_tenant_a_on_postgres() -> TestResult {
+    let database = format!("isolation_{}", std::process::id());
+    let url = tokio::task::block_in_place(|| postgres()?.create_database(&database))?;
+    let t = TestServer::start_with(|config| config.with_cluster(url.clone(), None)).await?;
+    let admin = tether_server::store::PgAdmin::connect(&url).await?;
+    readings_isolation(&t, &admin).await?;
+    t.server.shutdown().await;
+    Ok(())
+}
+
+/// The readings paths (series, descriptions, export) of a channel name
+/// both tenants use answer each key with its own tenant's data only.
+/// A key scoped to some channels reaches none of the others either.
+async fn readings_isolation(t: &TestServer, admin: &dyn AdminStore) -> TestResult {
+    let addr = t.addr;
+    let tenant_a = admin.tenant_id("default").await?;
+    let tenant_b = admin.add_tenant("other").await?;
+    let key_a = t.key.clone();
+    let key_b = admin
+        .add_key(tenant_b, &ChannelFilter::ALL, true, None)
+        .await?
+        .key;
+    let narrow_a = admin
+        .add_key(
+            tenant_a,
+            &ChannelFilter::only(vec!["public/*".into()]),
+            false,
+            None,
+        )
+        .await?
+        .key;
+    let event = |device: &str, second: u64, value: u64| tether_server::store::ImportEvent {
+        device: device.into(),
+        device_time_ms: None,
+        server_time_ms: 1_700_000_000_000 + second * 1_000,
+        payload: format!("{{\"v\":{value}}}"),
+    };
+    // Both tenants have a channel `climate` and a device named `dev`;
+    // B's values are 1000 and up.
+    admin
+        .import_events(
+            tenant_a,
+            "climate",
+            &[event("dev", 0, 1), event("a2", 1, 2)],
+        )
+        .await?;
+    admin
+        .import_events(tenant_a, "public/temp", &[event("dev", 0, 7)])
+        .await?;
+    admin
+        .import_events(
+            tenant_b,
+            "climate",
+            &[
+                event("dev", 0, 1_000),
+                event("b2", 1, 1_001),
+                event("b2", 2, 1_002),
+            ],
+        )
+        .await?;
+    admin
+        .import_events(tenant_b, "b-only", &[event("b2", 0, 1_003)])
+        .await?;
+    admin
+        .import_events(tenant_b, "public/temp", &[event("b2", 0, 1_004)])
+        .await?;
+    let series = |key: String, query: &'static str| async move {
+        let (status, body) = http(
+            addr,
+            "GET",
+            &format!("/v1/series?{query}"),
+            Some(&key),
+            None,
+        )
+        .await?;
+        Ok::<_, BoxError>((status, body))
+    };
+    let export = |key: String, query: &'static str| async move {
+        let (status, _, body) = http_get(addr, &format!("/v1/export?{query}"), &key).await?;
+        Ok::<_, BoxError>((status, body))
+    };
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "GET /v1/series of a shared name: only A's devices and values",
+            Box::pin(async {
+                for width in [1_000, 60_000, 3_600_000] {
+                    let query = match width {
+                        1_000 => {
+                            "channel=climate&since_ms=1700000000000&until_ms=1700000060000&bucket_ms=1000"
+                        }
+                        60_000 => {
+                            "channel=climate&since_ms=1700000000000&until_ms=1700000060000&bucket_ms=60000"
+                        }
+                        _ => {
+                            "channel=climate&since_ms=1700000000000&until_ms=1700003600000&bucket_ms=3600000"
+                        }
+                    };
+                    let (status, body) = series(key_a.clone(), query).await?;
+                    let max = body["series"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|s| s["points"].as_array().into_iter().flatten())
+                        .filter_map(|p| p[3].as_f64())
+                        .fold(0.0, f64::max);
+                    ensure(
+                        status == 200
+                            && ids(&body, "series", "device") == ["a2", "dev"]
+                            && max == 2.0
+                            && body["next_offset"] == 3,
+                        format!("{status} {body}"),
+                    )?;
+                }
+                Ok(())
+            }),
+        ),
+        (
+            "GET /v1/series of B's channel is empty",
+            Box::pin(async {
+                let (status, body) = series(
+                    key_a.clone(),
+                    "channel=b-only&since_ms=0&bucket_ms=604800000",
+                )
+                .await?;
+                ensure(
+                    status == 200 && body["series"] == json!([]) && body["next_offset"] == 1,
+                    format!("{status} {body}"),
+                )
+            }),
+        ),
+        (
+            "GET /v1/series naming B's device finds nothing",
+            Box::pin(async {
+                let (_, body) = series(key_a.clone(), "channel=climate&since_ms=1700000000000&until_ms=1700000060000&bucket_ms=1000&devices=b2").await?;
+                ensure(body["series"] == json!([]), body.to_string())
+            }),
+        ),
+        (
+            "GET /v1/export of a shared name: only A's events",
+            Box::pin(async {
+                let (status, body) = export(key_a.clone(), "channel=climate&format=jsonl").await?;
+                let devices: Vec<String> = body
+                    .lines()
+                    .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                    .filter_map(|event| event["device"].as_str().map(str::to_owned))
+                    .collect();
+                ensure(
+                    status == 200 && devices == ["dev", "a2"] && !body.contains("\"v\":1000"),
+                    format!("{status} {body}"),
+                )
+            }),
+        ),
+        (
+            "GET /v1/export of B's channel is empty",
+            Box::pin(async {
+                let (status, body) = export(key_a.clone(), "channel=b-only").await?;
+                ensure(
+                    status == 200 && !body.contains("b2") && !body.contains("1003"),
+                    format!("{status} {body}"),
+                )
+            }),
+        ),
+        (
+            "GET /v1/descriptions of a shared name lists none of B's",
+            Box::pin(async {
+                let (status, body) = http(
+                    addr,
+                    "GET",
+                    "/v1/descriptions?channel=climate",
+                    Some(&key_a),
+                    None,
+                )
+                .await?;
+                ensure(
+                    status == 200 && ids(&body, "descriptions", "device").is_empty(),
+                    format!("{status} {body}"),
+                )
+            }),
+        ),
+        (
+            "a key scoped to public/* cannot export, chart or read descriptions of climate",
+            Box::pin(async {
+                for path in [
+                    "/v1/export?channel=climate",
+                    "/v1/export?channel=climate&format=jsonl",
+                    "/v1/series?channel=climate&since_ms=1700000000000&until_ms=1700000060000&bucket_ms=1000",
+                    "/v1/series?channel=climate&since_ms=1700000000000&until_ms=1700003600000&bucket_ms=3600000",
+                    "/v1/descriptions?channel=climate",
+                ] {
+                    let (status, body) = http(addr, "GET", path, Some(&narrow_a), None).await?;
+                    ensure(
+                        status == 403
+                            && body["error"]["code"] == "forbidden"
+                            && !body.to_string().contains("\"v\""),
+                        format!("{path}: {status} {body}"),
+                    )?;
+                }
+                Ok(())
+            }),
+        ),
+        (
+            "a key scoped to public/* exports and charts its tenant's public/temp only",
+            Box::pin(async {
+                let (status, body) =
+                    export(narrow_a.clone(), "channel=public/temp&format=jsonl").await?;
+                ensure(
+                    status == 200 && body.contains("\"v\":7") && !body.contains("1004"),
+                    format!("{status} {body}"),
+                )?;
+                let (status, body) = series(
+                    narrow_a.clone(),
+                    "channel=public/temp&since_ms=1700000000000&until_ms=1700003600000&bucket_ms=3600000",
+                )
+                .await?;
+                ensure(
+                    status == 200 && ids(&body, "series", "device") == ["dev"],
+                    format!("{status} {body}"),
+                )
+            }),
+        ),
+        (
+            "B's key sees B's series",
+            Box::pin(async {
+                let (_, body) = series(
+                    key_b.clone(),
+                    "channel=climate&since_ms=1700000000000&until_ms=1700000060000&bucket_ms=1000",
+                )
+                .await?;
+                ensure(
+                    ids(&body, "series", "device") == ["b2", "dev"],
+                    body.to_string(),
+                )
+            }),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, case) in cases {
+        if let Err(error) = case.await {
+            failures.push(format!("{name}: {error}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "isolation failures:\n{}",
+        failures.join("\n")
+    );
     Ok(())
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 use store_suite::{BoxError, StoreFixture, TestResult, record, record_in};
 use tether_server::store::{
-    Admin, AppendOutcome, SqliteStore, Store, StoreError, StoreOptions, TenantId, TransactionStats,
+    Admin, AppendOutcome, ImportEvent, Role, SqliteStore, Store, StoreError, StoreOptions,
+    TenantId, TransactionStats,
 };
 
 /// A database file in a temporary directory.
@@ -31,6 +32,13 @@ impl Sqlite {
 
 impl StoreFixture for Sqlite {
     type Store = SqliteStore;
+
+    fn invite(&self, tenant: TenantId, role: Role, expires_ms: u64) -> Result<String, BoxError> {
+        Ok(self
+            .admin()?
+            .add_invitation(tenant, role, expires_ms)?
+            .token)
+    }
 
     fn new() -> Result<Self, BoxError> {
         Ok(Sqlite {
@@ -106,6 +114,25 @@ impl StoreFixture for Sqlite {
             }
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_events(
+        &self,
+        tenant: TenantId,
+        channel: &str,
+        events: &[store_suite::TestEvent],
+    ) -> Result<(), BoxError> {
+        let events: Vec<ImportEvent> = events
+            .iter()
+            .map(|event| ImportEvent {
+                device: event.device.clone(),
+                device_time_ms: None,
+                server_time_ms: event.server_time_ms,
+                payload: event.payload.clone(),
+            })
+            .collect();
+        self.admin()?.import_events(tenant, channel, &events)?;
         Ok(())
     }
 }
@@ -318,9 +345,94 @@ async fn a_database_of_the_previous_release_migrates_on_open() -> TestResult {
         )
         .await?;
     assert_eq!(events.len(), usize::try_from(next_offset)?);
+    // The old events roll up into series like new ones.
+    assert_eq!(store.roll_up().await?, u64::try_from(next_offset)?);
+    let series = store
+        .series(
+            tenant,
+            "demo/readings",
+            tether_server::store::SeriesQuery {
+                since_ms: 0,
+                until_ms: None,
+                bucket_ms: 3_600_000,
+                devices: None,
+            },
+        )
+        .await?;
+    assert!(series.points.iter().any(|p| p.key == "centi_celsius"));
     store.close().await;
     let after = Connection::open(fixture.path())?;
     let version: i64 = after.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    assert_eq!(version, 3);
+    assert_eq!(version, SCHEMA_VERSION);
+    Ok(())
+}
+
+/// The schema version this server writes.
+const SCHEMA_VERSION: i64 = 5;
+
+/// A database made by the release before accounts (schema version 2: the
+/// `tether-server` of commit 1381935 ran `tenant add acme`, `device add
+/// --tenant acme --id porch-1`, `device add --claimable --id shed-1` and
+/// `--demo` for eight seconds, then its WAL was checkpointed) migrates to
+/// version 5: its data stays, and a customer can make an account with the
+/// claim code printed for `shed-1` then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_before_accounts_migrates_and_takes_accounts() -> TestResult {
+    use tether_server::store::accounts::{Joining, NewAccount};
+    const SHED_CLAIM_CODE: &str = "9PBN-MQZG-Y9BG";
+    let fixture = Sqlite::new()?;
+    std::fs::write(fixture.path(), include_bytes!("data/tether-schema-v2.db"))?;
+    let before = Connection::open(fixture.path())?;
+    let version: i64 = before.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    assert_eq!(version, 2);
+    let tables: i64 = before.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE name = 'accounts'",
+        [],
+        |row| row.get(0),
+    )?;
+    assert_eq!(tables, 0);
+    drop(before);
+    let store = fixture.open(StoreOptions::default())?;
+    let acme = fixture.admin()?.tenant_id("acme")?;
+    let default = fixture.admin()?.tenant_id("default")?;
+    assert_eq!(store.device_tenant("porch-1").await?, Some(acme));
+    assert_eq!(store.device_tenant("demo-1").await?, Some(default));
+    let bounds = store.channel_bounds(default, "demo/readings").await?;
+    assert_eq!(bounds.next_offset, 41);
+    let now = tether_server::now_ms();
+    let token = tether_server::auth::generate_secret(tether_server::auth::SESSION_TOKEN_PREFIX);
+    let created = store
+        .accounts()
+        .create_account(
+            NewAccount {
+                email: "ada@example.com".into(),
+                password_hash: "$argon2id$test".into(),
+                joining: Joining::ClaimCode {
+                    claim_code: SHED_CLAIM_CODE.into(),
+                    tenant_name: "customer-ada".into(),
+                },
+                session_token: token.clone(),
+                session_expires_ms: now + 60_000,
+            },
+            now,
+        )
+        .await?;
+    assert_eq!(created.role, Role::Owner);
+    assert_eq!(created.device.as_deref(), Some("shed-1"));
+    assert_eq!(
+        store.device_tenant("shed-1").await?,
+        Some(created.tenant_id)
+    );
+    assert!(
+        store
+            .accounts()
+            .authenticate_session(&token, now)
+            .await?
+            .is_some()
+    );
+    store.close().await;
+    let after = Connection::open(fixture.path())?;
+    let version: i64 = after.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    assert_eq!(version, SCHEMA_VERSION);
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The shared store suite (`tests/store_suite/`) against `PgStore`, on a
 //! real PostgreSQL server started for this test binary from the Debian
 //! package (`tether-cluster-test`), one fresh database per test; and what
-//! only PostgreSQL has: its schema versions.
+//! only PostgreSQL has: its schema versions and their migrations.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
 mod store_suite;
@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use store_suite::{BoxError, StoreFixture, TestResult};
 use tether_cluster_test::Postgres;
-use tether_server::store::{PgAdmin, PgStore, Store, StoreError, StoreOptions, TenantId};
+use tether_server::store::{
+    ImportEvent, PgAdmin, PgStore, Role, Store, StoreError, StoreOptions, TenantId,
+};
 
 /// One server for every test of this binary (the watchdog stops it, and
 /// removes its directory, when the binary exits).
@@ -39,6 +41,10 @@ struct Pg {
 
 impl StoreFixture for Pg {
     type Store = PgStore;
+
+    fn invite(&self, tenant: TenantId, role: Role, expires_ms: u64) -> Result<String, BoxError> {
+        Ok(block(self.admin.add_invitation(tenant, role, expires_ms))?.token)
+    }
 
     fn new() -> Result<Self, BoxError> {
         static NEXT: AtomicU32 = AtomicU32::new(1);
@@ -123,9 +129,31 @@ impl StoreFixture for Pg {
         )?;
         Ok(())
     }
+
+    fn insert_events(
+        &self,
+        tenant: TenantId,
+        channel: &str,
+        events: &[store_suite::TestEvent],
+    ) -> Result<(), BoxError> {
+        let events: Vec<ImportEvent> = events
+            .iter()
+            .map(|event| ImportEvent {
+                device: event.device.clone(),
+                device_time_ms: None,
+                server_time_ms: event.server_time_ms,
+                payload: event.payload.clone(),
+            })
+            .collect();
+        block(self.admin.import_events(tenant, channel, &events))?;
+        Ok(())
+    }
 }
 
 store_conformance_tests!(Pg);
+
+/// The schema version this server writes on PostgreSQL.
+const PG_SCHEMA_VERSION: i64 = 3;
 
 /// A database made by a newer server is refused, not misread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +187,7 @@ async fn nodes_starting_together_migrate_once() -> TestResult {
         server()?
             .psql(database, "SELECT version FROM tether_schema")?
             .trim(),
-        "1"
+        PG_SCHEMA_VERSION.to_string()
     );
     assert_eq!(
         server()?
@@ -167,5 +195,63 @@ async fn nodes_starting_together_migrate_once() -> TestResult {
             .trim(),
         "1"
     );
+    Ok(())
+}
+
+/// A database of the release before accounts (schema version 2: its data,
+/// no account tables) migrates to version 3 when a node opens it, keeps
+/// its devices, and a customer can make an account with a claim code
+/// registered before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_before_accounts_migrates_and_takes_accounts() -> TestResult {
+    use tether_server::store::accounts::{Joining, NewAccount};
+    let fixture = Pg::new()?;
+    let acme = fixture.add_tenant("acme")?;
+    fixture.add_device(acme, "porch-1")?;
+    let code = fixture.add_claimable_device(None, "shed-1", None)?;
+    server()?.psql(
+        &fixture.database,
+        "DROP TABLE invitations, web_sessions, memberships, accounts;
+         UPDATE tether_schema SET version = 2",
+    )?;
+    let store = fixture.open(StoreOptions::default())?;
+    assert_eq!(
+        server()?
+            .psql(&fixture.database, "SELECT version FROM tether_schema")?
+            .trim(),
+        PG_SCHEMA_VERSION.to_string()
+    );
+    assert_eq!(store.device_tenant("porch-1").await?, Some(acme));
+    let now = tether_server::now_ms();
+    let token = tether_server::auth::generate_secret(tether_server::auth::SESSION_TOKEN_PREFIX);
+    let created = store
+        .accounts()
+        .create_account(
+            NewAccount {
+                email: "ada@example.com".into(),
+                password_hash: "$argon2id$test".into(),
+                joining: Joining::ClaimCode {
+                    claim_code: code,
+                    tenant_name: "customer-ada".into(),
+                },
+                session_token: token.clone(),
+                session_expires_ms: now + 60_000,
+            },
+            now,
+        )
+        .await?;
+    assert_eq!(created.role, Role::Owner);
+    assert_eq!(
+        store.device_tenant("shed-1").await?,
+        Some(created.tenant_id)
+    );
+    assert!(
+        store
+            .accounts()
+            .authenticate_session(&token, now)
+            .await?
+            .is_some()
+    );
+    store.close().await;
     Ok(())
 }

@@ -107,11 +107,18 @@ async fn main(spawner: Spawner) -> ! {
     if let Some(authorization) = AUTHORIZATION {
         config = config.with_authorization(authorization);
     }
-    let (client, mut runner) =
-        client::new(board, config, TETHER.take()).expect("valid tether config");
+    // (A static message: formatting the error would link `Debug` code
+    // for it, larger than anything this firmware needs.)
+    let Ok((client, mut runner)) = client::new(board, config, TETHER.take()) else {
+        panic!("invalid tether config");
+    };
 
     stack.wait_config_up().await;
-    println!("network up: {:?}", stack.config_v4());
+    // The address alone: `{:?}` of the whole configuration would link
+    // `Debug` code the baseline firmware does not have.
+    if let Some(network) = stack.config_v4() {
+        println!("network up: {}", network.address);
+    }
 
     // Answers `led` with the state it would switch to, as the JSON result.
     let on_command = |command: &Command<'_>, result: &mut CommandResult<'_>| {
@@ -128,8 +135,8 @@ async fn main(spawner: Spawner) -> ! {
         for counter in 1u32.. {
             match client.publish("counter", &counter).await {
                 Ok(seq) => println!(
-                    "counter {counter} stored as seq {seq}, {:?}",
-                    client.state()
+                    "counter {counter} stored as seq {seq}, link up: {}",
+                    client.state().is_link_up()
                 ),
                 Err(e) => println!("counter {counter} not stored: {e}"),
             }

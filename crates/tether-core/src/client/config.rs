@@ -3,11 +3,16 @@
 
 use core::fmt;
 
-use tether_proto::{MAX_CHANNEL_LEN, validate_device_id};
+use tether_proto::{
+    DescribeChannel, DescribeCommand, EncodeError, FieldError, MAX_CHANNEL_LEN, validate_device_id,
+};
 
 use crate::session::{MAX_COMMAND_RESULT_LEN, SessionConfig, SessionConfigError};
 use crate::time::Duration;
 use crate::url::{ServerUrl, UrlError};
+
+/// Channel and command descriptions one client may announce, at most.
+pub const MAX_ANNOUNCEMENTS: usize = 64;
 
 /// Largest JSON payload [`Client::publish`](super::Client::publish) serializes by default.
 pub const DEFAULT_PAYLOAD_CAPACITY: usize = 256;
@@ -61,6 +66,73 @@ pub struct ClientConfig<'a> {
     pub(super) authorization: Option<&'a str>,
     pub(super) session: SessionConfig,
     pub(super) send_timeout: Duration,
+    pub(super) descriptions: &'a [DescribeChannel<'a>],
+    pub(super) commands: &'a [DescribeCommand<'a>],
+    /// The description code, set by `with_descriptions` and
+    /// `with_commands` only: a firmware that describes nothing never
+    /// takes these function pointers, so the linker drops the encoders and
+    /// checks (and their number formatting) from its image.
+    pub(super) announcer: Option<Announcer>,
+}
+
+/// Validates, sizes and encodes a configuration's announcements.
+#[derive(Clone, Copy)]
+pub(super) struct Announcer {
+    /// Checks every description and command.
+    pub(super) validate: fn(&ClientConfig<'_>) -> Result<(), FieldError>,
+    /// The longest announcement's encoding, bytes.
+    pub(super) max_len: fn(&ClientConfig<'_>) -> usize,
+    /// Encodes announcement `index`; `None` past the last.
+    pub(super) encode: EncodeAnnouncement,
+}
+
+/// Encodes announcement `index` of a configuration into a buffer.
+pub(super) type EncodeAnnouncement =
+    for<'b> fn(&ClientConfig<'_>, u16, &'b mut [u8]) -> Option<Result<&'b [u8], EncodeError>>;
+
+const ANNOUNCER: Announcer = Announcer {
+    validate: validate_announcements,
+    max_len: max_announcement_len,
+    encode: super::encode::announcement,
+};
+
+fn validate_announcements(config: &ClientConfig<'_>) -> Result<(), FieldError> {
+    for description in config.descriptions {
+        description.validate()?;
+    }
+    for command in config.commands {
+        command.validate()?;
+    }
+    Ok(())
+}
+
+fn max_announcement_len(config: &ClientConfig<'_>) -> usize {
+    let descriptions = config.descriptions.iter().map(DescribeChannel::encoded_len);
+    let commands = config.commands.iter().map(DescribeCommand::encoded_len);
+    descriptions.chain(commands).max().unwrap_or(0)
+}
+
+/// Configurations are equal by their settings; the announcer follows from
+/// them.
+impl PartialEq for Announcer {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Announcer {}
+
+impl fmt::Debug for Announcer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Announcer")
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for Announcer {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "Announcer");
+    }
 }
 
 impl<'a> ClientConfig<'a> {
@@ -76,7 +148,64 @@ impl<'a> ClientConfig<'a> {
             authorization: None,
             session: SessionConfig::new(),
             send_timeout: Duration::from_secs(10),
+            descriptions: &[],
+            commands: &[],
+            announcer: None,
         }
+    }
+
+    /// What the device's channels' payload members mean (label, unit,
+    /// scale, …), told the server after every `Welcome` so dashboards show
+    /// readings in their units. Typically `const`s next to the reading
+    /// types:
+    ///
+    /// ```
+    /// use tether_core::client::ClientConfig;
+    /// use tether_proto::{DescribeChannel, FieldDescription, Fields};
+    ///
+    /// const CLIMATE: DescribeChannel<'static> = DescribeChannel::new(
+    ///     "kitchen/climate",
+    ///     Fields::new(&[FieldDescription::new("centi_celsius")
+    ///         .with_label("Temperature")
+    ///         .with_unit("°C")
+    ///         .with_scale(0.01)]),
+    /// );
+    /// let config = ClientConfig::new("wss://relay.example.com/v1/device", "kitchen-1", "1.0.0")
+    ///     .with_descriptions(&[CLIMATE]);
+    /// assert!(config.validate().is_ok());
+    /// ```
+    #[must_use]
+    pub const fn with_descriptions(mut self, descriptions: &'a [DescribeChannel<'a>]) -> Self {
+        self.descriptions = descriptions;
+        self.announcer = Some(ANNOUNCER);
+        self
+    }
+
+    /// The commands the device takes (channel, label, example payload),
+    /// told the server after every `Welcome` so dashboards can offer them.
+    #[must_use]
+    pub const fn with_commands(mut self, commands: &'a [DescribeCommand<'a>]) -> Self {
+        self.commands = commands;
+        self.announcer = Some(ANNOUNCER);
+        self
+    }
+
+    /// The channel descriptions.
+    #[must_use]
+    pub const fn descriptions(&self) -> &'a [DescribeChannel<'a>] {
+        self.descriptions
+    }
+
+    /// The command descriptions.
+    #[must_use]
+    pub const fn commands(&self) -> &'a [DescribeCommand<'a>] {
+        self.commands
+    }
+
+    /// Announcements after every `Welcome`: descriptions, then commands.
+    pub(super) fn announcements(&self) -> u16 {
+        u16::try_from(self.descriptions.len().saturating_add(self.commands.len()))
+            .unwrap_or(u16::MAX)
     }
 
     /// The `Authorization` header of the WebSocket upgrade, e.g.
@@ -148,6 +277,12 @@ impl<'a> ClientConfig<'a> {
         if self.send_timeout.as_millis() == 0 {
             return Err(ClientConfigError::ZeroSendTimeout);
         }
+        if self.descriptions.len().saturating_add(self.commands.len()) > MAX_ANNOUNCEMENTS {
+            return Err(ClientConfigError::TooManyDescriptions);
+        }
+        if let Some(announcer) = self.announcer {
+            (announcer.validate)(self).map_err(ClientConfigError::Description)?;
+        }
         Ok(url)
     }
 }
@@ -174,6 +309,13 @@ pub enum ClientConfigError {
     /// The receive or transmit buffer is too small for a WebSocket frame
     /// (at least 128 bytes each).
     FrameBufferTooSmall,
+    /// A channel or command description breaks the protocol's rules.
+    Description(FieldError),
+    /// More than [`MAX_ANNOUNCEMENTS`] channel and command descriptions.
+    TooManyDescriptions,
+    /// A description does not fit the message buffer (make `MESSAGE`
+    /// larger, or the description shorter).
+    DescriptionTooLarge,
 }
 
 impl fmt::Display for ClientConfigError {
@@ -186,6 +328,11 @@ impl fmt::Display for ClientConfigError {
             Self::ZeroSendTimeout => f.write_str("send timeout must not be zero"),
             Self::MessageBufferTooSmall => f.write_str("message buffer too small"),
             Self::FrameBufferTooSmall => f.write_str("frame buffers too small"),
+            Self::Description(e) => write!(f, "invalid description: {e}"),
+            Self::TooManyDescriptions => f.write_str("too many descriptions"),
+            Self::DescriptionTooLarge => {
+                f.write_str("a description does not fit the message buffer")
+            }
         }
     }
 }
@@ -195,6 +342,34 @@ impl core::error::Error for ClientConfigError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_describing_configurations_reach_the_description_code() {
+        use tether_proto::{FieldDescription, Fields};
+        let plain = ClientConfig::new("ws://relay.example.com/v1/device", "d-1", "1.0.0");
+        assert!(plain.announcer.is_none());
+        assert_eq!(plain.announcements(), 0);
+        const FIELDS: &[FieldDescription<'static>] = &[FieldDescription::new("c").with_scale(0.01)];
+        let channel = [DescribeChannel::new("t", Fields::new(FIELDS))];
+        let described = plain.with_descriptions(&channel);
+        let announcer = described.announcer.expect("set by with_descriptions");
+        assert_eq!((announcer.validate)(&described), Ok(()));
+        let mut buf = [0; 128];
+        let encoded = (announcer.encode)(&described, 0, &mut buf).expect("one announcement");
+        let len = encoded.expect("encodes").len();
+        assert_eq!(len, (announcer.max_len)(&described));
+        assert!((announcer.encode)(&described, 1, &mut buf).is_none());
+        // A number with too many fraction digits is refused.
+        const THIRD: &[FieldDescription<'static>] =
+            &[FieldDescription::new("c").with_scale(1.0 / 3.0)];
+        let third = [DescribeChannel::new("t", Fields::new(THIRD))];
+        let bad = plain.with_descriptions(&third);
+        assert!(matches!(
+            bad.validate(),
+            Err(ClientConfigError::Description(_))
+        ));
+        assert!(plain.with_commands(&[]).announcer.is_some());
+    }
 
     #[test]
     fn hello_states_what_the_receive_buffer_holds() {

@@ -1,7 +1,7 @@
 //! Protocol messages in and out of the runner's message buffer, and the
 //! mapping of WebSocket errors to [`LinkError`]s.
 
-use tether_proto::{CommandAck, Hello, Payload, Publish};
+use tether_proto::{CommandAck, Hello, Payload, Publish, Status};
 
 use super::ClientConfig;
 use crate::outbox::Entry;
@@ -49,6 +49,11 @@ pub(super) fn control(
             },
         }
         .encode(out),
+        Transmit::Announce { index } => (config.announcer?.encode)(config, index, out)?,
+        Transmit::Status { rssi_dbm } => Status {
+            rssi_dbm: Some(rssi_dbm),
+        }
+        .encode(out),
         Transmit::Ping { nonce } => return Some(Outgoing::Ping(nonce)),
         Transmit::Pong(payload) => {
             out.get_mut(..payload.len())?.copy_from_slice(payload);
@@ -58,6 +63,24 @@ pub(super) fn control(
         Transmit::Publish { .. } => return None,
     };
     binary(encoded)
+}
+
+/// Encodes announcement `index`: the channel descriptions, then the
+/// command descriptions, in the order the configuration lists them; `None`
+/// past the last.
+pub(super) fn announcement<'b>(
+    config: &ClientConfig<'_>,
+    index: u16,
+    out: &'b mut [u8],
+) -> Option<Result<&'b [u8], tether_proto::EncodeError>> {
+    let index = usize::from(index);
+    match config.descriptions.get(index) {
+        Some(description) => Some(description.encode(out)),
+        None => index
+            .checked_sub(config.descriptions.len())
+            .and_then(|index| config.commands.get(index))
+            .map(|command| command.encode(out)),
+    }
 }
 
 /// Encodes a stored message as a `Publish` with its send-time stamp

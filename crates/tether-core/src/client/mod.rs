@@ -66,7 +66,8 @@ use tether_proto::{MAX_PAYLOAD_LEN, validate_channel};
 
 pub use self::command::{CommandHandler, CommandResult, NoCommands, ResultTooLarge};
 pub use self::config::{
-    ClientConfig, ClientConfigError, DEFAULT_PAYLOAD_CAPACITY, max_downlink_len, message_buffer_len,
+    ClientConfig, ClientConfigError, DEFAULT_PAYLOAD_CAPACITY, MAX_ANNOUNCEMENTS, max_downlink_len,
+    message_buffer_len,
 };
 pub use self::runner::{Buffers, NeedsProvisioning, Runner};
 use crate::board::Board;
@@ -100,15 +101,16 @@ pub fn new<
     config: ClientConfig<'a>,
     resources: &'a mut Resources<B, M, PAYLOAD, RX, TX, MESSAGE>,
 ) -> Result<(&'a Client<B, M, PAYLOAD>, Runner<'a, B, M, PAYLOAD>), ClientConfigError> {
-    Runner::<B, M, PAYLOAD>::check(&config, &resources.buffers)?;
+    // The configuration is validated once, here.
+    let url = Runner::<B, M, PAYLOAD>::check(&config, &resources.buffers)?;
     let parts = board.into_parts();
-    let client = Client::from_parts(&config, parts.clock, parts.rng, parts.outbox)?;
+    let client = Client::from_checked(&config, parts.clock, parts.rng, parts.outbox)?;
     let Resources {
         client: slot,
         buffers,
     } = resources;
     let client = &*slot.insert(client);
-    let runner = Runner::new(client, config, parts.connector, buffers)?;
+    let runner = Runner::checked(client, config, url, parts.connector, buffers);
     Ok((client, runner))
 }
 
@@ -263,17 +265,28 @@ impl<B: Board, M: RawMutex, const PAYLOAD: usize> Client<B, M, PAYLOAD> {
         config: &ClientConfig<'_>,
         clock: B::Clock,
         rng: B::Rng,
-        mut outbox: B::Outbox,
+        outbox: B::Outbox,
     ) -> Result<Self, ClientConfigError> {
         config.validate()?;
+        Self::from_checked(config, clock, rng, outbox)
+    }
+
+    /// [`Client::from_parts`] for a configuration already validated.
+    fn from_checked(
+        config: &ClientConfig<'_>,
+        clock: B::Clock,
+        rng: B::Rng,
+        mut outbox: B::Outbox,
+    ) -> Result<Self, ClientConfigError> {
         let now = clock.now();
-        let session = match outbox.restored() {
+        let mut session = match outbox.restored() {
             Some(restored) => Session::resume(config.session, rng, now, restored),
             None => Session::new(config.session, rng, now).inspect(|session| {
                 outbox.start_boot(session.boot_id());
             }),
         }
         .map_err(ClientConfigError::Session)?;
+        session.set_announcements(config.announcements());
         Ok(Self {
             shared: Mutex::new(RefCell::new(Shared {
                 session,
@@ -349,6 +362,17 @@ impl<B: Board, M: RawMutex, const PAYLOAD: usize> Client<B, M, PAYLOAD> {
         })?;
         self.wake.signal(());
         Ok(pending.seq)
+    }
+
+    /// The device's WiFi signal strength now (RSSI, dBm, from -150 to 0),
+    /// reported to the server after every `Welcome` and when it changes, at
+    /// most once a minute ([`SIGNAL_REPORT_INTERVAL`](crate::session::SIGNAL_REPORT_INTERVAL)).
+    /// Call it whenever the WiFi driver tells (a board backend may do it
+    /// for the application); values out of range are clamped.
+    pub fn set_rssi(&self, rssi_dbm: i16) {
+        let rssi_dbm = rssi_dbm.clamp(tether_proto::MIN_RSSI_DBM, 0);
+        self.with_session(|session| session.set_signal(rssi_dbm));
+        self.wake.signal(());
     }
 
     /// Where the connection stands (for a status LED).

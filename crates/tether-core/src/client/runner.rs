@@ -96,19 +96,25 @@ enum Next {
 }
 
 impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> {
-    /// Checks `config` and the buffer sizes against `PAYLOAD`.
-    pub(super) fn check<const RX: usize, const TX: usize, const MESSAGE: usize>(
-        config: &ClientConfig<'_>,
+    /// Checks `config` and the buffer sizes against `PAYLOAD`; returns the
+    /// parsed URL.
+    pub(super) fn check<'c, const RX: usize, const TX: usize, const MESSAGE: usize>(
+        config: &ClientConfig<'c>,
         _buffers: &super::Buffers<RX, TX, MESSAGE>,
-    ) -> Result<(), ClientConfigError> {
-        config.validate()?;
+    ) -> Result<ServerUrl<'c>, ClientConfigError> {
+        let url = config.validate()?;
         if MESSAGE < message_buffer_len(PAYLOAD) {
             return Err(ClientConfigError::MessageBufferTooSmall);
         }
         if RX < 128 || TX < 128 {
             return Err(ClientConfigError::FrameBufferTooSmall);
         }
-        Ok(())
+        if let Some(announcer) = config.announcer
+            && (announcer.max_len)(config) > MESSAGE
+        {
+            return Err(ClientConfigError::DescriptionTooLarge);
+        }
+        Ok(url)
     }
 
     /// A runner for `client`, connecting with `connector`, working in
@@ -123,9 +129,20 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
         connector: B::Connector,
         buffers: &'a mut Buffers<RX, TX, MESSAGE>,
     ) -> Result<Self, ClientConfigError> {
-        Self::check(&config, buffers)?;
-        let url = config.validate()?;
-        Ok(Self {
+        let url = Self::check(&config, buffers)?;
+        Ok(Self::checked(client, config, url, connector, buffers))
+    }
+
+    /// A runner for a configuration [`Self::check`] accepted (parsing
+    /// `url`).
+    pub(super) fn checked<const RX: usize, const TX: usize, const MESSAGE: usize>(
+        client: &'a Client<B, M, PAYLOAD>,
+        config: ClientConfig<'a>,
+        url: ServerUrl<'a>,
+        connector: B::Connector,
+        buffers: &'a mut Buffers<RX, TX, MESSAGE>,
+    ) -> Self {
+        Self {
             client,
             config,
             url,
@@ -133,7 +150,7 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
             rx: &mut buffers.rx,
             tx: &mut buffers.tx,
             message: &mut buffers.message,
-        })
+        }
     }
 
     /// Runs the connection: connect, serve, back off, reconnect, for as

@@ -225,6 +225,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, relay: Shared) 
                     ack.result.as_str().unwrap_or_default().to_owned(),
                 ));
             }
+            // Descriptions and status: this relay keeps only records and
+            // acknowledgements (tether-server's tests cover the rest).
+            DeviceToServer::DescribeChannel(_)
+            | DeviceToServer::DescribeCommand(_)
+            | DeviceToServer::Status(_) => {}
         }
     }
 }

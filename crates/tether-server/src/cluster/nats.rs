@@ -33,8 +33,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::sequencer::Sequencer;
 use crate::broker::{
-    Broker, CommandReply, DeviceCommand, InProcessBroker, LocalDevices, Received, SubscribeError,
-    Subscription,
+    Broker, ChannelDescribed, CommandReply, DeviceCommand, InProcessBroker, LocalDevices, Received,
+    SubscribeError, Subscription,
 };
 use crate::store::{BoxFuture, StoredEvent, TenantId};
 
@@ -48,6 +48,9 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
 const SESSIONS_SUBJECT: &str = "tether.sessions";
 const RESYNC_SUBJECT: &str = "tether.resync";
+/// Channel descriptions devices sent (best effort: a receiver that
+/// subscribes reads the stored ones first).
+const DESCRIPTIONS_SUBJECT: &str = "tether.descriptions";
 
 fn event_subject(tenant_id: TenantId, channel: &str) -> String {
     format!("tether.ev.{tenant_id}.{}", hex::encode(channel))
@@ -76,6 +79,12 @@ struct SessionNotice<'a> {
     node: &'a str,
     device: &'a str,
     fence: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DescriptionNotice<'a> {
+    node: &'a str,
+    description: ChannelDescribed,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -384,7 +393,10 @@ async fn sequencer_ticks(shared: std::sync::Weak<Shared>) {
 async fn notices(shared: Arc<Shared>) {
     let sessions = shared.client.subscribe(SESSIONS_SUBJECT).await;
     let resyncs = shared.client.subscribe(RESYNC_SUBJECT).await;
-    let (Ok(mut sessions), Ok(mut resyncs)) = (sessions, resyncs) else {
+    let descriptions = shared.client.subscribe(DESCRIPTIONS_SUBJECT).await;
+    let (Ok(mut sessions), Ok(mut resyncs), Ok(mut descriptions)) =
+        (sessions, resyncs, descriptions)
+    else {
         tracing::error!("cannot subscribe to the cluster's notices");
         return;
     };
@@ -403,6 +415,13 @@ async fn notices(shared: Arc<Shared>) {
                 {
                     tracing::info!(from = notice.node, "another node may have missed NATS; receivers catch up");
                     shared.resync_local();
+                }
+            }
+            Some(message) = descriptions.next() => {
+                if let Ok(notice) = serde_json::from_slice::<DescriptionNotice<'_>>(&message.payload)
+                    && notice.node != shared.node
+                {
+                    shared.local.publish_description(Arc::new(notice.description));
                 }
             }
             else => return,
@@ -508,6 +527,29 @@ async fn device_commands(
 }
 
 impl Broker for NatsBroker {
+    fn publish_description(&self, description: Arc<ChannelDescribed>) {
+        self.shared
+            .local
+            .publish_description(Arc::clone(&description));
+        let notice = DescriptionNotice {
+            node: &self.shared.node,
+            description: ChannelDescribed::clone(&description),
+        };
+        let Ok(bytes) = serde_json::to_vec(&notice) else {
+            return;
+        };
+        let client = self.shared.client.clone();
+        tokio::spawn(async move {
+            if let Err(error) = client.publish(DESCRIPTIONS_SUBJECT, bytes.into()).await {
+                tracing::warn!(%error, "cannot tell the other nodes of a description");
+            }
+        });
+    }
+
+    fn descriptions(&self) -> tokio::sync::broadcast::Receiver<Arc<ChannelDescribed>> {
+        self.shared.local.descriptions()
+    }
+
     fn publish(&self, events: Vec<Arc<StoredEvent>>) {
         for event in events {
             if self.shared.outbox.try_send(Arc::clone(&event)).is_err() {

@@ -1,11 +1,11 @@
-//! Administration on either database: what the `tenant`, `device` and
-//! `key` subcommands and a server's first start do. [`AdminStore`] is
+//! Administration on either database: what the `tenant`, `device`, `key`
+//! and `invite` subcommands and a server's first start do. [`AdminStore`] is
 //! implemented by the SQLite [`Admin`](super::Admin) (on the file) and by
 //! [`PgAdmin`](super::PgAdmin); the secrets they store are made here, once.
 
 use std::time::Duration;
 
-use super::{BoxFuture, ChannelFilter, StoreError, TenantId};
+use super::{BoxFuture, ChannelFilter, ImportEvent, Role, StoreError, TenantId};
 use crate::auth;
 
 /// What `device add` created.
@@ -17,6 +17,17 @@ pub struct NewDevice {
     pub token: String,
     /// Its claim code, if registered for claiming.
     pub claim_code: Option<String>,
+}
+
+/// What `invite` created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInvitationLink {
+    /// The invitation's id.
+    pub id: i64,
+    /// Its secret token (shown once): the link is `<dashboard>/invite#token=<token>`.
+    pub token: String,
+    /// When it stops working (Unix ms).
+    pub expires_ms: u64,
 }
 
 /// What `key add` created.
@@ -71,6 +82,24 @@ pub trait AdminStore: Send {
     ) -> BoxFuture<'_, Result<NewKey, StoreError>>;
     /// Revokes a receiver key; running servers disconnect its receivers.
     fn revoke_key(&self, key_id: i64) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// An invitation to `tenant_id` with `role` (an owner too: how a tenant
+    /// made by `tenant add`, or before accounts existed, gets its first
+    /// account), single use, until `expires_ms`.
+    fn add_invitation(
+        &self,
+        tenant_id: TenantId,
+        role: Role,
+        expires_ms: u64,
+    ) -> BoxFuture<'_, Result<NewInvitationLink, StoreError>>;
+    /// Stores events on a tenant's channel after the ones it has, each at
+    /// its own `server_time_ms` (moving data from another system; filling
+    /// a database for a benchmark or a test). Returns the first offset.
+    fn import_events<'a>(
+        &'a self,
+        tenant_id: TenantId,
+        channel: &'a str,
+        events: &'a [ImportEvent],
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
 }
 
 /// Checks a new tenant's name.

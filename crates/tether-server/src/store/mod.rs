@@ -37,8 +37,10 @@
 //! of the old session is stored after the new session read its watermark,
 //! and no record is acknowledged twice or out of order.
 
+pub mod accounts;
 mod admin;
 mod postgres;
+mod readings;
 mod sqlite;
 
 use core::fmt;
@@ -50,9 +52,14 @@ use std::time::Duration;
 use serde::Serialize;
 use tether_proto::{Event, Payload, ServerToReceiver};
 
-pub use admin::{AdminStore, NewDevice, NewKey};
+pub use accounts::{AccountStore, Role, SessionIdentity};
+pub use admin::{AdminStore, NewDevice, NewInvitationLink, NewKey};
 pub use postgres::{PgAdmin, PgStore};
-pub use sqlite::{Admin, SqliteStore};
+pub use readings::{
+    BUCKET_WIDTHS_MS, ChannelDescription, DeclaredCommand, ROLLUP_WIDTHS_MS, Series, SeriesPoint,
+    SeriesQuery, bucket_width, rollup_width,
+};
+pub use sqlite::{Admin, ImportEvent, SqliteStore};
 
 /// A boxed, sendable future (the store and broker traits are object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -194,10 +201,11 @@ impl ChannelFilter {
     }
 }
 
-/// An authenticated receiver key.
+/// An authenticated receiver: a receiver key, or a signed-in person's
+/// session (then `session` is set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyIdentity {
-    /// The key's id (for revocation).
+    /// The key's id (for revocation); 0 for a session.
     pub key_id: i64,
     /// Its tenant.
     pub tenant_id: TenantId,
@@ -205,6 +213,33 @@ pub struct KeyIdentity {
     pub channels: ChannelFilter,
     /// Whether it may send commands (read+command) or only read.
     pub can_command: bool,
+    /// The signed-in person, when a session cookie (not a key) is behind
+    /// it.
+    pub session: Option<SessionIdentity>,
+}
+
+impl KeyIdentity {
+    /// What a signed-in member may do: every channel of their tenant,
+    /// commands and claims unless read-only.
+    pub fn of_session(session: SessionIdentity) -> KeyIdentity {
+        KeyIdentity {
+            key_id: 0,
+            tenant_id: session.tenant_id,
+            channels: ChannelFilter::ALL,
+            can_command: session.role.can_command(),
+            session: Some(session),
+        }
+    }
+
+    /// Whether `revocation` ends this receiver's connections.
+    pub fn revoked_by(&self, revocation: &Revocation) -> bool {
+        match (revocation, &self.session) {
+            (Revocation::Key(id), None) => *id == self.key_id,
+            (Revocation::Session(id), Some(session)) => *id == session.session_id,
+            (Revocation::Account(id), Some(session)) => *id == session.account_id,
+            _ => false,
+        }
+    }
 }
 
 /// One record a device published, to append.
@@ -365,6 +400,12 @@ pub struct DeviceInfo {
     pub firmware_version: Option<String>,
     /// Messages it published since midnight UTC.
     pub messages_today: u64,
+    /// The signal strength it last reported (dBm), if it ever did.
+    pub rssi_dbm: Option<i16>,
+    /// When it reported it (unix ms).
+    pub rssi_ms: Option<u64>,
+    /// The commands it declared in its last session that declared any.
+    pub commands: Vec<DeclaredCommand>,
 }
 
 /// A channel, as the HTTP API lists it.
@@ -416,6 +457,26 @@ pub enum Revocation {
     Moved(String),
     /// A receiver key was revoked.
     Key(i64),
+    /// A sign-in session ended (sign-out): its connections close.
+    Session(i64),
+    /// A member's rights changed or they were removed: every connection
+    /// of the account closes (a browser reconnects with its new rights).
+    Account(i64),
+}
+
+impl Revocation {
+    /// The revocation a `revocations` row records (`kind`, `subject`), if
+    /// it is one this server knows (a newer server's kinds are skipped).
+    pub(crate) fn from_row(kind: &str, subject: String) -> Option<Revocation> {
+        match kind {
+            "device" => Some(Revocation::Device(subject)),
+            "moved" => Some(Revocation::Moved(subject)),
+            "key" => subject.parse().ok().map(Revocation::Key),
+            "session" => subject.parse().ok().map(Revocation::Session),
+            "account" => subject.parse().ok().map(Revocation::Account),
+            _ => None,
+        }
+    }
 }
 
 /// What one write transaction did, handed to [`StoreOptions::on_transaction`]
@@ -569,6 +630,56 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(Vec<Revocation>, i64), StoreError>>;
     /// Marks every device offline (at start-up, after an unclean stop).
     fn reset_presence(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// The accounts part: people who sign in, their sessions, memberships
+    /// and invitations.
+    fn accounts(&self) -> &dyn AccountStore;
     /// Waits until everything enqueued is committed and stops the writer.
     fn close(&self) -> BoxFuture<'_, ()>;
+
+    // Readings (see `readings.rs`): descriptions, declared commands,
+    // signal strength, downsampled series.
+
+    /// Stores what `device_id` said the fields of `channel` (of its tenant
+    /// `tenant_id`) mean: `fields` is the canonical JSON array
+    /// (`tether_proto::Fields`), replacing the device's earlier one.
+    fn describe_channel(
+        &self,
+        tenant_id: TenantId,
+        device_id: &str,
+        channel: &str,
+        fields: &str,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Every device's description of a channel of the tenant, by device.
+    fn channel_descriptions(
+        &self,
+        tenant_id: TenantId,
+        channel: &str,
+    ) -> BoxFuture<'_, Result<Vec<ChannelDescription>, StoreError>>;
+    /// Replaces the commands the device declared.
+    fn set_commands(
+        &self,
+        device_id: &str,
+        commands: Vec<DeclaredCommand>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Records the signal strength the device reported.
+    fn set_rssi(
+        &self,
+        device_id: &str,
+        rssi_dbm: i16,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Min, max and mean of every numeric field of a channel's events, per
+    /// device and bucket (see [`Series`]).
+    fn series(
+        &self,
+        tenant_id: TenantId,
+        channel: &str,
+        query: SeriesQuery,
+    ) -> BoxFuture<'_, Result<Series, StoreError>>;
+    /// Rolls the events stored since the last run up into the buckets
+    /// [`series`](Self::series) reads; returns how many events it read.
+    /// Works in bounded chunks between the writer's batches, like
+    /// retention.
+    fn roll_up(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 }

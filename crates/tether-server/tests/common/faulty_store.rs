@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tether_server::store::{
-    AppendOutcome, AppendRequest, BoxFuture, ChannelBounds, ChannelInfo, Commit, DeviceIdentity,
-    DeviceInfo, KeyIdentity, OpenedSession, ReadRange, Revocation, Store, StoreError, StoredEvent,
-    TenantId,
+    AccountStore, AppendOutcome, AppendRequest, BoxFuture, ChannelBounds, ChannelDescription,
+    ChannelInfo, Commit, DeclaredCommand, DeviceIdentity, DeviceInfo, KeyIdentity, OpenedSession,
+    ReadRange, Revocation, Series, SeriesQuery, Store, StoreError, StoredEvent, TenantId,
 };
 
 /// How one append fails.
@@ -202,7 +202,61 @@ impl Store for FaultyStore {
         self.inner.reset_presence()
     }
 
+    fn accounts(&self) -> &dyn AccountStore {
+        self.inner.accounts()
+    }
+
     fn close(&self) -> BoxFuture<'_, ()> {
         self.inner.close()
+    }
+
+    fn describe_channel(
+        &self,
+        tenant_id: TenantId,
+        device_id: &str,
+        channel: &str,
+        fields: &str,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner
+            .describe_channel(tenant_id, device_id, channel, fields, now_ms)
+    }
+
+    fn channel_descriptions(
+        &self,
+        tenant_id: TenantId,
+        channel: &str,
+    ) -> BoxFuture<'_, Result<Vec<ChannelDescription>, StoreError>> {
+        self.inner.channel_descriptions(tenant_id, channel)
+    }
+
+    fn set_commands(
+        &self,
+        device_id: &str,
+        commands: Vec<DeclaredCommand>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.set_commands(device_id, commands)
+    }
+
+    fn set_rssi(
+        &self,
+        device_id: &str,
+        rssi_dbm: i16,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.set_rssi(device_id, rssi_dbm, now_ms)
+    }
+
+    fn series(
+        &self,
+        tenant_id: TenantId,
+        channel: &str,
+        query: SeriesQuery,
+    ) -> BoxFuture<'_, Result<Series, StoreError>> {
+        self.inner.series(tenant_id, channel, query)
+    }
+
+    fn roll_up(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.roll_up()
     }
 }

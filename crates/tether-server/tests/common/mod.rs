@@ -8,6 +8,7 @@
     clippy::std_instead_of_alloc
 )]
 
+pub mod accounts;
 pub mod faulty_store;
 
 use std::net::SocketAddr;
@@ -515,4 +516,34 @@ pub async fn http_text(
     let (head, body) = text.split_once("\r\n\r\n").ok_or("no header end")?;
     let status: u16 = head.split_whitespace().nth(1).ok_or("no status")?.parse()?;
     Ok((status, body.to_owned()))
+}
+
+/// A plain HTTP agent that hands 4xx and 5xx answers back as answers.
+pub fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// `GET path` with the key, through a real HTTP client (it reads chunked,
+/// streamed answers), in a blocking thread: status, headers, body.
+pub async fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    key: &str,
+) -> Result<(u16, ureq::http::HeaderMap, String), BoxError> {
+    let url = format!("http://{addr}{path}");
+    let key = key.to_owned();
+    tokio::task::spawn_blocking(move || -> Result<_, BoxError> {
+        let response = http_agent()
+            .get(&url)
+            .header("Authorization", &format!("Bearer {key}"))
+            .call()?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().read_to_string()?;
+        Ok((status, headers, body))
+    })
+    .await?
 }

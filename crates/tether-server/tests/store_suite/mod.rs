@@ -10,12 +10,24 @@
     clippy::std_instead_of_alloc
 )]
 
+mod accounts;
+
+pub use accounts::{
+    an_account_made_with_a_claim_code_owns_the_device,
+    an_administrators_invitation_makes_an_owner_of_an_existing_tenant,
+    invitations_work_once_expire_and_give_their_role,
+    members_change_and_go_only_within_their_tenant, sessions_end_on_sign_out_and_are_bounded,
+};
+mod readings;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use readings::*;
+
 use tether_server::store::{
     AppendOutcome, AppendRequest, ChannelBounds, DeviceIdentity, OpenedSession, ReadRange,
-    Revocation, Store, StoreError, StoreOptions, StoredEvent, TenantId, TransactionStats,
+    Revocation, Role, Store, StoreError, StoreOptions, StoredEvent, TenantId, TransactionStats,
     UNCLAIMED_TENANT,
 };
 
@@ -32,6 +44,9 @@ pub trait StoreFixture: Sized {
     fn new() -> Result<Self, BoxError>;
     /// Opens the store under test on this database (again: a restart).
     fn open(&self, options: StoreOptions) -> Result<Self::Store, BoxError>;
+    /// An administrator's invitation (`tether-server invite`) to `tenant`
+    /// with `role`; returns its token.
+    fn invite(&self, tenant: TenantId, role: Role, expires_ms: u64) -> Result<String, BoxError>;
     /// Adds a tenant.
     fn add_tenant(&self, name: &str) -> Result<TenantId, BoxError>;
     /// Registers a device; returns its token.
@@ -61,6 +76,26 @@ pub trait StoreFixture: Sized {
         count: u64,
         server_time_ms: u64,
     ) -> Result<(), BoxError>;
+    /// Puts events on a channel directly, after the ones it has, each
+    /// stored at its own `server_time_ms` (the writer stamps its own
+    /// clock; series tests need chosen times).
+    fn insert_events(
+        &self,
+        tenant: TenantId,
+        channel: &str,
+        events: &[TestEvent],
+    ) -> Result<(), BoxError>;
+}
+
+/// An event for [`StoreFixture::insert_events`].
+#[derive(Debug, Clone)]
+pub struct TestEvent {
+    /// The publishing device.
+    pub device: String,
+    /// When the server stored it (unix ms).
+    pub server_time_ms: u64,
+    /// JSON text.
+    pub payload: String,
 }
 
 /// Invokes every test of the suite for one fixture type.
@@ -75,9 +110,19 @@ macro_rules! store_conformance_tests {
             claim_codes_expire,
             retention_and_claim,
             retention_of_a_large_table_lets_appends_commit_between_chunks,
+            descriptions_commands_and_signal_strength,
+            series_match_the_events_at_every_width,
+            series_continue_with_the_live_tail,
+            series_are_scoped_to_tenant_and_devices,
+            retention_prunes_rolled_up_buckets,
             a_replaced_session_cannot_append,
             two_stores_on_one_database_fence_each_other,
             concurrent_writers_give_gap_free_offsets,
+            an_account_made_with_a_claim_code_owns_the_device,
+            sessions_end_on_sign_out_and_are_bounded,
+            invitations_work_once_expire_and_give_their_role,
+            members_change_and_go_only_within_their_tenant,
+            an_administrators_invitation_makes_an_owner_of_an_existing_tenant,
         );
     };
     (@tests $fixture:ty; $($name:ident),* $(,)?) => {

@@ -2,7 +2,8 @@
 
 use rand_core::RngCore;
 
-use super::{Key, MAX_HEADERS, Writer, has_token, header, is_field_value, is_token, map_httparse};
+use super::head::{self, HeadError};
+use super::{Key, MAX_HEADERS, Writer, has_token, is_field_value, is_token};
 use crate::ws::Status;
 use crate::ws::error::HandshakeError;
 
@@ -150,35 +151,49 @@ impl<'a> ClientHandshake<'a> {
     /// its buffer fills up while this says `Partial`, that is
     /// [`HandshakeError::HeaderTooLong`].
     pub fn parse_response(&self, buf: &[u8]) -> Result<Status<Response<'a>>, HandshakeError> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        let header_len = match response.parse(buf).map_err(map_httparse)? {
-            httparse::Status::Partial => return Ok(Status::Partial),
-            httparse::Status::Complete(n) => n,
+        // The first of each header the handshake checks, trimmed.
+        const NAMES: [&str; 5] = [
+            "Upgrade",
+            "Connection",
+            "Sec-WebSocket-Accept",
+            "Sec-WebSocket-Extensions",
+            "Sec-WebSocket-Protocol",
+        ];
+        let mut found: [Option<&[u8]>; 5] = [None; 5];
+        let head = head::parse_response(buf, MAX_HEADERS, &mut |name, value| {
+            for (slot, wanted) in found.iter_mut().zip(NAMES) {
+                if slot.is_none() && name.eq_ignore_ascii_case(wanted.as_bytes()) {
+                    *slot = Some(value.trim_ascii());
+                }
+            }
+        });
+        let head = match head {
+            Ok(Status::Partial) => return Ok(Status::Partial),
+            Ok(Status::Complete(head)) => head,
+            Err(HeadError::TooManyHeaders) => return Err(HandshakeError::TooManyHeaders),
+            Err(HeadError::Malformed) => return Err(HandshakeError::Malformed),
         };
-        let code = response.code.unwrap_or(0);
-        if code != 101 {
-            return Err(HandshakeError::Status(code));
+        let [upgrade, connection, accept, extensions, protocol] = found;
+        if head.code != 101 {
+            return Err(HandshakeError::Status(head.code));
         }
-        if response.version != Some(1) {
+        if head.version != 1 {
             return Err(HandshakeError::Malformed);
         }
-        let headers = response.headers;
-        if !header(headers, "Upgrade").is_some_and(|v| has_token(v, "websocket")) {
+        if !upgrade.is_some_and(|v| has_token(v, "websocket")) {
             return Err(HandshakeError::MissingUpgrade);
         }
-        if !header(headers, "Connection").is_some_and(|v| has_token(v, "upgrade")) {
+        if !connection.is_some_and(|v| has_token(v, "upgrade")) {
             return Err(HandshakeError::MissingConnection);
         }
-        let accept =
-            header(headers, "Sec-WebSocket-Accept").ok_or(HandshakeError::MissingAccept)?;
+        let accept = accept.ok_or(HandshakeError::MissingAccept)?;
         if accept != self.key.accept() {
             return Err(HandshakeError::BadAccept);
         }
-        if header(headers, "Sec-WebSocket-Extensions").is_some_and(|v| !v.is_empty()) {
+        if extensions.is_some_and(|v| !v.is_empty()) {
             return Err(HandshakeError::UnexpectedExtension);
         }
-        let subprotocol = match header(headers, "Sec-WebSocket-Protocol") {
+        let subprotocol = match protocol {
             None => None,
             Some(chosen) => Some(
                 *self
@@ -191,7 +206,7 @@ impl<'a> ClientHandshake<'a> {
         };
         Ok(Status::Complete(Response {
             subprotocol,
-            header_len,
+            header_len: head.len,
         }))
     }
 }

@@ -1,5 +1,5 @@
-//! Administration on PostgreSQL: what the `tenant`, `device` and `key`
-//! subcommands do with `--database postgres://…` (also while nodes run:
+//! Administration on PostgreSQL: what the `tenant`, `device`, `key` and
+//! `invite` subcommands do with `--database postgres://…` (also while nodes run:
 //! each notices a revocation within its poll interval).
 
 use std::time::Duration;
@@ -8,9 +8,11 @@ use deadpool_postgres::{GenericClient, Pool};
 
 use super::schema::{self, REVOCATION_LOCK, db_error, is_unique_violation, pool_error};
 use super::writer::to_i64;
+use crate::auth;
 use crate::store::admin::{DeviceSecrets, KeySecrets, check_tenant_name};
 use crate::store::{
-    AdminStore, BoxFuture, ChannelFilter, NewDevice, NewKey, StoreError, TenantId, UNCLAIMED_TENANT,
+    AdminStore, BoxFuture, ChannelFilter, ImportEvent, NewDevice, NewInvitationLink, NewKey, Role,
+    StoreError, TenantId, UNCLAIMED_TENANT,
 };
 
 /// Administration on a PostgreSQL database.
@@ -101,6 +103,70 @@ impl PgAdmin {
             return Err(StoreError::NotFound);
         }
         Ok(())
+    }
+
+    /// Stores events on a channel of a tenant after the ones it has, each
+    /// with its own `server_time_ms`, as [`Admin::import_events`] does on
+    /// SQLite (same checks; live subscribers are not told). The channel's
+    /// counter row is locked meanwhile, so the offsets stay gap-free
+    /// alongside running nodes. Returns the offset the first one got.
+    ///
+    /// [`Admin::import_events`]: crate::store::Admin::import_events
+    pub async fn import_events(
+        &self,
+        tenant_id: TenantId,
+        channel: &str,
+        events: &[ImportEvent],
+    ) -> Result<u64, StoreError> {
+        tether_proto::validate_channel(channel)
+            .map_err(|error| StoreError::Invalid(format!("channel: {error}")))?;
+        for event in events {
+            tether_proto::validate_device_id(&event.device)
+                .map_err(|error| StoreError::Invalid(format!("device: {error}")))?;
+            tether_proto::Payload::from_json_str(&event.payload)
+                .check_json()
+                .map_err(|_| StoreError::Invalid("payload: not one JSON value".into()))?;
+        }
+        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        let devices: Vec<&str> = events.iter().map(|e| e.device.as_str()).collect();
+        let device_times: Vec<Option<i64>> = events
+            .iter()
+            .map(|e| e.device_time_ms.map(to_i64))
+            .collect();
+        let server_times: Vec<i64> = events.iter().map(|e| to_i64(e.server_time_ms)).collect();
+        let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let row = tx
+            .query_one(
+                "INSERT INTO channels(tenant_id, name, next_offset) VALUES ($1, $2, 1 + $3::bigint)
+                 ON CONFLICT(tenant_id, name) DO UPDATE
+                 SET next_offset = channels.next_offset + $3::bigint
+                 RETURNING id, next_offset - $3::bigint",
+                &[&tenant_id, &channel, &count],
+            )
+            .await
+            .map_err(db_error)?;
+        let (channel_id, first): (i64, i64) = (row.get(0), row.get(1));
+        tx.execute(
+            r#"INSERT INTO messages(channel_id, "offset", device_id, device_time_ms,
+                                    server_time_ms, payload)
+               SELECT $1, $2::bigint + e.i - 1, e.device, e.device_time, e.server_time, e.payload
+               FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::text[])
+                    WITH ORDINALITY AS e(device, device_time, server_time, payload, i)"#,
+            &[
+                &channel_id,
+                &first,
+                &devices,
+                &device_times,
+                &server_times,
+                &payloads,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(u64::try_from(first).unwrap_or(0))
     }
 
     /// Registers a device (see [`AdminStore::add_device`]).
@@ -197,6 +263,45 @@ impl PgAdmin {
         tx.commit().await.map_err(db_error)
     }
 
+    /// An invitation to `tenant_id` (see [`AdminStore::add_invitation`]).
+    pub async fn add_invitation(
+        &self,
+        tenant_id: TenantId,
+        role: Role,
+        expires_ms: u64,
+    ) -> Result<NewInvitationLink, StoreError> {
+        if tenant_id == UNCLAIMED_TENANT {
+            return Err(StoreError::Invalid(
+                "no invitations to the unclaimed devices".into(),
+            ));
+        }
+        let token = auth::generate_secret(auth::INVITATION_TOKEN_PREFIX);
+        let lookup = auth::lookup_part(&token, auth::INVITATION_TOKEN_PREFIX)
+            .ok_or_else(|| StoreError::Invalid("token".into()))?;
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "INSERT INTO invitations(tenant_id, lookup, hash, role, created_ms, expires_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                &[
+                    &tenant_id,
+                    &lookup,
+                    &auth::hash_secret(&token).as_slice(),
+                    &role.as_str(),
+                    &to_i64(crate::now_ms()),
+                    &to_i64(expires_ms),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(NewInvitationLink {
+            id: row.get(0),
+            token,
+            expires_ms,
+        })
+    }
+
     async fn revoke(
         &self,
         update: &str,
@@ -263,6 +368,15 @@ async fn insert_device<C: GenericClient + Sync>(
 }
 
 impl AdminStore for PgAdmin {
+    fn import_events<'a>(
+        &'a self,
+        tenant_id: TenantId,
+        channel: &'a str,
+        events: &'a [ImportEvent],
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(PgAdmin::import_events(self, tenant_id, channel, events))
+    }
+
     fn tenant_id(&self, name: &str) -> BoxFuture<'_, Result<TenantId, StoreError>> {
         let name = name.to_owned();
         Box::pin(async move { PgAdmin::tenant_id(self, &name).await })
@@ -341,5 +455,14 @@ impl AdminStore for PgAdmin {
 
     fn revoke_key(&self, key_id: i64) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(PgAdmin::revoke_key(self, key_id))
+    }
+
+    fn add_invitation(
+        &self,
+        tenant_id: TenantId,
+        role: Role,
+        expires_ms: u64,
+    ) -> BoxFuture<'_, Result<NewInvitationLink, StoreError>> {
+        Box::pin(PgAdmin::add_invitation(self, tenant_id, role, expires_ms))
     }
 }

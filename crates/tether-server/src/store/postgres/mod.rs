@@ -9,7 +9,10 @@
 //!                                               └▶ on_commit(events, in offset order)
 //!                                              retention.rs: bounded chunks between batches
 //!  readers ──▶ pool of `read_connections` (read.rs; READ COMMITTED)
+//!  readings ──▶ the same pool: descriptions, commands, roll-ups in short
+//!               transactions of their own, series in one snapshot (readings.rs)
 //!  admin CLI ──▶ PgAdmin (admin.rs)
+//!  accounts (accounts.rs): writes through the writer, reads on the pool
 //! ```
 //!
 //! Same semantics as [`SqliteStore`](super::SqliteStore), held by the
@@ -35,8 +38,10 @@
 //! Connections are plain TCP or Unix sockets (`NoTls`): run PostgreSQL on
 //! a private network or the same host, or put a TLS tunnel in front.
 
+mod accounts;
 mod admin;
 mod read;
+mod readings;
 mod retention;
 mod schema;
 mod writer;
@@ -48,10 +53,11 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use admin::PgAdmin;
 
+use super::accounts::AccountOp;
 use super::{
-    AppendRequest, BoxFuture, ChannelBounds, ChannelInfo, Commit, DeviceIdentity, DeviceInfo,
-    KeyIdentity, OpenedSession, ReadRange, Revocation, Store, StoreError, StoreOptions,
-    StoredEvent, TenantId,
+    AccountStore, AppendRequest, BoxFuture, ChannelBounds, ChannelDescription, ChannelInfo, Commit,
+    DeclaredCommand, DeviceIdentity, DeviceInfo, KeyIdentity, OpenedSession, ReadRange, Revocation,
+    Series, SeriesQuery, Store, StoreError, StoreOptions, StoredEvent, TenantId,
 };
 use schema::pool_error;
 use writer::WriteOp;
@@ -142,6 +148,13 @@ impl PgStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         result.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn account_write<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> AccountOp,
+    ) -> Result<T, StoreError> {
+        self.write(|reply| WriteOp::Account(op(reply))).await
     }
 
     async fn reader(&self) -> Result<Object, StoreError> {
@@ -291,6 +304,83 @@ impl Store for PgStore {
 
     fn reset_presence(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         boxed(self.write(WriteOp::ResetPresence))
+    }
+
+    fn describe_channel(
+        &self,
+        tenant_id: TenantId,
+        device_id: &str,
+        channel: &str,
+        fields: &str,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let (device_id, channel, fields) =
+            (device_id.to_owned(), channel.to_owned(), fields.to_owned());
+        boxed(async move {
+            readings::describe_channel(
+                &self.reader().await?,
+                tenant_id,
+                &device_id,
+                &channel,
+                &fields,
+                now_ms,
+            )
+            .await
+        })
+    }
+
+    fn channel_descriptions(
+        &self,
+        tenant_id: TenantId,
+        channel: &str,
+    ) -> BoxFuture<'_, Result<Vec<ChannelDescription>, StoreError>> {
+        let channel = channel.to_owned();
+        boxed(async move {
+            readings::channel_descriptions(&self.reader().await?, tenant_id, &channel).await
+        })
+    }
+
+    fn set_commands(
+        &self,
+        device_id: &str,
+        commands: Vec<DeclaredCommand>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let device_id = device_id.to_owned();
+        boxed(async move {
+            readings::set_commands(&mut self.reader().await?, &device_id, &commands).await
+        })
+    }
+
+    fn set_rssi(
+        &self,
+        device_id: &str,
+        rssi_dbm: i16,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let device_id = device_id.to_owned();
+        boxed(async move {
+            readings::set_rssi(&self.reader().await?, &device_id, rssi_dbm, now_ms).await
+        })
+    }
+
+    fn series(
+        &self,
+        tenant_id: TenantId,
+        channel: &str,
+        query: SeriesQuery,
+    ) -> BoxFuture<'_, Result<Series, StoreError>> {
+        let channel = channel.to_owned();
+        boxed(async move {
+            readings::series(&mut self.reader().await?, tenant_id, &channel, &query).await
+        })
+    }
+
+    fn roll_up(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        boxed(async move { readings::roll_up(&mut self.reader().await?).await })
+    }
+
+    fn accounts(&self) -> &dyn AccountStore {
+        self
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

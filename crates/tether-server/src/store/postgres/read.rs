@@ -78,6 +78,7 @@ pub(super) async fn authenticate_key(
         tenant_id: row.get(1),
         channels,
         can_command: row.get(4),
+        session: None,
     }))
 }
 
@@ -196,9 +197,11 @@ pub(super) async fn devices(
     now_ms: u64,
 ) -> Result<Vec<DeviceInfo>, StoreError> {
     let today = to_i64(now_ms - now_ms % DAY_MS);
+    let mut commands = super::readings::declared_commands(client, tenant_id).await?;
     let statement = client
         .prepare_cached(
-            "SELECT id, online, last_seen_ms, firmware_version, day_start_ms, day_count
+            "SELECT id, online, last_seen_ms, firmware_version, day_start_ms, day_count,
+                    rssi_dbm, rssi_ms
              FROM devices WHERE tenant_id = $1 AND NOT revoked ORDER BY id",
         )
         .await
@@ -212,8 +215,10 @@ pub(super) async fn devices(
         .map(|row| {
             let day_start: i64 = row.get(4);
             let day_count: i64 = row.get(5);
+            let id: String = row.get(0);
             DeviceInfo {
-                id: row.get(0),
+                commands: commands.remove(&id).unwrap_or_default(),
+                id,
                 online: row.get(1),
                 last_seen_ms: row.get::<_, Option<i64>>(2).map(to_u64),
                 firmware_version: row.get(3),
@@ -222,6 +227,8 @@ pub(super) async fn devices(
                 } else {
                     0
                 },
+                rssi_dbm: row.get(6),
+                rssi_ms: row.get::<_, Option<i64>>(7).map(to_u64),
             }
         })
         .collect())
@@ -292,16 +299,7 @@ pub(super) async fn revocations_since(
         last = row.get(0);
         let kind: String = row.get(1);
         let subject: String = row.get(2);
-        match kind.as_str() {
-            "device" => revocations.push(Revocation::Device(subject)),
-            "moved" => revocations.push(Revocation::Moved(subject)),
-            "key" => {
-                if let Ok(key_id) = subject.parse() {
-                    revocations.push(Revocation::Key(key_id));
-                }
-            }
-            _ => {}
-        }
+        revocations.extend(Revocation::from_row(&kind, subject));
     }
     Ok((revocations, last))
 }

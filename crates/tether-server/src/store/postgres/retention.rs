@@ -139,6 +139,7 @@ impl RetentionJob {
                 deleted += n;
             }
             if rule.below_offset.is_none() && rule.before_ms.is_none() {
+                super::readings::prune(&tx, rule.channel_id).await?;
                 rules.pop();
             }
             budget -= deleted;

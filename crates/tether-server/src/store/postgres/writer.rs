@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::retention::RetentionJob;
 use super::schema::{REVOCATION_LOCK, describe, is_retryable, pool_error};
 use crate::auth;
+use crate::store::accounts::{AccountDone, AccountOp};
 use crate::store::{
     AppendOutcome, AppendRequest, OpenedSession, StoreError, StoreOptions, StoredEvent, TenantId,
     TransactionStats,
@@ -77,6 +78,7 @@ pub(super) enum WriteOp {
         reply: Reply<u64>,
     },
     ResetPresence(Reply<()>),
+    Account(AccountOp),
 }
 
 /// What an operation did, before its transaction committed.
@@ -86,6 +88,7 @@ enum Done {
     Opened(OpenedSession),
     Unit,
     Claim(Result<String, StoreError>),
+    Account(AccountDone),
 }
 
 impl WriteOp {
@@ -115,6 +118,7 @@ impl WriteOp {
                 Ok(Done::Unit),
             ) => drop(reply.send(Ok(()))),
             (WriteOp::Claim { reply, .. }, Ok(Done::Claim(answer))) => drop(reply.send(answer)),
+            (WriteOp::Account(op), Ok(Done::Account(done))) => op.answer(done),
             (op, Ok(_)) => op.fail(&StoreError::Invalid("mismatched reply".into())),
             (op, Err(error)) => op.fail(&error),
         }
@@ -130,6 +134,7 @@ impl WriteOp {
             }
             WriteOp::Claim { reply, .. } => drop(reply.send(Err(error))),
             WriteOp::Retention { reply, .. } => drop(reply.send(Err(error))),
+            WriteOp::Account(op) => op.fail(&error),
         }
     }
 }
@@ -464,6 +469,7 @@ async fn execute<C: GenericClient + Sync>(
         } => vec![Done::Claim(
             claim(tx, *tenant_id, claim_code, *now_ms).await?,
         )],
+        WriteOp::Account(op) => vec![Done::Account(super::accounts::execute(tx, op).await?)],
         // The writer loop takes these out of every batch.
         WriteOp::Retention { .. } => Vec::new(),
     })
@@ -474,6 +480,22 @@ async fn execute<C: GenericClient + Sync>(
 async fn claim<C: GenericClient + Sync>(
     tx: &C,
     tenant_id: TenantId,
+    claim_code: &str,
+    now_ms: u64,
+) -> Result<Result<String, StoreError>, tokio_postgres::Error> {
+    let device_id = match claimable(tx, claim_code, now_ms).await? {
+        Ok(device_id) => device_id,
+        Err(answer) => return Ok(Err(answer)),
+    };
+    move_device(tx, &device_id, tenant_id).await?;
+    Ok(Ok(device_id))
+}
+
+/// The device a claim code would claim now (its row locked), changing
+/// nothing: the inner error is [`StoreError::NotFound`] (no such unused
+/// code) or [`StoreError::Expired`].
+pub(super) async fn claimable<C: GenericClient + Sync>(
+    tx: &C,
     claim_code: &str,
     now_ms: u64,
 ) -> Result<Result<String, StoreError>, tokio_postgres::Error> {
@@ -491,11 +513,19 @@ async fn claim<C: GenericClient + Sync>(
     let Some(row) = row else {
         return Ok(Err(StoreError::NotFound));
     };
-    let device_id: String = row.get(0);
     let expires_ms: Option<i64> = row.get(1);
     if expires_ms.is_some_and(|expires_ms| to_i64(now_ms) >= expires_ms) {
         return Ok(Err(StoreError::Expired));
     }
+    Ok(Ok(row.get(0)))
+}
+
+/// Moves a device into `tenant_id` and uses its claim code up.
+pub(super) async fn move_device<C: GenericClient + Sync>(
+    tx: &C,
+    device_id: &str,
+    tenant_id: TenantId,
+) -> Result<(), tokio_postgres::Error> {
     tx.execute(
         "UPDATE devices SET tenant_id = $2, claim_hash = NULL WHERE id = $1",
         &[&device_id, &tenant_id],
@@ -503,14 +533,24 @@ async fn claim<C: GenericClient + Sync>(
     .await?;
     // Its open connections belong to the old tenant: close them (not one
     // made after the claim, see `Revocation::Moved`).
+    record_revocation(tx, "moved", device_id).await
+}
+
+/// Records a revocation in the writing transaction, for every node to
+/// poll in id order (see [`REVOCATION_LOCK`]).
+pub(super) async fn record_revocation<C: GenericClient + Sync>(
+    tx: &C,
+    kind: &str,
+    subject: &str,
+) -> Result<(), tokio_postgres::Error> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&REVOCATION_LOCK])
         .await?;
     tx.execute(
-        "INSERT INTO revocations(kind, subject) VALUES ('moved', $1)",
-        &[&device_id],
+        "INSERT INTO revocations(kind, subject) VALUES ($1, $2)",
+        &[&kind, &subject],
     )
     .await?;
-    Ok(Ok(device_id))
+    Ok(())
 }
 
 /// The watermark state of one `(device, boot)` while a batch is planned.

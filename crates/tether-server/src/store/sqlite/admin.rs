@@ -7,10 +7,12 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::schema::{duration_ms, open_connection, to_i64};
+use crate::auth;
 use crate::now_ms as now_unix_ms;
 use crate::store::admin::{DeviceSecrets, KeySecrets, check_tenant_name};
 use crate::store::{
-    AdminStore, BoxFuture, ChannelFilter, NewDevice, NewKey, StoreError, TenantId, UNCLAIMED_TENANT,
+    AdminStore, BoxFuture, ChannelFilter, NewDevice, NewInvitationLink, NewKey, Role, StoreError,
+    TenantId, UNCLAIMED_TENANT,
 };
 
 /// Administration: what the `tenant`, `device` and `key` subcommands do,
@@ -230,6 +232,42 @@ impl Admin {
         })
     }
 
+    /// An invitation to `tenant_id` with `role` (an owner too: how a tenant
+    /// made by `tenant add`, or before accounts existed, gets its first
+    /// account), single use, until `expires_ms`.
+    pub fn add_invitation(
+        &self,
+        tenant_id: TenantId,
+        role: Role,
+        expires_ms: u64,
+    ) -> Result<NewInvitationLink, StoreError> {
+        if tenant_id == UNCLAIMED_TENANT {
+            return Err(StoreError::Invalid(
+                "no invitations to the unclaimed devices".into(),
+            ));
+        }
+        let token = auth::generate_secret(auth::INVITATION_TOKEN_PREFIX);
+        let lookup = auth::lookup_part(&token, auth::INVITATION_TOKEN_PREFIX)
+            .ok_or_else(|| StoreError::Invalid("token".into()))?;
+        self.conn.execute(
+            "INSERT INTO invitations(tenant_id, lookup, hash, role, created_ms, expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                tenant_id,
+                lookup,
+                auth::hash_secret(&token).as_slice(),
+                role.as_str(),
+                to_i64(now_unix_ms()),
+                to_i64(expires_ms)
+            ],
+        )?;
+        Ok(NewInvitationLink {
+            id: self.conn.last_insert_rowid(),
+            token,
+            expires_ms,
+        })
+    }
+
     /// Revokes a receiver key; a running server disconnects its receivers.
     pub fn revoke_key(&self, key_id: i64) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
@@ -244,11 +282,94 @@ impl Admin {
         tx.commit()?;
         Ok(())
     }
+
+    /// Loads events onto a tenant's channel in one transaction, after the
+    /// events it has, as if devices had published them at their
+    /// `server_time_ms` (moving data from another system; filling a
+    /// database for a benchmark). Checks every name and payload as the
+    /// device endpoint does; a running server sees them once it reads the
+    /// channel again (they are not sent to live subscribers). Returns the
+    /// offset the first one got.
+    pub fn import_events(
+        &self,
+        tenant_id: TenantId,
+        channel: &str,
+        events: &[ImportEvent],
+    ) -> Result<u64, StoreError> {
+        tether_proto::validate_channel(channel)
+            .map_err(|error| StoreError::Invalid(format!("channel: {error}")))?;
+        for event in events {
+            tether_proto::validate_device_id(&event.device)
+                .map_err(|error| StoreError::Invalid(format!("device: {error}")))?;
+            tether_proto::Payload::from_json_str(&event.payload)
+                .check_json()
+                .map_err(|_| StoreError::Invalid("payload: not one JSON value".into()))?;
+        }
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO channels(tenant_id, name, next_offset) VALUES (?1, ?2, 1)
+             ON CONFLICT(tenant_id, name) DO NOTHING",
+            params![tenant_id, channel],
+        )?;
+        let (channel_id, first): (i64, i64) = tx.query_row(
+            "SELECT id, next_offset FROM channels WHERE tenant_id = ?1 AND name = ?2",
+            params![tenant_id, channel],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        let mut offset = first;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO messages(channel_id, offset, device_id, device_time_ms,
+                                      server_time_ms, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for event in events {
+                insert.execute(params![
+                    channel_id,
+                    offset,
+                    event.device,
+                    event.device_time_ms.map(to_i64),
+                    to_i64(event.server_time_ms),
+                    event.payload
+                ])?;
+                offset = offset.saturating_add(1);
+            }
+        }
+        tx.execute(
+            "UPDATE channels SET next_offset = ?2 WHERE id = ?1",
+            params![channel_id, offset],
+        )?;
+        tx.commit()?;
+        Ok(u64::try_from(first).unwrap_or(0))
+    }
+}
+
+/// One event for [`Admin::import_events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportEvent {
+    /// The publishing device.
+    pub device: String,
+    /// The device's clock, if it had one (unix ms).
+    pub device_time_ms: Option<u64>,
+    /// When it was stored (unix ms).
+    pub server_time_ms: u64,
+    /// The record, JSON text.
+    pub payload: String,
 }
 
 /// The SQLite admin as an [`AdminStore`]: each call runs at once on the
 /// file; the future only carries its result.
 impl AdminStore for Admin {
+    fn import_events<'a>(
+        &'a self,
+        tenant_id: TenantId,
+        channel: &'a str,
+        events: &'a [ImportEvent],
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(core::future::ready(Admin::import_events(
+            self, tenant_id, channel, events,
+        )))
+    }
+
     fn tenant_id(&self, name: &str) -> BoxFuture<'_, Result<TenantId, StoreError>> {
         Box::pin(core::future::ready(Admin::tenant_id(self, name)))
     }
@@ -322,5 +443,16 @@ impl AdminStore for Admin {
 
     fn revoke_key(&self, key_id: i64) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(core::future::ready(Admin::revoke_key(self, key_id)))
+    }
+
+    fn add_invitation(
+        &self,
+        tenant_id: TenantId,
+        role: Role,
+        expires_ms: u64,
+    ) -> BoxFuture<'_, Result<NewInvitationLink, StoreError>> {
+        Box::pin(core::future::ready(Admin::add_invitation(
+            self, tenant_id, role, expires_ms,
+        )))
     }
 }

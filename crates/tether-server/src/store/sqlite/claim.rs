@@ -15,6 +15,22 @@ pub(super) fn claim(
     claim_code: &str,
     now_ms: u64,
 ) -> Result<Result<String, StoreError>, StoreError> {
+    let device_id = match claimable(tx, claim_code, now_ms)? {
+        Ok(device_id) => device_id,
+        Err(answer) => return Ok(Err(answer)),
+    };
+    move_device(tx, &device_id, tenant_id)?;
+    Ok(Ok(device_id))
+}
+
+/// The device a claim code would claim now, changing nothing: the inner
+/// error is [`StoreError::NotFound`] (no such unused code) or
+/// [`StoreError::Expired`].
+pub(super) fn claimable(
+    tx: &Connection,
+    claim_code: &str,
+    now_ms: u64,
+) -> Result<Result<String, StoreError>, StoreError> {
     let Some(code) = auth::normalize_claim_code(claim_code) else {
         return Ok(Err(StoreError::NotFound));
     };
@@ -32,6 +48,15 @@ pub(super) fn claim(
     if expires_ms.is_some_and(|expires_ms| to_i64(now_ms) >= expires_ms) {
         return Ok(Err(StoreError::Expired));
     }
+    Ok(Ok(device_id))
+}
+
+/// Moves a device into `tenant_id` and uses its claim code up.
+pub(super) fn move_device(
+    tx: &Connection,
+    device_id: &str,
+    tenant_id: TenantId,
+) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE devices SET tenant_id = ?2, claim_hash = NULL WHERE id = ?1",
         params![device_id, tenant_id],
@@ -42,5 +67,5 @@ pub(super) fn claim(
         "INSERT INTO revocations(kind, subject) VALUES ('moved', ?1)",
         params![device_id],
     )?;
-    Ok(Ok(device_id))
+    Ok(())
 }

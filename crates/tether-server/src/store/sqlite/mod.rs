@@ -6,7 +6,8 @@
 //!   (wait when full =                          BEGIN IMMEDIATE … ≤ 512 ops … COMMIT
 //!    backpressure)                              │ reply to each op
 //!                                               └▶ on_commit(events, in offset order)
-//!                                              retention.rs: bounded chunks between batches
+//!                                              retention.rs, rollup.rs: bounded chunks
+//!                                              between batches
 //!                                              checkpoint.rs: WAL → database file on its
 //!                                                own thread, never inside a commit
 //!  readers ──▶ permit (read_connections) ──▶ spawn_blocking on a pooled
@@ -16,15 +17,21 @@
 //! The files follow the store's concerns: `schema.rs` (tables, migrations,
 //! connections), `writer.rs` (the batched writer: appends with their
 //! de-duplication and watermark, sessions), `checkpoint.rs`, `read.rs`,
-//! `claim.rs`, `retention.rs`, and `admin.rs` (the CLI's direct
+//! `claim.rs`, `retention.rs`, `readings.rs` (descriptions, commands,
+//! series) and `rollup.rs` (the buckets series read), `accounts.rs` (people
+//! who sign in: accounts, sessions, memberships, invitations), and
+//! `admin.rs` (the CLI's direct
 //! operations).
 
+mod accounts;
 mod admin;
 mod checkpoint;
 mod claim;
 mod hot;
 mod read;
+mod readings;
 mod retention;
+mod rollup;
 mod schema;
 mod writer;
 
@@ -34,13 +41,14 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-pub use admin::Admin;
+pub use admin::{Admin, ImportEvent};
 
 use super::{
-    AppendRequest, BoxFuture, ChannelBounds, ChannelInfo, Commit, DeviceIdentity, DeviceInfo,
-    KeyIdentity, OpenedSession, ReadRange, Revocation, Store, StoreError, StoreOptions,
-    StoredEvent, TenantId,
+    AccountStore, AppendRequest, BoxFuture, ChannelBounds, ChannelDescription, ChannelInfo, Commit,
+    DeclaredCommand, DeviceIdentity, DeviceInfo, KeyIdentity, OpenedSession, ReadRange, Revocation,
+    Series, SeriesQuery, Store, StoreError, StoreOptions, StoredEvent, TenantId,
 };
+use readings::ReadingsWrite;
 use writer::WriteOp;
 
 /// The writer connection's page cache, KiB.
@@ -301,6 +309,77 @@ impl Store for SqliteStore {
 
     fn reset_presence(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         boxed(self.write(WriteOp::ResetPresence))
+    }
+
+    fn describe_channel(
+        &self,
+        tenant_id: TenantId,
+        device_id: &str,
+        channel: &str,
+        fields: &str,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let write = ReadingsWrite::Describe {
+            tenant_id,
+            device_id: device_id.to_owned(),
+            channel: channel.to_owned(),
+            fields: fields.to_owned(),
+            now_ms,
+        };
+        boxed(self.write(move |reply| WriteOp::Readings(write, reply)))
+    }
+
+    fn channel_descriptions(
+        &self,
+        tenant_id: TenantId,
+        channel: &str,
+    ) -> BoxFuture<'_, Result<Vec<ChannelDescription>, StoreError>> {
+        let channel = channel.to_owned();
+        boxed(self.read_with(move |conn| readings::channel_descriptions(conn, tenant_id, &channel)))
+    }
+
+    fn set_commands(
+        &self,
+        device_id: &str,
+        commands: Vec<DeclaredCommand>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let write = ReadingsWrite::Commands {
+            device_id: device_id.to_owned(),
+            commands,
+        };
+        boxed(self.write(move |reply| WriteOp::Readings(write, reply)))
+    }
+
+    fn set_rssi(
+        &self,
+        device_id: &str,
+        rssi_dbm: i16,
+        now_ms: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let write = ReadingsWrite::Rssi {
+            device_id: device_id.to_owned(),
+            rssi_dbm,
+            now_ms,
+        };
+        boxed(self.write(move |reply| WriteOp::Readings(write, reply)))
+    }
+
+    fn series(
+        &self,
+        tenant_id: TenantId,
+        channel: &str,
+        query: SeriesQuery,
+    ) -> BoxFuture<'_, Result<Series, StoreError>> {
+        let channel = channel.to_owned();
+        boxed(self.read_with(move |conn| readings::series(conn, tenant_id, &channel, &query)))
+    }
+
+    fn roll_up(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        boxed(self.write(WriteOp::RollUp))
+    }
+
+    fn accounts(&self) -> &dyn AccountStore {
+        self
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

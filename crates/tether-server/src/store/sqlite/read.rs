@@ -83,6 +83,7 @@ pub(super) fn authenticate_key(
         tenant_id,
         channels,
         can_command,
+        session: None,
     }))
 }
 
@@ -179,16 +180,20 @@ pub(super) fn devices(
     now_ms: u64,
 ) -> Result<Vec<DeviceInfo>, StoreError> {
     let today = to_i64(now_ms - now_ms % DAY_MS);
+    let mut commands = super::readings::declared_commands(conn, tenant_id)?;
     let mut statement = conn.prepare_cached(
-        "SELECT id, online, last_seen_ms, firmware_version, day_start_ms, day_count
+        "SELECT id, online, last_seen_ms, firmware_version, day_start_ms, day_count,
+                rssi_dbm, rssi_ms
          FROM devices WHERE tenant_id = ?1 AND revoked = 0 ORDER BY id",
     )?;
     let rows = statement
         .query_map(params![tenant_id], |row| {
             let day_start: i64 = row.get(4)?;
             let day_count: i64 = row.get(5)?;
+            let id: String = row.get(0)?;
             Ok(DeviceInfo {
-                id: row.get(0)?,
+                commands: commands.remove(&id).unwrap_or_default(),
+                id,
                 online: row.get(1)?,
                 last_seen_ms: row.get::<_, Option<i64>>(2)?.map(to_u64),
                 firmware_version: row.get(3)?,
@@ -197,6 +202,8 @@ pub(super) fn devices(
                 } else {
                     0
                 },
+                rssi_dbm: row.get(6)?,
+                rssi_ms: row.get::<_, Option<i64>>(7)?.map(to_u64),
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -259,16 +266,7 @@ pub(super) fn revocations_since(
     for row in rows {
         let (id, kind, subject) = row?;
         last = id;
-        match kind.as_str() {
-            "device" => revocations.push(Revocation::Device(subject)),
-            "moved" => revocations.push(Revocation::Moved(subject)),
-            "key" => {
-                if let Ok(key_id) = subject.parse() {
-                    revocations.push(Revocation::Key(key_id));
-                }
-            }
-            _ => {}
-        }
+        revocations.extend(Revocation::from_row(&kind, subject));
     }
     Ok((revocations, last))
 }

@@ -134,6 +134,7 @@ impl RetentionJob {
                 deleted += n;
             }
             if rule.below_offset.is_none() && rule.before_ms.is_none() {
+                super::rollup::prune(&tx, rule.channel_id)?;
                 rules.pop();
             }
             budget -= deleted;

@@ -84,7 +84,13 @@ CREATE TABLE IF NOT EXISTS revocations(
 type Migration = fn(&Connection) -> Result<(), StoreError>;
 
 /// Version `n + 1` is what `MIGRATIONS[n]` makes of version `n`.
-const MIGRATIONS: [Migration; 3] = [claim_codes_expire, contiguous_watermark, session_fences];
+const MIGRATIONS: [Migration; 5] = [
+    claim_codes_expire,
+    contiguous_watermark,
+    session_fences,
+    readings,
+    accounts,
+];
 
 /// The schema version this code reads and writes.
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -125,6 +131,100 @@ fn contiguous_watermark(conn: &Connection) -> Result<(), StoreError> {
 /// [store docs](crate::store)): appends of older sessions are refused.
 fn session_fences(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("ALTER TABLE devices ADD COLUMN session_fence INTEGER NOT NULL DEFAULT 0")?;
+    Ok(())
+}
+
+/// 4: readings that describe themselves, and series at any range.
+///
+/// - `channel_descriptions`: what each device said a channel's fields mean
+///   (the canonical JSON array of `tether_proto::Fields`).
+/// - `device_commands`: the commands a device declared, in its order.
+/// - `devices.rssi_dbm`, `devices.rssi_ms`: its last signal strength.
+/// - `rollups`: per channel, bucket width (`store::ROLLUP_WIDTHS_MS`),
+///   bucket start (server time), device and payload member: how many
+///   numeric values, their sum, min and max. `rollup_progress` says up to
+///   which offset a channel's events are in them (see `rollup.rs`).
+fn readings(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE channel_descriptions(
+             tenant_id INTEGER NOT NULL,
+             channel TEXT NOT NULL,
+             device_id TEXT NOT NULL,
+             fields TEXT NOT NULL,
+             updated_ms INTEGER NOT NULL,
+             PRIMARY KEY(tenant_id, channel, device_id)
+         ) WITHOUT ROWID;
+         CREATE TABLE device_commands(
+             device_id TEXT NOT NULL,
+             position INTEGER NOT NULL,
+             channel TEXT NOT NULL,
+             label TEXT NOT NULL,
+             example TEXT NOT NULL,
+             PRIMARY KEY(device_id, position)
+         ) WITHOUT ROWID;
+         ALTER TABLE devices ADD COLUMN rssi_dbm INTEGER;
+         ALTER TABLE devices ADD COLUMN rssi_ms INTEGER;
+         CREATE TABLE rollups(
+             channel_id INTEGER NOT NULL,
+             width_ms INTEGER NOT NULL,
+             bucket_ms INTEGER NOT NULL,
+             device_id TEXT NOT NULL,
+             key TEXT NOT NULL,
+             n INTEGER NOT NULL,
+             total REAL NOT NULL,
+             low REAL NOT NULL,
+             high REAL NOT NULL,
+             PRIMARY KEY(channel_id, width_ms, bucket_ms, device_id, key)
+         ) WITHOUT ROWID;
+         CREATE TABLE rollup_progress(
+             channel_id INTEGER PRIMARY KEY,
+             rolled_offset INTEGER NOT NULL
+         );",
+    )?;
+    Ok(())
+}
+
+/// 5: people sign in (see `store::accounts`): accounts with an Argon2id
+/// password hash, their membership of one tenant with a role, sign-in
+/// sessions and invitations (secrets as a lookup prefix and a SHA-256,
+/// like receiver keys).
+fn accounts(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE accounts(
+             id INTEGER PRIMARY KEY,
+             email TEXT NOT NULL UNIQUE,
+             password_hash TEXT NOT NULL,
+             created_ms INTEGER NOT NULL
+         );
+         CREATE TABLE memberships(
+             account_id INTEGER PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+             tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+             role TEXT NOT NULL CHECK (role IN ('owner', 'member', 'read_only')),
+             created_ms INTEGER NOT NULL
+         );
+         CREATE INDEX memberships_by_tenant ON memberships(tenant_id);
+         CREATE TABLE web_sessions(
+             id INTEGER PRIMARY KEY,
+             lookup TEXT NOT NULL UNIQUE,
+             hash BLOB NOT NULL,
+             account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+             created_ms INTEGER NOT NULL,
+             expires_ms INTEGER NOT NULL
+         );
+         CREATE INDEX web_sessions_by_account ON web_sessions(account_id);
+         CREATE TABLE invitations(
+             id INTEGER PRIMARY KEY,
+             tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+             lookup TEXT NOT NULL UNIQUE,
+             hash BLOB NOT NULL,
+             role TEXT NOT NULL CHECK (role IN ('owner', 'member', 'read_only')),
+             invited_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+             created_ms INTEGER NOT NULL,
+             expires_ms INTEGER NOT NULL,
+             used_ms INTEGER
+         );
+         CREATE INDEX invitations_by_tenant ON invitations(tenant_id);",
+    )?;
     Ok(())
 }
 
@@ -226,6 +326,11 @@ mod tests {
         assert_eq!(version, VERSION);
         assert!(columns(&conn, "boots")?.contains(&"stored_seq".to_owned()));
         assert!(columns(&conn, "devices")?.contains(&"claim_expires_ms".to_owned()));
+        for table in ["accounts", "memberships", "web_sessions", "invitations"] {
+            assert!(!columns(&conn, table)?.is_empty(), "{table} missing");
+        }
+        assert!(columns(&conn, "devices")?.contains(&"rssi_dbm".to_owned()));
+        assert!(columns(&conn, "rollups")?.contains(&"width_ms".to_owned()));
         drop(conn);
         let again = open_connection(&path)?;
         assert!(columns(&again, "boots")?.contains(&"stored_seq".to_owned()));

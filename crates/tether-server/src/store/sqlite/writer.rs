@@ -8,6 +8,7 @@
 //!                                   in a SAVEPOINT (a failing op fails alone)
 //!  enforce_retention ──▶ retention job: one bounded chunk per turn, each its
 //!                        own transaction, between batches
+//!  roll_up ────────────▶ roll-up job (rollup.rs): likewise
 //! ```
 //!
 //! Every reply waits for the commit of its transaction; when the commit
@@ -22,11 +23,15 @@ use std::time::Instant;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::accounts;
 use super::claim::claim;
 use super::hot::{Boot, Channel, Hot};
 use super::read::DAY_MS;
+use super::readings::ReadingsWrite;
 use super::retention::RetentionJob;
+use super::rollup::RollupJob;
 use super::schema::{boot_to_i64, to_i64, to_u64};
+use crate::store::accounts::{AccountDone, AccountOp};
 use crate::store::{
     AppendOutcome, AppendRequest, OpenedSession, StoreError, StoreOptions, StoredEvent, TenantId,
     TransactionStats,
@@ -66,7 +71,11 @@ pub(super) enum WriteOp {
         now_ms: u64,
         reply: Reply<u64>,
     },
+    RollUp(Reply<u64>),
     ResetPresence(Reply<()>),
+    /// Accounts, sessions, memberships, invitations (`accounts.rs`).
+    Account(AccountOp),
+    Readings(ReadingsWrite, Reply<()>),
 }
 
 /// What an operation did, before its transaction committed.
@@ -78,6 +87,8 @@ enum Done {
     Unit,
     /// A claim's answer (an unknown or expired code commits nothing).
     Claim(Result<String, StoreError>),
+    /// An account operation's answer.
+    Account(AccountDone),
 }
 
 impl WriteOp {
@@ -122,8 +133,12 @@ impl WriteOp {
                 now_ms,
                 ..
             } => claim(tx, *tenant_id, claim_code, *now_ms).map(Done::Claim),
+            WriteOp::Account(op) => accounts::execute(op, tx).map(Done::Account),
+            WriteOp::Readings(write, _) => write.execute(tx).map(|()| Done::Unit),
             // The writer loop takes these out of every batch.
-            WriteOp::Retention { .. } => Err(StoreError::Invalid("retention in a batch".into())),
+            WriteOp::Retention { .. } | WriteOp::RollUp(_) => {
+                Err(StoreError::Invalid("a job in a batch".into()))
+            }
         }
     }
 
@@ -141,10 +156,13 @@ impl WriteOp {
                 drop(reply.send(Ok(opened)));
             }
             (
-                WriteOp::CloseSession { reply, .. } | WriteOp::ResetPresence(reply),
+                WriteOp::CloseSession { reply, .. }
+                | WriteOp::ResetPresence(reply)
+                | WriteOp::Readings(_, reply),
                 Ok(Done::Unit),
             ) => drop(reply.send(Ok(()))),
             (WriteOp::Claim { reply, .. }, Ok(Done::Claim(answer))) => drop(reply.send(answer)),
+            (WriteOp::Account(op), Ok(Done::Account(done))) => op.answer(done),
             (op, Ok(_)) => op.fail(&StoreError::Invalid("mismatched reply".into())),
             (op, Err(error)) => op.fail(&error),
         }
@@ -156,11 +174,16 @@ impl WriteOp {
         match self {
             WriteOp::Append(_, reply) => drop(reply.send(Err(error))),
             WriteOp::OpenSession { reply, .. } => drop(reply.send(Err(error))),
-            WriteOp::CloseSession { reply, .. } | WriteOp::ResetPresence(reply) => {
+            WriteOp::CloseSession { reply, .. }
+            | WriteOp::ResetPresence(reply)
+            | WriteOp::Readings(_, reply) => {
                 drop(reply.send(Err(error)));
             }
             WriteOp::Claim { reply, .. } => drop(reply.send(Err(error))),
-            WriteOp::Retention { reply, .. } => drop(reply.send(Err(error))),
+            WriteOp::Retention { reply, .. } | WriteOp::RollUp(reply) => {
+                drop(reply.send(Err(error)));
+            }
+            WriteOp::Account(op) => op.fail(&error),
         }
     }
 }
@@ -169,10 +192,11 @@ impl WriteOp {
 /// queue is drained.
 pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, options: StoreOptions) {
     let mut retention: Option<RetentionJob> = None;
+    let mut rollup: Option<RollupJob> = None;
     let mut hot = Hot::default();
     loop {
-        // Appends first; retention works only while nothing waits.
-        let first = if retention.is_some() {
+        // Appends first; the jobs work only while nothing waits.
+        let first = if retention.is_some() || rollup.is_some() {
             match queue.try_recv() {
                 Ok(op) => Some(op),
                 Err(mpsc::error::TryRecvError::Empty) => None,
@@ -192,6 +216,10 @@ pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, opti
                         Some(job) => job.join(reply),
                         None => retention = Some(RetentionJob::new(now_ms, reply)),
                     },
+                    WriteOp::RollUp(reply) => match &mut rollup {
+                        Some(job) => job.join(reply),
+                        None => rollup = Some(RollupJob::new(reply)),
+                    },
                     op => batch.push(op),
                 }
                 if batch.len() >= MAX_BATCH {
@@ -207,8 +235,16 @@ pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, opti
         {
             retention = None;
         }
+        if let Some(job) = &mut rollup
+            && job.step(&mut conn)
+        {
+            rollup = None;
+        }
     }
     if let Some(mut job) = retention {
+        job.finish(Err(StoreError::Closed));
+    }
+    if let Some(mut job) = rollup {
         job.finish(Err(StoreError::Closed));
     }
 }
