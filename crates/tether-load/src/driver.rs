@@ -68,6 +68,9 @@ pub struct DeviceReport {
     pub ack_latencies: Vec<u32>,
     /// Connection attempts that failed before one succeeded.
     pub failed_attempts: u64,
+    /// When it connected again after losing its link (a storm run),
+    /// microseconds since the run's base.
+    pub reconnected_at: Vec<u64>,
     /// When it connected, microseconds since the run's base.
     pub connected_at: Option<u64>,
     /// Why the connection ended early, if it did.
@@ -120,20 +123,116 @@ where
     }
 }
 
-/// Runs one device on a connected link until the run stops.
-pub async fn run_device<L: DeviceLink>(
+/// Connects a device again after its link was lost (the storm workload).
+pub trait Reconnect<L>: Send {
+    /// A new link, and the stored watermark the server reported
+    /// (`Welcome.last_stored_seq`): every message up to it is stored.
+    fn reconnect(&mut self) -> impl Future<Output = io::Result<(L, u32)>> + Send;
+}
+
+/// A device that does not reconnect (its run ends with its link).
+#[derive(Debug)]
+pub struct NoReconnect;
+
+impl<L: Send> Reconnect<L> for NoReconnect {
+    async fn reconnect(&mut self) -> io::Result<(L, u32)> {
+        Err(io::Error::other("this peer's devices do not reconnect"))
+    }
+}
+
+/// What a device has queued and outstanding; it outlives a link.
+#[derive(Debug)]
+struct Flight {
+    ticker: Option<tokio::time::Interval>,
+    /// Offered, not yet sent: when each was offered.
+    outbox: VecDeque<u64>,
+    /// Sent on a link that was lost and not stored: sent again first,
+    /// with the same sequence numbers.
+    resend: VecDeque<(u32, u64)>,
+    in_flight: VecDeque<(u32, u64)>,
+    next_seq: u32,
+    drained: bool,
+}
+
+impl Flight {
+    /// The link was replaced: what the server stored (up to
+    /// `last_stored_seq`) counts as acknowledged, the rest goes again.
+    fn resume(
+        &mut self,
+        last_stored_seq: u32,
+        now: u64,
+        shared: &Shared,
+        report: &mut DeviceReport,
+    ) {
+        let mut count = 0;
+        while let Some((seq, offered)) = self.in_flight.pop_front() {
+            if seq <= last_stored_seq {
+                report.acked.insert(seq);
+                report.ack_latencies.push(latency(now, offered));
+                count += 1;
+            } else {
+                self.resend.push_back((seq, offered));
+            }
+        }
+        shared.acked.fetch_add(count, Ordering::Relaxed);
+    }
+}
+
+/// Runs one device on a connected link until the run stops; with a
+/// [`Reconnect`] (the storm workload) a lost link is connected again
+/// after the SDK's backoff, and what was not stored is sent again.
+pub async fn run_device<L: DeviceLink, R: Reconnect<L>>(
     shared: Arc<Shared>,
     index: usize,
     mut link: L,
     window: usize,
     mut rng: SmallRng,
     mut report: DeviceReport,
+    mut reconnect: Option<R>,
 ) -> DeviceReport {
     report.connected_at = Some(shared.micros());
     shared.connected.fetch_add(1, Ordering::Relaxed);
-    if let Err(error) = device_loop(&shared, index, &mut link, window, &mut rng, &mut report).await
-    {
-        report.error = Some(error.to_string());
+    let mut flight = Flight {
+        ticker: None,
+        outbox: VecDeque::new(),
+        resend: VecDeque::new(),
+        in_flight: VecDeque::new(),
+        next_seq: 1,
+        drained: false,
+    };
+    let mut backoff = crate::storm::backoff(&shared);
+    loop {
+        let Err(error) = device_loop(
+            &shared,
+            index,
+            &mut link,
+            &mut flight,
+            window,
+            &mut rng,
+            &mut report,
+        )
+        .await
+        else {
+            break;
+        };
+        let again = match (reconnect.as_mut(), backoff.as_mut()) {
+            (Some(reconnect), Some(backoff)) => {
+                crate::storm::reconnect(&shared, backoff, reconnect, &mut rng, &mut report).await
+            }
+            _ => None,
+        };
+        match again {
+            Some((new_link, last_stored_seq)) => {
+                link = new_link;
+                flight.resume(last_stored_seq, shared.micros(), &shared, &mut report);
+            }
+            None => {
+                if *shared.phase.borrow() != Phase::Stop {
+                    report.error = Some(error.to_string());
+                }
+                break;
+            }
+        }
     }
     report
 }
@@ -142,6 +241,7 @@ async fn device_loop<L: DeviceLink>(
     shared: &Shared,
     index: usize,
     link: &mut L,
+    flight: &mut Flight,
     window: usize,
     rng: &mut SmallRng,
     report: &mut DeviceReport,
@@ -151,12 +251,15 @@ async fn device_loop<L: DeviceLink>(
     let mut phase = *phase_rx.borrow_and_update();
     let as_fast = workload.rate <= 0.0;
     let period = Duration::from_secs_f64(if as_fast { 1.0 } else { 1.0 / workload.rate });
-    let mut ticker: Option<tokio::time::Interval> = None;
-    let mut outbox: VecDeque<u64> = VecDeque::new();
-    let mut in_flight: VecDeque<(u32, u64)> = VecDeque::new();
-    let mut next_seq: u32 = 1;
+    let Flight {
+        ticker,
+        outbox,
+        resend,
+        in_flight,
+        next_seq,
+        drained,
+    } = flight;
     let mut acks = Vec::new();
-    let mut drained = false;
     let window = window.max(1);
     loop {
         if phase == Phase::Stop {
@@ -169,7 +272,7 @@ async fn device_loop<L: DeviceLink>(
             let mut interval =
                 tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            ticker = Some(interval);
+            *ticker = Some(interval);
         }
         if phase == Phase::Run && as_fast {
             while outbox.len() + in_flight.len() < window {
@@ -178,18 +281,29 @@ async fn device_loop<L: DeviceLink>(
             }
         }
         while in_flight.len() < window {
-            let Some(offered) = outbox.pop_front() else {
-                break;
+            let (seq, offered) = match resend.pop_front() {
+                Some(again) => again,
+                None => {
+                    let Some(offered) = outbox.pop_front() else {
+                        break;
+                    };
+                    let seq = *next_seq;
+                    *next_seq += 1;
+                    (seq, offered)
+                }
             };
-            let seq = next_seq;
-            next_seq += 1;
             link.queue_publish(seq, payload(offered, index, seq).as_bytes())?;
             in_flight.push_back((seq, offered));
             report.sent += 1;
         }
         link.flush().await?;
-        if phase == Phase::Drain && !drained && outbox.is_empty() && in_flight.is_empty() {
-            drained = true;
+        if phase == Phase::Drain
+            && !*drained
+            && outbox.is_empty()
+            && resend.is_empty()
+            && in_flight.is_empty()
+        {
+            *drained = true;
             shared.drained.fetch_add(1, Ordering::Relaxed);
         }
         let ticking = phase == Phase::Run && ticker.is_some();

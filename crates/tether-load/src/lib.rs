@@ -32,6 +32,7 @@ pub mod driver;
 pub mod mqtt;
 pub mod procstat;
 pub mod setups;
+pub mod storm;
 pub mod tether;
 pub mod workload;
 pub mod ws_client;
@@ -39,7 +40,7 @@ pub mod ws_client;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
@@ -71,6 +72,10 @@ pub enum Preset {
     Ingest,
     /// The customer workload at 1, 2, 5 and 10 times its rate.
     Overload,
+    /// 10,000 devices × 1 msg/s whose server restarts in the window: the
+    /// whole fleet reconnects at once, with the SDK's jittered backoff and
+    /// without jitter, one run each (tether only).
+    Storm,
     /// A small, short run for the test command (accounting, not speed).
     Smoke,
 }
@@ -150,22 +155,40 @@ impl Args {
             Preset::Fanout => (10_000, vec![1.0], 1, 10, false, 20.0),
             Preset::Ingest => (100, vec![0.0], 1, 0, false, 10.0),
             Preset::Overload => (10_000, vec![1.0, 2.0, 5.0, 10.0], 100, 1, true, 20.0),
+            Preset::Storm => (10_000, vec![1.0], 100, 0, true, 20.0),
             Preset::Smoke => (200, vec![5.0], 4, 2, true, 3.0),
         };
         let rates = self.rate.clone().unwrap_or(rates);
+        let seconds = self.seconds.unwrap_or(seconds);
+        // A storm: the restart a quarter into the window, with the SDK's
+        // jitter and without.
+        let storms = if self.workload == Preset::Storm {
+            [true, false]
+                .map(|jitter| {
+                    Some(storm::Storm {
+                        at: seconds / 4.0,
+                        jitter,
+                    })
+                })
+                .to_vec()
+        } else {
+            vec![None]
+        };
         rates
             .into_iter()
-            .map(|rate| Workload {
+            .flat_map(|rate| storms.iter().map(move |storm| (rate, *storm)))
+            .map(|(rate, storm)| Workload {
                 devices: self.devices.unwrap_or(devices),
                 rate,
                 tenants: self.tenants.unwrap_or(tenants).max(1),
                 receivers_per_tenant: self.receivers_per_tenant.unwrap_or(receivers),
                 per_device_channels: self.per_device_channels.unwrap_or(per_device),
-                seconds: self.seconds.unwrap_or(seconds),
+                seconds,
                 window: self.window,
                 outbox: self.outbox,
                 drain: Duration::from_secs_f64(self.drain),
                 connect_concurrency: self.connect_concurrency.max(1),
+                storm,
             })
             .collect()
     }
@@ -183,13 +206,18 @@ pub async fn run(args: &Args) -> Result<Vec<Vec<Outcome>>, String> {
     let mut curve = Vec::new();
     for workload in args.workloads() {
         let mut columns = vec![run_tether(args, &workload).await?];
-        if args.peer == Peer::Mosquitto {
+        if args.peer == Peer::Mosquitto && workload.storm.is_none() {
             columns.push(run_mosquitto(args, &workload).await?);
         }
         println!("{}", table(&workload, &columns));
+        if let (Some(storm), Some(figures)) =
+            (workload.storm, columns.first().and_then(|o| o.storm))
+        {
+            println!("{}", storm_table(storm, &figures));
+        }
         curve.push((workload.rate, columns));
     }
-    if curve.len() > 1 {
+    if curve.len() > 1 && args.workload != Preset::Storm {
         println!("{}", curve_table(&curve));
     }
     Ok(curve.into_iter().map(|(_, columns)| columns).collect())
@@ -254,6 +282,8 @@ pub struct Outcome {
     pub drained: bool,
     /// Connections that ended with an error.
     pub errors: usize,
+    /// What a server restart in the window did (the storm workload).
+    pub storm: Option<storm::StormOutcome>,
     /// The first such error.
     pub first_error: Option<String>,
 }
@@ -313,9 +343,22 @@ const UNLIMITED_PUBLISH_RATE: u32 = 1_000_000;
 /// How one cell of the table is written from a peer's outcome.
 type Cell<'a> = Box<dyn Fn(&Outcome) -> String + 'a>;
 
-/// The server side of a run, for [`drive`].
+/// The server side of a run, for [`drive`]: its process (a storm run
+/// replaces it).
 struct Target {
-    pid: u32,
+    pid: Arc<AtomicU32>,
+}
+
+impl Target {
+    fn new(pid: u32) -> Self {
+        Target {
+            pid: Arc::new(AtomicU32::new(pid)),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.pid.load(Ordering::Relaxed)
+    }
 }
 
 /// The server's flags for a workload: `--server-arg`s, and limits the
@@ -358,9 +401,36 @@ async fn run_tether(args: &Args, workload: &Workload) -> Result<Outcome, String>
     } else {
         tether::Server::process(&args.server, dir.path(), &server_args)?
     };
-    let target = Target { pid: server.id() };
+    let addr = server.addr();
+    let target = Target::new(server.id());
+    // A storm: the server restarts inside the window (see `storm.rs`).
+    let first_shared: Arc<std::sync::OnceLock<Arc<Shared>>> = Arc::default();
+    let server = match workload.storm {
+        None => Ok(server),
+        Some(storm) => Err(tokio::spawn(storm::restart_in_window(
+            server,
+            storm,
+            Arc::clone(&first_shared),
+            Arc::clone(&target.pid),
+            args.server.clone(),
+            dir.path().to_owned(),
+            server_args.clone(),
+        ))),
+    };
     let (mut outcome, device_reports, receiver_reports) =
-        drive_tether(workload, &target, server.addr(), fleet).await;
+        drive_tether(workload, &target, addr, fleet, &first_shared).await;
+    let server = match server {
+        Ok(server) => server,
+        Err(restart) => {
+            let (server, restart) = restart.await.map_err(|e| e.to_string())??;
+            if let Some(shared) = first_shared.get() {
+                outcome.storm = Some(storm::outcome(&restart, &device_reports, shared));
+            }
+            // The storm's attempts are in its own table.
+            outcome.failed_attempts = restart.failed_before;
+            server
+        }
+    };
     // Every acknowledged record is committed: a SIGKILL loses none of
     // them, and the database is read as a restarted server would.
     server.stop().await?;
@@ -379,12 +449,14 @@ async fn run_tether(args: &Args, workload: &Workload) -> Result<Outcome, String>
 }
 
 /// Drives a workload against tether-server at `addr` (a node, or a load
-/// balancer in front of nodes) with its registered `fleet`.
+/// balancer in front of nodes) with its registered `fleet`; `first_shared`
+/// receives the run's shared state (a storm reads it).
 async fn drive_tether(
     workload: &Workload,
     target: &Target,
     addr: std::net::SocketAddr,
     fleet: tether::Fleet,
+    first_shared: &std::sync::OnceLock<Arc<Shared>>,
 ) -> (Outcome, Vec<DeviceReport>, Vec<ReceiverReport>) {
     let keys = fleet.keys;
     let devices = fleet.devices;
@@ -399,6 +471,7 @@ async fn drive_tether(
             tokio::spawn(tether::receiver(shared, addr, index, key))
         },
         |shared, index, permits| {
+            let _ = first_shared.set(Arc::clone(&shared));
             let (id, token) = devices.get(index).cloned().unwrap_or_default();
             tokio::spawn(tether::device(shared, addr, index, id, token, permits))
         },
@@ -410,7 +483,7 @@ async fn run_mosquitto(args: &Args, workload: &Workload) -> Result<Outcome, Stri
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let broker = mqtt::Mosquitto::start(&args.mosquitto, dir.path())?;
     let addr = broker.addr();
-    let target = Target { pid: broker.id() };
+    let target = Target::new(broker.id());
     let (mut outcome, device_reports, receiver_reports) = drive(
         workload,
         &target,
@@ -445,7 +518,7 @@ where
     let (phase, phase_rx) = watch::channel(Phase::Connect);
     let shared = Arc::new(Shared::new(workload.clone(), phase_rx));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    outcome.rss_idle_kib = procstat::rss_kib(target.pid);
+    outcome.rss_idle_kib = procstat::rss_kib(target.pid());
 
     let receivers: Vec<_> = (0..workload.receivers())
         .map(|index| spawn_receiver(Arc::clone(&shared), index))
@@ -469,18 +542,18 @@ where
     }
     outcome.connect_seconds = (shared.micros() - fleet_start) as f64 / 1e6;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    outcome.rss_fleet_kib = procstat::rss_kib(target.pid);
+    outcome.rss_fleet_kib = procstat::rss_kib(target.pid());
 
-    let server_cpu = procstat::cpu_seconds(Some(target.pid));
+    let server_cpu = procstat::cpu_seconds(Some(target.pid()));
     let generator_cpu = procstat::cpu_seconds(None);
     let window = Instant::now();
     let _ = phase.send(Phase::Run);
     tokio::time::sleep(Duration::from_secs_f64(workload.seconds)).await;
     let _ = phase.send(Phase::Drain);
     outcome.window_seconds = window.elapsed().as_secs_f64();
-    outcome.rss_end_kib = procstat::rss_kib(target.pid);
+    outcome.rss_end_kib = procstat::rss_kib(target.pid());
     outcome.server_cpu =
-        (procstat::cpu_seconds(Some(target.pid)) - server_cpu) / outcome.window_seconds;
+        (procstat::cpu_seconds(Some(target.pid())) - server_cpu) / outcome.window_seconds;
     outcome.generator_cpu = (procstat::cpu_seconds(None) - generator_cpu) / outcome.window_seconds;
 
     let connected = shared.connected.load(Ordering::Relaxed);
@@ -697,6 +770,27 @@ fn table(workload: &Workload, columns: &[Outcome]) -> String {
     }
     out.push('\n');
     out
+}
+
+fn storm_table(storm: storm::Storm, figures: &storm::StormOutcome) -> String {
+    format!(
+        "\n| reconnect storm ({} jitter) | |\n|---|---:|\n\
+         | server stopped (SIGTERM, 1001) at | {:.1} s into the window |\n\
+         | server away (stop → listening again) | {:.2} s |\n\
+         | devices connected again | {} |\n\
+         | after the server was back: half / 99 % / all | {:.2} / {:.2} / {:.2} s |\n\
+         | most reconnections in one second | {} |\n\
+         | failed or refused attempts from the stop on | {} |\n",
+        if storm.jitter { "the SDK's full" } else { "no" },
+        storm.at,
+        figures.away_seconds,
+        figures.reconnected,
+        figures.p50,
+        figures.p99,
+        figures.all,
+        figures.peak_per_second,
+        figures.failed_attempts,
+    )
 }
 
 fn curve_table(curve: &[(f64, Vec<Outcome>)]) -> String {

@@ -21,8 +21,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::driver::{
-    Acked, DeviceLink, DeviceReport, ReceiverLink, ReceiverReport, connect_with_retry, run_device,
-    run_receiver,
+    Acked, DeviceLink, DeviceReport, NoReconnect, ReceiverLink, ReceiverReport, connect_with_retry,
+    run_device, run_receiver,
 };
 use crate::workload::Shared;
 use crate::ws_client::{source_address, tcp_connect};
@@ -267,7 +267,16 @@ pub async fn device(
         in_flight: std::collections::HashMap::new(),
     };
     let window = shared.workload.window;
-    run_device(Arc::clone(&shared), index, device, window, rng, report).await
+    run_device(
+        Arc::clone(&shared),
+        index,
+        device,
+        window,
+        rng,
+        report,
+        None::<NoReconnect>,
+    )
+    .await
 }
 
 struct MqttReceiver {

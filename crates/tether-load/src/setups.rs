@@ -69,6 +69,10 @@ impl Setup {
 /// # Errors
 /// A server could not be started or its database not read.
 pub async fn run(args: &Args, setups: &[Setup]) -> Result<Vec<Vec<Outcome>>, String> {
+    let workloads = args.workloads();
+    if workloads.iter().any(|w| w.storm.is_some()) {
+        return Err("the storm workload restarts one SQLite node; run it without --setups".into());
+    }
     // One PostgreSQL for the run (a fresh database per setup and workload).
     let postgres = if setups.iter().any(|s| *s != Setup::Sqlite) {
         Some(tokio::task::block_in_place(Postgres::start).map_err(|e| e.to_string())?)
@@ -76,7 +80,7 @@ pub async fn run(args: &Args, setups: &[Setup]) -> Result<Vec<Vec<Outcome>>, Str
         None
     };
     let mut all = Vec::new();
-    for (number, workload) in args.workloads().into_iter().enumerate() {
+    for (number, workload) in workloads.into_iter().enumerate() {
         let mut columns = Vec::new();
         for &setup in setups {
             let mut outcome = match (setup, &postgres) {
@@ -157,11 +161,9 @@ async fn run_on_postgres(
     };
     // Memory and CPU rows are node 0's (of the cluster: a third of the
     // connections).
-    let target = Target {
-        pid: nodes.first().ok_or("no node")?.id(),
-    };
+    let target = Target::new(nodes.first().ok_or("no node")?.id());
     let (mut outcome, device_reports, receiver_reports) =
-        drive_tether(workload, &target, front, fleet).await;
+        drive_tether(workload, &target, front, fleet, &std::sync::OnceLock::new()).await;
     drop(haproxy);
     for node in nodes {
         node.stop().await?;

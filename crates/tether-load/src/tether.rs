@@ -19,8 +19,8 @@ use tether_test_support::server_process::ServerProcess;
 use tokio::sync::Semaphore;
 
 use crate::driver::{
-    Acked, DeviceLink, DeviceReport, ReceiverLink, ReceiverReport, connect_with_retry, run_device,
-    run_receiver,
+    Acked, DeviceLink, DeviceReport, ReceiverLink, ReceiverReport, Reconnect, connect_with_retry,
+    run_device, run_receiver,
 };
 use crate::workload::{SeqSet, Shared, Workload, parse_payload};
 use crate::ws_client::{WsClient, source_address, tcp_connect};
@@ -121,6 +121,33 @@ impl Server {
         }
     }
 
+    /// Stops it gracefully (SIGTERM: every device is closed with 1001)
+    /// and starts the same binary on the same address and data directory
+    /// (the storm workload); only a server process can.
+    pub async fn restart(
+        self,
+        binary: &Path,
+        data_dir: &Path,
+        args: &[String],
+    ) -> Result<Server, String> {
+        let Server::Process(process) = self else {
+            return Err("a storm needs the server as its own process, not in-process".into());
+        };
+        let (binary, data_dir, args) = (binary.to_owned(), data_dir.to_owned(), args.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let addr = process.addr().to_string();
+            process
+                .terminate(std::time::Duration::from_secs(30))
+                .map_err(|e| format!("stop tether-server: {e}"))?;
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ServerProcess::start_on(&binary, &data_dir, &addr, &args)
+                .map(Server::Process)
+                .map_err(|e| format!("restart tether-server: {e}"))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
     /// Stops it: a process is killed (SIGKILL: whatever was acknowledged
     /// was committed, so the database must hold it), an in-process server
     /// shut down.
@@ -196,7 +223,8 @@ async fn connect_device(
     token: &str,
     channel: &str,
     seed: u64,
-) -> io::Result<(TetherDevice, usize)> {
+    boot_id: u64,
+) -> io::Result<(TetherDevice, usize, u32)> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let rng = &mut rng;
     let stream = tcp_connect(source_address(false, index), server).await?;
@@ -212,7 +240,7 @@ async fn connect_device(
     let hello = DeviceToServer::Hello(Hello {
         device_id: id,
         firmware_version: "load",
-        boot_id: rand::Rng::random(rng),
+        boot_id,
         last_acked_seq: 0,
         max_downlink_len: None,
     });
@@ -230,7 +258,8 @@ async fn connect_device(
             match message {
                 Message::Binary(bytes) => match ServerToDevice::decode(bytes) {
                     Ok(ServerToDevice::Welcome(welcome)) => {
-                        window = Some(usize::from(welcome.max_in_flight));
+                        window =
+                            Some((usize::from(welcome.max_in_flight), welcome.last_stored_seq));
                     }
                     _ => return Err(io::Error::other("expected Welcome")),
                 },
@@ -240,14 +269,14 @@ async fn connect_device(
                 _ => {}
             }
         }
-        if let Some(window) = window {
+        if let Some((window, last_stored_seq)) = window {
             let device = TetherDevice {
                 client,
                 channel: channel.to_owned(),
                 pongs: Vec::new(),
                 frame: Vec::with_capacity(128),
             };
-            return Ok((device, window));
+            return Ok((device, window, last_stored_seq));
         }
     }
 }
@@ -265,19 +294,65 @@ pub async fn device(
     let mut rng = SmallRng::from_os_rng();
     let mut report = DeviceReport::default();
     let channel = shared.workload.channel(index);
+    let boot_id = rand::random();
     let connected = connect_with_retry(
         &shared,
         &permits,
         &mut rng,
         &mut report.failed_attempts,
-        || connect_device(server, index, &id, &token, &channel, rand::random()),
+        || {
+            connect_device(
+                server,
+                index,
+                &id,
+                &token,
+                &channel,
+                rand::random(),
+                boot_id,
+            )
+        },
     )
     .await;
-    let Some((link, window)) = connected else {
+    let Some((link, window, _)) = connected else {
         return report;
     };
     let window = window.min(shared.workload.window);
-    run_device(shared, index, link, window, rng, report).await
+    let reconnect = DeviceReconnect {
+        server,
+        index,
+        id,
+        token,
+        channel,
+        boot_id,
+    };
+    run_device(shared, index, link, window, rng, report, Some(reconnect)).await
+}
+
+/// How a device connects again (same boot: the server's watermark says
+/// what it stored).
+struct DeviceReconnect {
+    server: SocketAddr,
+    index: usize,
+    id: String,
+    token: String,
+    channel: String,
+    boot_id: u64,
+}
+
+impl Reconnect<TetherDevice> for DeviceReconnect {
+    async fn reconnect(&mut self) -> io::Result<(TetherDevice, u32)> {
+        let (link, _, last_stored_seq) = connect_device(
+            self.server,
+            self.index,
+            &self.id,
+            &self.token,
+            &self.channel,
+            rand::random(),
+            self.boot_id,
+        )
+        .await?;
+        Ok((link, last_stored_seq))
+    }
 }
 
 struct TetherReceiver {

@@ -36,6 +36,9 @@ pub struct Workload {
     pub drain: Duration,
     /// Opening handshakes in progress at once while the fleet connects.
     pub connect_concurrency: usize,
+    /// The server restarts inside the window and the fleet reconnects
+    /// (tether only; see [`crate::storm`]).
+    pub storm: Option<crate::storm::Storm>,
 }
 
 impl Workload {
@@ -253,6 +256,7 @@ mod tests {
             outbox: 8,
             drain: Duration::from_secs(1),
             connect_concurrency: 1,
+            storm: None,
         };
         let all: Vec<usize> = (0..3).flat_map(|t| workload.devices_of(t)).collect();
         assert_eq!(all, (0..10).collect::<Vec<_>>());

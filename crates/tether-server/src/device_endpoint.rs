@@ -167,12 +167,25 @@ async fn answer_close(
     let _ = tokio::time::timeout(CLOSE_LINGER, socket.flush()).await;
 }
 
-async fn run(
+/// The connection's task: its two phases are boxed futures of their own,
+/// so an idle device's task holds only the serving phase's state (the
+/// session and its loop), not the largest of both phases side by side
+/// with a second copy of the socket.
+async fn run(state: Arc<AppState>, identity: DeviceIdentity, peer: SocketAddr, socket: WebSocket) {
+    let started = Box::pin(start(state, identity, peer, socket)).await;
+    if let Some((session, commands)) = started {
+        Box::pin(session.run(commands)).await;
+    }
+}
+
+/// The opening phase: `Hello` within the handshake timeout, the store's
+/// session, the device registered; `None` when the connection ended.
+async fn start(
     state: Arc<AppState>,
     identity: DeviceIdentity,
     peer: SocketAddr,
     mut socket: WebSocket,
-) {
+) -> Option<(Session, mpsc::Receiver<Box<CommandRequest>>)> {
     let limits = state.config.limits.clone();
     // 1. Hello, within the handshake timeout.
     // Control frames (a client's ping) may come before Hello.
@@ -192,16 +205,16 @@ async fn run(
                 "no Hello within the handshake timeout",
             )
             .await;
-            return;
+            return None;
         }
-        Ok(None) => return,
+        Ok(None) => return None,
         Ok(Some(Err(error))) => {
             answer_read_error(&state, peer, &mut socket, &error).await;
-            return;
+            return None;
         }
         Ok(Some(Ok(Message::Close(frame)))) => {
             answer_close(&state, peer, &mut socket, frame.as_ref()).await;
-            return;
+            return None;
         }
         Ok(Some(Ok(message))) => {
             let decoded = match &message {
@@ -219,7 +232,7 @@ async fn run(
                             "Hello.device_id is not the token's device",
                         )
                         .await;
-                        return;
+                        return None;
                     }
                     (
                         encoding,
@@ -231,12 +244,12 @@ async fn run(
                 Some((_, Ok(_))) | None => {
                     state.metrics.rejected("unexpected_message");
                     close_error(&mut socket, ErrorCode::UNEXPECTED_MESSAGE, "expected Hello").await;
-                    return;
+                    return None;
                 }
                 Some((_, Err(error))) => {
                     state.metrics.rejected("malformed");
                     close_error(&mut socket, error.error_code(), decode_reason(error)).await;
-                    return;
+                    return None;
                 }
             }
         }
@@ -245,7 +258,7 @@ async fn run(
     let session_id = state.next_session_id();
     // Register before marking online: an older session of this device that
     // ends now then sees it was replaced and does not mark it offline.
-    let (mut commands, fence) = state.devices.register(&device_id, session_id);
+    let (commands, fence) = state.devices.register(&device_id, session_id);
     let opened = match state
         .store
         .open_session(&device_id, &firmware_version, boot_id, now_ms())
@@ -256,7 +269,7 @@ async fn run(
             tracing::error!(%error, device = %device_id, "cannot open session");
             state.devices.unregister(&device_id, session_id);
             close_error(&mut socket, ErrorCode::INTERNAL, "store unavailable").await;
-            return;
+            return None;
         }
     };
     state.devices.opened(&device_id, session_id, opened.fence);
@@ -265,13 +278,7 @@ async fn run(
         .session_opened(identity.tenant_id, &device_id, opened.fence);
     let last_stored_seq = opened.last_stored_seq;
     tracing::info!(device = %device_id, session_id, boot_id, last_stored_seq, fence = opened.fence, "device online");
-    let welcome = ServerToDevice::Welcome(Welcome {
-        session_id,
-        server_time_ms: now_ms(),
-        last_stored_seq,
-        max_in_flight: limits.max_in_flight,
-    });
-    let mut session = Session {
+    let session = Session {
         state: Arc::clone(&state),
         identity,
         peer,
@@ -291,46 +298,72 @@ async fn run(
         write_failed: false,
         described: Described::default(),
         replaced: false,
+        session_id,
     };
-    let end = match session.send(&welcome).await {
-        Ok(()) => session.serve(&mut commands).await,
-        Err(end) => end,
-    };
-    match end {
-        End::Close(code, reason) => {
-            // Acknowledge what is already queued before closing, so the
-            // device need not re-send it.
-            session.closing = true;
-            session.flush_acks().await;
-            close(&mut session.socket, code, reason).await;
+    Some((session, commands))
+}
+
+impl Session {
+    /// The serving phase: `Welcome`, the session until it ends, the close,
+    /// and the device marked offline.
+    async fn run(mut self, mut commands: mpsc::Receiver<Box<CommandRequest>>) {
+        let state = Arc::clone(&self.state);
+        let device_id = self.identity.device_id.clone();
+        let session_id = self.session_id;
+        let store_fence = self.store_fence;
+        let welcome = ServerToDevice::Welcome(Welcome {
+            session_id,
+            server_time_ms: now_ms(),
+            last_stored_seq: self.previous_seq,
+            max_in_flight: state.config.limits.max_in_flight,
+        });
+        let end = match self.send(&welcome).await {
+            Ok(()) => self.serve(&mut commands).await,
+            Err(end) => end,
+        };
+        self.end(end).await;
+        state.broker.session_closed(&device_id, store_fence);
+        if state.devices.unregister(&device_id, session_id)
+            && let Err(error) = state
+                .store
+                .close_session(&device_id, store_fence, now_ms())
+                .await
+        {
+            tracing::warn!(%error, device = %device_id, "cannot record offline");
         }
-        End::Stop(code, reason) => {
-            session.closing = true;
-            session.flush_acks().await;
-            close(&mut session.socket, code, &reason).await;
-        }
-        End::Stuck => {
-            state.metrics.rejected("slow_consumer");
-            tracing::warn!(device = %device_id, session_id, "device does not read; closing");
-            close_error(
-                &mut session.socket,
-                ErrorCode::SLOW_CONSUMER,
-                "not reading within the write timeout",
-            )
-            .await;
-        }
-        End::Gone => {}
+        tracing::info!(device = %device_id, session_id, "device offline");
     }
-    state.broker.session_closed(&device_id, opened.fence);
-    if state.devices.unregister(&device_id, session_id)
-        && let Err(error) = state
-            .store
-            .close_session(&device_id, opened.fence, now_ms())
-            .await
-    {
-        tracing::warn!(%error, device = %device_id, "cannot record offline");
+
+    /// Closes the connection the way `end` says.
+    async fn end(&mut self, end: End) {
+        let session = self;
+        match end {
+            End::Close(code, reason) => {
+                // Acknowledge what is already queued before closing, so the
+                // device need not re-send it.
+                session.closing = true;
+                session.flush_acks().await;
+                close(&mut session.socket, code, reason).await;
+            }
+            End::Stop(code, reason) => {
+                session.closing = true;
+                session.flush_acks().await;
+                close(&mut session.socket, code, &reason).await;
+            }
+            End::Stuck => {
+                session.state.metrics.rejected("slow_consumer");
+                tracing::warn!(device = %session.identity.device_id, session_id = session.session_id,
+                "device does not read; closing");
+                close_error(
+                    &mut session.socket,
+                    ErrorCode::SLOW_CONSUMER,
+                    "not reading within the write timeout",
+                )
+                .await;
+            }
+            End::Gone => {}
+        }
     }
-    tracing::info!(device = %device_id, session_id, "device offline");
 }
 
 enum End {
@@ -386,6 +419,8 @@ struct Session {
     /// The store refused a write because a newer session of the device
     /// holds its fencing token.
     replaced: bool,
+    /// This connection's session id (`Welcome.session_id`).
+    session_id: u64,
 }
 
 /// Whether the device no longer belongs to this session's tenant (it was

@@ -27,6 +27,7 @@ mod accounts;
 mod admin;
 mod checkpoint;
 mod claim;
+mod hot;
 mod read;
 mod readings;
 mod retention;

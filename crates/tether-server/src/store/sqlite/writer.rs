@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::accounts;
 use super::claim::claim;
+use super::hot::{Boot, Channel, Hot};
 use super::read::DAY_MS;
 use super::readings::ReadingsWrite;
 use super::retention::RetentionJob;
@@ -92,13 +93,13 @@ enum Done {
 
 impl WriteOp {
     /// Applies the operation (without answering it).
-    fn execute(&self, tx: &Connection, now_ms: u64) -> Result<Done, StoreError> {
+    fn execute(&self, tx: &Connection, hot: &mut Hot, now_ms: u64) -> Result<Done, StoreError> {
         match self {
             WriteOp::Append(request, _) => {
-                if request.fence < current_fence(tx, &request.device_id)? {
+                if request.fence < hot.fence(tx, &request.device_id)? {
                     return Ok(Done::Fenced);
                 }
-                let (outcome, event) = append(tx, request, now_ms)?;
+                let (outcome, event) = append(tx, hot, request, now_ms)?;
                 Ok(Done::Append(outcome, event))
             }
             WriteOp::OpenSession {
@@ -107,7 +108,8 @@ impl WriteOp {
                 boot_id,
                 now_ms,
                 ..
-            } => open_session(tx, device_id, firmware_version, *boot_id, *now_ms).map(Done::Opened),
+            } => open_session(tx, hot, device_id, firmware_version, *boot_id, *now_ms)
+                .map(Done::Opened),
             WriteOp::CloseSession {
                 device_id,
                 fence,
@@ -191,6 +193,7 @@ impl WriteOp {
 pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, options: StoreOptions) {
     let mut retention: Option<RetentionJob> = None;
     let mut rollup: Option<RollupJob> = None;
+    let mut hot = Hot::default();
     loop {
         // Appends first; the jobs work only while nothing waits.
         let first = if retention.is_some() || rollup.is_some() {
@@ -224,7 +227,7 @@ pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, opti
                 }
             }
             if !batch.is_empty() {
-                commit_batch(&mut conn, batch, &options);
+                commit_batch(&mut conn, &mut hot, batch, &options);
             }
         }
         if let Some(job) = &mut retention
@@ -266,13 +269,20 @@ impl From<rusqlite::Error> for Failed {
 /// attempt runs the operations straight (the common case costs nothing
 /// extra); if one fails, the batch runs again with each operation in a
 /// savepoint, so only the failing one fails.
-fn commit_batch(conn: &mut Connection, batch: Vec<WriteOp>, options: &StoreOptions) {
+fn commit_batch(conn: &mut Connection, hot: &mut Hot, batch: Vec<WriteOp>, options: &StoreOptions) {
     let started = Instant::now();
     let operations = batch.len();
-    let result = match attempt(conn, &batch, false) {
-        Err(Failed::Operation) => attempt(conn, &batch, true),
+    let result = match attempt(conn, hot, &batch, false) {
+        Err(Failed::Operation) => {
+            hot.forget();
+            attempt(conn, hot, &batch, true)
+        }
         result => result,
     };
+    if result.is_err() {
+        // What the memory says may not be what the database kept.
+        hot.forget();
+    }
     let mut stats = TransactionStats {
         operations,
         committed: result.is_ok(),
@@ -324,10 +334,12 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteOp>, options: &StoreOptio
 /// operation rolls the whole attempt back.
 fn attempt(
     conn: &mut Connection,
+    hot: &mut Hot,
     batch: &[WriteOp],
     isolate: bool,
 ) -> Result<Vec<Result<Done, StoreError>>, Failed> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    hot.begin(&tx).map_err(Failed::Transaction)?;
     let now_ms = crate::now_ms();
     let today = now_ms - now_ms % DAY_MS;
     let mut results = Vec::with_capacity(batch.len());
@@ -335,7 +347,7 @@ fn attempt(
     for op in batch {
         let result = if isolate {
             let savepoint = tx.savepoint()?;
-            let result = op.execute(&savepoint, now_ms);
+            let result = op.execute(&savepoint, hot, now_ms);
             match result {
                 Ok(_) => savepoint.commit()?,
                 // Dropping the savepoint rolls it back.
@@ -343,7 +355,7 @@ fn attempt(
             }
             result
         } else {
-            op.execute(&tx, now_ms)
+            op.execute(&tx, hot, now_ms)
         };
         if let Err(error) = &result {
             if tx.is_autocommit() {
@@ -370,21 +382,14 @@ fn attempt(
         )?
         .execute(params![device_id, to_i64(today), count, to_i64(now_ms)])?;
     }
+    hot.flush(&tx).map_err(Failed::Transaction)?;
     tx.commit()?;
     Ok(results)
 }
 
-/// The device's current session fencing token (0: it never opened one).
-fn current_fence(tx: &Connection, device_id: &str) -> Result<u64, StoreError> {
-    let fence: Option<i64> = tx
-        .prepare_cached("SELECT session_fence FROM devices WHERE id = ?1")?
-        .query_row(params![device_id], |row| row.get(0))
-        .optional()?;
-    Ok(fence.map_or(0, to_u64))
-}
-
 fn open_session(
     tx: &Connection,
+    hot: &mut Hot,
     device_id: &str,
     firmware_version: &str,
     boot_id: u64,
@@ -399,70 +404,72 @@ fn open_session(
             |row| row.get(0),
         )
         .optional()?;
-    let stored_seq: Option<i64> = tx
-        .query_row(
-            "SELECT stored_seq FROM boots WHERE device_id = ?1 AND boot_id = ?2",
-            params![device_id, boot_to_i64(boot_id)],
-            |row| row.get(0),
-        )
-        .optional()?;
+    // From the writer's memory: appends earlier in this transaction moved
+    // the watermark there, not yet in the table.
+    let stored_seq = hot.boot(tx, device_id, boot_id)?.stored_seq;
+    let fence = fence.map_or(0, to_u64);
+    hot.set_fence(device_id, fence);
     Ok(OpenedSession {
-        last_stored_seq: stored_seq.map_or(0, |seq| u32::try_from(seq).unwrap_or(u32::MAX)),
-        fence: fence.map_or(0, to_u64),
+        last_stored_seq: u32::try_from(stored_seq).unwrap_or(u32::MAX),
+        fence,
     })
 }
 
 /// Stores one record unless it is stored already, and moves the
-/// contiguous watermark over it when its predecessor is covered.
+/// contiguous watermark over it when its predecessor is covered. The
+/// channel's and the boot's rows change in the writer's memory, and only
+/// once every statement here succeeded (see `hot.rs`).
 fn append(
     tx: &Connection,
+    hot: &mut Hot,
     request: &AppendRequest,
     now_ms: u64,
 ) -> Result<(AppendOutcome, Option<StoredEvent>), StoreError> {
-    let boot = boot_to_i64(request.boot_id);
+    let boot_key = boot_to_i64(request.boot_id);
     let seq = i64::from(request.seq);
-    let stored_seq: i64 = tx
-        .prepare_cached("SELECT stored_seq FROM boots WHERE device_id = ?1 AND boot_id = ?2")?
-        .query_row(params![request.device_id, boot], |row| row.get(0))
-        .optional()?
-        .unwrap_or(0);
+    let boot = hot.boot(tx, &request.device_id, request.boot_id)?;
+    let stored_seq = boot.stored_seq;
     let stored_above = seq > stored_seq
+        && boot.gaps
         && tx
             .prepare_cached(
                 "SELECT 1 FROM stored_seqs WHERE device_id = ?1 AND boot_id = ?2 AND seq = ?3",
             )?
-            .exists(params![request.device_id, boot, seq])?;
+            .exists(params![request.device_id, boot_key, seq])?;
     let duplicate = seq <= stored_seq || stored_above;
-    let event = if duplicate {
+    let inserted = if duplicate {
         None
     } else {
-        Some(insert_message(tx, request, now_ms)?)
+        Some(insert_message(tx, hot, request, now_ms)?)
     };
     let covered = i64::from(request.previous_seq) <= stored_seq;
+    let mut next = Boot {
+        last_ms: to_i64(now_ms),
+        ..boot
+    };
     if covered && seq > stored_seq {
-        tx.prepare_cached(
-            "INSERT INTO boots(device_id, boot_id, stored_seq, last_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(device_id, boot_id) DO UPDATE SET stored_seq = excluded.stored_seq,
-             last_ms = excluded.last_ms",
-        )?
-        .execute(params![request.device_id, boot, seq, to_i64(now_ms)])?;
+        next.stored_seq = seq;
         if stored_above {
             // The watermark covers it now: its entry has done its job.
             tx.prepare_cached(
                 "DELETE FROM stored_seqs WHERE device_id = ?1 AND boot_id = ?2 AND seq <= ?3",
             )?
-            .execute(params![request.device_id, boot, seq])?;
+            .execute(params![request.device_id, boot_key, seq])?;
         }
     } else if !duplicate {
         // Stored after a gap: remembered, not covered.
         tx.prepare_cached("INSERT INTO stored_seqs(device_id, boot_id, seq) VALUES (?1, ?2, ?3)")?
-            .execute(params![request.device_id, boot, seq])?;
-        tx.prepare_cached(
-            "INSERT INTO boots(device_id, boot_id, stored_seq, last_ms) VALUES (?1, ?2, 0, ?3)
-             ON CONFLICT(device_id, boot_id) DO UPDATE SET last_ms = excluded.last_ms",
-        )?
-        .execute(params![request.device_id, boot, to_i64(now_ms)])?;
+            .execute(params![request.device_id, boot_key, seq])?;
+        next.gaps = true;
+    } else {
+        next = boot;
     }
+    // Every statement succeeded: now the memory changes.
+    hot.set_boot(&request.device_id, request.boot_id, next);
+    let event = inserted.map(|(event, channel)| {
+        hot.set_channel(request.tenant_id, &request.channel, channel);
+        event
+    });
     let outcome = match &event {
         Some(event) => AppendOutcome::Stored {
             offset: event.offset,
@@ -472,36 +479,42 @@ fn append(
     Ok((outcome, event))
 }
 
+/// Inserts the message at its channel's next offset (creating the
+/// channel at offset 1); returns it and the channel's row after it.
 fn insert_message(
     tx: &Connection,
+    hot: &mut Hot,
     request: &AppendRequest,
     now_ms: u64,
-) -> Result<StoredEvent, StoreError> {
-    // One statement takes the channel's next offset (creating the channel
-    // at offset 1) and moves it on: a single descent of the channel index
-    // per append, not three statements.
-    let (channel_id, offset): (i64, i64) = tx
-        .prepare_cached(
-            "INSERT INTO channels(tenant_id, name, next_offset) VALUES (?1, ?2, 2)
-             ON CONFLICT(tenant_id, name) DO UPDATE SET next_offset = next_offset + 1
-             RETURNING id, next_offset - 1",
-        )?
-        .query_row(params![request.tenant_id, request.channel], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?;
+) -> Result<(StoredEvent, Channel), StoreError> {
+    let channel = match hot.channel(tx, request.tenant_id, &request.channel)? {
+        Some(channel) => channel,
+        None => Channel {
+            id: tx
+                .prepare_cached(
+                    "INSERT INTO channels(tenant_id, name, next_offset) VALUES (?1, ?2, 1)
+                     RETURNING id",
+                )?
+                .query_row(params![request.tenant_id, request.channel], |row| {
+                    row.get(0)
+                })?,
+            next_offset: 1,
+        },
+    };
+    let offset = channel.next_offset;
     tx.prepare_cached(
         "INSERT INTO messages(channel_id, offset, device_id, device_time_ms, server_time_ms, payload)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
-        channel_id,
+        channel.id,
         offset,
         request.device_id,
         request.device_time_ms.map(to_i64),
         to_i64(now_ms),
         request.payload
     ])?;
-    Ok(StoredEvent::new(
+    let event = StoredEvent::new(
         request.tenant_id,
         request.channel.clone(),
         to_u64(offset),
@@ -509,5 +522,12 @@ fn insert_message(
         request.device_time_ms,
         now_ms,
         request.payload.clone(),
+    );
+    Ok((
+        event,
+        Channel {
+            id: channel.id,
+            next_offset: offset.saturating_add(1),
+        },
     ))
 }
