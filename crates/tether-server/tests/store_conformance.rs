@@ -11,8 +11,8 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 use store_suite::{BoxError, StoreFixture, TestResult, record, record_in};
 use tether_server::store::{
-    Admin, AppendOutcome, ImportEvent, Role, SqliteStore, Store, StoreError, StoreOptions,
-    TenantId, TransactionStats,
+    Admin, AppendOutcome, Role, SqliteStore, Store, StoreError, StoreOptions, TenantId,
+    TransactionStats,
 };
 
 /// A database file in a temporary directory.
@@ -123,15 +123,7 @@ impl StoreFixture for Sqlite {
         channel: &str,
         events: &[store_suite::TestEvent],
     ) -> Result<(), BoxError> {
-        let events: Vec<ImportEvent> = events
-            .iter()
-            .map(|event| ImportEvent {
-                device: event.device.clone(),
-                device_time_ms: None,
-                server_time_ms: event.server_time_ms,
-                payload: event.payload.clone(),
-            })
-            .collect();
+        let events = store_suite::TestEvent::to_import(events);
         self.admin()?.import_events(tenant, channel, &events)?;
         Ok(())
     }

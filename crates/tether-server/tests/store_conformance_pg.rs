@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use store_suite::{BoxError, StoreFixture, TestResult};
 use tether_cluster_test::Postgres;
-use tether_server::store::{
-    ImportEvent, PgAdmin, PgStore, Role, Store, StoreError, StoreOptions, TenantId,
-};
+use tether_server::store::{PgAdmin, PgStore, Role, Store, StoreError, StoreOptions, TenantId};
 
 /// One server for every test of this binary (the watchdog stops it, and
 /// removes its directory, when the binary exits).
@@ -136,15 +134,7 @@ impl StoreFixture for Pg {
         channel: &str,
         events: &[store_suite::TestEvent],
     ) -> Result<(), BoxError> {
-        let events: Vec<ImportEvent> = events
-            .iter()
-            .map(|event| ImportEvent {
-                device: event.device.clone(),
-                device_time_ms: None,
-                server_time_ms: event.server_time_ms,
-                payload: event.payload.clone(),
-            })
-            .collect();
+        let events = store_suite::TestEvent::to_import(events);
         block(self.admin.import_events(tenant, channel, &events))?;
         Ok(())
     }

@@ -144,6 +144,64 @@ pub struct Series {
     pub points: Vec<SeriesPoint>,
 }
 
+/// What one bucket of one field has collected so far, while a store adds
+/// up the rows of its roll-ups and of the events not rolled up yet.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bucket {
+    pub(crate) count: u64,
+    pub(crate) total: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+}
+
+/// Buckets by device, field and bucket start: the order of
+/// [`Series::points`].
+#[derive(Debug, Default)]
+pub(crate) struct Buckets(std::collections::BTreeMap<(String, String, i64), Bucket>);
+
+impl Buckets {
+    /// Adds one row (from a roll-up or from the events) to its bucket.
+    pub(crate) fn add(&mut self, key: (String, String, i64), bucket: Bucket) {
+        self.0
+            .entry(key)
+            .and_modify(|existing| {
+                existing.count += bucket.count;
+                existing.total += bucket.total;
+                existing.min = existing.min.min(bucket.min);
+                existing.max = existing.max.max(bucket.max);
+            })
+            .or_insert(bucket);
+    }
+
+    /// The answer: every bucket with its mean, covering the events below
+    /// `next_offset`.
+    pub(crate) fn into_series(self, next_offset: u64) -> Series {
+        let points = self
+            .0
+            .into_iter()
+            .map(|((device, key, bucket_ms), bucket)| SeriesPoint {
+                device,
+                key,
+                bucket_ms: u64::try_from(bucket_ms).unwrap_or(0),
+                count: bucket.count,
+                min: bucket.min,
+                max: bucket.max,
+                mean: if bucket.count == 0 {
+                    0.0
+                } else {
+                    #[allow(clippy::cast_precision_loss)] // counts stay far below 2^52
+                    let count = bucket.count as f64;
+                    bucket.total / count
+                },
+            })
+            .collect();
+        Series {
+            next_offset,
+            points,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -98,6 +98,21 @@ pub struct TestEvent {
     pub payload: String,
 }
 
+impl TestEvent {
+    /// The events as the stores' bulk import takes them.
+    pub fn to_import(events: &[TestEvent]) -> Vec<tether_server::store::ImportEvent> {
+        events
+            .iter()
+            .map(|event| tether_server::store::ImportEvent {
+                device: event.device.clone(),
+                device_time_ms: None,
+                server_time_ms: event.server_time_ms,
+                payload: event.payload.clone(),
+            })
+            .collect()
+    }
+}
+
 /// Invokes every test of the suite for one fixture type.
 #[macro_export]
 macro_rules! store_conformance_tests {

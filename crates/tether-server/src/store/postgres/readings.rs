@@ -21,9 +21,10 @@ use tokio_postgres::IsolationLevel;
 
 use super::schema::db_error;
 use super::writer::{to_i64, to_u64};
+use crate::store::readings::{Bucket, Buckets};
 use crate::store::{
-    ChannelDescription, DeclaredCommand, ROLLUP_WIDTHS_MS, Series, SeriesPoint, SeriesQuery,
-    StoreError, TenantId, rollup_width,
+    ChannelDescription, DeclaredCommand, ROLLUP_WIDTHS_MS, Series, SeriesQuery, StoreError,
+    TenantId, rollup_width,
 };
 
 /// Events one roll-up transaction reads at most.
@@ -171,17 +172,6 @@ pub(super) async fn declared_commands(
     Ok(commands)
 }
 
-/// What one bucket of one field has collected so far.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    count: u64,
-    total: f64,
-    min: f64,
-    max: f64,
-}
-
-type Buckets = BTreeMap<(String, String, i64), Bucket>;
-
 fn collect(rows: Vec<tokio_postgres::Row>, into: &mut Buckets) {
     for row in rows {
         let bucket = Bucket {
@@ -190,14 +180,7 @@ fn collect(rows: Vec<tokio_postgres::Row>, into: &mut Buckets) {
             min: row.get(5),
             max: row.get(6),
         };
-        into.entry((row.get(0), row.get(1), row.get(2)))
-            .and_modify(|existing| {
-                existing.count += bucket.count;
-                existing.total += bucket.total;
-                existing.min = existing.min.min(bucket.min);
-                existing.max = existing.max.max(bucket.max);
-            })
-            .or_insert(bucket);
+        into.add((row.get(0), row.get(1), row.get(2)), bucket);
     }
 }
 
@@ -254,7 +237,7 @@ pub(super) async fn series(
     };
     let channel_id: i64 = row.get(0);
     let next_offset: i64 = row.get(1);
-    let mut buckets = Buckets::new();
+    let mut buckets = Buckets::default();
     match rollup {
         Some(rollup) => {
             let rolled: i64 = tx
@@ -318,28 +301,7 @@ pub(super) async fn series(
         }
     }
     tx.commit().await.map_err(db_error)?;
-    let points = buckets
-        .into_iter()
-        .map(|((device, key, bucket_ms), bucket)| SeriesPoint {
-            device,
-            key,
-            bucket_ms: to_u64(bucket_ms),
-            count: bucket.count,
-            min: bucket.min,
-            max: bucket.max,
-            mean: if bucket.count == 0 {
-                0.0
-            } else {
-                #[allow(clippy::cast_precision_loss)] // counts stay far below 2^52
-                let count = bucket.count as f64;
-                bucket.total / count
-            },
-        })
-        .collect();
-    Ok(Series {
-        next_offset: to_u64(next_offset),
-        points,
-    })
+    Ok(buckets.into_series(to_u64(next_offset)))
 }
 
 /// Rolls every channel's events after its progress up, a chunk per

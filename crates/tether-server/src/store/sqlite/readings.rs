@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::schema::{to_i64, to_u64};
+use crate::store::readings::{Bucket, Buckets};
 use crate::store::{
-    ChannelDescription, DeclaredCommand, Series, SeriesPoint, SeriesQuery, StoreError, TenantId,
-    rollup_width,
+    ChannelDescription, DeclaredCommand, Series, SeriesQuery, StoreError, TenantId, rollup_width,
 };
 
 /// A write about readings, done by the writer in its batch.
@@ -153,26 +153,6 @@ fn raw_aggregate(filter: &str, time: &str) -> String {
     )
 }
 
-/// What one bucket of one field has collected so far.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    count: u64,
-    total: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Bucket {
-    fn merge(&mut self, other: Bucket) {
-        self.count += other.count;
-        self.total += other.total;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
-    }
-}
-
-type Buckets = BTreeMap<(String, String, i64), Bucket>;
-
 fn collect(
     conn: &Connection,
     sql: &str,
@@ -193,9 +173,7 @@ fn collect(
             min: row.get(5)?,
             max: row.get(6)?,
         };
-        into.entry(key)
-            .and_modify(|existing| existing.merge(bucket))
-            .or_insert(bucket);
+        into.add(key, bucket);
     }
     Ok(())
 }
@@ -232,7 +210,7 @@ pub(super) fn series(
             points: Vec::new(),
         });
     };
-    let mut buckets = Buckets::new();
+    let mut buckets = Buckets::default();
     match rollup_width(to_u64(width)) {
         Some(rollup) => {
             let rolled: i64 = tx
@@ -269,26 +247,5 @@ pub(super) fn series(
         )?,
     }
     tx.finish()?;
-    let points = buckets
-        .into_iter()
-        .map(|((device, key, bucket_ms), bucket)| SeriesPoint {
-            device,
-            key,
-            bucket_ms: to_u64(bucket_ms),
-            count: bucket.count,
-            min: bucket.min,
-            max: bucket.max,
-            mean: if bucket.count == 0 {
-                0.0
-            } else {
-                #[allow(clippy::cast_precision_loss)] // counts stay far below 2^52
-                let count = bucket.count as f64;
-                bucket.total / count
-            },
-        })
-        .collect();
-    Ok(Series {
-        next_offset: to_u64(next_offset),
-        points,
-    })
+    Ok(buckets.into_series(to_u64(next_offset)))
 }
