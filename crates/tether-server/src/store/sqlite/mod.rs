@@ -6,8 +6,9 @@
 //!   (wait when full =                          BEGIN IMMEDIATE … ≤ 512 ops … COMMIT
 //!    backpressure)                              │ reply to each op
 //!                                               └▶ on_commit(events, in offset order)
-//!                                              retention.rs, rollup.rs: bounded chunks
-//!                                              between batches
+//!                                              retention.rs: bounded chunks between
+//!                                              batches; rollup.rs: chunks read on
+//!                                              readers, added by the writer
 //!                                              checkpoint.rs: WAL → database file on its
 //!                                                own thread, never inside a commit
 //!  readers ──▶ permit (read_connections) ──▶ spawn_blocking on a pooled
@@ -375,7 +376,30 @@ impl Store for SqliteStore {
     }
 
     fn roll_up(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        boxed(self.write(WriteOp::RollUp))
+        boxed(async move {
+            // The reading and parsing on reader connections, the writer
+            // only adds each chunk's buckets (see `rollup.rs`).
+            let mut rolled = 0u64;
+            for mut pending in self.read_with(rollup::plan).await? {
+                while pending.from < pending.through {
+                    let chunk = self
+                        .read_with(move |conn| rollup::aggregate(conn, pending))
+                        .await?;
+                    pending.from = pending
+                        .from
+                        .saturating_add(i64::try_from(chunk.events()).unwrap_or(i64::MAX));
+                    let events = self
+                        .write(move |reply| WriteOp::RollUp(chunk, reply))
+                        .await?;
+                    if events == 0 {
+                        // Another run got there first.
+                        break;
+                    }
+                    rolled = rolled.saturating_add(events);
+                }
+            }
+            Ok(rolled)
+        })
     }
 
     fn accounts(&self) -> &dyn AccountStore {

@@ -8,7 +8,8 @@
 //!                                   in a SAVEPOINT (a failing op fails alone)
 //!  enforce_retention ──▶ retention job: one bounded chunk per turn, each its
 //!                        own transaction, between batches
-//!  roll_up ────────────▶ roll-up job (rollup.rs): likewise
+//!  roll_up ────────────▶ a chunk aggregated on a reader (rollup.rs), added
+//!                        to the rollups as one operation of a batch
 //! ```
 //!
 //! Every reply waits for the commit of its transaction; when the commit
@@ -29,7 +30,7 @@ use super::hot::{Boot, Channel, Hot};
 use super::read::DAY_MS;
 use super::readings::ReadingsWrite;
 use super::retention::RetentionJob;
-use super::rollup::RollupJob;
+use super::rollup::{self, Chunk};
 use super::schema::{boot_to_i64, to_i64, to_u64};
 use crate::store::accounts::{AccountDone, AccountOp};
 use crate::store::{
@@ -71,7 +72,8 @@ pub(super) enum WriteOp {
         now_ms: u64,
         reply: Reply<u64>,
     },
-    RollUp(Reply<u64>),
+    /// A roll-up chunk to add (the events it covered, or 0).
+    RollUp(Chunk, Reply<u64>),
     ResetPresence(Reply<()>),
     /// Accounts, sessions, memberships, invitations (`accounts.rs`).
     Account(AccountOp),
@@ -89,6 +91,8 @@ enum Done {
     Claim(Result<String, StoreError>),
     /// An account operation's answer.
     Account(AccountDone),
+    /// Events a roll-up chunk covered.
+    Rolled(u64),
 }
 
 impl WriteOp {
@@ -135,10 +139,9 @@ impl WriteOp {
             } => claim(tx, *tenant_id, claim_code, *now_ms).map(Done::Claim),
             WriteOp::Account(op) => accounts::execute(op, tx).map(Done::Account),
             WriteOp::Readings(write, _) => write.execute(tx).map(|()| Done::Unit),
-            // The writer loop takes these out of every batch.
-            WriteOp::Retention { .. } | WriteOp::RollUp(_) => {
-                Err(StoreError::Invalid("a job in a batch".into()))
-            }
+            WriteOp::RollUp(chunk, _) => rollup::apply(tx, chunk).map(Done::Rolled),
+            // The writer loop takes it out of every batch.
+            WriteOp::Retention { .. } => Err(StoreError::Invalid("a job in a batch".into())),
         }
     }
 
@@ -162,6 +165,7 @@ impl WriteOp {
                 Ok(Done::Unit),
             ) => drop(reply.send(Ok(()))),
             (WriteOp::Claim { reply, .. }, Ok(Done::Claim(answer))) => drop(reply.send(answer)),
+            (WriteOp::RollUp(_, reply), Ok(Done::Rolled(events))) => drop(reply.send(Ok(events))),
             (WriteOp::Account(op), Ok(Done::Account(done))) => op.answer(done),
             (op, Ok(_)) => op.fail(&StoreError::Invalid("mismatched reply".into())),
             (op, Err(error)) => op.fail(&error),
@@ -180,7 +184,7 @@ impl WriteOp {
                 drop(reply.send(Err(error)));
             }
             WriteOp::Claim { reply, .. } => drop(reply.send(Err(error))),
-            WriteOp::Retention { reply, .. } | WriteOp::RollUp(reply) => {
+            WriteOp::Retention { reply, .. } | WriteOp::RollUp(_, reply) => {
                 drop(reply.send(Err(error)));
             }
             WriteOp::Account(op) => op.fail(&error),
@@ -192,11 +196,10 @@ impl WriteOp {
 /// queue is drained.
 pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, options: StoreOptions) {
     let mut retention: Option<RetentionJob> = None;
-    let mut rollup: Option<RollupJob> = None;
     let mut hot = Hot::default();
     loop {
-        // Appends first; the jobs work only while nothing waits.
-        let first = if retention.is_some() || rollup.is_some() {
+        // Appends first; the job works only while nothing waits.
+        let first = if retention.is_some() {
             match queue.try_recv() {
                 Ok(op) => Some(op),
                 Err(mpsc::error::TryRecvError::Empty) => None,
@@ -216,10 +219,6 @@ pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, opti
                         Some(job) => job.join(reply),
                         None => retention = Some(RetentionJob::new(now_ms, reply)),
                     },
-                    WriteOp::RollUp(reply) => match &mut rollup {
-                        Some(job) => job.join(reply),
-                        None => rollup = Some(RollupJob::new(reply)),
-                    },
                     op => batch.push(op),
                 }
                 if batch.len() >= MAX_BATCH {
@@ -235,16 +234,8 @@ pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, opti
         {
             retention = None;
         }
-        if let Some(job) = &mut rollup
-            && job.step(&mut conn)
-        {
-            rollup = None;
-        }
     }
     if let Some(mut job) = retention {
-        job.finish(Err(StoreError::Closed));
-    }
-    if let Some(mut job) = rollup {
         job.finish(Err(StoreError::Closed));
     }
 }
