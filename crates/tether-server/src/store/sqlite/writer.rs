@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::accounts;
@@ -82,7 +82,10 @@ pub(super) enum WriteOp {
 
 /// What an operation did, before its transaction committed.
 enum Done {
-    Append(AppendOutcome, Option<StoredEvent>),
+    /// The outcome, and when a new record was stored the server time it
+    /// was stored with (its event is made after the commit, from the
+    /// request's own strings).
+    Append(AppendOutcome, Option<u64>),
     /// The append's session was replaced: nothing written.
     Fenced,
     Opened(OpenedSession),
@@ -95,16 +98,39 @@ enum Done {
     Rolled(u64),
 }
 
+/// The statements every append runs, prepared once per transaction
+/// attempt (not looked up by their SQL text per append).
+struct Statements<'c> {
+    insert_message: CachedStatement<'c>,
+}
+
+impl<'c> Statements<'c> {
+    fn prepare(tx: &'c Connection) -> Result<Self, rusqlite::Error> {
+        Ok(Statements {
+            insert_message: tx.prepare_cached(
+                "INSERT INTO messages(channel_id, offset, device_id, device_time_ms, server_time_ms, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?,
+        })
+    }
+}
+
 impl WriteOp {
     /// Applies the operation (without answering it).
-    fn execute(&self, tx: &Connection, hot: &mut Hot, now_ms: u64) -> Result<Done, StoreError> {
+    fn execute(
+        &self,
+        tx: &Connection,
+        hot: &mut Hot,
+        statements: &mut Statements<'_>,
+        now_ms: u64,
+    ) -> Result<Done, StoreError> {
         match self {
             WriteOp::Append(request, _) => {
                 if request.fence < hot.fence(tx, &request.device_id)? {
                     return Ok(Done::Fenced);
                 }
-                let (outcome, event) = append(tx, hot, request, now_ms)?;
-                Ok(Done::Append(outcome, event))
+                let (outcome, stored) = append(tx, hot, statements, request, now_ms)?;
+                Ok(Done::Append(outcome, stored))
             }
             WriteOp::OpenSession {
                 device_id,
@@ -283,18 +309,32 @@ fn commit_batch(conn: &mut Connection, hot: &mut Hot, batch: Vec<WriteOp>, optio
     match result {
         Ok(results) => {
             let mut events = Vec::new();
-            for (op, mut result) in batch.into_iter().zip(results) {
-                if let Ok(Done::Append(outcome, event)) = &mut result {
-                    match event.take() {
-                        Some(event) => {
-                            stats.stored += 1;
-                            events.push(Arc::new(event));
+            for (op, result) in batch.into_iter().zip(results) {
+                match (op, result) {
+                    (
+                        WriteOp::Append(request, reply),
+                        Ok(Done::Append(outcome @ AppendOutcome::Stored { offset }, Some(now_ms))),
+                    ) => {
+                        stats.stored += 1;
+                        drop(reply.send(Ok(outcome)));
+                        // The request's strings move into the event.
+                        events.push(Arc::new(StoredEvent::new(
+                            request.tenant_id,
+                            request.channel,
+                            offset,
+                            request.device_id,
+                            request.device_time_ms,
+                            now_ms,
+                            request.payload,
+                        )));
+                    }
+                    (op, result) => {
+                        if let Ok(Done::Append(AppendOutcome::Duplicate, _)) = &result {
+                            stats.duplicates += 1;
                         }
-                        None if *outcome == AppendOutcome::Duplicate => stats.duplicates += 1,
-                        None => {}
+                        op.answer(result);
                     }
                 }
-                op.answer(result);
             }
             (options.on_transaction)(&stats);
             if !events.is_empty() {
@@ -329,24 +369,29 @@ fn attempt(
     batch: &[WriteOp],
     isolate: bool,
 ) -> Result<Vec<Result<Done, StoreError>>, Failed> {
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     hot.begin(&tx).map_err(Failed::Transaction)?;
     let now_ms = crate::now_ms();
     let today = now_ms - now_ms % DAY_MS;
     let mut results = Vec::with_capacity(batch.len());
     let mut published: HashMap<&str, i64> = HashMap::new();
+    let mut statements = Statements::prepare(&tx)?;
     for op in batch {
         let result = if isolate {
-            let savepoint = tx.savepoint()?;
-            let result = op.execute(&savepoint, hot, now_ms);
+            // By hand, not rusqlite's `Savepoint` (which borrows the
+            // transaction mutably while the statements hold it).
+            tx.execute_batch("SAVEPOINT op")?;
+            let result = op.execute(&tx, hot, &mut statements, now_ms);
             match result {
-                Ok(_) => savepoint.commit()?,
-                // Dropping the savepoint rolls it back.
-                Err(_) => drop(savepoint),
+                Ok(_) => tx.execute_batch("RELEASE op")?,
+                Err(_) if !tx.is_autocommit() => {
+                    tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                }
+                Err(_) => {}
             }
             result
         } else {
-            op.execute(&tx, hot, now_ms)
+            op.execute(&tx, hot, &mut statements, now_ms)
         };
         if let Err(error) = &result {
             if tx.is_autocommit() {
@@ -364,6 +409,7 @@ fn attempt(
         }
         results.push(result);
     }
+    drop(statements);
     for (device_id, count) in published {
         tx.prepare_cached(
             "UPDATE devices SET
@@ -413,9 +459,10 @@ fn open_session(
 fn append(
     tx: &Connection,
     hot: &mut Hot,
+    statements: &mut Statements<'_>,
     request: &AppendRequest,
     now_ms: u64,
-) -> Result<(AppendOutcome, Option<StoredEvent>), StoreError> {
+) -> Result<(AppendOutcome, Option<u64>), StoreError> {
     let boot_key = boot_to_i64(request.boot_id);
     let seq = i64::from(request.seq);
     let boot = hot.boot(tx, &request.device_id, request.boot_id)?;
@@ -431,7 +478,7 @@ fn append(
     let inserted = if duplicate {
         None
     } else {
-        Some(insert_message(tx, hot, request, now_ms)?)
+        Some(insert_message(tx, hot, statements, request, now_ms)?)
     };
     let covered = i64::from(request.previous_seq) <= stored_seq;
     let mut next = Boot {
@@ -457,27 +504,25 @@ fn append(
     }
     // Every statement succeeded: now the memory changes.
     hot.set_boot(&request.device_id, request.boot_id, next);
-    let event = inserted.map(|(event, channel)| {
-        hot.set_channel(request.tenant_id, &request.channel, channel);
-        event
-    });
-    let outcome = match &event {
-        Some(event) => AppendOutcome::Stored {
-            offset: event.offset,
-        },
-        None => AppendOutcome::Duplicate,
-    };
-    Ok((outcome, event))
+    match inserted {
+        Some(channel) => {
+            hot.set_channel(request.tenant_id, &request.channel, channel);
+            let offset = to_u64(channel.next_offset.saturating_sub(1));
+            Ok((AppendOutcome::Stored { offset }, Some(now_ms)))
+        }
+        None => Ok((AppendOutcome::Duplicate, None)),
+    }
 }
 
 /// Inserts the message at its channel's next offset (creating the
-/// channel at offset 1); returns it and the channel's row after it.
+/// channel at offset 1); returns the channel's row after it.
 fn insert_message(
     tx: &Connection,
     hot: &mut Hot,
+    statements: &mut Statements<'_>,
     request: &AppendRequest,
     now_ms: u64,
-) -> Result<(StoredEvent, Channel), StoreError> {
+) -> Result<Channel, StoreError> {
     let channel = match hot.channel(tx, request.tenant_id, &request.channel)? {
         Some(channel) => channel,
         None => Channel {
@@ -493,11 +538,7 @@ fn insert_message(
         },
     };
     let offset = channel.next_offset;
-    tx.prepare_cached(
-        "INSERT INTO messages(channel_id, offset, device_id, device_time_ms, server_time_ms, payload)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
+    statements.insert_message.execute(params![
         channel.id,
         offset,
         request.device_id,
@@ -505,20 +546,8 @@ fn insert_message(
         to_i64(now_ms),
         request.payload
     ])?;
-    let event = StoredEvent::new(
-        request.tenant_id,
-        request.channel.clone(),
-        to_u64(offset),
-        request.device_id.clone(),
-        request.device_time_ms,
-        now_ms,
-        request.payload.clone(),
-    );
-    Ok((
-        event,
-        Channel {
-            id: channel.id,
-            next_offset: offset.saturating_add(1),
-        },
-    ))
+    Ok(Channel {
+        id: channel.id,
+        next_offset: offset.saturating_add(1),
+    })
 }
