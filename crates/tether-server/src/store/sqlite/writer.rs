@@ -17,7 +17,6 @@
 //! stored, and the contiguous watermark it maintains (see the
 //! [store docs](crate::store)) never covers a record that is not.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::accounts;
 use super::claim::claim;
-use super::hot::{Boot, Channel, Hot};
+use super::hot::{Boot, Channel, HashMap, Hot};
 use super::read::DAY_MS;
 use super::readings::ReadingsWrite;
 use super::retention::RetentionJob;
@@ -374,7 +373,7 @@ fn attempt(
     let now_ms = crate::now_ms();
     let today = now_ms - now_ms % DAY_MS;
     let mut results = Vec::with_capacity(batch.len());
-    let mut published: HashMap<&str, i64> = HashMap::new();
+    let mut published: HashMap<&str, i64> = HashMap::default();
     let mut statements = Statements::prepare(&tx)?;
     for op in batch {
         let result = if isolate {
