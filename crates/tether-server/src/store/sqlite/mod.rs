@@ -46,8 +46,8 @@ pub use admin::{Admin, ImportEvent};
 
 use super::{
     AccountStore, AppendRequest, BoxFuture, ChannelBounds, ChannelDescription, ChannelInfo, Commit,
-    DeclaredCommand, DeviceIdentity, DeviceInfo, KeyIdentity, OpenedSession, ReadRange, Revocation,
-    Series, SeriesQuery, Store, StoreError, StoreOptions, StoredEvent, TenantId,
+    Commits, DeclaredCommand, DeviceIdentity, DeviceInfo, KeyIdentity, OpenedSession, ReadRange,
+    Revocation, Series, SeriesQuery, Store, StoreError, StoreOptions, StoredEvent, TenantId,
 };
 use readings::ReadingsWrite;
 use writer::WriteOp;
@@ -236,6 +236,30 @@ impl Store for SqliteStore {
             let commit: Commit =
                 Box::pin(async move { result.await.map_err(|_| StoreError::Closed)? });
             Ok(commit)
+        })
+    }
+
+    fn append_all(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> BoxFuture<'_, Result<Commits, StoreError>> {
+        // One operation for the writer, one reply for all of them.
+        boxed(async move {
+            let count = requests.len();
+            let (reply, result) = oneshot::channel();
+            self.sender()?
+                .send(WriteOp::Appends(requests, reply))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            let commits: Commits = Box::pin(async move {
+                let error = match result.await {
+                    Ok(Ok(results)) => return results,
+                    Ok(Err(error)) => error,
+                    Err(_) => StoreError::Closed,
+                };
+                vec![Err(error); count]
+            });
+            Ok(commits)
         })
     }
 

@@ -48,6 +48,12 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// What the writer is asked to do.
 pub(super) enum WriteOp {
     Append(AppendRequest, Reply<AppendOutcome>),
+    /// Several appends of one session (`Store::append_all`): one request,
+    /// one reply with a result per append.
+    Appends(
+        Vec<AppendRequest>,
+        Reply<Vec<Result<AppendOutcome, StoreError>>>,
+    ),
     OpenSession {
         device_id: String,
         firmware_version: String,
@@ -87,6 +93,9 @@ enum Done {
     Append(AppendOutcome, Option<u64>),
     /// The append's session was replaced: nothing written.
     Fenced,
+    /// Each append's [`Done::Append`] or [`Done::Fenced`], or why it
+    /// failed (when its transaction isolates operations).
+    Appends(Vec<Result<Done, StoreError>>),
     Opened(OpenedSession),
     Unit,
     /// A claim's answer (an unknown or expired code commits nothing).
@@ -116,20 +125,36 @@ impl<'c> Statements<'c> {
 
 impl WriteOp {
     /// Applies the operation (without answering it).
+    /// `isolate`: the appends of [`WriteOp::Appends`] each in their own
+    /// savepoint, failing alone.
     fn execute(
         &self,
         tx: &Connection,
         hot: &mut Hot,
         statements: &mut Statements<'_>,
         now_ms: u64,
+        isolate: bool,
     ) -> Result<Done, StoreError> {
         match self {
-            WriteOp::Append(request, _) => {
-                if request.fence < hot.fence(tx, &request.device_id)? {
-                    return Ok(Done::Fenced);
+            WriteOp::Append(request, _) => fenced_append(tx, hot, statements, request, now_ms),
+            WriteOp::Appends(requests, _) => {
+                let mut results = Vec::with_capacity(requests.len());
+                for request in requests {
+                    if !isolate {
+                        results.push(Ok(fenced_append(tx, hot, statements, request, now_ms)?));
+                        continue;
+                    }
+                    tx.execute_batch("SAVEPOINT append")?;
+                    let result = fenced_append(tx, hot, statements, request, now_ms);
+                    match &result {
+                        Ok(_) => tx.execute_batch("RELEASE append")?,
+                        // SQLite rolled the whole transaction back.
+                        Err(_) if tx.is_autocommit() => return result,
+                        Err(_) => tx.execute_batch("ROLLBACK TO append; RELEASE append")?,
+                    }
+                    results.push(result);
                 }
-                let (outcome, stored) = append(tx, hot, statements, request, now_ms)?;
-                Ok(Done::Append(outcome, stored))
+                Ok(Done::Appends(results))
             }
             WriteOp::OpenSession {
                 device_id,
@@ -174,12 +199,6 @@ impl WriteOp {
     fn answer(self, result: Result<Done, StoreError>) {
         // A dropped receiver (the connection went away) is not an error.
         match (self, result) {
-            (WriteOp::Append(_, reply), Ok(Done::Append(outcome, _))) => {
-                drop(reply.send(Ok(outcome)));
-            }
-            (WriteOp::Append(_, reply), Ok(Done::Fenced)) => {
-                drop(reply.send(Err(StoreError::Fenced)));
-            }
             (WriteOp::OpenSession { reply, .. }, Ok(Done::Opened(opened))) => {
                 drop(reply.send(Ok(opened)));
             }
@@ -202,6 +221,7 @@ impl WriteOp {
         let error = error.clone();
         match self {
             WriteOp::Append(_, reply) => drop(reply.send(Err(error))),
+            WriteOp::Appends(_, reply) => drop(reply.send(Err(error))),
             WriteOp::OpenSession { reply, .. } => drop(reply.send(Err(error))),
             WriteOp::CloseSession { reply, .. }
             | WriteOp::ResetPresence(reply)
@@ -238,15 +258,23 @@ pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, opti
         };
         if let Some(first) = first {
             let mut batch = Vec::with_capacity(16);
+            // Operations, each append of a `WriteOp::Appends` counted.
+            let mut appends = 0;
             for op in core::iter::once(first).chain(core::iter::from_fn(|| queue.try_recv().ok())) {
                 match op {
                     WriteOp::Retention { now_ms, reply } => match &mut retention {
                         Some(job) => job.join(reply),
                         None => retention = Some(RetentionJob::new(now_ms, reply)),
                     },
-                    op => batch.push(op),
+                    op => {
+                        appends += match &op {
+                            WriteOp::Appends(requests, _) => requests.len(),
+                            _ => 1,
+                        };
+                        batch.push(op);
+                    }
                 }
-                if batch.len() >= MAX_BATCH {
+                if appends >= MAX_BATCH {
                     break;
                 }
             }
@@ -309,30 +337,28 @@ fn commit_batch(conn: &mut Connection, hot: &mut Hot, batch: Vec<WriteOp>, optio
         Ok(results) => {
             let mut events = Vec::new();
             for (op, result) in batch.into_iter().zip(results) {
-                match (op, result) {
-                    (
-                        WriteOp::Append(request, reply),
-                        Ok(Done::Append(outcome @ AppendOutcome::Stored { offset }, Some(now_ms))),
-                    ) => {
-                        stats.stored += 1;
-                        drop(reply.send(Ok(outcome)));
-                        // The request's strings move into the event.
-                        events.push(Arc::new(StoredEvent::new(
-                            request.tenant_id,
-                            request.channel,
-                            offset,
-                            request.device_id,
-                            request.device_time_ms,
-                            now_ms,
-                            request.payload,
-                        )));
+                match op {
+                    WriteOp::Append(request, reply) => {
+                        let answer = settle(request, result, &mut stats, &mut events);
+                        drop(reply.send(answer));
                     }
-                    (op, result) => {
-                        if let Ok(Done::Append(AppendOutcome::Duplicate, _)) = &result {
-                            stats.duplicates += 1;
+                    WriteOp::Appends(requests, reply) => match result {
+                        Ok(Done::Appends(results)) => {
+                            let answers = requests
+                                .into_iter()
+                                .zip(results)
+                                .map(|(request, result)| {
+                                    settle(request, result, &mut stats, &mut events)
+                                })
+                                .collect();
+                            drop(reply.send(Ok(answers)));
                         }
-                        op.answer(result);
-                    }
+                        Ok(_) => {
+                            drop(reply.send(Err(StoreError::Invalid("mismatched reply".into()))))
+                        }
+                        Err(error) => drop(reply.send(Err(error))),
+                    },
+                    op => op.answer(result),
                 }
             }
             (options.on_transaction)(&stats);
@@ -380,7 +406,7 @@ fn attempt(
             // By hand, not rusqlite's `Savepoint` (which borrows the
             // transaction mutably while the statements hold it).
             tx.execute_batch("SAVEPOINT op")?;
-            let result = op.execute(&tx, hot, &mut statements, now_ms);
+            let result = op.execute(&tx, hot, &mut statements, now_ms, true);
             match result {
                 Ok(_) => tx.execute_batch("RELEASE op")?,
                 Err(_) if !tx.is_autocommit() => {
@@ -390,7 +416,7 @@ fn attempt(
             }
             result
         } else {
-            op.execute(&tx, hot, &mut statements, now_ms)
+            op.execute(&tx, hot, &mut statements, now_ms, false)
         };
         if let Err(error) = &result {
             if tx.is_autocommit() {
@@ -403,8 +429,18 @@ fn attempt(
             }
             tracing::error!(%error, "store operation failed; the rest of its transaction goes on");
         }
-        if let (WriteOp::Append(request, _), Ok(Done::Append(_, Some(_)))) = (op, &result) {
-            *published.entry(request.device_id.as_str()).or_default() += 1;
+        match (op, &result) {
+            (WriteOp::Append(request, _), Ok(Done::Append(_, Some(_)))) => {
+                *published.entry(request.device_id.as_str()).or_default() += 1;
+            }
+            (WriteOp::Appends(requests, _), Ok(Done::Appends(results))) => {
+                for (request, result) in requests.iter().zip(results) {
+                    if let Ok(Done::Append(_, Some(_))) = result {
+                        *published.entry(request.device_id.as_str()).or_default() += 1;
+                    }
+                }
+            }
+            _ => {}
         }
         results.push(result);
     }
@@ -449,6 +485,54 @@ fn open_session(
         last_stored_seq: u32::try_from(stored_seq).unwrap_or(u32::MAX),
         fence,
     })
+}
+
+/// What an append's commit answers, once its transaction committed; a
+/// newly stored record's event takes the request's strings (no copies).
+fn settle(
+    request: AppendRequest,
+    result: Result<Done, StoreError>,
+    stats: &mut TransactionStats,
+    events: &mut Vec<Arc<StoredEvent>>,
+) -> Result<AppendOutcome, StoreError> {
+    match result? {
+        Done::Append(outcome @ AppendOutcome::Stored { offset }, Some(now_ms)) => {
+            stats.stored += 1;
+            events.push(Arc::new(StoredEvent::new(
+                request.tenant_id,
+                request.channel,
+                offset,
+                request.device_id,
+                request.device_time_ms,
+                now_ms,
+                request.payload,
+            )));
+            Ok(outcome)
+        }
+        Done::Append(outcome, _) => {
+            if outcome == AppendOutcome::Duplicate {
+                stats.duplicates += 1;
+            }
+            Ok(outcome)
+        }
+        Done::Fenced => Err(StoreError::Fenced),
+        _ => Err(StoreError::Invalid("mismatched reply".into())),
+    }
+}
+
+/// An append, unless its session was replaced ([`Done::Fenced`]).
+fn fenced_append(
+    tx: &Connection,
+    hot: &mut Hot,
+    statements: &mut Statements<'_>,
+    request: &AppendRequest,
+    now_ms: u64,
+) -> Result<Done, StoreError> {
+    if request.fence < hot.fence(tx, &request.device_id)? {
+        return Ok(Done::Fenced);
+    }
+    let (outcome, stored) = append(tx, hot, statements, request, now_ms)?;
+    Ok(Done::Append(outcome, stored))
 }
 
 /// Stores one record unless it is stored already, and moves the
