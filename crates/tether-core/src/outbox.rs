@@ -74,7 +74,7 @@ impl Timestamp {
         let (tag, millis) = match time {
             None => (0u64, 0),
             Some(Self::Unix(millis)) => (1, millis),
-            Some(Self::Boot(instant)) => (2, instant.as_millis()),
+            Some(Self::Boot(instant)) => (2, instant.as_millis() as u64),
         };
         let millis = if millis > Self::MAX_MILLIS {
             Self::MAX_MILLIS
