@@ -13,8 +13,9 @@
 //! library arithmetic it was. An [`Instant`] is a tick that wraps around
 //! every 2³² ms (49.7 days); it is converted once, where a [`Clock`] reads
 //! its 64-bit time ([`Instant::from_millis`] keeps the low 32 bits).
-//! Instants compare the way embassy-time's deadlines and smoltcp's TCP
-//! sequence numbers do, by the sign of their wrapping difference: `a < b`
+//! Instants compare the way smoltcp's TCP sequence numbers and the Linux
+//! kernel's `time_after` on jiffies do, by the sign of their wrapping
+//! difference: `a < b`
 //! when `b` is less than half the wrap period (24.8 days) after `a`. So a
 //! [`Duration`] is at most [`Duration::MAX`], 2³¹ − 1 ms, and everything
 //! that builds one saturates there: `now + timeout` is always after `now`,
