@@ -50,6 +50,9 @@ struct Bucket {
     high: f64,
 }
 
+/// A bucket's count, total, minimum and maximum.
+type Sums = (i64, f64, f64, f64);
+
 /// A channel's events `from + 1 ..= through`, aggregated into the
 /// narrowest buckets (read on a reader connection), to add to the rollups.
 #[derive(Debug, Clone)]
@@ -144,7 +147,8 @@ pub(super) fn apply(tx: &Connection, chunk: &Chunk) -> Result<u64, StoreError> {
     )?;
     for width in ROLLUP_WIDTHS_MS {
         let width = to_i64(width);
-        let mut wide: BTreeMap<(i64, &str, &str), (i64, f64, f64, f64)> = BTreeMap::new();
+        // (bucket start, device, member) → (n, total, low, high).
+        let mut wide: BTreeMap<(i64, &str, &str), Sums> = BTreeMap::new();
         for bucket in &chunk.buckets {
             // As SQL's integer division (toward zero) did.
             let start = bucket.bucket_ms / width * width;
