@@ -307,16 +307,22 @@ impl Backoff {
     /// The settings are invalid (see [`BackoffConfig::validate`]).
     pub const fn new(config: BackoffConfig) -> Result<Self, BackoffConfigError> {
         match config.validate() {
-            Ok(()) => Ok(Self {
-                config,
-                attempts: 0,
-                ceiling: config.base,
-                previous: config.base,
-                first_failure: None,
-                connected_since: None,
-                down_since: None,
-            }),
+            Ok(()) => Ok(Self::checked(config)),
             Err(e) => Err(e),
+        }
+    }
+
+    /// [`Backoff::new`] for settings already validated (by
+    /// [`SessionConfig::validate`](crate::session::SessionConfig::validate)).
+    pub(crate) const fn checked(config: BackoffConfig) -> Self {
+        Self {
+            config,
+            attempts: 0,
+            ceiling: config.base,
+            previous: config.base,
+            first_failure: None,
+            connected_since: None,
+            down_since: None,
         }
     }
 

@@ -805,12 +805,12 @@ impl<R: RngCore> Session<R> {
         acked: u32,
         stored: u32,
     ) -> Result<Self, SessionConfigError> {
+        // Validates the backoff's settings too.
         config.validate()?;
-        let backoff = Backoff::new(*config.backoff()).map_err(SessionConfigError::Backoff)?;
         Ok(Self {
             config,
             rng,
-            backoff,
+            backoff: Backoff::checked(config.backoff),
             phase: Phase::Connecting {
                 deadline: now + config.connect_timeout,
             },
