@@ -766,14 +766,9 @@ impl<R: RngCore> Session<R> {
     ///
     /// # Errors
     /// The configuration is invalid.
-    pub fn new(
-        config: SessionConfig,
-        mut rng: R,
-        now: Instant,
-    ) -> Result<Self, SessionConfigError> {
-        let boot_id = rng.next_u64();
-        info!("session: boot id {}", boot_id);
-        Self::with_boot(config, rng, now, boot_id, 0, 0)
+    pub fn new(config: SessionConfig, rng: R, now: Instant) -> Result<Self, SessionConfigError> {
+        config.validate()?;
+        Ok(Self::start(config, rng, now, None))
     }
 
     /// A session that continues the boot a persistent outbox still holds
@@ -789,25 +784,36 @@ impl<R: RngCore> Session<R> {
         now: Instant,
         restored: Restored,
     ) -> Result<Self, SessionConfigError> {
-        info!(
-            "session: resuming boot id {} after seq {}",
-            restored.boot_id, restored.last_seq
-        );
-        let acked = restored.first_seq.saturating_sub(1).min(restored.last_seq);
-        Self::with_boot(config, rng, now, restored.boot_id, acked, restored.last_seq)
+        config.validate()?;
+        Ok(Self::start(config, rng, now, Some(restored)))
     }
 
-    fn with_boot(
+    /// [`Session::resume`] with `restored`, else [`Session::new`], for a
+    /// configuration already validated (the client validates its whole
+    /// configuration once).
+    pub(crate) fn start(
         config: SessionConfig,
-        rng: R,
+        mut rng: R,
         now: Instant,
-        boot_id: u64,
-        acked: u32,
-        stored: u32,
-    ) -> Result<Self, SessionConfigError> {
-        // Validates the backoff's settings too.
-        config.validate()?;
-        Ok(Self {
+        restored: Option<Restored>,
+    ) -> Self {
+        let (boot_id, acked, stored) = match restored {
+            Some(restored) => {
+                info!(
+                    "session: resuming boot id {} after seq {}",
+                    restored.boot_id, restored.last_seq
+                );
+                let acked = restored.first_seq.saturating_sub(1).min(restored.last_seq);
+                (restored.boot_id, acked, restored.last_seq)
+            }
+            None => {
+                let boot_id = rng.next_u64();
+                info!("session: boot id {}", boot_id);
+                (boot_id, 0, 0)
+            }
+        };
+        // `SessionConfig::validate` checked the backoff's settings too.
+        Self {
             config,
             rng,
             backoff: Backoff::checked(config.backoff),
@@ -838,7 +844,7 @@ impl<R: RngCore> Session<R> {
             announced: 0,
             signal: None,
             signal_reported: None,
-        })
+        }
     }
 
     /// How many announcements ([`Transmit::Announce`]) the session hands
