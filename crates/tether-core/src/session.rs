@@ -1472,11 +1472,9 @@ fn unix_time(server_clock: Option<(u64, Instant)>, time: Timestamp) -> Timestamp
 /// The server's clock (Unix ms) at `at`, from its reading `server_ms` at
 /// the local instant `then` (within 24.8 days of `at`).
 fn unix_millis((server_ms, then): (u64, Instant), at: Instant) -> u64 {
-    if at >= then {
-        server_ms.saturating_add(u64::from((at - then).as_millis()))
-    } else {
-        server_ms.saturating_sub(u64::from((then - at).as_millis()))
-    }
+    // The signed distance from `then` to `at`: one saturating add.
+    let since = at.as_millis().wrapping_sub(then.as_millis()) as i32;
+    server_ms.saturating_add_signed(i64::from(since))
 }
 
 #[cfg(test)]
