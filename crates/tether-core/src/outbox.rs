@@ -511,12 +511,13 @@ impl<const N: usize> RamOutbox<N> {
         ) else {
             return Err(PushError::TooLarge);
         };
-        if self.newest.is_some_and(|newest| entry.seq <= newest) {
-            return Err(PushError::OutOfOrder);
-        }
+        // In the order of `Outbox::push`'s checks.
         let needed = entry.encoded_len();
         if needed > N {
             return Err(PushError::TooLarge);
+        }
+        if self.newest.is_some_and(|newest| entry.seq <= newest) {
+            return Err(PushError::OutOfOrder);
         }
         if needed > N - self.used_bytes() {
             return Err(PushError::Full);
@@ -624,6 +625,11 @@ impl<const N: usize> Outbox for RamOutbox<N> {
 
     async fn try_push(&mut self, entry: Entry<'_>) -> Result<(), PushError> {
         RamOutbox::try_push(self, entry)
+    }
+
+    /// Synchronous, and `try_push` makes the default's checks itself.
+    async fn push(&mut self, entry: Entry<'_>, policy: FullPolicy) -> Result<usize, PushError> {
+        RamOutbox::push(self, entry, policy)
     }
 
     async fn drop_oldest(&mut self) -> Result<bool, StorageError> {
