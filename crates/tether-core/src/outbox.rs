@@ -483,9 +483,18 @@ impl<const N: usize> RamOutbox<N> {
 
     /// Removes the oldest entry.
     fn remove_oldest(&mut self) -> bool {
-        let Some((_, length)) = self.entry_at(self.head) else {
+        self.remove_oldest_through(u32::MAX)
+    }
+
+    /// Removes the oldest entry if it is numbered at most `seq` (one
+    /// decode per entry).
+    fn remove_oldest_through(&mut self, seq: u32) -> bool {
+        let Some((oldest, length)) = self.entry_at(self.head) else {
             return false;
         };
+        if oldest.seq > seq {
+            return false;
+        }
         self.head += length;
         self.len -= 1;
         if self.len == 0 {
@@ -569,7 +578,7 @@ impl<const N: usize> RamOutbox<N> {
     /// Frees every entry up to and including `seq`; returns how many.
     pub fn ack_through(&mut self, seq: u32) -> usize {
         let mut freed = 0;
-        while self.oldest().is_some_and(|e| e.seq <= seq) && self.remove_oldest() {
+        while self.remove_oldest_through(seq) {
             freed += 1;
         }
         freed
