@@ -572,6 +572,22 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_range_of_one_value_draws_nothing() {
+        let mut rng = XorShiftRng::seed_from_u64(7);
+        let before = rng.clone().next_u32();
+        assert_eq!(uniform_inclusive(&mut rng, 5, 5), 5);
+        assert_eq!(uniform_inclusive(&mut rng, 9, 3), 9);
+        // The generator did not move: its next draw is the one it had.
+        assert_eq!(rng.next_u32(), before);
+        // Without jitter the backoff draws nothing either.
+        let config = BackoffConfig::default().with_jitter(Jitter::None);
+        let mut backoff = Backoff::new(config).unwrap();
+        let mut rng = XorShiftRng::seed_from_u64(7);
+        failing_at_once(&mut backoff, &mut rng, 4);
+        assert_eq!(rng.next_u32(), before);
+    }
+
     /// Delays of `attempts` connection attempts that each fail at once,
     /// the next one made when the delay is over.
     fn failing_at_once(backoff: &mut Backoff, rng: &mut XorShiftRng, attempts: usize) -> Vec<u32> {

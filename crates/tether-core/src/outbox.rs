@@ -808,6 +808,21 @@ mod tests {
     }
 
     #[test]
+    fn too_large_is_reported_before_out_of_order() {
+        // The order of `Outbox::push`'s checks, which `RamOutbox` answers
+        // with its own `push`.
+        let mut outbox = RamOutbox::<64>::new();
+        outbox.try_push(Entry::new(5, "c", b"")).unwrap();
+        let big = Entry::new(4, "c", &[0; 64]);
+        assert_eq!(outbox.try_push(big), Err(PushError::TooLarge));
+        assert_eq!(
+            RamOutbox::push(&mut outbox, big, FullPolicy::DropOldest),
+            Err(PushError::TooLarge)
+        );
+        assert_eq!(outbox.len(), 1);
+    }
+
+    #[test]
     fn refuses_non_increasing_sequence_numbers() {
         let mut outbox = RamOutbox::<64>::new();
         outbox.try_push(Entry::new(5, "c", b"")).unwrap();

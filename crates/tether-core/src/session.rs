@@ -1607,6 +1607,18 @@ mod tests {
         Duration::from_secs(secs)
     }
 
+    #[test]
+    fn server_clock_saturates_at_both_ends_and_across_the_wrap() {
+        assert_eq!(unix_millis((1_000, at(500)), at(700)), 1_200);
+        assert_eq!(unix_millis((1_000, at(500)), at(300)), 800);
+        assert_eq!(unix_millis((100, at(500)), at(300)), 0);
+        assert_eq!(unix_millis((u64::MAX - 5, at(0)), at(10)), u64::MAX);
+        // `then` just before the 32-bit wrap, `at` just after.
+        let then = at(u64::from(u32::MAX) - 9);
+        assert_eq!(unix_millis((1_000, then), at(1 << 32)), 1_010);
+        assert_eq!(unix_millis((1_000, at(1 << 32)), then), 990);
+    }
+
     /// Deterministic timers: no backoff or keepalive jitter.
     fn config() -> SessionConfig {
         SessionConfig::default()

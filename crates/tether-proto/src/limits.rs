@@ -56,7 +56,12 @@ pub fn validate_device_id(id: &str) -> Result<(), FieldError> {
 /// printable ASCII (0x20..=0x7E) except `"` and `\`. One copy of the check
 /// for `Hello` and for a device's configuration.
 pub fn validate_firmware_version(version: &str) -> Result<(), FieldError> {
-    validate_text(version, MAX_FIRMWARE_VERSION_LEN, true, Field::FirmwareVersion)
+    validate_text(
+        version,
+        MAX_FIRMWARE_VERSION_LEN,
+        true,
+        Field::FirmwareVersion,
+    )
 }
 
 /// Checks free text (`firmware_version`, `Error.message`): printable ASCII
