@@ -575,17 +575,17 @@ mod tests {
     #[test]
     fn a_range_of_one_value_draws_nothing() {
         let mut rng = XorShiftRng::seed_from_u64(7);
-        let before = rng.clone().next_u32();
+        let before = rand_core::RngCore::next_u32(&mut rng.clone());
         assert_eq!(uniform_inclusive(&mut rng, 5, 5), 5);
         assert_eq!(uniform_inclusive(&mut rng, 9, 3), 9);
         // The generator did not move: its next draw is the one it had.
-        assert_eq!(rng.next_u32(), before);
+        assert_eq!(rand_core::RngCore::next_u32(&mut rng), before);
         // Without jitter the backoff draws nothing either.
         let config = BackoffConfig::default().with_jitter(Jitter::None);
         let mut backoff = Backoff::new(config).unwrap();
         let mut rng = XorShiftRng::seed_from_u64(7);
         failing_at_once(&mut backoff, &mut rng, 4);
-        assert_eq!(rng.next_u32(), before);
+        assert_eq!(rand_core::RngCore::next_u32(&mut rng), before);
     }
 
     /// Delays of `attempts` connection attempts that each fail at once,
