@@ -142,6 +142,41 @@ impl StoreFixture for Pg {
 
 store_conformance_tests!(Pg);
 
+/// One operation failing inside a batch (here a claim, made to fail by a
+/// trigger: a real PostgreSQL error) fails alone: the appends committed
+/// with it are stored and acknowledged. Another session holds the row
+/// lock of the appends' device, so the writer waits in its first batch
+/// while the claim and appends queue up behind it
+/// ([`store_suite::a_failing_claim_fails_alone`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_operation_fails_alone_in_its_batch() -> TestResult {
+    let fixture = Pg::new()?;
+    let tenant = fixture.add_tenant("acme")?;
+    fixture.add_device(tenant, "d1")?;
+    let code = fixture.add_claimable_device(None, "doomed", None)?;
+    server()?.psql(
+        &fixture.database,
+        "CREATE FUNCTION fail_claim() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+         CREATE TRIGGER fail_claim BEFORE UPDATE OF tenant_id ON devices
+             FOR EACH ROW WHEN (NEW.id = 'doomed') EXECUTE FUNCTION fail_claim();",
+    )?;
+    let hold = async {
+        let (holder, connection) =
+            tokio_postgres::connect(&fixture.url, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        holder
+            .batch_execute("BEGIN; SELECT 1 FROM devices WHERE id = 'd1' FOR UPDATE")
+            .await?;
+        Ok(holder)
+    };
+    let release = |holder: tokio_postgres::Client| async move {
+        holder.batch_execute("ROLLBACK").await?;
+        Ok(())
+    };
+    store_suite::a_failing_claim_fails_alone(&fixture, tenant, &code, hold, release).await
+}
+
 /// The schema version this server writes on PostgreSQL.
 const PG_SCHEMA_VERSION: i64 = 3;
 
