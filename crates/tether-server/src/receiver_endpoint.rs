@@ -42,8 +42,10 @@
 //! (`device_readings::forward_descriptions`).
 //!
 //! Writing: one writer task per connection takes frames from a bounded
-//! outbox; each frame must be taken by the peer within `write_timeout`,
-//! else the connection closes with 4016 (`slow_consumer`). The connection's
+//! outbox, every frame queued at the time with one flush (one socket
+//! write, not one per frame); each such batch must be taken by the peer
+//! within `write_timeout`, else the connection closes with 4016
+//! (`slow_consumer`). The connection's
 //! own loop never waits on the outbox (its replies wait in a short queue
 //! and it stops reading requests while that is full), so it always sees
 //! shutdown, revocation and the writer's end; its last frames (the close
@@ -91,6 +93,9 @@ const PAGE: usize = 256;
 pub(crate) const MAX_SUBSCRIPTIONS: usize = 256;
 /// Frames queued for one receiver's socket.
 const OUTBOX: usize = 256;
+/// Frames the writer takes from the outbox at once and writes with one
+/// flush.
+const WRITE_BATCH: usize = 64;
 /// The connection's own replies (pongs, errors, pings) waiting for room in
 /// the outbox; while this many wait, requests are not read.
 const REPLIES: usize = 16;
@@ -446,8 +451,10 @@ enum Drained {
     Failed(SendError),
 }
 
-/// Takes frames from the outbox and writes them, each within the write
-/// timeout (a peer that does not take one is closed with 4016), until the
+/// Takes frames from the outbox and writes them, every frame queued at
+/// the time with one flush (at most [`WRITE_BATCH`]), each batch within
+/// the write timeout (a peer that does not take it is closed with 4016),
+/// until the
 /// connection's last frames arrive on `farewell`: those are written at
 /// once, within [`CLOSE_LINGER`], and whatever is still queued is dropped
 /// (a closing connection does not wait for a peer that stopped reading).
@@ -459,8 +466,9 @@ async fn write_frames(
 ) {
     let write_timeout = state.config.limits.write_timeout;
     let drain = async {
-        while let Some(message) = outgoing.recv().await {
-            if let Err(error) = send_within(&mut sink, message, write_timeout).await {
+        let mut frames = Vec::with_capacity(WRITE_BATCH);
+        while outgoing.recv_many(&mut frames, WRITE_BATCH).await > 0 {
+            if let Err(error) = write_batch(&mut sink, &mut frames, write_timeout).await {
                 return Drained::Failed(error);
             }
         }
@@ -494,6 +502,30 @@ async fn write_frames(
         }
     }
     let _ = tokio::time::timeout_at(deadline, sink.close()).await;
+}
+
+/// Writes `frames` (emptying it) and flushes them once, all within
+/// `timeout`: one write to the socket for every frame that was queued,
+/// not one per frame.
+async fn write_batch<S>(
+    sink: &mut S,
+    frames: &mut Vec<Message>,
+    timeout: Duration,
+) -> Result<(), SendError>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let written = async {
+        for frame in frames.drain(..) {
+            sink.feed(frame).await?;
+        }
+        sink.flush().await
+    };
+    match tokio::time::timeout(timeout, written).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SendError::Gone),
+        Err(_) => Err(SendError::TimedOut),
+    }
 }
 
 async fn serve(
