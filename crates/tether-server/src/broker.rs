@@ -91,11 +91,44 @@ pub enum Received {
     Closed,
 }
 
+/// What [`Subscription::recv_many`] yields next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// At least one event was appended.
+    Events,
+    /// The subscriber fell behind and this many events were skipped; read
+    /// them from the store.
+    Lagged(u64),
+    /// The broker is gone.
+    Closed,
+}
+
 /// One channel's live events for one subscriber.
 pub trait Subscription: Send {
     /// The next event (in offset order, possibly with skips reported as
     /// [`Received::Lagged`]).
     fn recv(&mut self) -> BoxFuture<'_, Received>;
+
+    /// The next events, as many as are there (at least one, at most
+    /// `max`), appended to `events` in offset order: one wake-up and one
+    /// look at the queue for a burst, not one per event. A skip is
+    /// reported on its own, before the events after it.
+    fn recv_many<'a>(
+        &'a mut self,
+        events: &'a mut Vec<Arc<StoredEvent>>,
+        _max: usize,
+    ) -> BoxFuture<'a, Batch> {
+        Box::pin(async move {
+            match self.recv().await {
+                Received::Event(event) => {
+                    events.push(event);
+                    Batch::Events
+                }
+                Received::Lagged(skipped) => Batch::Lagged(skipped),
+                Received::Closed => Batch::Closed,
+            }
+        })
+    }
 }
 
 /// Why a subscription was refused.
@@ -301,10 +334,19 @@ impl Broker for InProcessBroker {
         let Ok(channels) = self.shared.channels.lock() else {
             return;
         };
+        // A run of events on one channel (a commit's burst on a busy
+        // channel) wakes its subscribers once, after the last of them.
+        let mut pending: Option<&Arc<Ring>> = None;
         for event in events {
             let Some(ring) = channels.get(event.tenant_id, &event.channel) else {
                 continue;
             };
+            if let Some(previous) = pending
+                && !Arc::ptr_eq(previous, ring)
+            {
+                previous.published.notify_waiters();
+            }
+            pending = Some(ring);
             if let Ok(mut state) = ring.state.lock() {
                 let readers = state.subscribers;
                 state.events.push_back((event, readers));
@@ -314,6 +356,8 @@ impl Broker for InProcessBroker {
                     state.head += 1;
                 }
             }
+        }
+        if let Some(ring) = pending {
             ring.published.notify_waiters();
         }
     }
@@ -401,6 +445,37 @@ impl RingSubscription {
         state.trim();
         Some(Received::Event(event))
     }
+
+    /// Appends up to `max` events to `events` under one lock; `None` if
+    /// there is nothing to read yet.
+    fn try_next_many(
+        &mut self,
+        ring: &Ring,
+        events: &mut Vec<Arc<StoredEvent>>,
+        max: usize,
+    ) -> Option<Batch> {
+        let Ok(mut state) = ring.state.lock() else {
+            return Some(Batch::Closed);
+        };
+        if self.cursor < state.head {
+            let skipped = state.head - self.cursor;
+            self.cursor = state.head;
+            return Some(Batch::Lagged(skipped));
+        }
+        let index = usize::try_from(self.cursor - state.head).ok()?;
+        let before = events.len();
+        for (event, readers) in state.events.iter_mut().skip(index).take(max.max(1)) {
+            events.push(Arc::clone(event));
+            *readers = readers.saturating_sub(1);
+        }
+        let taken = events.len() - before;
+        if taken == 0 {
+            return None;
+        }
+        self.cursor += taken as u64;
+        state.trim();
+        Some(Batch::Events)
+    }
 }
 
 impl Subscription for RingSubscription {
@@ -414,6 +489,26 @@ impl Subscription for RingSubscription {
                 let published = ring.published.notified();
                 if let Some(received) = self.try_next(&ring) {
                     return received;
+                }
+                published.await;
+            }
+        })
+    }
+
+    fn recv_many<'a>(
+        &'a mut self,
+        events: &'a mut Vec<Arc<StoredEvent>>,
+        max: usize,
+    ) -> BoxFuture<'a, Batch> {
+        Box::pin(async move {
+            let Some(ring) = self.ring.clone() else {
+                return Batch::Closed;
+            };
+            loop {
+                // Registered before looking, so a publish in between wakes it.
+                let published = ring.published.notified();
+                if let Some(batch) = self.try_next_many(&ring, events, max) {
+                    return batch;
                 }
                 published.await;
             }

@@ -72,7 +72,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 
 use crate::accounts::session;
 use crate::admission::ConnectionSlot;
-use crate::broker::{Received, Subscription};
+use crate::broker::{Batch, Subscription};
 use crate::http_util::{check_origin, error_response, too_many_connections};
 use crate::serve::TcpHeld;
 use crate::store::{KeyIdentity, ReadRange, StoredEvent};
@@ -93,6 +93,8 @@ const PAGE: usize = 256;
 pub(crate) const MAX_SUBSCRIPTIONS: usize = 256;
 /// Frames queued for one receiver's socket.
 const OUTBOX: usize = 256;
+/// Live events a subscription takes from its queue at once.
+const LIVE_BATCH: usize = 64;
 /// Frames the writer takes from the outbox at once and writes with one
 /// flush.
 const WRITE_BATCH: usize = 64;
@@ -883,24 +885,17 @@ async fn subscription(
         }
     }
     // 3. Live, skipping what was replayed and filling gaps.
+    let mut events = Vec::with_capacity(LIVE_BATCH);
     loop {
-        match live.recv().await {
-            Received::Event(event) => {
-                if event.offset <= last {
-                    continue;
+        match live.recv_many(&mut events, LIVE_BATCH).await {
+            Batch::Events => match forwarder.send_live(&events, last).await {
+                Some(sent) => {
+                    last = sent;
+                    events.clear();
                 }
-                if event.offset > last + 1 {
-                    match forwarder.fill(last + 1, Some(event.offset)).await {
-                        Some(_) => {}
-                        None => return,
-                    }
-                }
-                if !forwarder.send(&event).await {
-                    return;
-                }
-                last = event.offset;
-            }
-            Received::Lagged(skipped) => {
+                None => return,
+            },
+            Batch::Lagged(skipped) => {
                 state.metrics.catch_up();
                 tracing::debug!(
                     channel,
@@ -912,7 +907,7 @@ async fn subscription(
                     None => return,
                 }
             }
-            Received::Closed => return,
+            Batch::Closed => return,
         }
     }
 }
@@ -924,22 +919,54 @@ struct Forwarder<'a> {
     outbox: &'a mpsc::Sender<Message>,
 }
 
+/// The frame of an event: its one encoding, shared by every subscriber
+/// (checked UTF-8 again: axum has no unchecked constructor).
+fn event_frame(event: &StoredEvent) -> Message {
+    Message::Text(axum::extract::ws::Utf8Bytes::try_from(event.json_bytes()).unwrap_or_default())
+}
+
 impl Forwarder<'_> {
     async fn send(&self, event: &StoredEvent) -> bool {
-        let sent = self
-            .outbox
-            .send(Message::Text(
-                // The event's one encoding, shared (checked UTF-8 again:
-                // axum has no unchecked constructor).
-                axum::extract::ws::Utf8Bytes::try_from(event.json_bytes()).unwrap_or_default(),
-            ))
-            .await
-            .is_ok();
+        let sent = self.outbox.send(event_frame(event)).await.is_ok();
         if sent {
             let lag = crate::now_ms().saturating_sub(event.server_time_ms);
             self.state.metrics.delivered(Duration::from_millis(lag));
         }
         sent
+    }
+
+    /// Sends the live `events` (in offset order) above offset `last`,
+    /// filling any gap before one of them from the store; each run of
+    /// consecutive offsets goes into the outbox in one reservation.
+    /// Returns the new last offset, or `None` if the receiver is gone.
+    async fn send_live(&self, events: &[Arc<StoredEvent>], mut last: u64) -> Option<u64> {
+        let mut rest = events;
+        while let Some((first, after)) = rest.split_first() {
+            if first.offset <= last {
+                // Replayed already.
+                rest = after;
+                continue;
+            }
+            if first.offset > last + 1 {
+                self.fill(last + 1, Some(first.offset)).await?;
+            }
+            let run = 1 + rest
+                .iter()
+                .zip(after)
+                .take_while(|(event, next)| next.offset == event.offset + 1)
+                .count();
+            let (now, later) = rest.split_at(run);
+            let permits = self.outbox.reserve_many(now.len()).await.ok()?;
+            let time_ms = crate::now_ms();
+            for (permit, event) in permits.zip(now) {
+                permit.send(event_frame(event));
+                let lag = time_ms.saturating_sub(event.server_time_ms);
+                self.state.metrics.delivered(Duration::from_millis(lag));
+            }
+            last = now.last().map_or(last, |event| event.offset);
+            rest = later;
+        }
+        Some(last)
     }
 
     /// Sends stored events `from..until` (to the current end for `None`);
