@@ -569,6 +569,47 @@ mod tests {
         Ok(())
     }
 
+    #[tokio::test]
+    async fn recv_many_takes_what_is_queued_in_order_and_reports_lag_first()
+    -> Result<(), SubscribeError> {
+        let broker = InProcessBroker::new(4, 10);
+        let mut a = broker.subscribe(1, "temp")?;
+        let mut events = Vec::new();
+        broker.publish((1..=3).map(|offset| event(1, "temp", offset)).collect());
+        assert_eq!(a.recv_many(&mut events, 2).await, Batch::Events);
+        assert_eq!(events.iter().map(|e| e.offset).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Events);
+        assert_eq!(
+            events.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            [1, 2, 3],
+            "appended after what was there"
+        );
+        assert_eq!(held(&broker, 1, "temp"), 0, "all read");
+        // Six more into a ring of four: two skipped, reported before the
+        // four that are left.
+        events.clear();
+        broker.publish((4..=9).map(|offset| event(1, "temp", offset)).collect());
+        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Lagged(2));
+        assert!(events.is_empty());
+        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Events);
+        assert_eq!(
+            events.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            [6, 7, 8, 9]
+        );
+        // A waiting subscriber is woken by a publish, once for the run.
+        let waiting = tokio::spawn(async move {
+            let mut events = Vec::new();
+            let batch = a.recv_many(&mut events, 64).await;
+            (batch, events.iter().map(|e| e.offset).collect::<Vec<_>>())
+        });
+        tokio::task::yield_now().await;
+        broker.publish(vec![event(1, "temp", 10), event(1, "temp", 11)]);
+        let (batch, offsets) = waiting.await.expect("the reader finished");
+        assert_eq!(batch, Batch::Events);
+        assert_eq!(offsets, [10, 11]);
+        Ok(())
+    }
+
     /// Events the ring of `channel` holds now.
     fn held(broker: &InProcessBroker, tenant_id: TenantId, channel: &str) -> usize {
         let channels = broker.shared.channels.lock().expect("not poisoned");
