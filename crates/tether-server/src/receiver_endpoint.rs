@@ -52,6 +52,7 @@
 //! frame) go to the writer past the queue, so closing a connection whose
 //! peer stopped reading takes at most about a second.
 
+use core::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -926,13 +927,22 @@ fn event_frame(event: &StoredEvent) -> Message {
 }
 
 impl Forwarder<'_> {
-    async fn send(&self, event: &StoredEvent) -> bool {
-        let sent = self.outbox.send(event_frame(event)).await.is_ok();
-        if sent {
-            let lag = crate::now_ms().saturating_sub(event.server_time_ms);
-            self.state.metrics.delivered(Duration::from_millis(lag));
+    /// Sends `events` into the outbox, [`LIVE_BATCH`] at a time with one
+    /// reservation each; `false` if the receiver is gone.
+    async fn send_run<E: Borrow<StoredEvent>>(&self, events: &[E]) -> bool {
+        for chunk in events.chunks(LIVE_BATCH) {
+            let Ok(permits) = self.outbox.reserve_many(chunk.len()).await else {
+                return false;
+            };
+            let time_ms = crate::now_ms();
+            for (permit, event) in permits.zip(chunk) {
+                let event = event.borrow();
+                permit.send(event_frame(event));
+                let lag = time_ms.saturating_sub(event.server_time_ms);
+                self.state.metrics.delivered(Duration::from_millis(lag));
+            }
         }
-        sent
+        true
     }
 
     /// Sends the live `events` (in offset order) above offset `last`,
@@ -956,12 +966,8 @@ impl Forwarder<'_> {
                 .take_while(|(event, next)| next.offset == event.offset + 1)
                 .count();
             let (now, later) = rest.split_at(run);
-            let permits = self.outbox.reserve_many(now.len()).await.ok()?;
-            let time_ms = crate::now_ms();
-            for (permit, event) in permits.zip(now) {
-                permit.send(event_frame(event));
-                let lag = time_ms.saturating_sub(event.server_time_ms);
-                self.state.metrics.delivered(Duration::from_millis(lag));
+            if !self.send_run(now).await {
+                return None;
             }
             last = now.last().map_or(last, |event| event.offset);
             rest = later;
@@ -1010,11 +1016,9 @@ impl Forwarder<'_> {
                 return Some(last);
             };
             next = tail.offset + 1;
-            for event in &page {
-                if !self.send(event).await {
-                    return None;
-                }
-                last = event.offset;
+            last = tail.offset;
+            if !self.send_run(&page).await {
+                return None;
             }
             if page.len() < PAGE {
                 if let Some(until) = until {
