@@ -201,7 +201,10 @@ type ChannelKey = (TenantId, String);
 /// tenant has at most `max_channels_per_tenant` rings.
 ///
 /// A ring holds only events some subscriber has still to read (each event
-/// counts the readers it waits for), at most `capacity` of them: it grows
+/// counts the readers it waits for), at most `capacity` of them, or the
+/// events of one [`Broker::publish`] on the channel if they are more (one
+/// commit: the store's batch is bounded, and those events are in memory
+/// anyway): it grows
 /// as a burst needs and shrinks back, so ten thousand quiet channels cost a
 /// few dozen bytes each, not `capacity` preallocated slots (a
 /// `tokio::sync::broadcast` of 1024 slots is about 40 KiB per channel,
@@ -337,20 +340,30 @@ impl Broker for InProcessBroker {
         // A run of events on one channel (a commit's burst on a busy
         // channel) wakes its subscribers once, after the last of them.
         let mut pending: Option<&Arc<Ring>> = None;
+        // Events of the run so far: a run longer than the ring is kept
+        // whole, else a commit bigger than the ring (the writer's batch
+        // grows under load) would make every subscriber of the channel lag
+        // and read it back from the store, each on its own.
+        let mut run = 0;
         for event in events {
             let Some(ring) = channels.get(event.tenant_id, &event.channel) else {
                 continue;
             };
-            if let Some(previous) = pending
-                && !Arc::ptr_eq(previous, ring)
-            {
-                previous.published.notify_waiters();
+            match pending {
+                Some(previous) if Arc::ptr_eq(previous, ring) => run += 1,
+                _ => {
+                    if let Some(previous) = pending {
+                        previous.published.notify_waiters();
+                    }
+                    run = 1;
+                }
             }
             pending = Some(ring);
             if let Ok(mut state) = ring.state.lock() {
                 let readers = state.subscribers;
                 state.events.push_back((event, readers));
-                if state.events.len() > self.shared.capacity {
+                let keep = self.shared.capacity.max(run);
+                while state.events.len() > keep {
                     // The oldest goes unread by those behind: they lag.
                     state.events.pop_front();
                     state.head += 1;
@@ -563,7 +576,10 @@ mod tests {
         ]);
         assert!(matches!(a.recv().await, Received::Event(e) if e.offset == 1));
         assert!(matches!(b.recv().await, Received::Event(e) if e.offset == 7));
-        broker.publish((2..=5).map(|offset| event(1, "temp", offset)).collect());
+        // Four commits of one event each into a ring of two.
+        for offset in 2..=5 {
+            broker.publish(vec![event(1, "temp", offset)]);
+        }
         assert!(matches!(a.recv().await, Received::Lagged(2)));
         assert!(matches!(a.recv().await, Received::Event(e) if e.offset == 4));
         Ok(())
@@ -585,10 +601,12 @@ mod tests {
             "appended after what was there"
         );
         assert_eq!(held(&broker, 1, "temp"), 0, "all read");
-        // Six more into a ring of four: two skipped, reported before the
-        // four that are left.
+        // Six more commits into a ring of four: two skipped, reported
+        // before the four that are left.
         events.clear();
-        broker.publish((4..=9).map(|offset| event(1, "temp", offset)).collect());
+        for offset in 4..=9 {
+            broker.publish(vec![event(1, "temp", offset)]);
+        }
         assert_eq!(a.recv_many(&mut events, 64).await, Batch::Lagged(2));
         assert!(events.is_empty());
         assert_eq!(a.recv_many(&mut events, 64).await, Batch::Events);
@@ -607,6 +625,41 @@ mod tests {
         let (batch, offsets) = waiting.await.expect("the reader finished");
         assert_eq!(batch, Batch::Events);
         assert_eq!(offsets, [10, 11]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn one_commit_bigger_than_the_ring_is_kept_whole() -> Result<(), SubscribeError> {
+        let broker = InProcessBroker::new(4, 10);
+        let mut a = broker.subscribe(1, "temp")?;
+        let mut other = broker.subscribe(1, "other")?;
+        // One commit of ten events on the channel (interleaved with one on
+        // another channel, which ends the run): the run of nine after it is
+        // kept whole, the event before was pushed out by it.
+        let mut commit: Vec<_> = (1..=10).map(|offset| event(1, "temp", offset)).collect();
+        commit.insert(1, event(1, "other", 1));
+        broker.publish(commit);
+        assert_eq!(held(&broker, 1, "temp"), 9);
+        let mut events = Vec::new();
+        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Lagged(1));
+        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Events);
+        assert_eq!(
+            events.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            (2..=10).collect::<Vec<_>>()
+        );
+        assert!(matches!(other.recv().await, Received::Event(e) if e.offset == 1));
+        // The next commit is back within the ring's capacity.
+        broker.publish((11..=16).map(|offset| event(1, "temp", offset)).collect());
+        assert_eq!(held(&broker, 1, "temp"), 6);
+        broker.publish(vec![event(1, "temp", 17)]);
+        assert_eq!(held(&broker, 1, "temp"), 4);
+        events.clear();
+        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Lagged(3));
+        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Events);
+        assert_eq!(
+            events.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            [14, 15, 16, 17]
+        );
         Ok(())
     }
 
