@@ -33,8 +33,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::sequencer::Sequencer;
 use crate::broker::{
-    Batch, Broker, ChannelDescribed, CommandReply, DeviceCommand, InProcessBroker, LocalDevices, Received,
-    SubscribeError, Subscription,
+    Batch, Broker, ChannelDescribed, CommandReply, DeviceCommand, InProcessBroker, LocalDevices,
+    Received, SubscribeError, Subscription,
 };
 use crate::store::{BoxFuture, StoredEvent, TenantId};
 
