@@ -52,6 +52,7 @@
 mod command;
 mod config;
 mod encode;
+mod link;
 mod runner;
 
 use core::cell::RefCell;
