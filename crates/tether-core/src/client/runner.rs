@@ -306,6 +306,7 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
 
 /// Hands what was read to the link, and each command it yields to the
 /// application's handler.
+#[inline(never)]
 fn receive<B, M, H, const PAYLOAD: usize>(
     client: &Client<B, M, PAYLOAD>,
     handler: &mut H,
