@@ -1,6 +1,11 @@
-//! [`Runner`]: owns the connection. Connects, handshakes, says `Hello`,
-//! moves messages and acknowledgements between the outbox and the server,
-//! answers commands, keeps the link alive and reconnects.
+//! [`Runner`]: the thin async adapter that owns the connection. It
+//! connects, then moves bytes between the transport and the sans-IO
+//! [`Link`] (which does the handshake, the framing and the tether messages,
+//! and drives the session), reads the outbox for it, hands commands to the
+//! application's handler and sleeps until the link's `poll_at`, a server
+//! message or a publish. Everything generic over the board (transport,
+//! clock, outbox, handler) is here; the protocol is compiled once, in the
+//! link.
 
 use core::fmt;
 
