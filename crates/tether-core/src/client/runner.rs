@@ -231,8 +231,6 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
         let config: &ClientConfig<'_> = config;
         let now = clock.now();
         let mut link = client.with_session(|s| Link::new(now, config, url, rx, tx, message, s));
-        // Frames are flushed once nothing more is due.
-        let mut unflushed = false;
         loop {
             // Acknowledged messages leave the outbox.
             client.release_acknowledged().await;
@@ -240,7 +238,6 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
             let output = client.with_session(|s| link.poll_transmit(now, s));
             let sent = match output {
                 Output::Write => {
-                    unflushed = true;
                     let write = write_all(&mut transport, link.transmit_bytes());
                     select(write, clock.sleep_until(now + config.send_timeout)).await
                 }
@@ -255,11 +252,6 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
                     };
                     client.with_session(|s| link.publish(s, after, entry.as_ref()));
                     continue;
-                }
-                Output::Idle | Output::Done if unflushed => {
-                    unflushed = false;
-                    let flush = async { transport.flush().await.map_err(|_| LinkError::Io) };
-                    select(flush, clock.sleep_until(now + config.send_timeout)).await
                 }
                 Output::Done => break,
                 Output::Idle => {
@@ -338,7 +330,7 @@ fn receive<B, M, H, const PAYLOAD: usize>(
     }
 }
 
-/// `write_all` without the panic on a zero-length write.
+/// `write_all` without the panic on a zero-length write, then a flush.
 async fn write_all<T: Write>(transport: &mut T, mut bytes: &[u8]) -> Result<(), LinkError> {
     while !bytes.is_empty() {
         match transport.write(bytes).await {
@@ -346,5 +338,5 @@ async fn write_all<T: Write>(transport: &mut T, mut bytes: &[u8]) -> Result<(), 
             _ => return Err(LinkError::Io),
         }
     }
-    Ok(())
+    transport.flush().await.map_err(|_| LinkError::Io)
 }
