@@ -714,6 +714,26 @@ mod tests {
         }
     }
 
+    /// A fresh link named `$link`, connecting at `t = 0`, over a session
+    /// named `$s`, with its configuration and buffers in the caller's scope.
+    macro_rules! fresh_link {
+        ($link:ident, $s:ident) => {
+            let config = config();
+            let url = config.validate().unwrap();
+            let mut $s = session();
+            let mut b = buffers();
+            let mut $link = Link::new(
+                at(0),
+                &config,
+                &url,
+                &mut b.rx,
+                &mut b.tx,
+                &mut b.message,
+                &mut $s,
+            );
+        };
+    }
+
     /// Connects `link` through the handshake and `Welcome` at `t = 10`.
     fn connect(link: &mut Link<'_>, s: &mut Session<XorShiftRng>) {
         let (written, output) = drain(link, s, at(1));
@@ -743,19 +763,7 @@ mod tests {
 
     #[test]
     fn handshake_welcome_publish_and_ack() {
-        let config = config();
-        let url = config.validate().unwrap();
-        let mut s = session();
-        let mut b = buffers();
-        let mut link = Link::new(
-            at(0),
-            &config,
-            &url,
-            &mut b.rx,
-            &mut b.tx,
-            &mut b.message,
-            &mut s,
-        );
+        fresh_link!(link, s);
         connect(&mut link, &mut s);
         // A stored message, longer than the transmit buffer: fragments.
         let pending = s.begin_publish(at(11), true).unwrap();
@@ -794,19 +802,7 @@ mod tests {
 
     #[test]
     fn keepalive_on_virtual_time_and_a_missing_pong_ends_the_link() {
-        let config = config();
-        let url = config.validate().unwrap();
-        let mut s = session();
-        let mut b = buffers();
-        let mut link = Link::new(
-            at(0),
-            &config,
-            &url,
-            &mut b.rx,
-            &mut b.tx,
-            &mut b.message,
-            &mut s,
-        );
+        fresh_link!(link, s);
         connect(&mut link, &mut s);
         let ping_due = link.poll_at(&s).unwrap();
         assert!(ping_due > at(10));
@@ -832,19 +828,7 @@ mod tests {
 
     #[test]
     fn a_pong_keeps_the_link_up() {
-        let config = config();
-        let url = config.validate().unwrap();
-        let mut s = session();
-        let mut b = buffers();
-        let mut link = Link::new(
-            at(0),
-            &config,
-            &url,
-            &mut b.rx,
-            &mut b.tx,
-            &mut b.message,
-            &mut s,
-        );
+        fresh_link!(link, s);
         connect(&mut link, &mut s);
         let ping_due = link.poll_at(&s).unwrap();
         let (written, _) = drain(&mut link, &mut s, ping_due);
@@ -857,19 +841,7 @@ mod tests {
 
     /// A link whose upgrade got `reply`: the error it ends with.
     fn after_reply(reply: &[u8]) -> (Option<LinkError>, ConnectionState, Output) {
-        let config = config();
-        let url = config.validate().unwrap();
-        let mut s = session();
-        let mut b = buffers();
-        let mut link = Link::new(
-            at(0),
-            &config,
-            &url,
-            &mut b.rx,
-            &mut b.tx,
-            &mut b.message,
-            &mut s,
-        );
+        fresh_link!(link, s);
         drain(&mut link, &mut s, at(1));
         input(&mut link, &mut s, at(2), reply);
         let (written, output) = drain(&mut link, &mut s, at(2));
@@ -913,23 +885,12 @@ mod tests {
 
     #[test]
     fn a_slow_upgrade_times_out() {
-        let config = config();
-        let url = config.validate().unwrap();
-        let mut s = session();
-        let mut b = buffers();
-        let mut link = Link::new(
-            at(0),
-            &config,
-            &url,
-            &mut b.rx,
-            &mut b.tx,
-            &mut b.message,
-            &mut s,
-        );
+        fresh_link!(link, s);
         drain(&mut link, &mut s, at(1));
         let deadline = link.poll_at(&s).unwrap();
-        assert_eq!(deadline, at(0) + config.session.connect_timeout());
-        let just_before = config.session.connect_timeout().as_millis() - 1;
+        let timeout = config().session.connect_timeout();
+        assert_eq!(deadline, at(0) + timeout);
+        let just_before = timeout.as_millis() - 1;
         link.handle_timeout(at(just_before), &mut s);
         assert_eq!(s.state(), ConnectionState::Connecting);
         link.handle_timeout(deadline, &mut s);
@@ -943,19 +904,7 @@ mod tests {
     /// A connected link that received `bytes`: what it wrote, its output,
     /// the session's error.
     fn connected_then(bytes: &[u8]) -> (Vec<Decoded>, Output, Option<LinkError>) {
-        let config = config();
-        let url = config.validate().unwrap();
-        let mut s = session();
-        let mut b = buffers();
-        let mut link = Link::new(
-            at(0),
-            &config,
-            &url,
-            &mut b.rx,
-            &mut b.tx,
-            &mut b.message,
-            &mut s,
-        );
+        fresh_link!(link, s);
         connect(&mut link, &mut s);
         input(&mut link, &mut s, at(20), bytes);
         let (written, output) = drain(&mut link, &mut s, at(20));
@@ -995,20 +944,8 @@ mod tests {
 
     #[test]
     fn closing_ends_at_the_reply_or_the_send_timeout() {
-        let config = config();
-        let url = config.validate().unwrap();
         for reply in [true, false] {
-            let mut s = session();
-            let mut b = buffers();
-            let mut link = Link::new(
-                at(0),
-                &config,
-                &url,
-                &mut b.rx,
-                &mut b.tx,
-                &mut b.message,
-                &mut s,
-            );
+            fresh_link!(link, s);
             connect(&mut link, &mut s);
             input(&mut link, &mut s, at(20), &frame(1, b"text"));
             let (written, output) = drain(&mut link, &mut s, at(20));
@@ -1020,7 +957,7 @@ mod tests {
                 input(&mut link, &mut s, at(22), &frame(8, &1007u16.to_be_bytes()));
             } else {
                 let until = link.poll_at(&s).unwrap();
-                assert_eq!(until, at(20) + config.send_timeout);
+                assert_eq!(until, at(20) + config().send_timeout);
                 link.handle_timeout(until, &mut s);
             }
             assert_eq!(drain(&mut link, &mut s, at(30)), (Vec::new(), Output::Done));
@@ -1057,19 +994,7 @@ mod tests {
 
     #[test]
     fn commands_come_out_and_their_acks_go_back() {
-        let config = config();
-        let url = config.validate().unwrap();
-        let mut s = session();
-        let mut b = buffers();
-        let mut link = Link::new(
-            at(0),
-            &config,
-            &url,
-            &mut b.rx,
-            &mut b.tx,
-            &mut b.message,
-            &mut s,
-        );
+        fresh_link!(link, s);
         connect(&mut link, &mut s);
         let command = Command {
             id: 7,
@@ -1098,19 +1023,7 @@ mod tests {
 
     #[test]
     fn a_failed_transport_writes_nothing_more() {
-        let config = config();
-        let url = config.validate().unwrap();
-        let mut s = session();
-        let mut b = buffers();
-        let mut link = Link::new(
-            at(0),
-            &config,
-            &url,
-            &mut b.rx,
-            &mut b.tx,
-            &mut b.message,
-            &mut s,
-        );
+        fresh_link!(link, s);
         connect(&mut link, &mut s);
         // The server's close arrives, but the echo cannot be written.
         input(&mut link, &mut s, at(20), &frame(8, &1000u16.to_be_bytes()));
@@ -1120,17 +1033,7 @@ mod tests {
         // The session keeps the server's reason.
         assert_eq!(s.last_error(), Some(LinkError::Closed { code: 1000 }));
         // A transport failure while open is the session's error.
-        let mut s = session();
-        let mut b = buffers();
-        let mut link = Link::new(
-            at(0),
-            &config,
-            &url,
-            &mut b.rx,
-            &mut b.tx,
-            &mut b.message,
-            &mut s,
-        );
+        fresh_link!(link, s);
         connect(&mut link, &mut s);
         link.transport_failed(at(30), &mut s, LinkError::EndOfStream);
         assert_eq!(s.last_error(), Some(LinkError::EndOfStream));
