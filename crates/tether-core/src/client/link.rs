@@ -891,7 +891,7 @@ mod tests {
         let timeout = config().session.connect_timeout();
         assert_eq!(deadline, at(0) + timeout);
         let just_before = timeout.as_millis() - 1;
-        link.handle_timeout(at(just_before), &mut s);
+        link.handle_timeout(at(u64::from(just_before)), &mut s);
         assert_eq!(s.state(), ConnectionState::Connecting);
         link.handle_timeout(deadline, &mut s);
         assert_eq!(s.last_error(), Some(LinkError::ConnectTimeout));
