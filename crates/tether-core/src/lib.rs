@@ -11,8 +11,10 @@
 //!   application: client.publish("temp", &reading).await / state() / stats()
 //!        |
 //!   +----v---------------------------------------------------------+
-//!   | client::{new, Client, Runner}  connect, Hello/Welcome,        |
-//!   |                    publish, acks, commands, reconnect         |
+//!   | client::{new, Client, Runner}  Runner: thin async adapter:    |
+//!   |                    connect, move bytes, read the outbox, sleep|
+//!   | client link (sans-IO): upgrade, frames, Hello/Welcome,        |
+//!   |                    publish, acks, commands, close codes       |
 //!   | session::Session (sans-IO) seq numbers, resend, keepalive     |
 //!   | backoff::Backoff   url::ServerUrl                             |
 //!   +----v--------------------------------------------------^------+
@@ -20,12 +22,16 @@
 //!   board::Board (one per backend: tether-esp32, tether-host)
 //!   connector::Connector (TCP/TLS)  time::Clock  RngCore
 //!   outbox::Outbox: RamOutbox<N> | flash::FlashOutbox (survives reboots)
-//!        |  send(Message) / receive() -> Message / close(code, reason)
-//!   +----v---------------------------------------------------------+
-//!   | ws::WebSocket<T, R>   async adapter: pings -> pongs, close    |
-//!   |                       handshake, caller-owned rx/tx buffers   |
+//!
 //!   +--------------------------------------------------------------+
-//!   | ws (sans-IO)  ClientHandshake / Request   HTTP upgrade        |
+//!   | ws::WebSocket<T, R>   async adapter: pings -> pongs, close    |
+//!   |   (the WebSocket     handshake, caller-owned rx/tx buffers   |
+//!   |    engine alone)                                              |
+//!   +--------------------------------------------------------------+
+//!   | ws (sans-IO)  Context                     one connection:     |
+//!   |                         frames in/out, close handshake (both  |
+//!   |                         the client link and WebSocket use it) |
+//!   |               ClientHandshake / Request   HTTP upgrade        |
 //!   |               Frame / FrameHeader         parse, emit, mask   |
 //!   |               Fragments / Assembler       fragment, reassemble|
 //!   |               CloseFrame / CloseCode      RFC 6455 7.4        |

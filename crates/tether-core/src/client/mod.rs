@@ -4,13 +4,15 @@
 //! ```text
 //!  application ── publish(channel, &T).await ──► Client ◄── state(), stats()
 //!                                                  │ (shared)
-//!                    Runner::run ── Session (sans-IO: numbers, acks,
-//!                       │            keepalive, backoff)
-//!                       ├─ Outbox ──► RAM or flash (store-and-forward)
-//!                       ├─ Connector ──► TCP / TLS byte stream
-//!                       ├─ ws::WebSocket ──► RFC 6455 frames
-//!                       └─ tether-proto ──► Hello/Welcome, Publish/Ack,
-//!                                           Command/CommandAck
+//!   Runner::run (async, thin) ── Session (sans-IO: numbers, acks,
+//!      │  moves bytes, sleeps       ▲       keepalive, backoff)
+//!      │  until poll_at             │ drives
+//!      ├─ Link (sans-IO) ───────────┘ handshake, RFC 6455 frames
+//!      │                              (ws::Context), tether-proto:
+//!      │                              Hello/Welcome, Publish/Ack,
+//!      │                              Command/CommandAck
+//!      ├─ Outbox ──► RAM or flash (store-and-forward)
+//!      └─ Connector ──► TCP / TLS byte stream
 //! ```
 //!
 //! Two halves, in the embassy style (`Stack` + `Runner`), made by one call,
@@ -35,13 +37,20 @@
 //! # Cancellation and locks
 //!
 //! The runner waits for a server message, a timer or a publish at the same
-//! time, and the branch that loses is cancelled. Only the pure read
-//! ([`ws::WebSocket::read_message`](crate::ws::WebSocket::read_message),
-//! over the connector's cancel-safe read) is ever raced; every write (pongs
-//! to server pings included: the session queues them as
+//! time, and the branch that loses is cancelled. Only the transport's read
+//! (cancel-safe, as the [`Connector`](crate::connector::Connector)
+//! requires) is ever raced, and the link learns of the bytes only after
+//! the read returned; every write (pongs to server pings included: the
+//! session queues them as
 //! [`Transmit::Pong`](crate::session::Transmit::Pong)) happens in a separate
 //! step that nothing cancels except its send timeout, and a send timeout
 //! drops the link. So no frame is ever cut short on a link that stays up.
+//!
+//! The protocol itself (the opening handshake, framing, the close
+//! handshake and the tether messages) is a sans-IO state machine,
+//! `client/link.rs`, with its tests on virtual time beside it; the runner
+//! only connects, moves bytes between the transport and it, reads the
+//! outbox for it and sleeps until its `poll_at`.
 //!
 //! The session sits behind a blocking mutex (`M`: `NoopRawMutex` on one
 //! executor, `CriticalSectionRawMutex` across executors or interrupts) that
@@ -52,6 +61,7 @@
 mod command;
 mod config;
 mod encode;
+mod link;
 mod runner;
 
 use core::cell::RefCell;

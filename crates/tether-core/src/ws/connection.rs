@@ -1,26 +1,20 @@
-//! The async adapter: runs the sans-IO engine over any
+//! The async adapter: runs the sans-IO frame core ([`Context`]) over any
 //! `embedded_io_async::{Read, Write}` transport (an embassy-net `TcpSocket`,
-//! a TLS stream, a tokio socket through `embedded-io-adapters`).
+//! a TLS stream, a tokio socket through `embedded-io-adapters`). It only
+//! moves bytes, draws masking keys and guards against cancelled writes;
+//! the protocol is the context's, shared with the device client's link.
 
 use embedded_io_async::{Read, Write};
 use rand_core::RngCore;
 
 use super::Status;
-use super::assembler::Assembler;
 use super::close::{CloseCode, CloseFrame};
 use super::config::{Config, Role};
-use super::error::{EncodeError, Error, HandshakeError, ProtocolError};
-use super::frame::{Frame, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
+use super::context::Context;
+use super::error::{Error, HandshakeError};
+use super::frame::{MAX_CONTROL_PAYLOAD, OpCode};
 use super::handshake::{ClientHandshake, ClientRequest, Request};
-use super::message::{Fragments, Message};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Open,
-    /// We sent a close frame and wait for the peer's.
-    CloseSent,
-    Closed,
-}
+use super::message::Message;
 
 /// A WebSocket connection over transport `T`, with receive and transmit
 /// buffers owned by the caller and masking keys drawn from `R`.
@@ -68,11 +62,9 @@ pub struct WebSocket<'b, T, R> {
     rng: R,
     rx: &'b mut [u8],
     tx: &'b mut [u8],
-    assembler: Assembler,
-    state: State,
-    /// The close frame [`read_message`](Self::read_message) owes the peer:
-    /// `Some(0)` echoes a close without code, `Some(code)` sends `code`.
-    owed_close: Option<u16>,
+    /// The protocol: frames in and out, the close handshake, the close
+    /// frame owed to the peer.
+    context: Context,
     /// Set while frames are written; still set afterwards only if that
     /// write was cancelled, leaving a partial frame on the stream.
     writing: bool,
@@ -94,16 +86,12 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
         config: Config,
         buffered: usize,
     ) -> Self {
-        let mut assembler = Assembler::new(config);
-        assembler.filled(buffered);
         Self {
             transport,
             rng,
             rx,
             tx,
-            assembler,
-            state: State::Open,
-            owed_close: None,
+            context: Context::with_buffered(config, buffered),
             writing: false,
         }
     }
@@ -184,7 +172,7 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
     /// later call returns [`Error::WriteCancelled`]).
     pub async fn send(&mut self, message: Message<'_>) -> Result<(), Error> {
         self.check_writable()?;
-        if self.state != State::Open {
+        if !self.context.is_open() {
             return Err(Error::Closed);
         }
         let mut close = [0u8; MAX_CONTROL_PAYLOAD];
@@ -237,12 +225,12 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
         // Answer pings, and a close we did not start, with one frame; both
         // go through the guarded write path.
         match opcode {
-            OpCode::Ping if self.state == State::Open => {
+            OpCode::Ping if self.context.is_open() => {
                 // Copied out of `rx` so the write can borrow the connection;
                 // a ping payload is at most 125 bytes (checked by `poll`).
                 let mut pong = [0u8; MAX_CONTROL_PAYLOAD];
-                let len = match self.assembler.message(self.rx) {
-                    Some(Message::Ping(payload)) => {
+                let len = match self.context.message(self.rx) {
+                    Ok(Message::Ping(payload)) => {
                         let len = payload.len().min(MAX_CONTROL_PAYLOAD);
                         if let (Some(to), Some(from)) = (pong.get_mut(..len), payload.get(..len)) {
                             to.copy_from_slice(from);
@@ -286,84 +274,78 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
     /// [type docs](Self#cancellation)).
     pub async fn flush(&mut self) -> Result<(), Error> {
         self.check_writable()?;
-        let Some(code) = self.owed_close.take() else {
+        let key = self.key();
+        let Some(len) = self.context.encode_owed_close(key, self.tx) else {
             return Ok(());
         };
-        let bytes = code.to_be_bytes();
-        let payload = if code == 0 { &[][..] } else { &bytes[..] };
-        self.write_message(OpCode::Close, payload).await
-    }
-
-    /// The single write path: sends one message under the writing guard
-    /// and flushes the transport. Control frames are never fragmented
-    /// (`Frame::encode` rejects long ones); data frames are cut to the
-    /// configured size and to what the transmit buffer holds. Sending a
-    /// close on an open connection starts the close handshake.
-    async fn write_message(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), Error> {
-        self.check_writable()?;
-        let fragment_size = if opcode.is_control() {
-            usize::MAX
-        } else {
-            let room = self.tx.len().saturating_sub(MAX_HEADER_LEN);
-            if room == 0 {
-                return Err(Error::Encode(EncodeError::BufferTooSmall));
-            }
-            self.assembler.config().fragment_size().min(room)
-        };
         self.writing = true;
-        let mut sent = Ok(());
-        for (index, frame) in Fragments::new(opcode, payload, fragment_size).enumerate() {
-            sent = self.send_frame(frame).await;
-            if sent.is_err() {
-                // Frames already written make even an encoding error fatal.
-                if index > 0 {
-                    self.state = State::Closed;
-                }
-                break;
-            }
-        }
-        self.finish_write(sent)?;
-        if opcode == OpCode::Close && self.state == State::Open {
-            self.state = State::CloseSent;
-        }
+        let written = write_all(&mut self.transport, self.tx.get(..len).unwrap_or_default()).await;
+        self.finish_write(written)?;
         self.transport.flush().await.map_err(io)
     }
 
-    /// Reads until a message is complete; records the close it owes.
-    /// Cancel-safe: the only await is the transport read in `fill`.
+    /// The single write path: sends one message under the writing guard
+    /// and flushes the transport. Control frames are never fragmented;
+    /// data frames are cut to the configured size and to what the transmit
+    /// buffer holds (by the context). Sending a close on an open connection
+    /// starts the close handshake.
+    async fn write_message(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), Error> {
+        self.check_writable()?;
+        self.writing = true;
+        let mut offset = 0;
+        let sent = loop {
+            let key = self.key();
+            let len = match self
+                .context
+                .encode(opcode, payload, &mut offset, key, self.tx)
+            {
+                Ok(len) => len,
+                Err(e) => {
+                    // Frames already written make even an encoding error
+                    // fatal.
+                    if offset > 0 {
+                        self.context.abort();
+                    }
+                    break Err(e);
+                }
+            };
+            let frame = self.tx.get(..len).unwrap_or_default();
+            if let Err(e) = write_all(&mut self.transport, frame).await {
+                break Err(e);
+            }
+            if offset >= payload.len() {
+                break Ok(());
+            }
+        };
+        self.finish_write(sent)?;
+        self.transport.flush().await.map_err(io)
+    }
+
+    /// A fresh masking key for a client's frame (servers send unmasked).
+    fn key(&mut self) -> [u8; 4] {
+        match self.context.config().role() {
+            Role::Client => self.rng.next_u32().to_ne_bytes(),
+            Role::Server => [0; 4],
+        }
+    }
+
+    /// Reads until a message is complete; the context records the close
+    /// it owes. Cancel-safe: the only await is the transport read in
+    /// `fill`.
     async fn read_opcode(&mut self) -> Result<OpCode, Error> {
         loop {
             self.check_writable()?;
-            if self.state == State::Closed {
-                return Err(Error::Closed);
+            match self.context.poll(self.rx)? {
+                Status::Complete(opcode) => return Ok(opcode),
+                Status::Partial => self.fill().await?,
             }
-            let opcode = match self.assembler.poll(self.rx) {
-                Ok(Status::Complete(opcode)) => opcode,
-                Ok(Status::Partial) => {
-                    self.fill().await?;
-                    continue;
-                }
-                Err(e) => return Err(self.fail(e)),
-            };
-            if opcode == OpCode::Close {
-                if self.state == State::Open {
-                    self.owed_close = Some(match self.assembler.message(self.rx) {
-                        Some(Message::Close(Some(frame))) => frame.code.as_u16(),
-                        _ => 0,
-                    });
-                }
-                self.state = State::Closed;
-            }
-            return Ok(opcode);
         }
     }
 
     /// The message of the last complete `poll`.
     fn current_message(&self) -> Result<Message<'_>, Error> {
         // Validated by `poll`, so `message` always has it.
-        self.assembler
-            .message(self.rx)
-            .ok_or(Error::Protocol(ProtocolError::InvalidUtf8))
+        self.context.message(self.rx)
     }
 
     /// Ends a write that ran to completion (successfully or not). A
@@ -374,7 +356,7 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
         if let Err(e) = result
             && !matches!(e, Error::Encode(_))
         {
-            self.state = State::Closed;
+            self.context.abort();
         }
         result
     }
@@ -382,7 +364,7 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
     /// Refuses to write after a write was cancelled mid-frame.
     fn check_writable(&mut self) -> Result<(), Error> {
         if self.writing {
-            self.state = State::Closed;
+            self.context.abort();
             return Err(Error::WriteCancelled);
         }
         Ok(())
@@ -407,7 +389,7 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
     /// Whether the close handshake has finished (or the connection failed,
     /// or a write was cancelled mid-frame).
     pub fn is_closed(&self) -> bool {
-        self.state == State::Closed || self.writing
+        self.context.is_closed() || self.writing
     }
 
     /// The transport, e.g. to shut down the TCP connection after the close
@@ -416,66 +398,22 @@ impl<'b, T: Read + Write, R: RngCore> WebSocket<'b, T, R> {
         self.transport
     }
 
-    async fn send_frame(&mut self, frame: Frame<'_>) -> Result<(), Error> {
-        send_frame(
-            &mut self.transport,
-            self.tx,
-            &mut self.rng,
-            self.assembler.config(),
-            frame,
-        )
-        .await
-    }
-
     /// Reads more bytes into the receive buffer. Cancel-safe if the
-    /// transport's `read` is: the assembler learns of the bytes only after
+    /// transport's `read` is: the context learns of the bytes only after
     /// the read returned.
     async fn fill(&mut self) -> Result<(), Error> {
-        let space = self.assembler.space(self.rx);
-        if space.is_empty() {
-            return Err(self.fail(ProtocolError::MessageTooBig));
-        }
+        let space = self.context.space(self.rx)?;
         match read_some(&mut self.transport, space).await {
             Ok(n) => {
-                self.assembler.filled(n);
+                self.context.filled(n);
                 Ok(())
             }
             Err(e) => {
-                self.state = State::Closed;
+                self.context.abort();
                 Err(e)
             }
         }
     }
-
-    /// Closes the connection after a protocol error; the close frame with
-    /// the error's code is owed (sent by `flush`).
-    fn fail(&mut self, error: ProtocolError) -> Error {
-        warn!(
-            "ws: protocol error, closing with {}",
-            error.close_code().as_u16()
-        );
-        if self.state == State::Open {
-            self.owed_close = Some(error.close_code().as_u16());
-        }
-        self.state = State::Closed;
-        Error::Protocol(error)
-    }
-}
-
-/// Encodes `frame` into `tx` (masked with a fresh key for clients) and writes it.
-async fn send_frame<T: Write, R: RngCore>(
-    transport: &mut T,
-    tx: &mut [u8],
-    rng: &mut R,
-    config: &Config,
-    frame: Frame<'_>,
-) -> Result<(), Error> {
-    let mask = match config.role() {
-        Role::Client => Some(rng.next_u32().to_ne_bytes()),
-        Role::Server => None,
-    };
-    let len = frame.encode(mask, tx)?;
-    write_all(transport, tx.get(..len).unwrap_or_default()).await
 }
 
 /// `write_all` without the panic on a zero-length write.

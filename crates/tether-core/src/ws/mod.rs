@@ -6,6 +6,7 @@
 //! | [`FrameHeader`], [`Frame`] | parse/emit one frame; [`apply_mask`] |
 //! | [`Fragments`], [`Assembler`] | fragmentation on send, reassembly and UTF-8 checks on receive |
 //! | [`CloseFrame`], [`CloseCode`] | close payloads and status codes |
+//! | [`Context`] | one connection after the handshake: frames in and out, the close handshake |
 //! | [`WebSocket`] | async adapter over `embedded_io_async::{Read, Write}` |
 //!
 //! Everything but [`WebSocket`] works on byte slices and never touches a
@@ -16,6 +17,7 @@ mod assembler;
 mod close;
 mod config;
 mod connection;
+mod context;
 mod error;
 mod frame;
 mod handshake;
@@ -27,6 +29,7 @@ pub use assembler::Assembler;
 pub use close::{CloseCode, CloseFrame};
 pub use config::{Config, Role};
 pub use connection::WebSocket;
+pub use context::Context;
 pub use error::{EncodeError, Error, HandshakeError, ProtocolError};
 pub use frame::{Frame, FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
 pub use handshake::{
