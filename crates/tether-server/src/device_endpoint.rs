@@ -45,13 +45,13 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::{FutureExt, SinkExt};
 use std::collections::HashMap;
 use tether_proto::{Ack, Command, DeviceToServer, ErrorCode, Payload, ServerToDevice, Welcome};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::device_readings::{Described, Refused};
 use crate::http_util::{error_response, too_many_connections};
 use crate::limits::RateLimiter;
 use crate::serve::TcpHeld;
-use crate::sessions::{CommandReply, CommandRequest, Fence};
+use crate::sessions::{CommandQueue, CommandReply, CommandRequest, Fence};
 use crate::store::{AppendOutcome, AppendRequest, DeviceIdentity, Revocation, StoreError};
 use crate::websocket::{
     CLOSE_LINGER, CLOSE_POLICY, CLOSE_UNSUPPORTED_DATA, ReadFailure, SendError, classify, close,
@@ -185,7 +185,7 @@ async fn start(
     identity: DeviceIdentity,
     peer: SocketAddr,
     mut socket: WebSocket,
-) -> Option<(Session, mpsc::Receiver<Box<CommandRequest>>)> {
+) -> Option<(Session, CommandQueue)> {
     let limits = state.config.limits.clone();
     // 1. Hello, within the handshake timeout.
     // Control frames (a client's ping) may come before Hello.
@@ -306,7 +306,7 @@ async fn start(
 impl Session {
     /// The serving phase: `Welcome`, the session until it ends, the close,
     /// and the device marked offline.
-    async fn run(mut self, mut commands: mpsc::Receiver<Box<CommandRequest>>) {
+    async fn run(mut self, mut commands: CommandQueue) {
         let state = Arc::clone(&self.state);
         let device_id = self.identity.device_id.clone();
         let session_id = self.session_id;
@@ -478,7 +478,7 @@ impl Session {
         })
     }
 
-    async fn serve(&mut self, commands: &mut mpsc::Receiver<Box<CommandRequest>>) -> End {
+    async fn serve(&mut self, commands: &mut CommandQueue) -> End {
         let limits = self.state.config.limits.clone();
         let mut shutdown = self.state.shutdown.clone();
         let mut revocations = self.state.revocations.subscribe();
@@ -520,7 +520,7 @@ impl Session {
                     _ => Ok(()),
                 },
                 code = self.fence.fenced() => return fenced_end(code),
-                Some(command) = commands.recv() => self.command(*command).await,
+                Some(command) = commands.next() => self.command(command).await,
                 Some((seq, result)) = self.pending.next(), if !self.pending.is_empty() => {
                     self.acknowledge(seq, result).await
                 }
