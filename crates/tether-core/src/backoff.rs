@@ -9,8 +9,8 @@
 //!   (the post uses a multiplier of 3; set [`BackoffConfig::with_multiplier_percent`] to 300).
 //! - [`Jitter::None`]: the plain exponential ceiling, for tests and lone devices.
 //!
-//! Everything is integer arithmetic on milliseconds (the ESP32-C3 has no FPU),
-//! random numbers come from a caller-provided [`rand_core::RngCore`], so a
+//! Everything is 32-bit integer arithmetic on milliseconds (the ESP32-C3
+//! has no FPU, and 64-bit arithmetic is library code on it), random numbers come from a caller-provided [`rand_core::RngCore`], so a
 //! seeded generator replays the same delays, and time is an argument: the
 //! state machine never reads a clock.
 //!
@@ -348,6 +348,18 @@ impl Backoff {
         self.connected_since = Some(now);
     }
 
+    /// The current connection is still up at `now`. Call it now and then
+    /// (the session does at every message it receives) so that a
+    /// connection up for longer than [`Duration::MAX`] still counts as
+    /// healthy: the 32-bit [`Instant`] it came up at is kept no older than
+    /// the checks need ([`Instant::at_most`]).
+    pub fn on_alive(&mut self, now: Instant) {
+        if let Some(since) = self.connected_since {
+            let enough = self.config.healthy_after.max(self.config.base);
+            self.connected_since = Some(since.at_most(now, enough));
+        }
+    }
+
     /// Whether the current connection has been up long enough to count as
     /// healthy.
     #[must_use]
@@ -380,7 +392,12 @@ impl Backoff {
         {
             self.down_since = Some(now);
         }
-        let down_since = *self.down_since.get_or_insert(now);
+        // The outage bound stops mattering at the cap: an outage that
+        // began longer ago counts as `cap` long, so the stamp never wraps.
+        let down_since = self
+            .down_since
+            .map_or(now, |since| since.at_most(now, self.config.cap));
+        self.down_since = Some(down_since);
         let first_failure = *self.first_failure.get_or_insert(now);
 
         if let Some(max) = self.config.max_attempts
@@ -412,12 +429,12 @@ impl Backoff {
                 uniform_inclusive(rng, base, upper)
             }
         };
-        let delay = Duration::from_millis(delay.min(cap));
+        let delay = Duration::from_millis(u64::from(delay.min(cap)));
         self.previous = delay;
-        self.ceiling = Duration::from_millis(
+        self.ceiling = Duration::from_millis(u64::from(
             self.grow(self.ceiling.as_millis())
                 .min(self.config.cap.as_millis()),
-        );
+        ));
         self.attempts = self.attempts.saturating_add(1);
         debug!(
             "backoff: attempt {} waits {} ms",
@@ -429,18 +446,14 @@ impl Backoff {
 
     /// `millis * multiplier`, growing by at least 1 ms when the multiplier is
     /// above 100 % (so a 1 ms base still grows with a 150 % multiplier).
-    fn grow(&self, millis: u64) -> u64 {
+    fn grow(&self, millis: u32) -> u32 {
         let percent = self.config.multiplier_percent;
-        // Delays up to 49 days of milliseconds times the multiplier fit 32
-        // bits: 32-bit division is one instruction on the chips, 64-bit
-        // division a kilobyte of library code. Beyond that (where the cap
-        // decides anyway) the multiplier rounds up to a whole factor.
-        let grown = match u32::try_from(millis)
-            .ok()
-            .and_then(|m| m.checked_mul(percent))
-        {
-            Some(product) => u64::from(product / 100),
-            None => millis.saturating_mul(u64::from(percent.div_ceil(100))),
+        // 32-bit division is one instruction on the chips. A product beyond
+        // 32 bits (minutes times a large multiplier, where the cap decides
+        // anyway) rounds the multiplier up to a whole factor.
+        let grown = match millis.checked_mul(percent) {
+            Some(product) => product / 100,
+            None => millis.saturating_mul(percent.div_ceil(100)),
         };
         if percent > 100 {
             grown.max(millis.saturating_add(1))
@@ -452,15 +465,14 @@ impl Backoff {
 
 /// A uniformly distributed integer in `[low, high]` (`low <= high`), without
 /// bias: draws masked to the span's bit width, and redrawn (less than half
-/// the time) when above it. No division: 64-bit division is a large library
-/// routine on 32-bit chips.
-pub(crate) fn uniform_inclusive<R: RngCore + ?Sized>(rng: &mut R, low: u64, high: u64) -> u64 {
+/// the time) when above it. No division, and one 32-bit draw each.
+pub(crate) fn uniform_inclusive<R: RngCore + ?Sized>(rng: &mut R, low: u32, high: u32) -> u32 {
     let Some(span) = high.checked_sub(low) else {
         return low;
     };
-    let mask = u64::MAX.checked_shr(span.leading_zeros()).unwrap_or(0);
+    let mask = u32::MAX.checked_shr(span.leading_zeros()).unwrap_or(0);
     loop {
-        let draw = rng.next_u64() & mask;
+        let draw = rng.next_u32() & mask;
         if draw <= span {
             return low + draw;
         }
@@ -480,8 +492,8 @@ mod tests {
 
     use super::*;
 
-    fn ms(millis: u64) -> Duration {
-        Duration::from_millis(millis)
+    fn ms(millis: u32) -> Duration {
+        Duration::from_millis(u64::from(millis))
     }
 
     fn at(millis: u64) -> Instant {
@@ -498,11 +510,12 @@ mod tests {
 
     fn config_strategy() -> impl Strategy<Value = BackoffConfig> {
         (
-            1u64..5_000,
-            0u64..600_000,
+            1u32..5_000,
+            // Caps up to the longest duration: the growth past 32 bits.
+            prop_oneof![4 => 0u32..600_000, 1 => 0u32..(1 << 31) - 5_000],
             100u32..1_000,
             jitter_strategy(),
-            0u64..120_000,
+            0u32..120_000,
         )
             .prop_map(|(base, extra, multiplier, jitter, healthy)| {
                 BackoffConfig::default()
@@ -548,7 +561,7 @@ mod tests {
 
     /// Delays of `attempts` connection attempts that each fail at once,
     /// the next one made when the delay is over.
-    fn failing_at_once(backoff: &mut Backoff, rng: &mut XorShiftRng, attempts: usize) -> Vec<u64> {
+    fn failing_at_once(backoff: &mut Backoff, rng: &mut XorShiftRng, attempts: usize) -> Vec<u32> {
         let mut now = at(0);
         (0..attempts)
             .map(|_| {
@@ -654,10 +667,12 @@ mod tests {
             let mut rng = XorShiftRng::seed_from_u64(seed);
             // A long outage: the outage bound never bites.
             for (i, sum) in sums.iter_mut().enumerate() {
-                *sum += backoff
-                    .on_failure(at(i as u64 * 60_000), &mut rng)
-                    .unwrap()
-                    .as_millis();
+                *sum += u64::from(
+                    backoff
+                        .on_failure(at(i as u64 * 60_000), &mut rng)
+                        .unwrap()
+                        .as_millis(),
+                );
             }
         }
         let expected = [500u64, 1_000, 2_000, 4_000, 5_000, 5_000, 5_000];
@@ -673,8 +688,8 @@ mod tests {
 
     /// Chi-squared statistic of `samples` over `buckets` equal buckets of
     /// `[low, high]`, against the uniform distribution.
-    fn chi_squared(samples: &[u64], low: u64, high: u64, buckets: usize) -> (f64, Vec<u64>) {
-        let width = (high - low + 1).div_ceil(buckets as u64);
+    fn chi_squared(samples: &[u32], low: u32, high: u32, buckets: usize) -> (f64, Vec<u64>) {
+        let width = (high - low + 1).div_ceil(buckets as u32);
         let mut counts = alloc::vec![0u64; buckets];
         for &sample in samples {
             assert!((low..=high).contains(&sample));
@@ -740,7 +755,7 @@ mod tests {
     #[test]
     fn a_short_outage_means_a_short_absence() {
         let config = BackoffConfig::default();
-        let outage = 5_000;
+        let outage = 5_000u32;
         let mut worst = 0;
         for seed in 0..2_000u64 {
             let mut backoff = Backoff::new(config).unwrap();
@@ -797,6 +812,30 @@ mod tests {
         assert_eq!(delays, [100, 200, 400, 800, 1_000, 1_000]);
     }
 
+    /// An outage longer than two instants may be apart (24.8 days), and
+    /// across the wrap of the 32-bit tick: the delays stay at the cap,
+    /// the outage bound does not shrink them back to a few seconds.
+    #[test]
+    fn an_outage_of_weeks_keeps_the_delays_at_the_cap() {
+        let config = BackoffConfig::default().with_jitter(Jitter::None);
+        let mut backoff = Backoff::new(config).unwrap();
+        let mut rng = XorShiftRng::seed_from_u64(1);
+        let mut now = at(u64::from(u32::MAX) - 3_600_000);
+        // 40 days of attempts a minute apart.
+        let delays: Vec<u32> = (0..40 * 24 * 60)
+            .map(|_| {
+                let delay = backoff.on_failure(now, &mut rng).unwrap();
+                now = now + delay;
+                delay.as_millis()
+            })
+            .collect();
+        assert_eq!(
+            delays[..7],
+            [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000]
+        );
+        assert!(delays[7..].iter().all(|&d| d == 60_000));
+    }
+
     #[test]
     fn uniform_inclusive_covers_small_ranges_evenly() {
         let mut rng = XorShiftRng::seed_from_u64(5);
@@ -810,21 +849,41 @@ mod tests {
         );
         assert_eq!(uniform_inclusive(&mut rng, 7, 7), 7);
         assert_eq!(uniform_inclusive(&mut rng, 8, 7), 8);
-        let _ = uniform_inclusive(&mut rng, 0, u64::MAX);
+        let _ = uniform_inclusive(&mut rng, 0, u32::MAX);
     }
 
     #[derive(Debug, Clone, Copy)]
     enum Event {
-        Fail { after: u64 },
-        Connect { after: u64, stays_up: u64 },
+        Fail { after: u32 },
+        Connect { after: u32, stays_up: u32 },
     }
+
+    /// Up to 45 days: longer than two instants may be apart.
+    const LONG: u32 = 45 * 24 * 3_600 * 1_000;
 
     fn event_strategy() -> impl Strategy<Value = Event> {
         prop_oneof![
-            (0u64..100_000).prop_map(|after| Event::Fail { after }),
-            (0u64..100_000, 0u64..200_000)
+            4 => (0u32..100_000).prop_map(|after| Event::Fail { after }),
+            4 => (0u32..100_000, 0u32..200_000)
+                .prop_map(|(after, stays_up)| Event::Connect { after, stays_up }),
+            1 => (0u32..100_000, 0..LONG)
                 .prop_map(|(after, stays_up)| Event::Connect { after, stays_up }),
         ]
+    }
+
+    /// A connection up from `now` for `millis`, reported alive every
+    /// twelve hours as the session does (at every message it receives).
+    fn stay_up(backoff: &mut Backoff, now: Instant, millis: u32) -> Instant {
+        const HALF_DAY: u32 = 12 * 3_600 * 1_000;
+        let mut left = millis;
+        let mut now = now;
+        while left > 0 {
+            let step = left.min(HALF_DAY);
+            now = now + ms(step);
+            left -= step;
+            backoff.on_alive(now);
+        }
+        now
     }
 
     proptest! {
@@ -835,10 +894,12 @@ mod tests {
             config in config_strategy(),
             seed in any::<u64>(),
             events in proptest::collection::vec(event_strategy(), 1..60),
+            origin in any::<u32>(),
         ) {
             let mut backoff = Backoff::new(config).unwrap();
             let mut rng = XorShiftRng::seed_from_u64(seed);
-            let mut now = at(0);
+            // Anywhere on the 32-bit circle: runs cross the wrap point.
+            let mut now = at(u64::from(origin));
             // When the current outage began (the model of `down_since`).
             let mut down_since = None;
             for event in events {
@@ -847,7 +908,7 @@ mod tests {
                     Event::Connect { after, stays_up } => {
                         now = now + ms(after);
                         backoff.on_connected(now);
-                        now = now + ms(stays_up);
+                        now = stay_up(&mut backoff, now, stays_up);
                         if stays_up >= config.base().as_millis() {
                             down_since = Some(now);
                         }
@@ -871,21 +932,25 @@ mod tests {
         }
 
         /// The counter resets if and only if the connection stayed up for
-        /// at least `healthy_after`.
+        /// at least `healthy_after`, however long it stayed up, wherever
+        /// the 32-bit clock stands.
         #[test]
         fn reset_only_after_healthy_connection(
             config in config_strategy(),
             seed in any::<u64>(),
             failures_before in 1u32..20,
-            stays_up in 0u64..200_000,
+            stays_up in prop_oneof![0u32..200_000, 0..LONG],
+            origin in any::<u32>(),
         ) {
             let mut backoff = Backoff::new(config).unwrap();
             let mut rng = XorShiftRng::seed_from_u64(seed);
+            let origin = at(u64::from(origin));
             for i in 0..failures_before {
-                backoff.on_failure(at(u64::from(i)), &mut rng).unwrap();
+                backoff.on_failure(origin + ms(i), &mut rng).unwrap();
             }
-            backoff.on_connected(at(1_000));
-            backoff.on_failure(at(1_000 + stays_up), &mut rng).unwrap();
+            backoff.on_connected(origin + ms(1_000));
+            let dropped = stay_up(&mut backoff, origin + ms(1_000), stays_up);
+            backoff.on_failure(dropped, &mut rng).unwrap();
             if stays_up >= config.healthy_after().as_millis() {
                 prop_assert_eq!(backoff.attempts(), 1);
             } else {
@@ -895,12 +960,16 @@ mod tests {
 
         /// The ceiling never shrinks between resets and never passes the cap.
         #[test]
-        fn ceiling_grows_monotonically(config in config_strategy(), seed in any::<u64>()) {
+        fn ceiling_grows_monotonically(
+            config in config_strategy(),
+            seed in any::<u64>(),
+            origin in any::<u32>(),
+        ) {
             let mut backoff = Backoff::new(config).unwrap();
             let mut rng = XorShiftRng::seed_from_u64(seed);
             let mut last = backoff.ceiling;
             for i in 0..64 {
-                backoff.on_failure(at(i), &mut rng).unwrap();
+                backoff.on_failure(at(u64::from(origin) + i), &mut rng).unwrap();
                 prop_assert!(backoff.ceiling >= last);
                 prop_assert!(backoff.ceiling <= config.cap());
                 if config.multiplier_percent() > 100 && last < config.cap() {

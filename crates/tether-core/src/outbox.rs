@@ -57,9 +57,10 @@ pub enum Timestamp {
     Unix(u64),
     /// This boot's local clock: published before the first `Welcome`
     /// told the session the server's time. The session converts it to
-    /// [`Timestamp::Unix`] when it sends the message. Meaningless after a
-    /// reboot, so a persistent outbox must not keep such entries across
-    /// boots (or must convert them first).
+    /// [`Timestamp::Unix`] when it sends the message (right if that is
+    /// within 24.8 days: an [`Instant`] is a wrapping 32-bit tick).
+    /// Meaningless after a reboot, so a persistent outbox must not keep
+    /// such entries across boots (or must convert them first).
     Boot(Instant),
 }
 
@@ -74,7 +75,7 @@ impl Timestamp {
         let (tag, millis) = match time {
             None => (0u64, 0),
             Some(Self::Unix(millis)) => (1, millis),
-            Some(Self::Boot(instant)) => (2, instant.as_millis()),
+            Some(Self::Boot(instant)) => (2, instant.as_millis() as u64),
         };
         let millis = if millis > Self::MAX_MILLIS {
             Self::MAX_MILLIS

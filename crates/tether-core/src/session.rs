@@ -1378,23 +1378,32 @@ impl<R: RngCore> Session<R> {
         matches!(self.phase, Phase::Handshaking { .. } | Phase::Connected)
     }
 
-    /// The server is alive: push the keepalive ping back.
+    /// The server is alive: push the keepalive ping back, and keep the
+    /// time stamps of a long connection young (32-bit instants compare
+    /// right only within 24.8 days; see [`crate::time`]).
     fn heard(&mut self, now: Instant) {
         self.ping_due = now + self.keepalive;
+        self.backoff.on_alive(now);
+        if let Some((rssi_dbm, at)) = self.signal_reported {
+            self.signal_reported = Some((rssi_dbm, at.at_most(now, SIGNAL_REPORT_INTERVAL)));
+        }
+        self.server_clock = self
+            .server_clock
+            .map(|clock| (unix_millis(clock, now), now));
     }
 
     /// The keepalive of a new connection: the interval less a uniform
     /// draw from its last `keepalive_jitter_percent`.
     fn draw_keepalive(&mut self) -> Duration {
         let interval = self.config.keepalive_interval.as_millis();
-        let percent = u64::from(self.config.keepalive_jitter_percent.min(100));
-        // `interval * percent / 100` without 64-bit division.
-        let spread = match u32::try_from(interval.saturating_mul(percent)) {
-            Ok(product) => u64::from(product / 100),
-            Err(_) => (interval / 128).saturating_mul(percent),
-        };
+        let percent = u32::from(self.config.keepalive_jitter_percent.min(100));
+        // `interval * percent / 100`, rounded down a little where the
+        // product passes 32 bits (intervals of weeks).
+        let spread = interval
+            .checked_mul(percent)
+            .map_or((interval / 100) * percent, |product| product / 100);
         let spread = crate::backoff::uniform_inclusive(&mut self.rng, 0, spread.min(interval));
-        Duration::from_millis(interval.saturating_sub(spread).max(1))
+        Duration::from_millis(u64::from(interval.saturating_sub(spread).max(1)))
     }
 
     fn acknowledge(&mut self, seq: u32) {
@@ -1449,12 +1458,18 @@ impl<R: RngCore> Session<R> {
 /// `time` as Unix time if the server's clock is known.
 fn unix_time(server_clock: Option<(u64, Instant)>, time: Timestamp) -> Timestamp {
     match (time, server_clock) {
-        (Timestamp::Boot(at), Some((server_ms, then))) => Timestamp::Unix(if at >= then {
-            server_ms.saturating_add((at - then).as_millis())
-        } else {
-            server_ms.saturating_sub((then - at).as_millis())
-        }),
+        (Timestamp::Boot(at), Some(clock)) => Timestamp::Unix(unix_millis(clock, at)),
         _ => time,
+    }
+}
+
+/// The server's clock (Unix ms) at `at`, from its reading `server_ms` at
+/// the local instant `then` (within 24.8 days of `at`).
+fn unix_millis((server_ms, then): (u64, Instant), at: Instant) -> u64 {
+    if at >= then {
+        server_ms.saturating_add(u64::from((at - then).as_millis()))
+    } else {
+        server_ms.saturating_sub(u64::from((then - at).as_millis()))
     }
 }
 
@@ -1497,7 +1512,11 @@ mod tests {
 
     impl TestSession {
         fn new(config: SessionConfig, seed: u64) -> Self {
-            let session = Session::new(config, XorShiftRng::seed_from_u64(seed), at(0)).unwrap();
+            Self::starting_at(config, seed, at(0))
+        }
+
+        fn starting_at(config: SessionConfig, seed: u64, now: Instant) -> Self {
+            let session = Session::new(config, XorShiftRng::seed_from_u64(seed), now).unwrap();
             let mut outbox = RamOutbox::new();
             outbox.start_boot(session.boot_id());
             Self { session, outbox }
@@ -2392,8 +2411,8 @@ mod tests {
             let ConnectionState::BackingOff { until } = s.state() else {
                 panic!()
             };
-            delays.push(until.as_millis() - now - 10);
-            now = until.as_millis();
+            delays.push(u64::from(until.as_millis()) - now - 10);
+            now = u64::from(until.as_millis());
             s.handle_timeout(at(now));
         }
         assert_eq!(delays, [1_000, 2_000, 4_000, 8_000]);
@@ -2643,6 +2662,29 @@ mod tests {
     struct Link {
         server: ServerModel,
         wire: VecDeque<Sent>,
+        /// The server's clock (Unix ms) at the local instant `origin`, or 0
+        /// for a server without a clock.
+        unix_at_origin: u64,
+        origin: Instant,
+    }
+
+    impl Link {
+        fn new() -> Self {
+            Self {
+                server: ServerModel::default(),
+                wire: VecDeque::new(),
+                unix_at_origin: 0,
+                origin: at(0),
+            }
+        }
+
+        /// The server's clock at `now`, as `Welcome` gives it.
+        fn server_time(&self, now: Instant) -> u64 {
+            match self.unix_at_origin {
+                0 => 0,
+                unix => unix + u64::from((now - self.origin).as_millis()),
+            }
+        }
     }
 
     impl Link {
@@ -2670,7 +2712,8 @@ mod tests {
                     s.on_pong(now, &nonce.to_le_bytes());
                 }
                 if let Some(stored) = self.server.receive(core::slice::from_ref(&sent)) {
-                    s.on_welcome(now, stored, 64, 0).unwrap();
+                    s.on_welcome(now, stored, 64, self.server_time(now))
+                        .unwrap();
                 }
             }
         }
@@ -2701,7 +2744,7 @@ mod tests {
                         .with_cap(secs(5)),
                 );
             let mut s = TestSession::new(config, seed);
-            let mut link = Link { server: ServerModel::default(), wire: VecDeque::new() };
+            let mut link = Link::new();
             let mut accepted = Vec::new();
             let mut now = at(0);
             let mut counter = 0u32;
@@ -2752,5 +2795,163 @@ mod tests {
             prop_assert_eq!(stored, accepted);
             prop_assert_eq!(s.outbox().dropped(), 0);
         }
+    }
+
+    /// What a run of [`Step`]s showed after each step, with every instant
+    /// as an offset from the session's start: the state, the next
+    /// deadline, the last error, the transmissions with their Unix times.
+    type Observed = Vec<(
+        ConnectionState,
+        Option<u32>,
+        Option<LinkError>,
+        Vec<(Sent, Option<u64>)>,
+    )>;
+
+    /// Runs `steps` on a session created at `origin`, against a server
+    /// with a clock, and records what happened.
+    fn observe(steps: &[Step], seed: u64, origin: u32) -> Observed {
+        let start = at(u64::from(origin));
+        let relative = |t: Instant| t.as_millis().wrapping_sub(origin);
+        let config = SessionConfig::default().with_max_in_flight(4).with_backoff(
+            BackoffConfig::default()
+                .with_base(Duration::from_millis(100))
+                .with_cap(secs(5))
+                .with_healthy_after(secs(30)),
+        );
+        let mut s = TestSession::starting_at(config, seed, start);
+        s.set_signal(-60);
+        let mut link = Link::new();
+        link.unix_at_origin = 1_764_000_000_000;
+        link.origin = start;
+        let mut now = start;
+        let mut observed = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            let mut sent = Vec::new();
+            match *step {
+                Step::Publish(channel) => {
+                    let channel = ["a", "bb", "ccc"][usize::from(channel)];
+                    let _ = s.publish(now, channel, &(i as u32).to_le_bytes());
+                }
+                Step::Pump(budget) => {
+                    if s.state() == ConnectionState::Connecting {
+                        s.on_link_up(now);
+                    }
+                    for _ in 0..budget {
+                        let Some(transmit) = s.transmit(now) else {
+                            break;
+                        };
+                        link.wire.push_back(transmit.0.clone());
+                        sent.push(transmit);
+                    }
+                }
+                Step::Deliver(budget) => link.deliver(&mut s, now, usize::from(budget)),
+                Step::Ack => link.ack(&mut s, now),
+                Step::Fail(error) => s.on_link_lost(now, ERRORS[usize::from(error)]),
+                Step::Wait(millis) => {
+                    now = now + Duration::from_millis(u64::from(millis));
+                    s.handle_timeout(now);
+                }
+            }
+            if !s.state().is_link_up() {
+                link.wire.clear();
+            }
+            let state = match s.state() {
+                ConnectionState::BackingOff { until } => ConnectionState::BackingOff {
+                    until: at(u64::from(relative(until))),
+                },
+                other => other,
+            };
+            observed.push((state, s.poll_at().map(relative), s.last_error(), sent));
+        }
+        observed
+    }
+
+    fn timed_step_strategy() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            8 => step_strategy(),
+            // Past a keepalive, a pong or a connect timeout, or a backoff.
+            1 => (20_000u32..70_000).prop_map(Step::Wait),
+        ]
+    }
+
+    proptest! {
+        /// The session's timers are 32-bit ticks that wrap every 49.7 days:
+        /// a session that starts just before the wrap point (and runs
+        /// across it) does exactly what one that starts at zero does, step
+        /// for step: the same states, deadlines, errors, transmissions and
+        /// Unix times.
+        #[test]
+        fn timers_behave_the_same_across_the_wrap(
+            steps in proptest::collection::vec(timed_step_strategy(), 1..200),
+            seed in any::<u64>(),
+            before_wrap in 0u32..600_000,
+        ) {
+            let origin = u32::MAX - before_wrap;
+            prop_assert_eq!(observe(&steps, seed, 0), observe(&steps, seed, origin));
+        }
+    }
+
+    /// A connection that stays up for weeks or months (past the 24.8 days
+    /// two instants can be apart, and across the 49.7-day wrap of the
+    /// 32-bit tick): the keepalive keeps its rhythm, the backoff counts the
+    /// connection as healthy when it drops, messages get the right Unix
+    /// time and a changed signal is reported at once.
+    #[test]
+    fn a_connection_up_for_months_keeps_its_timers() {
+        const DAY: u64 = 24 * 3_600 * 1_000;
+        for (origin, days) in [(0, 30), (0, 61), (u64::from(u32::MAX) - DAY, 40)] {
+            long_connection(origin, days * DAY);
+        }
+    }
+
+    fn long_connection(origin: u64, up: u64) {
+        const SERVER: u64 = 1_764_000_000_000;
+        let mut s = TestSession::starting_at(config(), 42, at(origin));
+        s.set_signal(-60);
+        // Flapping first, so the backoff has grown: 1, 2, 4 s.
+        let mut now = origin;
+        for _ in 0..3 {
+            connect(&mut s, at(now), 0);
+            s.on_link_lost(at(now + 10), LinkError::EndOfStream);
+            let ConnectionState::BackingOff { until } = s.state() else {
+                panic!()
+            };
+            now += u64::from((until - at(now)).as_millis());
+            s.handle_timeout(at(now));
+        }
+        s.on_link_up(at(now));
+        drain(&mut s, at(now));
+        s.on_welcome(at(now), 0, 64, SERVER).unwrap();
+        let welcome = now;
+        assert_eq!(drain(&mut s, at(now)), [Sent::Status(-60)]);
+        // Keepalive: a ping 20 s after the last pong, answered.
+        let mut pings = 0u32;
+        while now < welcome + up {
+            assert_eq!(s.poll_at(), Some(at(now + 20_000)));
+            now += 20_000;
+            s.handle_timeout(at(now));
+            pings += 1;
+            assert_eq!(drain(&mut s, at(now)), [Sent::Ping(pings)]);
+            s.on_pong(at(now), &pings.to_le_bytes());
+        }
+        assert_eq!(s.state(), ConnectionState::Connected);
+        assert_eq!(u64::from(pings), up.div_ceil(20_000));
+        // The server clock kept up with ours.
+        s.publish(at(now), "c", b"late").unwrap();
+        assert_eq!(
+            publish_times(&mut s, at(now)),
+            [(1, Some(SERVER + (now - welcome)))]
+        );
+        // The signal report is long past its interval: a change goes out.
+        s.set_signal(-70);
+        assert_eq!(drain(&mut s, at(now)), [Sent::Status(-70)]);
+        // The drop comes after a healthy connection: back to the base delay.
+        s.on_link_lost(at(now), LinkError::EndOfStream);
+        assert_eq!(
+            s.state(),
+            ConnectionState::BackingOff {
+                until: at(now + 1_000)
+            }
+        );
     }
 }

@@ -123,11 +123,13 @@ where
         .with_max_body_len(REQUEST.saturating_sub(1024).max(256));
     let origin = modem.clock.now();
     let now_ms = |modem: &Esp8266<'_, S, K, P>| {
-        modem
-            .clock
-            .now()
-            .saturating_duration_since(origin)
-            .as_millis()
+        u64::from(
+            modem
+                .clock
+                .now()
+                .saturating_duration_since(origin)
+                .as_millis(),
+        )
     };
     let mut networks: Vec<
         ScannedNetwork,
@@ -415,11 +417,13 @@ where
                 .get(index)
                 .and_then(|r| r.get(..filled))
                 .unwrap_or_default();
-            let now_ms = modem
-                .clock
-                .now()
-                .saturating_duration_since(origin)
-                .as_millis();
+            let now_ms = u64::from(
+                modem
+                    .clock
+                    .now()
+                    .saturating_duration_since(origin)
+                    .as_millis(),
+            );
             let handled = match http::parse_request(request, limits) {
                 Ok(Status::Partial) if filled < REQUEST => continue,
                 Ok(Status::Partial) => {

@@ -34,13 +34,8 @@ impl Clock for TokioClock {
     }
 
     async fn sleep_until(&self, deadline: Instant) {
-        let target = self
-            .origin
-            .checked_add(StdDuration::from_millis(deadline.as_millis()));
-        match target {
-            Some(target) => tokio::time::sleep_until(target).await,
-            // Beyond tokio's range: never.
-            None => core::future::pending().await,
-        }
+        // The 32-bit deadline back to tokio's time: the wait from now.
+        let wait = deadline - self.now();
+        tokio::time::sleep(StdDuration::from_millis(u64::from(wait.as_millis()))).await;
     }
 }

@@ -103,7 +103,7 @@ pub async fn reconnect<L, R: Reconnect<L>>(
             return None;
         }
         let delay = backoff.on_failure(now(shared), rng).ok()?;
-        tokio::time::sleep(Duration::from_millis(delay.as_millis())).await;
+        tokio::time::sleep(Duration::from_millis(u64::from(delay.as_millis()))).await;
         match reconnect.reconnect().await {
             Ok(again) => {
                 backoff.on_connected(now(shared));

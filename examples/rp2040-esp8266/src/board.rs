@@ -56,6 +56,8 @@ impl Clock for EmbassyClock {
     }
 
     async fn sleep_until(&self, deadline: Instant) {
-        embassy_time::Timer::at(embassy_time::Instant::from_millis(deadline.as_millis())).await;
+        // The 32-bit deadline back to embassy's 64-bit time: the wait from now.
+        let wait = deadline - self.now();
+        embassy_time::Timer::after_millis(u64::from(wait.as_millis())).await;
     }
 }
