@@ -307,16 +307,22 @@ impl Backoff {
     /// The settings are invalid (see [`BackoffConfig::validate`]).
     pub const fn new(config: BackoffConfig) -> Result<Self, BackoffConfigError> {
         match config.validate() {
-            Ok(()) => Ok(Self {
-                config,
-                attempts: 0,
-                ceiling: config.base,
-                previous: config.base,
-                first_failure: None,
-                connected_since: None,
-                down_since: None,
-            }),
+            Ok(()) => Ok(Self::checked(config)),
             Err(e) => Err(e),
+        }
+    }
+
+    /// [`Backoff::new`] for settings already validated (by
+    /// [`SessionConfig::validate`](crate::session::SessionConfig::validate)).
+    pub(crate) const fn checked(config: BackoffConfig) -> Self {
+        Self {
+            config,
+            attempts: 0,
+            ceiling: config.base,
+            previous: config.base,
+            first_failure: None,
+            connected_since: None,
+            down_since: None,
         }
     }
 
@@ -419,16 +425,19 @@ impl Backoff {
             .saturating_add(base)
             .max(self.grow(base));
         let cap = self.config.cap.as_millis().min(outage_bound);
-        let delay = match self.config.jitter {
-            Jitter::None => self.ceiling.as_millis().min(cap),
-            Jitter::Full => uniform_inclusive(rng, 0, self.ceiling.as_millis().min(cap)),
-            Jitter::Decorrelated => {
-                // `cap >= base`: the configured cap is (validated), and so
-                // is the outage bound.
-                let upper = self.grow(self.previous.as_millis()).min(cap).max(base);
-                uniform_inclusive(rng, base, upper)
-            }
+        // One draw site for every jitter (a span of zero draws nothing).
+        let ceiling = self.ceiling.as_millis().min(cap);
+        let (low, high) = match self.config.jitter {
+            Jitter::None => (ceiling, ceiling),
+            Jitter::Full => (0, ceiling),
+            // `cap >= base`: the configured cap is (validated), and so is
+            // the outage bound.
+            Jitter::Decorrelated => (
+                base,
+                self.grow(self.previous.as_millis()).min(cap).max(base),
+            ),
         };
+        let delay = uniform_inclusive(rng, low, high);
         let delay = Duration::from_millis(u64::from(delay.min(cap)));
         self.previous = delay;
         self.ceiling = Duration::from_millis(u64::from(
@@ -446,6 +455,8 @@ impl Backoff {
 
     /// `millis * multiplier`, growing by at least 1 ms when the multiplier is
     /// above 100 % (so a 1 ms base still grows with a 150 % multiplier).
+    // Out of line: called three times per failure.
+    #[inline(never)]
     fn grow(&self, millis: u32) -> u32 {
         let percent = self.config.multiplier_percent;
         // 32-bit division is one instruction on the chips. A product beyond
@@ -466,9 +477,11 @@ impl Backoff {
 /// A uniformly distributed integer in `[low, high]` (`low <= high`), without
 /// bias: draws masked to the span's bit width, and redrawn (less than half
 /// the time) when above it. No division, and one 32-bit draw each.
+#[inline(never)]
 pub(crate) fn uniform_inclusive<R: RngCore + ?Sized>(rng: &mut R, low: u32, high: u32) -> u32 {
-    let Some(span) = high.checked_sub(low) else {
-        return low;
+    let span = match high.checked_sub(low) {
+        Some(0) | None => return low,
+        Some(span) => span,
     };
     let mask = u32::MAX.checked_shr(span.leading_zeros()).unwrap_or(0);
     loop {
@@ -557,6 +570,22 @@ mod tests {
             failing_at_once(&mut backoff, &mut rng, 6),
             [100, 200, 400, 800, 1_000, 1_000]
         );
+    }
+
+    #[test]
+    fn a_range_of_one_value_draws_nothing() {
+        let mut rng = XorShiftRng::seed_from_u64(7);
+        let before = rand_core::RngCore::next_u32(&mut rng.clone());
+        assert_eq!(uniform_inclusive(&mut rng, 5, 5), 5);
+        assert_eq!(uniform_inclusive(&mut rng, 9, 3), 9);
+        // The generator did not move: its next draw is the one it had.
+        assert_eq!(rand_core::RngCore::next_u32(&mut rng), before);
+        // Without jitter the backoff draws nothing either.
+        let config = BackoffConfig::default().with_jitter(Jitter::None);
+        let mut backoff = Backoff::new(config).unwrap();
+        let mut rng = XorShiftRng::seed_from_u64(7);
+        failing_at_once(&mut backoff, &mut rng, 4);
+        assert_eq!(rand_core::RngCore::next_u32(&mut rng), before);
     }
 
     /// Delays of `attempts` connection attempts that each fail at once,

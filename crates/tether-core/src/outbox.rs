@@ -483,9 +483,18 @@ impl<const N: usize> RamOutbox<N> {
 
     /// Removes the oldest entry.
     fn remove_oldest(&mut self) -> bool {
-        let Some((_, length)) = self.entry_at(self.head) else {
+        self.remove_oldest_through(u32::MAX)
+    }
+
+    /// Removes the oldest entry if it is numbered at most `seq` (one
+    /// decode per entry).
+    fn remove_oldest_through(&mut self, seq: u32) -> bool {
+        let Some((oldest, length)) = self.entry_at(self.head) else {
             return false;
         };
+        if oldest.seq > seq {
+            return false;
+        }
         self.head += length;
         self.len -= 1;
         if self.len == 0 {
@@ -511,12 +520,13 @@ impl<const N: usize> RamOutbox<N> {
         ) else {
             return Err(PushError::TooLarge);
         };
-        if self.newest.is_some_and(|newest| entry.seq <= newest) {
-            return Err(PushError::OutOfOrder);
-        }
+        // In the order of `Outbox::push`'s checks.
         let needed = entry.encoded_len();
         if needed > N {
             return Err(PushError::TooLarge);
+        }
+        if self.newest.is_some_and(|newest| entry.seq <= newest) {
+            return Err(PushError::OutOfOrder);
         }
         if needed > N - self.used_bytes() {
             return Err(PushError::Full);
@@ -568,7 +578,7 @@ impl<const N: usize> RamOutbox<N> {
     /// Frees every entry up to and including `seq`; returns how many.
     pub fn ack_through(&mut self, seq: u32) -> usize {
         let mut freed = 0;
-        while self.oldest().is_some_and(|e| e.seq <= seq) && self.remove_oldest() {
+        while self.remove_oldest_through(seq) {
             freed += 1;
         }
         freed
@@ -624,6 +634,11 @@ impl<const N: usize> Outbox for RamOutbox<N> {
 
     async fn try_push(&mut self, entry: Entry<'_>) -> Result<(), PushError> {
         RamOutbox::try_push(self, entry)
+    }
+
+    /// Synchronous, and `try_push` makes the default's checks itself.
+    async fn push(&mut self, entry: Entry<'_>, policy: FullPolicy) -> Result<usize, PushError> {
+        RamOutbox::push(self, entry, policy)
     }
 
     async fn drop_oldest(&mut self) -> Result<bool, StorageError> {
@@ -790,6 +805,21 @@ mod tests {
         );
         huge.try_push(Entry::new(1, "c", &[0; 65_535])).unwrap();
         assert_eq!(huge.oldest().unwrap().payload.len(), 65_535);
+    }
+
+    #[test]
+    fn too_large_is_reported_before_out_of_order() {
+        // The order of `Outbox::push`'s checks, which `RamOutbox` answers
+        // with its own `push`.
+        let mut outbox = RamOutbox::<64>::new();
+        outbox.try_push(Entry::new(5, "c", b"")).unwrap();
+        let big = Entry::new(4, "c", &[0; 64]);
+        assert_eq!(outbox.try_push(big), Err(PushError::TooLarge));
+        assert_eq!(
+            RamOutbox::push(&mut outbox, big, FullPolicy::DropOldest),
+            Err(PushError::TooLarge)
+        );
+        assert_eq!(outbox.len(), 1);
     }
 
     #[test]

@@ -766,14 +766,9 @@ impl<R: RngCore> Session<R> {
     ///
     /// # Errors
     /// The configuration is invalid.
-    pub fn new(
-        config: SessionConfig,
-        mut rng: R,
-        now: Instant,
-    ) -> Result<Self, SessionConfigError> {
-        let boot_id = rng.next_u64();
-        info!("session: boot id {}", boot_id);
-        Self::with_boot(config, rng, now, boot_id, 0, 0)
+    pub fn new(config: SessionConfig, rng: R, now: Instant) -> Result<Self, SessionConfigError> {
+        config.validate()?;
+        Ok(Self::start(config, rng, now, None))
     }
 
     /// A session that continues the boot a persistent outbox still holds
@@ -789,28 +784,39 @@ impl<R: RngCore> Session<R> {
         now: Instant,
         restored: Restored,
     ) -> Result<Self, SessionConfigError> {
-        info!(
-            "session: resuming boot id {} after seq {}",
-            restored.boot_id, restored.last_seq
-        );
-        let acked = restored.first_seq.saturating_sub(1).min(restored.last_seq);
-        Self::with_boot(config, rng, now, restored.boot_id, acked, restored.last_seq)
+        config.validate()?;
+        Ok(Self::start(config, rng, now, Some(restored)))
     }
 
-    fn with_boot(
+    /// [`Session::resume`] with `restored`, else [`Session::new`], for a
+    /// configuration already validated (the client validates its whole
+    /// configuration once).
+    pub(crate) fn start(
         config: SessionConfig,
-        rng: R,
+        mut rng: R,
         now: Instant,
-        boot_id: u64,
-        acked: u32,
-        stored: u32,
-    ) -> Result<Self, SessionConfigError> {
-        config.validate()?;
-        let backoff = Backoff::new(*config.backoff()).map_err(SessionConfigError::Backoff)?;
-        Ok(Self {
+        restored: Option<Restored>,
+    ) -> Self {
+        let (boot_id, acked, stored) = match restored {
+            Some(restored) => {
+                info!(
+                    "session: resuming boot id {} after seq {}",
+                    restored.boot_id, restored.last_seq
+                );
+                let acked = restored.first_seq.saturating_sub(1).min(restored.last_seq);
+                (restored.boot_id, acked, restored.last_seq)
+            }
+            None => {
+                let boot_id = rng.next_u64();
+                info!("session: boot id {}", boot_id);
+                (boot_id, 0, 0)
+            }
+        };
+        // `SessionConfig::validate` checked the backoff's settings too.
+        Self {
             config,
             rng,
-            backoff,
+            backoff: Backoff::checked(config.backoff),
             phase: Phase::Connecting {
                 deadline: now + config.connect_timeout,
             },
@@ -838,7 +844,7 @@ impl<R: RngCore> Session<R> {
             announced: 0,
             signal: None,
             signal_reported: None,
-        })
+        }
     }
 
     /// How many announcements ([`Transmit::Announce`]) the session hands
@@ -1466,11 +1472,9 @@ fn unix_time(server_clock: Option<(u64, Instant)>, time: Timestamp) -> Timestamp
 /// The server's clock (Unix ms) at `at`, from its reading `server_ms` at
 /// the local instant `then` (within 24.8 days of `at`).
 fn unix_millis((server_ms, then): (u64, Instant), at: Instant) -> u64 {
-    if at >= then {
-        server_ms.saturating_add(u64::from((at - then).as_millis()))
-    } else {
-        server_ms.saturating_sub(u64::from((then - at).as_millis()))
-    }
+    // The signed distance from `then` to `at`: one saturating add.
+    let since = at.as_millis().wrapping_sub(then.as_millis()) as i32;
+    server_ms.saturating_add_signed(i64::from(since))
 }
 
 #[cfg(test)]
@@ -1601,6 +1605,18 @@ mod tests {
 
     fn secs(secs: u64) -> Duration {
         Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn server_clock_saturates_at_both_ends_and_across_the_wrap() {
+        assert_eq!(unix_millis((1_000, at(500)), at(700)), 1_200);
+        assert_eq!(unix_millis((1_000, at(500)), at(300)), 800);
+        assert_eq!(unix_millis((100, at(500)), at(300)), 0);
+        assert_eq!(unix_millis((u64::MAX - 5, at(0)), at(10)), u64::MAX);
+        // `then` just before the 32-bit wrap, `at` just after.
+        let then = at(u64::from(u32::MAX) - 9);
+        assert_eq!(unix_millis((1_000, then), at(1 << 32)), 1_010);
+        assert_eq!(unix_millis((1_000, at(1 << 32)), then), 990);
     }
 
     /// Deterministic timers: no backoff or keepalive jitter.

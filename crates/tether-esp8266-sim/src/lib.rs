@@ -86,6 +86,11 @@ pub struct SimConfig {
     pub join_delay: Duration,
     /// The SNTP time it reports once configured (seconds since the epoch).
     pub sntp_time: u64,
+    /// A pause before each piece of output (an answer, a report) is
+    /// written, as a busy modem or a loaded machine makes: a driver that
+    /// takes part of what the modem says for all of it meets the rest
+    /// later, every time instead of once in a while.
+    pub output_gap: Duration,
 }
 
 impl Default for SimConfig {
@@ -98,6 +103,7 @@ impl Default for SimConfig {
             max_chunk: 64,
             join_delay: Duration::from_millis(150),
             sntp_time: 1_764_000_000,
+            output_gap: Duration::ZERO,
         }
     }
 }
@@ -141,6 +147,13 @@ impl SimConfig {
     #[must_use]
     pub fn with_max_chunk(mut self, bytes: usize) -> Self {
         self.max_chunk = bytes.max(1);
+        self
+    }
+
+    /// Sets [`output_gap`](Self::output_gap).
+    #[must_use]
+    pub fn with_output_gap(mut self, gap: Duration) -> Self {
+        self.output_gap = gap;
         self
     }
 }
@@ -295,6 +308,7 @@ where
         writer,
         out_rx,
         config.max_chunk,
+        config.output_gap,
         config.seed ^ 0x5eed,
     ));
     let modem = Modem {
@@ -330,15 +344,20 @@ where
 }
 
 /// Writes the modem's output in chunks of random size, so the driver sees
-/// lines, `+IPD` notices and payloads split anywhere.
+/// lines, `+IPD` notices and payloads split anywhere, each piece of output
+/// after `gap`.
 async fn write_chunks<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut out: mpsc::UnboundedReceiver<Vec<u8>>,
     max_chunk: usize,
+    gap: Duration,
     seed: u64,
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
     while let Some(bytes) = out.recv().await {
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
         let mut rest = bytes.as_slice();
         while !rest.is_empty() {
             let n = rng.random_range(1..=max_chunk.max(1)).min(rest.len());

@@ -9,7 +9,8 @@
 //!  AT+RST:      Awaiting ─OK─► WaitReady ─ready─► outcome Ok
 //!  any phase:   deadline passed ─► Err(Timeout), `unresponsive` until a probe answers
 //!  unsolicited: WIFI CONNECTED / GOT IP / DISCONNECT, <id>,CONNECT / CLOSED,
-//!               +IPD,<id>,<len>, ready (a reset nobody asked for: Err(ModemReset))
+//!               +IPD,<id>,<len>, ready (a reset nobody asked for: Err(ModemReset),
+//!               except during the `AT` probe, which waits on for its own `OK`)
 //! ```
 //!
 //! [`Engine`] never touches the serial port or a clock. The driver writes
@@ -66,6 +67,15 @@ pub const MAX_BUSY: u16 = 50;
 pub enum Kind {
     /// Ends with `OK` or `ERROR`.
     Plain,
+    /// `AT`, the probe that finds out whether the modem answers: ends with
+    /// `OK`. A `ready` while it waits does not end it: the modem may have
+    /// printed it before it read the probe (a `ready` still waiting in the
+    /// serial buffer when the driver started, or a modem that booted while
+    /// the probe was on its way), and then it answers the probe. Ending
+    /// the probe there would leave that `OK` to be taken as the answer to
+    /// the next command, and every answer after it one command late. A
+    /// modem that lost the probe in its restart leaves it to time out.
+    Probe,
     /// `AT+CWJAP`: `+CWJAP:<code>` before `ERROR` says why.
     Join,
     /// `AT+CIPSEND` of `len` bytes on `link`: `OK`, `>`, the payload,
@@ -738,6 +748,7 @@ impl State<'_> {
         match (self.phase, self.kind) {
             (Phase::WaitReady, _) | (Phase::Awaiting, Kind::Reset) => self.finish(Ok(())),
             (Phase::Idle, _) => info!("at: the modem restarted"),
+            (_, Kind::Probe) => info!("at: the modem restarted; the probe waits for its answer"),
             _ => {
                 warn!("at: the modem restarted during {:?}", self.kind);
                 self.finish(Err(Error::ModemReset));
@@ -1102,6 +1113,34 @@ mod tests {
         assert!(!link.open && link.closed);
         assert!(engine.needs_init());
         assert_eq!(engine.wifi(), WifiState::default());
+    }
+
+    /// The power-on `ready` was still in the serial buffer when the first
+    /// probe went out: the probe takes its own `OK`, so the next command
+    /// gets the next one and not an answer behind.
+    #[test]
+    fn a_ready_during_the_probe_leaves_it_waiting_for_its_answer() {
+        let mut recv = [0u8; 8];
+        let mut engine = Engine::new(&mut recv);
+        let now = Instant::ZERO;
+        start(&mut engine, now, "AT\r\n", Kind::Probe, 1);
+        engine.feed(
+            now,
+            b"\x00\xe0 ets Jan  8 2013,rst cause:1\r\n\r\nready\r\n",
+            &mut |_| {},
+        );
+        assert_eq!(engine.take_outcome(), None);
+        assert!(engine.needs_init());
+        assert_eq!(engine.stats().resets, 1);
+        engine.feed(now, b"AT\r\n\r\nOK\r\n", &mut |_| {});
+        assert_eq!(engine.take_outcome(), Some(Ok(())));
+        // A modem that lost the probe in its restart never answers it.
+        start(&mut engine, now, "AT\r\n", Kind::Probe, 1);
+        engine.feed(now, b"\r\nready\r\n", &mut |_| {});
+        let later = now + Duration::from_secs(1);
+        assert_eq!(engine.poll_at(), Some(later));
+        engine.handle_timeout(later);
+        assert_eq!(engine.take_outcome(), Some(Err(Error::Timeout)));
     }
 
     #[test]

@@ -495,7 +495,7 @@ where
         for _ in 0..3 {
             match self
                 .execute(
-                    Kind::Plain,
+                    Kind::Probe,
                     Duration::from_millis(1000),
                     |l| l.push_str("AT"),
                     &mut |_| {},

@@ -307,6 +307,43 @@ async fn a_silent_modem_times_out_and_is_probed_back() {
     assert_eq!(sim.observed().resets, 1, "probed back, not reset");
 }
 
+/// The modem printed `ready` at power-on before it read the driver's
+/// first probe (the simulator boots before it reads anything, as a modem
+/// powered up with its host does, and as a `ready` left in a serial
+/// port's buffer looks). The probe still takes its own `OK`, so every
+/// later command takes its own answer too: the first query after set-up
+/// sees its information line, not the `OK` of the set-up's last command.
+#[tokio::test]
+async fn the_power_on_ready_does_not_shift_the_answers() {
+    let _limit = time_limit(
+        "the_power_on_ready_does_not_shift_the_answers",
+        Duration::from_secs(60),
+    );
+    let (serial, sim) = modem(SimConfig::new(23));
+    let mut buffers = ModemBuffers::<64, 256, 256>::new();
+    let mut modem = Esp8266::new(serial, TokioClock::new(), quick(), &mut buffers);
+    modem.ensure_ready().await.unwrap();
+    let mut mode = None;
+    modem
+        .query("AT+CWMODE?", &mut |line| {
+            if let Some(value) = line.strip_prefix(b"+CWMODE:") {
+                mode = Some(value.to_vec());
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(mode.as_deref(), Some(&b"1"[..]), "the answer to AT+CWMODE?");
+    let observed = sim.observed();
+    assert_eq!(
+        observed.commands.iter().filter(|c| *c == "AT").count(),
+        1,
+        "one probe: {:?}",
+        observed.commands
+    );
+    assert_eq!(modem.stats().resets, 1, "the power-on ready, seen once");
+    assert_eq!(modem.stats().timeouts, 0, "no command waited in vain");
+}
+
 /// The modem stops answering (its RX line loses the command and every
 /// probe) and no reset pin is wired: `AT+RST` brings it back, and the
 /// driver sets it up again.

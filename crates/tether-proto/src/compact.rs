@@ -36,10 +36,9 @@ struct Writer<'b> {
 impl<'b> Writer<'b> {
     /// A writer that starts with the version byte and the message kind.
     fn new(buf: &'b mut [u8], kind: u8) -> Result<Self, EncodeError> {
-        let mut writer = Self { buf, len: 0 };
-        writer.byte(PROTOCOL_VERSION)?;
-        writer.byte(kind)?;
-        Ok(writer)
+        let header = buf.get_mut(..2).ok_or(EncodeError::BufferTooSmall)?;
+        header.copy_from_slice(&[PROTOCOL_VERSION, kind]);
+        Ok(Self { buf, len: 2 })
     }
 
     fn byte(&mut self, byte: u8) -> Result<(), EncodeError> {

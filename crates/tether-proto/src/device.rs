@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::describe::{DescribeChannel, DescribeCommand, Status};
 use crate::error::{Field, FieldError};
 use crate::limits::{
-    MAX_FIRMWARE_VERSION_LEN, MAX_PAYLOAD_LEN, validate_channel, validate_device_id, validate_text,
+    MAX_PAYLOAD_LEN, validate_channel, validate_device_id, validate_firmware_version,
 };
 use crate::payload::Payload;
 
@@ -202,12 +202,7 @@ pub(crate) fn validate_payload(payload: &Payload<'_>) -> Result<(), FieldError> 
 /// links no other message's checks).
 pub(crate) fn validate_hello(hello: &Hello<'_>) -> Result<(), FieldError> {
     validate_device_id(hello.device_id)?;
-    validate_text(
-        hello.firmware_version,
-        MAX_FIRMWARE_VERSION_LEN,
-        true,
-        Field::FirmwareVersion,
-    )?;
+    validate_firmware_version(hello.firmware_version)?;
     match hello.max_downlink_len {
         Some(len) if len < MIN_DOWNLINK_LEN => Err(FieldError::Invalid(Field::MaxDownlinkLen)),
         _ => Ok(()),

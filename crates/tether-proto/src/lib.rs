@@ -125,7 +125,7 @@ pub use error::{
 pub use json_check::{MAX_PAYLOAD_DEPTH, PayloadError};
 pub use limits::{
     MAX_CHANNEL_LEN, MAX_DEVICE_ID_LEN, MAX_FIRMWARE_VERSION_LEN, MAX_MESSAGE_LEN, MAX_PAYLOAD_LEN,
-    validate_channel, validate_device_id,
+    validate_channel, validate_device_id, validate_firmware_version,
 };
 pub use payload::Payload;
 pub use receiver::{

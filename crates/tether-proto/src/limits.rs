@@ -52,6 +52,18 @@ pub fn validate_device_id(id: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// Checks a firmware version: 1 to [`MAX_FIRMWARE_VERSION_LEN`] bytes of
+/// printable ASCII (0x20..=0x7E) except `"` and `\`. One copy of the check
+/// for `Hello` and for a device's configuration.
+pub fn validate_firmware_version(version: &str) -> Result<(), FieldError> {
+    validate_text(
+        version,
+        MAX_FIRMWARE_VERSION_LEN,
+        true,
+        Field::FirmwareVersion,
+    )
+}
+
 /// Checks free text (`firmware_version`, `Error.message`): printable ASCII
 /// (0x20..=0x7E) except `"` and `\`, at most `max` bytes, and not empty when
 /// `required`.

@@ -91,11 +91,44 @@ pub enum Received {
     Closed,
 }
 
+/// What [`Subscription::recv_many`] yields next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// At least one event was appended.
+    Events,
+    /// The subscriber fell behind and this many events were skipped; read
+    /// them from the store.
+    Lagged(u64),
+    /// The broker is gone.
+    Closed,
+}
+
 /// One channel's live events for one subscriber.
 pub trait Subscription: Send {
     /// The next event (in offset order, possibly with skips reported as
     /// [`Received::Lagged`]).
     fn recv(&mut self) -> BoxFuture<'_, Received>;
+
+    /// The next events, as many as are there (at least one, at most
+    /// `max`), appended to `events` in offset order: one wake-up and one
+    /// look at the queue for a burst, not one per event. A skip is
+    /// reported on its own, before the events after it.
+    fn recv_many<'a>(
+        &'a mut self,
+        events: &'a mut Vec<Arc<StoredEvent>>,
+        _max: usize,
+    ) -> BoxFuture<'a, Batch> {
+        Box::pin(async move {
+            match self.recv().await {
+                Received::Event(event) => {
+                    events.push(event);
+                    Batch::Events
+                }
+                Received::Lagged(skipped) => Batch::Lagged(skipped),
+                Received::Closed => Batch::Closed,
+            }
+        })
+    }
 }
 
 /// Why a subscription was refused.
@@ -168,7 +201,10 @@ type ChannelKey = (TenantId, String);
 /// tenant has at most `max_channels_per_tenant` rings.
 ///
 /// A ring holds only events some subscriber has still to read (each event
-/// counts the readers it waits for), at most `capacity` of them: it grows
+/// counts the readers it waits for), at most `capacity` of them, or the
+/// events of one [`Broker::publish`] on the channel if they are more (one
+/// commit: the store's batch is bounded, and those events are in memory
+/// anyway): it grows
 /// as a burst needs and shrinks back, so ten thousand quiet channels cost a
 /// few dozen bytes each, not `capacity` preallocated slots (a
 /// `tokio::sync::broadcast` of 1024 slots is about 40 KiB per channel,
@@ -301,19 +337,40 @@ impl Broker for InProcessBroker {
         let Ok(channels) = self.shared.channels.lock() else {
             return;
         };
+        // A run of events on one channel (a commit's burst on a busy
+        // channel) wakes its subscribers once, after the last of them.
+        let mut pending: Option<&Arc<Ring>> = None;
+        // Events of the run so far: a run longer than the ring is kept
+        // whole, else a commit bigger than the ring (the writer's batch
+        // grows under load) would make every subscriber of the channel lag
+        // and read it back from the store, each on its own.
+        let mut run = 0;
         for event in events {
             let Some(ring) = channels.get(event.tenant_id, &event.channel) else {
                 continue;
             };
+            match pending {
+                Some(previous) if Arc::ptr_eq(previous, ring) => run += 1,
+                _ => {
+                    if let Some(previous) = pending {
+                        previous.published.notify_waiters();
+                    }
+                    run = 1;
+                }
+            }
+            pending = Some(ring);
             if let Ok(mut state) = ring.state.lock() {
                 let readers = state.subscribers;
                 state.events.push_back((event, readers));
-                if state.events.len() > self.shared.capacity {
+                let keep = self.shared.capacity.max(run);
+                while state.events.len() > keep {
                     // The oldest goes unread by those behind: they lag.
                     state.events.pop_front();
                     state.head += 1;
                 }
             }
+        }
+        if let Some(ring) = pending {
             ring.published.notify_waiters();
         }
     }
@@ -401,6 +458,37 @@ impl RingSubscription {
         state.trim();
         Some(Received::Event(event))
     }
+
+    /// Appends up to `max` events to `events` under one lock; `None` if
+    /// there is nothing to read yet.
+    fn try_next_many(
+        &mut self,
+        ring: &Ring,
+        events: &mut Vec<Arc<StoredEvent>>,
+        max: usize,
+    ) -> Option<Batch> {
+        let Ok(mut state) = ring.state.lock() else {
+            return Some(Batch::Closed);
+        };
+        if self.cursor < state.head {
+            let skipped = state.head - self.cursor;
+            self.cursor = state.head;
+            return Some(Batch::Lagged(skipped));
+        }
+        let index = usize::try_from(self.cursor - state.head).ok()?;
+        let before = events.len();
+        for (event, readers) in state.events.iter_mut().skip(index).take(max.max(1)) {
+            events.push(Arc::clone(event));
+            *readers = readers.saturating_sub(1);
+        }
+        let taken = events.len() - before;
+        if taken == 0 {
+            return None;
+        }
+        self.cursor += taken as u64;
+        state.trim();
+        Some(Batch::Events)
+    }
 }
 
 impl Subscription for RingSubscription {
@@ -414,6 +502,26 @@ impl Subscription for RingSubscription {
                 let published = ring.published.notified();
                 if let Some(received) = self.try_next(&ring) {
                     return received;
+                }
+                published.await;
+            }
+        })
+    }
+
+    fn recv_many<'a>(
+        &'a mut self,
+        events: &'a mut Vec<Arc<StoredEvent>>,
+        max: usize,
+    ) -> BoxFuture<'a, Batch> {
+        Box::pin(async move {
+            let Some(ring) = self.ring.clone() else {
+                return Batch::Closed;
+            };
+            loop {
+                // Registered before looking, so a publish in between wakes it.
+                let published = ring.published.notified();
+                if let Some(batch) = self.try_next_many(&ring, events, max) {
+                    return batch;
                 }
                 published.await;
             }
@@ -468,9 +576,90 @@ mod tests {
         ]);
         assert!(matches!(a.recv().await, Received::Event(e) if e.offset == 1));
         assert!(matches!(b.recv().await, Received::Event(e) if e.offset == 7));
-        broker.publish((2..=5).map(|offset| event(1, "temp", offset)).collect());
+        // Four commits of one event each into a ring of two.
+        for offset in 2..=5 {
+            broker.publish(vec![event(1, "temp", offset)]);
+        }
         assert!(matches!(a.recv().await, Received::Lagged(2)));
         assert!(matches!(a.recv().await, Received::Event(e) if e.offset == 4));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn recv_many_takes_what_is_queued_in_order_and_reports_lag_first()
+    -> Result<(), SubscribeError> {
+        let broker = InProcessBroker::new(4, 10);
+        let mut a = broker.subscribe(1, "temp")?;
+        let mut events = Vec::new();
+        broker.publish((1..=3).map(|offset| event(1, "temp", offset)).collect());
+        assert_eq!(a.recv_many(&mut events, 2).await, Batch::Events);
+        assert_eq!(events.iter().map(|e| e.offset).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Events);
+        assert_eq!(
+            events.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            [1, 2, 3],
+            "appended after what was there"
+        );
+        assert_eq!(held(&broker, 1, "temp"), 0, "all read");
+        // Six more commits into a ring of four: two skipped, reported
+        // before the four that are left.
+        events.clear();
+        for offset in 4..=9 {
+            broker.publish(vec![event(1, "temp", offset)]);
+        }
+        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Lagged(2));
+        assert!(events.is_empty());
+        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Events);
+        assert_eq!(
+            events.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            [6, 7, 8, 9]
+        );
+        // A waiting subscriber is woken by a publish, once for the run.
+        let waiting = tokio::spawn(async move {
+            let mut events = Vec::new();
+            let batch = a.recv_many(&mut events, 64).await;
+            (batch, events.iter().map(|e| e.offset).collect::<Vec<_>>())
+        });
+        tokio::task::yield_now().await;
+        broker.publish(vec![event(1, "temp", 10), event(1, "temp", 11)]);
+        let (batch, offsets) = waiting.await.expect("the reader finished");
+        assert_eq!(batch, Batch::Events);
+        assert_eq!(offsets, [10, 11]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn one_commit_bigger_than_the_ring_is_kept_whole() -> Result<(), SubscribeError> {
+        let broker = InProcessBroker::new(4, 10);
+        let mut a = broker.subscribe(1, "temp")?;
+        let mut other = broker.subscribe(1, "other")?;
+        // One commit of ten events on the channel (interleaved with one on
+        // another channel, which ends the run): the run of nine after it is
+        // kept whole, the event before was pushed out by it.
+        let mut commit: Vec<_> = (1..=10).map(|offset| event(1, "temp", offset)).collect();
+        commit.insert(1, event(1, "other", 1));
+        broker.publish(commit);
+        assert_eq!(held(&broker, 1, "temp"), 9);
+        let mut events = Vec::new();
+        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Lagged(1));
+        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Events);
+        assert_eq!(
+            events.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            (2..=10).collect::<Vec<_>>()
+        );
+        assert!(matches!(other.recv().await, Received::Event(e) if e.offset == 1));
+        // The next commit is back within the ring's capacity.
+        broker.publish((11..=16).map(|offset| event(1, "temp", offset)).collect());
+        assert_eq!(held(&broker, 1, "temp"), 6);
+        broker.publish(vec![event(1, "temp", 17)]);
+        assert_eq!(held(&broker, 1, "temp"), 4);
+        events.clear();
+        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Lagged(3));
+        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Events);
+        assert_eq!(
+            events.iter().map(|e| e.offset).collect::<Vec<_>>(),
+            [14, 15, 16, 17]
+        );
         Ok(())
     }
 

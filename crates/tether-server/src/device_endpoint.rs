@@ -147,8 +147,15 @@ fn encode(message: &ServerToDevice<'_>, encoding: Encoding) -> Option<Message> {
     }
 }
 
+/// The commits of publishes appended together: each record's `seq` and
+/// what its commit answered, in the order the device sent them.
 type PendingCommit =
-    futures_util::future::BoxFuture<'static, (u32, Result<AppendOutcome, StoreError>)>;
+    futures_util::future::BoxFuture<'static, Vec<(u32, Result<AppendOutcome, StoreError>)>>;
+
+/// Frames read beyond the one that woke the session, at most, whose
+/// publishes go to the store as one request (already in the socket's
+/// buffer: a device's pipelined window).
+const MAX_BURST: usize = 64;
 
 /// Answers a failed read: a violation gets its close code, a log line and
 /// a count; a connection that is gone gets nothing.
@@ -299,6 +306,8 @@ async fn start(
         closing: false,
         rate: state.publish_buckets.bucket(&device_id, Instant::now()),
         pending: FuturesOrdered::new(),
+        outstanding: 0,
+        queued: Vec::new(),
         commands: HashMap::new(),
         next_command_id: 1,
         acked: 0,
@@ -435,6 +444,11 @@ struct Session {
     /// The device's publish bucket (shared with its later sessions).
     rate: Arc<Mutex<RateLimiter>>,
     pending: FuturesOrdered<PendingCommit>,
+    /// Records in `pending` (reading stops at a limit).
+    outstanding: usize,
+    /// Publishes checked but not yet handed to the store (appended together
+    /// at the end of a burst of frames).
+    queued: Vec<AppendRequest>,
     commands: HashMap<u32, oneshot::Sender<Result<CommandReply, ErrorCode>>>,
     next_command_id: u32,
     acked: u32,
@@ -558,8 +572,8 @@ impl Session {
                 // futures are larger than the loop's, and would otherwise
                 // make every idle connection's future as large as theirs.
                 Some(command) = commands.next() => Box::pin(self.command(command)).await,
-                Some((seq, result)) = self.pending.next(), if !self.pending.is_empty() => {
-                    Box::pin(self.acknowledge(seq, result)).await
+                Some(results) = self.pending.next(), if !self.pending.is_empty() => {
+                    Box::pin(self.acknowledge(results)).await
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > idle_timeout {
@@ -569,14 +583,14 @@ impl Session {
                     self.commands.retain(|_, reply| !reply.is_closed());
                     Box::pin(self.send_frame(Message::Ping(Default::default()))).await
                 }
-                message = self.socket.recv(), if self.pending.len() < read_limit => {
+                message = self.socket.recv(), if self.outstanding < read_limit => {
                     last_heard = Instant::now();
                     match message {
                         None => return End::Gone,
                         Some(Err(error)) => {
                             return self.socket_error(&error);
                         }
-                        Some(Ok(message)) => self.receive(message).await,
+                        Some(Ok(message)) => self.receive_burst(message, read_limit).await,
                     }
                 }
             };
@@ -594,13 +608,15 @@ impl Session {
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let mut highest = None;
-        while let Ok(Some((seq, result))) =
+        'commits: while let Ok(Some(results)) =
             tokio::time::timeout_at(deadline, self.pending.next()).await
         {
-            if self.commit_failed(result) {
-                break;
+            for (seq, result) in results {
+                if self.commit_failed(result) {
+                    break 'commits;
+                }
+                highest = Some(seq);
             }
-            highest = Some(seq);
         }
         if let Some(seq) = highest {
             let _ = self.send_ack(seq).await;
@@ -696,18 +712,20 @@ impl Session {
 
     async fn acknowledge(
         &mut self,
-        seq: u32,
-        result: Result<AppendOutcome, StoreError>,
+        results: Vec<(u32, Result<AppendOutcome, StoreError>)>,
     ) -> Result<(), End> {
         let mut highest = None;
-        let mut next = Some((seq, result));
+        let mut next = Some(results);
         // Coalesce every commit that is already done into one Ack, up to
         // the first failed one.
-        while let Some((seq, result)) = next {
-            if self.commit_failed(result) {
-                break;
+        'commits: while let Some(results) = next {
+            self.outstanding = self.outstanding.saturating_sub(results.len());
+            for (seq, result) in results {
+                if self.commit_failed(result) {
+                    break 'commits;
+                }
+                highest = Some(seq);
             }
-            highest = Some(seq);
             next = self.pending.next().now_or_never().flatten();
         }
         if let Some(seq) = highest {
@@ -758,6 +776,57 @@ impl Session {
             tracing::warn!(device = %self.identity.device_id, reason = refused.reason, "description refused");
             error_end(refused.code, refused.reason)
         })
+    }
+
+    /// Handles `first` and the frames already read behind it (up to
+    /// [`MAX_BURST`]), then hands their publishes to the store as one
+    /// request: one writer operation and one reply for a device's
+    /// pipelined window, not one each.
+    async fn receive_burst(&mut self, first: Message, read_limit: usize) -> Result<(), End> {
+        let mut result = self.receive(first).await;
+        let mut read = 0;
+        while result.is_ok()
+            && read < MAX_BURST
+            && self.outstanding.saturating_add(self.queued.len()) < read_limit
+        {
+            let Some(message) = self.socket.recv().now_or_never() else {
+                break;
+            };
+            read += 1;
+            result = match message {
+                None => Err(End::Gone),
+                Some(Err(error)) => Err(self.socket_error(&error)),
+                Some(Ok(message)) => self.receive(message).await,
+            };
+        }
+        // Even when the burst ended the session: what it checked before
+        // is appended, and acknowledged while closing.
+        let appended = self.append_queued().await;
+        result.and(appended)
+    }
+
+    /// Hands the queued publishes to the store, in order, as one request.
+    async fn append_queued(&mut self) -> Result<(), End> {
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        let requests = core::mem::take(&mut self.queued);
+        let seqs: Vec<u32> = requests.iter().map(|request| request.seq).collect();
+        self.outstanding = self.outstanding.saturating_add(seqs.len());
+        // Waits while the writer's queue is full: the device's acks slow
+        // down, nothing is dropped.
+        match self.state.store.append_all(requests).await {
+            Ok(commits) => {
+                self.pending.push_back(Box::pin(
+                    commits.map(move |results| seqs.into_iter().zip(results).collect()),
+                ));
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(%error, "store unavailable");
+                Err(error_end(ErrorCode::INTERNAL, "store unavailable"))
+            }
+        }
     }
 
     async fn receive(&mut self, message: Message) -> Result<(), End> {
@@ -819,6 +888,7 @@ impl Session {
             }
             DeviceToServer::DescribeChannel(describe) => {
                 self.take_token()?;
+                self.append_queued().await?;
                 let done = self
                     .described
                     .channel(&self.state, &self.identity, &describe)
@@ -827,6 +897,7 @@ impl Session {
             }
             DeviceToServer::DescribeCommand(describe) => {
                 self.take_token()?;
+                self.append_queued().await?;
                 let done = self
                     .described
                     .command(&self.state, &self.identity, &describe)
@@ -835,6 +906,7 @@ impl Session {
             }
             DeviceToServer::Status(status) => {
                 self.take_token()?;
+                self.append_queued().await?;
                 Described::status(&self.state, &self.identity, &status).await;
                 Ok(())
             }
@@ -870,21 +942,10 @@ impl Session {
                     payload,
                     fence: self.store_fence,
                 };
-                let seq = publish.seq;
-                self.previous_seq = self.previous_seq.max(seq);
-                // Waits while the writer's queue is full: the device's
-                // acks slow down, nothing is dropped.
-                match self.state.store.append(request).await {
-                    Ok(commit) => {
-                        self.pending
-                            .push_back(Box::pin(commit.map(move |result| (seq, result))));
-                        Ok(())
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "store unavailable");
-                        Err(error_end(ErrorCode::INTERNAL, "store unavailable"))
-                    }
-                }
+                self.previous_seq = self.previous_seq.max(publish.seq);
+                // Appended with the rest of the burst (`receive_burst`).
+                self.queued.push(request);
+                Ok(())
             }
         }
     }

@@ -42,14 +42,17 @@
 //! (`device_readings::forward_descriptions`).
 //!
 //! Writing: one writer task per connection takes frames from a bounded
-//! outbox; each frame must be taken by the peer within `write_timeout`,
-//! else the connection closes with 4016 (`slow_consumer`). The connection's
+//! outbox, every frame queued at the time with one flush (one socket
+//! write, not one per frame); each such batch must be taken by the peer
+//! within `write_timeout`, else the connection closes with 4016
+//! (`slow_consumer`). The connection's
 //! own loop never waits on the outbox (its replies wait in a short queue
 //! and it stops reading requests while that is full), so it always sees
 //! shutdown, revocation and the writer's end; its last frames (the close
 //! frame) go to the writer past the queue, so closing a connection whose
 //! peer stopped reading takes at most about a second.
 
+use core::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,7 +73,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 
 use crate::accounts::session;
 use crate::admission::ConnectionSlot;
-use crate::broker::{Received, Subscription};
+use crate::broker::{Batch, Subscription};
 use crate::http_util::{check_origin, error_response, too_many_connections};
 use crate::serve::TcpHeld;
 use crate::store::{KeyIdentity, ReadRange, StoredEvent};
@@ -91,6 +94,11 @@ const PAGE: usize = 256;
 pub(crate) const MAX_SUBSCRIPTIONS: usize = 256;
 /// Frames queued for one receiver's socket.
 const OUTBOX: usize = 256;
+/// Live events a subscription takes from its queue at once.
+const LIVE_BATCH: usize = 64;
+/// Frames the writer takes from the outbox at once and writes with one
+/// flush.
+const WRITE_BATCH: usize = 64;
 /// The connection's own replies (pongs, errors, pings) waiting for room in
 /// the outbox; while this many wait, requests are not read.
 const REPLIES: usize = 16;
@@ -446,8 +454,10 @@ enum Drained {
     Failed(SendError),
 }
 
-/// Takes frames from the outbox and writes them, each within the write
-/// timeout (a peer that does not take one is closed with 4016), until the
+/// Takes frames from the outbox and writes them, every frame queued at
+/// the time with one flush (at most [`WRITE_BATCH`]), each batch within
+/// the write timeout (a peer that does not take it is closed with 4016),
+/// until the
 /// connection's last frames arrive on `farewell`: those are written at
 /// once, within [`CLOSE_LINGER`], and whatever is still queued is dropped
 /// (a closing connection does not wait for a peer that stopped reading).
@@ -459,8 +469,9 @@ async fn write_frames(
 ) {
     let write_timeout = state.config.limits.write_timeout;
     let drain = async {
-        while let Some(message) = outgoing.recv().await {
-            if let Err(error) = send_within(&mut sink, message, write_timeout).await {
+        let mut frames = Vec::with_capacity(WRITE_BATCH);
+        while outgoing.recv_many(&mut frames, WRITE_BATCH).await > 0 {
+            if let Err(error) = write_batch(&mut sink, &mut frames, write_timeout).await {
                 return Drained::Failed(error);
             }
         }
@@ -494,6 +505,30 @@ async fn write_frames(
         }
     }
     let _ = tokio::time::timeout_at(deadline, sink.close()).await;
+}
+
+/// Writes `frames` (emptying it) and flushes them once, all within
+/// `timeout`: one write to the socket for every frame that was queued,
+/// not one per frame.
+async fn write_batch<S>(
+    sink: &mut S,
+    frames: &mut Vec<Message>,
+    timeout: Duration,
+) -> Result<(), SendError>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let written = async {
+        for frame in frames.drain(..) {
+            sink.feed(frame).await?;
+        }
+        sink.flush().await
+    };
+    match tokio::time::timeout(timeout, written).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SendError::Gone),
+        Err(_) => Err(SendError::TimedOut),
+    }
 }
 
 async fn serve(
@@ -851,24 +886,17 @@ async fn subscription(
         }
     }
     // 3. Live, skipping what was replayed and filling gaps.
+    let mut events = Vec::with_capacity(LIVE_BATCH);
     loop {
-        match live.recv().await {
-            Received::Event(event) => {
-                if event.offset <= last {
-                    continue;
+        match live.recv_many(&mut events, LIVE_BATCH).await {
+            Batch::Events => match forwarder.send_live(&events, last).await {
+                Some(sent) => {
+                    last = sent;
+                    events.clear();
                 }
-                if event.offset > last + 1 {
-                    match forwarder.fill(last + 1, Some(event.offset)).await {
-                        Some(_) => {}
-                        None => return,
-                    }
-                }
-                if !forwarder.send(&event).await {
-                    return;
-                }
-                last = event.offset;
-            }
-            Received::Lagged(skipped) => {
+                None => return,
+            },
+            Batch::Lagged(skipped) => {
                 state.metrics.catch_up();
                 tracing::debug!(
                     channel,
@@ -880,7 +908,7 @@ async fn subscription(
                     None => return,
                 }
             }
-            Received::Closed => return,
+            Batch::Closed => return,
         }
     }
 }
@@ -892,22 +920,59 @@ struct Forwarder<'a> {
     outbox: &'a mpsc::Sender<Message>,
 }
 
+/// The frame of an event: its one encoding, shared by every subscriber
+/// (checked UTF-8 again: axum has no unchecked constructor).
+fn event_frame(event: &StoredEvent) -> Message {
+    Message::Text(axum::extract::ws::Utf8Bytes::try_from(event.json_bytes()).unwrap_or_default())
+}
+
 impl Forwarder<'_> {
-    async fn send(&self, event: &StoredEvent) -> bool {
-        let sent = self
-            .outbox
-            .send(Message::Text(
-                // The event's one encoding, shared (checked UTF-8 again:
-                // axum has no unchecked constructor).
-                axum::extract::ws::Utf8Bytes::try_from(event.json_bytes()).unwrap_or_default(),
-            ))
-            .await
-            .is_ok();
-        if sent {
-            let lag = crate::now_ms().saturating_sub(event.server_time_ms);
-            self.state.metrics.delivered(Duration::from_millis(lag));
+    /// Sends `events` into the outbox, [`LIVE_BATCH`] at a time with one
+    /// reservation each; `false` if the receiver is gone.
+    async fn send_run<E: Borrow<StoredEvent>>(&self, events: &[E]) -> bool {
+        for chunk in events.chunks(LIVE_BATCH) {
+            let Ok(permits) = self.outbox.reserve_many(chunk.len()).await else {
+                return false;
+            };
+            let time_ms = crate::now_ms();
+            for (permit, event) in permits.zip(chunk) {
+                let event = event.borrow();
+                permit.send(event_frame(event));
+                let lag = time_ms.saturating_sub(event.server_time_ms);
+                self.state.metrics.delivered(Duration::from_millis(lag));
+            }
         }
-        sent
+        true
+    }
+
+    /// Sends the live `events` (in offset order) above offset `last`,
+    /// filling any gap before one of them from the store; each run of
+    /// consecutive offsets goes into the outbox in one reservation.
+    /// Returns the new last offset, or `None` if the receiver is gone.
+    async fn send_live(&self, events: &[Arc<StoredEvent>], mut last: u64) -> Option<u64> {
+        let mut rest = events;
+        while let Some((first, after)) = rest.split_first() {
+            if first.offset <= last {
+                // Replayed already.
+                rest = after;
+                continue;
+            }
+            if first.offset > last + 1 {
+                self.fill(last + 1, Some(first.offset)).await?;
+            }
+            let run = 1 + rest
+                .iter()
+                .zip(after)
+                .take_while(|(event, next)| next.offset == event.offset + 1)
+                .count();
+            let (now, later) = rest.split_at(run);
+            if !self.send_run(now).await {
+                return None;
+            }
+            last = now.last().map_or(last, |event| event.offset);
+            rest = later;
+        }
+        Some(last)
     }
 
     /// Sends stored events `from..until` (to the current end for `None`);
@@ -951,11 +1016,9 @@ impl Forwarder<'_> {
                 return Some(last);
             };
             next = tail.offset + 1;
-            for event in &page {
-                if !self.send(event).await {
-                    return None;
-                }
-                last = event.offset;
+            last = tail.offset;
+            if !self.send_run(&page).await {
+                return None;
             }
             if page.len() < PAGE {
                 if let Some(until) = until {

@@ -223,11 +223,19 @@ async fn history_to_live_handover_has_no_gap_and_no_duplicate() -> TestResult {
 
 /// A receiver that stops reading overflows its live queue; it must then be
 /// caught up from the store with nothing lost, and memory stays bounded.
+///
+/// The live queue overflows only once the receiver's socket buffers and
+/// its outbox are full (the server moves events on until then, and keeps
+/// a commit's events whole), so the events here add up to 12 MB, well
+/// past what loopback buffers hold (Linux grows a send buffer to 4 MB by
+/// default); the write timeout is long enough for the device to publish
+/// them all while the receiver does not read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_receiver_catches_up_from_the_store() -> TestResult {
     let t = TestServer::start_with(|config| {
         let mut limits = test_limits();
         limits.live_queue = 4;
+        limits.write_timeout = std::time::Duration::from_secs(120);
         config.with_limits(limits)
     })
     .await?;
@@ -237,7 +245,7 @@ async fn slow_receiver_catches_up_from_the_store() -> TestResult {
     let mut device = Device::connect(t.addr, &token).await?;
     device.hello("d", 1).await?;
     const TOTAL: u32 = 3000;
-    let padding = "x".repeat(1000);
+    let padding = "x".repeat(4000);
     for seq in 1..=TOTAL {
         device
             .publish(

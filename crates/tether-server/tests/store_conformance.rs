@@ -5,14 +5,13 @@
 mod store_suite;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
-use store_suite::{BoxError, StoreFixture, TestResult, record, record_in};
+use store_suite::{BoxError, StoreFixture, TestResult, record_in};
 use tether_server::store::{
-    Admin, AppendOutcome, Role, SqliteStore, Store, StoreError, StoreOptions, TenantId,
-    TransactionStats,
+    Admin, AppendOutcome, Role, SqliteStore, Store, StoreOptions, TenantId,
 };
 
 /// A database file in a temporary directory.
@@ -133,7 +132,9 @@ store_conformance_tests!(Sqlite);
 
 /// One operation failing inside a batch (here a claim, made to fail by a
 /// trigger: a real SQLite error) fails alone: the appends committed with
-/// it are stored and acknowledged.
+/// it are stored and acknowledged. Another connection holds the write
+/// lock, so the writer waits in `BEGIN` while the claim and appends queue
+/// up behind it ([`store_suite::a_failing_claim_fails_alone`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_operation_fails_alone_in_its_batch() -> TestResult {
     let fixture = Sqlite::new()?;
@@ -144,62 +145,17 @@ async fn a_failing_operation_fails_alone_in_its_batch() -> TestResult {
         "CREATE TRIGGER fail_claim BEFORE UPDATE OF tenant_id ON devices
          WHEN NEW.id = 'doomed' BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
     )?;
-    let committed = Arc::new(Mutex::new(Vec::<TransactionStats>::new()));
-    let seen = Arc::clone(&committed);
-    let store = Arc::new(fixture.open(StoreOptions {
-        on_transaction: Box::new(move |stats| {
-            if let Ok(mut committed) = seen.lock()
-                && stats.committed
-            {
-                committed.push(*stats);
-            }
-        }),
-        ..StoreOptions::default()
-    })?);
-    // Another connection holds the write lock for a moment, so everything
-    // below queues up and shares one transaction.
-    let holder = Connection::open(fixture.path())?;
-    holder.busy_timeout(Duration::from_secs(5))?;
-    holder.execute_batch("BEGIN IMMEDIATE")?;
-    let mut commits = Vec::new();
-    for seq in 1..=3 {
-        commits.push(store.append(record(tenant, seq, seq - 1, "t")).await?);
-    }
-    let claim = {
-        let store = Arc::clone(&store);
-        tokio::spawn(async move { store.claim(tenant, &code, tether_server::now_ms()).await })
+    let hold = async {
+        let holder = Connection::open(fixture.path())?;
+        holder.busy_timeout(Duration::from_secs(5))?;
+        holder.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(holder)
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    for seq in 4..=6 {
-        commits.push(store.append(record(tenant, seq, seq - 1, "t")).await?);
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    holder.execute_batch("ROLLBACK")?;
-    match claim.await? {
-        Err(StoreError::Database(text)) => assert!(text.contains("injected failure"), "{text}"),
-        other => panic!("the claim should fail, got {other:?}"),
-    }
-    for commit in commits {
-        assert!(matches!(commit.await?, AppendOutcome::Stored { .. }));
-    }
-    // Only appends and the claim were queued: a transaction with one
-    // operation more than it stored held the claim.
-    let committed = committed.lock().map_err(|_| "poisoned")?.clone();
-    assert!(
-        committed
-            .iter()
-            .any(|stats| stats.stored >= 1 && stats.operations == stats.stored as usize + 1),
-        "the claim did not share a transaction with appends: {committed:?}"
-    );
-    assert_eq!(
-        store
-            .open_session("d1", "1", store_suite::BOOT, 1)
-            .await?
-            .last_stored_seq,
-        6
-    );
-    store.close().await;
-    Ok(())
+    let release = |holder: Connection| async move {
+        holder.execute_batch("ROLLBACK")?;
+        Ok(())
+    };
+    store_suite::a_failing_claim_fails_alone(&fixture, tenant, &code, hold, release).await
 }
 
 /// File descriptors of this process open on `path`.

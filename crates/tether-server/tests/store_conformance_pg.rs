@@ -142,6 +142,112 @@ impl StoreFixture for Pg {
 
 store_conformance_tests!(Pg);
 
+/// One operation failing inside a batch (here a claim, made to fail by a
+/// trigger: a real PostgreSQL error) fails alone: the appends committed
+/// with it are stored and acknowledged. Another session holds the row
+/// lock of the appends' device, so the writer waits in its first batch
+/// while the claim and appends queue up behind it
+/// ([`store_suite::a_failing_claim_fails_alone`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_operation_fails_alone_in_its_batch() -> TestResult {
+    let fixture = Pg::new()?;
+    let tenant = fixture.add_tenant("acme")?;
+    fixture.add_device(tenant, "d1")?;
+    let code = fixture.add_claimable_device(None, "doomed", None)?;
+    server()?.psql(
+        &fixture.database,
+        "CREATE FUNCTION fail_claim() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+         CREATE TRIGGER fail_claim BEFORE UPDATE OF tenant_id ON devices
+             FOR EACH ROW WHEN (NEW.id = 'doomed') EXECUTE FUNCTION fail_claim();",
+    )?;
+    let hold = async {
+        let (holder, connection) =
+            tokio_postgres::connect(&fixture.url, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        holder
+            .batch_execute("BEGIN; SELECT 1 FROM devices WHERE id = 'd1' FOR UPDATE")
+            .await?;
+        Ok(holder)
+    };
+    let release = |holder: tokio_postgres::Client| async move {
+        holder.batch_execute("ROLLBACK").await?;
+        Ok(())
+    };
+    store_suite::a_failing_claim_fails_alone(&fixture, tenant, &code, hold, release).await
+}
+
+/// A sign-up whose email another node takes after this one's check (here
+/// another session's insert, committed while the store's own insert
+/// waits on it: the insert fails with a unique violation, SQLSTATE 23505)
+/// is refused as taken (`AlreadyExists`, HTTP 409), not failed as a
+/// database error (500): the writer runs the batch again with each
+/// operation in a savepoint, and the sign-up's check then sees the row.
+/// It wrote nothing: its claim code and tenant name are still free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_taken_during_a_sign_up_is_refused_as_taken() -> TestResult {
+    use tether_server::auth::{SESSION_TOKEN_PREFIX, generate_secret};
+    use tether_server::store::accounts::{Joining, NewAccount};
+    let fixture = Pg::new()?;
+    let code = fixture.add_claimable_device(None, "porch-1", None)?;
+    let store = fixture.open(StoreOptions::default())?;
+    let sign_up = |email: &str, tenant_name: &str| NewAccount {
+        email: email.to_owned(),
+        password_hash: "$argon2id$hash".to_owned(),
+        joining: Joining::ClaimCode {
+            claim_code: code.clone(),
+            tenant_name: tenant_name.to_owned(),
+        },
+        session_token: generate_secret(SESSION_TOKEN_PREFIX),
+        session_expires_ms: tether_server::now_ms() + 3_600_000,
+    };
+    // The other node's transaction: the account, not committed yet.
+    let (other, connection) = tokio_postgres::connect(&fixture.url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    other
+        .batch_execute(
+            "BEGIN; INSERT INTO accounts(email, password_hash, created_ms)
+             VALUES ('ada@example.com', 'x', 0)",
+        )
+        .await?;
+    let accounts = store.accounts();
+    let mut create = store_suite::queued(accounts.create_account(
+        sign_up("ada@example.com", "ada-home"),
+        tether_server::now_ms(),
+    ))
+    .await?;
+    // The store checked (no committed row) and waits in its insert.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting = server()?.psql(
+            &fixture.database,
+            "SELECT count(*) FROM pg_locks WHERE NOT granted",
+        )?;
+        if waiting.trim() != "0" {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("the sign-up never waited on the other insert".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    other.batch_execute("COMMIT").await?;
+    match create.as_mut().await {
+        Err(StoreError::AlreadyExists) => {}
+        other => panic!("the sign-up should be refused as taken, got {other:?}"),
+    }
+    // Nothing of it stayed: the code and the tenant name are free.
+    let created = accounts
+        .create_account(
+            sign_up("bob@example.com", "ada-home"),
+            tether_server::now_ms(),
+        )
+        .await?;
+    assert_eq!(created.device.as_deref(), Some("porch-1"));
+    store.close().await;
+    Ok(())
+}
+
 /// The schema version this server writes on PostgreSQL.
 const PG_SCHEMA_VERSION: i64 = 3;
 

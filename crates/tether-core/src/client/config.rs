@@ -262,15 +262,8 @@ impl<'a> ClientConfig<'a> {
     pub fn validate(&self) -> Result<ServerUrl<'a>, ClientConfigError> {
         let url = ServerUrl::parse(self.url).map_err(ClientConfigError::Url)?;
         validate_device_id(self.device_id).map_err(|_| ClientConfigError::DeviceId)?;
-        let version = self.firmware_version;
-        if version.is_empty()
-            || version.len() > tether_proto::MAX_FIRMWARE_VERSION_LEN
-            || !version
-                .bytes()
-                .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
-        {
-            return Err(ClientConfigError::FirmwareVersion);
-        }
+        tether_proto::validate_firmware_version(self.firmware_version)
+            .map_err(|_| ClientConfigError::FirmwareVersion)?;
         self.session
             .validate()
             .map_err(ClientConfigError::Session)?;

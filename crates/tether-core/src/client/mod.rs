@@ -104,7 +104,7 @@ pub fn new<
     // The configuration is validated once, here.
     let url = Runner::<B, M, PAYLOAD>::check(&config, &resources.buffers)?;
     let parts = board.into_parts();
-    let client = Client::from_checked(&config, parts.clock, parts.rng, parts.outbox)?;
+    let client = Client::from_checked(&config, parts.clock, parts.rng, parts.outbox);
     let Resources {
         client: slot,
         buffers,
@@ -268,7 +268,7 @@ impl<B: Board, M: RawMutex, const PAYLOAD: usize> Client<B, M, PAYLOAD> {
         outbox: B::Outbox,
     ) -> Result<Self, ClientConfigError> {
         config.validate()?;
-        Self::from_checked(config, clock, rng, outbox)
+        Ok(Self::from_checked(config, clock, rng, outbox))
     }
 
     /// [`Client::from_parts`] for a configuration already validated.
@@ -277,17 +277,14 @@ impl<B: Board, M: RawMutex, const PAYLOAD: usize> Client<B, M, PAYLOAD> {
         clock: B::Clock,
         rng: B::Rng,
         mut outbox: B::Outbox,
-    ) -> Result<Self, ClientConfigError> {
-        let now = clock.now();
-        let mut session = match outbox.restored() {
-            Some(restored) => Session::resume(config.session, rng, now, restored),
-            None => Session::new(config.session, rng, now).inspect(|session| {
-                outbox.start_boot(session.boot_id());
-            }),
+    ) -> Self {
+        let restored = outbox.restored();
+        let mut session = Session::start(config.session, rng, clock.now(), restored);
+        if restored.is_none() {
+            outbox.start_boot(session.boot_id());
         }
-        .map_err(ClientConfigError::Session)?;
         session.set_announcements(config.announcements());
-        Ok(Self {
+        Self {
             shared: Mutex::new(RefCell::new(Shared {
                 session,
                 outbox: OutboxDepth::of(&outbox),
@@ -296,7 +293,7 @@ impl<B: Board, M: RawMutex, const PAYLOAD: usize> Client<B, M, PAYLOAD> {
             wake: Signal::new(),
             clock,
             full_policy: config.session.full_policy(),
-        })
+        }
     }
 
     /// Serializes `value` as JSON and stores it on `channel` for delivery,

@@ -33,8 +33,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::sequencer::Sequencer;
 use crate::broker::{
-    Broker, ChannelDescribed, CommandReply, DeviceCommand, InProcessBroker, LocalDevices, Received,
-    SubscribeError, Subscription,
+    Batch, Broker, ChannelDescribed, CommandReply, DeviceCommand, InProcessBroker, LocalDevices,
+    Received, SubscribeError, Subscription,
 };
 use crate::store::{BoxFuture, StoredEvent, TenantId};
 
@@ -728,6 +728,23 @@ impl Subscription for NatsSubscription {
                     Err(_) => Received::Closed,
                 },
                 received = self.inner.recv() => received,
+            }
+        })
+    }
+
+    fn recv_many<'a>(
+        &'a mut self,
+        events: &'a mut Vec<Arc<StoredEvent>>,
+        max: usize,
+    ) -> BoxFuture<'a, Batch> {
+        Box::pin(async move {
+            tokio::select! {
+                biased;
+                changed = self.resync.changed() => match changed {
+                    Ok(()) => Batch::Lagged(0),
+                    Err(_) => Batch::Closed,
+                },
+                batch = self.inner.recv_many(events, max) => batch,
             }
         })
     }

@@ -297,6 +297,11 @@ pub enum AppendOutcome {
 /// The commit of an enqueued append: resolves once it is durable.
 pub type Commit = BoxFuture<'static, Result<AppendOutcome, StoreError>>;
 
+/// The commits of appends enqueued together ([`Store::append_all`]):
+/// resolves once all of them are decided, with one result per request in
+/// the order given.
+pub type Commits = BoxFuture<'static, Vec<Result<AppendOutcome, StoreError>>>;
+
 /// A stored record, as receivers see it.
 #[derive(Debug, Serialize)]
 pub struct StoredEvent {
@@ -578,6 +583,25 @@ pub trait Store: Send + Sync + 'static {
     /// appends enqueued after it ([`StoreError::Fenced`]: its session was
     /// replaced).
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Commit, StoreError>>;
+    /// Enqueues several appends of one session, in order, as
+    /// [`append`](Store::append) would one after the other; the commits
+    /// resolve together, one result per request (each means what
+    /// `append`'s commit would). A store may write them as one operation
+    /// (SQLite: one request to the writer, one reply); by default each is
+    /// enqueued on its own.
+    fn append_all(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> BoxFuture<'_, Result<Commits, StoreError>> {
+        Box::pin(async move {
+            let mut commits = Vec::with_capacity(requests.len());
+            for request in requests {
+                commits.push(self.append(request).await?);
+            }
+            let all: Commits = Box::pin(futures_util::future::join_all(commits));
+            Ok(all)
+        })
+    }
     /// A channel's bounds (`1, 1` for a channel never published to).
     fn channel_bounds(
         &self,

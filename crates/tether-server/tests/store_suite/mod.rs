@@ -167,6 +167,98 @@ pub fn record(tenant: TenantId, seq: u32, previous_seq: u32, channel: &str) -> A
     }
 }
 
+/// Polls `operation` once, which puts it on the write queue (a store
+/// queues an operation in its first poll, and the queue has room), and
+/// returns it to be awaited for its answer. Coop budgeting is off for it,
+/// so that first poll cannot be turned away.
+pub async fn queued<F: core::future::Future>(
+    operation: F,
+) -> Result<core::pin::Pin<Box<tokio::task::Unconstrained<F>>>, BoxError> {
+    let mut operation = Box::pin(tokio::task::unconstrained(operation));
+    let finished =
+        std::future::poll_fn(|cx| core::task::Poll::Ready(operation.as_mut().poll(cx).is_ready()))
+            .await;
+    if finished {
+        return Err("the operation finished while the writer was held".into());
+    }
+    Ok(operation)
+}
+
+/// One operation failing inside a batch fails alone: the appends
+/// committed with it are stored and acknowledged. The caller made claiming
+/// `code` fail in the database (a real database error); `hold` takes a
+/// lock the store's writer waits for, once the store is open, and
+/// `release` lets it go: appends, the claim and more appends are all on
+/// the queue by then, so the claim shares a transaction with appends
+/// every time.
+pub async fn a_failing_claim_fails_alone<F, H, R>(
+    fixture: &F,
+    tenant: TenantId,
+    code: &str,
+    hold: impl core::future::Future<Output = Result<H, BoxError>>,
+    release: impl FnOnce(H) -> R,
+) -> TestResult
+where
+    F: StoreFixture,
+    R: core::future::Future<Output = Result<(), BoxError>>,
+{
+    let committed = Arc::new(Mutex::new(Vec::<TransactionStats>::new()));
+    let seen = Arc::clone(&committed);
+    let store = fixture.open(StoreOptions {
+        on_transaction: Box::new(move |stats| {
+            if let Ok(mut committed) = seen.lock()
+                && stats.committed
+            {
+                committed.push(*stats);
+            }
+        }),
+        ..StoreOptions::default()
+    })?;
+    let holder = hold.await?;
+    let mut commits = Vec::new();
+    for seq in 1..=3 {
+        commits.push(store.append(record(tenant, seq, seq - 1, "t")).await?);
+    }
+    let mut claim = queued(store.claim(tenant, code, tether_server::now_ms())).await?;
+    for seq in 4..=6 {
+        commits.push(store.append(record(tenant, seq, seq - 1, "t")).await?);
+    }
+    release(holder).await?;
+    match claim.as_mut().await {
+        Err(StoreError::Database(text)) => assert!(text.contains("injected failure"), "{text}"),
+        other => panic!("the claim should fail, got {other:?}"),
+    }
+    for commit in commits {
+        assert!(matches!(commit.await?, AppendOutcome::Stored { .. }));
+    }
+    // Through the writer too, so it has reported every transaction before.
+    assert_eq!(
+        store
+            .open_session("d1", "1", BOOT, 1)
+            .await?
+            .last_stored_seq,
+        6
+    );
+    // Only appends and the claim were queued, the claim before the last
+    // three appends, and the writer waited with at most what came before
+    // it: a transaction with one operation more than it stored held the
+    // claim.
+    let committed = committed.lock().map_err(|_| "poisoned")?.clone();
+    assert!(
+        committed
+            .iter()
+            .any(|stats| stats.stored >= 1 && stats.operations == stats.stored as usize + 1),
+        "the claim did not share a transaction with appends: {committed:?}"
+    );
+    assert_eq!(
+        committed.iter().map(|stats| stats.stored).sum::<u64>(),
+        6,
+        "{committed:?}"
+    );
+    store.close().await;
+    Ok(())
+}
+
 /// [`record`], sent in the session `opened` (with its fencing token).
 pub fn record_in(
     opened: OpenedSession,

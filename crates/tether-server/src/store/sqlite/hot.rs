@@ -24,12 +24,14 @@
 //! so one that fails in its savepoint leaves no trace; a transaction that
 //! does not commit drops the whole memory.
 
-use std::collections::HashMap;
-
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::schema::{boot_to_i64, to_u64};
 use crate::store::{StoreError, TenantId};
+
+/// The memory's maps: every append looks up its device, boot and channel,
+/// and SipHash of the keys was 3 % of the writer's time.
+pub(super) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Entries (channels, devices and boots) kept at most; beyond it the
 /// memory starts over (rows are loaded again on first use).
@@ -52,6 +54,10 @@ pub(super) struct Boot {
     pub(super) gaps: bool,
     /// The row's `last_ms`.
     pub(super) last_ms: i64,
+    /// The row exists in the table (loaded from it, or written by a
+    /// committed flush): [`Hot::flush`] updates it in place instead of an
+    /// upsert's second B-tree descent.
+    pub(super) in_table: bool,
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +65,9 @@ struct Device {
     /// `devices.session_fence`, once read.
     fence: Option<u64>,
     boots: HashMap<u64, Boot>,
+    /// Its boots in [`Hot::dirty_boots`] (so an append that changes a boot
+    /// already changed in this transaction copies no device id).
+    dirty: Vec<u64>,
 }
 
 /// The writer's memory of hot rows (see the module docs).
@@ -138,11 +147,13 @@ impl Hot {
         let gaps = tx
             .prepare_cached("SELECT 1 FROM stored_seqs WHERE device_id = ?1 AND boot_id = ?2")?
             .exists(params![device_id, boot_key])?;
+        let in_table = row.is_some();
         let (stored_seq, last_ms) = row.unwrap_or((0, 0));
         let boot = Boot {
             stored_seq,
             gaps,
             last_ms,
+            in_table,
         };
         self.with_device(device_id, |device| device.boots.insert(boot_id, boot));
         self.entries = self.entries.saturating_add(1);
@@ -151,8 +162,15 @@ impl Hot {
 
     /// Changes the boot's row (written at [`Hot::flush`]).
     pub(super) fn set_boot(&mut self, device_id: &str, boot_id: u64, boot: Boot) {
-        let before = self.with_device(device_id, |device| device.boots.insert(boot_id, boot));
-        if before != Some(boot) {
+        let newly_dirty = self.with_device(device_id, |device| {
+            let before = device.boots.insert(boot_id, boot);
+            let newly = before != Some(boot) && !device.dirty.contains(&boot_id);
+            if newly {
+                device.dirty.push(boot_id);
+            }
+            newly
+        });
+        if newly_dirty {
             self.dirty_boots.push((device_id.to_owned(), boot_id));
         }
     }
@@ -215,20 +233,31 @@ impl Hot {
              ON CONFLICT(device_id, boot_id) DO UPDATE SET stored_seq = excluded.stored_seq,
              last_ms = excluded.last_ms",
         )?;
+        let mut update = tx.prepare_cached(
+            "UPDATE boots SET stored_seq = ?3, last_ms = ?4 WHERE device_id = ?1 AND boot_id = ?2",
+        )?;
         for (device_id, boot_id) in self.dirty_boots.drain(..) {
-            let Some(boot) = self
-                .devices
-                .get(&device_id)
-                .and_then(|device| device.boots.get(&boot_id))
-            else {
+            let Some(device) = self.devices.get_mut(&device_id) else {
                 continue;
             };
-            upsert.execute(params![
+            device.dirty.clear();
+            let Some(boot) = device.boots.get_mut(&boot_id) else {
+                continue;
+            };
+            let values = params![
                 device_id,
                 boot_to_i64(boot_id),
                 boot.stored_seq,
                 boot.last_ms
-            ])?;
+            ];
+            if boot.in_table {
+                update.execute(values)?;
+            } else {
+                upsert.execute(values)?;
+                // Only kept if the transaction commits (else the memory
+                // is forgotten).
+                boot.in_table = true;
+            }
         }
         Ok(())
     }
@@ -296,6 +325,7 @@ mod tests {
                 stored_seq: 3,
                 gaps: false,
                 last_ms: 1,
+                in_table: false,
             },
         );
         assert_eq!(channel_offset(&tx)?, 5, "not written before the flush");

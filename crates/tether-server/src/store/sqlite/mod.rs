@@ -6,8 +6,9 @@
 //!   (wait when full =                          BEGIN IMMEDIATE … ≤ 512 ops … COMMIT
 //!    backpressure)                              │ reply to each op
 //!                                               └▶ on_commit(events, in offset order)
-//!                                              retention.rs, rollup.rs: bounded chunks
-//!                                              between batches
+//!                                              retention.rs: bounded chunks between
+//!                                              batches; rollup.rs: chunks read on
+//!                                              readers, added by the writer
 //!                                              checkpoint.rs: WAL → database file on its
 //!                                                own thread, never inside a commit
 //!  readers ──▶ permit (read_connections) ──▶ spawn_blocking on a pooled
@@ -45,8 +46,8 @@ pub use admin::{Admin, ImportEvent};
 
 use super::{
     AccountStore, AppendRequest, BoxFuture, ChannelBounds, ChannelDescription, ChannelInfo, Commit,
-    DeclaredCommand, DeviceIdentity, DeviceInfo, KeyIdentity, OpenedSession, ReadRange, Revocation,
-    Series, SeriesQuery, Store, StoreError, StoreOptions, StoredEvent, TenantId,
+    Commits, DeclaredCommand, DeviceIdentity, DeviceInfo, KeyIdentity, OpenedSession, ReadRange,
+    Revocation, Series, SeriesQuery, Store, StoreError, StoreOptions, StoredEvent, TenantId,
 };
 use readings::ReadingsWrite;
 use writer::WriteOp;
@@ -238,6 +239,30 @@ impl Store for SqliteStore {
         })
     }
 
+    fn append_all(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> BoxFuture<'_, Result<Commits, StoreError>> {
+        // One operation for the writer, one reply for all of them.
+        boxed(async move {
+            let count = requests.len();
+            let (reply, result) = oneshot::channel();
+            self.sender()?
+                .send(WriteOp::Appends(requests, reply))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            let commits: Commits = Box::pin(async move {
+                let error = match result.await {
+                    Ok(Ok(results)) => return results,
+                    Ok(Err(error)) => error,
+                    Err(_) => StoreError::Closed,
+                };
+                vec![Err(error); count]
+            });
+            Ok(commits)
+        })
+    }
+
     fn channel_bounds(
         &self,
         tenant_id: TenantId,
@@ -375,7 +400,30 @@ impl Store for SqliteStore {
     }
 
     fn roll_up(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        boxed(self.write(WriteOp::RollUp))
+        boxed(async move {
+            // The reading and parsing on reader connections, the writer
+            // only adds each chunk's buckets (see `rollup.rs`).
+            let mut rolled = 0u64;
+            for mut pending in self.read_with(rollup::plan).await? {
+                while pending.from < pending.through {
+                    let chunk = self
+                        .read_with(move |conn| rollup::aggregate(conn, pending))
+                        .await?;
+                    pending.from = pending
+                        .from
+                        .saturating_add(i64::try_from(chunk.events()).unwrap_or(i64::MAX));
+                    let events = self
+                        .write(move |reply| WriteOp::RollUp(chunk, reply))
+                        .await?;
+                    if events == 0 {
+                        // Another run got there first.
+                        break;
+                    }
+                    rolled = rolled.saturating_add(events);
+                }
+            }
+            Ok(rolled)
+        })
     }
 
     fn accounts(&self) -> &dyn AccountStore {

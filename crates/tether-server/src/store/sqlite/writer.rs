@@ -8,7 +8,8 @@
 //!                                   in a SAVEPOINT (a failing op fails alone)
 //!  enforce_retention ──▶ retention job: one bounded chunk per turn, each its
 //!                        own transaction, between batches
-//!  roll_up ────────────▶ roll-up job (rollup.rs): likewise
+//!  roll_up ────────────▶ a chunk aggregated on a reader (rollup.rs), added
+//!                        to the rollups as one operation of a batch
 //! ```
 //!
 //! Every reply waits for the commit of its transaction; when the commit
@@ -16,20 +17,19 @@
 //! stored, and the contiguous watermark it maintains (see the
 //! [store docs](crate::store)) never covers a record that is not.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::accounts;
 use super::claim::claim;
-use super::hot::{Boot, Channel, Hot};
+use super::hot::{Boot, Channel, HashMap, Hot};
 use super::read::DAY_MS;
 use super::readings::ReadingsWrite;
 use super::retention::RetentionJob;
-use super::rollup::RollupJob;
+use super::rollup::{self, Chunk};
 use super::schema::{boot_to_i64, to_i64, to_u64};
 use crate::store::accounts::{AccountDone, AccountOp};
 use crate::store::{
@@ -48,6 +48,12 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// What the writer is asked to do.
 pub(super) enum WriteOp {
     Append(AppendRequest, Reply<AppendOutcome>),
+    /// Several appends of one session (`Store::append_all`): one request,
+    /// one reply with a result per append.
+    Appends(
+        Vec<AppendRequest>,
+        Reply<Vec<Result<AppendOutcome, StoreError>>>,
+    ),
     OpenSession {
         device_id: String,
         firmware_version: String,
@@ -71,7 +77,8 @@ pub(super) enum WriteOp {
         now_ms: u64,
         reply: Reply<u64>,
     },
-    RollUp(Reply<u64>),
+    /// A roll-up chunk to add (the events it covered, or 0).
+    RollUp(Chunk, Reply<u64>),
     ResetPresence(Reply<()>),
     /// Accounts, sessions, memberships, invitations (`accounts.rs`).
     Account(AccountOp),
@@ -80,27 +87,74 @@ pub(super) enum WriteOp {
 
 /// What an operation did, before its transaction committed.
 enum Done {
-    Append(AppendOutcome, Option<StoredEvent>),
+    /// The outcome, and when a new record was stored the server time it
+    /// was stored with (its event is made after the commit, from the
+    /// request's own strings).
+    Append(AppendOutcome, Option<u64>),
     /// The append's session was replaced: nothing written.
     Fenced,
+    /// Each append's [`Done::Append`] or [`Done::Fenced`], or why it
+    /// failed (when its transaction isolates operations).
+    Appends(Vec<Result<Done, StoreError>>),
     Opened(OpenedSession),
     Unit,
     /// A claim's answer (an unknown or expired code commits nothing).
     Claim(Result<String, StoreError>),
     /// An account operation's answer.
     Account(AccountDone),
+    /// Events a roll-up chunk covered.
+    Rolled(u64),
+}
+
+/// The statements every append runs, prepared once per transaction
+/// attempt (not looked up by their SQL text per append).
+struct Statements<'c> {
+    insert_message: CachedStatement<'c>,
+}
+
+impl<'c> Statements<'c> {
+    fn prepare(tx: &'c Connection) -> Result<Self, rusqlite::Error> {
+        Ok(Statements {
+            insert_message: tx.prepare_cached(
+                "INSERT INTO messages(channel_id, offset, device_id, device_time_ms, server_time_ms, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?,
+        })
+    }
 }
 
 impl WriteOp {
     /// Applies the operation (without answering it).
-    fn execute(&self, tx: &Connection, hot: &mut Hot, now_ms: u64) -> Result<Done, StoreError> {
+    /// `isolate`: the appends of [`WriteOp::Appends`] each in their own
+    /// savepoint, failing alone.
+    fn execute(
+        &self,
+        tx: &Connection,
+        hot: &mut Hot,
+        statements: &mut Statements<'_>,
+        now_ms: u64,
+        isolate: bool,
+    ) -> Result<Done, StoreError> {
         match self {
-            WriteOp::Append(request, _) => {
-                if request.fence < hot.fence(tx, &request.device_id)? {
-                    return Ok(Done::Fenced);
+            WriteOp::Append(request, _) => fenced_append(tx, hot, statements, request, now_ms),
+            WriteOp::Appends(requests, _) => {
+                let mut results = Vec::with_capacity(requests.len());
+                for request in requests {
+                    if !isolate {
+                        results.push(Ok(fenced_append(tx, hot, statements, request, now_ms)?));
+                        continue;
+                    }
+                    tx.execute_batch("SAVEPOINT append")?;
+                    let result = fenced_append(tx, hot, statements, request, now_ms);
+                    match &result {
+                        Ok(_) => tx.execute_batch("RELEASE append")?,
+                        // SQLite rolled the whole transaction back.
+                        Err(_) if tx.is_autocommit() => return result,
+                        Err(_) => tx.execute_batch("ROLLBACK TO append; RELEASE append")?,
+                    }
+                    results.push(result);
                 }
-                let (outcome, event) = append(tx, hot, request, now_ms)?;
-                Ok(Done::Append(outcome, event))
+                Ok(Done::Appends(results))
             }
             WriteOp::OpenSession {
                 device_id,
@@ -135,10 +189,9 @@ impl WriteOp {
             } => claim(tx, *tenant_id, claim_code, *now_ms).map(Done::Claim),
             WriteOp::Account(op) => accounts::execute(op, tx).map(Done::Account),
             WriteOp::Readings(write, _) => write.execute(tx).map(|()| Done::Unit),
-            // The writer loop takes these out of every batch.
-            WriteOp::Retention { .. } | WriteOp::RollUp(_) => {
-                Err(StoreError::Invalid("a job in a batch".into()))
-            }
+            WriteOp::RollUp(chunk, _) => rollup::apply(tx, chunk).map(Done::Rolled),
+            // The writer loop takes it out of every batch.
+            WriteOp::Retention { .. } => Err(StoreError::Invalid("a job in a batch".into())),
         }
     }
 
@@ -146,12 +199,6 @@ impl WriteOp {
     fn answer(self, result: Result<Done, StoreError>) {
         // A dropped receiver (the connection went away) is not an error.
         match (self, result) {
-            (WriteOp::Append(_, reply), Ok(Done::Append(outcome, _))) => {
-                drop(reply.send(Ok(outcome)));
-            }
-            (WriteOp::Append(_, reply), Ok(Done::Fenced)) => {
-                drop(reply.send(Err(StoreError::Fenced)));
-            }
             (WriteOp::OpenSession { reply, .. }, Ok(Done::Opened(opened))) => {
                 drop(reply.send(Ok(opened)));
             }
@@ -162,6 +209,7 @@ impl WriteOp {
                 Ok(Done::Unit),
             ) => drop(reply.send(Ok(()))),
             (WriteOp::Claim { reply, .. }, Ok(Done::Claim(answer))) => drop(reply.send(answer)),
+            (WriteOp::RollUp(_, reply), Ok(Done::Rolled(events))) => drop(reply.send(Ok(events))),
             (WriteOp::Account(op), Ok(Done::Account(done))) => op.answer(done),
             (op, Ok(_)) => op.fail(&StoreError::Invalid("mismatched reply".into())),
             (op, Err(error)) => op.fail(&error),
@@ -173,6 +221,7 @@ impl WriteOp {
         let error = error.clone();
         match self {
             WriteOp::Append(_, reply) => drop(reply.send(Err(error))),
+            WriteOp::Appends(_, reply) => drop(reply.send(Err(error))),
             WriteOp::OpenSession { reply, .. } => drop(reply.send(Err(error))),
             WriteOp::CloseSession { reply, .. }
             | WriteOp::ResetPresence(reply)
@@ -180,7 +229,7 @@ impl WriteOp {
                 drop(reply.send(Err(error)));
             }
             WriteOp::Claim { reply, .. } => drop(reply.send(Err(error))),
-            WriteOp::Retention { reply, .. } | WriteOp::RollUp(reply) => {
+            WriteOp::Retention { reply, .. } | WriteOp::RollUp(_, reply) => {
                 drop(reply.send(Err(error)));
             }
             WriteOp::Account(op) => op.fail(&error),
@@ -192,11 +241,10 @@ impl WriteOp {
 /// queue is drained.
 pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, options: StoreOptions) {
     let mut retention: Option<RetentionJob> = None;
-    let mut rollup: Option<RollupJob> = None;
     let mut hot = Hot::default();
     loop {
-        // Appends first; the jobs work only while nothing waits.
-        let first = if retention.is_some() || rollup.is_some() {
+        // Appends first; the job works only while nothing waits.
+        let first = if retention.is_some() {
             match queue.try_recv() {
                 Ok(op) => Some(op),
                 Err(mpsc::error::TryRecvError::Empty) => None,
@@ -210,19 +258,23 @@ pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, opti
         };
         if let Some(first) = first {
             let mut batch = Vec::with_capacity(16);
+            // Operations, each append of a `WriteOp::Appends` counted.
+            let mut appends = 0;
             for op in core::iter::once(first).chain(core::iter::from_fn(|| queue.try_recv().ok())) {
                 match op {
                     WriteOp::Retention { now_ms, reply } => match &mut retention {
                         Some(job) => job.join(reply),
                         None => retention = Some(RetentionJob::new(now_ms, reply)),
                     },
-                    WriteOp::RollUp(reply) => match &mut rollup {
-                        Some(job) => job.join(reply),
-                        None => rollup = Some(RollupJob::new(reply)),
-                    },
-                    op => batch.push(op),
+                    op => {
+                        appends += match &op {
+                            WriteOp::Appends(requests, _) => requests.len(),
+                            _ => 1,
+                        };
+                        batch.push(op);
+                    }
                 }
-                if batch.len() >= MAX_BATCH {
+                if appends >= MAX_BATCH {
                     break;
                 }
             }
@@ -235,16 +287,8 @@ pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, opti
         {
             retention = None;
         }
-        if let Some(job) = &mut rollup
-            && job.step(&mut conn)
-        {
-            rollup = None;
-        }
     }
     if let Some(mut job) = retention {
-        job.finish(Err(StoreError::Closed));
-    }
-    if let Some(mut job) = rollup {
         job.finish(Err(StoreError::Closed));
     }
 }
@@ -292,18 +336,30 @@ fn commit_batch(conn: &mut Connection, hot: &mut Hot, batch: Vec<WriteOp>, optio
     match result {
         Ok(results) => {
             let mut events = Vec::new();
-            for (op, mut result) in batch.into_iter().zip(results) {
-                if let Ok(Done::Append(outcome, event)) = &mut result {
-                    match event.take() {
-                        Some(event) => {
-                            stats.stored += 1;
-                            events.push(Arc::new(event));
-                        }
-                        None if *outcome == AppendOutcome::Duplicate => stats.duplicates += 1,
-                        None => {}
+            for (op, result) in batch.into_iter().zip(results) {
+                match op {
+                    WriteOp::Append(request, reply) => {
+                        let answer = settle(request, result, &mut stats, &mut events);
+                        drop(reply.send(answer));
                     }
+                    WriteOp::Appends(requests, reply) => match result {
+                        Ok(Done::Appends(results)) => {
+                            let answers = requests
+                                .into_iter()
+                                .zip(results)
+                                .map(|(request, result)| {
+                                    settle(request, result, &mut stats, &mut events)
+                                })
+                                .collect();
+                            drop(reply.send(Ok(answers)));
+                        }
+                        Ok(_) => {
+                            drop(reply.send(Err(StoreError::Invalid("mismatched reply".into()))))
+                        }
+                        Err(error) => drop(reply.send(Err(error))),
+                    },
+                    op => op.answer(result),
                 }
-                op.answer(result);
             }
             (options.on_transaction)(&stats);
             if !events.is_empty() {
@@ -338,24 +394,29 @@ fn attempt(
     batch: &[WriteOp],
     isolate: bool,
 ) -> Result<Vec<Result<Done, StoreError>>, Failed> {
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     hot.begin(&tx).map_err(Failed::Transaction)?;
     let now_ms = crate::now_ms();
     let today = now_ms - now_ms % DAY_MS;
     let mut results = Vec::with_capacity(batch.len());
-    let mut published: HashMap<&str, i64> = HashMap::new();
+    let mut published: HashMap<&str, i64> = HashMap::default();
+    let mut statements = Statements::prepare(&tx)?;
     for op in batch {
         let result = if isolate {
-            let savepoint = tx.savepoint()?;
-            let result = op.execute(&savepoint, hot, now_ms);
+            // By hand, not rusqlite's `Savepoint` (which borrows the
+            // transaction mutably while the statements hold it).
+            tx.execute_batch("SAVEPOINT op")?;
+            let result = op.execute(&tx, hot, &mut statements, now_ms, true);
             match result {
-                Ok(_) => savepoint.commit()?,
-                // Dropping the savepoint rolls it back.
-                Err(_) => drop(savepoint),
+                Ok(_) => tx.execute_batch("RELEASE op")?,
+                Err(_) if !tx.is_autocommit() => {
+                    tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                }
+                Err(_) => {}
             }
             result
         } else {
-            op.execute(&tx, hot, now_ms)
+            op.execute(&tx, hot, &mut statements, now_ms, false)
         };
         if let Err(error) = &result {
             if tx.is_autocommit() {
@@ -368,11 +429,22 @@ fn attempt(
             }
             tracing::error!(%error, "store operation failed; the rest of its transaction goes on");
         }
-        if let (WriteOp::Append(request, _), Ok(Done::Append(_, Some(_)))) = (op, &result) {
-            *published.entry(request.device_id.as_str()).or_default() += 1;
+        match (op, &result) {
+            (WriteOp::Append(request, _), Ok(Done::Append(_, Some(_)))) => {
+                *published.entry(request.device_id.as_str()).or_default() += 1;
+            }
+            (WriteOp::Appends(requests, _), Ok(Done::Appends(results))) => {
+                for (request, result) in requests.iter().zip(results) {
+                    if let Ok(Done::Append(_, Some(_))) = result {
+                        *published.entry(request.device_id.as_str()).or_default() += 1;
+                    }
+                }
+            }
+            _ => {}
         }
         results.push(result);
     }
+    drop(statements);
     for (device_id, count) in published {
         tx.prepare_cached(
             "UPDATE devices SET
@@ -415,6 +487,54 @@ fn open_session(
     })
 }
 
+/// What an append's commit answers, once its transaction committed; a
+/// newly stored record's event takes the request's strings (no copies).
+fn settle(
+    request: AppendRequest,
+    result: Result<Done, StoreError>,
+    stats: &mut TransactionStats,
+    events: &mut Vec<Arc<StoredEvent>>,
+) -> Result<AppendOutcome, StoreError> {
+    match result? {
+        Done::Append(outcome @ AppendOutcome::Stored { offset }, Some(now_ms)) => {
+            stats.stored += 1;
+            events.push(Arc::new(StoredEvent::new(
+                request.tenant_id,
+                request.channel,
+                offset,
+                request.device_id,
+                request.device_time_ms,
+                now_ms,
+                request.payload,
+            )));
+            Ok(outcome)
+        }
+        Done::Append(outcome, _) => {
+            if outcome == AppendOutcome::Duplicate {
+                stats.duplicates += 1;
+            }
+            Ok(outcome)
+        }
+        Done::Fenced => Err(StoreError::Fenced),
+        _ => Err(StoreError::Invalid("mismatched reply".into())),
+    }
+}
+
+/// An append, unless its session was replaced ([`Done::Fenced`]).
+fn fenced_append(
+    tx: &Connection,
+    hot: &mut Hot,
+    statements: &mut Statements<'_>,
+    request: &AppendRequest,
+    now_ms: u64,
+) -> Result<Done, StoreError> {
+    if request.fence < hot.fence(tx, &request.device_id)? {
+        return Ok(Done::Fenced);
+    }
+    let (outcome, stored) = append(tx, hot, statements, request, now_ms)?;
+    Ok(Done::Append(outcome, stored))
+}
+
 /// Stores one record unless it is stored already, and moves the
 /// contiguous watermark over it when its predecessor is covered. The
 /// channel's and the boot's rows change in the writer's memory, and only
@@ -422,9 +542,10 @@ fn open_session(
 fn append(
     tx: &Connection,
     hot: &mut Hot,
+    statements: &mut Statements<'_>,
     request: &AppendRequest,
     now_ms: u64,
-) -> Result<(AppendOutcome, Option<StoredEvent>), StoreError> {
+) -> Result<(AppendOutcome, Option<u64>), StoreError> {
     let boot_key = boot_to_i64(request.boot_id);
     let seq = i64::from(request.seq);
     let boot = hot.boot(tx, &request.device_id, request.boot_id)?;
@@ -440,7 +561,7 @@ fn append(
     let inserted = if duplicate {
         None
     } else {
-        Some(insert_message(tx, hot, request, now_ms)?)
+        Some(insert_message(tx, hot, statements, request, now_ms)?)
     };
     let covered = i64::from(request.previous_seq) <= stored_seq;
     let mut next = Boot {
@@ -466,27 +587,25 @@ fn append(
     }
     // Every statement succeeded: now the memory changes.
     hot.set_boot(&request.device_id, request.boot_id, next);
-    let event = inserted.map(|(event, channel)| {
-        hot.set_channel(request.tenant_id, &request.channel, channel);
-        event
-    });
-    let outcome = match &event {
-        Some(event) => AppendOutcome::Stored {
-            offset: event.offset,
-        },
-        None => AppendOutcome::Duplicate,
-    };
-    Ok((outcome, event))
+    match inserted {
+        Some(channel) => {
+            hot.set_channel(request.tenant_id, &request.channel, channel);
+            let offset = to_u64(channel.next_offset.saturating_sub(1));
+            Ok((AppendOutcome::Stored { offset }, Some(now_ms)))
+        }
+        None => Ok((AppendOutcome::Duplicate, None)),
+    }
 }
 
 /// Inserts the message at its channel's next offset (creating the
-/// channel at offset 1); returns it and the channel's row after it.
+/// channel at offset 1); returns the channel's row after it.
 fn insert_message(
     tx: &Connection,
     hot: &mut Hot,
+    statements: &mut Statements<'_>,
     request: &AppendRequest,
     now_ms: u64,
-) -> Result<(StoredEvent, Channel), StoreError> {
+) -> Result<Channel, StoreError> {
     let channel = match hot.channel(tx, request.tenant_id, &request.channel)? {
         Some(channel) => channel,
         None => Channel {
@@ -502,11 +621,7 @@ fn insert_message(
         },
     };
     let offset = channel.next_offset;
-    tx.prepare_cached(
-        "INSERT INTO messages(channel_id, offset, device_id, device_time_ms, server_time_ms, payload)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
+    statements.insert_message.execute(params![
         channel.id,
         offset,
         request.device_id,
@@ -514,20 +629,8 @@ fn insert_message(
         to_i64(now_ms),
         request.payload
     ])?;
-    let event = StoredEvent::new(
-        request.tenant_id,
-        request.channel.clone(),
-        to_u64(offset),
-        request.device_id.clone(),
-        request.device_time_ms,
-        now_ms,
-        request.payload.clone(),
-    );
-    Ok((
-        event,
-        Channel {
-            id: channel.id,
-            next_offset: offset.saturating_add(1),
-        },
-    ))
+    Ok(Channel {
+        id: channel.id,
+        next_offset: offset.saturating_add(1),
+    })
 }
