@@ -964,13 +964,15 @@ mod tests {
     /// buffers: the serving phase's future (the session and its loop).
     /// Before the opening and closing steps were boxed and the session
     /// stopped being copied into its own future it was 2,760 bytes (with
-    /// axum's upgrade task of 2 KiB beside it); see docs/performance.md.
+    /// axum's upgrade task of 2 KiB beside it); 1,424 bytes after, 1,704
+    /// since publishes are read in bursts (`receive_burst`'s future sits
+    /// in the loop's); see docs/performance.md.
     #[test]
     fn an_idle_connection_s_future_stays_small() {
         let serving = future_size(|session: Session, commands: CommandQueue| session.run(commands));
         let session = size_of::<Session>();
         assert!(
-            serving <= 1536,
+            serving <= 1792,
             "the serving phase's future grew to {serving} bytes (the session is {session})"
         );
         assert!(
