@@ -18,6 +18,12 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "mosquitto",
     // `perf`, for the server profiles in docs/performance.md.
     "linux-perf",
+    // `valgrind --tool=dhat`, for the server's memory profiles in
+    // docs/performance.md.
+    "valgrind",
+    // tether-server's allocator (tikv-jemalloc-sys builds jemalloc with
+    // its configure script and make).
+    "make",
     // espflash (firmware images) links libudev through its serial-port crate.
     "libudev-dev",
     "pkg-config",

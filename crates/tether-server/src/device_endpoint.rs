@@ -45,13 +45,15 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::{FutureExt, SinkExt};
 use std::collections::HashMap;
 use tether_proto::{Ack, Command, DeviceToServer, ErrorCode, Payload, ServerToDevice, Welcome};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use crate::admission::ConnectionSlot;
 use crate::device_readings::{Described, Refused};
 use crate::http_util::{error_response, too_many_connections};
 use crate::limits::RateLimiter;
+use crate::metrics::ConnectionGuard;
 use crate::serve::TcpHeld;
-use crate::sessions::{CommandReply, CommandRequest, Fence};
+use crate::sessions::{CommandQueue, CommandReply, CommandRequest, Fence};
 use crate::store::{AppendOutcome, AppendRequest, DeviceIdentity, Revocation, StoreError};
 use crate::websocket::{
     CLOSE_LINGER, CLOSE_POLICY, CLOSE_UNSUPPORTED_DATA, ReadFailure, SendError, classify, close,
@@ -103,11 +105,27 @@ pub(crate) async fn upgrade(
     };
     crate::limits::bounded_upgrade(upgrade, state.config.limits.max_message_bytes)
         .on_upgrade(move |socket| async move {
-            let _held = (slot, tcp);
-            let _open = state.metrics.connection("device");
-            run(state, identity, peer, socket).await;
+            let held = Held {
+                _slot: slot,
+                _tcp: tcp,
+                _open: state.metrics.connection("device"),
+            };
+            // The serving phase is a task of its own: axum's upgrade task,
+            // whose future is sized for the handshake and the opening
+            // phase, ends here instead of living as long as the device.
+            if let Some((session, commands)) = start(state, identity, peer, socket, held).await {
+                tokio::spawn(session.run(commands));
+            }
         })
         .into_response()
+}
+
+/// What an open device connection holds: its place under the connection
+/// limits, its TCP connection's place and the open-connections gauge.
+struct Held {
+    _slot: ConnectionSlot,
+    _tcp: TcpHeld,
+    _open: ConnectionGuard,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,17 +192,6 @@ async fn answer_close(
     let _ = tokio::time::timeout(CLOSE_LINGER, socket.flush()).await;
 }
 
-/// The connection's task: its two phases are boxed futures of their own,
-/// so an idle device's task holds only the serving phase's state (the
-/// session and its loop), not the largest of both phases side by side
-/// with a second copy of the socket.
-async fn run(state: Arc<AppState>, identity: DeviceIdentity, peer: SocketAddr, socket: WebSocket) {
-    let started = Box::pin(start(state, identity, peer, socket)).await;
-    if let Some((session, commands)) = started {
-        Box::pin(session.run(commands)).await;
-    }
-}
-
 /// The opening phase: `Hello` within the handshake timeout, the store's
 /// session, the device registered; `None` when the connection ended.
 async fn start(
@@ -192,7 +199,8 @@ async fn start(
     identity: DeviceIdentity,
     peer: SocketAddr,
     mut socket: WebSocket,
-) -> Option<(Session, mpsc::Receiver<Box<CommandRequest>>)> {
+    held: Held,
+) -> Option<(Session, CommandQueue)> {
     let limits = state.config.limits.clone();
     // 1. Hello, within the handshake timeout.
     // Control frames (a client's ping) may come before Hello.
@@ -308,34 +316,56 @@ async fn start(
         described: Described::default(),
         replaced: false,
         session_id,
+        _held: held,
     };
     Some((session, commands))
 }
 
 impl Session {
     /// The serving phase: `Welcome`, the session until it ends, the close,
-    /// and the device marked offline.
-    async fn run(mut self, mut commands: mpsc::Receiver<Box<CommandRequest>>) {
-        let state = Arc::clone(&self.state);
-        let device_id = self.identity.device_id.clone();
-        let session_id = self.session_id;
-        let store_fence = self.store_fence;
-        let welcome = ServerToDevice::Welcome(Welcome {
-            session_id,
-            server_time_ms: now_ms(),
-            last_stored_seq: self.previous_seq,
-            max_in_flight: state.config.limits.max_in_flight,
-        });
-        let end = match self.send(&welcome).await {
-            Ok(()) => self.serve(&mut commands).await,
+    /// and the device marked offline. The connection's task for as long as
+    /// the device stays: an `async` block that owns the session, not an
+    /// `async fn`, whose future would hold a second copy of its arguments.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn's future would hold a second copy of the session"
+    )]
+    fn run(mut self, mut commands: CommandQueue) -> impl Future<Output = ()> + Send + 'static {
+        async move { self.serve_until_closed(&mut commands).await }
+    }
+
+    async fn serve_until_closed(&mut self, commands: &mut CommandQueue) {
+        // The opening and closing steps are boxed: their futures are
+        // larger than the serving loop's, which is what an idle
+        // connection holds.
+        let end = match Box::pin(self.welcome()).await {
+            Ok(()) => self.serve(commands).await,
             Err(end) => end,
         };
-        self.end(end).await;
-        state.broker.session_closed(&device_id, store_fence);
-        if state.devices.unregister(&device_id, session_id)
+        Box::pin(self.end(end)).await;
+        Box::pin(self.offline()).await;
+    }
+
+    async fn welcome(&mut self) -> Result<(), End> {
+        let welcome = ServerToDevice::Welcome(Welcome {
+            session_id: self.session_id,
+            server_time_ms: now_ms(),
+            last_stored_seq: self.previous_seq,
+            max_in_flight: self.state.config.limits.max_in_flight,
+        });
+        self.send(&welcome).await
+    }
+
+    /// The device is offline, unless a newer session of it registered.
+    async fn offline(&mut self) {
+        let state = Arc::clone(&self.state);
+        let device_id = &self.identity.device_id;
+        let (session_id, store_fence) = (self.session_id, self.store_fence);
+        state.broker.session_closed(device_id, store_fence);
+        if state.devices.unregister(device_id, session_id)
             && let Err(error) = state
                 .store
-                .close_session(&device_id, store_fence, now_ms())
+                .close_session(device_id, store_fence, now_ms())
                 .await
         {
             tracing::warn!(%error, device = %device_id, "cannot record offline");
@@ -435,6 +465,7 @@ struct Session {
     replaced: bool,
     /// This connection's session id (`Welcome.session_id`).
     session_id: u64,
+    _held: Held,
 }
 
 /// Whether the device no longer belongs to this session's tenant (it was
@@ -492,8 +523,13 @@ impl Session {
         })
     }
 
-    async fn serve(&mut self, commands: &mut mpsc::Receiver<Box<CommandRequest>>) -> End {
-        let limits = self.state.config.limits.clone();
+    async fn serve(&mut self, commands: &mut CommandQueue) -> End {
+        // Only what the loop reads of the limits: the whole `Limits` would
+        // sit in every idle connection's future.
+        let limits = &self.state.config.limits;
+        let (ping_interval, idle_timeout) = (limits.ping_interval, limits.idle_timeout);
+        // Reading stops while this many commits are outstanding.
+        let read_limit = usize::from(limits.max_in_flight).saturating_mul(4).max(1);
         let mut shutdown = self.state.shutdown.clone();
         let mut revocations = self.state.revocations.subscribe();
         // A claim or revocation that committed after this session
@@ -505,11 +541,9 @@ impl Session {
                 "device token revoked or device moved",
             );
         }
-        let mut ping = tokio::time::interval(limits.ping_interval);
+        let mut ping = tokio::time::interval(ping_interval);
         ping.tick().await;
         let mut last_heard = Instant::now();
-        // Reading stops while this many commits are outstanding.
-        let read_limit = usize::from(limits.max_in_flight).saturating_mul(4).max(1);
         loop {
             let result = tokio::select! {
                 _ = shutdown.changed() => return self.stopping(),
@@ -534,17 +568,20 @@ impl Session {
                     _ => Ok(()),
                 },
                 code = self.fence.fenced() => return fenced_end(code),
-                Some(command) = commands.recv() => self.command(*command).await,
+                // Boxed, like the ack and the ping below: these steps'
+                // futures are larger than the loop's, and would otherwise
+                // make every idle connection's future as large as theirs.
+                Some(command) = commands.next() => Box::pin(self.command(command)).await,
                 Some(results) = self.pending.next(), if !self.pending.is_empty() => {
-                    self.acknowledge(results).await
+                    Box::pin(self.acknowledge(results)).await
                 }
                 _ = ping.tick() => {
-                    if last_heard.elapsed() > limits.idle_timeout {
+                    if last_heard.elapsed() > idle_timeout {
                         self.state.metrics.rejected("idle_timeout");
                         return End::Close(CLOSE_POLICY, "idle timeout");
                     }
                     self.commands.retain(|_, reply| !reply.is_closed());
-                    self.send_frame(Message::Ping(Default::default())).await
+                    Box::pin(self.send_frame(Message::Ping(Default::default()))).await
                 }
                 message = self.socket.recv(), if self.outstanding < read_limit => {
                     last_heard = Instant::now();
@@ -911,5 +948,36 @@ impl Session {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns.
+    fn future_size<A, B, R>(_: impl FnOnce(A, B) -> R) -> usize {
+        size_of::<R>()
+    }
+
+    /// What an idle device connection's task holds beside its socket
+    /// buffers: the serving phase's future (the session and its loop).
+    /// Before the opening and closing steps were boxed and the session
+    /// stopped being copied into its own future it was 2,760 bytes (with
+    /// axum's upgrade task of 2 KiB beside it); 1,424 bytes after, 1,704
+    /// since publishes are read in bursts (`receive_burst`'s future sits
+    /// in the loop's); see docs/performance.md.
+    #[test]
+    fn an_idle_connection_s_future_stays_small() {
+        let serving = future_size(|session: Session, commands: CommandQueue| session.run(commands));
+        let session = size_of::<Session>();
+        assert!(
+            serving <= 1792,
+            "the serving phase's future grew to {serving} bytes (the session is {session})"
+        );
+        assert!(
+            serving < 2 * session + 256,
+            "{serving} bytes: a second copy of the session?"
+        );
     }
 }

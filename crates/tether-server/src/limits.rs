@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::WebSocketUpgrade;
 
 /// Bytes a connection reads from the socket at a time.
-pub(crate) const READ_BUFFER: usize = 1024;
+pub(crate) const READ_BUFFER: usize = 512;
 
 /// The size limits every WebSocket endpoint applies before the upgrade: the
 /// configured maximum message and frame size, and a small read buffer

@@ -13,6 +13,22 @@ use tether_server::cli::{Cli, run_admin};
 use tether_server::{Config, Server};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, not the system's malloc: with thousands of idle connections
+/// glibc's arenas keep more of what each connection's handshake freed
+/// (docs/performance.md, "Memory": 0.5–1 KiB more per idle connection).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read once at start-up (`_RJEM_MALLOC_CONF` in the
+/// environment overrides them): one arena for the whole process (a server
+/// of two worker threads gains nothing from more, and each arena keeps
+/// its own free memory) and freed pages returned to the kernel at once.
+#[cfg(not(target_env = "msvc"))]
+#[allow(unsafe_code, non_upper_case_globals)] // a symbol jemalloc reads; no code runs
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static malloc_conf: &[u8; 44] = b"narenas:1,dirty_decay_ms:0,muzzy_decay_ms:0\0";
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();

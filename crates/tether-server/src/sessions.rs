@@ -3,7 +3,7 @@
 //!
 //! Each session registers a bounded command queue and gets a [`Fence`]. A
 //! newer session of the same device fences the older one: the fence is a
-//! `watch` value, not a message in a queue, so it cannot be lost when the
+//! flag with a `Notify`, not a message in a queue, so it cannot be lost when the
 //! old session's queue is full or the old session is stuck writing.
 //!
 //! Commands are bounded three ways: each tenant has at most
@@ -12,11 +12,12 @@
 //! and one deadline covers queueing and answer (`command_timeout`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tether_proto::ErrorCode;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot};
 
 pub use crate::broker::CommandReply;
 use crate::broker::{DeviceCommand, LocalDevices};
@@ -37,24 +38,51 @@ pub(crate) struct CommandRequest {
     pub(crate) reply: oneshot::Sender<Result<CommandReply, ErrorCode>>,
 }
 
-/// Tells a session it must end, and why (set once, never lost).
+/// The receiving end of a device connection's command queue: a stream, so
+/// that its waiter is allocated once, not each time the session waits.
+pub(crate) type CommandQueue = flume::r#async::RecvStream<'static, CommandRequest>;
+
+/// Tells a session it must end, and why (set once, never lost). One small
+/// allocation per connection: a code and a [`Notify`] (a `watch` channel
+/// would hold eight of them).
 #[derive(Debug)]
-pub(crate) struct Fence(watch::Receiver<Option<ErrorCode>>);
+pub(crate) struct Fence(Arc<FenceState>);
+
+#[derive(Debug, Default)]
+struct FenceState {
+    /// The reason's code; 0 while the session is not fenced.
+    code: AtomicU16,
+    notify: Notify,
+}
+
+impl FenceState {
+    fn fence(&self, code: ErrorCode) {
+        self.code.store(code.0.max(1), Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    fn code(&self) -> Option<ErrorCode> {
+        match self.code.load(Ordering::SeqCst) {
+            0 => None,
+            code => Some(ErrorCode(code)),
+        }
+    }
+}
 
 impl Fence {
     /// Resolves (with the reason) once the session is fenced; never if it
     /// is not.
     pub(crate) async fn fenced(&mut self) -> ErrorCode {
-        let fenced = self
-            .0
-            .wait_for(Option::is_some)
-            .await
-            .map(|code| code.unwrap_or(ErrorCode::SESSION_REPLACED));
-        match fenced {
-            Ok(code) => code,
-            // The registry forgot the session without fencing it (it
-            // unregistered itself): nothing will come.
-            Err(_) => std::future::pending().await,
+        loop {
+            // Registered before the code is read: a fence set after the
+            // read wakes this waiter (`Notify::notify_waiters`).
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(code) = self.0.code() {
+                return code;
+            }
+            notified.await;
         }
     }
 }
@@ -62,10 +90,10 @@ impl Fence {
 #[derive(Debug)]
 struct Session {
     id: u64,
-    /// Boxed: a queue's slots are allocated 32 at a time when it is made,
-    /// so an idle device's queue costs 32 pointers, not 32 requests.
-    commands: mpsc::Sender<Box<CommandRequest>>,
-    fence: watch::Sender<Option<ErrorCode>>,
+    /// A flume queue: its buffer is allocated when a command comes, so an
+    /// idle device's queue is one small allocation.
+    commands: flume::Sender<CommandRequest>,
+    fence: Arc<FenceState>,
     /// The session's fencing token in the store, once it has one.
     store_fence: Option<u64>,
     /// The newest token another node announced for the device before this
@@ -75,7 +103,7 @@ struct Session {
 
 impl Session {
     fn replace(&self) {
-        self.fence.send_replace(Some(ErrorCode::SESSION_REPLACED));
+        self.fence.fence(ErrorCode::SESSION_REPLACED);
     }
 }
 
@@ -107,13 +135,10 @@ impl DeviceSessions {
     /// Registers a session: its commands arrive on the returned receiver,
     /// and the [`Fence`] resolves when a newer session of the device
     /// registers. An older session of the device is fenced now.
-    pub(crate) fn register(
-        &self,
-        device_id: &str,
-        id: u64,
-    ) -> (mpsc::Receiver<Box<CommandRequest>>, Fence) {
-        let (commands, queue) = mpsc::channel(COMMAND_QUEUE);
-        let (fence, fenced) = watch::channel(None);
+    pub(crate) fn register(&self, device_id: &str, id: u64) -> (CommandQueue, Fence) {
+        let (commands, queue) = flume::bounded(COMMAND_QUEUE);
+        let fence = Arc::new(FenceState::default());
+        let fenced = Fence(Arc::clone(&fence));
         let old = match self.sessions.lock() {
             Ok(mut sessions) => sessions.insert(
                 device_id.to_owned(),
@@ -130,7 +155,7 @@ impl DeviceSessions {
         if let Some(old) = old {
             old.replace();
         }
-        (queue, Fence(fenced))
+        (queue.into_stream(), fenced)
     }
 
     /// Records the store's fencing token of session `id` (after
@@ -210,12 +235,12 @@ impl DeviceSessions {
             .and_then(|sessions| sessions.get(device_id).map(|s| s.commands.clone()))
             .ok_or(ErrorCode::DEVICE_OFFLINE)?;
         let (reply, answer) = oneshot::channel();
-        let request = Box::new(CommandRequest {
+        let request = CommandRequest {
             channel,
             payload,
             reply,
-        });
-        match tokio::time::timeout_at(deadline, commands.send(request)).await {
+        };
+        match tokio::time::timeout_at(deadline, commands.send_async(request)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(ErrorCode::DEVICE_OFFLINE),
             // The device's queue stayed full: it is not taking commands.
@@ -278,11 +303,11 @@ mod tests {
             if let Some(commands) = commands {
                 assert!(
                     commands
-                        .try_send(Box::new(CommandRequest {
+                        .try_send(CommandRequest {
                             channel: "c".into(),
                             payload: "1".into(),
                             reply,
-                        }))
+                        })
                         .is_ok()
                 );
             }
@@ -302,6 +327,22 @@ mod tests {
         );
         assert!(sessions.unregister("d", 2));
         assert!(!sessions.is_online("d"));
+    }
+
+    #[tokio::test]
+    async fn a_session_waiting_on_its_fence_is_woken() {
+        let sessions = DeviceSessions::new(1000);
+        let (_queue, mut fence) = sessions.register("d", 1);
+        let waiting = tokio::spawn(async move { fence.fenced().await });
+        // The waiter is parked on the fence before the newer session comes.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished());
+        let (_new_queue, _new_fence) = sessions.register("d", 2);
+        let fenced = tokio::time::timeout(Duration::from_secs(2), waiting).await;
+        assert_eq!(
+            fenced.ok().and_then(Result::ok),
+            Some(ErrorCode::SESSION_REPLACED)
+        );
     }
 
     #[tokio::test]

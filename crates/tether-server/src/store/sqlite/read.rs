@@ -21,19 +21,21 @@ pub(super) fn authenticate_device(
     let Some(lookup) = auth::lookup_part(token, auth::DEVICE_TOKEN_PREFIX) else {
         return Ok(None);
     };
+    // Cached: every device connect asks this (and `device_tenant`), and
+    // parsing the SQL again was a tenth of the server's CPU while a fleet
+    // connected (docs/performance.md).
     let row = conn
-        .query_row(
+        .prepare_cached(
             "SELECT id, tenant_id, token_hash FROM devices
              WHERE token_lookup = ?1 AND revoked = 0",
-            params![lookup],
-            |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, Vec<u8>>(2)?,
-                ))
-            },
-        )
+        )?
+        .query_row(params![lookup], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+            ))
+        })
         .optional()?;
     Ok(row.and_then(|(device_id, tenant_id, hash)| {
         auth::verify_secret(token, &hash).then_some(DeviceIdentity {
@@ -240,11 +242,8 @@ pub(super) fn device_tenant(
     device_id: &str,
 ) -> Result<Option<TenantId>, StoreError> {
     Ok(conn
-        .query_row(
-            "SELECT tenant_id FROM devices WHERE id = ?1 AND revoked = 0",
-            params![device_id],
-            |row| row.get(0),
-        )
+        .prepare_cached("SELECT tenant_id FROM devices WHERE id = ?1 AND revoked = 0")?
+        .query_row(params![device_id], |row| row.get(0))
         .optional()?)
 }
 
