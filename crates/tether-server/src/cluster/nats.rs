@@ -238,10 +238,16 @@ impl NatsBroker {
             stats: Mutex::new(NatsStats::default()),
             tasks: Mutex::new(Vec::new()),
         });
+        // The cluster's notices are subscribed before the node serves
+        // anyone, and the subscriptions reach the NATS server (bounded by
+        // NOTICES_READY while NATS is away): a description another node
+        // sends just after this one started is heard, not lost.
+        let subscribed = Notices::subscribe(&shared.client).await;
+        let _ = tokio::time::timeout(NOTICES_READY, shared.client.flush()).await;
         let mut tasks = vec![
             tokio::spawn(publisher(Arc::clone(&shared), outgoing)),
             tokio::spawn(sequencer_ticks(Arc::downgrade(&shared))),
-            tokio::spawn(notices(Arc::clone(&shared))),
+            tokio::spawn(notices(Arc::clone(&shared), subscribed)),
         ];
         let connection = Arc::clone(&shared);
         tasks.push(tokio::spawn(async move {
@@ -411,13 +417,41 @@ async fn sequencer_ticks(shared: std::sync::Weak<Shared>) {
     }
 }
 
+/// How long a starting node waits for its notice subscriptions to reach
+/// NATS (it starts anyway when NATS is away, and hears them once it is
+/// back).
+const NOTICES_READY: Duration = Duration::from_secs(2);
+
+/// The subscriptions of the cluster's notices.
+struct Notices {
+    sessions: async_nats::Subscriber,
+    resyncs: async_nats::Subscriber,
+    descriptions: async_nats::Subscriber,
+}
+
+impl Notices {
+    async fn subscribe(client: &async_nats::Client) -> Option<Notices> {
+        let sessions = client.subscribe(SESSIONS_SUBJECT).await;
+        let resyncs = client.subscribe(RESYNC_SUBJECT).await;
+        let descriptions = client.subscribe(DESCRIPTIONS_SUBJECT).await;
+        match (sessions, resyncs, descriptions) {
+            (Ok(sessions), Ok(resyncs), Ok(descriptions)) => Some(Notices {
+                sessions,
+                resyncs,
+                descriptions,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Session and resynchronisation notices from every node.
-async fn notices(shared: Arc<Shared>) {
-    let sessions = shared.client.subscribe(SESSIONS_SUBJECT).await;
-    let resyncs = shared.client.subscribe(RESYNC_SUBJECT).await;
-    let descriptions = shared.client.subscribe(DESCRIPTIONS_SUBJECT).await;
-    let (Ok(mut sessions), Ok(mut resyncs), Ok(mut descriptions)) =
-        (sessions, resyncs, descriptions)
+async fn notices(shared: Arc<Shared>, subscribed: Option<Notices>) {
+    let Some(Notices {
+        mut sessions,
+        mut resyncs,
+        mut descriptions,
+    }) = subscribed
     else {
         tracing::error!("cannot subscribe to the cluster's notices");
         return;
