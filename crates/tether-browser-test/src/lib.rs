@@ -75,6 +75,8 @@ const CHROMIUM_CANDIDATES: &[&str] = &["/usr/bin/chromium", "/usr/bin/chromium-b
 /// second on an idle machine; much longer on a loaded one).
 const DRIVER_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Starts of chromedriver that exit at once, at most.
+/// How many times a WebDriver session is asked for before the launch fails.
+const SESSION_ATTEMPTS: u32 = 3;
 const DRIVER_START_ATTEMPTS: usize = 3;
 
 /// Why the browser could not be started or a screenshot not saved: a
@@ -168,7 +170,12 @@ impl Driver {
             };
             let started = Instant::now();
             loop {
-                if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                // A connection to itself (the kernel may pick `port` as
+                // the source port while nothing listens there yet) is not
+                // chromedriver listening.
+                if TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+                    .is_ok_and(|stream| stream.local_addr().ok() != stream.peer_addr().ok())
+                {
                     return Ok(driver);
                 }
                 if let Ok(Some(status)) = driver.child.try_wait() {
@@ -275,11 +282,28 @@ impl Browser {
             return Err(Error("capabilities are not an object".to_owned()));
         };
         // chromedriver speaks plain HTTP on loopback: no TLS back end.
-        let client = ClientBuilder::new(HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&format!("http://127.0.0.1:{}", driver.port))
-            .await
-            .map_err(|error| Error(format!("no WebDriver session with Chromium: {error}")))?;
+        // A chromedriver that has just started listening may still refuse
+        // its first connection on a loaded machine: a few attempts.
+        let url = format!("http://127.0.0.1:{}", driver.port);
+        let mut attempt = 1;
+        let client = loop {
+            match ClientBuilder::new(HttpConnector::new())
+                .capabilities(capabilities.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => break client,
+                Err(_) if attempt < SESSION_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => {
+                    return Err(Error(format!(
+                        "no WebDriver session with Chromium after {SESSION_ATTEMPTS} attempts: {error}"
+                    )));
+                }
+            }
+        };
         Ok(Browser {
             client,
             _driver: driver,
