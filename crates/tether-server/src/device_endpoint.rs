@@ -35,13 +35,14 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::stream::StreamExt;
 use futures_util::{FutureExt, SinkExt};
 use std::collections::HashMap;
 use tether_proto::{Ack, Command, DeviceToServer, ErrorCode, Payload, ServerToDevice, Welcome};
@@ -54,7 +55,7 @@ use crate::limits::RateLimiter;
 use crate::metrics::ConnectionGuard;
 use crate::serve::TcpHeld;
 use crate::sessions::{CommandQueue, CommandReply, CommandRequest, Fence};
-use crate::store::{AppendOutcome, AppendRequest, DeviceIdentity, Revocation, StoreError};
+use crate::store::{AppendOutcome, AppendRequest, Commits, DeviceIdentity, Revocation, StoreError};
 use crate::websocket::{
     CLOSE_LINGER, CLOSE_POLICY, CLOSE_UNSUPPORTED_DATA, ReadFailure, SendError, classify, close,
     close_error, decode_reason, error_close_code, is_invalid_close, record_invalid_close,
@@ -147,10 +148,46 @@ fn encode(message: &ServerToDevice<'_>, encoding: Encoding) -> Option<Message> {
     }
 }
 
-/// The commits of publishes appended together: each record's `seq` and
-/// what its commit answered, in the order the device sent them.
-type PendingCommit =
-    futures_util::future::BoxFuture<'static, Vec<(u32, Result<AppendOutcome, StoreError>)>>;
+/// The commits of a session's appends, oldest first. The store's writer
+/// answers them in the order they were enqueued, so only the oldest is
+/// polled: no `FuturesOrdered` (an allocation per connection for its
+/// queue, and one per append for its task).
+#[derive(Default)]
+struct PendingCommits {
+    queue: std::collections::VecDeque<(Vec<u32>, Commits)>,
+}
+
+/// Each record's `seq` and what its commit answered, in the order the
+/// device sent them.
+type Settled =
+    core::iter::Zip<std::vec::IntoIter<u32>, std::vec::IntoIter<Result<AppendOutcome, StoreError>>>;
+
+impl PendingCommits {
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    fn push(&mut self, seqs: Vec<u32>, commits: Commits) {
+        self.queue.push_back((seqs, commits));
+    }
+
+    /// The oldest append's results once they are decided; `None` when
+    /// nothing is pending.
+    fn next(&mut self) -> impl Future<Output = Option<Settled>> + '_ {
+        core::future::poll_fn(|cx| {
+            let Some((_, commits)) = self.queue.front_mut() else {
+                return Poll::Ready(None);
+            };
+            let results = core::task::ready!(commits.as_mut().poll(cx));
+            let seqs = self
+                .queue
+                .pop_front()
+                .map(|(seqs, _)| seqs)
+                .unwrap_or_default();
+            Poll::Ready(Some(seqs.into_iter().zip(results)))
+        })
+    }
+}
 
 /// Frames read beyond the one that woke the session, at most, whose
 /// publishes go to the store as one request (already in the socket's
@@ -305,7 +342,7 @@ async fn start(
         fence,
         closing: false,
         rate: state.publish_buckets.bucket(&device_id, Instant::now()),
-        pending: FuturesOrdered::new(),
+        pending: PendingCommits::default(),
         outstanding: 0,
         queued: Vec::new(),
         commands: HashMap::new(),
@@ -443,7 +480,7 @@ struct Session {
     closing: bool,
     /// The device's publish bucket (shared with its later sessions).
     rate: Arc<Mutex<RateLimiter>>,
-    pending: FuturesOrdered<PendingCommit>,
+    pending: PendingCommits,
     /// Records in `pending` (reading stops at a limit).
     outstanding: usize,
     /// Publishes checked but not yet handed to the store (appended together
@@ -511,7 +548,10 @@ impl Session {
             let stopping = async move {
                 let _ = shutdown.wait_for(|stopping| *stopping).await;
             };
+            // The write first: when it completes at once (nearly always),
+            // the fence and the shutdown are never registered with.
             tokio::select! {
+                biased;
                 result = write => result,
                 code = self.fence.fenced() => return Err(fenced_end(code)),
                 () = stopping => return Err(self.stopping()),
@@ -544,9 +584,17 @@ impl Session {
         let mut ping = tokio::time::interval(ping_interval);
         ping.tick().await;
         let mut last_heard = Instant::now();
+        // Made once, not in every turn of the loop: each of them registers
+        // a waiter with a list (the shutdown's is shared by every
+        // connection) when polled, and a new one each turn meant a lock
+        // to register and one to drop it at every frame and every commit.
+        let stop = shutdown.changed();
+        let fence = self.fence.clone();
+        let fenced = fence.fenced();
+        tokio::pin!(stop, fenced);
         loop {
             let result = tokio::select! {
-                _ = shutdown.changed() => return self.stopping(),
+                _ = &mut stop => return self.stopping(),
                 revocation = revocations.recv() => match revocation {
                     Ok(Revocation::Device(id)) if id == self.identity.device_id => {
                         return error_end(ErrorCode::UNAUTHORIZED, "device token revoked");
@@ -567,7 +615,7 @@ impl Session {
                     }
                     _ => Ok(()),
                 },
-                code = self.fence.fenced() => return fenced_end(code),
+                code = &mut fenced => return fenced_end(code),
                 // Boxed, like the ack and the ping below: these steps'
                 // futures are larger than the loop's, and would otherwise
                 // make every idle connection's future as large as theirs.
@@ -590,7 +638,9 @@ impl Session {
                         Some(Err(error)) => {
                             return self.socket_error(&error);
                         }
-                        Some(Ok(message)) => self.receive_burst(message, read_limit).await,
+                        // Boxed: its future would make every idle
+                        // connection's larger.
+                        Some(Ok(message)) => Box::pin(self.receive_burst(message, read_limit)).await,
                     }
                 }
             };
@@ -710,10 +760,7 @@ impl Session {
         self.send_frame(frame).await
     }
 
-    async fn acknowledge(
-        &mut self,
-        results: Vec<(u32, Result<AppendOutcome, StoreError>)>,
-    ) -> Result<(), End> {
+    async fn acknowledge(&mut self, results: Settled) -> Result<(), End> {
         let mut highest = None;
         let mut next = Some(results);
         // Coalesce every commit that is already done into one Ack, up to
@@ -817,9 +864,7 @@ impl Session {
         // down, nothing is dropped.
         match self.state.store.append_all(requests).await {
             Ok(commits) => {
-                self.pending.push_back(Box::pin(
-                    commits.map(move |results| seqs.into_iter().zip(results).collect()),
-                ));
+                self.pending.push(seqs, commits);
                 Ok(())
             }
             Err(error) => {

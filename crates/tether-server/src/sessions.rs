@@ -45,7 +45,7 @@ pub(crate) type CommandQueue = flume::r#async::RecvStream<'static, CommandReques
 /// Tells a session it must end, and why (set once, never lost). One small
 /// allocation per connection: a code and a [`Notify`] (a `watch` channel
 /// would hold eight of them).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Fence(Arc<FenceState>);
 
 #[derive(Debug, Default)]
@@ -72,7 +72,7 @@ impl FenceState {
 impl Fence {
     /// Resolves (with the reason) once the session is fenced; never if it
     /// is not.
-    pub(crate) async fn fenced(&mut self) -> ErrorCode {
+    pub(crate) async fn fenced(&self) -> ErrorCode {
         loop {
             // Registered before the code is read: a fence set after the
             // read wakes this waiter (`Notify::notify_waiters`).

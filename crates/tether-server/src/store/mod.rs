@@ -503,8 +503,9 @@ pub struct TransactionStats {
 /// How to open a store: the hooks and limits every store implementation
 /// takes.
 pub struct StoreOptions {
-    /// Called by the writer after each commit with the events it stored, in
-    /// offset order (the server hands them to the broker).
+    /// Called after each commit, once it is durable, with the events it
+    /// stored, in offset order (the server hands them to the broker); on
+    /// SQLite from the store's sync thread.
     pub on_commit: Box<dyn Fn(Vec<Arc<StoredEvent>>) + Send>,
     /// Called by the writer after each transaction, committed or not (the
     /// server counts stored and duplicate records here, at commit, whatever

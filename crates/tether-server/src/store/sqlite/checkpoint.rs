@@ -35,6 +35,10 @@ impl Checkpointer {
     pub(super) fn start(path: &Path) -> Option<Checkpointer> {
         let conn = Connection::open(path).ok()?;
         conn.busy_timeout(BUSY_TIMEOUT).ok()?;
+        // A checkpoint syncs the WAL before it copies it and the database
+        // file after: the writer's commits are synced by `sync.rs`, and
+        // SQLite reuses the WAL only after a checkpoint synced it all.
+        conn.pragma_update(None, "synchronous", "FULL").ok()?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = {
             let stop = Arc::clone(&stop);

@@ -88,7 +88,9 @@ impl Hot {
     /// At the start of a write transaction (holding the write lock): drops
     /// the memory if another connection committed since it was right.
     pub(super) fn begin(&mut self, tx: &Connection) -> Result<(), StoreError> {
-        let version: i64 = tx.query_row("PRAGMA data_version", [], |row| row.get(0))?;
+        let version: i64 = tx
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |row| row.get(0))?;
         if self.data_version != Some(version) || self.entries > MAX_ENTRIES {
             self.forget();
         }
@@ -224,9 +226,12 @@ impl Hot {
 
     /// Writes the rows this transaction changed (before its commit).
     pub(super) fn flush(&mut self, tx: &Connection) -> Result<(), StoreError> {
-        for (id, next_offset) in self.dirty_channels.drain() {
-            tx.prepare_cached("UPDATE channels SET next_offset = ?2 WHERE id = ?1")?
-                .execute(params![id, next_offset])?;
+        if !self.dirty_channels.is_empty() {
+            let mut update =
+                tx.prepare_cached("UPDATE channels SET next_offset = ?2 WHERE id = ?1")?;
+            for (id, next_offset) in self.dirty_channels.drain() {
+                update.execute(params![id, next_offset])?;
+            }
         }
         let mut upsert = tx.prepare_cached(
             "INSERT INTO boots(device_id, boot_id, stored_seq, last_ms) VALUES (?1, ?2, ?3, ?4)

@@ -3,9 +3,12 @@
 //!
 //! ```text
 //!  device tasks ──append──▶ bounded queue ──▶ writer thread (writer.rs):
-//!   (wait when full =                          BEGIN IMMEDIATE … ≤ 512 ops … COMMIT
-//!    backpressure)                              │ reply to each op
-//!                                               └▶ on_commit(events, in offset order)
+//!   (wait when full =                          BEGIN IMMEDIATE … ≤ 4096 ops … COMMIT
+//!    backpressure)                              │ (WAL written, synchronous = NORMAL)
+//!                                               ▼
+//!                                     sync thread (sync.rs): fdatasync(WAL) once for
+//!                                      every batch committed so far, then reply to each
+//!                                      op and on_commit(events, in offset order)
 //!                                              retention.rs: bounded chunks between
 //!                                              batches; rollup.rs: chunks read on
 //!                                              readers, added by the writer
@@ -19,7 +22,8 @@
 //! connections), `writer.rs` (the batched writer: appends with their
 //! de-duplication and watermark, sessions), `checkpoint.rs`, `read.rs`,
 //! `claim.rs`, `retention.rs`, `readings.rs` (descriptions, commands,
-//! series) and `rollup.rs` (the buckets series read), `accounts.rs` (people
+//! series) and `rollup.rs` (the buckets series read), `sync.rs` (group
+//! commit), `seen.rs` (devices' counts, written late), `accounts.rs` (people
 //! who sign in: accounts, sessions, memberships, invitations), and
 //! `admin.rs` (the CLI's direct
 //! operations).
@@ -34,6 +38,8 @@ mod readings;
 mod retention;
 mod rollup;
 mod schema;
+mod seen;
+mod sync;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -83,8 +89,15 @@ impl core::fmt::Debug for Inner {
 impl SqliteStore {
     /// Opens or creates the database at `path` (migrating one made by an
     /// older version) and starts its writer thread.
-    pub fn open(path: &Path, options: StoreOptions) -> Result<SqliteStore, StoreError> {
+    pub fn open(path: &Path, mut options: StoreOptions) -> Result<SqliteStore, StoreError> {
         let conn = schema::open_connection(path)?;
+        // The writer's commits are synced by the syncer thread, which
+        // answers them only then (`sync.rs`): SQLite itself does not wait
+        // for the disk in the writer's commit.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let syncer = writer::start_syncer(PathBuf::from(wal), &mut options)?;
         // The writer's page cache holds the pages a batch touches (one leaf
         // of `messages`, `boots`, `channels` and `devices` per device in
         // it): with the default 2 MB, thousands of devices meant reading
@@ -100,7 +113,7 @@ impl SqliteStore {
         let thread = std::thread::Builder::new()
             .name("tether-store-writer".into())
             .spawn(move || {
-                writer::run(conn, receiver, options);
+                writer::run(conn, receiver, options, syncer);
                 drop(checkpointer);
             })
             .map_err(|error| StoreError::Database(error.to_string()))?;
@@ -288,7 +301,12 @@ impl Store for SqliteStore {
         tenant_id: TenantId,
         now_ms: u64,
     ) -> BoxFuture<'_, Result<Vec<DeviceInfo>, StoreError>> {
-        boxed(self.read_with(move |conn| read::devices(conn, tenant_id, now_ms)))
+        boxed(async move {
+            // The writer's counts not yet in the table (`seen.rs`) first.
+            self.write(WriteOp::CountSeen).await?;
+            self.read_with(move |conn| read::devices(conn, tenant_id, now_ms))
+                .await
+        })
     }
 
     fn list_channels(

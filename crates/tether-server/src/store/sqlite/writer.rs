@@ -12,15 +12,17 @@
 //!                        to the rollups as one operation of a batch
 //! ```
 //!
-//! Every reply waits for the commit of its transaction; when the commit
-//! fails, every operation in it fails. An append's reply says what is
+//! Every reply waits for the commit of its transaction and for the sync
+//! that puts it on disk (`sync.rs`: the writer goes on with the next batch
+//! meanwhile); when either fails, every operation in it fails. An append's reply says what is
 //! stored, and the contiguous watermark it maintains (see the
 //! [store docs](crate::store)) never covers a record that is not.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rusqlite::{CachedStatement, Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::accounts;
@@ -31,6 +33,8 @@ use super::readings::ReadingsWrite;
 use super::retention::RetentionJob;
 use super::rollup::{self, Chunk};
 use super::schema::{boot_to_i64, to_i64, to_u64};
+use super::seen::Seen;
+use super::sync::Syncer;
 use crate::store::accounts::{AccountDone, AccountOp};
 use crate::store::{
     AppendOutcome, AppendRequest, OpenedSession, StoreError, StoreOptions, StoredEvent, TenantId,
@@ -80,6 +84,9 @@ pub(super) enum WriteOp {
     /// A roll-up chunk to add (the events it covered, or 0).
     RollUp(Chunk, Reply<u64>),
     ResetPresence(Reply<()>),
+    /// Writes every device count the writer holds (`seen.rs`), before
+    /// `list_devices` reads them.
+    CountSeen(Reply<()>),
     /// Accounts, sessions, memberships, invitations (`accounts.rs`).
     Account(AccountOp),
     Readings(ReadingsWrite, Reply<()>),
@@ -181,6 +188,8 @@ impl WriteOp {
                 tx.execute("UPDATE devices SET online = 0 WHERE online = 1", [])?;
                 Ok(Done::Unit)
             }
+            // Its transaction writes every count (`attempt`).
+            WriteOp::CountSeen(_) => Ok(Done::Unit),
             WriteOp::Claim {
                 tenant_id,
                 claim_code,
@@ -205,6 +214,7 @@ impl WriteOp {
             (
                 WriteOp::CloseSession { reply, .. }
                 | WriteOp::ResetPresence(reply)
+                | WriteOp::CountSeen(reply)
                 | WriteOp::Readings(_, reply),
                 Ok(Done::Unit),
             ) => drop(reply.send(Ok(()))),
@@ -225,6 +235,7 @@ impl WriteOp {
             WriteOp::OpenSession { reply, .. } => drop(reply.send(Err(error))),
             WriteOp::CloseSession { reply, .. }
             | WriteOp::ResetPresence(reply)
+            | WriteOp::CountSeen(reply)
             | WriteOp::Readings(_, reply) => {
                 drop(reply.send(Err(error)));
             }
@@ -239,9 +250,15 @@ impl WriteOp {
 
 /// The writer thread's body: runs until every sender is gone and the
 /// queue is drained.
-pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, options: StoreOptions) {
+pub(super) fn run(
+    mut conn: Connection,
+    mut queue: mpsc::Receiver<WriteOp>,
+    options: StoreOptions,
+    syncer: Syncer<Ended>,
+) {
     let mut retention: Option<RetentionJob> = None;
     let mut hot = Hot::default();
+    let mut seen = Seen::default();
     loop {
         // Appends first; the job works only while nothing waits.
         let first = if retention.is_some() {
@@ -279,7 +296,7 @@ pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, opti
                 }
             }
             if !batch.is_empty() {
-                commit_batch(&mut conn, &mut hot, batch, &options);
+                commit_batch(&mut conn, &mut hot, &mut seen, batch, &syncer);
             }
         }
         if let Some(job) = &mut retention
@@ -291,6 +308,19 @@ pub(super) fn run(mut conn: Connection, mut queue: mpsc::Receiver<WriteOp>, opti
     if let Some(mut job) = retention {
         job.finish(Err(StoreError::Closed));
     }
+    if !seen.is_empty() {
+        let (reply, _) = oneshot::channel();
+        commit_batch(
+            &mut conn,
+            &mut hot,
+            &mut seen,
+            vec![WriteOp::CountSeen(reply)],
+            &syncer,
+        );
+    }
+    // The last batches are answered (after their sync) before the thread
+    // ends.
+    drop(syncer);
 }
 
 /// Why an attempt at a batch did not commit.
@@ -309,30 +339,98 @@ impl From<rusqlite::Error> for Failed {
     }
 }
 
-/// Commits one batch, then answers every operation in it. The first
-/// attempt runs the operations straight (the common case costs nothing
-/// extra); if one fails, the batch runs again with each operation in a
-/// savepoint, so only the failing one fails.
-fn commit_batch(conn: &mut Connection, hot: &mut Hot, batch: Vec<WriteOp>, options: &StoreOptions) {
+/// A batch whose transaction ended, waiting for the sync that makes its
+/// commit durable (`sync.rs`) before it is answered.
+pub(super) struct Ended {
+    batch: Vec<WriteOp>,
+    result: Result<Vec<Result<Done, StoreError>>, Failed>,
+    stats: TransactionStats,
+}
+
+/// The server's hooks, called where batches are answered.
+struct Hooks {
+    on_commit: Box<dyn Fn(Vec<Arc<StoredEvent>>) + Send>,
+    on_transaction: Box<dyn Fn(&TransactionStats) + Send>,
+}
+
+/// Starts the thread that syncs the WAL at `wal` and answers the writer's
+/// batches; takes the hooks out of `options` (they run on that thread).
+pub(super) fn start_syncer(
+    wal: PathBuf,
+    options: &mut StoreOptions,
+) -> Result<Syncer<Ended>, StoreError> {
+    let hooks = Hooks {
+        on_commit: core::mem::replace(&mut options.on_commit, Box::new(|_| {})),
+        on_transaction: core::mem::replace(&mut options.on_transaction, Box::new(|_| {})),
+    };
+    Syncer::start(wal, move |ended, synced| {
+        answer_batch(ended, synced, &hooks)
+    })
+}
+
+/// Commits one batch and hands it to the syncer, which answers every
+/// operation in it once the commit is on disk. The first attempt runs the
+/// operations straight (the common case costs nothing extra); if one
+/// fails, the batch runs again with each operation in a savepoint, so
+/// only the failing one fails.
+fn commit_batch(
+    conn: &mut Connection,
+    hot: &mut Hot,
+    seen: &mut Seen,
+    batch: Vec<WriteOp>,
+    syncer: &Syncer<Ended>,
+) {
     let started = Instant::now();
     let operations = batch.len();
-    let result = match attempt(conn, hot, &batch, false) {
+    let result = match attempt(conn, hot, seen, &batch, false) {
         Err(Failed::Operation) => {
             hot.forget();
-            attempt(conn, hot, &batch, true)
+            attempt(conn, hot, seen, &batch, true)
         }
         result => result,
     };
+    let result = result.map(|(results, written, now_ms)| {
+        let today = now_ms - now_ms % DAY_MS;
+        seen.committed(written, &published(&batch, &results), today, now_ms);
+        results
+    });
     if result.is_err() {
         // What the memory says may not be what the database kept.
         hot.forget();
     }
-    let mut stats = TransactionStats {
+    let stats = TransactionStats {
         operations,
         committed: result.is_ok(),
         duration: started.elapsed(),
         ..TransactionStats::default()
     };
+    let durable = result.is_ok();
+    syncer.submit(
+        Ended {
+            batch,
+            result,
+            stats,
+        },
+        durable,
+    );
+}
+
+/// Answers every operation of an ended batch: what it did, if its
+/// transaction committed and the sync after it succeeded; else why not.
+fn answer_batch(ended: Ended, synced: Result<(), &StoreError>, hooks: &Hooks) {
+    let Ended {
+        batch,
+        result,
+        mut stats,
+    } = ended;
+    let result = match (result, synced) {
+        (Ok(_), Err(error)) => {
+            stats.committed = false;
+            Err(Failed::Transaction(error.clone()))
+        }
+        (result, _) => result,
+    };
+    let operations = stats.operations;
     match result {
         Ok(results) => {
             let mut events = Vec::new();
@@ -361,22 +459,22 @@ fn commit_batch(conn: &mut Connection, hot: &mut Hot, batch: Vec<WriteOp>, optio
                     op => op.answer(result),
                 }
             }
-            (options.on_transaction)(&stats);
+            (hooks.on_transaction)(&stats);
             if !events.is_empty() {
-                (options.on_commit)(events);
+                (hooks.on_commit)(events);
             }
         }
         Err(Failed::Operation) => {
             // Unreachable: an isolated attempt reports failing operations
             // one by one.
             let error = StoreError::Database("a batch failed twice".into());
-            (options.on_transaction)(&stats);
+            (hooks.on_transaction)(&stats);
             for op in batch {
                 op.fail(&error);
             }
         }
         Err(Failed::Transaction(error)) => {
-            (options.on_transaction)(&stats);
+            (hooks.on_transaction)(&stats);
             tracing::error!(%error, operations, "store transaction failed; nothing in it is acknowledged");
             for op in batch {
                 op.fail(&error);
@@ -388,18 +486,20 @@ fn commit_batch(conn: &mut Connection, hot: &mut Hot, batch: Vec<WriteOp>, optio
 /// One transaction over the batch. `isolate`: each operation in its own
 /// savepoint, its failure its own result; otherwise the first failing
 /// operation rolls the whole attempt back.
+/// Returns each operation's result, the devices whose counts it wrote
+/// and its time.
 fn attempt(
     conn: &mut Connection,
     hot: &mut Hot,
+    seen: &Seen,
     batch: &[WriteOp],
     isolate: bool,
-) -> Result<Vec<Result<Done, StoreError>>, Failed> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+) -> Result<(Vec<Result<Done, StoreError>>, Vec<String>, u64), Failed> {
+    let tx = Immediate::begin(conn)?;
     hot.begin(&tx).map_err(Failed::Transaction)?;
     let now_ms = crate::now_ms();
     let today = now_ms - now_ms % DAY_MS;
     let mut results = Vec::with_capacity(batch.len());
-    let mut published: HashMap<&str, i64> = HashMap::default();
     let mut statements = Statements::prepare(&tx)?;
     for op in batch {
         let result = if isolate {
@@ -429,7 +529,60 @@ fn attempt(
             }
             tracing::error!(%error, "store operation failed; the rest of its transaction goes on");
         }
-        match (op, &result) {
+        results.push(result);
+    }
+    drop(statements);
+    // The devices' counts: late, a few per transaction (`seen.rs`).
+    let all = batch.iter().any(|op| matches!(op, WriteOp::CountSeen(_)));
+    let written = seen.write(&tx, &published(batch, &results), today, all)?;
+    hot.flush(&tx).map_err(Failed::Transaction)?;
+    tx.commit()?;
+    Ok((results, written, now_ms))
+}
+
+/// A write transaction (`BEGIN IMMEDIATE`) whose `BEGIN` and `COMMIT` are
+/// cached statements: rusqlite's `Transaction` prepares both again from
+/// their text in every transaction (2 % of the server's samples with
+/// thousands of small commits a second). Rolled back when dropped
+/// uncommitted.
+struct Immediate<'c>(&'c Connection);
+
+impl<'c> Immediate<'c> {
+    fn begin(conn: &'c Connection) -> Result<Self, rusqlite::Error> {
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(Immediate(conn))
+    }
+
+    fn commit(self) -> Result<(), rusqlite::Error> {
+        self.0.prepare_cached("COMMIT")?.execute([])?;
+        Ok(())
+    }
+}
+
+impl core::ops::Deref for Immediate<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.0
+    }
+}
+
+impl Drop for Immediate<'_> {
+    fn drop(&mut self) {
+        if !self.0.is_autocommit() {
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// Records newly stored by the batch, per device.
+fn published<'b>(
+    batch: &'b [WriteOp],
+    results: &[Result<Done, StoreError>],
+) -> HashMap<&'b str, i64> {
+    let mut published: HashMap<&str, i64> = HashMap::default();
+    for (op, result) in batch.iter().zip(results) {
+        match (op, result) {
             (WriteOp::Append(request, _), Ok(Done::Append(_, Some(_)))) => {
                 *published.entry(request.device_id.as_str()).or_default() += 1;
             }
@@ -442,21 +595,8 @@ fn attempt(
             }
             _ => {}
         }
-        results.push(result);
     }
-    drop(statements);
-    for (device_id, count) in published {
-        tx.prepare_cached(
-            "UPDATE devices SET
-                day_count = CASE WHEN day_start_ms = ?2 THEN day_count + ?3 ELSE ?3 END,
-                day_start_ms = ?2, last_seen_ms = ?4
-             WHERE id = ?1",
-        )?
-        .execute(params![device_id, to_i64(today), count, to_i64(now_ms)])?;
-    }
-    hot.flush(&tx).map_err(Failed::Transaction)?;
-    tx.commit()?;
-    Ok(results)
+    published
 }
 
 fn open_session(
