@@ -290,7 +290,7 @@ mod tests {
     #[tokio::test]
     async fn a_newer_session_fences_the_older_even_with_a_full_queue() {
         let sessions = DeviceSessions::new(1000);
-        let (_old_queue, mut old_fence) = sessions.register("d", 1);
+        let (_old_queue, old_fence) = sessions.register("d", 1);
         // Fill the old session's queue: nobody reads it.
         let mut waiting = Vec::new();
         for _ in 0..COMMAND_QUEUE {
@@ -313,7 +313,7 @@ mod tests {
             }
             waiting.push(answer);
         }
-        let (_new_queue, mut new_fence) = sessions.register("d", 2);
+        let (_new_queue, new_fence) = sessions.register("d", 2);
         let fenced = tokio::time::timeout(Duration::from_millis(100), old_fence.fenced()).await;
         assert_eq!(fenced.ok(), Some(ErrorCode::SESSION_REPLACED));
         // The old session's exit does not take the device offline.
@@ -332,7 +332,7 @@ mod tests {
     #[tokio::test]
     async fn a_session_waiting_on_its_fence_is_woken() {
         let sessions = DeviceSessions::new(1000);
-        let (_queue, mut fence) = sessions.register("d", 1);
+        let (_queue, fence) = sessions.register("d", 1);
         let waiting = tokio::spawn(async move { fence.fenced().await });
         // The waiter is parked on the fence before the newer session comes.
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -348,7 +348,7 @@ mod tests {
     #[tokio::test]
     async fn another_nodes_newer_session_fences_the_local_one() {
         let sessions = DeviceSessions::new(10);
-        let (_queue, mut fence) = sessions.register("d", 1);
+        let (_queue, fence) = sessions.register("d", 1);
         sessions.opened("d", 1, 7);
         // An older or equal token elsewhere changes nothing.
         sessions.fence_older("d", 6);
@@ -362,7 +362,7 @@ mod tests {
         let fenced = tokio::time::timeout(Duration::from_millis(100), fence.fenced()).await;
         assert_eq!(fenced.ok(), Some(ErrorCode::SESSION_REPLACED));
         // A notice that overtakes the local session's own token.
-        let (_queue, mut early) = sessions.register("e", 2);
+        let (_queue, early) = sessions.register("e", 2);
         sessions.fence_older("e", 5);
         assert!(
             tokio::time::timeout(Duration::from_millis(50), early.fenced())

@@ -389,11 +389,17 @@ fn commit_batch(
         }
         result => result,
     };
-    let result = result.map(|(results, written, now_ms)| {
-        let today = now_ms - now_ms % DAY_MS;
-        seen.committed(written, &published(&batch, &results), today, now_ms);
-        results
-    });
+    let result = result.map(
+        |Attempted {
+             results,
+             written,
+             now_ms,
+         }| {
+            let today = now_ms - now_ms % DAY_MS;
+            seen.committed(written, &published(&batch, &results), today, now_ms);
+            results
+        },
+    );
     if result.is_err() {
         // What the memory says may not be what the database kept.
         hot.forget();
@@ -494,7 +500,7 @@ fn attempt(
     seen: &Seen,
     batch: &[WriteOp],
     isolate: bool,
-) -> Result<(Vec<Result<Done, StoreError>>, Vec<String>, u64), Failed> {
+) -> Result<Attempted, Failed> {
     let tx = Immediate::begin(conn)?;
     hot.begin(&tx).map_err(Failed::Transaction)?;
     let now_ms = crate::now_ms();
@@ -537,7 +543,19 @@ fn attempt(
     let written = seen.write(&tx, &published(batch, &results), today, all)?;
     hot.flush(&tx).map_err(Failed::Transaction)?;
     tx.commit()?;
-    Ok((results, written, now_ms))
+    Ok(Attempted {
+        results,
+        written,
+        now_ms,
+    })
+}
+
+/// A committed attempt: each operation's result, the devices whose counts
+/// it wrote and its time.
+struct Attempted {
+    results: Vec<Result<Done, StoreError>>,
+    written: Vec<String>,
+    now_ms: u64,
 }
 
 /// A write transaction (`BEGIN IMMEDIATE`) whose `BEGIN` and `COMMIT` are
