@@ -24,14 +24,30 @@ pub struct EmbassyClock;
 
 impl Clock for EmbassyClock {
     fn now(&self) -> Instant {
-        Instant::from_millis(embassy_time::Instant::now().as_millis())
+        now()
     }
 
     async fn sleep_until(&self, deadline: Instant) {
-        // The 32-bit deadline back to embassy's 64-bit time: the wait from now.
-        let wait = deadline - self.now();
-        embassy_time::Timer::after_millis(u64::from(wait.as_millis())).await;
+        timer_until(deadline).await;
     }
+}
+
+/// The time driver's 64-bit tick count in milliseconds, cut to tether's
+/// 32-bit instant. Out of line: the runner asks for the time at a dozen
+/// places, and each inlined copy was the driver's read and a 64-bit
+/// division.
+#[inline(never)]
+fn now() -> Instant {
+    Instant::from_millis(embassy_time::Instant::now().as_millis())
+}
+
+/// The embassy timer that fires at `deadline` (the 32-bit deadline back to
+/// embassy's 64-bit time: the wait from now). Out of line, as [`now`]; only
+/// the timer's poll is left at each wait.
+#[inline(never)]
+fn timer_until(deadline: Instant) -> embassy_time::Timer {
+    let wait = deadline - now();
+    embassy_time::Timer::after_millis(u64::from(wait.as_millis()))
 }
 
 /// Unix seconds at `embassy_time::Instant` zero; 0 while unknown. 32 bits
