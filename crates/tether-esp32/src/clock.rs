@@ -14,7 +14,10 @@
 //! `None` and [`TlsConnector`](crate::tls::TlsConnector) refuses to open a
 //! connection: a certificate is never accepted unchecked.
 
+use core::future::Future;
+use core::pin::Pin;
 use core::sync::atomic::{AtomicU32, Ordering};
+use core::task::{Context, Poll};
 
 use tether_core::time::{Clock, Instant};
 
@@ -27,8 +30,22 @@ impl Clock for EmbassyClock {
         now()
     }
 
-    async fn sleep_until(&self, deadline: Instant) {
-        timer_until(deadline).await;
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> {
+        Sleep(timer_until(deadline))
+    }
+}
+
+/// [`EmbassyClock::sleep_until`]'s future: an embassy timer polled out of
+/// line, so each place the runner waits holds a call, not the timer's
+/// poll.
+struct Sleep(embassy_time::Timer);
+
+impl Future for Sleep {
+    type Output = ();
+
+    #[inline(never)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx)
     }
 }
 
