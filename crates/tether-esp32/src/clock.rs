@@ -146,3 +146,35 @@ impl embedded_tls::TlsClock for WallClock {
         WallClock::now()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use tether_core::time::Duration;
+
+    use super::*;
+
+    /// The out-of-line time read and timer (embassy-time's std driver):
+    /// the clock moves forward, a deadline in the past is no wait, and a
+    /// wait lasts at least until its deadline.
+    #[test]
+    fn sleeps_until_the_deadline_on_the_embassy_clock() {
+        let clock = EmbassyClock;
+        let start = clock.now();
+        embassy_futures::block_on(clock.sleep_until(start));
+        let past = std::time::Instant::now();
+        embassy_futures::block_on(clock.sleep_until(Instant::ZERO));
+        assert!(past.elapsed() < std::time::Duration::from_millis(500));
+
+        let deadline = clock.now() + Duration::from_millis(30);
+        embassy_futures::block_on(clock.sleep_until(deadline));
+        let woke = clock.now();
+        assert!(woke >= deadline, "woke at {woke:?}, before {deadline:?}");
+        assert!(woke >= start);
+        // Milliseconds of embassy's time, cut to 32 bits.
+        let embassy = embassy_time::Instant::now().as_millis();
+        let ours = u64::from(clock.now().as_millis());
+        assert!(ours.wrapping_sub(embassy & u64::from(u32::MAX)) <= 1000);
+    }
+}

@@ -622,6 +622,37 @@ mod tests {
         });
     }
 
+    /// The slot drops what it held when filled again and lends out what
+    /// it holds; `Resources`' `Debug` shows the client once there is one.
+    #[test]
+    fn the_client_slot_fills_and_drops() {
+        use core::cell::Cell;
+
+        struct Counted<'c>(&'c Cell<u32>, u8);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() + 1);
+            }
+        }
+
+        let drops = Cell::new(0);
+        let mut slot = Slot::Empty;
+        assert!(slot.get().is_none());
+        assert_eq!(slot.fill(Counted(&drops, 1)).1, 1);
+        assert_eq!(drops.get(), 0);
+        slot.fill(Counted(&drops, 2)).1 += 1;
+        assert_eq!(drops.get(), 1, "the first value is dropped");
+        assert_eq!(slot.get().map(|c| c.1), Some(3));
+        drop(slot);
+        assert_eq!(drops.get(), 2);
+
+        let config = ClientConfig::new("ws://relay.local/device", "dev-1", "1.0.0");
+        let mut resources: Resources<TestBoard<256>> = Resources::new();
+        assert!(std::format!("{resources:?}").contains("client: None"));
+        let _ = new(board(), config, &mut resources).unwrap();
+        assert!(std::format!("{resources:?}").contains("client: Some(Client"));
+    }
+
     #[test]
     fn new_refuses_small_buffers_and_bad_settings() {
         let config = ClientConfig::new("ws://relay.local/device", "dev-1", "1.0.0");

@@ -359,3 +359,36 @@ impl<F: Future> Future for OutOfLine<'_, F> {
         self.0.as_mut().poll(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use core::future::poll_fn;
+
+    use super::*;
+
+    /// `OutOfLine` hands every poll to the future it holds, wakers and
+    /// pending turns included, and its output back.
+    #[test]
+    fn out_of_line_polls_the_future_it_holds() {
+        let mut polls = 0;
+        let future = pin!(poll_fn(|cx| {
+            polls += 1;
+            if polls < 3 {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            } else {
+                Poll::Ready(7)
+            }
+        }));
+        assert_eq!(embassy_futures::block_on(OutOfLine(future)), 7);
+        assert_eq!(polls, 3);
+
+        // Raced, as the runner races the connector against the deadline.
+        let never = pin!(core::future::pending::<u8>());
+        let raced = select(OutOfLine(never), core::future::ready(()));
+        assert!(matches!(
+            embassy_futures::block_on(raced),
+            Either::Second(())
+        ));
+    }
+}
