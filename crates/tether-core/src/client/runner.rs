@@ -215,22 +215,21 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
             url.endpoint.host, url.endpoint.port
         );
         let connect = pin!(connector.connect(url.endpoint));
-        let mut transport =
-            match select(OutOfLine(connect), clock.sleep_until(deadline)).await {
-                Either::First(Ok(connection)) => connection,
-                Either::First(Err(e)) => {
-                    let error = match B::Connector::error_kind(&e) {
-                        ConnectErrorKind::Certificate => LinkError::Certificate,
-                        _ => LinkError::ConnectFailed,
-                    };
-                    client.with_session(|s| s.on_link_lost(clock.now(), error));
-                    return;
-                }
-                Either::Second(()) => {
-                    client.with_session(|s| s.handle_timeout(clock.now()));
-                    return;
-                }
-            };
+        let mut transport = match select(OutOfLine(connect), clock.sleep_until(deadline)).await {
+            Either::First(Ok(connection)) => connection,
+            Either::First(Err(e)) => {
+                let error = match B::Connector::error_kind(&e) {
+                    ConnectErrorKind::Certificate => LinkError::Certificate,
+                    _ => LinkError::ConnectFailed,
+                };
+                client.with_session(|s| s.on_link_lost(clock.now(), error));
+                return;
+            }
+            Either::Second(()) => {
+                client.with_session(|s| s.handle_timeout(clock.now()));
+                return;
+            }
+        };
 
         let config: &ClientConfig<'_> = config;
         let now = clock.now();
