@@ -165,7 +165,7 @@ mod tests {
         embassy_futures::block_on(clock.sleep_until(start));
         let past = std::time::Instant::now();
         embassy_futures::block_on(clock.sleep_until(Instant::ZERO));
-        assert!(past.elapsed() < std::time::Duration::from_millis(500));
+        assert!(past.elapsed() < core::time::Duration::from_millis(500));
 
         let deadline = clock.now() + Duration::from_millis(30);
         embassy_futures::block_on(clock.sleep_until(deadline));
