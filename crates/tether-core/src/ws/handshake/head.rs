@@ -32,9 +32,25 @@ pub(crate) struct Head {
     pub(crate) len: usize,
 }
 
-/// Bytes of a `token` (RFC 9110 5.6.2): header names.
+/// Bytes of a `token` (RFC 9110 5.6.2): header names. A `match` on
+/// ranges, not `<[u8]>::contains` on the fifteen symbols, which linked
+/// `core`'s word-at-a-time `memchr` (182 B against some 60 on the
+/// ESP32-C3).
 pub(super) fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    matches!(
+        b,
+        b'0'..=b'9'
+            | b'A'..=b'Z'
+            | b'^'..=b'z'
+            | b'!'
+            | b'#'..=b'\''
+            | b'*'
+            | b'+'
+            | b'-'
+            | b'.'
+            | b'|'
+            | b'~'
+    )
 }
 
 /// Bytes of a reason phrase or header value other than spaces: visible
@@ -221,6 +237,14 @@ mod tests {
 
     fn same_as_httparse(buf: &[u8]) {
         assert_eq!(ours(buf), oracle(buf), "on \"{}\"", buf.escape_ascii());
+    }
+
+    #[test]
+    fn token_bytes_are_rfc_9110s() {
+        for b in 0..=u8::MAX {
+            let rfc = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_token_byte(b), rfc, "byte {b:#04x}");
+        }
     }
 
     #[test]
