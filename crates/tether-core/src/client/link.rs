@@ -204,8 +204,16 @@ impl<'a> Link<'a> {
         let handshake = ClientHandshake::with_key(request, Key::from_nonce(nonce));
         // The request goes out from `rx`, free until the reply arrives: the
         // transmit buffer may be smaller than an HTTP head.
-        let encoded = handshake.encode(rx);
-        let mut link = Self {
+        let phase = match handshake.encode(rx) {
+            Ok(request) => Phase::Handshake { request, filled: 0 },
+            Err(_) => {
+                session.on_link_lost(now, LinkError::HandshakeFailed);
+                Phase::Done
+            }
+        };
+        // Built in the caller's slot: no field is set after this (a link
+        // assembled and then changed was copied out whole, 0.2 KB of moves).
+        Self {
             config,
             handshake,
             max_downlink: max_downlink_len(rx.len()),
@@ -213,19 +221,11 @@ impl<'a> Link<'a> {
             tx,
             message,
             ws: Context::new(ws::Config::client()),
-            phase: Phase::Handshake {
-                request: 0,
-                filled: 0,
-            },
+            phase,
             out_len: 0,
             sending: None,
             offset: 0,
-        };
-        match encoded {
-            Ok(request) => link.phase = Phase::Handshake { request, filled: 0 },
-            Err(_) => link.lost(now, session, LinkError::HandshakeFailed),
         }
-        link
     }
 
     /// The next thing to do. After [`Output::Write`], write
