@@ -399,7 +399,10 @@ impl<'a> Link<'a> {
                     debug!("client: WebSocket up");
                     let header_len = response.header_len.min(filled);
                     self.rx.copy_within(header_len..filled, 0);
-                    self.ws = Context::with_buffered(ws::Config::client(), filled - header_len);
+                    // The context is still the fresh one of `Link::new`
+                    // (the handshake never touches it): the bytes after the
+                    // head are its first input.
+                    self.ws.filled(filled - header_len);
                     self.phase = Phase::Open;
                     session.on_link_up(now);
                 }
