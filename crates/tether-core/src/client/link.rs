@@ -804,6 +804,26 @@ mod tests {
     }
 
     #[test]
+    fn frames_behind_the_reply_head_are_read_in_the_same_input() {
+        fresh_link!(link, s);
+        let (written, _) = drain(&mut link, &mut s, at(1));
+        // The reply and a ping in one read.
+        let mut bytes = accept(&written[0]);
+        bytes.extend_from_slice(&frame(9, b"hi"));
+        let space = link.receive_buffer();
+        space[..bytes.len()].copy_from_slice(&bytes);
+        link.filled(bytes.len());
+        assert!(link.handle_input(at(2), &mut s).is_none());
+        assert_eq!(s.state(), ConnectionState::Handshaking);
+        let (written, output) = drain(&mut link, &mut s, at(3));
+        assert_eq!(output, Output::Idle);
+        let frames: Vec<Decoded> = written.iter().map(|w| unmask(w)).collect();
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert_eq!(frames[0].1, 2, "Hello first");
+        assert_eq!(frames[1], (true, 10, b"hi".to_vec()));
+    }
+
+    #[test]
     fn keepalive_on_virtual_time_and_a_missing_pong_ends_the_link() {
         fresh_link!(link, s);
         connect(&mut link, &mut s);
