@@ -126,7 +126,7 @@ impl<'a> ClientHandshake<'a> {
             .header("Host", r.host.as_bytes())?
             .header("Upgrade", b"websocket")?
             .header("Connection", b"Upgrade")?
-            .header("Sec-WebSocket-Key", self.key.as_str().as_bytes())?
+            .header("Sec-WebSocket-Key", &self.key.0)?
             .header("Sec-WebSocket-Version", b"13")?;
         if let Some((first, rest)) = r.subprotocols.split_first() {
             w.put(b"Sec-WebSocket-Protocol: ")?.put(first.as_bytes())?;
