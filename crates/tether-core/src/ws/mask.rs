@@ -58,7 +58,6 @@ pub fn mask_into(destination: &mut [u8], source: &[u8], key: [u8; 4]) {
 /// to a third of the throughput. Shorter payloads skip it.
 const ALIGN_FROM: usize = 4096;
 
-
 /// Whether masking goes eight bytes at a time, aligned for long payloads
 /// (64-bit targets: they have the vector units and caches this pays off
 /// on), or one byte at a time (32- and 16-bit targets, where code size
@@ -68,8 +67,9 @@ const WORDS: bool = cfg!(target_pointer_width = "64");
 /// The byte loop of 32-bit targets, in place.
 #[inline]
 fn mask_bytes_in_place(payload: &mut [u8], key: [u8; 4]) {
+    let word = u32::from_le_bytes(key);
     for (i, byte) in payload.iter_mut().enumerate() {
-        *byte ^= key[i % 4];
+        *byte ^= key_byte(word, i);
     }
 }
 
@@ -77,9 +77,18 @@ fn mask_bytes_in_place(payload: &mut [u8], key: [u8; 4]) {
 /// `source`).
 #[inline]
 fn mask_bytes_into(destination: &mut [u8], source: &[u8], key: [u8; 4]) {
+    let word = u32::from_le_bytes(key);
     for (i, (dst, src)) in destination.iter_mut().zip(source).enumerate() {
-        *dst = src ^ key[i % 4];
+        *dst = src ^ key_byte(word, i);
     }
+}
+
+/// Byte `i % 4` of the key (`word` is the key, little-endian): a shift, no
+/// index.
+#[inline]
+fn key_byte(word: u32, i: usize) -> u8 {
+    // `(i % 4) * 8` is at most 24; the cast keeps the low byte.
+    (word >> ((i % 4) * 8)) as u8
 }
 
 #[inline]
