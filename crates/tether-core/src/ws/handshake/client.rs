@@ -120,15 +120,14 @@ impl<'a> ClientHandshake<'a> {
             return Err(HandshakeError::InvalidHeaderValue);
         }
         let mut w = Writer::new(out);
-        // The fixed lines as whole constants: fewer writes than a
-        // `header` call each.
         w.put(b"GET ")?
             .put(r.path.as_bytes())?
-            .put(b" HTTP/1.1\r\nHost: ")?
-            .put(r.host.as_bytes())?
-            .put(b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ")?
-            .put(&self.key.0)?
-            .put(b"\r\nSec-WebSocket-Version: 13\r\n")?;
+            .put(b" HTTP/1.1\r\n")?
+            .header("Host", r.host.as_bytes())?
+            .header("Upgrade", b"websocket")?
+            .header("Connection", b"Upgrade")?
+            .header("Sec-WebSocket-Key", &self.key.0)?
+            .header("Sec-WebSocket-Version", b"13")?;
         if let Some((first, rest)) = r.subprotocols.split_first() {
             w.put(b"Sec-WebSocket-Protocol: ")?.put(first.as_bytes())?;
             for protocol in rest {
