@@ -569,6 +569,38 @@ async fn fan_out_and_commands_go_on_when_a_nats_server_of_the_cluster_dies() -> 
     Ok(())
 }
 
+/// Waits until node `node` serves `n` descriptions of `channel` over
+/// HTTP (from the database); returns its answer.
+async fn served_descriptions(
+    cluster: &Cluster,
+    node: usize,
+    channel: &str,
+    n: usize,
+) -> Result<serde_json::Value, BoxError> {
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let (status, body) = common::http(
+            cluster.addr(node),
+            "GET",
+            &format!("/v1/descriptions?channel={channel}"),
+            Some(&cluster.key),
+            None,
+        )
+        .await?;
+        assert_eq!(status, 200, "{body}");
+        if body["descriptions"]
+            .as_array()
+            .is_some_and(|d| d.len() == n)
+        {
+            return Ok(body);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("node {node} never served {n} descriptions: {body}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Channel descriptions across nodes: a receiver on node 1 that asks
 /// (`"describe":true`) gets what a device on node 0 described before
 /// (from PostgreSQL), then a description a device on node 0 sends while it
@@ -592,29 +624,8 @@ async fn descriptions_cross_nodes() -> TestResult {
     )))
     .await?;
     // Node 1 reads it from the database.
-    let deadline = tokio::time::Instant::now() + common::WAIT;
-    loop {
-        let (status, body) = common::http(
-            cluster.addr(1),
-            "GET",
-            "/v1/descriptions?channel=home/climate",
-            Some(&cluster.key),
-            None,
-        )
-        .await?;
-        assert_eq!(status, 200, "{body}");
-        if body["descriptions"]
-            .as_array()
-            .is_some_and(|d| d.len() == 1)
-        {
-            assert_eq!(body["descriptions"][0]["device"], "sensor-a", "{body}");
-            break;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(format!("node 1 never served the description: {body}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let body = served_descriptions(&cluster, 1, "home/climate", 1).await?;
+    assert_eq!(body["descriptions"][0]["device"], "sensor-a", "{body}");
 
     let mut receiver = Receiver::connect(cluster.addr(1), &cluster.key).await?;
     receiver
@@ -701,28 +712,7 @@ async fn a_description_sent_while_a_node_is_off_nats_reaches_its_receivers() -> 
         .await?;
     // Stored (node 0 serves it), and its notice went out to NATS, where
     // node 1 was not.
-    let deadline = tokio::time::Instant::now() + common::WAIT;
-    loop {
-        let (status, body) = common::http(
-            cluster.addr(0),
-            "GET",
-            "/v1/descriptions?channel=home/climate",
-            Some(&cluster.key),
-            None,
-        )
-        .await?;
-        assert_eq!(status, 200, "{body}");
-        if body["descriptions"]
-            .as_array()
-            .is_some_and(|d| d.len() == 1)
-        {
-            break;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(format!("node 0 never stored the description: {body}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    served_descriptions(&cluster, 0, "home/climate", 1).await?;
     let early = tokio::time::timeout(Duration::from_millis(800), receiver.recv()).await;
     assert!(early.is_err(), "nothing reaches node 1 while it is off NATS: {early:?}");
 
