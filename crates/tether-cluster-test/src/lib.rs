@@ -558,7 +558,11 @@ impl Drop for Postgres {
             // shutdown checkpoint (SIGQUIT, immediate shutdown; writing
             // the checkpoint took seconds of every test binary's end on a
             // loaded machine). Data kept: SIGINT, the fast shutdown.
-            let signal = if self.remove_with_process { "QUIT" } else { "INT" };
+            let signal = if self.remove_with_process {
+                "QUIT"
+            } else {
+                "INT"
+            };
             let _ = process.signal(signal);
             process.wait_exit(Duration::from_secs(10));
         }

@@ -103,7 +103,10 @@ impl Cluster {
         let dir = tempfile::tempdir()?;
         let mut config = Config::new(dir.path().to_owned(), "127.0.0.1:0".parse()?)
             .with_limits(test_limits())
-            .with_cluster(self.url.clone(), Some(self.node_nats_urls(self.nodes.len())));
+            .with_cluster(
+                self.url.clone(),
+                Some(self.node_nats_urls(self.nodes.len())),
+            );
         config.node_name = Some(name.to_owned());
         self._dirs.push(dir);
         Ok(Server::start(config).await?)
@@ -714,7 +717,10 @@ async fn a_description_sent_while_a_node_is_off_nats_reaches_its_receivers() -> 
     // node 1 was not.
     served_descriptions(&cluster, 0, "home/climate", 1).await?;
     let early = tokio::time::timeout(Duration::from_millis(800), receiver.recv()).await;
-    assert!(early.is_err(), "nothing reaches node 1 while it is off NATS: {early:?}");
+    assert!(
+        early.is_err(),
+        "nothing reaches node 1 while it is off NATS: {early:?}"
+    );
 
     // Back on NATS: the receiver gets the description it missed.
     tokio::task::block_in_place(|| cluster.nats[1].resume())?;

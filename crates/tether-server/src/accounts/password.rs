@@ -82,8 +82,7 @@ fn argon2() -> Argon2<'static> {
 fn argon2_at(cost: PasswordCost) -> Argon2<'static> {
     // Both costs are valid parameters; `DEFAULT` is the fallback the
     // compiler needs and equals the standard one.
-    let params =
-        Params::new(cost.memory_kib, cost.passes, LANES, None).unwrap_or(Params::DEFAULT);
+    let params = Params::new(cost.memory_kib, cost.passes, LANES, None).unwrap_or(Params::DEFAULT);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
@@ -273,7 +272,10 @@ mod tests {
     #[tokio::test]
     async fn the_tests_only_cost_is_in_its_hashes_and_verifies_anywhere() {
         let cheap = Passwords::new(PasswordCost::TESTS_ONLY);
-        let hash = cheap.hash("correct horse".to_owned()).await.expect("hashes");
+        let hash = cheap
+            .hash("correct horse".to_owned())
+            .await
+            .expect("hashes");
         assert!(hash.starts_with("$argon2id$v=19$m=8,t=1,p=1$"), "{hash}");
         let standard = Passwords::default();
         assert!(
@@ -281,8 +283,15 @@ mod tests {
                 .verify("correct horse".to_owned(), Some(hash.clone()))
                 .await
         );
-        assert!(!standard.verify("correct horsE".to_owned(), Some(hash)).await);
-        let strong = standard.hash("correct horse".to_owned()).await.expect("hashes");
+        assert!(
+            !standard
+                .verify("correct horsE".to_owned(), Some(hash))
+                .await
+        );
+        let strong = standard
+            .hash("correct horse".to_owned())
+            .await
+            .expect("hashes");
         assert!(cheap.verify("correct horse".to_owned(), Some(strong)).await);
     }
 

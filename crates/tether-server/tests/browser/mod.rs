@@ -188,7 +188,8 @@ pub async fn click(client: &Client, css: &str) -> Result<(), BoxError> {
 async fn on_fresh_element<F, Fut>(client: &Client, css: &str, act: F) -> Result<(), BoxError>
 where
     F: Fn(tether_browser_test::fantoccini::elements::Element) -> Fut,
-    Fut: core::future::Future<Output = Result<(), tether_browser_test::fantoccini::error::CmdError>>,
+    Fut:
+        core::future::Future<Output = Result<(), tether_browser_test::fantoccini::error::CmdError>>,
 {
     let deadline = Instant::now() + WAIT;
     loop {
