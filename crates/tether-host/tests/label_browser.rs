@@ -51,7 +51,7 @@ async fn the_label_renders_with_its_qr_code_and_text() -> Result<(), BoxError> {
     // The SVG loaded and has the label's proportions (62 × 29 mm). Waited
     // for, not assumed: on a loaded machine the image may still be
     // decoding when the page counts as loaded.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    let deadline = std::time::Instant::now() + core::time::Duration::from_secs(25);
     let size = loop {
         let size = client
             .execute(
@@ -68,7 +68,7 @@ async fn the_label_renders_with_its_qr_code_and_text() -> Result<(), BoxError> {
             std::time::Instant::now() < deadline,
             "the label's SVG never loaded"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(core::time::Duration::from_millis(100)).await;
     };
     let ratio = size[0].as_f64().unwrap_or(0.0) / size[1].as_f64().unwrap_or(1.0);
     assert!((ratio - 62.0 / 29.0).abs() < 0.05, "label size {size}");
