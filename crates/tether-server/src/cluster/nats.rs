@@ -10,6 +10,7 @@
 //!  session opened ──▶ tether.sessions        every node: fence older local sessions
 //!  command ────────▶ tether.cmd.<hex device> the node holding the device answers
 //!  reconnected / dropped events ──▶ tether.resync: every node's receivers catch up
+//!                                   (events and descriptions, from the database)
 //! ```
 //!
 //! Nothing here is the truth: the database is. A receiver that misses a
@@ -49,7 +50,8 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
 const SESSIONS_SUBJECT: &str = "tether.sessions";
 const RESYNC_SUBJECT: &str = "tether.resync";
 /// Channel descriptions devices sent (best effort: a receiver that
-/// subscribes reads the stored ones first).
+/// subscribes reads the stored ones first, and again after every
+/// resynchronisation).
 const DESCRIPTIONS_SUBJECT: &str = "tether.descriptions";
 
 fn event_subject(tenant_id: TenantId, channel: &str) -> String {
@@ -171,6 +173,9 @@ struct Shared {
     /// Some event of this node did not reach NATS: announce a
     /// resynchronisation once NATS takes events again.
     owe_resync: AtomicBool,
+    /// Bumped with every resynchronisation: receivers read the stored
+    /// descriptions again (those of other nodes may have been missed).
+    description_resyncs: watch::Sender<u64>,
     stats: Mutex<NatsStats>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -235,6 +240,7 @@ impl NatsBroker {
             channels: Mutex::new(HashMap::new()),
             commands: Mutex::new(HashMap::new()),
             owe_resync: AtomicBool::new(false),
+            description_resyncs: watch::Sender::new(0),
             stats: Mutex::new(NatsStats::default()),
             tasks: Mutex::new(Vec::new()),
         });
@@ -326,8 +332,13 @@ impl Shared {
         }
     }
 
-    /// Every subscription here reads from the database up to its end.
+    /// Every subscription here reads from the database up to its end, and
+    /// every receiver of descriptions reads the stored ones again (NATS
+    /// core does not keep the description notices sent while this node,
+    /// or the one that sent them, was away).
     fn resync_local(&self) {
+        self.description_resyncs
+            .send_modify(|epoch| *epoch = epoch.wrapping_add(1));
         let held: Vec<Arc<StoredEvent>> = match self.channels.lock() {
             Ok(mut channels) => channels
                 .values_mut()
@@ -606,6 +617,10 @@ impl Broker for NatsBroker {
         self.shared.local.descriptions()
     }
 
+    fn description_resyncs(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.shared.description_resyncs.subscribe())
+    }
+
     fn publish(&self, events: Vec<Arc<StoredEvent>>) {
         for event in events {
             if self.shared.outbox.try_send(Arc::clone(&event)).is_err() {
@@ -754,16 +769,12 @@ struct NatsSubscription {
 
 impl Subscription for NatsSubscription {
     fn recv(&mut self) -> BoxFuture<'_, Received> {
-        Box::pin(async move {
-            tokio::select! {
-                biased;
-                changed = self.resync.changed() => match changed {
-                    Ok(()) => Received::Lagged(0),
-                    Err(_) => Received::Closed,
-                },
-                received = self.inner.recv() => received,
-            }
-        })
+        Box::pin(unless_resync(
+            &mut self.resync,
+            self.inner.recv(),
+            Received::Lagged(0),
+            Received::Closed,
+        ))
     }
 
     fn recv_many<'a>(
@@ -771,16 +782,28 @@ impl Subscription for NatsSubscription {
         events: &'a mut Vec<Arc<StoredEvent>>,
         max: usize,
     ) -> BoxFuture<'a, Batch> {
-        Box::pin(async move {
-            tokio::select! {
-                biased;
-                changed = self.resync.changed() => match changed {
-                    Ok(()) => Batch::Lagged(0),
-                    Err(_) => Batch::Closed,
-                },
-                batch = self.inner.recv_many(events, max) => batch,
-            }
-        })
+        Box::pin(unless_resync(
+            &mut self.resync,
+            self.inner.recv_many(events, max),
+            Batch::Lagged(0),
+            Batch::Closed,
+        ))
+    }
+}
+
+/// What `live` gives (an event, a batch), unless a resynchronisation of
+/// the channel comes first: then `lagged` (the receiver reads from the
+/// database to the channel's end), or `closed` once the broker is gone.
+async fn unless_resync<T>(
+    resync: &mut watch::Receiver<u64>,
+    live: impl Future<Output = T>,
+    lagged: T,
+    closed: T,
+) -> T {
+    tokio::select! {
+        biased;
+        changed = resync.changed() => if changed.is_ok() { lagged } else { closed },
+        value = live => value,
     }
 }
 
