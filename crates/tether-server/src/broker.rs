@@ -346,6 +346,13 @@ pub trait Broker: Send + Sync + 'static {
     fn publish_description(&self, description: Arc<ChannelDescribed>);
     /// Descriptions published from now on, on any node.
     fn descriptions(&self) -> broadcast::Receiver<Arc<ChannelDescribed>>;
+    /// Changes when descriptions published on another node may have been
+    /// missed (a cluster node reconnected to NATS): a receiver's
+    /// descriptions are read from the store again. `None`: none can be
+    /// missed (one node).
+    fn description_resyncs(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 type ChannelKey = (TenantId, String);

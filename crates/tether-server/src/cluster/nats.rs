@@ -10,6 +10,7 @@
 //!  session opened ──▶ tether.sessions        every node: fence older local sessions
 //!  command ────────▶ tether.cmd.<hex device> the node holding the device answers
 //!  reconnected / dropped events ──▶ tether.resync: every node's receivers catch up
+//!                                   (events and descriptions, from the database)
 //! ```
 //!
 //! Nothing here is the truth: the database is. A receiver that misses a
@@ -29,7 +30,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tether_proto::{CommandStatus, ErrorCode};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::sequencer::Sequencer;
 use crate::broker::{
@@ -49,7 +50,8 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
 const SESSIONS_SUBJECT: &str = "tether.sessions";
 const RESYNC_SUBJECT: &str = "tether.resync";
 /// Channel descriptions devices sent (best effort: a receiver that
-/// subscribes reads the stored ones first).
+/// subscribes reads the stored ones first, and again after every
+/// resynchronisation).
 const DESCRIPTIONS_SUBJECT: &str = "tether.descriptions";
 
 fn event_subject(tenant_id: TenantId, channel: &str) -> String {
@@ -171,6 +173,9 @@ struct Shared {
     /// Some event of this node did not reach NATS: announce a
     /// resynchronisation once NATS takes events again.
     owe_resync: AtomicBool,
+    /// Bumped with every resynchronisation: receivers read the stored
+    /// descriptions again (those of other nodes may have been missed).
+    description_resyncs: watch::Sender<u64>,
     stats: Mutex<NatsStats>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -225,6 +230,7 @@ impl NatsBroker {
             channels: Mutex::new(HashMap::new()),
             commands: Mutex::new(HashMap::new()),
             owe_resync: AtomicBool::new(false),
+            description_resyncs: watch::Sender::new(0),
             stats: Mutex::new(NatsStats::default()),
             tasks: Mutex::new(Vec::new()),
         });
@@ -322,8 +328,13 @@ impl Shared {
         }
     }
 
-    /// Every subscription here reads from the database up to its end.
+    /// Every subscription here reads from the database up to its end, and
+    /// every receiver of descriptions reads the stored ones again (NATS
+    /// core does not keep the description notices sent while this node,
+    /// or the one that sent them, was away).
     fn resync_local(&self) {
+        self.description_resyncs
+            .send_modify(|epoch| *epoch = epoch.wrapping_add(1));
         if let Ok(mut channels) = self.channels.lock() {
             let held: Vec<Arc<StoredEvent>> = channels
                 .values_mut()
@@ -599,6 +610,10 @@ impl Broker for NatsBroker {
 
     fn descriptions(&self) -> tokio::sync::broadcast::Receiver<Arc<ChannelDescribed>> {
         self.shared.local.descriptions()
+    }
+
+    fn description_resyncs(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.shared.description_resyncs.subscribe())
     }
 
     fn publish(&self, events: Vec<Arc<StoredEvent>>) {
