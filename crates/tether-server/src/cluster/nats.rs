@@ -34,8 +34,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::sequencer::Sequencer;
 use crate::broker::{
-    Batch, Broker, ChannelDescribed, CommandReply, DeviceCommand, InProcessBroker, LocalDevices,
-    Received, SubscribeError, Subscription,
+    Broker, ChannelDescribed, CommandReply, DeviceCommand, InProcessBroker, Inbox, LocalDevices,
+    SubscribeError, Subscription, SubscriptionId,
 };
 use crate::store::{BoxFuture, StoredEvent, TenantId};
 
@@ -186,16 +186,6 @@ struct Interest {
     sequencer: Sequencer,
     /// Forwards the channel's NATS messages.
     task: tokio::task::JoinHandle<()>,
-    /// Bumped to make the channel's subscriptions read from the database
-    /// to its end.
-    resync: watch::Sender<u64>,
-}
-
-impl Interest {
-    fn resync(&self) {
-        self.resync
-            .send_modify(|epoch| *epoch = epoch.wrapping_add(1));
-    }
 }
 
 impl NatsBroker {
@@ -320,15 +310,21 @@ impl Shared {
     /// Puts an event (this node's or another's) in order into the local
     /// live queue, if anyone here subscribes to its channel.
     fn deliver(&self, event: Arc<StoredEvent>) {
-        let ready = match self.channels.lock() {
-            Ok(mut channels) => match channels.get_mut(&(event.tenant_id, event.channel.clone())) {
-                Some(interest) => interest.sequencer.push(event, Instant::now()),
-                None => return,
-            },
-            Err(_) => return,
-        };
+        let ready = self.sequence(event);
         if !ready.is_empty() {
             self.local.publish(ready);
+        }
+    }
+
+    /// The events that `event` makes ready to deliver in order, if anyone
+    /// here subscribes to its channel.
+    fn sequence(&self, event: Arc<StoredEvent>) -> Vec<Arc<StoredEvent>> {
+        match self.channels.lock() {
+            Ok(mut channels) => match channels.get_mut(&(event.tenant_id, event.channel.clone())) {
+                Some(interest) => interest.sequencer.push(event, Instant::now()),
+                None => Vec::new(),
+            },
+            Err(_) => Vec::new(),
         }
     }
 
@@ -339,18 +335,17 @@ impl Shared {
     fn resync_local(&self) {
         self.description_resyncs
             .send_modify(|epoch| *epoch = epoch.wrapping_add(1));
-        let held: Vec<Arc<StoredEvent>> = match self.channels.lock() {
-            Ok(mut channels) => channels
+        if let Ok(mut channels) = self.channels.lock() {
+            let held: Vec<Arc<StoredEvent>> = channels
                 .values_mut()
-                .flat_map(|interest| {
-                    interest.resync();
-                    interest.sequencer.flush()
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        if !held.is_empty() {
-            self.local.publish(held);
+                .flat_map(|interest| interest.sequencer.flush())
+                .collect();
+            if !held.is_empty() {
+                self.local.publish(held);
+            }
+            for (tenant_id, channel) in channels.keys() {
+                self.local.resync(*tenant_id, channel);
+            }
         }
         self.count(|stats| stats.resyncs += 1);
     }
@@ -514,9 +509,9 @@ async fn channel_events(
     // reach the channel's receivers through the database.
     if let Some(shared) = shared.upgrade()
         && let Ok(channels) = shared.channels.lock()
-        && let Some(interest) = channels.get(&key)
+        && channels.contains_key(&key)
     {
-        interest.resync();
+        shared.local.resync(key.0, &key.1);
     }
     while let Some(message) = subscriber.next().await {
         let Some(shared) = shared.upgrade() else {
@@ -622,11 +617,16 @@ impl Broker for NatsBroker {
     }
 
     fn publish(&self, events: Vec<Arc<StoredEvent>>) {
+        // The commit's events reach the local live queue as one publish.
+        let mut ready = Vec::new();
         for event in events {
             if self.shared.outbox.try_send(Arc::clone(&event)).is_err() {
                 self.shared.dropped();
             }
-            self.shared.deliver(event);
+            ready.extend(self.shared.sequence(event));
+        }
+        if !ready.is_empty() {
+            self.shared.local.publish(ready);
         }
     }
 
@@ -634,6 +634,7 @@ impl Broker for NatsBroker {
         &self,
         tenant_id: TenantId,
         channel: &str,
+        inbox: &Arc<Inbox>,
     ) -> Result<Box<dyn Subscription>, SubscribeError> {
         let key = (tenant_id, channel.to_owned());
         let inner = {
@@ -642,7 +643,7 @@ impl Broker for NatsBroker {
                 .channels
                 .lock()
                 .map_err(|_| SubscribeError::TooManyChannels)?;
-            let inner = self.shared.local.subscribe(tenant_id, channel)?;
+            let inner = self.shared.local.subscribe(tenant_id, channel, inbox)?;
             let interest = channels.entry(key.clone()).or_insert_with(|| Interest {
                 subscribers: 0,
                 sequencer: Sequencer::default(),
@@ -651,14 +652,12 @@ impl Broker for NatsBroker {
                     self.shared.client.clone(),
                     key.clone(),
                 )),
-                resync: watch::Sender::new(0),
             });
             interest.subscribers += 1;
-            (inner, interest.resync.subscribe())
+            inner
         };
         Ok(Box::new(NatsSubscription {
-            inner: inner.0,
-            resync: inner.1,
+            inner,
             shared: Arc::clone(&self.shared),
             key,
         }))
@@ -757,53 +756,18 @@ impl Broker for NatsBroker {
     }
 }
 
-/// A receiver's subscription on a cluster node: the local live queue, and
-/// a resynchronisation reported as [`Received::Lagged`] (the receiver
-/// then reads from the database to the channel's end).
+/// A receiver's subscription on a cluster node: the local live queue
+/// (a resynchronisation reaches it as an [`Item::Lagged`](crate::broker::Item)),
+/// and the channel's interest in NATS.
 struct NatsSubscription {
     inner: Box<dyn Subscription>,
-    resync: watch::Receiver<u64>,
     shared: Arc<Shared>,
     key: (TenantId, String),
 }
 
 impl Subscription for NatsSubscription {
-    fn recv(&mut self) -> BoxFuture<'_, Received> {
-        Box::pin(unless_resync(
-            &mut self.resync,
-            self.inner.recv(),
-            Received::Lagged(0),
-            Received::Closed,
-        ))
-    }
-
-    fn recv_many<'a>(
-        &'a mut self,
-        events: &'a mut Vec<Arc<StoredEvent>>,
-        max: usize,
-    ) -> BoxFuture<'a, Batch> {
-        Box::pin(unless_resync(
-            &mut self.resync,
-            self.inner.recv_many(events, max),
-            Batch::Lagged(0),
-            Batch::Closed,
-        ))
-    }
-}
-
-/// What `live` gives (an event, a batch), unless a resynchronisation of
-/// the channel comes first: then `lagged` (the receiver reads from the
-/// database to the channel's end), or `closed` once the broker is gone.
-async fn unless_resync<T>(
-    resync: &mut watch::Receiver<u64>,
-    live: impl Future<Output = T>,
-    lagged: T,
-    closed: T,
-) -> T {
-    tokio::select! {
-        biased;
-        changed = resync.changed() => if changed.is_ok() { lagged } else { closed },
-        value = live => value,
+    fn id(&self) -> SubscriptionId {
+        self.inner.id()
     }
 }
 
