@@ -60,9 +60,11 @@
 use core::fmt;
 use core::time::Duration;
 use std::ffi::OsString;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 pub use fantoccini;
@@ -74,9 +76,9 @@ const CHROMIUM_CANDIDATES: &[&str] = &["/usr/bin/chromium", "/usr/bin/chromium-b
 /// How long chromedriver may take to listen (it takes well under a
 /// second on an idle machine; much longer on a loaded one).
 const DRIVER_START_TIMEOUT: Duration = Duration::from_secs(60);
-/// Starts of chromedriver that exit at once, at most.
 /// How many times a WebDriver session is asked for before the launch fails.
 const SESSION_ATTEMPTS: u32 = 3;
+/// Starts of chromedriver that exit at once, at most.
 const DRIVER_START_ATTEMPTS: usize = 3;
 
 /// Why the browser could not be started or a screenshot not saved: a
@@ -142,17 +144,20 @@ struct Driver {
 }
 
 impl Driver {
-    /// Starts chromedriver on a free loopback port and waits until it
-    /// listens. A chromedriver that exits at once (its port was taken
-    /// between `free_port` and its bind) is started again on another port.
+    /// Starts chromedriver and waits until it listens. It picks its port
+    /// itself (`--port=0`) and says which on its standard output: a port
+    /// chosen beforehand could be taken by another process in between
+    /// (then chromedriver exits, or worse, the wait below connects to that
+    /// other process), as happened under load. A chromedriver that exits
+    /// at once is started again.
     async fn start() -> Result<Driver, Error> {
+        static STARTED: AtomicU32 = AtomicU32::new(0);
         let mut last_exit = None;
         for _ in 0..DRIVER_START_ATTEMPTS {
-            let port = free_port()?;
-            let child = Command::new("chromedriver")
-                .arg(format!("--port={port}"))
+            let mut child = Command::new("chromedriver")
+                .arg("--port=0")
                 .arg("--allowed-ips=127.0.0.1")
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
                 .map_err(|error| {
@@ -161,21 +166,22 @@ impl Driver {
                          packages `chromium` and `chromium-driver` (cargo xtask setup)"
                     ))
                 })?;
-            let profile =
-                std::env::temp_dir().join(format!("tether-chromium-{}-{port}", std::process::id()));
+            let stdout = child.stdout.take();
+            let profile = std::env::temp_dir().join(format!(
+                "tether-chromium-{}-{}",
+                std::process::id(),
+                STARTED.fetch_add(1, Ordering::Relaxed)
+            ));
             let mut driver = Driver {
                 child,
-                port,
+                port: 0,
                 profile,
             };
+            let ports = announced_port(stdout);
             let started = Instant::now();
             loop {
-                // A connection to itself (the kernel may pick `port` as
-                // the source port while nothing listens there yet) is not
-                // chromedriver listening.
-                if TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-                    .is_ok_and(|stream| stream.local_addr().ok() != stream.peer_addr().ok())
-                {
+                if let Ok(port) = ports.try_recv() {
+                    driver.port = port;
                     return Ok(driver);
                 }
                 if let Ok(Some(status)) = driver.child.try_wait() {
@@ -184,17 +190,38 @@ impl Driver {
                 }
                 if started.elapsed() > DRIVER_START_TIMEOUT {
                     return Err(Error(format!(
-                        "chromedriver did not listen on 127.0.0.1:{port} within {} s",
+                        "chromedriver did not say it listens within {} s",
                         DRIVER_START_TIMEOUT.as_secs()
                     )));
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
         Err(Error(format!(
             "chromedriver exited at start {DRIVER_START_ATTEMPTS} times (last: {last_exit:?})"
         )))
     }
+}
+
+/// Reads chromedriver's standard output on a thread of its own (to its
+/// end, so chromedriver never blocks on a full pipe) and sends the port of
+/// its `ChromeDriver was started successfully on port N.` line.
+fn announced_port(stdout: Option<std::process::ChildStdout>) -> std::sync::mpsc::Receiver<u16> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    if let Some(stdout) = stdout {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(port) = line
+                    .strip_prefix("ChromeDriver was started successfully on port ")
+                    .and_then(|rest| rest.trim().trim_end_matches('.').parse::<u16>().ok())
+                {
+                    let _ = sender.send(port);
+                }
+            }
+        });
+    }
+    receiver
 }
 
 impl Drop for Driver {

@@ -474,6 +474,18 @@ impl Backoff {
     }
 }
 
+/// Every bit up to the highest set bit of `value` (0 for 0): the bits
+/// smeared down. `u32::MAX >> value.leading_zeros()` is the same mask, but
+/// links a software count of leading zeros on cores without one (the
+/// ESP32-C3's riscv32imc: 60 B more).
+fn bits_up_to_highest(value: u32) -> u32 {
+    let mut mask = value;
+    for shift in [1, 2, 4, 8, 16] {
+        mask |= mask >> shift;
+    }
+    mask
+}
+
 /// A uniformly distributed integer in `[low, high]` (`low <= high`), without
 /// bias: draws masked to the span's bit width, and redrawn (less than half
 /// the time) when above it. No division, and one 32-bit draw each.
@@ -483,7 +495,7 @@ pub(crate) fn uniform_inclusive<R: RngCore + ?Sized>(rng: &mut R, low: u32, high
         Some(0) | None => return low,
         Some(span) => span,
     };
-    let mask = u32::MAX.checked_shr(span.leading_zeros()).unwrap_or(0);
+    let mask = bits_up_to_highest(span);
     loop {
         let draw = rng.next_u32() & mask;
         if draw <= span {
@@ -863,6 +875,22 @@ mod tests {
             [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000]
         );
         assert!(delays[7..].iter().all(|&d| d == 60_000));
+    }
+
+    #[test]
+    fn the_smeared_mask_is_the_leading_zeros_mask() {
+        for value in (0..=4096u32).chain([u32::MAX, 1 << 31, (1 << 31) - 1, 0x0001_0000]) {
+            let expected = u32::MAX.checked_shr(value.leading_zeros()).unwrap_or(0);
+            assert_eq!(bits_up_to_highest(value), expected, "{value:#x}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_smeared_mask_matches_on_any_value(value in any::<u32>()) {
+            let expected = u32::MAX.checked_shr(value.leading_zeros()).unwrap_or(0);
+            prop_assert_eq!(bits_up_to_highest(value), expected);
+        }
     }
 
     #[test]

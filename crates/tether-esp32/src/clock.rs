@@ -14,7 +14,10 @@
 //! `None` and [`TlsConnector`](crate::tls::TlsConnector) refuses to open a
 //! connection: a certificate is never accepted unchecked.
 
+use core::future::Future;
+use core::pin::Pin;
 use core::sync::atomic::{AtomicU32, Ordering};
+use core::task::{Context, Poll};
 
 use tether_core::time::{Clock, Instant};
 
@@ -24,14 +27,44 @@ pub struct EmbassyClock;
 
 impl Clock for EmbassyClock {
     fn now(&self) -> Instant {
-        Instant::from_millis(embassy_time::Instant::now().as_millis())
+        now()
     }
 
-    async fn sleep_until(&self, deadline: Instant) {
-        // The 32-bit deadline back to embassy's 64-bit time: the wait from now.
-        let wait = deadline - self.now();
-        embassy_time::Timer::after_millis(u64::from(wait.as_millis())).await;
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> {
+        Sleep(timer_until(deadline))
     }
+}
+
+/// [`EmbassyClock::sleep_until`]'s future: an embassy timer polled out of
+/// line, so each place the runner waits holds a call, not the timer's
+/// poll.
+struct Sleep(embassy_time::Timer);
+
+impl Future for Sleep {
+    type Output = ();
+
+    #[inline(never)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+/// The time driver's 64-bit tick count in milliseconds, cut to tether's
+/// 32-bit instant. Out of line: the runner asks for the time at a dozen
+/// places, and each inlined copy was the driver's read and a 64-bit
+/// division.
+#[inline(never)]
+fn now() -> Instant {
+    Instant::from_millis(embassy_time::Instant::now().as_millis())
+}
+
+/// The embassy timer that fires at `deadline` (the 32-bit deadline back to
+/// embassy's 64-bit time: the wait from now). Out of line, as [`now`]; only
+/// the timer's poll is left at each wait.
+#[inline(never)]
+fn timer_until(deadline: Instant) -> embassy_time::Timer {
+    let wait = deadline - now();
+    embassy_time::Timer::after_millis(u64::from(wait.as_millis()))
 }
 
 /// Unix seconds at `embassy_time::Instant` zero; 0 while unknown. 32 bits
@@ -111,5 +144,37 @@ impl WallClock {
 impl embedded_tls::TlsClock for WallClock {
     fn now() -> Option<u64> {
         WallClock::now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use tether_core::time::Duration;
+
+    use super::*;
+
+    /// The out-of-line time read and timer (embassy-time's std driver):
+    /// the clock moves forward, a deadline in the past is no wait, and a
+    /// wait lasts at least until its deadline.
+    #[test]
+    fn sleeps_until_the_deadline_on_the_embassy_clock() {
+        let clock = EmbassyClock;
+        let start = clock.now();
+        embassy_futures::block_on(clock.sleep_until(start));
+        let past = std::time::Instant::now();
+        embassy_futures::block_on(clock.sleep_until(Instant::ZERO));
+        assert!(past.elapsed() < core::time::Duration::from_millis(500));
+
+        let deadline = clock.now() + Duration::from_millis(30);
+        embassy_futures::block_on(clock.sleep_until(deadline));
+        let woke = clock.now();
+        assert!(woke >= deadline, "woke at {woke:?}, before {deadline:?}");
+        assert!(woke >= start);
+        // Milliseconds of embassy's time, cut to 32 bits.
+        let embassy = embassy_time::Instant::now().as_millis();
+        let ours = u64::from(clock.now().as_millis());
+        assert!(ours.wrapping_sub(embassy & u64::from(u32::MAX)) <= 1000);
     }
 }

@@ -183,6 +183,11 @@ pub enum Fault {
     /// RX wire): no answer, no echo, no `busy p...`; what follows is
     /// heard again.
     LoseLines(u32),
+    /// The modem's next piece of output (and so everything behind it)
+    /// comes this much later: the pause of
+    /// [`output_gap`](SimConfig::output_gap), once. A stall longer than
+    /// the driver's command timeout makes a late answer.
+    Stall(Duration),
     /// The reset pin was pulsed.
     HardwareReset,
     /// A network appears or disappears.
@@ -302,7 +307,7 @@ where
     let (control, internal) = mpsc::unbounded_channel();
     let observed = Arc::new(Mutex::new(Observed::default()));
     let (reader, writer) = tokio::io::split(serial);
-    let (out_tx, out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<Piece>();
     let rng = StdRng::seed_from_u64(config.seed);
     tokio::spawn(write_chunks(
         writer,
@@ -338,25 +343,35 @@ where
         absent: Vec::new(),
         mute: Vec::new(),
         lose_lines: 0,
+        stall_next: None,
     };
     tokio::spawn(modem.run(reader, internal));
     SimHandle { control, observed }
 }
 
+/// A piece of the modem's output and the extra pause before it
+/// ([`Fault::Stall`]).
+#[derive(Debug)]
+struct Piece {
+    stall: Option<Duration>,
+    bytes: Vec<u8>,
+}
+
 /// Writes the modem's output in chunks of random size, so the driver sees
 /// lines, `+IPD` notices and payloads split anywhere, each piece of output
-/// after `gap`.
+/// after `gap` (and its own stall).
 async fn write_chunks<W: AsyncWrite + Unpin>(
     mut writer: W,
-    mut out: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut out: mpsc::UnboundedReceiver<Piece>,
     max_chunk: usize,
     gap: Duration,
     seed: u64,
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
-    while let Some(bytes) = out.recv().await {
-        if !gap.is_zero() {
-            tokio::time::sleep(gap).await;
+    while let Some(Piece { stall, bytes }) = out.recv().await {
+        let pause = gap + stall.unwrap_or_default();
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
         }
         let mut rest = bytes.as_slice();
         while !rest.is_empty() {
@@ -436,6 +451,9 @@ struct Settings {
     passive: bool,
     dinfo: bool,
     mode: u8,
+    /// `AT+CIPRECONNINTV` (passthrough mode's reconnect interval, in
+    /// 100 ms; the driver uses it only to tag its resynchronisation).
+    reconnect_interval: u16,
 }
 
 impl Default for Settings {
@@ -447,6 +465,7 @@ impl Default for Settings {
             passive: false,
             dinfo: false,
             mode: 1,
+            reconnect_interval: 1,
         }
     }
 }
@@ -565,7 +584,7 @@ struct SendState {
 struct Modem {
     config: SimConfig,
     rng: StdRng,
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: mpsc::UnboundedSender<Piece>,
     internal: mpsc::UnboundedSender<Internal>,
     observed: Arc<Mutex<Observed>>,
     settings: Settings,
@@ -591,6 +610,8 @@ struct Modem {
     mute: Vec<String>,
     /// Command lines still to lose ([`Fault::LoseLines`]).
     lose_lines: u32,
+    /// The pause before the next piece of output ([`Fault::Stall`]).
+    stall_next: Option<Duration>,
 }
 
 impl Modem {
@@ -638,7 +659,10 @@ impl Modem {
         if self.silent() {
             return;
         }
-        let _ = self.out.send(bytes.to_vec());
+        let _ = self.out.send(Piece {
+            stall: self.stall_next.take(),
+            bytes: bytes.to_vec(),
+        });
     }
 
     fn ok(&mut self) {
@@ -967,6 +991,18 @@ impl Modem {
                     if let Some(conf) = self.ssl.get_mut(usize::try_from(id).unwrap_or(0)) {
                         conf.sni = Some(name);
                     }
+                    self.ok();
+                }
+                _ => self.error(0x07),
+            },
+            ("AT+CIPRECONNINTV", true) => {
+                let interval = self.settings.reconnect_interval;
+                self.emit(format!("+CIPRECONNINTV:{interval}\r\n").as_bytes());
+                self.ok();
+            }
+            ("AT+CIPRECONNINTV", false) => match int(&p, 0).map(u16::try_from) {
+                Some(Ok(v @ 1..=36000)) => {
+                    self.settings.reconnect_interval = v;
                     self.ok();
                 }
                 _ => self.error(0x07),
@@ -1686,6 +1722,7 @@ impl Modem {
                 }
             }
             Fault::LoseLines(n) => self.lose_lines = n,
+            Fault::Stall(pause) => self.stall_next = Some(pause),
             Fault::SetNetworkAnswering(ssid, answering) => {
                 self.mute.retain(|s| *s != ssid);
                 if !answering {

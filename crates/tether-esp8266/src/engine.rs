@@ -7,7 +7,9 @@
 //!                                 └── retry_at ◄── busy p...   (until the deadline: Err(Busy))
 //!  AT+CIPSEND:  Awaiting ─OK, ">"─► Payload ─payload_transmitted─► SendResult ─SEND OK/FAIL─►
 //!  AT+RST:      Awaiting ─OK─► WaitReady ─ready─► outcome Ok
-//!  any phase:   deadline passed ─► Err(Timeout), `unresponsive` until a probe answers
+//!  any phase:   deadline passed ─► Err(Timeout), `unresponsive` until a probe answers;
+//!               a command that went out is still owed an answer: `out_of_step`
+//!  Sync{tag}:   Awaiting ─(OK, ERROR dropped: late answers)─ +CIPRECONNINTV:<tag> ─► tagged ─OK─► Ok
 //!  unsolicited: WIFI CONNECTED / GOT IP / DISCONNECT, <id>,CONNECT / CLOSED,
 //!               +IPD,<id>,<len>, ready (a reset nobody asked for: Err(ModemReset),
 //!               except during the `AT` probe, which waits on for its own `OK`)
@@ -76,6 +78,20 @@ pub enum Kind {
     /// the next command, and every answer after it one command late. A
     /// modem that lost the probe in its restart leaves it to time out.
     Probe,
+    /// `AT+CIPRECONNINTV?` after `AT+CIPRECONNINTV=<tag>`: the
+    /// resynchronisation after a command timed out. The modem still owes
+    /// that command its answer (a modem stalled for longer than the
+    /// timeout gives it late), and an `OK` carries no name: taken for the
+    /// next command's answer it would leave every answer after it one
+    /// command late. Answers come in command order, so every `OK` and
+    /// `ERROR` before the line `+CIPRECONNINTV:<tag>` (a value no earlier
+    /// command set) belongs to an earlier command and is dropped; the
+    /// `OK` after it ends the exchange with the stream in step again.
+    /// (Passthrough mode's reconnect interval, unused otherwise.)
+    Sync {
+        /// The interval just set, 2 to 36000.
+        tag: u16,
+    },
     /// `AT+CWJAP`: `+CWJAP:<code>` before `ERROR` says why.
     Join,
     /// `AT+CIPSEND` of `len` bytes on `link`: `OK`, `>`, the payload,
@@ -190,6 +206,12 @@ struct State<'b> {
     wifi: WifiState,
     needs_init: bool,
     unresponsive: bool,
+    /// A command timed out after it went out: its answer may still come.
+    out_of_step: bool,
+    /// The tag line of the current [`Kind::Sync`] was seen.
+    tagged: bool,
+    /// The last [`Kind::Sync`] tag handed out.
+    sync_tag: u16,
     stats: EngineStats,
 }
 
@@ -235,6 +257,9 @@ impl<'b> Engine<'b> {
                 wifi: WifiState::default(),
                 needs_init: true,
                 unresponsive: false,
+                out_of_step: false,
+                tagged: false,
+                sync_tag: 0,
                 stats: EngineStats::default(),
             },
         }
@@ -267,6 +292,7 @@ impl<'b> Engine<'b> {
         s.link_reused = false;
         s.outcome = None;
         s.receiving = false;
+        s.tagged = false;
         s.payload_sent = 0;
         s.payload_len = match kind {
             Kind::Send { len, .. } => len,
@@ -362,6 +388,17 @@ impl<'b> Engine<'b> {
                 Phase::Writing | Phase::Awaiting => s.busy_count > 0,
                 _ => false,
             };
+            // An answer is owed when the command (or its payload) went
+            // out and none came; not after `busy p...` (the answer) or
+            // while waiting for `ready`.
+            let owed = match s.phase {
+                Phase::Writing => s.sent > 0,
+                Phase::Awaiting | Phase::Payload | Phase::SendResult => true,
+                Phase::BusyWait { .. } | Phase::WaitReady | Phase::Idle => false,
+            };
+            if owed {
+                s.out_of_step = true;
+            }
             let error = if busy {
                 Error::Busy
             } else {
@@ -433,6 +470,23 @@ impl<'b> Engine<'b> {
     #[must_use]
     pub fn unresponsive(&self) -> bool {
         self.state.unresponsive
+    }
+
+    /// Whether a command timed out after it went out, so its answer may
+    /// still come and be taken for another's: the next command must be a
+    /// [`Kind::Sync`]. Cleared by a finished sync and by `ready`.
+    #[must_use]
+    pub fn out_of_step(&self) -> bool {
+        self.state.out_of_step
+    }
+
+    /// A tag for the next [`Kind::Sync`], unlike the last one: 2 to
+    /// 36000, the range of `AT+CIPRECONNINTV` without its default (1), so
+    /// a modem that lost the set and answers the default is not taken
+    /// for one that answered.
+    pub fn next_sync_tag(&mut self) -> u16 {
+        self.state.sync_tag = self.state.sync_tag % 35999 + 2;
+        self.state.sync_tag
     }
 
     /// The modem was set up: echo off, multiple connections, passive
@@ -603,11 +657,24 @@ impl State<'_> {
                 }
             }
             Event::ErrCode(code) => self.err_code = Some(code),
+            Event::Ok | Event::Error
+                if self.phase == Phase::Awaiting
+                    && matches!(self.kind, Kind::Sync { .. })
+                    && !self.tagged =>
+            {
+                debug!("at: a late answer dropped");
+                self.err_code = None;
+            }
             Event::Ok => match (self.phase, self.kind) {
                 (Phase::Awaiting, Kind::Send { .. }) => {} // `>` follows.
                 (Phase::Awaiting, Kind::Reset) => self.phase = Phase::WaitReady,
                 (Phase::Awaiting, Kind::Close { link }) => {
                     self.forget_link(link);
+                    self.finish(Ok(()));
+                }
+                (Phase::Awaiting, Kind::Sync { .. }) => {
+                    self.out_of_step = false;
+                    self.unresponsive = false;
                     self.finish(Ok(()));
                 }
                 (Phase::Awaiting, _) => self.finish(Ok(())),
@@ -678,6 +745,13 @@ impl State<'_> {
                 }
             }
             Event::Info(line) => {
+                if let Kind::Sync { tag } = self.kind
+                    && self.phase == Phase::Awaiting
+                    && let Some(value) = line.strip_prefix(b"+CIPRECONNINTV:")
+                    && parse_u32(value) == Some(u32::from(tag))
+                {
+                    self.tagged = true;
+                }
                 if self.kind == Kind::Join
                     && let Some(code) = line.strip_prefix(b"+CWJAP:")
                     && let Some(code) = parse_u32(code)
@@ -736,6 +810,8 @@ impl State<'_> {
         self.stats.resets = self.stats.resets.saturating_add(1);
         self.needs_init = true;
         self.unresponsive = false;
+        // A restarted modem forgot the command it owed an answer.
+        self.out_of_step = false;
         self.wifi = WifiState::default();
         for link in &mut self.links {
             if link.open {
@@ -748,7 +824,9 @@ impl State<'_> {
         match (self.phase, self.kind) {
             (Phase::WaitReady, _) | (Phase::Awaiting, Kind::Reset) => self.finish(Ok(())),
             (Phase::Idle, _) => info!("at: the modem restarted"),
-            (_, Kind::Probe) => info!("at: the modem restarted; the probe waits for its answer"),
+            (_, Kind::Probe | Kind::Sync { .. }) => {
+                info!("at: the modem restarted; the probe waits for its answer");
+            }
             _ => {
                 warn!("at: the modem restarted during {:?}", self.kind);
                 self.finish(Err(Error::ModemReset));
@@ -836,6 +914,93 @@ mod tests {
         engine.handle_timeout(at);
         assert_eq!(engine.take_outcome(), Some(Err(Error::Timeout)));
         assert!(engine.unresponsive());
+    }
+
+    /// A command times out and its answer comes late, behind the set-up
+    /// of the resync: the sync drops every `OK` and `ERROR` before its
+    /// tagged line, so the stream is in step after it.
+    #[test]
+    fn a_late_answer_is_dropped_by_the_tagged_sync() {
+        let mut recv = [0u8; 16];
+        let mut engine = Engine::new(&mut recv);
+        let now = Instant::ZERO;
+        start(&mut engine, now, "AT+CWMODE?\r\n", Kind::Plain, 2);
+        assert!(!engine.out_of_step());
+        let at = engine.poll_at().unwrap();
+        engine.handle_timeout(at);
+        assert_eq!(engine.take_outcome(), Some(Err(Error::Timeout)));
+        assert!(
+            engine.out_of_step(),
+            "the command went out: its answer is owed"
+        );
+        let tag = engine.next_sync_tag();
+        assert_ne!(engine.next_sync_tag(), tag, "a fresh tag every time");
+        let tag = engine.next_sync_tag();
+        // The set: takes the late answer (its own is left over).
+        start(&mut engine, at, "AT+CIPRECONNINTV=3\r\n", Kind::Plain, 2);
+        engine.feed(at, b"+CWMODE:1\r\n\r\nOK\r\n", &mut |_| {});
+        assert_eq!(engine.take_outcome(), Some(Ok(())));
+        assert!(engine.out_of_step());
+        start(
+            &mut engine,
+            at,
+            "AT+CIPRECONNINTV?\r\n",
+            Kind::Sync { tag },
+            2,
+        );
+        // The set's own OK, another value, an ERROR: not this sync's answer.
+        engine.feed(
+            at,
+            b"\r\nOK\r\n+CIPRECONNINTV:1\r\n\r\nERROR\r\n",
+            &mut |_| {},
+        );
+        assert_eq!(engine.take_outcome(), None, "late answers are dropped");
+        assert!(engine.out_of_step());
+        let answer = tagged_answer(tag);
+        engine.feed(at, answer.as_bytes(), &mut |_| {});
+        assert_eq!(engine.take_outcome(), Some(Ok(())));
+        assert!(!engine.out_of_step());
+        assert!(!engine.unresponsive());
+        // In step: the next command takes its own answer.
+        start(&mut engine, at, "AT\r\n", Kind::Plain, 2);
+        engine.feed(at, b"\r\nERROR\r\n", &mut |_| {});
+        assert_eq!(
+            engine.take_outcome(),
+            Some(Err(Error::Command { code: None }))
+        );
+    }
+
+    fn tagged_answer(tag: u16) -> heapless::String<32> {
+        let mut line = heapless::String::new();
+        core::fmt::Write::write_fmt(
+            &mut line,
+            format_args!("+CIPRECONNINTV:{tag}\r\n\r\nOK\r\n"),
+        )
+        .unwrap();
+        line
+    }
+
+    /// Timing out on `busy p...` or on `ready` owes no answer; a restart
+    /// forgets the one owed.
+    #[test]
+    fn only_a_command_that_went_out_is_owed_an_answer() {
+        let mut recv = [0u8; 16];
+        let mut engine = Engine::new(&mut recv);
+        let now = Instant::ZERO;
+        start(&mut engine, now, "AT\r\n", Kind::Plain, 1);
+        engine.feed(now, b"busy p...\r\n", &mut |_| {});
+        engine.handle_timeout(now + Duration::from_secs(1));
+        assert_eq!(engine.take_outcome(), Some(Err(Error::Busy)));
+        assert!(!engine.out_of_step());
+        engine.start(now, Kind::WaitReady, Duration::from_secs(1));
+        engine.handle_timeout(now + Duration::from_secs(1));
+        assert_eq!(engine.take_outcome(), Some(Err(Error::Timeout)));
+        assert!(!engine.out_of_step());
+        start(&mut engine, now, "AT\r\n", Kind::Plain, 1);
+        engine.handle_timeout(now + Duration::from_secs(1));
+        assert!(engine.out_of_step());
+        engine.feed(now, b"\r\nready\r\n", &mut |_| {});
+        assert!(!engine.out_of_step(), "a restarted modem owes nothing");
     }
 
     #[test]

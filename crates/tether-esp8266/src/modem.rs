@@ -21,6 +21,9 @@ use crate::engine::{COMMAND_LEN, Engine, EngineStats, Kind, LinkState, WifiState
 use crate::error::Error;
 use crate::parse::{Fields, parse_i32, parse_u32, unquote};
 
+/// How long a probe (`AT`, or a resync's command) waits for its answer.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+
 /// Longest payload of one `AT+CIPSEND` (ESP-AT's limit).
 pub const MAX_SEND: usize = 2048;
 
@@ -337,6 +340,21 @@ where
         on_info: &mut dyn FnMut(&[u8]),
     ) -> Result<(), Error> {
         self.settle().await?;
+        if self.engine.out_of_step() && kind != Kind::Reset {
+            self.probe().await?;
+        }
+        self.exchange(kind, timeout, write, on_info).await
+    }
+
+    /// Runs one command as it is, whether or not the answers are in step.
+    async fn exchange(
+        &mut self,
+        kind: Kind,
+        timeout: Duration,
+        write: impl FnOnce(&mut CommandLine<COMMAND_LEN>) -> Result<(), crate::command::TooLong>,
+        on_info: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), Error> {
+        self.settle().await?;
         let line = self.engine.command_line();
         write(line)?;
         line.finish()?;
@@ -489,19 +507,23 @@ where
         Ok(())
     }
 
-    /// `AT` until it answers `OK` (three tries).
+    /// `AT` until it answers `OK` (three tries); a [`resync`](Self::resync)
+    /// instead while a timed-out command may still be answered.
     async fn probe(&mut self) -> Result<(), Error> {
         let mut last = Error::Timeout;
         for _ in 0..3 {
-            match self
-                .execute(
+            let answer = if self.engine.out_of_step() {
+                self.resync().await
+            } else {
+                self.exchange(
                     Kind::Probe,
-                    Duration::from_millis(1000),
+                    PROBE_TIMEOUT,
                     |l| l.push_str("AT"),
                     &mut |_| {},
                 )
                 .await
-            {
+            };
+            match answer {
                 Ok(()) => {
                     self.engine.responsive();
                     return Ok(());
@@ -511,6 +533,41 @@ where
             }
         }
         Err(last)
+    }
+
+    /// Brings the answers back in step after a command timed out, so a
+    /// late answer to it is never taken for a later command's: sets
+    /// `AT+CIPRECONNINTV` to a fresh tag and reads it back, dropping every
+    /// `OK` and `ERROR` before the tagged line ([`Kind::Sync`]).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if the tagged answer does not come in time.
+    async fn resync(&mut self) -> Result<(), Error> {
+        let tag = self.engine.next_sync_tag();
+        let timeout = PROBE_TIMEOUT;
+        info!("esp8266: resynchronising the answers (tag {})", tag);
+        let set = self
+            .exchange(
+                Kind::Plain,
+                timeout,
+                |l| {
+                    l.push_str("AT+CIPRECONNINTV=")?;
+                    l.push_u32(u32::from(tag))
+                },
+                &mut |_| {},
+            )
+            .await;
+        // Its result may be the late answer: the tagged query tells.
+        if let Err(Error::Serial) = set {
+            return Err(Error::Serial);
+        }
+        self.exchange(
+            Kind::Sync { tag },
+            timeout,
+            |l| l.push_str("AT+CIPRECONNINTV?"),
+            &mut |_| {},
+        )
+        .await
     }
 
     /// Restarts the modem: the reset pin if there is one, else `AT+RST`;

@@ -344,6 +344,79 @@ async fn the_power_on_ready_does_not_shift_the_answers() {
     assert_eq!(modem.stats().timeouts, 0, "no command waited in vain");
 }
 
+/// The modem stalls for longer than a command's timeout (2 s here), and
+/// answers the command once it timed out. The driver resynchronises
+/// before its next command (a tagged `AT+CIPRECONNINTV` set and query),
+/// so the late `+CWMODE:1`/`OK` is dropped instead of being taken for the
+/// next command's answer (which would leave every later answer one
+/// command late), and the link works as before. No reset is needed.
+#[tokio::test]
+async fn a_late_answer_after_a_timeout_does_not_shift_the_answers() {
+    let _limit = time_limit(
+        "a_late_answer_after_a_timeout_does_not_shift_the_answers",
+        Duration::from_secs(60),
+    );
+    let port = echo_server().await;
+    let (serial, sim) = modem(SimConfig::new(24).with_max_chunk(5));
+    let mut buffers = ModemBuffers::<64, 256, 256>::new();
+    let mut modem = Esp8266::new(serial, TokioClock::new(), quick(), &mut buffers);
+    let endpoint = Endpoint::new("127.0.0.1", port, Security::Plain);
+    assert_eq!(
+        echo_round_trip(&mut modem, endpoint, b"before")
+            .await
+            .unwrap(),
+        b"before"
+    );
+    sim.apply(Fault::Stall(Duration::from_millis(2600))).await;
+    let mut lines = Vec::new();
+    let late = modem
+        .query("AT+CWMODE?", &mut |line| lines.push(line.to_vec()))
+        .await;
+    assert_eq!(late, Err(Error::Timeout), "{lines:?}");
+    // Each command takes its own answer from here on.
+    let mut recvlen = Vec::new();
+    let result = modem
+        .query("AT+CIPRECVLEN?", &mut |line| {
+            recvlen.push(String::from_utf8_lossy(line).into_owned());
+        })
+        .await;
+    assert_eq!(result, Ok(()));
+    assert!(
+        recvlen.len() == 1 && recvlen[0].starts_with("+CIPRECVLEN:"),
+        "the answer to AT+CIPRECVLEN?, not the late one: {recvlen:?}"
+    );
+    assert!(
+        matches!(
+            modem.command("AT+CWMODE=9").await,
+            Err(Error::Command { .. })
+        ),
+        "a refused command is refused, not answered by an OK left over"
+    );
+    let mut mode = Vec::new();
+    modem
+        .query("AT+CWMODE?", &mut |line| {
+            mode.push(String::from_utf8_lossy(line).into_owned());
+        })
+        .await
+        .unwrap();
+    assert_eq!(mode, ["+CWMODE:1"]);
+    assert_eq!(
+        echo_round_trip(&mut modem, endpoint, b"after the stall")
+            .await
+            .unwrap(),
+        b"after the stall"
+    );
+    let stats = modem.stats();
+    assert_eq!(stats.timeouts, 1, "only the stalled command: {stats:?}");
+    let observed = sim.observed();
+    assert_eq!(observed.resets, 1, "resynchronised, not reset");
+    assert!(
+        observed.commands.iter().any(|c| c == "AT+CIPRECONNINTV"),
+        "{:?}",
+        observed.commands
+    );
+}
+
 /// The modem stops answering (its RX line loses the command and every
 /// probe) and no reset pin is wired: `AT+RST` brings it back, and the
 /// driver sets it up again.
@@ -358,8 +431,10 @@ async fn a_modem_that_stops_answering_is_reset_by_at_rst() {
     let mut buffers = ModemBuffers::<64, 256, 256>::new();
     let mut modem = Esp8266::new(serial, TokioClock::new(), quick(), &mut buffers);
     modem.ensure_ready().await.unwrap();
-    // The command and the three probes are lost; the fifth line is heard.
-    sim.apply(Fault::LoseLines(4)).await;
+    // The command and the three probes are lost (after a timeout each
+    // probe is two lines, the tagged set and query); the eighth line is
+    // heard.
+    sim.apply(Fault::LoseLines(7)).await;
     assert_eq!(modem.command("AT").await, Err(Error::Timeout));
     modem.ensure_ready().await.unwrap();
     let observed = sim.observed();

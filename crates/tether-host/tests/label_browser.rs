@@ -48,14 +48,28 @@ async fn the_label_renders_with_its_qr_code_and_text() -> Result<(), BoxError> {
     let browser = Browser::launch(BrowserOptions::default().window(600, 400)).await?;
     let client = browser.client();
     client.goto(&format!("file://{}", page.display())).await?;
-    // The SVG loaded and has the label's proportions (62 × 29 mm).
-    let size = client
-        .execute(
-            "const img = document.getElementById('label'); \
-             return img.complete ? [img.naturalWidth, img.naturalHeight] : null;",
-            vec![],
-        )
-        .await?;
+    // The SVG loaded and has the label's proportions (62 × 29 mm). Waited
+    // for, not assumed: on a loaded machine the image may still be
+    // decoding when the page counts as loaded.
+    let deadline = std::time::Instant::now() + core::time::Duration::from_secs(25);
+    let size = loop {
+        let size = client
+            .execute(
+                "const img = document.getElementById('label'); \
+                 return img && img.complete && img.naturalWidth > 0 \
+                   ? [img.naturalWidth, img.naturalHeight] : null;",
+                vec![],
+            )
+            .await?;
+        if !size.is_null() {
+            break size;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the label's SVG never loaded"
+        );
+        tokio::time::sleep(core::time::Duration::from_millis(100)).await;
+    };
     let ratio = size[0].as_f64().unwrap_or(0.0) / size[1].as_f64().unwrap_or(1.0);
     assert!((ratio - 62.0 / 29.0).abs() < 0.05, "label size {size}");
     let png = client

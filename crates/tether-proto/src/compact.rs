@@ -255,26 +255,32 @@ impl<'a> Reader<'a> {
         Ok(first)
     }
 
-    /// A varint of a `bits`-bit integer: at most `ceil(bits / 7)` bytes,
-    /// the last of which may only carry the bits that are left.
+    /// A varint of a `bits`-bit integer (`bits` not a multiple of 7): at
+    /// most `ceil(bits / 7)` bytes, the last of which may only carry the
+    /// bits that are left.
     #[inline(never)]
     fn varint(&mut self, bits: u32) -> Result<u64, DecodeError> {
-        let max_bytes = bits.div_ceil(7);
         let mut value = 0u64;
-        for index in 0..max_bytes {
+        let mut shift = 0u32;
+        loop {
             let byte = self.byte()?;
-            value |= u64::from(byte & 0x7F) << (7 * index);
+            let group = u64::from(byte & 0x7F);
             if byte & 0x80 == 0 {
-                if index + 1 == max_bytes && u32::from(byte) >= 1 << (bits % 7) {
+                // `shift < bits`: the bits left are `bits - shift`.
+                if shift + 7 > bits && group >> (bits - shift) != 0 {
                     return Err(DecodeError::Malformed);
                 }
-                if index > 0 && byte == 0 {
+                if shift > 0 && byte == 0 {
                     self.overlong = true;
                 }
-                return Ok(value);
+                return Ok(value | group << shift);
+            }
+            value |= group << shift;
+            shift += 7;
+            if shift >= bits {
+                return Err(DecodeError::Malformed);
             }
         }
-        Err(DecodeError::Malformed)
     }
 
     fn u16(&mut self) -> Result<u16, DecodeError> {
@@ -435,6 +441,50 @@ mod tests {
             (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
             any::<prop::sample::Index>().prop_map(Mutation::Overlong),
         ]
+    }
+
+    /// The varint rule as first written (byte count first, then the last
+    /// byte's bits), the oracle for `Reader::varint`.
+    fn varint_oracle(bytes: &[u8], bits: u32) -> (Result<u64, DecodeError>, usize, bool) {
+        let max_bytes = bits.div_ceil(7) as usize;
+        let mut value = 0u64;
+        for index in 0..max_bytes {
+            let Some(&byte) = bytes.get(index) else {
+                return (Err(DecodeError::Truncated), index, false);
+            };
+            value |= u64::from(byte & 0x7F) << (7 * index);
+            if byte & 0x80 == 0 {
+                if index + 1 == max_bytes && u32::from(byte) >= 1 << (bits % 7) {
+                    return (Err(DecodeError::Malformed), index + 1, false);
+                }
+                return (Ok(value), index + 1, index > 0 && byte == 0);
+            }
+        }
+        (Err(DecodeError::Malformed), max_bytes, false)
+    }
+
+    proptest! {
+        #[test]
+        fn varints_read_as_the_rule_says(
+            bytes in collection::vec(
+                prop_oneof![
+                    Just(0x00u8), Just(0x01), Just(0x02), Just(0x03), Just(0x04),
+                    Just(0x0F), Just(0x10), Just(0x7F), Just(0x80), Just(0x81), Just(0xFF),
+                    any::<u8>(),
+                ],
+                0..12,
+            ),
+            bits in prop_oneof![Just(16u32), Just(32), Just(64)],
+        ) {
+            let mut reader = Reader { bytes: &bytes, overlong: false };
+            let result = reader.varint(bits);
+            let (expected, used, overlong) = varint_oracle(&bytes, bits);
+            prop_assert_eq!(result, expected);
+            if result.is_ok() {
+                prop_assert_eq!(bytes.len() - reader.bytes.len(), used);
+                prop_assert_eq!(reader.overlong, overlong);
+            }
+        }
     }
 
     proptest! {

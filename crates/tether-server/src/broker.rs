@@ -1,13 +1,22 @@
 //! Fan-out behind a small trait: the store hands committed events to a
-//! [`Broker`]; each receiver subscription reads them from a bounded live
-//! queue.
+//! [`Broker`]; each receiver connection reads those of all its
+//! subscriptions from one bounded [`Inbox`].
 //!
-//! [`InProcessBroker`] keeps one bounded ring per channel with subscribers
+//! ```text
+//!  writer thread: COMMIT ─▶ publish(events) ─▶ per channel: its subscribers
+//!                                                └▶ each connection's Inbox: the commit's
+//!                                                   share under one lock, one wake-up
+//!  receiver connection: one delivery task ◀── Inbox (every subscription's events, in order)
+//! ```
+//!
+//! [`InProcessBroker`] lists the subscribers of each channel with any
 //! (freed with its last subscriber; at most `max_channels_per_tenant` per
-//! tenant), holding only what a subscriber has still to read: memory is
-//! bounded by the ring, never by the slowest receiver. A receiver
-//! that falls more than a ring behind gets [`Received::Lagged`] and catches
-//! up from the store (see `receiver_endpoint`), so nothing is lost.
+//! tenant). An event is encoded once and shared (`Arc`) by every inbox
+//! that holds it; a subscription holds at most a live queue of events in
+//! its inbox: memory is bounded per subscription, never by the slowest
+//! receiver. A subscription that falls more than a live queue behind gets
+//! [`Item::Lagged`] and catches up from the store (see
+//! `receiver_endpoint`), so nothing is lost.
 //!
 //! Channel descriptions devices send go through the broker too
 //! ([`Broker::publish_description`]): a receiver that asked for them hears
@@ -79,56 +88,200 @@ pub trait LocalDevices: Send + Sync + 'static {
     fn command(&self, command: DeviceCommand) -> BoxFuture<'_, Result<CommandReply, ErrorCode>>;
 }
 
-/// What a subscription yields next.
+/// Identifies one subscription within its [`Inbox`].
+pub type SubscriptionId = u64;
+
+/// What a receiver connection's [`Inbox`] holds, in the order it happened.
 #[derive(Debug, Clone)]
-pub enum Received {
-    /// The next live event.
-    Event(Arc<StoredEvent>),
-    /// The subscriber fell behind and this many events were skipped; read
-    /// them from the store.
-    Lagged(u64),
-    /// The broker is gone.
-    Closed,
+pub enum Item {
+    /// The next live event of a subscription.
+    Event(SubscriptionId, Arc<StoredEvent>),
+    /// The subscription fell behind (its live events were dropped from the
+    /// moment it was more than a live queue behind) or the cluster asks
+    /// for a resynchronisation: read the channel from the store to its
+    /// end, after [`Inbox::resume`].
+    Lagged(SubscriptionId),
 }
 
-/// What [`Subscription::recv_many`] yields next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Batch {
-    /// At least one event was appended.
-    Events,
-    /// The subscriber fell behind and this many events were skipped; read
-    /// them from the store.
-    Lagged(u64),
-    /// The broker is gone.
-    Closed,
+/// A receiver connection's live events, every subscription's in one queue:
+/// one task and one wake-up per commit deliver them all, however many
+/// channels the connection subscribes to (a task per subscription cost
+/// about 1.3 KiB and a wake-up per channel per commit).
+///
+/// The broker appends what a commit brings for each subscription under one
+/// lock and wakes the reader once. A subscription holds at most the
+/// broker's live queue of events, or one commit's if they are more and
+/// nothing was waiting before it (a commit's run on a channel stays whole,
+/// so a burst does not make every subscriber read it back from the store);
+/// past that its events are dropped until the reader took the
+/// [`Item::Lagged`] that says so and called [`Inbox::resume`].
+#[derive(Debug, Default)]
+pub struct Inbox {
+    state: Mutex<InboxState>,
+    ready: Notify,
 }
 
-/// One channel's live events for one subscriber.
-pub trait Subscription: Send {
-    /// The next event (in offset order, possibly with skips reported as
-    /// [`Received::Lagged`]).
-    fn recv(&mut self) -> BoxFuture<'_, Received>;
+#[derive(Debug, Default)]
+struct InboxState {
+    items: VecDeque<Item>,
+    subscriptions: HashMap<SubscriptionId, Queued>,
+    next_id: SubscriptionId,
+}
 
-    /// The next events, as many as are there (at least one, at most
-    /// `max`), appended to `events` in offset order: one wake-up and one
-    /// look at the queue for a burst, not one per event. A skip is
-    /// reported on its own, before the events after it.
-    fn recv_many<'a>(
-        &'a mut self,
-        events: &'a mut Vec<Arc<StoredEvent>>,
-        _max: usize,
-    ) -> BoxFuture<'a, Batch> {
-        Box::pin(async move {
-            match self.recv().await {
-                Received::Event(event) => {
-                    events.push(event);
-                    Batch::Events
-                }
-                Received::Lagged(skipped) => Batch::Lagged(skipped),
-                Received::Closed => Batch::Closed,
-            }
-        })
+/// One subscription's share of the queue.
+#[derive(Debug, Default)]
+struct Queued {
+    /// Its items in the queue now.
+    queued: usize,
+    /// The publish whose events it takes now, and what it had queued
+    /// before that publish.
+    publish: u64,
+    before: usize,
+    /// Dropping its events until the reader resumes it.
+    lagged: bool,
+}
+
+impl Inbox {
+    /// An empty inbox, for one receiver connection.
+    pub fn new() -> Arc<Inbox> {
+        Arc::new(Inbox::default())
     }
+
+    /// Waits until something is queued, then moves up to `max` items (at
+    /// least one) into `items`, in order.
+    pub async fn recv_many(&self, items: &mut Vec<Item>, max: usize) {
+        loop {
+            // A publish in between leaves a permit: no wake-up is lost.
+            if self.try_recv_many(items, max) {
+                return;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Moves up to `max` queued items into `items`; `false` if none was.
+    pub fn try_recv_many(&self, items: &mut Vec<Item>, max: usize) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        let state = &mut *state;
+        let take = state.items.len().min(max.max(1));
+        if take == 0 {
+            return false;
+        }
+        for item in state.items.drain(..take) {
+            let id = match &item {
+                Item::Event(id, _) | Item::Lagged(id) => *id,
+            };
+            if let Some(queued) = state.subscriptions.get_mut(&id) {
+                queued.queued = queued.queued.saturating_sub(1);
+            }
+            items.push(item);
+        }
+        if state.items.capacity() > 1024 && state.items.len() < state.items.capacity() / 4 {
+            state.items.shrink_to(state.items.len() * 2);
+        }
+        true
+    }
+
+    /// After an [`Item::Lagged`] of `id`: its live events queue again from
+    /// now on. Read the store only after this (whatever was dropped was
+    /// committed before).
+    pub fn resume(&self, id: SubscriptionId) {
+        if let Ok(mut state) = self.state.lock()
+            && let Some(queued) = state.subscriptions.get_mut(&id)
+        {
+            queued.lagged = false;
+        }
+    }
+
+    /// A new subscription's place (the broker adds it to its channel
+    /// after this, so nothing arrives for an unknown id).
+    fn open(&self) -> Option<SubscriptionId> {
+        let mut state = self.state.lock().ok()?;
+        state.next_id += 1;
+        let id = state.next_id;
+        state.subscriptions.insert(id, Queued::default());
+        Some(id)
+    }
+
+    /// The subscription is gone: its queued items go, nothing more comes.
+    fn close(&self, id: SubscriptionId) {
+        if let Ok(mut state) = self.state.lock()
+            && state.subscriptions.remove(&id).is_some()
+        {
+            state.items.retain(|item| match item {
+                Item::Event(of, _) | Item::Lagged(of) => *of != id,
+            });
+        }
+    }
+
+    /// Queues one publish's `events` for the subscriptions they name (in
+    /// order), at most `capacity` per subscription unless it had nothing
+    /// queued before this publish; `true` if anything was queued.
+    fn push(
+        &self,
+        publish: u64,
+        capacity: usize,
+        events: &mut Vec<(SubscriptionId, Arc<StoredEvent>)>,
+    ) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        let state = &mut *state;
+        let mut queued_any = false;
+        for (id, event) in events.drain(..) {
+            let Some(queued) = state.subscriptions.get_mut(&id) else {
+                // Unsubscribed meanwhile.
+                continue;
+            };
+            if queued.lagged {
+                continue;
+            }
+            if queued.publish != publish {
+                queued.publish = publish;
+                queued.before = queued.queued;
+            }
+            if queued.before > 0 && queued.queued >= capacity {
+                // More than a live queue behind: the reader reads the
+                // store from where it is (this and what follows).
+                queued.lagged = true;
+                queued.queued += 1;
+                state.items.push_back(Item::Lagged(id));
+            } else {
+                queued.queued += 1;
+                state.items.push_back(Item::Event(id, event));
+            }
+            queued_any = true;
+        }
+        queued_any
+    }
+
+    /// Tells subscription `id` to read from the store to the channel's end
+    /// (the cluster's resynchronisation).
+    fn lag(&self, id: SubscriptionId) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        let Some(queued) = state.subscriptions.get_mut(&id) else {
+            return false;
+        };
+        queued.queued += 1;
+        state.items.push_back(Item::Lagged(id));
+        true
+    }
+
+    /// Wakes the reader.
+    fn wake(&self) {
+        self.ready.notify_one();
+    }
+}
+
+/// A subscription of a channel into an [`Inbox`]: dropping it
+/// unsubscribes.
+pub trait Subscription: Send {
+    /// Its id in the inbox ([`Item`]s name it).
+    fn id(&self) -> SubscriptionId;
 }
 
 /// Why a subscription was refused.
@@ -159,12 +312,14 @@ impl std::error::Error for SubscribeError {}
 pub trait Broker: Send + Sync + 'static {
     /// Publishes committed events (in offset order per channel).
     fn publish(&self, events: Vec<Arc<StoredEvent>>);
-    /// Subscribes to a tenant's channel: every event published from now on.
-    /// Dropping the subscription unsubscribes.
+    /// Subscribes to a tenant's channel: every event published from now on
+    /// goes into `inbox` (one per receiver connection), named by the
+    /// subscription's id. Dropping the subscription unsubscribes.
     fn subscribe(
         &self,
         tenant_id: TenantId,
         channel: &str,
+        inbox: &Arc<Inbox>,
     ) -> Result<Box<dyn Subscription>, SubscribeError>;
     /// Channels with live subscribers now (each holds a live queue).
     fn live_channels(&self) -> usize;
@@ -191,25 +346,26 @@ pub trait Broker: Send + Sync + 'static {
     fn publish_description(&self, description: Arc<ChannelDescribed>);
     /// Descriptions published from now on, on any node.
     fn descriptions(&self) -> broadcast::Receiver<Arc<ChannelDescribed>>;
+    /// Changes when descriptions published on another node may have been
+    /// missed (a cluster node reconnected to NATS): a receiver's
+    /// descriptions are read from the store again. `None`: none can be
+    /// missed (one node).
+    fn description_resyncs(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 type ChannelKey = (TenantId, String);
 
-/// The in-process broker: a bounded ring per channel with subscribers. The
-/// ring is created by the channel's first subscriber and freed when its
-/// last subscriber goes, so memory follows what is subscribed now, and each
-/// tenant has at most `max_channels_per_tenant` rings.
-///
-/// A ring holds only events some subscriber has still to read (each event
-/// counts the readers it waits for), at most `capacity` of them, or the
-/// events of one [`Broker::publish`] on the channel if they are more (one
-/// commit: the store's batch is bounded, and those events are in memory
-/// anyway): it grows
-/// as a burst needs and shrinks back, so ten thousand quiet channels cost a
-/// few dozen bytes each, not `capacity` preallocated slots (a
-/// `tokio::sync::broadcast` of 1024 slots is about 40 KiB per channel,
-/// 400 MB for 10,000 device channels). A subscriber more than `capacity`
-/// events behind is told how many it missed ([`Received::Lagged`]).
+/// The in-process broker: each channel with subscribers lists their
+/// inboxes (the list is created by the channel's first subscriber and freed
+/// with its last, so memory follows what is subscribed now, and each tenant
+/// has at most `max_channels_per_tenant` of them). A commit's events go to
+/// each subscribed connection's [`Inbox`] under one lock per connection,
+/// and each connection is woken once, whatever the number of its
+/// subscriptions or of the commit's events: the `Arc` of an event (one
+/// JSON encoding) is shared by every subscriber. A subscriber more than
+/// `capacity` events behind is told with [`Item::Lagged`].
 #[derive(Debug)]
 pub struct InProcessBroker {
     shared: Arc<Shared>,
@@ -223,94 +379,35 @@ struct Shared {
     descriptions: broadcast::Sender<Arc<ChannelDescribed>>,
 }
 
-/// Rings by tenant, then channel name (looked up by `&str`, without
-/// allocating a key per event).
+/// Subscribers by tenant, then channel name (looked up by `&str`, without
+/// allocating a key per event), and how many publishes there were.
 #[derive(Debug, Default)]
 struct Channels {
-    rings: HashMap<TenantId, HashMap<String, Arc<Ring>>>,
+    subscribers: HashMap<TenantId, HashMap<String, Vec<Subscriber>>>,
+    publishes: u64,
+}
+
+/// One subscription, as its channel lists it.
+#[derive(Debug, Clone)]
+struct Subscriber {
+    inbox: Arc<Inbox>,
+    id: SubscriptionId,
 }
 
 impl Channels {
-    fn get(&self, tenant_id: TenantId, channel: &str) -> Option<&Arc<Ring>> {
-        self.rings.get(&tenant_id)?.get(channel)
+    fn get(&self, tenant_id: TenantId, channel: &str) -> Option<&Vec<Subscriber>> {
+        self.subscribers.get(&tenant_id)?.get(channel)
     }
 
     fn count(&self) -> usize {
-        self.rings.values().map(HashMap::len).sum()
-    }
-}
-
-/// One channel's live events.
-#[derive(Debug, Default)]
-struct Ring {
-    state: Mutex<RingState>,
-    /// Woken on every publish.
-    published: Notify,
-}
-
-#[derive(Debug, Default)]
-struct RingState {
-    /// Position (in the channel's publish order) of `events[0]`.
-    head: u64,
-    /// Events with the readers each still waits for.
-    events: VecDeque<(Arc<StoredEvent>, usize)>,
-    subscribers: usize,
-}
-
-impl RingState {
-    /// Position after the newest event.
-    fn tail(&self) -> u64 {
-        self.head + self.events.len() as u64
-    }
-
-    /// Drops the events nobody has left to read, and memory a burst left.
-    fn trim(&mut self) {
-        while self
-            .events
-            .front()
-            .is_some_and(|(_, readers)| *readers == 0)
-        {
-            self.events.pop_front();
-            self.head += 1;
-        }
-        if self.events.capacity() > 64 && self.events.len() < self.events.capacity() / 4 {
-            self.events.shrink_to(self.events.len() * 2);
-        }
-    }
-
-    /// One reader less for the events from `cursor` on.
-    fn forget_reader(&mut self, cursor: u64) {
-        let skip = usize::try_from(cursor.saturating_sub(self.head)).unwrap_or(usize::MAX);
-        for (_, readers) in self.events.iter_mut().skip(skip) {
-            *readers = readers.saturating_sub(1);
-        }
-        self.trim();
-    }
-}
-
-impl Channels {
-    /// Frees the ring of `key` if nobody listens to it any more.
-    fn release_if_unused(&mut self, key: &ChannelKey) {
-        let Some(tenant) = self.rings.get_mut(&key.0) else {
-            return;
-        };
-        let unused = tenant.get(&key.1).is_some_and(|ring| {
-            ring.state
-                .lock()
-                .map_or(true, |state| state.subscribers == 0)
-        });
-        if unused {
-            tenant.remove(&key.1);
-            if tenant.is_empty() {
-                self.rings.remove(&key.0);
-            }
-        }
+        self.subscribers.values().map(HashMap::len).sum()
     }
 }
 
 impl InProcessBroker {
-    /// A broker whose live queues hold `capacity` events per channel, with
-    /// at most `max_channels_per_tenant` subscribed channels per tenant.
+    /// A broker whose live queues hold `capacity` events per subscription,
+    /// with at most `max_channels_per_tenant` subscribed channels per
+    /// tenant.
     pub fn new(capacity: usize, max_channels_per_tenant: usize) -> Self {
         InProcessBroker {
             shared: Arc::new(Shared {
@@ -319,6 +416,19 @@ impl InProcessBroker {
                 channels: Mutex::new(Channels::default()),
                 descriptions: broadcast::channel(DESCRIPTIONS).0,
             }),
+        }
+    }
+
+    /// Tells every subscription of a channel to read it from the store to
+    /// its end (the cluster's resynchronisation).
+    pub(crate) fn resync(&self, tenant_id: TenantId, channel: &str) {
+        let Ok(channels) = self.shared.channels.lock() else {
+            return;
+        };
+        for subscriber in channels.get(tenant_id, channel).into_iter().flatten() {
+            if subscriber.inbox.lag(subscriber.id) {
+                subscriber.inbox.wake();
+            }
         }
     }
 }
@@ -334,44 +444,51 @@ impl Broker for InProcessBroker {
     }
 
     fn publish(&self, events: Vec<Arc<StoredEvent>>) {
-        let Ok(channels) = self.shared.channels.lock() else {
+        // Under the map lock throughout: publishes reach every inbox in
+        // the order they were made.
+        let Ok(mut channels) = self.shared.channels.lock() else {
             return;
         };
-        // A run of events on one channel (a commit's burst on a busy
-        // channel) wakes its subscribers once, after the last of them.
-        let mut pending: Option<&Arc<Ring>> = None;
-        // Events of the run so far: a run longer than the ring is kept
-        // whole, else a commit bigger than the ring (the writer's batch
-        // grows under load) would make every subscriber of the channel lag
-        // and read it back from the store, each on its own.
-        let mut run = 0;
-        for event in events {
-            let Some(ring) = channels.get(event.tenant_id, &event.channel) else {
-                continue;
-            };
-            match pending {
-                Some(previous) if Arc::ptr_eq(previous, ring) => run += 1,
-                _ => {
-                    if let Some(previous) = pending {
-                        previous.published.notify_waiters();
-                    }
-                    run = 1;
+        channels.publishes += 1;
+        let publish = channels.publishes;
+        // Each inbox's share of the commit, gathered first so that each
+        // inbox is locked and woken once.
+        let mut shares: Vec<(Arc<Inbox>, Vec<(SubscriptionId, Arc<StoredEvent>)>)> = Vec::new();
+        let mut index: HashMap<*const Inbox, usize> = HashMap::default();
+        // The subscribers of the previous event (a commit's events on a
+        // channel often come in runs).
+        let mut previous: Option<(TenantId, &str, &Vec<Subscriber>)> = None;
+        for event in &events {
+            let subscribers = match previous {
+                Some((tenant_id, channel, subscribers))
+                    if tenant_id == event.tenant_id && channel == event.channel =>
+                {
+                    subscribers
                 }
-            }
-            pending = Some(ring);
-            if let Ok(mut state) = ring.state.lock() {
-                let readers = state.subscribers;
-                state.events.push_back((event, readers));
-                let keep = self.shared.capacity.max(run);
-                while state.events.len() > keep {
-                    // The oldest goes unread by those behind: they lag.
-                    state.events.pop_front();
-                    state.head += 1;
+                _ => match channels.get(event.tenant_id, &event.channel) {
+                    Some(subscribers) => {
+                        previous = Some((event.tenant_id, &event.channel, subscribers));
+                        subscribers
+                    }
+                    None => continue,
+                },
+            };
+            for subscriber in subscribers {
+                let at = *index
+                    .entry(Arc::as_ptr(&subscriber.inbox))
+                    .or_insert_with(|| {
+                        shares.push((Arc::clone(&subscriber.inbox), Vec::new()));
+                        shares.len() - 1
+                    });
+                if let Some((_, share)) = shares.get_mut(at) {
+                    share.push((subscriber.id, Arc::clone(event)));
                 }
             }
         }
-        if let Some(ring) = pending {
-            ring.published.notify_waiters();
+        for (inbox, mut share) in shares {
+            if inbox.push(publish, self.shared.capacity, &mut share) {
+                inbox.wake();
+            }
         }
     }
 
@@ -379,48 +496,40 @@ impl Broker for InProcessBroker {
         &self,
         tenant_id: TenantId,
         channel: &str,
+        inbox: &Arc<Inbox>,
     ) -> Result<Box<dyn Subscription>, SubscribeError> {
         let key = (tenant_id, channel.to_owned());
-        let Ok(mut channels) = self.shared.channels.lock() else {
-            // A poisoned map: a subscription that reports `Closed`.
-            return Ok(Box::new(RingSubscription {
-                ring: None,
-                cursor: 0,
-                shared: Arc::clone(&self.shared),
-                key,
-            }));
-        };
-        let ring = if let Some(ring) = channels.get(tenant_id, channel) {
-            Arc::clone(ring)
-        } else {
-            let tenant = channels.rings.entry(tenant_id).or_default();
-            if tenant.len() >= self.shared.max_channels_per_tenant {
-                if tenant.is_empty() {
-                    channels.rings.remove(&tenant_id);
-                }
-                return Err(SubscribeError::TooManyChannels);
-            }
-            let ring = Arc::new(Ring::default());
-            tenant.insert(key.1.clone(), Arc::clone(&ring));
-            ring
-        };
-        // Counted under the map lock: a concurrent release of the last
-        // subscriber either came before (and a new ring was made) or sees
-        // this one.
-        let cursor = match ring.state.lock() {
-            Ok(mut state) => {
-                state.subscribers += 1;
-                state.tail()
-            }
-            Err(_) => 0,
-        };
-        drop(channels);
-        Ok(Box::new(RingSubscription {
-            ring: Some(ring),
-            cursor,
+        // Opened in the inbox before the channel lists it, so nothing
+        // arrives for an id the inbox does not know; a poisoned lock makes
+        // a subscription that never hears anything.
+        let id = inbox.open().unwrap_or(0);
+        let mut subscription = InboxSubscription {
+            inbox: Arc::clone(inbox),
+            id,
             shared: Arc::clone(&self.shared),
             key,
-        }))
+            listed: false,
+        };
+        let Ok(mut channels) = self.shared.channels.lock() else {
+            return Ok(Box::new(subscription));
+        };
+        let tenant = channels.subscribers.entry(tenant_id).or_default();
+        if !tenant.contains_key(channel) && tenant.len() >= self.shared.max_channels_per_tenant {
+            if tenant.is_empty() {
+                channels.subscribers.remove(&tenant_id);
+            }
+            drop(channels);
+            return Err(SubscribeError::TooManyChannels);
+        }
+        tenant
+            .entry(subscription.key.1.clone())
+            .or_default()
+            .push(Subscriber {
+                inbox: Arc::clone(inbox),
+                id,
+            });
+        subscription.listed = true;
+        Ok(Box::new(subscription))
     }
 
     fn live_channels(&self) -> usize {
@@ -431,120 +540,42 @@ impl Broker for InProcessBroker {
     }
 }
 
-struct RingSubscription {
-    /// `None` only for a subscription that reports `Closed`.
-    ring: Option<Arc<Ring>>,
-    /// Position of the next event to read.
-    cursor: u64,
+struct InboxSubscription {
+    inbox: Arc<Inbox>,
+    id: SubscriptionId,
     shared: Arc<Shared>,
     key: ChannelKey,
+    /// Its channel lists it.
+    listed: bool,
 }
 
-impl RingSubscription {
-    fn try_next(&mut self, ring: &Ring) -> Option<Received> {
-        let Ok(mut state) = ring.state.lock() else {
-            return Some(Received::Closed);
-        };
-        if self.cursor < state.head {
-            let skipped = state.head - self.cursor;
-            self.cursor = state.head;
-            return Some(Received::Lagged(skipped));
-        }
-        let index = usize::try_from(self.cursor - state.head).ok()?;
-        let (event, readers) = state.events.get_mut(index)?;
-        let event = Arc::clone(event);
-        *readers = readers.saturating_sub(1);
-        self.cursor += 1;
-        state.trim();
-        Some(Received::Event(event))
-    }
-
-    /// Appends up to `max` events to `events` under one lock; `None` if
-    /// there is nothing to read yet.
-    fn try_next_many(
-        &mut self,
-        ring: &Ring,
-        events: &mut Vec<Arc<StoredEvent>>,
-        max: usize,
-    ) -> Option<Batch> {
-        let Ok(mut state) = ring.state.lock() else {
-            return Some(Batch::Closed);
-        };
-        if self.cursor < state.head {
-            let skipped = state.head - self.cursor;
-            self.cursor = state.head;
-            return Some(Batch::Lagged(skipped));
-        }
-        let index = usize::try_from(self.cursor - state.head).ok()?;
-        let before = events.len();
-        for (event, readers) in state.events.iter_mut().skip(index).take(max.max(1)) {
-            events.push(Arc::clone(event));
-            *readers = readers.saturating_sub(1);
-        }
-        let taken = events.len() - before;
-        if taken == 0 {
-            return None;
-        }
-        self.cursor += taken as u64;
-        state.trim();
-        Some(Batch::Events)
+impl Subscription for InboxSubscription {
+    fn id(&self) -> SubscriptionId {
+        self.id
     }
 }
 
-impl Subscription for RingSubscription {
-    fn recv(&mut self) -> BoxFuture<'_, Received> {
-        Box::pin(async move {
-            let Some(ring) = self.ring.clone() else {
-                return Received::Closed;
-            };
-            loop {
-                // Registered before looking, so a publish in between wakes it.
-                let published = ring.published.notified();
-                if let Some(received) = self.try_next(&ring) {
-                    return received;
-                }
-                published.await;
-            }
-        })
-    }
-
-    fn recv_many<'a>(
-        &'a mut self,
-        events: &'a mut Vec<Arc<StoredEvent>>,
-        max: usize,
-    ) -> BoxFuture<'a, Batch> {
-        Box::pin(async move {
-            let Some(ring) = self.ring.clone() else {
-                return Batch::Closed;
-            };
-            loop {
-                // Registered before looking, so a publish in between wakes it.
-                let published = ring.published.notified();
-                if let Some(batch) = self.try_next_many(&ring, events, max) {
-                    return batch;
-                }
-                published.await;
-            }
-        })
-    }
-}
-
-impl Drop for RingSubscription {
+impl Drop for InboxSubscription {
     fn drop(&mut self) {
-        // Leave the ring first (its unread events stop waiting for this
-        // reader), then free it if this was its last subscriber (under the
-        // map lock, so a concurrent subscribe either came before, and keeps
-        // it, or creates a new one after).
-        let Some(ring) = self.ring.take() else {
-            return;
-        };
-        if let Ok(mut channels) = self.shared.channels.lock() {
-            if let Ok(mut state) = ring.state.lock() {
-                state.subscribers = state.subscribers.saturating_sub(1);
-                state.forget_reader(self.cursor);
+        // Off the channel's list first (under the map lock, so no publish
+        // is half done), then out of the inbox with what it had queued.
+        if self.listed
+            && let Ok(mut channels) = self.shared.channels.lock()
+            && let Some(tenant) = channels.subscribers.get_mut(&self.key.0)
+        {
+            if let Some(subscribers) = tenant.get_mut(&self.key.1) {
+                subscribers.retain(|subscriber| {
+                    !(subscriber.id == self.id && Arc::ptr_eq(&subscriber.inbox, &self.inbox))
+                });
+                if subscribers.is_empty() {
+                    tenant.remove(&self.key.1);
+                }
             }
-            channels.release_if_unused(&self.key);
+            if tenant.is_empty() {
+                channels.subscribers.remove(&self.key.0);
+            }
         }
+        self.inbox.close(self.id);
     }
 }
 
@@ -564,168 +595,137 @@ mod tests {
         ))
     }
 
-    #[tokio::test]
-    async fn delivers_per_tenant_channel_and_reports_lag() -> Result<(), SubscribeError> {
+    /// What is queued now, as (subscription, offset or `None` for a lag).
+    fn take(inbox: &Inbox) -> Vec<(SubscriptionId, Option<u64>)> {
+        let mut items = Vec::new();
+        while inbox.try_recv_many(&mut items, 1000) {}
+        items
+            .into_iter()
+            .map(|item| match item {
+                Item::Event(id, event) => (id, Some(event.offset)),
+                Item::Lagged(id) => (id, None),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn delivers_per_tenant_channel_and_reports_lag() -> Result<(), SubscribeError> {
         let broker = InProcessBroker::new(2, 10);
-        let mut a = broker.subscribe(1, "temp")?;
-        let mut b = broker.subscribe(2, "temp")?;
+        let (a_inbox, b_inbox) = (Inbox::new(), Inbox::new());
+        let a = broker.subscribe(1, "temp", &a_inbox)?;
+        let b = broker.subscribe(2, "temp", &b_inbox)?;
         broker.publish(vec![
             event(1, "temp", 1),
             event(2, "temp", 7),
             event(1, "x", 1),
         ]);
-        assert!(matches!(a.recv().await, Received::Event(e) if e.offset == 1));
-        assert!(matches!(b.recv().await, Received::Event(e) if e.offset == 7));
-        // Four commits of one event each into a ring of two.
+        assert_eq!(take(&a_inbox), [(a.id(), Some(1))]);
+        assert_eq!(take(&b_inbox), [(b.id(), Some(7))]);
+        // Four commits of one event each, nothing read: two fit, the third
+        // finds the subscription a live queue behind.
         for offset in 2..=5 {
             broker.publish(vec![event(1, "temp", offset)]);
         }
-        assert!(matches!(a.recv().await, Received::Lagged(2)));
-        assert!(matches!(a.recv().await, Received::Event(e) if e.offset == 4));
+        assert_eq!(
+            take(&a_inbox),
+            [(a.id(), Some(2)), (a.id(), Some(3)), (a.id(), None)]
+        );
+        // Dropped until the reader resumes, then queued again.
+        broker.publish(vec![event(1, "temp", 6)]);
+        assert!(take(&a_inbox).is_empty());
+        a_inbox.resume(a.id());
+        broker.publish(vec![event(1, "temp", 7)]);
+        assert_eq!(take(&a_inbox), [(a.id(), Some(7))]);
+        assert!(take(&b_inbox).is_empty());
         Ok(())
     }
 
-    #[tokio::test]
-    async fn recv_many_takes_what_is_queued_in_order_and_reports_lag_first()
-    -> Result<(), SubscribeError> {
+    #[test]
+    fn one_commit_bigger_than_the_queue_is_kept_whole() -> Result<(), SubscribeError> {
         let broker = InProcessBroker::new(4, 10);
-        let mut a = broker.subscribe(1, "temp")?;
-        let mut events = Vec::new();
-        broker.publish((1..=3).map(|offset| event(1, "temp", offset)).collect());
-        assert_eq!(a.recv_many(&mut events, 2).await, Batch::Events);
-        assert_eq!(events.iter().map(|e| e.offset).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Events);
-        assert_eq!(
-            events.iter().map(|e| e.offset).collect::<Vec<_>>(),
-            [1, 2, 3],
-            "appended after what was there"
-        );
-        assert_eq!(held(&broker, 1, "temp"), 0, "all read");
-        // Six more commits into a ring of four: two skipped, reported
-        // before the four that are left.
-        events.clear();
-        for offset in 4..=9 {
-            broker.publish(vec![event(1, "temp", offset)]);
-        }
-        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Lagged(2));
-        assert!(events.is_empty());
-        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Events);
-        assert_eq!(
-            events.iter().map(|e| e.offset).collect::<Vec<_>>(),
-            [6, 7, 8, 9]
-        );
-        // A waiting subscriber is woken by a publish, once for the run.
-        let waiting = tokio::spawn(async move {
-            let mut events = Vec::new();
-            let batch = a.recv_many(&mut events, 64).await;
-            (batch, events.iter().map(|e| e.offset).collect::<Vec<_>>())
-        });
-        tokio::task::yield_now().await;
-        broker.publish(vec![event(1, "temp", 10), event(1, "temp", 11)]);
-        let (batch, offsets) = waiting.await.expect("the reader finished");
-        assert_eq!(batch, Batch::Events);
-        assert_eq!(offsets, [10, 11]);
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn one_commit_bigger_than_the_ring_is_kept_whole() -> Result<(), SubscribeError> {
-        let broker = InProcessBroker::new(4, 10);
-        let mut a = broker.subscribe(1, "temp")?;
-        let mut other = broker.subscribe(1, "other")?;
-        // One commit of ten events on the channel (interleaved with one on
-        // another channel, which ends the run): the run of nine after it is
-        // kept whole, the event before was pushed out by it.
+        let inbox = Inbox::new();
+        let temp = broker.subscribe(1, "temp", &inbox)?;
+        let other = broker.subscribe(1, "other", &inbox)?;
+        // One commit of ten events on the channel, one on another channel
+        // in between: all of it is queued, in order, for both
+        // subscriptions of the connection's one inbox.
         let mut commit: Vec<_> = (1..=10).map(|offset| event(1, "temp", offset)).collect();
         commit.insert(1, event(1, "other", 1));
         broker.publish(commit);
-        assert_eq!(held(&broker, 1, "temp"), 9);
-        let mut events = Vec::new();
-        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Lagged(1));
-        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Events);
-        assert_eq!(
-            events.iter().map(|e| e.offset).collect::<Vec<_>>(),
-            (2..=10).collect::<Vec<_>>()
-        );
-        assert!(matches!(other.recv().await, Received::Event(e) if e.offset == 1));
-        // The next commit is back within the ring's capacity.
+        let mut expected = vec![(temp.id(), Some(1)), (other.id(), Some(1))];
+        expected.extend((2..=10).map(|offset| (temp.id(), Some(offset))));
+        assert_eq!(take(&inbox), expected);
+        // Read: the next commit is kept whole too. Unread, a commit after
+        // it finds the subscription more than its queue behind.
         broker.publish((11..=16).map(|offset| event(1, "temp", offset)).collect());
-        assert_eq!(held(&broker, 1, "temp"), 6);
-        broker.publish(vec![event(1, "temp", 17)]);
-        assert_eq!(held(&broker, 1, "temp"), 4);
-        events.clear();
-        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Lagged(3));
-        assert_eq!(a.recv_many(&mut events, 64).await, Batch::Events);
-        assert_eq!(
-            events.iter().map(|e| e.offset).collect::<Vec<_>>(),
-            [14, 15, 16, 17]
-        );
+        broker.publish(vec![event(1, "temp", 17), event(1, "other", 2)]);
+        let mut expected: Vec<_> = (11..=16).map(|offset| (temp.id(), Some(offset))).collect();
+        expected.extend([(temp.id(), None), (other.id(), Some(2))]);
+        assert_eq!(take(&inbox), expected);
         Ok(())
     }
 
-    /// Events the ring of `channel` holds now.
-    fn held(broker: &InProcessBroker, tenant_id: TenantId, channel: &str) -> usize {
-        let channels = broker.shared.channels.lock().expect("not poisoned");
-        channels.get(tenant_id, channel).map_or(0, |ring| {
-            ring.state.lock().expect("not poisoned").events.len()
-        })
-    }
-
     #[tokio::test]
-    async fn a_ring_holds_only_what_a_subscriber_has_still_to_read() -> Result<(), SubscribeError> {
-        let broker = InProcessBroker::new(1024, 10);
-        let mut fast = broker.subscribe(1, "temp")?;
-        let slow = broker.subscribe(1, "temp")?;
-        broker.publish((1..=100).map(|offset| event(1, "temp", offset)).collect());
-        assert_eq!(held(&broker, 1, "temp"), 100);
-        for offset in 1..=100 {
-            assert!(matches!(fast.recv().await, Received::Event(e) if e.offset == offset));
-        }
-        assert_eq!(
-            held(&broker, 1, "temp"),
-            100,
-            "the slow one has read nothing"
-        );
-        // The slow subscriber leaves: nobody waits for those events now.
-        drop(slow);
-        assert_eq!(held(&broker, 1, "temp"), 0);
-        // A late subscriber starts at the tail and keeps nothing older.
-        let mut late = broker.subscribe(1, "temp")?;
-        broker.publish(vec![event(1, "temp", 101)]);
-        assert!(matches!(late.recv().await, Received::Event(e) if e.offset == 101));
-        assert_eq!(held(&broker, 1, "temp"), 1, "fast has not read 101 yet");
-        assert!(matches!(fast.recv().await, Received::Event(e) if e.offset == 101));
-        assert_eq!(held(&broker, 1, "temp"), 0);
+    async fn recv_many_takes_what_is_queued_in_order_and_waits_for_a_publish()
+    -> Result<(), SubscribeError> {
+        let broker = Arc::new(InProcessBroker::new(16, 10));
+        let inbox = Inbox::new();
+        let a = broker.subscribe(1, "temp", &inbox)?;
+        broker.publish((1..=3).map(|offset| event(1, "temp", offset)).collect());
+        let mut items = Vec::new();
+        inbox.recv_many(&mut items, 2).await;
+        assert_eq!(items.len(), 2);
+        inbox.recv_many(&mut items, 64).await;
+        let offsets: Vec<_> = items
+            .iter()
+            .map(|item| match item {
+                Item::Event(id, event) => (*id, event.offset),
+                Item::Lagged(id) => (*id, 0),
+            })
+            .collect();
+        assert_eq!(offsets, [(a.id(), 1), (a.id(), 2), (a.id(), 3)]);
+        // A waiting reader is woken by a publish, once for the commit.
+        let reader = {
+            let inbox = Arc::clone(&inbox);
+            tokio::spawn(async move {
+                let mut items = Vec::new();
+                inbox.recv_many(&mut items, 64).await;
+                items.len()
+            })
+        };
+        tokio::task::yield_now().await;
+        broker.publish(vec![event(1, "temp", 4), event(1, "temp", 5)]);
+        assert_eq!(reader.await.expect("the reader finished"), 2);
         Ok(())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_waiting_subscriber_is_woken_by_each_publish() -> Result<(), SubscribeError> {
-        let broker = Arc::new(InProcessBroker::new(8, 10));
-        let mut subscribers = (0..4)
-            .map(|_| broker.subscribe(3, "c"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let readers = subscribers
-            .drain(..)
-            .map(|mut subscription| {
-                tokio::spawn(async move {
+    async fn a_waiting_reader_is_woken_by_each_publish() -> Result<(), SubscribeError> {
+        let broker = Arc::new(InProcessBroker::new(2000, 10));
+        let readers = (0..4)
+            .map(|_| {
+                let inbox = Inbox::new();
+                let subscription = broker.subscribe(3, "c", &inbox)?;
+                Ok(tokio::spawn(async move {
                     let mut next = 1;
+                    let mut items = Vec::new();
                     while next <= 1000 {
-                        match subscription.recv().await {
-                            Received::Event(event) => {
-                                assert_eq!(event.offset, next);
-                                next += 1;
+                        inbox.recv_many(&mut items, 64).await;
+                        for item in items.drain(..) {
+                            match item {
+                                Item::Event(id, event) => {
+                                    assert_eq!(id, subscription.id());
+                                    assert_eq!(event.offset, next);
+                                    next += 1;
+                                }
+                                Item::Lagged(_) => panic!("the queue holds them all"),
                             }
-                            // Catching up from the store is the endpoint's
-                            // job; here the skipped offsets are counted.
-                            Received::Lagged(skipped) => next += skipped,
-                            Received::Closed => panic!("the broker is alive"),
                         }
                     }
                     next
-                })
+                }))
             })
-            .collect::<Vec<_>>();
+            .collect::<Result<Vec<_>, SubscribeError>>()?;
         for offset in 1..=1000 {
             broker.publish(vec![event(3, "c", offset)]);
             if offset % 7 == 0 {
@@ -738,38 +738,76 @@ mod tests {
         Ok(())
     }
 
-    #[tokio::test]
-    async fn rings_are_freed_with_their_last_subscriber_and_capped_per_tenant()
+    #[test]
+    fn unsubscribing_takes_its_queued_events_and_resync_lags_every_subscriber()
+    -> Result<(), SubscribeError> {
+        let broker = InProcessBroker::new(16, 10);
+        let inbox = Inbox::new();
+        let other_inbox = Inbox::new();
+        let a = broker.subscribe(1, "a", &inbox)?;
+        let b = broker.subscribe(1, "b", &inbox)?;
+        let other = broker.subscribe(1, "a", &other_inbox)?;
+        broker.publish(vec![event(1, "a", 1), event(1, "b", 1)]);
+        drop(a);
+        assert_eq!(take(&inbox), [(b.id(), Some(1))]);
+        broker.publish(vec![event(1, "a", 2)]);
+        assert!(take(&inbox).is_empty(), "no longer subscribed");
+        assert_eq!(
+            take(&other_inbox),
+            [(other.id(), Some(1)), (other.id(), Some(2))]
+        );
+        broker.resync(1, "a");
+        broker.resync(1, "b");
+        assert_eq!(take(&other_inbox), [(other.id(), None)]);
+        assert_eq!(take(&inbox), [(b.id(), None)]);
+        // A resynchronisation does not stop the live events.
+        broker.publish(vec![event(1, "b", 2)]);
+        assert_eq!(take(&inbox), [(b.id(), Some(2))]);
+        Ok(())
+    }
+
+    #[test]
+    fn channels_are_freed_with_their_last_subscriber_and_capped_per_tenant()
     -> Result<(), SubscribeError> {
         let broker = InProcessBroker::new(4, 2);
-        let a = broker.subscribe(1, "a")?;
-        let a_again = broker.subscribe(1, "a")?;
-        let b = broker.subscribe(1, "b")?;
+        let inbox = Inbox::new();
+        let a = broker.subscribe(1, "a", &inbox)?;
+        let a_again = broker.subscribe(1, "a", &inbox)?;
+        let b = broker.subscribe(1, "b", &inbox)?;
         assert_eq!(broker.live_channels(), 2);
         // A third channel of tenant 1 is refused; subscribing to one it
         // has, or another tenant's, is not.
         assert_eq!(
-            broker.subscribe(1, "c").err(),
+            broker.subscribe(1, "c", &inbox).err(),
             Some(SubscribeError::TooManyChannels)
         );
-        let more_a = broker.subscribe(1, "a")?;
-        let other = broker.subscribe(2, "c")?;
+        let more_a = broker.subscribe(1, "a", &inbox)?;
+        let other = broker.subscribe(2, "c", &inbox)?;
         assert_eq!(broker.live_channels(), 3);
         drop((a, a_again));
         assert_eq!(broker.live_channels(), 3, "\"a\" still has a subscriber");
         drop(more_a);
         assert_eq!(broker.live_channels(), 2);
-        let c = broker.subscribe(1, "c")?;
+        let c = broker.subscribe(1, "c", &inbox)?;
         drop((b, c, other));
         assert_eq!(broker.live_channels(), 0);
-        // Churn on new names leaves nothing behind.
+        // Churn on new names leaves nothing behind, in the broker or the
+        // inbox.
         for index in 0..1000 {
-            drop(broker.subscribe(1, &format!("churn/{index}"))?);
+            drop(broker.subscribe(1, &format!("churn/{index}"), &inbox)?);
         }
         assert_eq!(broker.live_channels(), 0);
-        let mut late = broker.subscribe(1, "a")?;
+        assert!(
+            inbox
+                .state
+                .lock()
+                .expect("not poisoned")
+                .subscriptions
+                .is_empty()
+        );
+        let late = broker.subscribe(1, "a", &inbox)?;
         broker.publish(vec![event(1, "a", 1)]);
-        assert!(matches!(late.recv().await, Received::Event(e) if e.offset == 1));
+        assert_eq!(take(&inbox), [(late.id(), Some(1))]);
         Ok(())
     }
 }

@@ -27,6 +27,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::accounts::password::PasswordCost;
+
 /// Every server setting, each optional so sources can be layered.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -276,6 +278,10 @@ pub struct Config {
     pub node_name: Option<String>,
     /// How a node drains on SIGTERM.
     pub drain: Drain,
+    /// The cost of new password hashes: always
+    /// [`PasswordCost::STANDARD`] from a configuration file; tests that
+    /// make many accounts set [`PasswordCost::TESTS_ONLY`].
+    pub password_cost: PasswordCost,
 }
 
 /// How a node drains on SIGTERM (see `Server::drain`).
@@ -501,6 +507,7 @@ impl Config {
             nats_url,
             node_name: settings.node_name.filter(|name| !name.is_empty()),
             drain,
+            password_cost: PasswordCost::STANDARD,
         })
     }
 
@@ -519,6 +526,13 @@ impl Config {
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Config {
         self.limits = limits;
+        self
+    }
+
+    /// Sets the cost of new password hashes (builder-lite).
+    #[must_use]
+    pub fn with_password_cost(mut self, cost: PasswordCost) -> Config {
+        self.password_cost = cost;
         self
     }
 

@@ -165,7 +165,11 @@ fn description_frame(channel: &str, device: &str, fields: &str) -> Option<Messag
 /// Sends a receiver the stored descriptions of `channel` (of `tenant_id`),
 /// then every new one from `updates` (joined before the store was read, so
 /// none is missed; one that arrives twice replaces itself), until the
-/// receiver is gone. Missed notices (`Lagged`) are made up from the store.
+/// receiver is gone. Missed notices (`Lagged`, or a cluster node's
+/// reconnection to NATS: [`Broker::description_resyncs`]) are made up
+/// from the store.
+///
+/// [`Broker::description_resyncs`]: crate::broker::Broker::description_resyncs
 pub(crate) async fn forward_descriptions(
     state: Arc<AppState>,
     tenant_id: TenantId,
@@ -173,6 +177,8 @@ pub(crate) async fn forward_descriptions(
     mut updates: broadcast::Receiver<Arc<ChannelDescribed>>,
     outbox: mpsc::Sender<Message>,
 ) {
+    // Joined before the store is read, as `updates`.
+    let mut resyncs = state.broker.description_resyncs();
     let mut from_store = true;
     loop {
         if from_store {
@@ -193,7 +199,14 @@ pub(crate) async fn forward_descriptions(
                 }
             }
         }
-        match updates.recv().await {
+        let update = tokio::select! {
+            update = updates.recv() => update,
+            () = resynced(&mut resyncs) => {
+                from_store = true;
+                continue;
+            }
+        };
+        match update {
             Ok(update) if update.tenant_id == tenant_id && update.channel == channel => {
                 let frame = description_frame(&channel, &update.device, &update.fields);
                 if let Some(frame) = frame
@@ -207,4 +220,15 @@ pub(crate) async fn forward_descriptions(
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
+}
+
+/// The next change of `resyncs`; never, without one (or once its sender
+/// is gone).
+async fn resynced(resyncs: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(receiver) = resyncs
+        && receiver.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending::<()>().await;
 }

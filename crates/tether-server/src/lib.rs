@@ -333,7 +333,7 @@ impl Server {
                 CLAIM_FAILURES_PER_MINUTE,
                 Duration::from_secs(60),
             ),
-            accounts: accounts::Accounts::default(),
+            accounts: accounts::Accounts::new(config.password_cost),
             config,
             store: store_dyn,
             broker,

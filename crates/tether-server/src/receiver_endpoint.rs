@@ -25,7 +25,7 @@
 //!
 //! Replies come in request order: the loop that reads requests queues each
 //! answer (`pong`, refusals) behind the ones before it, and a `subscribe`'s
-//! `subscribed`, which its subscription task sends once it read the
+//! `subscribed`, which the connection's delivery task sends once it read the
 //! channel's bounds, holds the answers queued after it until it is out.
 //! Only a `send_command`'s answer waits for the device. Refusals carry the
 //! request's `request_id` and, for `subscribe`, its `channel`.
@@ -37,7 +37,13 @@
 //! events are published only after their commit, so every event is either
 //! below the bounds read (replayed) or arrives live: no gap, no duplicate.
 //! A subscriber that falls behind its bounded live queue is told
-//! `Lagged` and catches up from the store the same way. A `subscribe` with
+//! `Lagged` and catches up from the store the same way.
+//!
+//! Delivering: one task per connection, whatever the number of its
+//! subscriptions, takes the live events of all of them from the
+//! connection's one [`Inbox`] (woken once per commit) and puts each
+//! event's one encoding (shared, never copied or checked again) into the
+//! outbox. A `subscribe` with
 //! `"describe":true` also gets the channel's `description` messages
 //! (`device_readings::forward_descriptions`).
 //!
@@ -53,7 +59,7 @@
 //! peer stopped reading takes at most about a second.
 
 use core::borrow::Borrow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,7 +79,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 
 use crate::accounts::session;
 use crate::admission::ConnectionSlot;
-use crate::broker::{Batch, Subscription};
+use crate::broker::{Inbox, Item, Subscription, SubscriptionId};
 use crate::http_util::{check_origin, error_response, too_many_connections};
 use crate::serve::TcpHeld;
 use crate::store::{KeyIdentity, ReadRange, StoredEvent};
@@ -94,8 +100,10 @@ const PAGE: usize = 256;
 pub(crate) const MAX_SUBSCRIPTIONS: usize = 256;
 /// Frames queued for one receiver's socket.
 const OUTBOX: usize = 256;
-/// Live events a subscription takes from its queue at once.
+/// Frames put into the outbox with one reservation.
 const LIVE_BATCH: usize = 64;
+/// Live events the delivery task takes from its inbox at once.
+const INBOX_BATCH: usize = 256;
 /// Frames the writer takes from the outbox at once and writes with one
 /// flush.
 const WRITE_BATCH: usize = 64;
@@ -549,7 +557,19 @@ async fn serve(
         last_frames,
     ));
     let mut writer_done = false;
-    let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    // One task delivers every subscription's live events (and replays
+    // history), in the order of the requests.
+    let inbox = Inbox::new();
+    let (control, controls) = mpsc::unbounded_channel();
+    let delivery = AbortOnDrop(tokio::spawn(deliver(
+        Arc::clone(&state),
+        identity.tenant_id,
+        Arc::clone(&inbox),
+        controls,
+        outbox.clone(),
+    )));
+    // Channels subscribed (the delivery task holds the subscriptions).
+    let mut subscriptions: HashSet<String> = HashSet::new();
     let mut commands = tokio::task::JoinSet::new();
     let command_permits = Arc::new(Semaphore::new(limits.max_commands_per_connection));
     let mut replies: VecDeque<Reply> = VecDeque::new();
@@ -642,16 +662,15 @@ async fn serve(
                             replies.push_back(refused(ErrorCode::FORBIDDEN, "this key may not read that channel"));
                             continue;
                         }
-                        if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains_key(subscribe.channel) {
+                        if subscriptions.len() >= MAX_SUBSCRIPTIONS && !subscriptions.contains(subscribe.channel) {
                             replies.push_back(refused(ErrorCode::RATE_LIMITED, "too many subscriptions on one connection"));
                             continue;
                         }
                         let channel = subscribe.channel.to_owned();
-                        if let Some(old) = subscriptions.remove(&channel) {
-                            old.abort();
-                        }
-                        // Joined here, so a refusal is answered in order.
-                        let live = match state.broker.subscribe(identity.tenant_id, &channel) {
+                        // Joined here, so a refusal is answered in order
+                        // (a subscription of the channel before this one
+                        // ends when the delivery task takes this one).
+                        let live = match state.broker.subscribe(identity.tenant_id, &channel, &inbox) {
                             Ok(live) => live,
                             Err(error) => {
                                 state.metrics.rejected("channels_per_tenant");
@@ -669,11 +688,10 @@ async fn serve(
                         let (turn, my_turn) = oneshot::channel();
                         let (announced, sent) = oneshot::channel();
                         replies.push_back(Reply::Announced { turn: Some(turn), sent });
-                        let task = tokio::spawn(subscription(
-                            Arc::clone(&state),
-                            identity.tenant_id,
-                            channel.clone(),
-                            Start {
+                        subscriptions.insert(channel.clone());
+                        let _ = control.send(Control::Subscribe {
+                            channel,
+                            start: Start {
                                 from: subscribe.from,
                                 request_id: subscribe.request_id,
                                 my_turn,
@@ -681,17 +699,15 @@ async fn serve(
                                 describe: asks_for_descriptions(&text),
                             },
                             live,
-                            outbox.clone(),
-                        ));
-                        subscriptions.insert(channel, task);
+                        });
                     }
                     ReceiverToServer::Ping(ping) => {
                         let pong = ServerToReceiver::Pong(Pong { id: ping.id }).to_json().unwrap_or_default();
                         replies.push_back(Reply::Frame(Message::Text(pong.into())));
                     }
                     ReceiverToServer::Unsubscribe(unsubscribe) => {
-                        if let Some(task) = subscriptions.remove(unsubscribe.channel) {
-                            task.abort();
+                        if subscriptions.remove(unsubscribe.channel) {
+                            let _ = control.send(Control::Unsubscribe(unsubscribe.channel.to_owned()));
                         }
                     }
                     ReceiverToServer::SendCommand(command) => {
@@ -741,9 +757,7 @@ async fn serve(
             }
         }
     };
-    for (_, task) in subscriptions {
-        task.abort();
-    }
+    drop(delivery);
     commands.abort_all();
     if !writer_done {
         // The replies still waiting, then the close frame, ahead of any
@@ -802,131 +816,308 @@ struct Start {
     describe: bool,
 }
 
-/// Sends `subscribed`, replays history from `from`, then forwards live
-/// events without gap or duplicate; catches up from the store when the
-/// live queue overflowed. With `describe`, the channel's descriptions
-/// follow `subscribed` (and new ones come as devices send them).
-async fn subscription(
+/// What the connection's loop tells its delivery task, in request order.
+enum Control {
+    /// A subscription joined its channel's live queue (into the inbox):
+    /// answer it in its turn, replay, then deliver its live events. One
+    /// of the channel before it ends.
+    Subscribe {
+        channel: String,
+        start: Start,
+        live: Box<dyn Subscription>,
+    },
+    /// The subscription of this channel ends.
+    Unsubscribe(String),
+}
+
+/// A subscription the delivery task serves.
+struct Live {
+    channel: String,
+    /// The highest offset sent or deliberately skipped.
+    last: u64,
+    /// Dropping it leaves the channel.
+    _live: Box<dyn Subscription>,
+    _descriptions: Option<AbortOnDrop>,
+}
+
+/// The connection's delivery task: answers each subscription in its turn
+/// (`subscribed`), replays its history from `from`, then forwards the live
+/// events of every subscription from the one inbox without gap or
+/// duplicate, catching a subscription up from the store when it fell more
+/// than a live queue behind. With `describe`, a subscription's channel
+/// descriptions follow its `subscribed` (a task of their own, rare).
+///
+/// Subscribing: the subscription joined the channel's live queue
+/// **first**, then reads the channel's bounds, replays stored events from
+/// `from` up to them, and then forwards live events, skipping offsets
+/// already sent and filling any gap from the store. Live events are
+/// published only after their commit, so every event is either below the
+/// bounds read (replayed) or arrives live.
+async fn deliver(
     state: Arc<AppState>,
     tenant_id: i64,
-    channel: String,
-    start: Start,
-    mut live: Box<dyn Subscription>,
+    inbox: Arc<Inbox>,
+    mut controls: mpsc::UnboundedReceiver<Control>,
     outbox: mpsc::Sender<Message>,
 ) {
-    let Start {
-        from,
-        request_id,
-        my_turn,
-        announced,
-        describe,
-    } = start;
-    // 1. The live queue was joined (`live`) before looking at the store.
-    let bounds = state.store.channel_bounds(tenant_id, &channel).await;
-    // The answer goes out in request order.
-    if my_turn.await.is_err() {
-        return;
-    }
-    let bounds = match bounds {
-        Ok(bounds) => bounds,
-        Err(error) => {
-            tracing::error!(%error, "cannot read channel bounds");
-            let refused = channel_error_frame(
-                ErrorCode::INTERNAL,
-                request_id,
-                Some(&channel),
-                "store unavailable",
-            );
-            let _ = outbox.send(refused).await;
-            return;
-        }
-    };
-    let subscribed = ServerToReceiver::Subscribed(Subscribed {
-        channel: &channel,
-        first_offset: bounds.first_offset,
-        next_offset: bounds.next_offset,
-        request_id,
-    });
-    if outbox
-        .send(Message::Text(
-            subscribed.to_json().unwrap_or_default().into(),
-        ))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let _ = announced.send(());
-    let _descriptions = describe.then(|| {
-        AbortOnDrop(tokio::spawn(crate::device_readings::forward_descriptions(
-            Arc::clone(&state),
-            tenant_id,
-            channel.clone(),
-            state.broker.descriptions(),
-            outbox.clone(),
-        )))
-    });
-    // `last`: the highest offset sent or deliberately skipped.
-    let mut last = bounds.next_offset.saturating_sub(1);
     let forwarder = Forwarder {
         state: &state,
         tenant_id,
-        channel: &channel,
         outbox: &outbox,
     };
-    if let Some(from) = from {
-        if from < bounds.next_offset {
-            // 2. History up to the bounds.
-            match forwarder.fill(from, Some(bounds.next_offset)).await {
-                Some(sent) => last = sent.max(last),
-                None => return,
-            }
-        } else {
-            last = from.saturating_sub(1);
-        }
-    }
-    // 3. Live, skipping what was replayed and filling gaps.
-    let mut events = Vec::with_capacity(LIVE_BATCH);
+    let mut live: HashMap<SubscriptionId, Live> = HashMap::new();
+    let mut by_channel: HashMap<String, SubscriptionId> = HashMap::new();
+    let mut items = Vec::with_capacity(INBOX_BATCH);
+    let mut frames = Vec::with_capacity(INBOX_BATCH);
     loop {
-        match live.recv_many(&mut events, LIVE_BATCH).await {
-            Batch::Events => match forwarder.send_live(&events, last).await {
-                Some(sent) => {
-                    last = sent;
-                    events.clear();
-                }
+        tokio::select! {
+            biased;
+            control = controls.recv() => match control {
                 None => return,
+                Some(Control::Unsubscribe(channel)) => {
+                    if let Some(id) = by_channel.remove(&channel) {
+                        live.remove(&id);
+                    }
+                }
+                Some(Control::Subscribe { channel, start, live: subscription }) => {
+                    if let Some(old) = by_channel.remove(&channel) {
+                        live.remove(&old);
+                    }
+                    let id = subscription.id();
+                    match forwarder.open(&channel, start).await {
+                        Opened::Live { last, descriptions } => {
+                            by_channel.insert(channel.clone(), id);
+                            live.insert(id, Live {
+                                channel,
+                                last,
+                                _live: subscription,
+                                _descriptions: descriptions,
+                            });
+                        }
+                        // The subscription ends (its refusal was sent).
+                        Opened::Refused => {}
+                        Opened::Gone => return,
+                    }
+                }
             },
-            Batch::Lagged(skipped) => {
-                state.metrics.catch_up();
-                tracing::debug!(
-                    channel,
-                    skipped,
-                    "receiver fell behind; catching up from the store"
-                );
-                match forwarder.fill(last + 1, None).await {
-                    Some(sent) => last = last.max(sent),
-                    None => return,
+            () = inbox.recv_many(&mut items, INBOX_BATCH) => {
+                if !forwarder.forward(&inbox, &mut live, &mut items, &mut frames).await {
+                    return;
                 }
             }
-            Batch::Closed => return,
         }
     }
 }
 
+/// Why a store read ended early.
+enum Stop {
+    /// The store failed: the subscription ends (its `error` was sent).
+    StoreFailed,
+    /// The receiver is gone.
+    Gone,
+}
+
+/// How a subscription's start went.
+enum Opened {
+    /// Answered and replayed: live from `last` on.
+    Live {
+        last: u64,
+        descriptions: Option<AbortOnDrop>,
+    },
+    /// The store failed; the `error` was sent, the subscription ends.
+    Refused,
+    /// The receiver is gone.
+    Gone,
+}
+
 struct Forwarder<'a> {
-    state: &'a AppState,
+    state: &'a Arc<AppState>,
     tenant_id: i64,
-    channel: &'a str,
     outbox: &'a mpsc::Sender<Message>,
 }
 
 /// The frame of an event: its one encoding, shared by every subscriber
-/// (checked UTF-8 again: axum has no unchecked constructor).
+/// (a reference count, neither a copy nor a check).
 fn event_frame(event: &StoredEvent) -> Message {
-    Message::Text(axum::extract::ws::Utf8Bytes::try_from(event.json_bytes()).unwrap_or_default())
+    Message::Text(event.text_frame())
 }
 
 impl Forwarder<'_> {
+    /// A subscription's start: reads the channel's bounds, sends
+    /// `subscribed` in its turn (the replies before it are out), then the
+    /// history from `from` up to the bounds.
+    async fn open(&self, channel: &str, start: Start) -> Opened {
+        let Start {
+            from,
+            request_id,
+            my_turn,
+            announced,
+            describe,
+        } = start;
+        // The live queue was joined before looking at the store.
+        let bounds = self
+            .state
+            .store
+            .channel_bounds(self.tenant_id, channel)
+            .await;
+        // The answer goes out in request order.
+        if my_turn.await.is_err() {
+            return Opened::Gone;
+        }
+        let bounds = match bounds {
+            Ok(bounds) => bounds,
+            Err(error) => {
+                tracing::error!(%error, "cannot read channel bounds");
+                let refused = channel_error_frame(
+                    ErrorCode::INTERNAL,
+                    request_id,
+                    Some(channel),
+                    "store unavailable",
+                );
+                if self.outbox.send(refused).await.is_err() {
+                    return Opened::Gone;
+                }
+                return Opened::Refused;
+            }
+        };
+        let subscribed = ServerToReceiver::Subscribed(Subscribed {
+            channel,
+            first_offset: bounds.first_offset,
+            next_offset: bounds.next_offset,
+            request_id,
+        });
+        if self
+            .outbox
+            .send(Message::Text(
+                subscribed.to_json().unwrap_or_default().into(),
+            ))
+            .await
+            .is_err()
+        {
+            return Opened::Gone;
+        }
+        let _ = announced.send(());
+        let descriptions = describe.then(|| {
+            AbortOnDrop(tokio::spawn(crate::device_readings::forward_descriptions(
+                Arc::clone(self.state),
+                self.tenant_id,
+                channel.to_owned(),
+                self.state.broker.descriptions(),
+                self.outbox.clone(),
+            )))
+        });
+        let mut last = bounds.next_offset.saturating_sub(1);
+        if let Some(from) = from {
+            if from < bounds.next_offset {
+                // History up to the bounds.
+                match self.fill(channel, from, Some(bounds.next_offset)).await {
+                    Ok(sent) => last = sent.max(last),
+                    Err(Stop::StoreFailed) => return Opened::Refused,
+                    Err(Stop::Gone) => return Opened::Gone,
+                }
+            } else {
+                last = from.saturating_sub(1);
+            }
+        }
+        Opened::Live { last, descriptions }
+    }
+
+    /// Forwards `items` (emptying it) in order: each live event above its
+    /// subscription's last offset, filling a gap before it from the store;
+    /// a subscription that lagged reads the store to its end. The frames
+    /// go into the outbox in runs, one reservation per [`LIVE_BATCH`].
+    /// `false` if the receiver is gone.
+    async fn forward(
+        &self,
+        inbox: &Inbox,
+        live: &mut HashMap<SubscriptionId, Live>,
+        items: &mut Vec<Item>,
+        frames: &mut Vec<(Message, u64)>,
+    ) -> bool {
+        for item in items.drain(..) {
+            match item {
+                Item::Event(id, event) => {
+                    let Some(subscription) = live.get_mut(&id) else {
+                        // Unsubscribed.
+                        continue;
+                    };
+                    if event.offset <= subscription.last {
+                        // Replayed already.
+                        continue;
+                    }
+                    if event.offset > subscription.last + 1 {
+                        if !self.send_frames(frames).await {
+                            return false;
+                        }
+                        match self
+                            .fill(
+                                &subscription.channel,
+                                subscription.last + 1,
+                                Some(event.offset),
+                            )
+                            .await
+                        {
+                            Ok(_) => {}
+                            Err(Stop::StoreFailed) => {
+                                // This subscription ends (its error was sent).
+                                live.remove(&id);
+                                continue;
+                            }
+                            Err(Stop::Gone) => return false,
+                        }
+                    }
+                    subscription.last = event.offset;
+                    frames.push((event_frame(&event), event.server_time_ms));
+                }
+                Item::Lagged(id) => {
+                    let Some(subscription) = live.get_mut(&id) else {
+                        continue;
+                    };
+                    if !self.send_frames(frames).await {
+                        return false;
+                    }
+                    // Live events queue again first: whatever was dropped
+                    // was committed before, and is in the store read next.
+                    inbox.resume(id);
+                    self.state.metrics.catch_up();
+                    tracing::debug!(
+                        channel = subscription.channel,
+                        "receiver fell behind; catching up from the store"
+                    );
+                    match self
+                        .fill(&subscription.channel, subscription.last + 1, None)
+                        .await
+                    {
+                        Ok(sent) => subscription.last = subscription.last.max(sent),
+                        Err(Stop::StoreFailed) => {
+                            live.remove(&id);
+                        }
+                        Err(Stop::Gone) => return false,
+                    }
+                }
+            }
+        }
+        self.send_frames(frames).await
+    }
+
+    /// Puts `frames` (emptying it) into the outbox, [`LIVE_BATCH`] at a
+    /// time with one reservation each; `false` if the receiver is gone.
+    async fn send_frames(&self, frames: &mut Vec<(Message, u64)>) -> bool {
+        while !frames.is_empty() {
+            let take = frames.len().min(LIVE_BATCH);
+            let Ok(permits) = self.outbox.reserve_many(take).await else {
+                return false;
+            };
+            let time_ms = crate::now_ms();
+            for (permit, (frame, server_time_ms)) in permits.zip(frames.drain(..take)) {
+                permit.send(frame);
+                let lag = time_ms.saturating_sub(server_time_ms);
+                self.state.metrics.delivered(Duration::from_millis(lag));
+            }
+        }
+        true
+    }
+
     /// Sends `events` into the outbox, [`LIVE_BATCH`] at a time with one
     /// reservation each; `false` if the receiver is gone.
     async fn send_run<E: Borrow<StoredEvent>>(&self, events: &[E]) -> bool {
@@ -945,40 +1136,9 @@ impl Forwarder<'_> {
         true
     }
 
-    /// Sends the live `events` (in offset order) above offset `last`,
-    /// filling any gap before one of them from the store; each run of
-    /// consecutive offsets goes into the outbox in one reservation.
-    /// Returns the new last offset, or `None` if the receiver is gone.
-    async fn send_live(&self, events: &[Arc<StoredEvent>], mut last: u64) -> Option<u64> {
-        let mut rest = events;
-        while let Some((first, after)) = rest.split_first() {
-            if first.offset <= last {
-                // Replayed already.
-                rest = after;
-                continue;
-            }
-            if first.offset > last + 1 {
-                self.fill(last + 1, Some(first.offset)).await?;
-            }
-            let run = 1 + rest
-                .iter()
-                .zip(after)
-                .take_while(|(event, next)| next.offset == event.offset + 1)
-                .count();
-            let (now, later) = rest.split_at(run);
-            if !self.send_run(now).await {
-                return None;
-            }
-            last = now.last().map_or(last, |event| event.offset);
-            rest = later;
-        }
-        Some(last)
-    }
-
-    /// Sends stored events `from..until` (to the current end for `None`);
-    /// returns the last offset covered (`from - 1` if none), or `None` if
-    /// the receiver is gone.
-    async fn fill(&self, from: u64, until: Option<u64>) -> Option<u64> {
+    /// Sends stored events of `channel` `from..until` (to the current end
+    /// for `None`); returns the last offset covered (`from - 1` if none).
+    async fn fill(&self, channel: &str, from: u64, until: Option<u64>) -> Result<u64, Stop> {
         let mut next = from;
         let mut last = from.saturating_sub(1);
         loop {
@@ -987,7 +1147,7 @@ impl Forwarder<'_> {
                 .store
                 .read(
                     self.tenant_id,
-                    self.channel,
+                    channel,
                     ReadRange::Offsets { from: next, until },
                     PAGE,
                 )
@@ -996,16 +1156,16 @@ impl Forwarder<'_> {
                 Ok(page) => page,
                 Err(error) => {
                     tracing::error!(%error, "cannot replay");
-                    let _ = self
-                        .outbox
-                        .send(channel_error_frame(
-                            ErrorCode::INTERNAL,
-                            None,
-                            Some(self.channel),
-                            "store unavailable",
-                        ))
-                        .await;
-                    return None;
+                    let refused = channel_error_frame(
+                        ErrorCode::INTERNAL,
+                        None,
+                        Some(channel),
+                        "store unavailable",
+                    );
+                    return Err(match self.outbox.send(refused).await {
+                        Ok(()) => Stop::StoreFailed,
+                        Err(_) => Stop::Gone,
+                    });
                 }
             };
             let Some(tail) = page.last() else {
@@ -1013,18 +1173,18 @@ impl Forwarder<'_> {
                 if let Some(until) = until {
                     last = last.max(until.saturating_sub(1));
                 }
-                return Some(last);
+                return Ok(last);
             };
             next = tail.offset + 1;
             last = tail.offset;
             if !self.send_run(&page).await {
-                return None;
+                return Err(Stop::Gone);
             }
             if page.len() < PAGE {
                 if let Some(until) = until {
                     last = last.max(until.saturating_sub(1));
                 }
-                return Some(last);
+                return Ok(last);
             }
         }
     }

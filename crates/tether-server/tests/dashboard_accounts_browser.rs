@@ -415,13 +415,7 @@ async fn an_invited_person_joins_read_only_and_is_removed() -> TestResult {
     click(owner, "#people-link").await?;
     wait_visible(owner, "#invite-section").await?;
     wait_for_text(owner, "#members tbody", "ada@example.com (you)").await?;
-    owner
-        .find(tether_browser_test::fantoccini::Locator::Css(
-            "#invite-role option[value='read_only']",
-        ))
-        .await?
-        .click()
-        .await?;
+    click(owner, "#invite-role option[value='read_only']").await?;
     click(owner, "#create-invitation").await?;
     wait_visible(owner, "#invitation-result").await?;
     wait_for_text(owner, "#people-message", "Invitation created (read only)").await?;

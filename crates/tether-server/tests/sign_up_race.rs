@@ -5,6 +5,11 @@
 //! email in transactions of their own: the one whose insert meets the
 //! other's committed row breaks the unique constraint and must still
 //! answer "taken". The losers' claim codes stay unused.
+//!
+//! The servers hash passwords at `PasswordCost::TESTS_ONLY`: what is
+//! tested is the email's uniqueness, and at the standard cost (two hashes
+//! at a time, tens of milliseconds each) the sign-ups reached the store
+//! in pairs, spread out, instead of together.
 
 // Tests are std code; the no_std import lints do not apply.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
@@ -17,6 +22,7 @@ use common::accounts::{Answer, PASSWORD, Person, origin, send};
 use common::{BoxError, TestResult, TestServer, test_limits};
 use serde_json::json;
 use tether_cluster_test::Postgres;
+use tether_server::accounts::password::PasswordCost;
 use tether_server::store::PgAdmin;
 use tether_server::{Config, Server};
 
@@ -66,7 +72,8 @@ fn one_made_the_rest_taken(email: &str, answers: &[Answer]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_email_signed_up_at_once_on_sqlite_makes_one_account() -> TestResult {
-    let t = TestServer::start().await?;
+    let t = TestServer::start_with(|config| config.with_password_cost(PasswordCost::TESTS_ONLY))
+        .await?;
     for round in 0..ROUNDS {
         let email = format!("ada-{round}@example.com");
         let mut codes = Vec::new();
@@ -99,11 +106,17 @@ async fn one_email_signed_up_at_once_on_sqlite_makes_one_account() -> TestResult
 async fn one_email_signed_up_at_once_on_two_postgres_nodes_makes_one_account() -> TestResult {
     let postgres = tokio::task::block_in_place(Postgres::start)?;
     let url = tokio::task::block_in_place(|| postgres.create_database("sign_up_race"))?;
-    let first = TestServer::start_with(|config| config.with_cluster(url.clone(), None)).await?;
+    let first = TestServer::start_with(|config| {
+        config
+            .with_cluster(url.clone(), None)
+            .with_password_cost(PasswordCost::TESTS_ONLY)
+    })
+    .await?;
     let dir = tempfile::tempdir()?;
     let mut config = Config::new(dir.path().to_owned(), "127.0.0.1:0".parse()?)
         .with_limits(test_limits())
-        .with_cluster(url.clone(), None);
+        .with_cluster(url.clone(), None)
+        .with_password_cost(PasswordCost::TESTS_ONLY);
     config.node_name = Some("node-b".to_owned());
     let second = Server::start(config).await?;
     let nodes = [first.addr, second.local_addr()];

@@ -204,8 +204,16 @@ impl<'a> Link<'a> {
         let handshake = ClientHandshake::with_key(request, Key::from_nonce(nonce));
         // The request goes out from `rx`, free until the reply arrives: the
         // transmit buffer may be smaller than an HTTP head.
-        let encoded = handshake.encode(rx);
-        let mut link = Self {
+        let phase = match handshake.encode(rx) {
+            Ok(request) => Phase::Handshake { request, filled: 0 },
+            Err(_) => {
+                session.on_link_lost(now, LinkError::HandshakeFailed);
+                Phase::Done
+            }
+        };
+        // Built in the caller's slot: no field is set after this (a link
+        // assembled and then changed was copied out whole, 0.2 KB of moves).
+        Self {
             config,
             handshake,
             max_downlink: max_downlink_len(rx.len()),
@@ -213,19 +221,11 @@ impl<'a> Link<'a> {
             tx,
             message,
             ws: Context::new(ws::Config::client()),
-            phase: Phase::Handshake {
-                request: 0,
-                filled: 0,
-            },
+            phase,
             out_len: 0,
             sending: None,
             offset: 0,
-        };
-        match encoded {
-            Ok(request) => link.phase = Phase::Handshake { request, filled: 0 },
-            Err(_) => link.lost(now, session, LinkError::HandshakeFailed),
         }
-        link
     }
 
     /// The next thing to do. After [`Output::Write`], write
@@ -399,7 +399,10 @@ impl<'a> Link<'a> {
                     debug!("client: WebSocket up");
                     let header_len = response.header_len.min(filled);
                     self.rx.copy_within(header_len..filled, 0);
-                    self.ws = Context::with_buffered(ws::Config::client(), filled - header_len);
+                    // The context is still the fresh one of `Link::new`
+                    // (the handshake never touches it): the bytes after the
+                    // head are its first input.
+                    self.ws.filled(filled - header_len);
                     self.phase = Phase::Open;
                     session.on_link_up(now);
                 }
@@ -798,6 +801,26 @@ mod tests {
             &server(ServerToDevice::Ack(Ack { seq: 1 })),
         );
         assert_eq!(s.acked_seq(), 1);
+    }
+
+    #[test]
+    fn frames_behind_the_reply_head_are_read_in_the_same_input() {
+        fresh_link!(link, s);
+        let (written, _) = drain(&mut link, &mut s, at(1));
+        // The reply and a ping in one read.
+        let mut bytes = accept(&written[0]);
+        bytes.extend_from_slice(&frame(9, b"hi"));
+        let space = link.receive_buffer();
+        space[..bytes.len()].copy_from_slice(&bytes);
+        link.filled(bytes.len());
+        assert!(link.handle_input(at(2), &mut s).is_none());
+        assert_eq!(s.state(), ConnectionState::Handshaking);
+        let (written, output) = drain(&mut link, &mut s, at(3));
+        assert_eq!(output, Output::Idle);
+        let frames: Vec<Decoded> = written.iter().map(|w| unmask(w)).collect();
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert_eq!(frames[0].1, 2, "Hello first");
+        assert_eq!(frames[1], (true, 10, b"hi".to_vec()));
     }
 
     #[test]

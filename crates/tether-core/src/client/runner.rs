@@ -8,6 +8,9 @@
 //! link.
 
 use core::fmt;
+use core::future::Future;
+use core::pin::{Pin, pin};
+use core::task::{Context, Poll};
 
 use embassy_futures::select::{Either, Either3, select, select3};
 use embassy_sync::blocking_mutex::raw::{NoopRawMutex, RawMutex};
@@ -211,22 +214,22 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
             "client: connecting to {}:{}",
             url.endpoint.host, url.endpoint.port
         );
-        let mut transport =
-            match select(connector.connect(url.endpoint), clock.sleep_until(deadline)).await {
-                Either::First(Ok(connection)) => connection,
-                Either::First(Err(e)) => {
-                    let error = match B::Connector::error_kind(&e) {
-                        ConnectErrorKind::Certificate => LinkError::Certificate,
-                        _ => LinkError::ConnectFailed,
-                    };
-                    client.with_session(|s| s.on_link_lost(clock.now(), error));
-                    return;
-                }
-                Either::Second(()) => {
-                    client.with_session(|s| s.handle_timeout(clock.now()));
-                    return;
-                }
-            };
+        let connect = pin!(connector.connect(url.endpoint));
+        let mut transport = match select(OutOfLine(connect), clock.sleep_until(deadline)).await {
+            Either::First(Ok(connection)) => connection,
+            Either::First(Err(e)) => {
+                let error = match B::Connector::error_kind(&e) {
+                    ConnectErrorKind::Certificate => LinkError::Certificate,
+                    _ => LinkError::ConnectFailed,
+                };
+                client.with_session(|s| s.on_link_lost(clock.now(), error));
+                return;
+            }
+            Either::Second(()) => {
+                client.with_session(|s| s.handle_timeout(clock.now()));
+                return;
+            }
+        };
 
         let config: &ClientConfig<'_> = config;
         let now = clock.now();
@@ -293,8 +296,9 @@ impl<'a, B: Board, M: RawMutex, const PAYLOAD: usize> Runner<'a, B, M, PAYLOAD> 
         }
         // Close the transport gracefully (TCP FIN, TLS close_notify), within
         // the send timeout; the connector aborts what does not finish.
+        let close = pin!(B::Connector::close(transport));
         let _ = select(
-            B::Connector::close(transport),
+            OutOfLine(close),
             clock.sleep_until(clock.now() + config.send_timeout),
         )
         .await;
@@ -339,4 +343,51 @@ async fn write_all<T: Write>(transport: &mut T, mut bytes: &[u8]) -> Result<(), 
         }
     }
     transport.flush().await.map_err(|_| LinkError::Io)
+}
+
+/// Polls a connector's future in a function of its own: connecting (DNS,
+/// TCP, TLS) and closing run once per connection, and the runner's state
+/// machine keeps a call instead of their code.
+struct OutOfLine<'f, F>(Pin<&'f mut F>);
+
+impl<F: Future> Future for OutOfLine<'_, F> {
+    type Output = F::Output;
+
+    #[inline(never)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::future::poll_fn;
+
+    use super::*;
+
+    /// `OutOfLine` hands every poll to the future it holds, wakers and
+    /// pending turns included, and its output back.
+    #[test]
+    fn out_of_line_polls_the_future_it_holds() {
+        let mut polls = 0;
+        let future = pin!(poll_fn(|cx| {
+            polls += 1;
+            if polls < 3 {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            } else {
+                Poll::Ready(7)
+            }
+        }));
+        assert_eq!(embassy_futures::block_on(OutOfLine(future)), 7);
+        assert_eq!(polls, 3);
+
+        // Raced, as the runner races the connector against the deadline.
+        let never = pin!(core::future::pending::<u8>());
+        let raced = select(OutOfLine(never), core::future::ready(()));
+        assert!(matches!(
+            embassy_futures::block_on(raced),
+            Either::Second(())
+        ));
+    }
 }

@@ -58,8 +58,15 @@ pub(crate) struct Accounts {
 
 impl Default for Accounts {
     fn default() -> Self {
+        Accounts::new(password::PasswordCost::STANDARD)
+    }
+}
+
+impl Accounts {
+    /// New password hashes at `cost`.
+    pub(crate) fn new(cost: password::PasswordCost) -> Self {
         Accounts {
-            passwords: password::Passwords::default(),
+            passwords: password::Passwords::new(cost),
             by_email: AttemptGuard::new(SIGN_IN_FAILURES_PER_ACCOUNT, SIGN_IN_WINDOW),
             by_address: AttemptGuard::new(SIGN_IN_FAILURES_PER_ADDRESS, SIGN_IN_WINDOW),
         }

@@ -16,6 +16,11 @@
 //!
 //! The parameters are in every stored hash, so they can be raised later
 //! without breaking existing passwords (a verify uses the stored ones).
+//! [`PasswordCost::TESTS_ONLY`] (set through [`Config::password_cost`])
+//! is Argon2id's cheapest setting, for tests that make hundreds of
+//! accounts; the configuration file cannot choose it.
+//!
+//! [`Config::password_cost`]: crate::Config::password_cost
 //!
 //! An unknown email is verified against a dummy hash with the same
 //! parameters, so the answer takes as long as for a known one.
@@ -41,10 +46,43 @@ pub const MAX_PASSWORD_CHARS: usize = 128;
 /// Longest acceptable email address, in bytes (RFC 5321's path limit).
 pub const MAX_EMAIL_BYTES: usize = 254;
 
+/// The cost of new password hashes: Argon2id's memory and passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordCost {
+    memory_kib: u32,
+    passes: u32,
+}
+
+impl PasswordCost {
+    /// [`MEMORY_KIB`] and [`PASSES`] (OWASP's first recommended Argon2id
+    /// setting): the default, and the only cost a configuration file gives.
+    pub const STANDARD: PasswordCost = PasswordCost {
+        memory_kib: MEMORY_KIB,
+        passes: PASSES,
+    };
+    /// Argon2id's cheapest setting (8 KiB, one pass), **for tests only**:
+    /// a test that makes many accounts spends its time on what it tests,
+    /// not on hashing. Never for real passwords.
+    pub const TESTS_ONLY: PasswordCost = PasswordCost {
+        memory_kib: 8,
+        passes: 1,
+    };
+}
+
+impl Default for PasswordCost {
+    fn default() -> Self {
+        PasswordCost::STANDARD
+    }
+}
+
 fn argon2() -> Argon2<'static> {
-    // The constants are valid parameters; `DEFAULT` is the fallback the
-    // compiler needs and equals them.
-    let params = Params::new(MEMORY_KIB, PASSES, LANES, None).unwrap_or(Params::DEFAULT);
+    argon2_at(PasswordCost::STANDARD)
+}
+
+fn argon2_at(cost: PasswordCost) -> Argon2<'static> {
+    // Both costs are valid parameters; `DEFAULT` is the fallback the
+    // compiler needs and equals the standard one.
+    let params = Params::new(cost.memory_kib, cost.passes, LANES, None).unwrap_or(Params::DEFAULT);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
@@ -101,22 +139,30 @@ pub fn check_new_password(password: &str) -> Result<(), Unacceptable> {
 #[derive(Debug, Clone)]
 pub(crate) struct Passwords {
     permits: Arc<Semaphore>,
+    cost: PasswordCost,
 }
 
 impl Default for Passwords {
     fn default() -> Self {
-        Passwords {
-            permits: Arc::new(Semaphore::new(CONCURRENT_HASHES)),
-        }
+        Passwords::new(PasswordCost::STANDARD)
     }
 }
 
 impl Passwords {
+    /// New hashes at `cost`.
+    pub(crate) fn new(cost: PasswordCost) -> Self {
+        Passwords {
+            permits: Arc::new(Semaphore::new(CONCURRENT_HASHES)),
+            cost,
+        }
+    }
+
     /// The PHC string of `password` with a fresh salt.
     pub(crate) async fn hash(&self, password: String) -> Option<String> {
         let _permit = self.permits.acquire().await.ok()?;
+        let cost = self.cost;
         tokio::task::spawn_blocking(move || {
-            argon2()
+            argon2_at(cost)
                 .hash_password(password.as_bytes())
                 .ok()
                 .map(|hash| hash.to_string())
@@ -219,6 +265,34 @@ mod tests {
                 .verify("x".to_owned(), Some("$argon2id$garbage".to_owned()))
                 .await
         );
+    }
+
+    /// A cheap hash states its own parameters, and any instance verifies
+    /// it by them (as a standard hash is verified by a test server).
+    #[tokio::test]
+    async fn the_tests_only_cost_is_in_its_hashes_and_verifies_anywhere() {
+        let cheap = Passwords::new(PasswordCost::TESTS_ONLY);
+        let hash = cheap
+            .hash("correct horse".to_owned())
+            .await
+            .expect("hashes");
+        assert!(hash.starts_with("$argon2id$v=19$m=8,t=1,p=1$"), "{hash}");
+        let standard = Passwords::default();
+        assert!(
+            standard
+                .verify("correct horse".to_owned(), Some(hash.clone()))
+                .await
+        );
+        assert!(
+            !standard
+                .verify("correct horsE".to_owned(), Some(hash))
+                .await
+        );
+        let strong = standard
+            .hash("correct horse".to_owned())
+            .await
+            .expect("hashes");
+        assert!(cheap.verify("correct horse".to_owned(), Some(strong)).await);
     }
 
     proptest::proptest! {

@@ -24,6 +24,10 @@
 //!   used**: it would be a second durable log of what PostgreSQL already
 //!   holds in order, with its own storage and replication to run, and the
 //!   receivers' resume-by-offset already makes a lossy live path safe.
+//! - **Descriptions.** A device's channel description is stored, then
+//!   sent to the other nodes over NATS core; what a node misses while it
+//!   (or the sender) is away from NATS, its receivers read from the
+//!   database at every reconnection, as events.
 //! - **Sessions.** A device that reconnects to another node gets a newer
 //!   fencing token from the database; the node announces it on
 //!   `tether.sessions` and the old node closes its session

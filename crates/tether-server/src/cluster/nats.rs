@@ -10,6 +10,7 @@
 //!  session opened ──▶ tether.sessions        every node: fence older local sessions
 //!  command ────────▶ tether.cmd.<hex device> the node holding the device answers
 //!  reconnected / dropped events ──▶ tether.resync: every node's receivers catch up
+//!                                   (events and descriptions, from the database)
 //! ```
 //!
 //! Nothing here is the truth: the database is. A receiver that misses a
@@ -33,8 +34,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::sequencer::Sequencer;
 use crate::broker::{
-    Batch, Broker, ChannelDescribed, CommandReply, DeviceCommand, InProcessBroker, LocalDevices,
-    Received, SubscribeError, Subscription,
+    Broker, ChannelDescribed, CommandReply, DeviceCommand, InProcessBroker, Inbox, LocalDevices,
+    SubscribeError, Subscription, SubscriptionId,
 };
 use crate::store::{BoxFuture, StoredEvent, TenantId};
 
@@ -49,7 +50,8 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
 const SESSIONS_SUBJECT: &str = "tether.sessions";
 const RESYNC_SUBJECT: &str = "tether.resync";
 /// Channel descriptions devices sent (best effort: a receiver that
-/// subscribes reads the stored ones first).
+/// subscribes reads the stored ones first, and again after every
+/// resynchronisation).
 const DESCRIPTIONS_SUBJECT: &str = "tether.descriptions";
 
 fn event_subject(tenant_id: TenantId, channel: &str) -> String {
@@ -171,6 +173,9 @@ struct Shared {
     /// Some event of this node did not reach NATS: announce a
     /// resynchronisation once NATS takes events again.
     owe_resync: AtomicBool,
+    /// Bumped with every resynchronisation: receivers read the stored
+    /// descriptions again (those of other nodes may have been missed).
+    description_resyncs: watch::Sender<u64>,
     stats: Mutex<NatsStats>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -181,16 +186,6 @@ struct Interest {
     sequencer: Sequencer,
     /// Forwards the channel's NATS messages.
     task: tokio::task::JoinHandle<()>,
-    /// Bumped to make the channel's subscriptions read from the database
-    /// to its end.
-    resync: watch::Sender<u64>,
-}
-
-impl Interest {
-    fn resync(&self) {
-        self.resync
-            .send_modify(|epoch| *epoch = epoch.wrapping_add(1));
-    }
 }
 
 impl NatsBroker {
@@ -235,6 +230,7 @@ impl NatsBroker {
             channels: Mutex::new(HashMap::new()),
             commands: Mutex::new(HashMap::new()),
             owe_resync: AtomicBool::new(false),
+            description_resyncs: watch::Sender::new(0),
             stats: Mutex::new(NatsStats::default()),
             tasks: Mutex::new(Vec::new()),
         });
@@ -314,32 +310,42 @@ impl Shared {
     /// Puts an event (this node's or another's) in order into the local
     /// live queue, if anyone here subscribes to its channel.
     fn deliver(&self, event: Arc<StoredEvent>) {
-        let ready = match self.channels.lock() {
-            Ok(mut channels) => match channels.get_mut(&(event.tenant_id, event.channel.clone())) {
-                Some(interest) => interest.sequencer.push(event, Instant::now()),
-                None => return,
-            },
-            Err(_) => return,
-        };
+        let ready = self.sequence(event);
         if !ready.is_empty() {
             self.local.publish(ready);
         }
     }
 
-    /// Every subscription here reads from the database up to its end.
-    fn resync_local(&self) {
-        let held: Vec<Arc<StoredEvent>> = match self.channels.lock() {
-            Ok(mut channels) => channels
-                .values_mut()
-                .flat_map(|interest| {
-                    interest.resync();
-                    interest.sequencer.flush()
-                })
-                .collect(),
+    /// The events that `event` makes ready to deliver in order, if anyone
+    /// here subscribes to its channel.
+    fn sequence(&self, event: Arc<StoredEvent>) -> Vec<Arc<StoredEvent>> {
+        match self.channels.lock() {
+            Ok(mut channels) => match channels.get_mut(&(event.tenant_id, event.channel.clone())) {
+                Some(interest) => interest.sequencer.push(event, Instant::now()),
+                None => Vec::new(),
+            },
             Err(_) => Vec::new(),
-        };
-        if !held.is_empty() {
-            self.local.publish(held);
+        }
+    }
+
+    /// Every subscription here reads from the database up to its end, and
+    /// every receiver of descriptions reads the stored ones again (NATS
+    /// core does not keep the description notices sent while this node,
+    /// or the one that sent them, was away).
+    fn resync_local(&self) {
+        self.description_resyncs
+            .send_modify(|epoch| *epoch = epoch.wrapping_add(1));
+        if let Ok(mut channels) = self.channels.lock() {
+            let held: Vec<Arc<StoredEvent>> = channels
+                .values_mut()
+                .flat_map(|interest| interest.sequencer.flush())
+                .collect();
+            if !held.is_empty() {
+                self.local.publish(held);
+            }
+            for (tenant_id, channel) in channels.keys() {
+                self.local.resync(*tenant_id, channel);
+            }
         }
         self.count(|stats| stats.resyncs += 1);
     }
@@ -503,9 +509,9 @@ async fn channel_events(
     // reach the channel's receivers through the database.
     if let Some(shared) = shared.upgrade()
         && let Ok(channels) = shared.channels.lock()
-        && let Some(interest) = channels.get(&key)
+        && channels.contains_key(&key)
     {
-        interest.resync();
+        shared.local.resync(key.0, &key.1);
     }
     while let Some(message) = subscriber.next().await {
         let Some(shared) = shared.upgrade() else {
@@ -606,12 +612,21 @@ impl Broker for NatsBroker {
         self.shared.local.descriptions()
     }
 
+    fn description_resyncs(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.shared.description_resyncs.subscribe())
+    }
+
     fn publish(&self, events: Vec<Arc<StoredEvent>>) {
+        // The commit's events reach the local live queue as one publish.
+        let mut ready = Vec::new();
         for event in events {
             if self.shared.outbox.try_send(Arc::clone(&event)).is_err() {
                 self.shared.dropped();
             }
-            self.shared.deliver(event);
+            ready.extend(self.shared.sequence(event));
+        }
+        if !ready.is_empty() {
+            self.shared.local.publish(ready);
         }
     }
 
@@ -619,6 +634,7 @@ impl Broker for NatsBroker {
         &self,
         tenant_id: TenantId,
         channel: &str,
+        inbox: &Arc<Inbox>,
     ) -> Result<Box<dyn Subscription>, SubscribeError> {
         let key = (tenant_id, channel.to_owned());
         let inner = {
@@ -627,7 +643,7 @@ impl Broker for NatsBroker {
                 .channels
                 .lock()
                 .map_err(|_| SubscribeError::TooManyChannels)?;
-            let inner = self.shared.local.subscribe(tenant_id, channel)?;
+            let inner = self.shared.local.subscribe(tenant_id, channel, inbox)?;
             let interest = channels.entry(key.clone()).or_insert_with(|| Interest {
                 subscribers: 0,
                 sequencer: Sequencer::default(),
@@ -636,14 +652,12 @@ impl Broker for NatsBroker {
                     self.shared.client.clone(),
                     key.clone(),
                 )),
-                resync: watch::Sender::new(0),
             });
             interest.subscribers += 1;
-            (inner, interest.resync.subscribe())
+            inner
         };
         Ok(Box::new(NatsSubscription {
-            inner: inner.0,
-            resync: inner.1,
+            inner,
             shared: Arc::clone(&self.shared),
             key,
         }))
@@ -742,45 +756,18 @@ impl Broker for NatsBroker {
     }
 }
 
-/// A receiver's subscription on a cluster node: the local live queue, and
-/// a resynchronisation reported as [`Received::Lagged`] (the receiver
-/// then reads from the database to the channel's end).
+/// A receiver's subscription on a cluster node: the local live queue
+/// (a resynchronisation reaches it as an [`Item::Lagged`](crate::broker::Item)),
+/// and the channel's interest in NATS.
 struct NatsSubscription {
     inner: Box<dyn Subscription>,
-    resync: watch::Receiver<u64>,
     shared: Arc<Shared>,
     key: (TenantId, String),
 }
 
 impl Subscription for NatsSubscription {
-    fn recv(&mut self) -> BoxFuture<'_, Received> {
-        Box::pin(async move {
-            tokio::select! {
-                biased;
-                changed = self.resync.changed() => match changed {
-                    Ok(()) => Received::Lagged(0),
-                    Err(_) => Received::Closed,
-                },
-                received = self.inner.recv() => received,
-            }
-        })
-    }
-
-    fn recv_many<'a>(
-        &'a mut self,
-        events: &'a mut Vec<Arc<StoredEvent>>,
-        max: usize,
-    ) -> BoxFuture<'a, Batch> {
-        Box::pin(async move {
-            tokio::select! {
-                biased;
-                changed = self.resync.changed() => match changed {
-                    Ok(()) => Batch::Lagged(0),
-                    Err(_) => Batch::Closed,
-                },
-                batch = self.inner.recv_many(events, max) => batch,
-            }
-        })
+    fn id(&self) -> SubscriptionId {
+        self.inner.id()
     }
 }
 

@@ -49,6 +49,7 @@ use core::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use tether_proto::{Event, Payload, ServerToReceiver};
 
@@ -322,7 +323,7 @@ pub struct StoredEvent {
     #[serde(serialize_with = "raw_json")]
     pub payload: String,
     #[serde(skip)]
-    json: OnceLock<bytes::Bytes>,
+    json: OnceLock<Utf8Bytes>,
 }
 
 fn raw_json<S: serde::Serializer>(payload: &str, serializer: S) -> Result<S::Ok, S::Error> {
@@ -358,16 +359,23 @@ impl StoredEvent {
     /// The receiver-protocol text frame (`{"v":1,"event":{…}}`), encoded
     /// once.
     pub fn json_frame(&self) -> &str {
-        core::str::from_utf8(self.json_bytes_ref()).unwrap_or_default()
+        self.json_bytes_ref().as_str()
     }
 
     /// [`json_frame`](Self::json_frame) as shared bytes: every subscriber
     /// gets the same buffer (a reference count), not a copy.
     pub fn json_bytes(&self) -> bytes::Bytes {
+        bytes::Bytes::from(self.json_bytes_ref().clone())
+    }
+
+    /// [`json_frame`](Self::json_frame) as a WebSocket text message's
+    /// payload: the same buffer for every subscriber, known to be UTF-8
+    /// (made from a `String`), so never checked again.
+    pub fn text_frame(&self) -> Utf8Bytes {
         self.json_bytes_ref().clone()
     }
 
-    fn json_bytes_ref(&self) -> &bytes::Bytes {
+    fn json_bytes_ref(&self) -> &Utf8Bytes {
         self.json.get_or_init(|| {
             let event = ServerToReceiver::Event(Event {
                 channel: &self.channel,
@@ -378,7 +386,7 @@ impl StoredEvent {
                 payload: Payload::from_json_str(&self.payload),
             });
             // Every stored field passed validation when it was published.
-            bytes::Bytes::from(event.to_json().unwrap_or_default())
+            Utf8Bytes::from(event.to_json().unwrap_or_default())
         })
     }
 }

@@ -167,16 +167,47 @@ pub async fn is_visible(client: &Client, css: &str) -> Result<bool, BoxError> {
     Ok(visible == json!(true))
 }
 
+/// Types `value` into the field (emptied first).
 pub async fn fill(client: &Client, css: &str, value: &str) -> Result<(), BoxError> {
-    let field = client.find(Locator::Css(css)).await?;
-    field.clear().await?;
-    field.send_keys(value).await?;
-    Ok(())
+    on_fresh_element(client, css, |field| async move {
+        field.clear().await?;
+        field.send_keys(value).await
+    })
+    .await
 }
 
+/// Clicks the element.
 pub async fn click(client: &Client, css: &str) -> Result<(), BoxError> {
-    client.find(Locator::Css(css)).await?.click().await?;
-    Ok(())
+    on_fresh_element(client, css, |element| async move { element.click().await }).await
+}
+
+/// Finds the element and does `act` on it; again on the element found
+/// anew while the page re-renders under it (a list redrawn when a status
+/// arrives replaces its buttons: the one found is stale) or has not made
+/// it usable yet (not interactable), until [`WAIT`].
+async fn on_fresh_element<F, Fut>(client: &Client, css: &str, act: F) -> Result<(), BoxError>
+where
+    F: Fn(tether_browser_test::fantoccini::elements::Element) -> Fut,
+    Fut:
+        core::future::Future<Output = Result<(), tether_browser_test::fantoccini::error::CmdError>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let error = match client.find(Locator::Css(css)).await {
+            Ok(element) => match act(element).await {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            },
+            Err(error) => error,
+        };
+        let redrawn = error.is_stale_element_reference()
+            || error.is_element_not_interactable()
+            || error.is_no_such_element();
+        if !redrawn || Instant::now() > deadline {
+            return Err(format!("{css}: {error}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// How many CSS pixels the page is wider than the window (0 or less: no

@@ -18,11 +18,8 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 pub(crate) fn encode(input: &[u8], out: &mut [u8]) -> usize {
     let mut written = 0;
     for (group, chars) in input.chunks(3).zip(out.chunks_mut(4)) {
-        let bits = group
-            .iter()
-            .chain([0, 0].iter())
-            .take(3)
-            .fold(0u32, |bits, &byte| bits << 8 | u32::from(byte));
+        let byte = |i: usize| u32::from(group.get(i).copied().unwrap_or(0));
+        let bits = byte(0) << 16 | byte(1) << 8 | byte(2);
         for (index, char) in chars.iter_mut().enumerate() {
             // Characters past the group's bytes are padding.
             *char = if index <= group.len() {

@@ -126,7 +126,7 @@ impl<'a> ClientHandshake<'a> {
             .header("Host", r.host.as_bytes())?
             .header("Upgrade", b"websocket")?
             .header("Connection", b"Upgrade")?
-            .header("Sec-WebSocket-Key", self.key.as_str().as_bytes())?
+            .header("Sec-WebSocket-Key", &self.key.0)?
             .header("Sec-WebSocket-Version", b"13")?;
         if let Some((first, rest)) = r.subprotocols.split_first() {
             w.put(b"Sec-WebSocket-Protocol: ")?.put(first.as_bytes())?;
@@ -195,14 +195,18 @@ impl<'a> ClientHandshake<'a> {
         }
         let subprotocol = match protocol {
             None => None,
-            Some(chosen) => Some(
-                *self
-                    .request
-                    .subprotocols
-                    .iter()
-                    .find(|offered| offered.as_bytes() == chosen)
-                    .ok_or(HandshakeError::UnexpectedSubprotocol)?,
-            ),
+            Some(chosen) => {
+                // A loop, not `Iterator::find` (an out-of-line copy of 100 B
+                // on the ESP32-C3).
+                let mut offered = self.request.subprotocols.iter();
+                loop {
+                    match offered.next() {
+                        Some(p) if p.as_bytes() == chosen => break Some(*p),
+                        Some(_) => {}
+                        None => return Err(HandshakeError::UnexpectedSubprotocol),
+                    }
+                }
+            }
         };
         Ok(Status::Complete(Response {
             subprotocol,

@@ -32,9 +32,25 @@ pub(crate) struct Head {
     pub(crate) len: usize,
 }
 
-/// Bytes of a `token` (RFC 9110 5.6.2): header names.
+/// Bytes of a `token` (RFC 9110 5.6.2): header names. A `match` on
+/// ranges, not `<[u8]>::contains` on the fifteen symbols, which linked
+/// `core`'s word-at-a-time `memchr` (182 B against some 60 on the
+/// ESP32-C3).
 pub(super) fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    matches!(
+        b,
+        b'0'..=b'9'
+            | b'A'..=b'Z'
+            | b'^'..=b'z'
+            | b'!'
+            | b'#'..=b'\''
+            | b'*'
+            | b'+'
+            | b'-'
+            | b'.'
+            | b'|'
+            | b'~'
+    )
 }
 
 /// Bytes of a reason phrase or header value other than spaces: visible
@@ -48,54 +64,90 @@ fn is_text_byte(b: u8) -> bool {
 /// around it). `Partial` means `buf` is a prefix of a head that may still
 /// be valid; more than `max_headers` header lines is
 /// [`HeadError::TooManyHeaders`].
+///
+/// The end of `buf` reads as a NUL byte, which no place in a head allows:
+/// the scan fails on it like on any bad byte, and a failure after the end
+/// was read is `Partial` (one check at the exit instead of an end-of-input
+/// branch after every byte: 0.3 KB less on the ESP32-C3).
 #[inline(never)]
 pub(crate) fn parse_response<'b>(
     buf: &'b [u8],
     max_headers: usize,
     header: &mut dyn FnMut(&'b [u8], &'b [u8]),
 ) -> Result<Status<Head>, HeadError> {
-    let mut at = 0;
-    // The next byte, or `Partial` at the end of `buf`.
-    macro_rules! next {
-        () => {{
-            let Some(&b) = buf.get(at) else {
-                return Ok(Status::Partial);
-            };
-            // `at` indexed a byte of `buf`: no overflow.
-            at += 1;
-            b
-        }};
+    let mut cursor = Cursor { buf, at: 0 };
+    match scan(&mut cursor, max_headers, header) {
+        Ok(head) => Ok(Status::Complete(head)),
+        Err(HeadError::Malformed) if cursor.at > buf.len() => Ok(Status::Partial),
+        Err(e) => Err(e),
     }
-    // The LF after a CR.
-    macro_rules! lf {
-        () => {
-            if next!() != b'\n' {
-                return Err(HeadError::Malformed);
-            }
-        };
+}
+
+/// The bytes of a head and the position after the last one read.
+struct Cursor<'b> {
+    buf: &'b [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    /// The next byte; NUL past the end of the buffer (read once: the scan
+    /// fails on it, so `at` stays at most `buf.len() + 1`). Out of line:
+    /// one call per byte class is smaller than the load inlined.
+    #[inline(never)]
+    fn next(&mut self) -> u8 {
+        let b = self.buf.get(self.at).copied().unwrap_or(0);
+        self.at = self.at.wrapping_add(1);
+        b
     }
+
+    /// The LF after a CR.
+    fn lf(&mut self) -> Result<(), HeadError> {
+        if self.next() == b'\n' {
+            Ok(())
+        } else {
+            Err(HeadError::Malformed)
+        }
+    }
+
+    /// The end of a line whose last byte read is `b`: CRLF or a bare LF.
+    fn line_end(&mut self, b: u8) -> Result<(), HeadError> {
+        match b {
+            b'\r' => self.lf(),
+            b'\n' => Ok(()),
+            _ => Err(HeadError::Malformed),
+        }
+    }
+}
+
+/// [`parse_response`] without the end of the buffer: `Malformed` may be
+/// the NUL read past it.
+fn scan<'b>(
+    c: &mut Cursor<'b>,
+    max_headers: usize,
+    header: &mut dyn FnMut(&'b [u8], &'b [u8]),
+) -> Result<Head, HeadError> {
     // Empty lines before the status line are skipped.
-    let mut b = next!();
+    let mut b = c.next();
     while b == b'\r' || b == b'\n' {
         if b == b'\r' {
-            lf!();
+            c.lf()?;
         }
-        b = next!();
+        b = c.next();
     }
     // `HTTP/1.0` or `HTTP/1.1`, a space, three digits.
     for want in *b"HTTP/1." {
         if b != want {
             return Err(HeadError::Malformed);
         }
-        b = next!();
+        b = c.next();
     }
     let version = b.wrapping_sub(b'0');
-    if version > 1 || next!() != b' ' {
+    if version > 1 || c.next() != b' ' {
         return Err(HeadError::Malformed);
     }
     let mut code = 0u16;
     for _ in 0..3 {
-        let digit = next!().wrapping_sub(b'0');
+        let digit = c.next().wrapping_sub(b'0');
         if digit > 9 {
             return Err(HeadError::Malformed);
         }
@@ -103,68 +155,56 @@ pub(crate) fn parse_response<'b>(
         code = code * 10 + u16::from(digit);
     }
     // An optional reason phrase after a space, then the line's end.
-    b = next!();
+    b = c.next();
     if b == b' ' {
-        b = next!();
+        b = c.next();
         while b == b'\t' || b == b' ' || is_text_byte(b) {
-            b = next!();
+            b = c.next();
         }
     }
-    match b {
-        b'\r' => lf!(),
-        b'\n' => {}
-        _ => return Err(HeadError::Malformed),
-    }
+    c.line_end(b)?;
     // Header lines up to the empty line.
     let mut count = 0;
     loop {
-        let start = at;
-        b = next!();
-        match b {
-            b'\r' => {
-                lf!();
-                break;
-            }
-            b'\n' => break,
-            _ => {}
+        let start = c.at;
+        b = c.next();
+        if b == b'\r' || b == b'\n' {
+            c.line_end(b)?;
+            break;
         }
         while is_token_byte(b) {
-            b = next!();
+            b = c.next();
         }
-        let name_end = at.saturating_sub(1);
+        let name_end = c.at.saturating_sub(1);
         if b != b':' || name_end == start {
             return Err(HeadError::Malformed);
         }
-        b = next!();
+        b = c.next();
         while b == b' ' || b == b'\t' {
-            b = next!();
+            b = c.next();
         }
-        let value_start = at.saturating_sub(1);
+        let value_start = c.at.saturating_sub(1);
         let mut value_end = value_start;
         while b == b'\t' || b == b' ' || is_text_byte(b) {
             if b != b' ' && b != b'\t' {
-                value_end = at;
+                value_end = c.at;
             }
-            b = next!();
+            b = c.next();
         }
-        match b {
-            b'\r' => lf!(),
-            b'\n' => {}
-            _ => return Err(HeadError::Malformed),
-        }
+        c.line_end(b)?;
         if count == max_headers {
             return Err(HeadError::TooManyHeaders);
         }
         count += 1;
-        let name = buf.get(start..name_end).unwrap_or_default();
-        let value = buf.get(value_start..value_end).unwrap_or_default();
+        let name = c.buf.get(start..name_end).unwrap_or_default();
+        let value = c.buf.get(value_start..value_end).unwrap_or_default();
         header(name, value);
     }
-    Ok(Status::Complete(Head {
+    Ok(Head {
         version,
         code,
-        len: at,
-    }))
+        len: c.at,
+    })
 }
 
 #[cfg(test)]
@@ -221,6 +261,14 @@ mod tests {
 
     fn same_as_httparse(buf: &[u8]) {
         assert_eq!(ours(buf), oracle(buf), "on \"{}\"", buf.escape_ascii());
+    }
+
+    #[test]
+    fn token_bytes_are_rfc_9110s() {
+        for b in 0..=u8::MAX {
+            let rfc = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_token_byte(b), rfc, "byte {b:#04x}");
+        }
     }
 
     #[test]

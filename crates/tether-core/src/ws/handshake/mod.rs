@@ -27,7 +27,10 @@ const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// A `Sec-WebSocket-Key`: 16 random bytes in base64 (24 ASCII bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Key([u8; 24]);
+pub struct Key(
+    /// Base64: ASCII (the request writes these bytes, no UTF-8 check).
+    [u8; 24],
+);
 
 impl Key {
     /// A fresh key from `rng`, which must be unpredictable (RFC 6455 4.1).

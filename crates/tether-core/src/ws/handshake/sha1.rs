@@ -24,11 +24,12 @@ const INITIAL: [u32; 5] = [
 ];
 
 /// SHA-1 state: the chaining value, the block being filled, and the
-/// number of bytes hashed so far.
+/// number of bytes hashed so far (a `usize`: no 64-bit arithmetic per byte
+/// on a 32-bit core; the input is in memory, so it counts every byte).
 struct Sha1 {
     state: [u32; 5],
     block: [u8; 64],
-    len: u64,
+    len: usize,
 }
 
 impl Sha1 {
@@ -41,7 +42,7 @@ impl Sha1 {
     }
 
     fn push(&mut self, byte: u8) {
-        let at = (self.len % 64) as usize;
+        let at = self.len % 64;
         if let Some(slot) = self.block.get_mut(at) {
             *slot = byte;
         }
@@ -61,7 +62,8 @@ pub(crate) fn digest(parts: &[&[u8]]) -> [u8; 20] {
             sha1.push(byte);
         }
     }
-    let bits = sha1.len.wrapping_mul(8);
+    // `usize` is at most 64 bits: the bit length as FIPS 180-4 has it.
+    let bits = (sha1.len as u64).wrapping_mul(8);
     // Padding: a one bit, zeros up to 56 bytes into a block, the length.
     sha1.push(0x80);
     while sha1.len % 64 != 56 {
