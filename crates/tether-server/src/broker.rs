@@ -219,12 +219,7 @@ impl Inbox {
     /// Queues one publish's `events` for the subscriptions they name (in
     /// order), at most `capacity` per subscription unless it had nothing
     /// queued before this publish; `true` if anything was queued.
-    fn push(
-        &self,
-        publish: u64,
-        capacity: usize,
-        events: &mut Vec<(SubscriptionId, Arc<StoredEvent>)>,
-    ) -> bool {
+    fn push(&self, publish: u64, capacity: usize, events: &mut Vec<Delivery>) -> bool {
         let Ok(mut state) = self.state.lock() else {
             return false;
         };
@@ -357,6 +352,9 @@ pub trait Broker: Send + Sync + 'static {
 
 type ChannelKey = (TenantId, String);
 
+/// One event for one subscription of an inbox.
+type Delivery = (SubscriptionId, Arc<StoredEvent>);
+
 /// The in-process broker: each channel with subscribers lists their
 /// inboxes (the list is created by the channel's first subscriber and freed
 /// with its last, so memory follows what is subscribed now, and each tenant
@@ -453,7 +451,7 @@ impl Broker for InProcessBroker {
         let publish = channels.publishes;
         // Each inbox's share of the commit, gathered first so that each
         // inbox is locked and woken once.
-        let mut shares: Vec<(Arc<Inbox>, Vec<(SubscriptionId, Arc<StoredEvent>)>)> = Vec::new();
+        let mut shares: Vec<(Arc<Inbox>, Vec<Delivery>)> = Vec::new();
         let mut index: HashMap<*const Inbox, usize> = HashMap::default();
         // The subscribers of the previous event (a commit's events on a
         // channel often come in runs).
