@@ -82,6 +82,9 @@ impl Seen {
                     .is_some_and(|count| count.day_ms != today)
             }));
         }
+        // A device can be both late and of another day: write it once.
+        due.sort_unstable();
+        due.dedup();
         if due.is_empty() {
             return Ok(Vec::new());
         }
@@ -150,5 +153,47 @@ impl Seen {
     /// Whether anything is not yet written.
     pub(super) fn is_empty(&self) -> bool {
         self.pending.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_count_of_another_day_is_written_once() -> Result<(), rusqlite::Error> {
+        let db = Connection::open_in_memory()?;
+        db.execute_batch(
+            "CREATE TABLE devices (id TEXT PRIMARY KEY, day_count INTEGER NOT NULL,
+                day_start_ms INTEGER NOT NULL, last_seen_ms INTEGER);
+             INSERT INTO devices VALUES ('d1', 0, 0, NULL);",
+        )?;
+        // Counted yesterday (day 0), more than DELAY ago: due by age, and
+        // due again because the device publishes today.
+        let since = Instant::now()
+            .checked_sub(DELAY + Duration::from_secs(1))
+            .unwrap_or_else(Instant::now);
+        let mut seen = Seen::default();
+        seen.pending.insert(
+            "d1".to_owned(),
+            Count {
+                day_ms: 0,
+                count: 3,
+                last_ms: 1_000,
+                since,
+            },
+        );
+        seen.order.push_back((since, "d1".to_owned()));
+        let mut published = HashMap::default();
+        published.insert("d1", 1);
+        let today = 86_400_000;
+        let written = seen.write(&db, &published, today, false)?;
+        assert_eq!(written, vec!["d1".to_owned()]);
+        let day_count: i64 =
+            db.query_row("SELECT day_count FROM devices WHERE id = 'd1'", [], |row| {
+                row.get(0)
+            })?;
+        assert_eq!(day_count, 3);
+        Ok(())
     }
 }
